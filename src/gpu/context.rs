@@ -1,0 +1,237 @@
+//! Choosing an adapter and opening a device with the limits crosspool needs.
+
+use crate::error::{Error, Result};
+
+/// Which wgpu backend to use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    /// The best adapter on any native backend (Vulkan, Metal, DX12 preferred over GL).
+    #[default]
+    Auto,
+    /// Vulkan (including software Vulkan: lavapipe).
+    Vulkan,
+    /// Metal (macOS, iOS).
+    Metal,
+    /// Direct3D 12 (Windows).
+    Dx12,
+    /// OpenGL / GLES.
+    Gl,
+}
+
+impl BackendChoice {
+    fn backends(self) -> wgpu::Backends {
+        match self {
+            BackendChoice::Auto => wgpu::Backends::PRIMARY | wgpu::Backends::GL,
+            BackendChoice::Vulkan => wgpu::Backends::VULKAN,
+            BackendChoice::Metal => wgpu::Backends::METAL,
+            BackendChoice::Dx12 => wgpu::Backends::DX12,
+            BackendChoice::Gl => wgpu::Backends::GL,
+        }
+    }
+
+    /// Backend groups to enumerate, in order, stopping at the first that has an adapter.
+    fn probe_order(self) -> Vec<wgpu::Backends> {
+        match self {
+            BackendChoice::Auto => vec![wgpu::Backends::PRIMARY, wgpu::Backends::GL],
+            other => vec![other.backends()],
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Vulkan => "vulkan",
+            BackendChoice::Metal => "metal",
+            BackendChoice::Dx12 => "dx12",
+            BackendChoice::Gl => "gl",
+        }
+    }
+}
+
+/// How to pick and configure the device.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Backend filter.
+    pub backend: BackendChoice,
+    /// Case-insensitive substring of the adapter name to require (e.g. "llvmpipe", "nvidia").
+    pub adapter: Option<String>,
+    /// Cap the bytes bound to one storage binding below the adapter's limit. Kernels split
+    /// their work to fit whatever cap is in force; tests lower it to exercise that splitting.
+    pub max_binding_bytes: Option<u64>,
+}
+
+impl GpuOptions {
+    /// Options from `CROSSPOOL_BACKEND` (auto|vulkan|metal|dx12|gl) and `CROSSPOOL_ADAPTER`,
+    /// the same variables the CLI reads; unset variables leave the defaults.
+    pub fn from_env() -> Result<Self> {
+        use clap::ValueEnum;
+        let backend = match std::env::var("CROSSPOOL_BACKEND") {
+            Ok(v) if !v.is_empty() => BackendChoice::from_str(&v, true).map_err(|_| {
+                Error::Config(format!(
+                    "CROSSPOOL_BACKEND={v} is not one of auto, vulkan, metal, dx12, gl"
+                ))
+            })?,
+            _ => BackendChoice::Auto,
+        };
+        Ok(GpuOptions {
+            backend,
+            adapter: std::env::var("CROSSPOOL_ADAPTER")
+                .ok()
+                .filter(|s| !s.is_empty()),
+            max_binding_bytes: None,
+        })
+    }
+}
+
+/// An open device with its queue and what we know about the adapter.
+pub struct GpuContext {
+    /// The wgpu device.
+    pub device: wgpu::Device,
+    /// Its queue.
+    pub queue: wgpu::Queue,
+    /// Adapter name, backend, driver.
+    pub info: wgpu::AdapterInfo,
+    /// Features the adapter offers (not all are enabled on the device).
+    pub adapter_features: wgpu::Features,
+    /// Limits in force on the device (the adapter's own, not WebGPU's defaults).
+    pub limits: wgpu::Limits,
+    binding_cap: u64,
+}
+
+/// What to tell a user who has no adapter at all.
+const INSTALL_HINT: &str = "Install a GPU driver, or software Vulkan where there is no GPU: \
+    `sudo apt-get install mesa-vulkan-drivers` on Debian/Ubuntu (the package is \
+    `mesa-vulkan-drivers` on Fedora and `vulkan-swrast` on Arch)";
+
+fn type_rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+fn backend_rank(b: wgpu::Backend) -> u8 {
+    // GL lacks some compute features and is slower for the same hardware.
+    u8::from(b == wgpu::Backend::Gl)
+}
+
+impl GpuContext {
+    /// Opens the best adapter matching `opts`, requesting the adapter's full limits
+    /// (WebGPU's defaults would cap buffers at 256 MiB and bindings at 128 MiB).
+    pub fn new(opts: &GpuOptions) -> Result<Self> {
+        pollster::block_on(Self::new_async(opts))
+    }
+
+    async fn new_async(opts: &GpuOptions) -> Result<Self> {
+        let mut adapters = Vec::new();
+        // For `auto`, GL is only a fallback: initialising EGL is slow and noisy where Vulkan
+        // works, so each group gets its own instance, created only if needed.
+        for group in opts.backend.probe_order() {
+            let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+            desc.backends = group;
+            adapters = wgpu::Instance::new(desc).enumerate_adapters(group).await;
+            if !adapters.is_empty() {
+                break;
+            }
+        }
+        let seen: Vec<String> = adapters
+            .iter()
+            .map(|a| {
+                let i = a.get_info();
+                format!("{} ({:?})", i.name, i.backend)
+            })
+            .collect();
+        let wanted = opts.adapter.as_ref().map(|s| s.to_lowercase());
+        let adapter = adapters
+            .into_iter()
+            .filter(|a| match &wanted {
+                Some(w) => a.get_info().name.to_lowercase().contains(w),
+                None => true,
+            })
+            .min_by_key(|a| {
+                let i = a.get_info();
+                (type_rank(i.device_type), backend_rank(i.backend))
+            })
+            .ok_or_else(|| Error::NoAdapter {
+                backend: opts.backend.name().to_string(),
+                detail: match &wanted {
+                    _ if seen.is_empty() => format!(". {INSTALL_HINT}"),
+                    Some(w) => {
+                        format!(" with a name containing '{w}' (found: {})", seen.join(", "))
+                    }
+                    None => format!(" (found: {})", seen.join(", ")),
+                },
+            })?;
+        let info = adapter.get_info();
+        let adapter_features = adapter.features();
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("crosspool"),
+                required_features: wgpu::Features::empty(),
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|source| Error::RequestDevice {
+                adapter: info.name.clone(),
+                source,
+            })?;
+        let adapter_cap = limits.max_storage_buffer_binding_size;
+        let binding_cap = opts
+            .max_binding_bytes
+            .map_or(adapter_cap, |c| c.min(adapter_cap))
+            .min(limits.max_buffer_size);
+        Ok(GpuContext {
+            device,
+            queue,
+            info,
+            adapter_features,
+            limits,
+            binding_cap,
+        })
+    }
+
+    /// Largest number of bytes one storage binding may cover, a multiple of 4.
+    pub fn binding_cap(&self) -> u64 {
+        self.binding_cap & !3
+    }
+
+    /// Required alignment in bytes of a storage binding's offset.
+    pub fn binding_alignment(&self) -> u64 {
+        self.limits.min_storage_buffer_offset_alignment as u64
+    }
+
+    /// Workgroups allowed along one dispatch dimension.
+    pub fn max_workgroups(&self) -> u32 {
+        self.limits.max_compute_workgroups_per_dimension
+    }
+
+    /// One-line description: adapter name, backend and type.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?}, driver {} {})",
+            self.info.name,
+            self.info.backend,
+            self.info.device_type,
+            self.info.driver,
+            self.info.driver_info
+        )
+    }
+
+    /// Waits for all submitted work and reports any error the device raised.
+    pub fn wait(&self, during: &str) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Gpu {
+                during: during.to_string(),
+                message: e.to_string(),
+            })
+    }
+}

@@ -1,0 +1,241 @@
+//! Host side of `shaders/conv2d.wgsl`: uploading layer weights and recording convolutions.
+
+use super::dispatch::record;
+use super::plan::{plan_row_bands, BandLimits, BindingWindow};
+use super::tensor::{storage_from_slice, GpuTensor};
+use super::{shaders, GpuContext};
+use crate::error::{Error, Result};
+use crate::shape::Conv2dSpec;
+use crate::weights::Conv2dWeights;
+
+/// Output pixels per workgroup tile (GEMM M).
+pub const BM: u32 = 64;
+/// Output channels per workgroup tile (GEMM N).
+pub const BN: u32 = 64;
+/// Reduction depth staged per step (GEMM K).
+pub const BK: u32 = 16;
+/// Output pixels per thread.
+pub const TM: u32 = 4;
+/// Output channels per thread.
+pub const TN: u32 = 4;
+/// Threads per workgroup.
+pub const THREADS: u32 = 256;
+
+/// Uniform block of `conv2d.wgsl`; field order and types match the WGSL struct.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ConvParams {
+    in_h: u32,
+    in_w: u32,
+    in_c: u32,
+    in_base: u32,
+    out_h: u32,
+    out_w: u32,
+    out_c: u32,
+    out_base: u32,
+    kh: u32,
+    kw: u32,
+    stride_h: u32,
+    stride_w: u32,
+    pad_h: u32,
+    pad_w: u32,
+    k_total: u32,
+    relu: u32,
+    out_row0: u32,
+    out_rows: u32,
+    in_row0: u32,
+    _pad: u32,
+}
+
+/// A convolution layer's weights on the GPU, in the kernel's `[K][out_c]` layout.
+pub struct GpuConv2d {
+    /// Geometry.
+    pub spec: Conv2dSpec,
+    weights: wgpu::Buffer,
+    bias: wgpu::Buffer,
+}
+
+impl GpuConv2d {
+    /// Reorders and uploads `w`.
+    pub fn upload(ctx: &GpuContext, w: &Conv2dWeights) -> Result<Self> {
+        let bytes = w.weight.len() as u64 * 4;
+        if bytes > ctx.binding_cap() {
+            return Err(Error::DeviceLimit {
+                what: format!(
+                    "conv weights {}x{}x{}x{}",
+                    w.spec.out_c, w.spec.in_c, w.spec.window.kh, w.spec.window.kw
+                ),
+                needed: bytes,
+                limit: ctx.binding_cap(),
+                limit_name: "max_storage_buffer_binding_size",
+                hint: "this layer is too large for one binding on this device",
+            });
+        }
+        Ok(GpuConv2d {
+            spec: w.spec,
+            weights: storage_from_slice(ctx, &w.to_gemm_kn(), "conv weights")?,
+            bias: storage_from_slice(ctx, &w.bias, "conv bias")?,
+        })
+    }
+}
+
+/// The compiled convolution pipeline; one per device, shared by all layers.
+pub struct Conv2dKernel {
+    pipeline: wgpu::ComputePipeline,
+}
+
+impl Conv2dKernel {
+    /// Compiles the kernel.
+    pub fn new(ctx: &GpuContext) -> Result<Self> {
+        Ok(Conv2dKernel {
+            pipeline: shaders::CONV2D.pipeline(ctx)?,
+        })
+    }
+
+    /// Records `output = conv(input)` into `enc`, split into row bands that fit the device's
+    /// binding limit. `output` must have the layer's output shape.
+    pub fn record(
+        &self,
+        ctx: &GpuContext,
+        enc: &mut wgpu::CommandEncoder,
+        layer: &GpuConv2d,
+        input: &GpuTensor,
+        output: &GpuTensor,
+    ) -> Result<()> {
+        let spec = layer.spec;
+        let out = spec.output_shape(input.shape)?;
+        if out != output.shape {
+            return Err(Error::shape(
+                "conv2d",
+                format!(
+                    "output tensor is {} but the layer produces {out}",
+                    output.shape
+                ),
+            ));
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        let limits = BandLimits {
+            binding_cap: ctx.binding_cap(),
+            align: ctx.binding_alignment(),
+            max_out_rows: (ctx.max_workgroups() as usize * BM as usize) / out.w,
+        };
+        let bands = plan_row_bands("conv2d", input.shape, out, &spec.window, limits)?;
+        let in_row = (input.shape.w * input.shape.c) as u64;
+        let out_row = (out.w * out.c) as u64;
+        let w = spec.window;
+        for band in bands {
+            let iw = BindingWindow::new(
+                band.in_row0 as u64 * in_row,
+                band.in_rows as u64 * in_row,
+                limits.align,
+            );
+            let ow = BindingWindow::new(
+                band.out_row0 as u64 * out_row,
+                band.out_rows as u64 * out_row,
+                limits.align,
+            );
+            let params = ConvParams {
+                in_h: input.shape.h as u32,
+                in_w: input.shape.w as u32,
+                in_c: input.shape.c as u32,
+                in_base: iw.base,
+                out_h: out.h as u32,
+                out_w: out.w as u32,
+                out_c: out.c as u32,
+                out_base: ow.base,
+                kh: w.kh as u32,
+                kw: w.kw as u32,
+                stride_h: w.stride_h as u32,
+                stride_w: w.stride_w as u32,
+                pad_h: w.pad_h as u32,
+                pad_w: w.pad_w as u32,
+                k_total: spec.k_total() as u32,
+                relu: spec.relu as u32,
+                out_row0: band.out_row0 as u32,
+                out_rows: band.out_rows as u32,
+                in_row0: band.in_row0 as u32,
+                _pad: 0,
+            };
+            let m = (band.out_rows * out.w) as u32;
+            record(
+                ctx,
+                enc,
+                &self.pipeline,
+                "conv2d",
+                &params,
+                &[
+                    iw.bind(&input.buffer),
+                    layer.weights.as_entire_buffer_binding(),
+                    layer.bias.as_entire_buffer_binding(),
+                    ow.bind(&output.buffer),
+                ],
+                (m.div_ceil(BM), (out.c as u32).div_ceil(BN)),
+            );
+        }
+        Ok(())
+    }
+
+    /// Allocates the output, runs the convolution and submits it.
+    pub fn run(&self, ctx: &GpuContext, layer: &GpuConv2d, input: &GpuTensor) -> Result<GpuTensor> {
+        let output = GpuTensor::new(ctx, layer.spec.output_shape(input.shape)?, "conv output")?;
+        ctx.submit("conv2d", |enc| self.record(ctx, enc, layer, input, &output))?;
+        Ok(output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::shaders::tests::{wgsl_struct_layout, wgsl_u32_const};
+
+    #[test]
+    fn params_match_wgsl_struct() {
+        let (members, size) = wgsl_struct_layout(&shaders::CONV2D, "ConvParams");
+        assert_eq!(size as usize, std::mem::size_of::<ConvParams>());
+        let rust = crate::field_offsets!(ConvParams {
+            in_h,
+            in_w,
+            in_c,
+            in_base,
+            out_h,
+            out_w,
+            out_c,
+            out_base,
+            kh,
+            kw,
+            stride_h,
+            stride_w,
+            pad_h,
+            pad_w,
+            k_total,
+            relu,
+            out_row0,
+            out_rows,
+            in_row0,
+            _pad
+        });
+        assert_eq!(members, rust);
+    }
+
+    #[test]
+    fn tile_constants_match_wgsl() {
+        for (name, v) in [
+            ("BM", BM),
+            ("BN", BN),
+            ("BK", BK),
+            ("TM", TM),
+            ("TN", TN),
+            ("THREADS", THREADS),
+        ] {
+            assert_eq!(wgsl_u32_const(&shaders::CONV2D, name), v, "{name}");
+        }
+        // The thread layout the shader hard-codes (16x16 threads, 4 A and 4 B loads each).
+        assert_eq!(THREADS, 256);
+        assert_eq!(BM, 16 * TM);
+        assert_eq!(BN, 16 * TN);
+        assert_eq!(BM * BK, 4 * THREADS);
+        assert_eq!(BN * BK, 4 * THREADS);
+    }
+}

@@ -1,0 +1,76 @@
+//! Recording one compute dispatch: a uniform parameter block plus storage bindings.
+
+use super::GpuContext;
+
+/// Records a dispatch of `pipeline` with `params` at binding 0 and `storage[i]` at binding i+1.
+pub(crate) fn record<P: bytemuck::Pod>(
+    ctx: &GpuContext,
+    encoder: &mut wgpu::CommandEncoder,
+    pipeline: &wgpu::ComputePipeline,
+    label: &str,
+    params: &P,
+    storage: &[wgpu::BufferBinding<'_>],
+    workgroups: (u32, u32),
+) {
+    use wgpu::util::DeviceExt;
+    let uniform = ctx
+        .device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::bytes_of(params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+    let mut entries = vec![wgpu::BindGroupEntry {
+        binding: 0,
+        resource: uniform.as_entire_binding(),
+    }];
+    entries.extend(
+        storage
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: wgpu::BindingResource::Buffer(b.clone()),
+            }),
+    );
+    let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some(label),
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &entries,
+    });
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some(label),
+        timestamp_writes: None,
+    });
+    pass.set_pipeline(pipeline);
+    pass.set_bind_group(0, &bind_group, &[]);
+    pass.dispatch_workgroups(workgroups.0, workgroups.1, 1);
+}
+
+/// A 2-D grid of at least `groups` workgroups, each side within the device limit; shaders
+/// linearise it as `wid.y * num_workgroups.x + wid.x` and skip the excess.
+pub(crate) fn grid_for(groups: u64, max_per_dim: u32) -> (u32, u32) {
+    let x = groups.clamp(1, max_per_dim as u64);
+    let y = groups.div_ceil(x).max(1);
+    (x as u32, y as u32)
+}
+
+impl GpuContext {
+    /// Records work with `f` into one command encoder and submits it, checking for errors.
+    pub fn submit(
+        &self,
+        during: &str,
+        f: impl FnOnce(&mut wgpu::CommandEncoder) -> crate::Result<()>,
+    ) -> crate::Result<()> {
+        self.checked(during, || {
+            let mut enc = self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some(during),
+                });
+            f(&mut enc)?;
+            self.queue.submit([enc.finish()]);
+            Ok(())
+        })
+    }
+}

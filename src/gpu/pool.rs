@@ -1,0 +1,166 @@
+//! Host side of `shaders/maxpool2d.wgsl`.
+
+use super::dispatch::{grid_for, record};
+use super::plan::{plan_row_bands, BandLimits, BindingWindow};
+use super::tensor::GpuTensor;
+use super::{shaders, GpuContext};
+use crate::error::{Error, Result};
+use crate::shape::MaxPool2dSpec;
+
+/// Threads per workgroup in `maxpool2d.wgsl`.
+pub const WORKGROUP: u32 = 256;
+
+/// Uniform block of `maxpool2d.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct PoolParams {
+    in_h: u32,
+    in_w: u32,
+    c: u32,
+    in_base: u32,
+    out_h: u32,
+    out_w: u32,
+    out_base: u32,
+    out_row0: u32,
+    kh: u32,
+    kw: u32,
+    stride_h: u32,
+    stride_w: u32,
+    pad_h: u32,
+    pad_w: u32,
+    in_row0: u32,
+    count: u32,
+}
+
+/// The compiled max-pool pipeline.
+pub struct MaxPool2dKernel {
+    pipeline: wgpu::ComputePipeline,
+}
+
+impl MaxPool2dKernel {
+    /// Compiles the kernel.
+    pub fn new(ctx: &GpuContext) -> Result<Self> {
+        Ok(MaxPool2dKernel {
+            pipeline: shaders::MAXPOOL2D.pipeline(ctx)?,
+        })
+    }
+
+    /// Records `output = max_pool(input)`, split into bands that fit the binding limit.
+    pub fn record(
+        &self,
+        ctx: &GpuContext,
+        enc: &mut wgpu::CommandEncoder,
+        spec: MaxPool2dSpec,
+        input: &GpuTensor,
+        output: &GpuTensor,
+    ) -> Result<()> {
+        let out = spec.output_shape(input.shape)?;
+        if out != output.shape {
+            return Err(Error::shape(
+                "max_pool2d",
+                format!(
+                    "output tensor is {} but pooling produces {out}",
+                    output.shape
+                ),
+            ));
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        let limits = BandLimits {
+            binding_cap: ctx.binding_cap(),
+            align: ctx.binding_alignment(),
+            max_out_rows: usize::MAX,
+        };
+        let w = spec.window;
+        let in_row = (input.shape.w * input.shape.c) as u64;
+        let out_row = (out.w * out.c) as u64;
+        for band in plan_row_bands("max_pool2d", input.shape, out, &w, limits)? {
+            let iw = BindingWindow::new(
+                band.in_row0 as u64 * in_row,
+                band.in_rows as u64 * in_row,
+                limits.align,
+            );
+            let ow = BindingWindow::new(
+                band.out_row0 as u64 * out_row,
+                band.out_rows as u64 * out_row,
+                limits.align,
+            );
+            let count = band.out_rows as u64 * out_row;
+            let params = PoolParams {
+                in_h: input.shape.h as u32,
+                in_w: input.shape.w as u32,
+                c: out.c as u32,
+                in_base: iw.base,
+                out_h: out.h as u32,
+                out_w: out.w as u32,
+                out_base: ow.base,
+                out_row0: band.out_row0 as u32,
+                kh: w.kh as u32,
+                kw: w.kw as u32,
+                stride_h: w.stride_h as u32,
+                stride_w: w.stride_w as u32,
+                pad_h: w.pad_h as u32,
+                pad_w: w.pad_w as u32,
+                in_row0: band.in_row0 as u32,
+                count: count as u32,
+            };
+            record(
+                ctx,
+                enc,
+                &self.pipeline,
+                "max_pool2d",
+                &params,
+                &[iw.bind(&input.buffer), ow.bind(&output.buffer)],
+                grid_for(count.div_ceil(WORKGROUP as u64), ctx.max_workgroups()),
+            );
+        }
+        Ok(())
+    }
+
+    /// Allocates the output, pools and submits.
+    pub fn run(
+        &self,
+        ctx: &GpuContext,
+        spec: MaxPool2dSpec,
+        input: &GpuTensor,
+    ) -> Result<GpuTensor> {
+        let output = GpuTensor::new(ctx, spec.output_shape(input.shape)?, "pool output")?;
+        ctx.submit("max_pool2d", |enc| {
+            self.record(ctx, enc, spec, input, &output)
+        })?;
+        Ok(output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::shaders::tests::{wgsl_struct_layout, wgsl_u32_const};
+
+    #[test]
+    fn params_match_wgsl_struct() {
+        let (members, size) = wgsl_struct_layout(&shaders::MAXPOOL2D, "PoolParams");
+        assert_eq!(size as usize, std::mem::size_of::<PoolParams>());
+        let rust = crate::field_offsets!(PoolParams {
+            in_h,
+            in_w,
+            c,
+            in_base,
+            out_h,
+            out_w,
+            out_base,
+            out_row0,
+            kh,
+            kw,
+            stride_h,
+            stride_w,
+            pad_h,
+            pad_w,
+            in_row0,
+            count
+        });
+        assert_eq!(members, rust);
+        assert_eq!(wgsl_u32_const(&shaders::MAXPOOL2D, "WORKGROUP"), WORKGROUP);
+    }
+}

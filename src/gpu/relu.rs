@@ -1,0 +1,92 @@
+//! Host side of `shaders/relu.wgsl`.
+
+use super::dispatch::{grid_for, record};
+use super::plan::{plan_chunks, BandLimits, BindingWindow};
+use super::tensor::GpuTensor;
+use super::{shaders, GpuContext};
+use crate::error::Result;
+
+/// Threads per workgroup in `relu.wgsl`.
+pub const WORKGROUP: u32 = 256;
+
+/// Uniform block of `relu.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ReluParams {
+    base: u32,
+    count: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+/// The compiled in-place ReLU pipeline.
+pub struct ReluKernel {
+    pipeline: wgpu::ComputePipeline,
+}
+
+impl ReluKernel {
+    /// Compiles the kernel.
+    pub fn new(ctx: &GpuContext) -> Result<Self> {
+        Ok(ReluKernel {
+            pipeline: shaders::RELU.pipeline(ctx)?,
+        })
+    }
+
+    /// Records `t = max(t, 0)` in place, in chunks that fit the binding limit.
+    pub fn record(
+        &self,
+        ctx: &GpuContext,
+        enc: &mut wgpu::CommandEncoder,
+        t: &GpuTensor,
+    ) -> Result<()> {
+        let limits = BandLimits {
+            binding_cap: ctx.binding_cap(),
+            align: ctx.binding_alignment(),
+            max_out_rows: usize::MAX,
+        };
+        for (start, len) in plan_chunks(t.shape.len() as u64, limits, u32::MAX as u64) {
+            let win = BindingWindow::new(start, len, limits.align);
+            let params = ReluParams {
+                base: win.base,
+                count: len as u32,
+                _pad0: 0,
+                _pad1: 0,
+            };
+            record(
+                ctx,
+                enc,
+                &self.pipeline,
+                "relu",
+                &params,
+                &[win.bind(&t.buffer)],
+                grid_for(len.div_ceil(WORKGROUP as u64), ctx.max_workgroups()),
+            );
+        }
+        Ok(())
+    }
+
+    /// Applies ReLU in place and submits.
+    pub fn run(&self, ctx: &GpuContext, t: &GpuTensor) -> Result<()> {
+        ctx.submit("relu", |enc| self.record(ctx, enc, t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::shaders::tests::{wgsl_struct_layout, wgsl_u32_const};
+
+    #[test]
+    fn params_match_wgsl_struct() {
+        let (members, size) = wgsl_struct_layout(&shaders::RELU, "ReluParams");
+        assert_eq!(size as usize, std::mem::size_of::<ReluParams>());
+        let rust = crate::field_offsets!(ReluParams {
+            base,
+            count,
+            _pad0,
+            _pad1
+        });
+        assert_eq!(members, rust);
+        assert_eq!(wgsl_u32_const(&shaders::RELU, "WORKGROUP"), WORKGROUP);
+    }
+}

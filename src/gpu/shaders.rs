@@ -1,0 +1,135 @@
+//! The WGSL sources, embedded at build time, and their compilation into pipelines.
+
+use super::GpuContext;
+use crate::error::{Error, Result};
+
+/// A WGSL source file from `shaders/`.
+#[derive(Clone, Copy, Debug)]
+pub struct Shader {
+    /// File name under `shaders/`.
+    pub name: &'static str,
+    /// Its text.
+    pub source: &'static str,
+}
+
+macro_rules! shader {
+    ($file:literal) => {
+        Shader {
+            name: $file,
+            source: include_str!(concat!("../../shaders/", $file)),
+        }
+    };
+}
+
+/// Implicit-GEMM convolution with bias and optional ReLU.
+pub const CONV2D: Shader = shader!("conv2d.wgsl");
+/// Max pooling.
+pub const MAXPOOL2D: Shader = shader!("maxpool2d.wgsl");
+/// In-place ReLU.
+pub const RELU: Shader = shader!("relu.wgsl");
+
+/// Every shader the crate ships; a test checks this matches the files in `shaders/`.
+pub const ALL: &[Shader] = &[CONV2D, MAXPOOL2D, RELU];
+
+impl Shader {
+    /// Parses and validates the source with naga, as wgpu will before compiling it.
+    pub fn validate(&self) -> Result<naga::Module> {
+        let module = naga::front::wgsl::parse_str(self.source).map_err(|e| Error::Shader {
+            name: self.name,
+            message: e.emit_to_string(self.source),
+        })?;
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::empty(),
+        )
+        .validate(&module)
+        .map_err(|e| Error::Shader {
+            name: self.name,
+            message: e.emit_to_string(self.source),
+        })?;
+        Ok(module)
+    }
+
+    /// Compiles the shader's `main` entry point into a compute pipeline whose bind group
+    /// layout is derived from the shader.
+    pub fn pipeline(&self, ctx: &GpuContext) -> Result<wgpu::ComputePipeline> {
+        ctx.checked(&format!("compiling {}", self.name), || {
+            let module = ctx
+                .device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(self.name),
+                    source: wgpu::ShaderSource::Wgsl(self.source.into()),
+                });
+            Ok(ctx
+                .device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(self.name),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some("main"),
+                    compilation_options: Default::default(),
+                    cache: None,
+                }))
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shader_validates() {
+        for s in ALL {
+            if let Err(e) = s.validate() {
+                panic!("{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_file_in_shaders_dir_is_compiled_in() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|f| f.ends_with(".wgsl"))
+            .collect();
+        files.sort();
+        let mut known: Vec<&str> = ALL.iter().map(|s| s.name).collect();
+        known.sort();
+        assert_eq!(files, known);
+    }
+
+    /// (member name, byte offset) of the WGSL struct `name` in `shader`.
+    pub(crate) fn wgsl_struct_layout(shader: &Shader, name: &str) -> (Vec<(String, u32)>, u32) {
+        let module = shader.validate().unwrap();
+        for (_, ty) in module.types.iter() {
+            if ty.name.as_deref() == Some(name) {
+                if let naga::TypeInner::Struct { members, span } = &ty.inner {
+                    let m = members
+                        .iter()
+                        .map(|m| (m.name.clone().unwrap_or_default(), m.offset))
+                        .collect();
+                    return (m, *span);
+                }
+            }
+        }
+        panic!("struct {name} not found in {}", shader.name);
+    }
+
+    /// Value of the WGSL `const NAME: u32` in `shader`.
+    pub(crate) fn wgsl_u32_const(shader: &Shader, name: &str) -> u32 {
+        let module = shader.validate().unwrap();
+        for (_, c) in module.constants.iter() {
+            if c.name.as_deref() == Some(name) {
+                if let naga::Expression::Literal(naga::Literal::U32(v)) =
+                    module.global_expressions[c.init]
+                {
+                    return v;
+                }
+            }
+        }
+        panic!("const {name} not found in {}", shader.name);
+    }
+}

@@ -1,0 +1,55 @@
+use super::Reduced;
+use crate::error::{Error, Result};
+use crate::shape::Shape4;
+use crate::weights::Conv2dWeights;
+
+/// Direct 2-D convolution of an NHWC `input` with zero padding, bias and optional ReLU.
+pub fn conv2d(input: &[f32], shape: Shape4, w: &Conv2dWeights) -> Result<(Shape4, Reduced)> {
+    if input.len() != shape.len() {
+        return Err(Error::shape(
+            "conv2d",
+            format!(
+                "input has {} values but shape {shape} needs {}",
+                input.len(),
+                shape.len()
+            ),
+        ));
+    }
+    let spec = w.spec;
+    let out = spec.output_shape(shape)?;
+    let win = spec.window;
+    let mut values = vec![0.0f32; out.len()];
+    let mut magnitude = vec![0.0f32; out.len()];
+    for n in 0..out.n {
+        for oy in 0..out.h {
+            for ox in 0..out.w {
+                for o in 0..out.c {
+                    let mut acc = w.bias[o] as f64;
+                    let mut mag = acc.abs();
+                    for ky in 0..win.kh {
+                        let iy = (oy * win.stride_h + ky) as isize - win.pad_h as isize;
+                        if iy < 0 || iy >= shape.h as isize {
+                            continue;
+                        }
+                        for kx in 0..win.kw {
+                            let ix = (ox * win.stride_w + kx) as isize - win.pad_w as isize;
+                            if ix < 0 || ix >= shape.w as isize {
+                                continue;
+                            }
+                            let base = shape.index(n, iy as usize, ix as usize, 0);
+                            for i in 0..spec.in_c {
+                                let t = w.at(o, i, ky, kx) as f64 * input[base + i] as f64;
+                                acc += t;
+                                mag += t.abs();
+                            }
+                        }
+                    }
+                    let idx = out.index(n, oy, ox, o);
+                    values[idx] = if spec.relu { acc.max(0.0) } else { acc } as f32;
+                    magnitude[idx] = mag as f32;
+                }
+            }
+        }
+    }
+    Ok((out, Reduced { values, magnitude }))
+}

@@ -1,0 +1,33 @@
+//! Plain CPU implementations of every GPU kernel: the oracle the tests hold the GPU to.
+//!
+//! They favour obviousness over speed: direct loops, f64 accumulation, no tiling.
+
+mod conv;
+mod pool;
+mod relu;
+
+pub use conv::conv2d;
+pub use pool::max_pool2d;
+pub use relu::relu;
+
+/// Result of a reference reduction: the values and, per element, the magnitude
+/// `sum |w_k * x_k| + |b|` against which the rounding error of an f32 evaluation is bounded.
+#[derive(Clone, Debug)]
+pub struct Reduced {
+    /// Exact-to-f64 result rounded to f32.
+    pub values: Vec<f32>,
+    /// Sum of absolute terms, the scale of any f32 summation error.
+    pub magnitude: Vec<f32>,
+}
+
+/// Worst-case relative error bound `gamma_n = n*u / (1 - n*u)` (u = 2^-24) of summing `n`
+/// products in f32, in any order and with or without fused multiply-add (Higham, *Accuracy and
+/// Stability of Numerical Algorithms*, 3.1): `|fl(sum) - sum| <= gamma_n * sum |terms|`.
+///
+/// Comparisons use this rather than a fixed epsilon because kernels differ in summation order
+/// and lavapipe does not fuse `fma`; the bound is tight in the worst case and independent of both.
+pub fn f32_dot_error_bound(n: usize) -> f32 {
+    let u = f32::EPSILON as f64 / 2.0;
+    let nu = n as f64 * u;
+    (nu / (1.0 - nu)) as f32
+}

@@ -1,0 +1,91 @@
+//! Shared helpers for the GPU-versus-reference tests.
+//!
+//! GPU tests never skip: without an adapter they fail with the reason, in CI and locally alike.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use crosspool::gpu::{GpuContext, GpuOptions};
+use crosspool::reference::{f32_dot_error_bound, Reduced};
+use std::sync::OnceLock;
+
+fn env_options() -> GpuOptions {
+    GpuOptions::from_env().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn open(opts: GpuOptions) -> GpuContext {
+    match GpuContext::new(&opts) {
+        Ok(ctx) => {
+            eprintln!("GPU tests on: {}", ctx.describe());
+            ctx
+        }
+        Err(e) => panic!("GPU tests need an adapter and none could be opened: {e}"),
+    }
+}
+
+/// The default device, shared by the tests of one binary.
+pub fn gpu() -> &'static GpuContext {
+    static CTX: OnceLock<GpuContext> = OnceLock::new();
+    CTX.get_or_init(|| open(env_options()))
+}
+
+/// A device whose bindings are capped at `cap` bytes, so that kernels must split their work.
+pub fn gpu_with_binding_cap(cap: u64) -> GpuContext {
+    let ctx = open(GpuOptions {
+        max_binding_bytes: Some(cap),
+        ..env_options()
+    });
+    assert_eq!(
+        ctx.binding_cap(),
+        cap,
+        "adapter allows less than the cap the test asks for"
+    );
+    ctx
+}
+
+/// Deterministic values in [-1, 1) (SplitMix64), so failures reproduce.
+pub fn random(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    (0..len)
+        .map(|_| {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Asserts that `gpu` equals the reference within the f32 summation bound for `terms` products
+/// per output, scaled by each output's magnitude, plus half an ulp for rounding the reference.
+pub fn assert_reduction_close(gpu: &[f32], want: &Reduced, terms: usize, what: &str) {
+    assert_eq!(gpu.len(), want.values.len(), "{what}: length");
+    let gamma = f32_dot_error_bound(terms);
+    let mut worst = (0.0f32, 0usize);
+    for (i, (&g, (&r, &m))) in gpu
+        .iter()
+        .zip(want.values.iter().zip(&want.magnitude))
+        .enumerate()
+    {
+        let tol = gamma * m + r.abs() * f32::EPSILON;
+        let err = (g - r).abs();
+        assert!(
+            err <= tol,
+            "{what}: element {i}: gpu {g} vs reference {r} (|err| {err:e} > tol {tol:e}, magnitude {m:e})"
+        );
+        if tol > 0.0 && err / tol > worst.0 {
+            worst = (err / tol, i);
+        }
+    }
+    assert!(
+        gpu.iter().any(|&v| v != 0.0),
+        "{what}: output is all zeros, so the test proves nothing"
+    );
+    eprintln!(
+        "{what}: {} outputs, worst error {:.3} of the bound (element {})",
+        gpu.len(),
+        worst.0,
+        worst.1
+    );
+}

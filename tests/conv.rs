@@ -1,0 +1,204 @@
+//! GPU convolution against the CPU reference on shapes chosen to break tiling and splitting.
+
+mod common;
+
+use common::{assert_reduction_close, gpu, gpu_with_binding_cap, random};
+use crosspool::gpu::plan::{plan_row_bands, BandLimits};
+use crosspool::gpu::{Conv2dKernel, GpuContext, GpuConv2d, GpuTensor};
+use crosspool::reference;
+use crosspool::shape::{Conv2dSpec, Shape4, Window2d};
+use crosspool::weights::Conv2dWeights;
+
+fn layer(spec: Conv2dSpec, seed: u64) -> Conv2dWeights {
+    // Weights scaled like He initialisation so activations keep a realistic magnitude.
+    let scale = (2.0 / spec.k_total() as f32).sqrt();
+    let w = random(spec.weight_len(), seed)
+        .iter()
+        .map(|v| v * scale)
+        .collect();
+    Conv2dWeights::new(spec, w, random(spec.out_c, seed + 1)).unwrap()
+}
+
+fn check_on(ctx: &GpuContext, input_shape: Shape4, spec: Conv2dSpec, seed: u64, what: &str) {
+    let w = layer(spec, seed);
+    let x = random(input_shape.len(), seed + 2);
+    let (out_shape, want) = reference::conv2d(&x, input_shape, &w).unwrap();
+    let kernel = Conv2dKernel::new(ctx).unwrap();
+    let gl = GpuConv2d::upload(ctx, &w).unwrap();
+    let gx = GpuTensor::upload(ctx, &x, input_shape, "input").unwrap();
+    let gy = kernel.run(ctx, &gl, &gx).unwrap();
+    assert_eq!(gy.shape, out_shape);
+    let got = gy.download(ctx).unwrap();
+    assert_reduction_close(&got, &want, spec.k_total() + 1, what);
+}
+
+fn check(input: Shape4, spec: Conv2dSpec, seed: u64, what: &str) {
+    check_on(gpu(), input, spec, seed, what);
+}
+
+fn conv(in_c: usize, out_c: usize, window: Window2d, relu: bool) -> Conv2dSpec {
+    Conv2dSpec {
+        in_c,
+        out_c,
+        window,
+        relu,
+    }
+}
+
+#[test]
+fn one_by_one_batch_two_odd_size() {
+    check(
+        Shape4::new(2, 7, 9, 17),
+        conv(17, 64, Window2d::square(1, 1, 0), false),
+        1,
+        "1x1 17->64",
+    );
+}
+
+#[test]
+fn three_by_three_rgb_input() {
+    check(
+        Shape4::new(1, 13, 11, 3),
+        conv(3, 64, Window2d::square(3, 1, 1), true),
+        2,
+        "3x3 3->64 relu",
+    );
+}
+
+#[test]
+fn three_by_three_batch_three() {
+    check(
+        Shape4::new(3, 9, 10, 64),
+        conv(64, 17, Window2d::square(3, 1, 1), true),
+        3,
+        "3x3 64->17 batch 3",
+    );
+}
+
+#[test]
+fn five_by_five_stride_two() {
+    check(
+        Shape4::new(2, 15, 12, 17),
+        conv(17, 33, Window2d::square(5, 2, 2), false),
+        4,
+        "5x5 s2 p2",
+    );
+}
+
+#[test]
+fn eleven_by_eleven_stride_four_pad_two() {
+    // AlexNet conv1 geometry at a small odd size: (67 + 4 - 11) / 4 + 1 = 16.
+    check(
+        Shape4::new(2, 67, 63, 3),
+        conv(3, 64, Window2d::square(11, 4, 2), true),
+        5,
+        "11x11 s4 p2",
+    );
+}
+
+#[test]
+fn wide_input_channels_not_a_multiple_of_the_tile() {
+    check(
+        Shape4::new(2, 5, 7, 513),
+        conv(513, 17, Window2d::square(3, 1, 1), false),
+        6,
+        "3x3 513->17",
+    );
+}
+
+#[test]
+fn wide_output_channels_not_a_multiple_of_the_tile() {
+    check(
+        Shape4::new(1, 6, 5, 5),
+        conv(5, 513, Window2d::square(3, 1, 1), true),
+        7,
+        "3x3 5->513",
+    );
+}
+
+#[test]
+fn padding_wider_than_the_kernel_reach() {
+    // A 1x1 kernel with padding 1: the border outputs see only padding and equal the bias.
+    check(
+        Shape4::new(2, 4, 3, 8),
+        conv(8, 9, Window2d::square(1, 1, 1), false),
+        8,
+        "1x1 p1",
+    );
+}
+
+#[test]
+fn asymmetric_kernel_stride_and_padding() {
+    let window = Window2d {
+        kh: 3,
+        kw: 5,
+        stride_h: 2,
+        stride_w: 1,
+        pad_h: 0,
+        pad_w: 2,
+    };
+    check(
+        Shape4::new(2, 11, 8, 6),
+        conv(6, 10, window, true),
+        9,
+        "3x5 s(2,1) p(0,2)",
+    );
+}
+
+#[test]
+fn single_output_pixel() {
+    check(
+        Shape4::new(1, 3, 3, 4),
+        conv(4, 3, Window2d::square(3, 1, 0), false),
+        10,
+        "3x3 valid -> 1x1",
+    );
+}
+
+/// With a 4 KiB binding cap the input is split into many row bands, some inside one image and
+/// some spanning two, with binding offsets that are not aligned to the data.
+#[test]
+fn split_into_row_bands_under_small_binding_cap() {
+    let cap = 4 * 1024;
+    let ctx = gpu_with_binding_cap(cap);
+    let input = Shape4::new(3, 21, 13, 7);
+    let spec = conv(7, 12, Window2d::square(3, 1, 1), true);
+    let out = spec.output_shape(input).unwrap();
+    let limits = BandLimits {
+        binding_cap: cap,
+        align: ctx.binding_alignment(),
+        max_out_rows: usize::MAX,
+    };
+    let bands = plan_row_bands("t", input, out, &spec.window, limits).unwrap();
+    assert!(bands.len() >= 4, "cap too loose to split: {bands:?}");
+    assert!(
+        bands.iter().any(|b| b.in_row0 % input.h != 0),
+        "no band starts inside an image"
+    );
+    check_on(&ctx, input, spec, 11, "3x3 banded");
+    // Strided windows skip input rows between bands.
+    check_on(
+        &ctx,
+        Shape4::new(2, 30, 17, 5),
+        conv(5, 6, Window2d::square(5, 3, 1), false),
+        12,
+        "5x5 s3 banded",
+    );
+}
+
+/// An activation larger than 128 MiB, WebGPU's default (and lavapipe's actual) binding limit.
+#[test]
+fn activation_over_128_mib() {
+    let cap = 128 << 20;
+    let ctx = gpu_with_binding_cap(cap);
+    // One image of 420 x 420 x 192 f32 = 135.5 MB: the split must fall inside the image.
+    let input = Shape4::new(1, 420, 420, 192);
+    assert!(input.bytes_f32() > cap);
+    check_on(
+        &ctx,
+        input,
+        conv(192, 4, Window2d::square(3, 1, 1), true),
+        13,
+        "over 128 MiB",
+    );
+}
