@@ -6,9 +6,11 @@
 //   A is never materialised: each tile load gathers it from the input (zero outside the image).
 //
 // A workgroup computes a BM x BN tile of C from BK-deep slices of A and B staged in workgroup
-// memory; each of its 16 x 16 threads accumulates a TM x TN block in registers.
-// Rows of the block are strided by 16 so that a warp's reads of b_tile hit distinct banks and
-// its reads of a_tile are broadcasts.
+// memory; each of its 16 x 16 threads accumulates a TM x TN = 4 x 4 block in four vec4
+// registers. The block's rows and columns are contiguous so that each step of the inner loop
+// is one vec4 load of A (a broadcast within the row of threads), one vec4 load of B and four
+// vec4 FMAs; accumulators are named variables, never a dynamically indexed array, which
+// drivers may place in slow local memory.
 
 // Keep in step with `ConvParams` in src/gpu/conv.rs (checked by a test).
 struct ConvParams {
@@ -41,6 +43,10 @@ const BK: u32 = 16u;
 const TM: u32 = 4u;
 const TN: u32 = 4u;
 const THREADS: u32 = 256u;
+// Row stride of a_tile in vec4s: BM / 4 plus one vec4 of padding, so that the gather's
+// stores (16 consecutive k of one m per half-warp) fall in different banks.
+const A_ROW: u32 = 17u;
+const B_ROW: u32 = 16u;   // BN / 4
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> input: array<f32>;
@@ -48,8 +54,29 @@ const THREADS: u32 = 256u;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;      // [out_c]
 @group(0) @binding(4) var<storage, read_write> output: array<f32>;
 
-var<workgroup> a_tile: array<f32, 1024>;  // [BK][BM]
-var<workgroup> b_tile: array<f32, 1024>;  // [BK][BN]
+var<workgroup> a_tile: array<vec4<f32>, 272>;  // [BK][A_ROW], vec4 = 4 consecutive m
+var<workgroup> b_tile: array<vec4<f32>, 256>;  // [BK][B_ROW], vec4 = 4 consecutive n
+
+fn store_output(m: u32, n: u32, v: vec4<f32>) {
+    if (m >= p.out_rows * p.out_w) {
+        return;
+    }
+    var r = v + vec4<f32>(
+        bias[min(n, p.out_c - 1u)],
+        bias[min(n + 1u, p.out_c - 1u)],
+        bias[min(n + 2u, p.out_c - 1u)],
+        bias[min(n + 3u, p.out_c - 1u)],
+    );
+    if (p.relu != 0u) {
+        r = max(r, vec4<f32>(0.0));
+    }
+    let base = p.out_base + m * p.out_c + n;
+    for (var j = 0u; j < 4u; j++) {
+        if (n + j < p.out_c) {
+            output[base + j] = r[j];
+        }
+    }
+}
 
 @compute @workgroup_size(16, 16, 1)
 fn main(
@@ -61,8 +88,8 @@ fn main(
     let m0 = wid.x * BM;
     let n0 = wid.y * BN;
 
-    // This thread loads A elements (m = a_m + 16 j, k = a_k) for j < 4; the output pixels do
-    // not change along K, so their coordinates are decoded once, here.
+    // This thread gathers A elements (m = a_m + 16 j, k = a_k) for j < 4; the output pixels
+    // do not change along K, so their coordinates are decoded once, here.
     let a_k = li % BK;
     let a_m = li / BK;
     var a_iy0: array<i32, 4>;
@@ -83,13 +110,12 @@ fn main(
     // This thread loads B elements (k = b_k + 4 j, n = b_n) for j < 4: coalesced along n.
     let b_n = li % BN;
     let b_k = li / BN;
+    let b_ok = n0 + b_n < p.out_c;
 
-    var acc: array<array<f32, 4>, 4>;
-    for (var i = 0u; i < TM; i++) {
-        for (var j = 0u; j < TN; j++) {
-            acc[i][j] = 0.0;
-        }
-    }
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
 
     let kw_c = p.kw * p.in_c;
     for (var k0 = 0u; k0 < p.k_total; k0 += BK) {
@@ -99,60 +125,43 @@ fn main(
         let rem = k % kw_c;
         let kx = i32(rem / p.in_c);
         let c = rem % p.in_c;
+        let k_ok = k < p.k_total;
         for (var j = 0u; j < 4u; j++) {
             let iy = a_iy0[j] + ky;
             let ix = a_ix0[j] + kx;
             var v = 0.0;
-            if (a_ok[j] && k < p.k_total && iy >= 0 && iy < i32(p.in_h) && ix >= 0 && ix < i32(p.in_w)) {
-                let idx = u32((a_row[j] + iy) * i32(p.in_w) + ix) * p.in_c + c + p.in_base;
-                v = input[idx];
+            if (a_ok[j] && k_ok && iy >= 0 && iy < i32(p.in_h) && ix >= 0 && ix < i32(p.in_w)) {
+                v = input[u32((a_row[j] + iy) * i32(p.in_w) + ix) * p.in_c + c + p.in_base];
             }
-            a_tile[a_k * BM + a_m + 16u * j] = v;
+            let m = a_m + 16u * j;
+            a_tile[a_k * A_ROW + m / 4u][m % 4u] = v;
         }
         // Load the B slice.
         for (var j = 0u; j < 4u; j++) {
             let kk = k0 + b_k + 4u * j;
-            let n = n0 + b_n;
             var v = 0.0;
-            if (kk < p.k_total && n < p.out_c) {
-                v = weights[kk * p.out_c + n];
+            if (kk < p.k_total && b_ok) {
+                v = weights[kk * p.out_c + n0 + b_n];
             }
-            b_tile[(b_k + 4u * j) * BN + b_n] = v;
+            b_tile[(b_k + 4u * j) * B_ROW + b_n / 4u][b_n % 4u] = v;
         }
         workgroupBarrier();
 
         for (var kk = 0u; kk < BK; kk++) {
-            var a: array<f32, 4>;
-            var b: array<f32, 4>;
-            for (var i = 0u; i < TM; i++) {
-                a[i] = a_tile[kk * BM + lid.y + 16u * i];
-            }
-            for (var j = 0u; j < TN; j++) {
-                b[j] = b_tile[kk * BN + lid.x + 16u * j];
-            }
-            for (var i = 0u; i < TM; i++) {
-                for (var j = 0u; j < TN; j++) {
-                    acc[i][j] = fma(a[i], b[j], acc[i][j]);
-                }
-            }
+            let a = a_tile[kk * A_ROW + lid.y];
+            let b = b_tile[kk * B_ROW + lid.x];
+            acc0 = fma(vec4<f32>(a.x), b, acc0);
+            acc1 = fma(vec4<f32>(a.y), b, acc1);
+            acc2 = fma(vec4<f32>(a.z), b, acc2);
+            acc3 = fma(vec4<f32>(a.w), b, acc3);
         }
         workgroupBarrier();
     }
 
-    for (var i = 0u; i < TM; i++) {
-        let m = m0 + lid.y + 16u * i;
-        if (m >= m_total) {
-            continue;
-        }
-        for (var j = 0u; j < TN; j++) {
-            let n = n0 + lid.x + 16u * j;
-            if (n < p.out_c) {
-                var v = acc[i][j] + bias[n];
-                if (p.relu != 0u) {
-                    v = max(v, 0.0);
-                }
-                output[p.out_base + m * p.out_c + n] = v;
-            }
-        }
-    }
+    let m = m0 + lid.y * TM;
+    let n = n0 + lid.x * TN;
+    store_output(m, n, acc0);
+    store_output(m + 1u, n, acc1);
+    store_output(m + 2u, n, acc2);
+    store_output(m + 3u, n, acc3);
 }

@@ -1,4 +1,6 @@
 // In-place ReLU over a range of a buffer. One thread per element.
+// `select` rather than `max` pins down the WGSL-unspecified cases: -0.0 and NaN become +0.0,
+// matching the reference on every backend.
 
 // Keep in step with `ReluParams` in src/gpu/relu.rs (checked by a test).
 struct ReluParams {
@@ -21,6 +23,7 @@ fn main(
 ) {
     let e = (wid.y * nwg.x + wid.x) * WORKGROUP + li;
     if (e < p.count) {
-        data[p.base + e] = max(data[p.base + e], 0.0);
+        let x = data[p.base + e];
+        data[p.base + e] = select(0.0, x, x > 0.0);
     }
 }

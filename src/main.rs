@@ -41,6 +41,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         backend: cli.backend,
         adapter: cli.adapter,
         max_binding_bytes: None,
+        unchecked_shaders: false,
     };
     match cli.command {
         Command::Info => {

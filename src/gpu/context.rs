@@ -58,6 +58,11 @@ pub struct GpuOptions {
     /// Cap the bytes bound to one storage binding below the adapter's limit. Kernels split
     /// their work to fit whatever cap is in force; tests lower it to exercise that splitting.
     pub max_binding_bytes: Option<u64>,
+    /// Compile shaders without wgpu's injected runtime checks (index clamping, integer
+    /// division guards, loop bounding). Every kernel checks its own bounds and is tested
+    /// against the reference, but a kernel bug would then be undefined behaviour on the GPU
+    /// rather than a clamped read, so this is off unless asked for.
+    pub unchecked_shaders: bool,
 }
 
 impl GpuOptions {
@@ -79,6 +84,7 @@ impl GpuOptions {
                 .ok()
                 .filter(|s| !s.is_empty()),
             max_binding_bytes: None,
+            unchecked_shaders: std::env::var("CROSSPOOL_UNCHECKED_SHADERS").is_ok_and(|v| v == "1"),
         })
     }
 }
@@ -96,6 +102,7 @@ pub struct GpuContext {
     /// Limits in force on the device (the adapter's own, not WebGPU's defaults).
     pub limits: wgpu::Limits,
     binding_cap: u64,
+    pub(crate) unchecked_shaders: bool,
 }
 
 /// What to tell a user who has no adapter at all.
@@ -194,6 +201,7 @@ impl GpuContext {
             adapter_features,
             limits,
             binding_cap,
+            unchecked_shaders: opts.unchecked_shaders,
         })
     }
 

@@ -231,11 +231,16 @@ mod tests {
         ] {
             assert_eq!(wgsl_u32_const(&shaders::CONV2D, name), v, "{name}");
         }
-        // The thread layout the shader hard-codes (16x16 threads, 4 A and 4 B loads each).
+        // The thread layout the shader hard-codes (16x16 threads, 4 A and 4 B loads each,
+        // a 4x4 block per thread held in four vec4).
         assert_eq!(THREADS, 256);
         assert_eq!(BM, 16 * TM);
         assert_eq!(BN, 16 * TN);
         assert_eq!(BM * BK, 4 * THREADS);
         assert_eq!(BN * BK, 4 * THREADS);
+        assert_eq!(TM, 4);
+        assert_eq!(TN, 4);
+        assert_eq!(wgsl_u32_const(&shaders::CONV2D, "A_ROW"), BM / 4 + 1);
+        assert_eq!(wgsl_u32_const(&shaders::CONV2D, "B_ROW"), BN / 4);
     }
 }

@@ -1,4 +1,7 @@
-/// Elementwise `max(x, 0)`.
+/// Elementwise ReLU: `x` where `x > 0`, else `+0.0` (so -0.0 and NaN give +0.0).
 pub fn relu(input: &[f32]) -> Vec<f32> {
-    input.iter().map(|&x| x.max(0.0)).collect()
+    input
+        .iter()
+        .map(|&x| if x > 0.0 { x } else { 0.0 })
+        .collect()
 }
