@@ -52,6 +52,23 @@ pub enum Error {
         /// wgpu's message.
         message: String,
     },
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A weights file is malformed or does not fit the architecture.
+    #[error("weights file {path}: {message}")]
+    Weights {
+        /// The file.
+        path: String,
+        /// What is wrong, naming the tensor and both shapes where it applies.
+        message: String,
+    },
     /// A setting (flag or environment variable) has an invalid value.
     #[error("{0}")]
     Config(String),

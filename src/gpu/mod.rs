@@ -5,6 +5,7 @@ mod context;
 pub mod conv;
 mod dispatch;
 mod info;
+pub mod network;
 pub mod plan;
 pub mod pool;
 pub mod relu;
@@ -13,6 +14,7 @@ mod tensor;
 
 pub use context::{BackendChoice, GpuContext, GpuOptions};
 pub use conv::{Conv2dKernel, GpuConv2d};
+pub use network::{GpuNetwork, Workspace};
 pub use pool::MaxPool2dKernel;
 pub use relu::ReluKernel;
 pub use tensor::GpuTensor;

@@ -3,10 +3,12 @@
 //! They favour obviousness over speed: direct loops, f64 accumulation, no tiling.
 
 mod conv;
+mod network;
 mod pool;
 mod relu;
 
 pub use conv::conv2d;
+pub use network::network_forward;
 pub use pool::max_pool2d;
 pub use relu::relu;
 

@@ -89,3 +89,91 @@ pub fn assert_reduction_close(gpu: &[f32], want: &Reduced, terms: usize, what: &
         worst.1
     );
 }
+
+/// One tensor for [`safetensors_bytes`]: name, dtype, shape, little-endian bytes.
+pub type RawTensor = (String, safetensors::Dtype, Vec<usize>, Vec<u8>);
+
+/// Serialises `tensors` (and optional metadata) to safetensors bytes.
+pub fn safetensors_bytes(
+    tensors: &[RawTensor],
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Vec<u8> {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize(views, metadata).unwrap()
+}
+
+/// The conv layers of `arch` with the seeded weights of tools/make_golden.py (weight j =
+/// random(1000 + 2j) * sqrt(2 / fan_in), bias j = random(1001 + 2j) * 0.1), in torchvision's
+/// names and OIHW layout, as f32 tensors.
+pub fn seeded_tensors(arch: crosspool::model::Arch) -> Vec<RawTensor> {
+    use crosspool::model::LayerKind;
+    let mut tensors = Vec::new();
+    let mut j = 0u64;
+    for layer in arch.layers() {
+        let LayerKind::Conv {
+            spec,
+            tensor,
+            from_linear,
+        } = layer.kind
+        else {
+            continue;
+        };
+        if from_linear {
+            break;
+        }
+        let w = spec.window;
+        let fan_in = spec.in_c * w.kh * w.kw;
+        let scale = (2.0f64 / fan_in as f64).sqrt() as f32;
+        let weight: Vec<f32> = random(spec.weight_len(), 1000 + 2 * j)
+            .iter()
+            .map(|v| v * scale)
+            .collect();
+        let bias: Vec<f32> = random(spec.out_c, 1001 + 2 * j)
+            .iter()
+            .map(|v| v * 0.1f32)
+            .collect();
+        let f32t = safetensors::Dtype::F32;
+        tensors.push((
+            format!("{tensor}.weight"),
+            f32t,
+            vec![spec.out_c, spec.in_c, w.kh, w.kw],
+            bytemuck::cast_slice(&weight).to_vec(),
+        ));
+        tensors.push((
+            format!("{tensor}.bias"),
+            f32t,
+            vec![spec.out_c],
+            bytemuck::cast_slice(&bias).to_vec(),
+        ));
+        j += 1;
+    }
+    tensors
+}
+
+/// [`seeded_tensors`] as a safetensors file.
+pub fn seeded_weights_file(
+    arch: crosspool::model::Arch,
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Vec<u8> {
+    safetensors_bytes(&seeded_tensors(arch), metadata)
+}
+
+/// `‖a − b‖₂ / ‖b‖₂`, accumulated in f64.
+pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den).sqrt()
+}

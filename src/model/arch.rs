@@ -1,0 +1,261 @@
+//! Network architectures as torchvision defines them: tensor names, shapes and the layer names
+//! users ask for.
+//!
+//! Fully connected layers are run as convolutions (the paper's "AConv" reading): `fc6` is a
+//! kernel covering the whole pool5 map, `fc7`/`fc8` are 1x1. At the networks' native input
+//! (224x224) this equals torchvision's classifier; on larger inputs it yields a dense grid of
+//! fc activations instead of torchvision's adaptive average pooling to a fixed grid.
+
+use crate::error::{Error, Result};
+use crate::shape::{Conv2dSpec, MaxPool2dSpec, Window2d};
+
+/// A supported network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Arch {
+    /// VGG 16 (Simonyan & Zisserman, configuration D).
+    Vgg16,
+    /// VGG 19 (configuration E).
+    Vgg19,
+    /// AlexNet, torchvision's single-column variant (64-192-384-256-256 channels).
+    Alexnet,
+}
+
+impl Arch {
+    /// Lower-case name as stored in weight files' metadata.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Vgg16 => "vgg16",
+            Arch::Vgg19 => "vgg19",
+            Arch::Alexnet => "alexnet",
+        }
+    }
+
+    /// Parses a name from weight-file metadata or the command line.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "vgg16" => Ok(Arch::Vgg16),
+            "vgg19" => Ok(Arch::Vgg19),
+            "alexnet" => Ok(Arch::Alexnet),
+            other => Err(Error::Config(format!(
+                "unknown architecture '{other}' (expected vgg16, vgg19 or alexnet)"
+            ))),
+        }
+    }
+
+    /// The pair of consecutive conv layers (t, t+1) the paper pools across by default.
+    pub fn default_pair(self) -> (&'static str, &'static str) {
+        match self {
+            Arch::Vgg16 => ("conv5_2", "conv5_3"),
+            Arch::Vgg19 => ("conv5_3", "conv5_4"),
+            Arch::Alexnet => ("conv4", "conv5"),
+        }
+    }
+
+    /// Input size the network was trained at.
+    pub fn native_input(self) -> usize {
+        224
+    }
+
+    /// The layers in execution order.
+    pub fn layers(self) -> Vec<Layer> {
+        match self {
+            Arch::Vgg16 => vgg(&[2, 2, 3, 3, 3]),
+            Arch::Vgg19 => vgg(&[2, 2, 4, 4, 4]),
+            Arch::Alexnet => alexnet(),
+        }
+    }
+
+    /// Index in [`Arch::layers`] of the layer called `name`, or an error listing the names.
+    pub fn layer_index(self, name: &str) -> Result<usize> {
+        let layers = self.layers();
+        layers.iter().position(|l| l.name == name).ok_or_else(|| {
+            let names: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
+            Error::Config(format!(
+                "{} has no layer '{name}'; its layers are: {}",
+                self.name(),
+                names.join(", ")
+            ))
+        })
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a layer computes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LayerKind {
+    /// Convolution (followed by ReLU when `spec.relu`).
+    Conv {
+        /// Geometry.
+        spec: Conv2dSpec,
+        /// Prefix of the weight and bias tensors, e.g. `features.28`.
+        tensor: String,
+        /// True for fully connected layers stored as `[out, in]` matrices and run as
+        /// convolutions; their weight is reshaped to `[out, in_c, kh, kw]` on load.
+        from_linear: bool,
+    },
+    /// Max pooling.
+    MaxPool(MaxPool2dSpec),
+}
+
+/// One layer with its user-facing name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Layer {
+    /// Name users pass (`conv5_3`, `pool5`, `fc6`, `conv4`).
+    pub name: String,
+    /// What it computes.
+    pub kind: LayerKind,
+}
+
+fn conv(name: String, index: usize, in_c: usize, out_c: usize, window: Window2d) -> Layer {
+    Layer {
+        name,
+        kind: LayerKind::Conv {
+            spec: Conv2dSpec {
+                in_c,
+                out_c,
+                window,
+                relu: true,
+            },
+            tensor: format!("features.{index}"),
+            from_linear: false,
+        },
+    }
+}
+
+fn pool(name: String, k: usize, stride: usize) -> Layer {
+    Layer {
+        name,
+        kind: LayerKind::MaxPool(MaxPool2dSpec {
+            window: Window2d::square(k, stride, 0),
+        }),
+    }
+}
+
+fn linear(name: &str, tensor: &str, in_c: usize, k: usize, out_c: usize, relu: bool) -> Layer {
+    Layer {
+        name: name.to_string(),
+        kind: LayerKind::Conv {
+            spec: Conv2dSpec {
+                in_c,
+                out_c,
+                window: Window2d::square(k, 1, 0),
+                relu,
+            },
+            tensor: tensor.to_string(),
+            from_linear: true,
+        },
+    }
+}
+
+/// torchvision's `features` for a VGG with `convs[b]` 3x3 convolutions in block b, then the
+/// classifier (`classifier.0/3/6`) as fc6-fc8.
+fn vgg(convs: &[usize]) -> Vec<Layer> {
+    let widths = [64, 128, 256, 512, 512];
+    let mut layers = Vec::new();
+    let (mut index, mut in_c) = (0, 3);
+    for (b, (&n, &w)) in convs.iter().zip(&widths).enumerate() {
+        for i in 0..n {
+            layers.push(conv(
+                format!("conv{}_{}", b + 1, i + 1),
+                index,
+                in_c,
+                w,
+                Window2d::square(3, 1, 1),
+            ));
+            in_c = w;
+            index += 2; // conv, ReLU
+        }
+        layers.push(pool(format!("pool{}", b + 1), 2, 2));
+        index += 1;
+    }
+    layers.push(linear("fc6", "classifier.0", 512, 7, 4096, true));
+    layers.push(linear("fc7", "classifier.3", 4096, 1, 4096, true));
+    layers.push(linear("fc8", "classifier.6", 4096, 1, 1000, false));
+    layers
+}
+
+/// torchvision's AlexNet: `features.0/3/6/8/10`, pools at 2, 5, 12; classifier 1/4/6.
+fn alexnet() -> Vec<Layer> {
+    vec![
+        conv("conv1".into(), 0, 3, 64, Window2d::square(11, 4, 2)),
+        pool("pool1".into(), 3, 2),
+        conv("conv2".into(), 3, 64, 192, Window2d::square(5, 1, 2)),
+        pool("pool2".into(), 3, 2),
+        conv("conv3".into(), 6, 192, 384, Window2d::square(3, 1, 1)),
+        conv("conv4".into(), 8, 384, 256, Window2d::square(3, 1, 1)),
+        conv("conv5".into(), 10, 256, 256, Window2d::square(3, 1, 1)),
+        pool("pool5".into(), 3, 2),
+        linear("fc6", "classifier.1", 256, 6, 4096, true),
+        linear("fc7", "classifier.4", 4096, 1, 4096, true),
+        linear("fc8", "classifier.6", 4096, 1, 1000, false),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shape::Shape4;
+
+    fn conv_tensors(arch: Arch) -> Vec<String> {
+        arch.layers()
+            .into_iter()
+            .filter_map(|l| match l.kind {
+                LayerKind::Conv {
+                    tensor,
+                    from_linear: false,
+                    ..
+                } => Some(tensor),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tensor_names_match_torchvision() {
+        assert_eq!(
+            conv_tensors(Arch::Vgg16),
+            [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28].map(|i| format!("features.{i}"))
+        );
+        assert_eq!(
+            conv_tensors(Arch::Vgg19),
+            [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34]
+                .map(|i| format!("features.{i}"))
+        );
+        assert_eq!(
+            conv_tensors(Arch::Alexnet),
+            [0, 3, 6, 8, 10].map(|i| format!("features.{i}"))
+        );
+    }
+
+    /// Shapes flow through every layer at the native input, and fc6 sees exactly its kernel.
+    #[test]
+    fn shapes_chain_and_native_input_gives_one_fc_position() {
+        for arch in [Arch::Vgg16, Arch::Vgg19, Arch::Alexnet] {
+            let mut s = Shape4::new(1, 224, 224, 3);
+            for l in arch.layers() {
+                s = match &l.kind {
+                    LayerKind::Conv { spec, .. } => spec.output_shape(s).unwrap(),
+                    LayerKind::MaxPool(p) => p.output_shape(s).unwrap(),
+                };
+            }
+            assert_eq!(s, Shape4::new(1, 1, 1, 1000), "{arch}");
+        }
+    }
+
+    #[test]
+    fn default_pairs_are_consecutive_layers_with_the_same_grid() {
+        for arch in [Arch::Vgg16, Arch::Vgg19, Arch::Alexnet] {
+            let (t, t1) = arch.default_pair();
+            assert_eq!(
+                arch.layer_index(t).unwrap() + 1,
+                arch.layer_index(t1).unwrap()
+            );
+        }
+        assert!(Arch::Vgg16.layer_index("conv6_1").is_err());
+    }
+}

@@ -1,0 +1,189 @@
+//! Loading a network's weights from a safetensors file (f32, f16 or bf16), memory-mapped,
+//! with every tensor checked against the architecture before use.
+
+use super::arch::{Arch, LayerKind};
+use super::preprocess::Preprocess;
+use crate::error::{Error, Result};
+use crate::weights::Conv2dWeights;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Metadata key naming the architecture.
+pub const KEY_ARCH: &str = "crosspool.arch";
+
+/// The weights of a network's layers, as f32, plus how its input must be preprocessed.
+#[derive(Clone, Debug)]
+pub struct ModelWeights {
+    /// Architecture.
+    pub arch: Arch,
+    /// Input preprocessing.
+    pub preprocess: Preprocess,
+    /// True if the file carried no preprocessing metadata and torchvision's was assumed.
+    pub preprocess_assumed: bool,
+    /// `(layer name, weights)` for each conv or fc layer loaded, in execution order.
+    pub layers: Vec<(String, Conv2dWeights)>,
+    /// Where the weights came from.
+    pub source: PathBuf,
+}
+
+impl ModelWeights {
+    /// Loads `path`. The architecture comes from the file's metadata or `arch` (an error if
+    /// both are given and differ, or neither is). Layers are loaded in order up to and
+    /// including `last` (all conv layers if `None`); fully connected layers are loaded only
+    /// when `last` names them, since they hold most of the bytes.
+    pub fn load(path: &Path, arch: Option<Arch>, last: Option<&str>) -> Result<Self> {
+        let file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
+        // SAFETY: the map is read-only; as with any mmap, another process truncating the file
+        // while we read would fault, which is the accepted trade for not copying ~0.5 GB.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io_err(path, e))?;
+        Self::from_bytes(&map, path, arch, last)
+    }
+
+    /// As [`ModelWeights::load`], from bytes already in memory; `path` is used in messages.
+    pub fn from_bytes(
+        bytes: &[u8],
+        path: &Path,
+        arch: Option<Arch>,
+        last: Option<&str>,
+    ) -> Result<Self> {
+        let err = |message: String| Error::Weights {
+            path: path.display().to_string(),
+            message,
+        };
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| {
+            err(format!(
+                "not a readable safetensors file ({e}); is it truncated or another format?"
+            ))
+        })?;
+        let tensors = SafeTensors::deserialize(bytes).map_err(|e| {
+            err(format!(
+                "not a readable safetensors file ({e}); is it truncated or another format?"
+            ))
+        })?;
+        let meta: HashMap<String, String> = header.metadata().clone().unwrap_or_default();
+
+        let arch = match (meta.get(KEY_ARCH).map(|s| Arch::parse(s)).transpose()?, arch) {
+            (Some(f), Some(a)) if f != a => {
+                return Err(err(format!("the file holds {f} weights but {a} was requested")))
+            }
+            (Some(f), _) => f,
+            (None, Some(a)) => a,
+            (None, None) => {
+                return Err(err(format!(
+                    "the file does not say which network it is ({KEY_ARCH} metadata); pass the model explicitly"
+                )))
+            }
+        };
+        let (preprocess, preprocess_assumed) = match Preprocess::from_metadata(&meta)? {
+            Some(p) => (p, false),
+            None => (Preprocess::TORCHVISION, true),
+        };
+
+        let all = arch.layers();
+        let end = match last {
+            Some(name) => arch.layer_index(name)? + 1,
+            None => all
+                .iter()
+                .rposition(|l| {
+                    matches!(
+                        l.kind,
+                        LayerKind::Conv {
+                            from_linear: false,
+                            ..
+                        }
+                    )
+                })
+                .map_or(0, |i| i + 1),
+        };
+        let mut layers = Vec::new();
+        for layer in &all[..end] {
+            let LayerKind::Conv {
+                spec,
+                tensor,
+                from_linear,
+            } = &layer.kind
+            else {
+                continue;
+            };
+            let w = spec.window;
+            let wshape = if *from_linear {
+                vec![spec.out_c, spec.in_c * w.kh * w.kw]
+            } else {
+                vec![spec.out_c, spec.in_c, w.kh, w.kw]
+            };
+            let weight = read_f32(
+                &tensors,
+                &format!("{tensor}.weight"),
+                &wshape,
+                &layer.name,
+                &err,
+            )?;
+            let bias = read_f32(
+                &tensors,
+                &format!("{tensor}.bias"),
+                &[spec.out_c],
+                &layer.name,
+                &err,
+            )?;
+            layers.push((layer.name.clone(), Conv2dWeights::new(*spec, weight, bias)?));
+        }
+        Ok(ModelWeights {
+            arch,
+            preprocess,
+            preprocess_assumed,
+            layers,
+            source: path.to_path_buf(),
+        })
+    }
+
+    /// Weights of layer `name`, if loaded.
+    pub fn layer(&self, name: &str) -> Option<&Conv2dWeights> {
+        self.layers.iter().find(|(n, _)| n == name).map(|(_, w)| w)
+    }
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        source: e,
+    }
+}
+
+/// Reads tensor `name`, checking its shape against `shape`, converting f16/bf16 to f32.
+fn read_f32(
+    tensors: &SafeTensors<'_>,
+    name: &str,
+    shape: &[usize],
+    layer: &str,
+    err: &dyn Fn(String) -> Error,
+) -> Result<Vec<f32>> {
+    let t = tensors.tensor(name).map_err(|_| {
+        err(format!(
+            "tensor '{name}' (layer {layer}) is missing; expected shape {shape:?}"
+        ))
+    })?;
+    if t.shape() != shape {
+        return Err(err(format!(
+            "tensor '{name}' (layer {layer}) has shape {:?}, expected {shape:?}",
+            t.shape()
+        )));
+    }
+    let data = t.data();
+    let values: Vec<f32> = match t.dtype() {
+        Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        other => {
+            return Err(err(format!(
+                "tensor '{name}' (layer {layer}) has dtype {other:?}; crosspool reads F32, F16 and BF16"
+            )))
+        }
+    };
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(err(format!(
+            "tensor '{name}' (layer {layer}) holds a non-finite value at index {i}"
+        )));
+    }
+    Ok(values)
+}

@@ -1,0 +1,39 @@
+use crate::error::{Error, Result};
+use crate::model::{LayerKind, ModelWeights};
+use crate::shape::Shape4;
+
+/// Runs the loaded layers of `weights` on NHWC `input` with the reference ops, returning
+/// `(shape, values)` for each layer named in `wanted`, in that order.
+pub fn network_forward(
+    weights: &ModelWeights,
+    input: &[f32],
+    shape: Shape4,
+    wanted: &[&str],
+) -> Result<Vec<(Shape4, Vec<f32>)>> {
+    let mut got: Vec<Option<(Shape4, Vec<f32>)>> = vec![None; wanted.len()];
+    let (mut s, mut x) = (shape, input.to_vec());
+    for layer in weights.arch.layers() {
+        if got.iter().all(Option::is_some) {
+            break;
+        }
+        (s, x) = match &layer.kind {
+            LayerKind::Conv { .. } => {
+                let w = weights
+                    .layer(&layer.name)
+                    .ok_or_else(|| Error::Config(format!("layer {} not loaded", layer.name)))?;
+                let (s, r) = super::conv2d(&x, s, w)?;
+                (s, r.values)
+            }
+            LayerKind::MaxPool(p) => super::max_pool2d(&x, s, *p)?,
+        };
+        for (slot, name) in got.iter_mut().zip(wanted) {
+            if *name == layer.name {
+                *slot = Some((s, x.clone()));
+            }
+        }
+    }
+    got.into_iter()
+        .zip(wanted)
+        .map(|(g, n)| g.ok_or_else(|| Error::Config(format!("layer {n} not reached"))))
+        .collect()
+}

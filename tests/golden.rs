@@ -1,0 +1,101 @@
+//! The GPU forward pass (and the CPU reference) against activations computed by torchvision's
+//! own VGG16, VGG19 and AlexNet modules in float64 (tests/golden, written by
+//! tools/make_golden.py with seeded weights that `common::seeded_weights_file` regenerates).
+
+mod common;
+
+use common::{gpu, random, rel_l2, seeded_weights_file};
+use crosspool::gpu::{GpuNetwork, GpuTensor};
+use crosspool::model::{Arch, ModelWeights};
+use crosspool::reference;
+use crosspool::shape::Shape4;
+use safetensors::SafeTensors;
+use std::path::Path;
+
+/// Normwise relative error allowed against float64 torchvision. Each f32 layer adds a
+/// relative error of order √K·u (u = 2⁻²⁴, K ≤ 4608 terms: ≈ 4·10⁻⁶ at most, far less on
+/// average), compounded over 8 to 16 layers. Measured here: at most 1.1·10⁻⁶ (lavapipe);
+/// 10⁻⁵ leaves room for other summation orders and fused fma, while a wrong index, a missed
+/// channel or a transposed kernel gives errors of order 1.
+const GPU_TOL: f64 = 1e-5;
+/// The reference accumulates in f64 and rounds to f32 once per layer, as the golden file is
+/// rounded once: errors of a few u (measured at most 5.3·10⁻⁸).
+const REF_TOL: f64 = 2e-7;
+
+fn check(arch: Arch, file: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(file);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let golden = SafeTensors::deserialize(&bytes).unwrap();
+    let input_t = golden.tensor("input").unwrap();
+    let s = input_t.shape();
+    let shape = Shape4::new(s[0], s[1], s[2], s[3]);
+    let input: Vec<f32> = bytemuck::pod_collect_to_vec(input_t.data());
+    // The generators of make_golden.py and tests/common agree bit for bit, or nothing below could.
+    assert_eq!(
+        input,
+        random(shape.len(), 7),
+        "{file}: input differs from the seeded generator"
+    );
+
+    let names: Vec<String> = golden
+        .names()
+        .into_iter()
+        .filter(|n| *n != "input")
+        .map(String::from)
+        .collect();
+    let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+    let weights_bytes = seeded_weights_file(arch, None);
+    let weights =
+        ModelWeights::from_bytes(&weights_bytes, Path::new("seeded"), Some(arch), None).unwrap();
+
+    let ctx = gpu();
+    let net = GpuNetwork::new(ctx, &weights).unwrap();
+    let ws = net.workspace(ctx, shape, &wanted).unwrap();
+    let x = GpuTensor::upload(ctx, &input, shape, "input").unwrap();
+    let outs = net.forward(ctx, &x, &ws).unwrap();
+    let cpu = reference::network_forward(&weights, &input, shape, &wanted).unwrap();
+
+    for ((name, out), (cpu_shape, cpu_values)) in wanted.iter().zip(outs).zip(&cpu) {
+        let g = golden.tensor(name).unwrap();
+        let gs = g.shape();
+        let want_shape = Shape4::new(gs[0], gs[1], gs[2], gs[3]);
+        let want: Vec<f32> = bytemuck::pod_collect_to_vec(g.data());
+        assert_eq!(out.shape, want_shape, "{file} {name}: shape");
+        assert_eq!(*cpu_shape, want_shape, "{file} {name}: reference shape");
+        let got = out.download(ctx).unwrap();
+        let e_gpu = rel_l2(&got, &want);
+        let e_ref = rel_l2(cpu_values, &want);
+        eprintln!(
+            "{file} {name} {want_shape}: gpu rel err {e_gpu:.2e}, reference rel err {e_ref:.2e}"
+        );
+        assert!(
+            want.iter().any(|&v| v > 0.0),
+            "{file} {name}: golden is all zero"
+        );
+        assert!(
+            e_ref <= REF_TOL,
+            "{file} {name}: reference vs torchvision {e_ref:e} > {REF_TOL:e}"
+        );
+        assert!(
+            e_gpu <= GPU_TOL,
+            "{file} {name}: gpu vs torchvision {e_gpu:e} > {GPU_TOL:e}"
+        );
+    }
+}
+
+#[test]
+fn vgg16_matches_torchvision() {
+    check(Arch::Vgg16, "vgg16_32.safetensors");
+}
+
+#[test]
+fn vgg19_matches_torchvision() {
+    check(Arch::Vgg19, "vgg19_32.safetensors");
+}
+
+#[test]
+fn alexnet_matches_torchvision() {
+    check(Arch::Alexnet, "alexnet_67.safetensors");
+}

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Writes golden activations for tests/golden.rs from torchvision's own modules.
+
+The networks are torchvision's VGG16, VGG19 and AlexNet with seeded weights from the same
+SplitMix64 generator as tests/common/mod.rs (so the weights need not be committed), run in
+float64 on the CPU at low resolution. Activations are taken after each ReLU (torchvision's
+ReLUs are in-place, so hooks sit on the ReLU modules) and after pooling, stored NHWC as f32.
+
+Needs torch, torchvision, numpy and safetensors (any version; CPU is enough):
+    python3 tools/make_golden.py --out tests/golden
+"""
+import argparse
+import os
+
+import numpy as np
+import torch
+import torchvision
+from safetensors.numpy import save_file
+
+MASK = (1 << 64) - 1
+GOLDEN = 0x9E3779B97F4A7C15
+
+
+def random(n, seed):
+    """Values in [-1, 1): bit-identical to `random` in tests/common/mod.rs."""
+    s0 = ((seed * GOLDEN) & MASK) ^ 0xD1B54A32D192ED03
+    with np.errstate(over="ignore"):
+        z = np.uint64(s0) + np.arange(1, n + 1, dtype=np.uint64) * np.uint64(GOLDEN)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(40)).astype(np.float32) / np.float32(1 << 24) * np.float32(2) - np.float32(1)
+
+
+def seeded_state_dict(model):
+    """Weight j (in module order) = random(seed 1000 + 2j) * sqrt(2 / fan_in); bias = random(1001 + 2j) * 0.1."""
+    sd = {}
+    j = 0
+    for name, m in model.named_modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            w = m.weight
+            fan_in = int(np.prod(w.shape[1:]))
+            scale = np.float32(np.sqrt(2.0 / fan_in))
+            sd[f"{name}.weight"] = torch.from_numpy((random(w.numel(), 1000 + 2 * j) * scale).reshape(w.shape))
+            sd[f"{name}.bias"] = torch.from_numpy(random(m.bias.numel(), 1001 + 2 * j) * np.float32(0.1))
+            j += 1
+    return sd
+
+
+def layer_names(model, arch):
+    """Module index in `features` -> crosspool layer name (ReLU modules carry the conv's name)."""
+    names, block, conv_in_block, conv_count = {}, 1, 0, 0
+    for i, m in enumerate(model.features):
+        if isinstance(m, torch.nn.Conv2d):
+            conv_in_block += 1
+            conv_count += 1
+            cur = f"conv{block}_{conv_in_block}" if arch != "alexnet" else f"conv{conv_count}"
+        elif isinstance(m, torch.nn.ReLU):
+            names[i] = cur
+        elif isinstance(m, torch.nn.MaxPool2d):
+            names[i] = f"pool{block}" if arch != "alexnet" else {1: "pool1", 2: "pool2", 5: "pool5"}[conv_count]
+            block += 1
+            conv_in_block = 0
+    return names
+
+
+def golden(arch, size, batch, keep, out_dir):
+    model = getattr(torchvision.models, arch)(weights=None)
+    model.load_state_dict(seeded_state_dict(model))
+    model = model.double().eval()
+    x = random(batch * size * size * 3, 7).reshape(batch, size, size, 3)
+    names = layer_names(model, arch)
+    acts = {}
+    for i, m in enumerate(model.features):
+        if i in names and names[i] in keep:
+            m.register_forward_hook(lambda mod, inp, out, n=names[i]: acts.__setitem__(n, out.detach().clone()))
+    with torch.no_grad():
+        model.features(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).double())
+    missing = set(keep) - set(acts)
+    assert not missing, missing
+    tensors = {"input": np.ascontiguousarray(x)}
+    for n, a in acts.items():
+        tensors[n] = np.ascontiguousarray(a.numpy().transpose(0, 2, 3, 1).astype(np.float32))
+    meta = {
+        "arch": arch, "size": str(size), "batch": str(batch),
+        "torch": torch.__version__, "torchvision": torchvision.__version__,
+        "weights": "tools/make_golden.py seeded_state_dict", "dtype": "float64 forward, stored f32",
+    }
+    path = os.path.join(out_dir, f"{arch}_{size}.safetensors")
+    save_file(tensors, path, metadata=meta)
+    print(path, {k: v.shape for k, v in tensors.items()})
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="tests/golden")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    golden("vgg16", 32, 2, ["conv1_2", "pool1", "conv3_3", "conv5_2", "conv5_3", "pool5"], args.out)
+    golden("vgg19", 32, 1, ["conv5_3", "conv5_4"], args.out)
+    golden("alexnet", 67, 2, ["conv1", "pool1", "conv2", "conv4", "conv5", "pool5"], args.out)
+
+
+if __name__ == "__main__":
+    main()
