@@ -1,4 +1,6 @@
 // 2-D convolution as an implicit GEMM over NHWC activations, with bias and optional ReLU.
+// One dispatch computes a slice of the output channels, so that layers whose weights exceed a
+// storage binding (fully connected layers run as convolutions) are split by channel.
 //
 //   C[m][n] = sum_k A[m][k] * B[k][n] + bias[n]
 //   m: output pixel of this band (row-major over out_rows x out_w), n: output channel,
@@ -33,7 +35,11 @@ struct ConvParams {
     out_row0: u32,  // first output flat row (n * out_h + oy) of this band
     out_rows: u32,
     in_row0: u32,   // first input flat row (n * in_h + y) present in the input binding
-    _pad: u32,
+    out_stride: u32, // channels per output pixel; out_c is this dispatch's slice of them
+    out_c0: u32,    // first output channel of the slice
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 // Keep in step with the constants of the same names in src/gpu/conv.rs (checked by a test).
@@ -50,8 +56,8 @@ const B_ROW: u32 = 16u;   // BN / 4
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> input: array<f32>;
-@group(0) @binding(2) var<storage, read> weights: array<f32>;   // [k_total][out_c]
-@group(0) @binding(3) var<storage, read> bias: array<f32>;      // [out_c]
+@group(0) @binding(2) var<storage, read> weights: array<f32>;   // [k_total][out_c] of the slice
+@group(0) @binding(3) var<storage, read> bias: array<f32>;      // [out_c] of the slice
 @group(0) @binding(4) var<storage, read_write> output: array<f32>;
 
 var<workgroup> a_tile: array<vec4<f32>, 272>;  // [BK][A_ROW], vec4 = 4 consecutive m
@@ -70,7 +76,7 @@ fn store_output(m: u32, n: u32, v: vec4<f32>) {
     if (p.relu != 0u) {
         r = max(r, vec4<f32>(0.0));
     }
-    let base = p.out_base + m * p.out_c + n;
+    let base = p.out_base + m * p.out_stride + p.out_c0 + n;
     for (var j = 0u; j < 4u; j++) {
         if (n + j < p.out_c) {
             output[base + j] = r[j];

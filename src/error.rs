@@ -61,6 +61,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An image could not be decoded.
+    #[error("cannot decode image {path}: {reason}")]
+    Image {
+        /// The file.
+        path: String,
+        /// The decoder's reason.
+        reason: String,
+    },
     /// A weights file is malformed or does not fit the architecture.
     #[error("weights file {path}: {message}")]
     Weights {

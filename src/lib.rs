@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod gpu;
+pub mod input;
 pub mod model;
 pub mod reference;
 pub mod shape;

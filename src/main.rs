@@ -3,6 +3,9 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use crosspool::gpu::{BackendChoice, GpuContext, GpuOptions};
+use crosspool::model::{Arch, LayerKind, ModelWeights};
+use crosspool::shape::Shape4;
+use std::path::PathBuf;
 
 /// Cross-convolutional-layer pooling features on any GPU.
 #[derive(Parser)]
@@ -22,6 +25,18 @@ struct Cli {
 enum Command {
     /// Print the chosen adapter, its backend, features and limits.
     Info,
+    /// Check a weights file and list the network's layers and their output shapes.
+    ModelInfo {
+        /// Safetensors weights file (see tools/ for converters).
+        #[arg(long)]
+        weights: PathBuf,
+        /// Architecture, if the file's metadata does not name it.
+        #[arg(long, value_enum)]
+        model: Option<Arch>,
+        /// Input side in pixels for the listed shapes.
+        #[arg(long, default_value_t = 224)]
+        size: usize,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,6 +62,65 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info => {
             let ctx = GpuContext::new(&opts).context("opening the GPU")?;
             print!("{}", ctx.report());
+        }
+        Command::ModelInfo {
+            weights,
+            model,
+            size,
+        } => model_info(&weights, model, size)?,
+    }
+    Ok(())
+}
+
+fn model_info(path: &std::path::Path, model: Option<Arch>, size: usize) -> anyhow::Result<()> {
+    let trunk = ModelWeights::load(path, model, None)?;
+    // The classifier layers too, when the file has them.
+    let last = trunk
+        .arch
+        .layers()
+        .last()
+        .map(|l| l.name.clone())
+        .unwrap_or_default();
+    let w = ModelWeights::load(path, Some(trunk.arch), Some(&last)).unwrap_or(trunk);
+    println!("weights:    {}", path.display());
+    println!("network:    {}", w.arch);
+    let p = w.preprocess;
+    println!(
+        "preprocess: {:?}, pixel * {} - mean {:?}, / std {:?}{}",
+        p.order,
+        p.scale,
+        p.mean,
+        p.std,
+        if w.preprocess_assumed {
+            " (no metadata: torchvision's assumed)"
+        } else {
+            ""
+        }
+    );
+    println!("layers at {size}x{size} input (activations after ReLU):");
+    let mut s = Shape4::new(1, size, size, 3);
+    for layer in w.arch.layers() {
+        let loaded = w.layer(&layer.name).is_some();
+        let next = match &layer.kind {
+            LayerKind::Conv { spec, .. } => spec.output_shape(s),
+            LayerKind::MaxPool(p) => p.output_shape(s),
+        };
+        match next {
+            Ok(n) => {
+                s = n;
+                let note = match (&layer.kind, loaded) {
+                    (LayerKind::Conv { .. }, false) => "  (weights not in file)",
+                    _ => "",
+                };
+                println!(
+                    "  {:<8} {:>4} x {:<4} x {:>4}{note}",
+                    layer.name, s.h, s.w, s.c
+                );
+            }
+            Err(e) => {
+                println!("  {:<8} not computable at this size: {e}", layer.name);
+                break;
+            }
         }
     }
     Ok(())

@@ -48,18 +48,18 @@ impl Conv2dWeights {
         self.weight[((o * self.spec.in_c + i) * w.kh + ky) * w.kw + kx]
     }
 
-    /// The weight as a row-major `[K][out_c]` matrix with `k = (ky * kw + kx) * in_c + i`:
-    /// the GEMM B operand of the implicit-GEMM kernel, ordered so that consecutive k read
-    /// consecutive channels of an NHWC activation.
-    pub fn to_gemm_kn(&self) -> Vec<f32> {
+    /// Output channels `[c0, c0 + n)` of the weight as a row-major `[K][n]` matrix with
+    /// `k = (ky * kw + kx) * in_c + i`: the GEMM B operand of the implicit-GEMM kernel, ordered
+    /// so that consecutive k read consecutive channels of an NHWC activation.
+    pub fn to_gemm_kn(&self, c0: usize, n: usize) -> Vec<f32> {
         let s = self.spec;
-        let mut out = vec![0.0; s.weight_len()];
-        for o in 0..s.out_c {
+        let mut out = vec![0.0; s.k_total() * n];
+        for o in 0..n {
             for ky in 0..s.window.kh {
                 for kx in 0..s.window.kw {
                     for i in 0..s.in_c {
                         let k = (ky * s.window.kw + kx) * s.in_c + i;
-                        out[k * s.out_c + o] = self.at(o, i, ky, kx);
+                        out[k * n + o] = self.at(c0 + o, i, ky, kx);
                     }
                 }
             }

@@ -202,3 +202,29 @@ fn activation_over_128_mib() {
         "over 128 MiB",
     );
 }
+
+/// Weights larger than one binding (as for fully connected layers run as convolutions) are
+/// split by output channel; each slice writes its channels into the shared output rows.
+#[test]
+fn weights_split_by_output_channel_under_small_binding_cap() {
+    // Slices of 7 channels (fewer than a tile), together with row bands.
+    let ctx = gpu_with_binding_cap(4 * 1024);
+    let spec = conv(16, 150, Window2d::square(3, 1, 1), true);
+    let w = layer(spec, 14);
+    assert!(GpuConv2d::upload(&ctx, &w).unwrap().slices() >= 20);
+    check_on(&ctx, Shape4::new(2, 5, 6, 16), spec, 14, "7-channel slices");
+    // Slices of whole 64-channel tiles plus a ragged one, as fc6 would be split.
+    let ctx = gpu_with_binding_cap(64 * 1024);
+    let spec = conv(17, 200, Window2d::square(3, 1, 0), false);
+    assert_eq!(
+        GpuConv2d::upload(&ctx, &layer(spec, 15)).unwrap().slices(),
+        4
+    );
+    check_on(
+        &ctx,
+        Shape4::new(3, 3, 3, 17),
+        spec,
+        15,
+        "64-channel slices, fc-like 1x1 output",
+    );
+}

@@ -71,16 +71,32 @@ def golden(arch, size, batch, keep, out_dir):
     x = random(batch * size * size * 3, 7).reshape(batch, size, size, 3)
     names = layer_names(model, arch)
     acts = {}
+
+    def hook(module, name):
+        module.register_forward_hook(lambda mod, inp, out: acts.__setitem__(name, out.detach().clone()))
+
     for i, m in enumerate(model.features):
         if i in names and names[i] in keep:
-            m.register_forward_hook(lambda mod, inp, out, n=names[i]: acts.__setitem__(n, out.detach().clone()))
+            hook(m, names[i])
+    # The classifier: fc6 and fc7 after their ReLUs, fc8 as the final Linear.
+    linears = [i for i, m in enumerate(model.classifier) if isinstance(m, torch.nn.Linear)]
+    for name, i in zip(["fc6", "fc7", "fc8"], linears):
+        if name in keep:
+            hook(model.classifier[i + 1] if name != "fc8" else model.classifier[i], name)
     with torch.no_grad():
-        model.features(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).double())
+        t = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).double()
+        if any(k.startswith("fc") for k in keep):
+            model(t)
+        else:
+            model.features(t)
     missing = set(keep) - set(acts)
     assert not missing, missing
     tensors = {"input": np.ascontiguousarray(x)}
     for n, a in acts.items():
-        tensors[n] = np.ascontiguousarray(a.numpy().transpose(0, 2, 3, 1).astype(np.float32))
+        a = a.numpy()
+        if a.ndim == 2:  # fc: one position
+            a = a[:, :, None, None]
+        tensors[n] = np.ascontiguousarray(a.transpose(0, 2, 3, 1).astype(np.float32))
     meta = {
         "arch": arch, "size": str(size), "batch": str(batch),
         "torch": torch.__version__, "torchvision": torchvision.__version__,
@@ -100,6 +116,9 @@ def main():
     golden("vgg16", 32, 2, ["conv1_2", "pool1", "conv3_3", "conv5_2", "conv5_3", "pool5"], args.out)
     golden("vgg19", 32, 1, ["conv5_3", "conv5_4"], args.out)
     golden("alexnet", 67, 2, ["conv1", "pool1", "conv2", "conv4", "conv5", "pool5"], args.out)
+    # At the native 224 pool5 is 6x6, torchvision's adaptive pooling is the identity, and
+    # the classifier equals crosspool's fully connected layers run as convolutions.
+    golden("alexnet", 224, 1, ["conv5", "pool5", "fc6", "fc7", "fc8"], args.out)
 
 
 if __name__ == "__main__":

@@ -44,13 +44,24 @@ pub struct ConvParams {
     out_row0: u32,
     out_rows: u32,
     in_row0: u32,
-    _pad: u32,
+    out_stride: u32,
+    out_c0: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
-/// A convolution layer's weights on the GPU, in the kernel's `[K][out_c]` layout.
+/// A convolution layer's weights on the GPU, in the kernel's `[K][n]` layout, split by output
+/// channel into slices whose weights each fit one storage binding.
 pub struct GpuConv2d {
     /// Geometry.
     pub spec: Conv2dSpec,
+    slices: Vec<ChannelSlice>,
+}
+
+struct ChannelSlice {
+    c0: usize,
+    n: usize,
     weights: wgpu::Buffer,
     bias: wgpu::Buffer,
 }
@@ -58,24 +69,45 @@ pub struct GpuConv2d {
 impl GpuConv2d {
     /// Reorders and uploads `w`.
     pub fn upload(ctx: &GpuContext, w: &Conv2dWeights) -> Result<Self> {
-        let bytes = w.weight.len() as u64 * 4;
-        if bytes > ctx.binding_cap() {
+        let s = w.spec;
+        let column_bytes = s.k_total() as u64 * 4;
+        let fit = (ctx.binding_cap() / column_bytes) as usize;
+        if fit == 0 {
             return Err(Error::DeviceLimit {
                 what: format!(
-                    "conv weights {}x{}x{}x{}",
-                    w.spec.out_c, w.spec.in_c, w.spec.window.kh, w.spec.window.kw
+                    "conv weights of one output channel ({}x{}x{})",
+                    s.in_c, s.window.kh, s.window.kw
                 ),
-                needed: bytes,
+                needed: column_bytes,
                 limit: ctx.binding_cap(),
                 limit_name: "max_storage_buffer_binding_size",
-                hint: "this layer is too large for one binding on this device",
+                hint: "this layer is too large for this device",
             });
         }
-        Ok(GpuConv2d {
-            spec: w.spec,
-            weights: storage_from_slice(ctx, &w.to_gemm_kn(), "conv weights")?,
-            bias: storage_from_slice(ctx, &w.bias, "conv bias")?,
-        })
+        // Whole tiles per slice where possible, so that only the last slice has a ragged tile.
+        let per_slice = if fit >= s.out_c {
+            s.out_c
+        } else if fit >= BN as usize {
+            fit / BN as usize * BN as usize
+        } else {
+            fit
+        };
+        let mut slices = Vec::new();
+        for c0 in (0..s.out_c).step_by(per_slice) {
+            let n = per_slice.min(s.out_c - c0);
+            slices.push(ChannelSlice {
+                c0,
+                n,
+                weights: storage_from_slice(ctx, &w.to_gemm_kn(c0, n), "conv weights")?,
+                bias: storage_from_slice(ctx, &w.bias[c0..c0 + n], "conv bias")?,
+            });
+        }
+        Ok(GpuConv2d { spec: s, slices })
+    }
+
+    /// Number of output-channel slices the weights were split into.
+    pub fn slices(&self) -> usize {
+        self.slices.len()
     }
 }
 
@@ -136,43 +168,49 @@ impl Conv2dKernel {
                 band.out_rows as u64 * out_row,
                 limits.align,
             );
-            let params = ConvParams {
-                in_h: input.shape.h as u32,
-                in_w: input.shape.w as u32,
-                in_c: input.shape.c as u32,
-                in_base: iw.base,
-                out_h: out.h as u32,
-                out_w: out.w as u32,
-                out_c: out.c as u32,
-                out_base: ow.base,
-                kh: w.kh as u32,
-                kw: w.kw as u32,
-                stride_h: w.stride_h as u32,
-                stride_w: w.stride_w as u32,
-                pad_h: w.pad_h as u32,
-                pad_w: w.pad_w as u32,
-                k_total: spec.k_total() as u32,
-                relu: spec.relu as u32,
-                out_row0: band.out_row0 as u32,
-                out_rows: band.out_rows as u32,
-                in_row0: band.in_row0 as u32,
-                _pad: 0,
-            };
             let m = (band.out_rows * out.w) as u32;
-            record(
-                ctx,
-                enc,
-                &self.pipeline,
-                "conv2d",
-                &params,
-                &[
-                    iw.bind(&input.buffer),
-                    layer.weights.as_entire_buffer_binding(),
-                    layer.bias.as_entire_buffer_binding(),
-                    ow.bind(&output.buffer),
-                ],
-                (m.div_ceil(BM), (out.c as u32).div_ceil(BN)),
-            );
+            for slice in &layer.slices {
+                let params = ConvParams {
+                    in_h: input.shape.h as u32,
+                    in_w: input.shape.w as u32,
+                    in_c: input.shape.c as u32,
+                    in_base: iw.base,
+                    out_h: out.h as u32,
+                    out_w: out.w as u32,
+                    out_c: slice.n as u32,
+                    out_base: ow.base,
+                    kh: w.kh as u32,
+                    kw: w.kw as u32,
+                    stride_h: w.stride_h as u32,
+                    stride_w: w.stride_w as u32,
+                    pad_h: w.pad_h as u32,
+                    pad_w: w.pad_w as u32,
+                    k_total: spec.k_total() as u32,
+                    relu: spec.relu as u32,
+                    out_row0: band.out_row0 as u32,
+                    out_rows: band.out_rows as u32,
+                    in_row0: band.in_row0 as u32,
+                    out_stride: out.c as u32,
+                    out_c0: slice.c0 as u32,
+                    _pad0: 0,
+                    _pad1: 0,
+                    _pad2: 0,
+                };
+                record(
+                    ctx,
+                    enc,
+                    &self.pipeline,
+                    "conv2d",
+                    &params,
+                    &[
+                        iw.bind(&input.buffer),
+                        slice.weights.as_entire_buffer_binding(),
+                        slice.bias.as_entire_buffer_binding(),
+                        ow.bind(&output.buffer),
+                    ],
+                    (m.div_ceil(BM), (slice.n as u32).div_ceil(BN)),
+                );
+            }
         }
         Ok(())
     }
@@ -214,7 +252,11 @@ mod tests {
             out_row0,
             out_rows,
             in_row0,
-            _pad
+            out_stride,
+            out_c0,
+            _pad0,
+            _pad1,
+            _pad2
         });
         assert_eq!(members, rust);
     }

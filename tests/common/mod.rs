@@ -110,10 +110,10 @@ pub fn safetensors_bytes(
     safetensors::serialize(views, metadata).unwrap()
 }
 
-/// The conv layers of `arch` with the seeded weights of tools/make_golden.py (weight j =
-/// random(1000 + 2j) * sqrt(2 / fan_in), bias j = random(1001 + 2j) * 0.1), in torchvision's
-/// names and OIHW layout, as f32 tensors.
-pub fn seeded_tensors(arch: crosspool::model::Arch) -> Vec<RawTensor> {
+/// The conv layers of `arch` (and the fully connected ones if `classifier`) with the seeded
+/// weights of tools/make_golden.py (weight j = random(1000 + 2j) * sqrt(2 / fan_in), bias j =
+/// random(1001 + 2j) * 0.1), in torchvision's names and layouts, as f32 tensors.
+pub fn seeded_tensors_with(arch: crosspool::model::Arch, classifier: bool) -> Vec<RawTensor> {
     use crosspool::model::LayerKind;
     let mut tensors = Vec::new();
     let mut j = 0u64;
@@ -126,7 +126,7 @@ pub fn seeded_tensors(arch: crosspool::model::Arch) -> Vec<RawTensor> {
         else {
             continue;
         };
-        if from_linear {
+        if from_linear && !classifier {
             break;
         }
         let w = spec.window;
@@ -144,7 +144,11 @@ pub fn seeded_tensors(arch: crosspool::model::Arch) -> Vec<RawTensor> {
         tensors.push((
             format!("{tensor}.weight"),
             f32t,
-            vec![spec.out_c, spec.in_c, w.kh, w.kw],
+            if from_linear {
+                vec![spec.out_c, fan_in]
+            } else {
+                vec![spec.out_c, spec.in_c, w.kh, w.kw]
+            },
             bytemuck::cast_slice(&weight).to_vec(),
         ));
         tensors.push((
@@ -156,6 +160,11 @@ pub fn seeded_tensors(arch: crosspool::model::Arch) -> Vec<RawTensor> {
         j += 1;
     }
     tensors
+}
+
+/// The conv layers only: [`seeded_tensors_with`] without the classifier.
+pub fn seeded_tensors(arch: crosspool::model::Arch) -> Vec<RawTensor> {
+    seeded_tensors_with(arch, false)
 }
 
 /// [`seeded_tensors`] as a safetensors file.
