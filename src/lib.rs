@@ -9,6 +9,7 @@ pub mod error;
 pub mod gpu;
 pub mod input;
 pub mod model;
+pub mod pooling;
 pub mod reference;
 pub mod shape;
 pub mod weights;

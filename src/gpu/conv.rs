@@ -208,7 +208,7 @@ impl Conv2dKernel {
                         slice.bias.as_entire_buffer_binding(),
                         ow.bind(&output.buffer),
                     ],
-                    (m.div_ceil(BM), (slice.n as u32).div_ceil(BN)),
+                    (m.div_ceil(BM), (slice.n as u32).div_ceil(BN), 1),
                 );
             }
         }

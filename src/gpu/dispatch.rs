@@ -10,7 +10,7 @@ pub(crate) fn record<P: bytemuck::Pod>(
     label: &str,
     params: &P,
     storage: &[wgpu::BufferBinding<'_>],
-    workgroups: (u32, u32),
+    workgroups: (u32, u32, u32),
 ) {
     use wgpu::util::DeviceExt;
     let uniform = ctx
@@ -44,15 +44,15 @@ pub(crate) fn record<P: bytemuck::Pod>(
     });
     pass.set_pipeline(pipeline);
     pass.set_bind_group(0, &bind_group, &[]);
-    pass.dispatch_workgroups(workgroups.0, workgroups.1, 1);
+    pass.dispatch_workgroups(workgroups.0, workgroups.1, workgroups.2);
 }
 
 /// A 2-D grid of at least `groups` workgroups, each side within the device limit; shaders
 /// linearise it as `wid.y * num_workgroups.x + wid.x` and skip the excess.
-pub(crate) fn grid_for(groups: u64, max_per_dim: u32) -> (u32, u32) {
+pub(crate) fn grid_for(groups: u64, max_per_dim: u32) -> (u32, u32, u32) {
     let x = groups.clamp(1, max_per_dim as u64);
     let y = groups.div_ceil(x).max(1);
-    (x as u32, y as u32)
+    (x as u32, y as u32, 1)
 }
 
 impl GpuContext {

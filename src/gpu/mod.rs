@@ -3,18 +3,26 @@
 mod checked;
 mod context;
 pub mod conv;
+pub mod crosslayer;
 mod dispatch;
 mod info;
 pub mod network;
+pub mod normalize;
 pub mod plan;
 pub mod pool;
+pub mod quantize;
+pub mod region_pool;
 pub mod relu;
 pub mod shaders;
 mod tensor;
 
 pub use context::{BackendChoice, GpuContext, GpuOptions};
 pub use conv::{Conv2dKernel, GpuConv2d};
+pub use crosslayer::CrossLayerKernel;
 pub use network::{GpuNetwork, Workspace};
+pub use normalize::NormalizeKernel;
 pub use pool::MaxPool2dKernel;
+pub use quantize::QuantizeKernel;
+pub use region_pool::RegionPoolKernel;
 pub use relu::ReluKernel;
-pub use tensor::GpuTensor;
+pub use tensor::{GpuFeatures, GpuPacked, GpuTensor};

@@ -148,6 +148,37 @@ pub fn plan_row_bands(
     Ok(bands)
 }
 
+/// Splits `n` images into runs `(first, count)` such that, for every binding `b`, `count`
+/// images of `per_image_bytes[b]` fit one binding (with alignment slack), and `count` is at
+/// most `max_count` (a dispatch-dimension limit).
+pub fn plan_image_chunks(
+    op: &'static str,
+    n: usize,
+    per_image_bytes: &[u64],
+    limits: BandLimits,
+    max_count: usize,
+) -> Result<Vec<(usize, usize)>> {
+    let usable = limits.binding_cap.saturating_sub(limits.align);
+    let mut per_chunk = max_count.max(1);
+    for &b in per_image_bytes {
+        let fit = (usable / b.max(1)) as usize;
+        if fit == 0 {
+            return Err(Error::DeviceLimit {
+                what: format!("{op}: the data of one image"),
+                needed: b + limits.align,
+                limit: limits.binding_cap,
+                limit_name: "max_storage_buffer_binding_size",
+                hint: "use smaller images or fewer feature dimensions",
+            });
+        }
+        per_chunk = per_chunk.min(fit);
+    }
+    Ok((0..n)
+        .step_by(per_chunk)
+        .map(|s| (s, per_chunk.min(n - s)))
+        .collect())
+}
+
 /// Splits `len` elements into chunks that each fit one binding and `max_chunk` elements.
 pub fn plan_chunks(len: u64, limits: BandLimits, max_chunk: u64) -> Vec<(u64, u64)> {
     // Leave room for the alignment slack in front of a misaligned start.
@@ -236,6 +267,15 @@ mod tests {
             limits(40_000),
         );
         assert!(matches!(err, Err(Error::DeviceLimit { .. })));
+    }
+
+    #[test]
+    fn image_chunks_fit_every_binding() {
+        let c = plan_image_chunks("t", 10, &[100, 300], limits(1000), 4).unwrap();
+        assert_eq!(c, vec![(0, 2), (2, 2), (4, 2), (6, 2), (8, 2)]);
+        let c = plan_image_chunks("t", 5, &[10], limits(1 << 20), 2).unwrap();
+        assert_eq!(c, vec![(0, 2), (2, 2), (4, 1)]);
+        assert!(plan_image_chunks("t", 1, &[900], limits(1000), 4).is_err());
     }
 
     #[test]

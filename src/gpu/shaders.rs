@@ -28,8 +28,25 @@ pub const MAXPOOL2D: Shader = shader!("maxpool2d.wgsl");
 /// In-place ReLU.
 pub const RELU: Shader = shader!("relu.wgsl");
 
+/// Cross-layer pooling: batched sums of outer products.
+pub const CROSSLAYER: Shader = shader!("crosslayer.wgsl");
+/// Channel L2, signed square root, global L2.
+pub const NORMALIZE: Shader = shader!("normalize.wgsl");
+/// Sign quantisation and binarisation, bit-packed.
+pub const QUANTIZE: Shader = shader!("quantize.wgsl");
+/// Sum / max pooling over regions (baselines, spatial pyramids).
+pub const REGION_POOL: Shader = shader!("region_pool.wgsl");
+
 /// Every shader the crate ships; a test checks this matches the files in `shaders/`.
-pub const ALL: &[Shader] = &[CONV2D, MAXPOOL2D, RELU];
+pub const ALL: &[Shader] = &[
+    CONV2D,
+    CROSSLAYER,
+    MAXPOOL2D,
+    NORMALIZE,
+    QUANTIZE,
+    REGION_POOL,
+    RELU,
+];
 
 impl Shader {
     /// Parses and validates the source with naga, as wgpu will before compiling it.
@@ -53,6 +70,11 @@ impl Shader {
     /// Compiles the shader's `main` entry point into a compute pipeline whose bind group
     /// layout is derived from the shader.
     pub fn pipeline(&self, ctx: &GpuContext) -> Result<wgpu::ComputePipeline> {
+        self.pipeline_entry(ctx, "main")
+    }
+
+    /// Compiles entry point `entry` (for files with several kernels).
+    pub fn pipeline_entry(&self, ctx: &GpuContext, entry: &str) -> Result<wgpu::ComputePipeline> {
         ctx.checked(&format!("compiling {}", self.name), || {
             let desc = wgpu::ShaderModuleDescriptor {
                 label: Some(self.name),
@@ -75,7 +97,7 @@ impl Shader {
                     label: Some(self.name),
                     layout: None,
                     module: &module,
-                    entry_point: Some("main"),
+                    entry_point: Some(entry),
                     compilation_options: Default::default(),
                     cache: None,
                 }))

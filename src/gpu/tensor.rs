@@ -43,6 +43,71 @@ impl GpuTensor {
     }
 }
 
+/// Per-image feature matrices `[images][rows][cols]` of f32 in one GPU buffer (cross-layer
+/// features: rows are pooling channels).
+pub struct GpuFeatures {
+    /// The storage buffer.
+    pub buffer: wgpu::Buffer,
+    /// Images (or groups of images).
+    pub images: usize,
+    /// Rows per image.
+    pub rows: usize,
+    /// Columns per row.
+    pub cols: usize,
+}
+
+impl GpuFeatures {
+    /// A zeroed buffer for `images` matrices of `rows` x `cols`.
+    pub fn new(
+        ctx: &GpuContext,
+        images: usize,
+        rows: usize,
+        cols: usize,
+        label: &str,
+    ) -> Result<Self> {
+        let bytes = (images * rows * cols) as u64 * 4;
+        Ok(GpuFeatures {
+            buffer: create_storage(ctx, bytes, label)?,
+            images,
+            rows,
+            cols,
+        })
+    }
+
+    /// Values per image.
+    pub fn len_per_image(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    /// Reads all values back, waiting for submitted work.
+    pub fn download(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        download_f32(ctx, &self.buffer, self.images * self.len_per_image())
+    }
+}
+
+/// Bit-packed features `[images][rows][words_per_row]` of u32 (see `pooling::Quantization`).
+pub struct GpuPacked {
+    /// The storage buffer.
+    pub buffer: wgpu::Buffer,
+    /// Images.
+    pub images: usize,
+    /// Rows per image.
+    pub rows: usize,
+    /// u32 words per row.
+    pub words_per_row: usize,
+}
+
+impl GpuPacked {
+    /// Reads all words back, waiting for submitted work.
+    pub fn download(&self, ctx: &GpuContext) -> Result<Vec<u32>> {
+        download_pod(
+            ctx,
+            &self.buffer,
+            self.images * self.rows * self.words_per_row,
+        )
+    }
+}
+
 /// Creates a storage buffer of `bytes`, checking the device's buffer size limit first.
 pub(crate) fn create_storage(ctx: &GpuContext, bytes: u64, label: &str) -> Result<wgpu::Buffer> {
     if bytes > ctx.limits.max_buffer_size {
@@ -84,7 +149,16 @@ pub(crate) fn storage_from_slice(
 
 /// Copies the first `len` f32 of `src` to the host.
 pub(crate) fn download_f32(ctx: &GpuContext, src: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
-    let bytes = len as u64 * 4;
+    download_pod(ctx, src, len)
+}
+
+/// Copies the first `len` values of type `T` of `src` to the host.
+pub(crate) fn download_pod<T: bytemuck::Pod>(
+    ctx: &GpuContext,
+    src: &wgpu::Buffer,
+    len: usize,
+) -> Result<Vec<T>> {
+    let bytes = (len * std::mem::size_of::<T>()) as u64;
     if bytes == 0 {
         return Ok(Vec::new());
     }
@@ -124,7 +198,7 @@ pub(crate) fn download_f32(ctx: &GpuContext, src: &wgpu::Buffer, len: usize) -> 
         during: "reading download buffer".into(),
         message: e.to_string(),
     })?;
-    let out = bytemuck::pod_collect_to_vec::<u8, f32>(&view);
+    let out = bytemuck::pod_collect_to_vec::<u8, T>(&view);
     drop(view);
     staging.unmap();
     Ok(out)

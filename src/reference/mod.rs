@@ -5,11 +5,13 @@
 mod conv;
 mod network;
 mod pool;
+mod pooling;
 mod relu;
 
 pub use conv::conv2d;
 pub use network::network_forward;
 pub use pool::max_pool2d;
+pub use pooling::{cross_layer, normalize, quantize, region_pool};
 pub use relu::relu;
 
 /// Result of a reference reduction: the values and, per element, the magnitude

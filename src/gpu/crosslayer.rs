@@ -1,0 +1,210 @@
+//! Host side of `shaders/crosslayer.wgsl`: sums of outer products between two layers.
+
+use super::dispatch::record;
+use super::plan::{plan_image_chunks, BandLimits, BindingWindow};
+use super::tensor::{GpuFeatures, GpuTensor};
+use super::{shaders, GpuContext};
+use crate::error::{Error, Result};
+use crate::pooling::LocalWindow;
+
+/// Output rows per workgroup tile.
+pub const BM: u32 = 64;
+/// Output columns per workgroup tile.
+pub const BN: u32 = 64;
+/// Units staged per step.
+pub const BK: u32 = 16;
+
+/// Uniform block of `crosslayer.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct CrossParams {
+    h: u32,
+    w: u32,
+    units: u32,
+    group_images: u32,
+    a_c: u32,
+    a_base: u32,
+    a_win_h: u32,
+    a_win_w: u32,
+    a_feat: u32,
+    x_c: u32,
+    x_base: u32,
+    x_win_h: u32,
+    x_win_w: u32,
+    x_feat: u32,
+    out_base: u32,
+    accumulate: u32,
+}
+
+/// The guidance operand of a cross-layer sum.
+#[derive(Clone, Copy)]
+pub enum Guidance<'a> {
+    /// Activations of layer t+1 (or of layer t itself, for a Gram matrix or second moment),
+    /// with the local window to take around each unit.
+    Layer(&'a GpuTensor, LocalWindow),
+    /// A constant 1 for every unit: the output has one row, the plain sum of the local
+    /// features (the first moment that PCA needs).
+    Ones,
+}
+
+/// The compiled cross-layer pipeline.
+pub struct CrossLayerKernel {
+    pipeline: wgpu::ComputePipeline,
+}
+
+impl CrossLayerKernel {
+    /// Compiles the kernel.
+    pub fn new(ctx: &GpuContext) -> Result<Self> {
+        Ok(CrossLayerKernel {
+            pipeline: shaders::CROSSLAYER.pipeline(ctx)?,
+        })
+    }
+
+    /// Records `out[g] (+)= sum over the units i of images g*G..(g+1)*G of a_i x_i^T`, with
+    /// `G = group_images`. `out` must have `images = n / G`, `rows` = the guidance feature
+    /// length and `cols` = the local feature length.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record(
+        &self,
+        ctx: &GpuContext,
+        enc: &mut wgpu::CommandEncoder,
+        guidance: Guidance<'_>,
+        x: &GpuTensor,
+        x_win: LocalWindow,
+        group_images: usize,
+        out: &GpuFeatures,
+        accumulate: bool,
+    ) -> Result<()> {
+        let xs = x.shape;
+        let (a, a_win) = match guidance {
+            Guidance::Layer(a, w) => (a, w),
+            Guidance::Ones => (x, LocalWindow::UNIT),
+        };
+        let a_c = match guidance {
+            Guidance::Layer(a, _) => a.shape.c,
+            Guidance::Ones => 0,
+        };
+        let a_feat = if a_c == 0 { 1 } else { a_win.feature_len(a_c) };
+        let x_feat = x_win.feature_len(xs.c);
+        if (a.shape.n, a.shape.h, a.shape.w) != (xs.n, xs.h, xs.w) {
+            return Err(Error::shape(
+                "cross_layer",
+                format!("layers {} and {xs} have different grids", a.shape),
+            ));
+        }
+        if group_images == 0 || !xs.n.is_multiple_of(group_images) {
+            return Err(Error::shape(
+                "cross_layer",
+                format!("{} images do not split into groups of {group_images}", xs.n),
+            ));
+        }
+        let groups = xs.n / group_images;
+        if (out.images, out.rows, out.cols) != (groups, a_feat, x_feat) {
+            return Err(Error::shape(
+                "cross_layer",
+                format!(
+                    "output is {}x{}x{}, expected {groups}x{a_feat}x{x_feat}",
+                    out.images, out.rows, out.cols
+                ),
+            ));
+        }
+        let limits = BandLimits {
+            binding_cap: ctx.binding_cap(),
+            align: ctx.binding_alignment(),
+            max_out_rows: 0,
+        };
+        let plane = (xs.h * xs.w) as u64;
+        let per_group = [
+            plane * a.shape.c as u64 * group_images as u64 * 4,
+            plane * xs.c as u64 * group_images as u64 * 4,
+            (a_feat * x_feat) as u64 * 4,
+        ];
+        let max_groups = ctx.max_workgroups() as usize;
+        for (g0, count) in plan_image_chunks("cross_layer", groups, &per_group, limits, max_groups)?
+        {
+            let img0 = (g0 * group_images) as u64;
+            let imgs = (count * group_images) as u64;
+            let aw = BindingWindow::new(
+                img0 * plane * a.shape.c as u64,
+                imgs * plane * a.shape.c as u64,
+                limits.align,
+            );
+            let xw = BindingWindow::new(
+                img0 * plane * xs.c as u64,
+                imgs * plane * xs.c as u64,
+                limits.align,
+            );
+            let ow = BindingWindow::new(
+                (g0 * a_feat * x_feat) as u64,
+                (count * a_feat * x_feat) as u64,
+                limits.align,
+            );
+            let params = CrossParams {
+                h: xs.h as u32,
+                w: xs.w as u32,
+                units: (group_images as u64 * plane) as u32,
+                group_images: group_images as u32,
+                a_c: a_c as u32,
+                a_base: aw.base,
+                a_win_h: a_win.h as u32,
+                a_win_w: a_win.w as u32,
+                a_feat: a_feat as u32,
+                x_c: xs.c as u32,
+                x_base: xw.base,
+                x_win_h: x_win.h as u32,
+                x_win_w: x_win.w as u32,
+                x_feat: x_feat as u32,
+                out_base: ow.base,
+                accumulate: accumulate as u32,
+            };
+            record(
+                ctx,
+                enc,
+                &self.pipeline,
+                "cross_layer",
+                &params,
+                &[aw.bind(&a.buffer), xw.bind(&x.buffer), ow.bind(&out.buffer)],
+                (
+                    (a_feat as u32).div_ceil(BM),
+                    (x_feat as u32).div_ceil(BN),
+                    count as u32,
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::shaders::tests::{wgsl_struct_layout, wgsl_u32_const};
+
+    #[test]
+    fn params_and_tiles_match_wgsl() {
+        let (members, size) = wgsl_struct_layout(&shaders::CROSSLAYER, "CrossParams");
+        assert_eq!(size as usize, std::mem::size_of::<CrossParams>());
+        let rust = crate::field_offsets!(CrossParams {
+            h,
+            w,
+            units,
+            group_images,
+            a_c,
+            a_base,
+            a_win_h,
+            a_win_w,
+            a_feat,
+            x_c,
+            x_base,
+            x_win_h,
+            x_win_w,
+            x_feat,
+            out_base,
+            accumulate
+        });
+        assert_eq!(members, rust);
+        for (name, v) in [("BM", BM), ("BN", BN), ("BK", BK)] {
+            assert_eq!(wgsl_u32_const(&shaders::CROSSLAYER, name), v, "{name}");
+        }
+    }
+}

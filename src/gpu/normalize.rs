@@ -1,0 +1,143 @@
+//! Host side of `shaders/normalize.wgsl`.
+
+use super::dispatch::record;
+use super::plan::{plan_image_chunks, BandLimits, BindingWindow};
+use super::tensor::{create_storage, GpuFeatures};
+use super::{shaders, GpuContext};
+use crate::error::Result;
+use crate::pooling::Normalization;
+
+/// Threads per workgroup.
+pub const WORKGROUP: u32 = 256;
+/// Values each workgroup of the global pass scales.
+const GLOBAL_CHUNK: u32 = WORKGROUP * 4;
+
+/// Uniform block of `normalize.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct NormParams {
+    rows: u32,
+    cols: u32,
+    base: u32,
+    flags: u32,
+}
+
+/// The compiled normalisation pipelines (row pass and global pass).
+pub struct NormalizeKernel {
+    rows: wgpu::ComputePipeline,
+    global: wgpu::ComputePipeline,
+}
+
+impl NormalizeKernel {
+    /// Compiles both entry points.
+    pub fn new(ctx: &GpuContext) -> Result<Self> {
+        Ok(NormalizeKernel {
+            rows: shaders::NORMALIZE.pipeline_entry(ctx, "rows")?,
+            global: shaders::NORMALIZE.pipeline_entry(ctx, "global")?,
+        })
+    }
+
+    /// Records the normalisation of every image of `f` in place.
+    pub fn record(
+        &self,
+        ctx: &GpuContext,
+        enc: &mut wgpu::CommandEncoder,
+        f: &GpuFeatures,
+        norm: Normalization,
+    ) -> Result<()> {
+        if norm == Normalization::NONE || f.images == 0 {
+            return Ok(());
+        }
+        let limits = BandLimits {
+            binding_cap: ctx.binding_cap(),
+            align: ctx.binding_alignment(),
+            max_out_rows: 0,
+        };
+        let per_image = [f.len_per_image() as u64 * 4, f.rows as u64 * 4];
+        let chunks = plan_image_chunks(
+            "normalize",
+            f.images,
+            &per_image,
+            limits,
+            ctx.max_workgroups() as usize,
+        )?;
+        let max_chunk = chunks.iter().map(|c| c.1).max().unwrap_or(1);
+        let row_sq = create_storage(ctx, (max_chunk * f.rows) as u64 * 4, "row norms")?;
+        let row_sq_win = BindingWindow {
+            offset: 0,
+            size: (max_chunk * f.rows) as u64 * 4,
+            base: 0,
+        };
+        for (i0, count) in chunks {
+            let len = f.len_per_image() as u64;
+            let dw = BindingWindow::new(i0 as u64 * len, count as u64 * len, limits.align);
+            let params = NormParams {
+                rows: f.rows as u32,
+                cols: f.cols as u32,
+                base: dw.base,
+                flags: norm.flags(),
+            };
+            let bindings = [dw.bind(&f.buffer), row_sq_win.bind(&row_sq)];
+            record(
+                ctx,
+                enc,
+                &self.rows,
+                "normalize rows",
+                &params,
+                &bindings,
+                (f.rows as u32, count as u32, 1),
+            );
+            if norm.global_l2 {
+                let groups = (len as u32).div_ceil(GLOBAL_CHUNK);
+                record(
+                    ctx,
+                    enc,
+                    &self.global,
+                    "normalize global",
+                    &params,
+                    &bindings,
+                    (groups, count as u32, 1),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::shaders::tests::{wgsl_struct_layout, wgsl_u32_const};
+
+    #[test]
+    fn params_and_flags_match_wgsl() {
+        let (members, size) = wgsl_struct_layout(&shaders::NORMALIZE, "NormParams");
+        assert_eq!(size as usize, std::mem::size_of::<NormParams>());
+        assert_eq!(
+            members,
+            crate::field_offsets!(NormParams {
+                rows,
+                cols,
+                base,
+                flags
+            })
+        );
+        assert_eq!(wgsl_u32_const(&shaders::NORMALIZE, "WORKGROUP"), WORKGROUP);
+        let only = |c, s, g| {
+            Normalization {
+                channel_l2: c,
+                signed_sqrt: s,
+                global_l2: g,
+            }
+            .flags()
+        };
+        assert_eq!(
+            wgsl_u32_const(&shaders::NORMALIZE, "ROW_L2"),
+            only(true, false, false)
+        );
+        assert_eq!(
+            wgsl_u32_const(&shaders::NORMALIZE, "SIGNED_SQRT"),
+            only(false, true, false)
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! Host side of `shaders/quantize.wgsl`.
+
+use super::dispatch::{grid_for, record};
+use super::plan::{plan_image_chunks, BandLimits, BindingWindow};
+use super::tensor::{create_storage, GpuFeatures, GpuPacked};
+use super::{shaders, GpuContext};
+use crate::error::Result;
+use crate::pooling::Quantization;
+
+/// Threads per workgroup.
+pub const WORKGROUP: u32 = 256;
+
+/// Uniform block of `quantize.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct QuantParams {
+    rows: u32,
+    cols: u32,
+    words_per_row: u32,
+    base: u32,
+    out_base: u32,
+    words: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+/// The compiled quantisation pipelines.
+pub struct QuantizeKernel {
+    sign2: wgpu::ComputePipeline,
+    bits1: wgpu::ComputePipeline,
+}
+
+impl QuantizeKernel {
+    /// Compiles both entry points.
+    pub fn new(ctx: &GpuContext) -> Result<Self> {
+        Ok(QuantizeKernel {
+            sign2: shaders::QUANTIZE.pipeline_entry(ctx, "sign2")?,
+            bits1: shaders::QUANTIZE.pipeline_entry(ctx, "bits1")?,
+        })
+    }
+
+    /// Allocates the packed output for `f` under `q`.
+    pub fn output(&self, ctx: &GpuContext, f: &GpuFeatures, q: Quantization) -> Result<GpuPacked> {
+        let words_per_row = q.words_per_row(f.cols);
+        let bytes = (f.images * f.rows * words_per_row) as u64 * 4;
+        Ok(GpuPacked {
+            buffer: create_storage(ctx, bytes, "packed features")?,
+            images: f.images,
+            rows: f.rows,
+            words_per_row,
+        })
+    }
+
+    /// Records the packing of `f` into `out` (from [`QuantizeKernel::output`]).
+    pub fn record(
+        &self,
+        ctx: &GpuContext,
+        enc: &mut wgpu::CommandEncoder,
+        f: &GpuFeatures,
+        q: Quantization,
+        out: &GpuPacked,
+    ) -> Result<()> {
+        let wpr = q.words_per_row(f.cols);
+        assert_eq!(
+            (out.images, out.rows, out.words_per_row),
+            (f.images, f.rows, wpr),
+            "output from QuantizeKernel::output"
+        );
+        let limits = BandLimits {
+            binding_cap: ctx.binding_cap(),
+            align: ctx.binding_alignment(),
+            max_out_rows: 0,
+        };
+        let len = f.len_per_image() as u64;
+        let words = (f.rows * wpr) as u64;
+        let pipeline = match q {
+            Quantization::Sign2 => &self.sign2,
+            Quantization::Bits1 => &self.bits1,
+        };
+        for (i0, count) in plan_image_chunks(
+            "quantize",
+            f.images,
+            &[len * 4, words * 4],
+            limits,
+            usize::MAX,
+        )? {
+            let dw = BindingWindow::new(i0 as u64 * len, count as u64 * len, limits.align);
+            let ow = BindingWindow::new(i0 as u64 * words, count as u64 * words, limits.align);
+            let n = count as u64 * words;
+            let params = QuantParams {
+                rows: f.rows as u32,
+                cols: f.cols as u32,
+                words_per_row: wpr as u32,
+                base: dw.base,
+                out_base: ow.base,
+                words: n as u32,
+                _pad0: 0,
+                _pad1: 0,
+            };
+            let grid = grid_for(n.div_ceil(WORKGROUP as u64), ctx.max_workgroups());
+            record(
+                ctx,
+                enc,
+                pipeline,
+                "quantize",
+                &params,
+                &[dw.bind(&f.buffer), ow.bind(&out.buffer)],
+                grid,
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::shaders::tests::{wgsl_struct_layout, wgsl_u32_const};
+
+    #[test]
+    fn params_match_wgsl() {
+        let (members, size) = wgsl_struct_layout(&shaders::QUANTIZE, "QuantParams");
+        assert_eq!(size as usize, std::mem::size_of::<QuantParams>());
+        let rust = crate::field_offsets!(QuantParams {
+            rows,
+            cols,
+            words_per_row,
+            base,
+            out_base,
+            words,
+            _pad0,
+            _pad1
+        });
+        assert_eq!(members, rust);
+        assert_eq!(wgsl_u32_const(&shaders::QUANTIZE, "WORKGROUP"), WORKGROUP);
+    }
+}

@@ -1,0 +1,153 @@
+//! Host side of `shaders/region_pool.wgsl`: the sum / max pooling baselines.
+
+use super::dispatch::{grid_for, record};
+use super::plan::{plan_image_chunks, BandLimits, BindingWindow};
+use super::tensor::{GpuFeatures, GpuTensor};
+use super::{shaders, GpuContext};
+use crate::error::{Error, Result};
+use crate::pooling::RegionPoolMode;
+use wgpu::util::DeviceExt;
+
+/// Threads per workgroup.
+pub const WORKGROUP: u32 = 256;
+
+/// Uniform block of `region_pool.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct RegionParams {
+    h: u32,
+    w: u32,
+    c: u32,
+    regions: u32,
+    base: u32,
+    count: u32,
+    use_max: u32,
+    out_base: u32,
+}
+
+/// The compiled region-pooling pipeline.
+pub struct RegionPoolKernel {
+    pipeline: wgpu::ComputePipeline,
+}
+
+impl RegionPoolKernel {
+    /// Compiles the kernel.
+    pub fn new(ctx: &GpuContext) -> Result<Self> {
+        Ok(RegionPoolKernel {
+            pipeline: shaders::REGION_POOL.pipeline(ctx)?,
+        })
+    }
+
+    /// Records `out[n][r][c] = sum or max of x over region r`; `out` is `n x regions x c`.
+    pub fn record(
+        &self,
+        ctx: &GpuContext,
+        enc: &mut wgpu::CommandEncoder,
+        x: &GpuTensor,
+        regions: &[[u32; 4]],
+        mode: RegionPoolMode,
+        out: &GpuFeatures,
+    ) -> Result<()> {
+        let s = x.shape;
+        if (out.images, out.rows, out.cols) != (s.n, regions.len(), s.c) {
+            return Err(Error::shape(
+                "region_pool",
+                format!(
+                    "output is {}x{}x{}, expected {}x{}x{}",
+                    out.images,
+                    out.rows,
+                    out.cols,
+                    s.n,
+                    regions.len(),
+                    s.c
+                ),
+            ));
+        }
+        if let Some(r) = regions
+            .iter()
+            .find(|r| r[0] >= r[1] || r[2] >= r[3] || r[1] as usize > s.h || r[3] as usize > s.w)
+        {
+            return Err(Error::shape(
+                "region_pool",
+                format!("region {r:?} is empty or outside the {}x{} map", s.h, s.w),
+            ));
+        }
+        let boxes = ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("regions"),
+                contents: bytemuck::cast_slice(regions),
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+        let limits = BandLimits {
+            binding_cap: ctx.binding_cap(),
+            align: ctx.binding_alignment(),
+            max_out_rows: 0,
+        };
+        let in_len = (s.h * s.w * s.c) as u64;
+        let out_len = (regions.len() * s.c) as u64;
+        for (i0, count) in plan_image_chunks(
+            "region_pool",
+            s.n,
+            &[in_len * 4, out_len * 4],
+            limits,
+            usize::MAX,
+        )? {
+            let iw = BindingWindow::new(i0 as u64 * in_len, count as u64 * in_len, limits.align);
+            let ow = BindingWindow::new(i0 as u64 * out_len, count as u64 * out_len, limits.align);
+            let n = count as u64 * out_len;
+            let params = RegionParams {
+                h: s.h as u32,
+                w: s.w as u32,
+                c: s.c as u32,
+                regions: regions.len() as u32,
+                base: iw.base,
+                count: n as u32,
+                use_max: (mode == RegionPoolMode::Max) as u32,
+                out_base: ow.base,
+            };
+            let grid = grid_for(n.div_ceil(WORKGROUP as u64), ctx.max_workgroups());
+            record(
+                ctx,
+                enc,
+                &self.pipeline,
+                "region_pool",
+                &params,
+                &[
+                    iw.bind(&x.buffer),
+                    boxes.as_entire_buffer_binding(),
+                    ow.bind(&out.buffer),
+                ],
+                grid,
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::shaders::tests::{wgsl_struct_layout, wgsl_u32_const};
+
+    #[test]
+    fn params_match_wgsl() {
+        let (members, size) = wgsl_struct_layout(&shaders::REGION_POOL, "RegionParams");
+        assert_eq!(size as usize, std::mem::size_of::<RegionParams>());
+        let rust = crate::field_offsets!(RegionParams {
+            h,
+            w,
+            c,
+            regions,
+            base,
+            count,
+            use_max,
+            out_base
+        });
+        assert_eq!(members, rust);
+        assert_eq!(
+            wgsl_u32_const(&shaders::REGION_POOL, "WORKGROUP"),
+            WORKGROUP
+        );
+    }
+}
