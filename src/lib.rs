@@ -6,9 +6,11 @@
 //! [`gpu`] holds device setup and one host module per WGSL kernel family in `shaders/`.
 
 pub mod error;
+pub mod features;
 pub mod gpu;
 pub mod input;
 pub mod model;
+pub mod pca;
 pub mod pooling;
 pub mod reference;
 pub mod shape;

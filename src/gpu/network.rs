@@ -138,14 +138,26 @@ impl GpuNetwork {
         })
     }
 
-    /// Runs the network on `input` up to the deepest wanted layer; the wanted activations are
-    /// left in `ws`'s output tensors, in the order they were requested.
+    /// Runs the network on `input` up to the deepest wanted layer and submits; the wanted
+    /// activations are left in `ws`'s output tensors, in the order they were requested.
     pub fn forward<'w>(
         &self,
         ctx: &GpuContext,
         input: &GpuTensor,
         ws: &'w Workspace,
     ) -> Result<&'w [GpuTensor]> {
+        ctx.submit("network forward", |enc| self.record(ctx, enc, input, ws))?;
+        Ok(&ws.outputs)
+    }
+
+    /// Records the forward pass into `enc` (so that later stages can join the same submission).
+    pub fn record(
+        &self,
+        ctx: &GpuContext,
+        enc: &mut wgpu::CommandEncoder,
+        input: &GpuTensor,
+        ws: &Workspace,
+    ) -> Result<()> {
         if input.shape != ws.input {
             return Err(Error::shape(
                 "network input",
@@ -156,30 +168,34 @@ impl GpuNetwork {
             ));
         }
         let last = *ws.wanted.iter().max().unwrap_or(&0);
-        ctx.submit("network forward", |enc| {
-            let mut prev = GpuTensor {
-                buffer: input.buffer.clone(),
-                shape: input.shape,
+        let mut prev = GpuTensor {
+            buffer: input.buffer.clone(),
+            shape: input.shape,
+        };
+        for (i, layer) in self.layers[..=last].iter().enumerate() {
+            let out = match ws.wanted.iter().position(|&w| w == i) {
+                Some(k) => GpuTensor {
+                    buffer: ws.outputs[k].buffer.clone(),
+                    shape: ws.shapes[i],
+                },
+                None => GpuTensor {
+                    buffer: ws.scratch[i % 2].clone(),
+                    shape: ws.shapes[i],
+                },
             };
-            for (i, layer) in self.layers[..=last].iter().enumerate() {
-                let out = match ws.wanted.iter().position(|&w| w == i) {
-                    Some(k) => GpuTensor {
-                        buffer: ws.outputs[k].buffer.clone(),
-                        shape: ws.shapes[i],
-                    },
-                    None => GpuTensor {
-                        buffer: ws.scratch[i % 2].clone(),
-                        shape: ws.shapes[i],
-                    },
-                };
-                match layer {
-                    GpuLayer::Conv(c) => self.conv.record(ctx, enc, c, &prev, &out)?,
-                    GpuLayer::Pool(p) => self.pool.record(ctx, enc, *p, &prev, &out)?,
-                }
-                prev = out;
+            match layer {
+                GpuLayer::Conv(c) => self.conv.record(ctx, enc, c, &prev, &out)?,
+                GpuLayer::Pool(p) => self.pool.record(ctx, enc, *p, &prev, &out)?,
             }
-            Ok(())
-        })?;
-        Ok(&ws.outputs)
+            prev = out;
+        }
+        Ok(())
+    }
+}
+
+impl Workspace {
+    /// The wanted activations, in the order requested (valid after a forward pass).
+    pub fn outputs(&self) -> &[GpuTensor] {
+        &self.outputs
     }
 }

@@ -3,12 +3,14 @@
 //! They favour obviousness over speed: direct loops, f64 accumulation, no tiling.
 
 mod conv;
+mod features;
 mod network;
 mod pool;
 mod pooling;
 mod relu;
 
 pub use conv::conv2d;
+pub use features::features;
 pub use network::network_forward;
 pub use pool::max_pool2d;
 pub use pooling::{cross_layer, normalize, quantize, region_pool};

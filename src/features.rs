@@ -1,0 +1,111 @@
+//! What feature to compute from a network's activations.
+
+use crate::error::{Error, Result};
+use crate::model::Arch;
+use crate::pooling::{LocalWindow, Normalization, RegionPoolMode};
+
+/// The representation computed from the activations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Representation {
+    /// Cross-layer pooling: local features of layer `local` (t), pooled once per channel of
+    /// layer `guide` (t+1) with that channel's activations as weights.
+    /// Output per image: `[D_guide][D_local']` (see `pooling` for the layout).
+    CrossLayer {
+        /// Layer t.
+        local: String,
+        /// Layer t+1 (same spatial grid).
+        guide: String,
+        /// Local-feature window on layer t.
+        window: LocalWindow,
+    },
+    /// Baseline: the Gram matrix `X^T X` of one layer's local features: `[D'][D']`.
+    Gram {
+        /// The layer.
+        local: String,
+        /// Local-feature window.
+        window: LocalWindow,
+    },
+    /// Baseline: sum or max pooling of one layer over a spatial pyramid of levels
+    /// `0..=levels` (0: the whole map): `[regions][D]`.
+    Region {
+        /// The layer.
+        local: String,
+        /// Sum or max.
+        mode: RegionPoolMode,
+        /// Finest pyramid level.
+        levels: u32,
+    },
+}
+
+impl Representation {
+    /// The paper's default for `arch`: cross-layer pooling of its default layer pair, 1x1.
+    pub fn paper_default(arch: Arch) -> Self {
+        let (t, t1) = arch.default_pair();
+        Representation::CrossLayer {
+            local: t.into(),
+            guide: t1.into(),
+            window: LocalWindow::UNIT,
+        }
+    }
+
+    /// The layer whose local features are pooled.
+    pub fn local_layer(&self) -> &str {
+        match self {
+            Representation::CrossLayer { local, .. }
+            | Representation::Gram { local, .. }
+            | Representation::Region { local, .. } => local,
+        }
+    }
+
+    /// Local window on the local layer (1x1 for region pooling).
+    pub fn window(&self) -> LocalWindow {
+        match self {
+            Representation::CrossLayer { window, .. } | Representation::Gram { window, .. } => {
+                *window
+            }
+            Representation::Region { .. } => LocalWindow::UNIT,
+        }
+    }
+
+    /// Layers the network must produce.
+    pub fn layers(&self) -> Vec<&str> {
+        match self {
+            Representation::CrossLayer { local, guide, .. } => vec![local, guide],
+            Representation::Gram { local, .. } | Representation::Region { local, .. } => {
+                vec![local]
+            }
+        }
+    }
+}
+
+/// A representation and its normalisation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeatureSpec {
+    /// What to pool.
+    pub repr: Representation,
+    /// Normalisation, applied per image after pooling.
+    pub norm: Normalization,
+}
+
+impl FeatureSpec {
+    /// Checks the spec against `arch`'s layers (names exist; a cross-layer guide comes after
+    /// the local layer).
+    pub fn validate(&self, arch: Arch) -> Result<()> {
+        let idx: Vec<usize> = self
+            .repr
+            .layers()
+            .iter()
+            .map(|l| arch.layer_index(l))
+            .collect::<Result<_>>()?;
+        if let [t, t1] = idx[..] {
+            if t1 <= t {
+                return Err(Error::Config(format!(
+                    "the guidance layer must come after the local layer ({} then {})",
+                    self.repr.layers()[0],
+                    self.repr.layers()[1]
+                )));
+            }
+        }
+        Ok(())
+    }
+}

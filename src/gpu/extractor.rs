@@ -1,0 +1,205 @@
+//! The whole feature pipeline on the GPU in one submission per batch: network forward,
+//! optional PCA projection, pooling, normalisation.
+
+use super::conv::{Conv2dKernel, GpuConv2d};
+use super::crosslayer::{CrossLayerKernel, Guidance};
+use super::network::{GpuNetwork, Workspace};
+use super::normalize::NormalizeKernel;
+use super::region_pool::RegionPoolKernel;
+use super::tensor::{GpuFeatures, GpuTensor};
+use super::GpuContext;
+use crate::error::{Error, Result};
+use crate::features::{FeatureSpec, Representation};
+use crate::model::ModelWeights;
+use crate::pca::Pca;
+use crate::pooling::{pyramid_regions, LocalWindow};
+use crate::shape::Shape4;
+
+/// A network, its pooling stage and the kernels they use, ready to extract features.
+pub struct Extractor {
+    net: GpuNetwork,
+    spec: FeatureSpec,
+    pca: Option<GpuConv2d>,
+    conv: Conv2dKernel,
+    cross: CrossLayerKernel,
+    normalize: NormalizeKernel,
+    region: RegionPoolKernel,
+}
+
+/// Buffers for extracting batches of one input shape.
+pub struct ExtractWorkspace {
+    input: Shape4,
+    net: Workspace,
+    projected: Option<GpuTensor>,
+    regions: Vec<[u32; 4]>,
+    features: GpuFeatures,
+}
+
+impl ExtractWorkspace {
+    /// The features of the last batch extracted.
+    pub fn features(&self) -> &GpuFeatures {
+        &self.features
+    }
+}
+
+impl Extractor {
+    /// Uploads the network and, if given, the PCA (which must be fitted on the spec's local
+    /// layer and window).
+    pub fn new(
+        ctx: &GpuContext,
+        weights: &ModelWeights,
+        spec: FeatureSpec,
+        pca: Option<&Pca>,
+    ) -> Result<Self> {
+        spec.validate(weights.arch)?;
+        let pca = match pca {
+            Some(p) => {
+                let local = spec.repr.local_layer();
+                if p.layer != local
+                    || p.window != spec.repr.window()
+                    || p.arch != weights.arch.name()
+                {
+                    return Err(Error::Config(format!(
+                        "the PCA was fitted on {} {} {}x{} but the features use {} {} {}x{}",
+                        p.arch,
+                        p.layer,
+                        p.window.h,
+                        p.window.w,
+                        weights.arch,
+                        local,
+                        spec.repr.window().h,
+                        spec.repr.window().w
+                    )));
+                }
+                Some(GpuConv2d::upload(ctx, &p.to_conv()?)?)
+            }
+            None => None,
+        };
+        Ok(Extractor {
+            net: GpuNetwork::new(ctx, weights)?,
+            spec,
+            pca,
+            conv: Conv2dKernel::new(ctx)?,
+            cross: CrossLayerKernel::new(ctx)?,
+            normalize: NormalizeKernel::new(ctx)?,
+            region: RegionPoolKernel::new(ctx)?,
+        })
+    }
+
+    /// The feature spec.
+    pub fn spec(&self) -> &FeatureSpec {
+        &self.spec
+    }
+
+    /// Allocates buffers for batches of `input` shape.
+    pub fn workspace(&self, ctx: &GpuContext, input: Shape4) -> Result<ExtractWorkspace> {
+        let layers = self.spec.repr.layers();
+        let net = self.net.workspace(ctx, input, &layers)?;
+        let local = net.outputs()[0].shape;
+        if let [l, g] = net.outputs() {
+            if (l.shape.h, l.shape.w) != (g.shape.h, g.shape.w) {
+                return Err(Error::Config(format!(
+                    "layers {} and {} have different grids ({}x{} and {}x{}) and cannot be pooled across",
+                    layers[0], layers[1], l.shape.h, l.shape.w, g.shape.h, g.shape.w
+                )));
+            }
+        }
+        let projected = match &self.pca {
+            Some(p) => Some(GpuTensor::new(
+                ctx,
+                p.spec.output_shape(local)?,
+                "pca projection",
+            )?),
+            None => None,
+        };
+        // With PCA the window is already folded into the projection.
+        let (x_c, win) = match &projected {
+            Some(t) => (t.shape.c, LocalWindow::UNIT),
+            None => (local.c, self.spec.repr.window()),
+        };
+        let mut regions = Vec::new();
+        let (rows, cols) = match &self.spec.repr {
+            Representation::CrossLayer { .. } => (net.outputs()[1].shape.c, win.feature_len(x_c)),
+            Representation::Gram { .. } => (win.feature_len(x_c), win.feature_len(x_c)),
+            Representation::Region { levels, .. } => {
+                regions = pyramid_regions(local.h, local.w, *levels)?;
+                (regions.len(), x_c)
+            }
+        };
+        let features = GpuFeatures::new(ctx, input.n, rows, cols, "features")?;
+        Ok(ExtractWorkspace {
+            input,
+            net,
+            projected,
+            regions,
+            features,
+        })
+    }
+
+    /// Records the extraction of `input` into `enc`.
+    pub fn record(
+        &self,
+        ctx: &GpuContext,
+        enc: &mut wgpu::CommandEncoder,
+        input: &GpuTensor,
+        ws: &ExtractWorkspace,
+    ) -> Result<()> {
+        if input.shape != ws.input {
+            return Err(Error::shape(
+                "extract",
+                format!(
+                    "workspace was made for {} but the input is {}",
+                    ws.input, input.shape
+                ),
+            ));
+        }
+        self.net.record(ctx, enc, input, &ws.net)?;
+        let outs = ws.net.outputs();
+        let (x, win) = match (&self.pca, &ws.projected) {
+            (Some(p), Some(t)) => {
+                self.conv.record(ctx, enc, p, &outs[0], t)?;
+                (t, LocalWindow::UNIT)
+            }
+            _ => (&outs[0], self.spec.repr.window()),
+        };
+        match &self.spec.repr {
+            Representation::CrossLayer { .. } => self.cross.record(
+                ctx,
+                enc,
+                Guidance::Layer(&outs[1], LocalWindow::UNIT),
+                x,
+                win,
+                1,
+                &ws.features,
+                false,
+            )?,
+            Representation::Gram { .. } => self.cross.record(
+                ctx,
+                enc,
+                Guidance::Layer(x, win),
+                x,
+                win,
+                1,
+                &ws.features,
+                false,
+            )?,
+            Representation::Region { mode, .. } => {
+                self.region
+                    .record(ctx, enc, x, &ws.regions, *mode, &ws.features)?
+            }
+        }
+        self.normalize
+            .record(ctx, enc, &ws.features, self.spec.norm)
+    }
+
+    /// Extracts features of `input` and submits; they are left in `ws.features()`.
+    pub fn extract<'w>(
+        &self,
+        ctx: &GpuContext,
+        input: &GpuTensor,
+        ws: &'w ExtractWorkspace,
+    ) -> Result<&'w GpuFeatures> {
+        ctx.submit("extract", |enc| self.record(ctx, enc, input, ws))?;
+        Ok(&ws.features)
+    }
+}

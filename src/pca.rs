@@ -1,0 +1,327 @@
+//! PCA of local features: fitted from first and second moments accumulated on the GPU,
+//! eigendecomposed on the CPU (nalgebra), stored as safetensors, and applied on the GPU as a
+//! convolution (`W (x - mean)` over the local window is a conv with weights W, bias -W mean).
+
+use crate::error::{Error, Result};
+use crate::pooling::LocalWindow;
+use crate::shape::{Conv2dSpec, Window2d};
+use crate::weights::Conv2dWeights;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// A fitted PCA of the local features of one layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pca {
+    /// Network the features came from.
+    pub arch: String,
+    /// Layer of the local features.
+    pub layer: String,
+    /// Local window the features span.
+    pub window: LocalWindow,
+    /// Channels of the layer.
+    pub channels: usize,
+    /// Mean local feature, `window.feature_len(channels)` values.
+    pub mean: Vec<f32>,
+    /// Projection `[dims][feature_len]`: eigenvectors of the covariance, largest eigenvalue
+    /// first, each with its largest-magnitude entry positive (so fits are reproducible).
+    pub components: Vec<f32>,
+    /// Every eigenvalue of the covariance, descending.
+    pub eigenvalues: Vec<f32>,
+    /// Output dimensions kept.
+    pub dims: usize,
+    /// Local features the fit saw.
+    pub units: u64,
+}
+
+/// Running sums of local features for a PCA fit, in f64.
+#[derive(Clone, Debug)]
+pub struct MomentAccumulator {
+    /// Local-feature length.
+    pub feat: usize,
+    /// Sum of local features.
+    pub sum: Vec<f64>,
+    /// Sum of their outer products, `[feat][feat]`.
+    pub second: Vec<f64>,
+    /// Number of local features.
+    pub count: u64,
+}
+
+impl MomentAccumulator {
+    /// Empty sums for features of length `feat`.
+    pub fn new(feat: usize) -> Self {
+        MomentAccumulator {
+            feat,
+            sum: vec![0.0; feat],
+            second: vec![0.0; feat * feat],
+            count: 0,
+        }
+    }
+
+    /// Adds one batch's sums (computed in f32 on the GPU) of `count` local features.
+    pub fn add(&mut self, sum: &[f32], second: &[f32], count: u64) {
+        for (a, b) in self.sum.iter_mut().zip(sum) {
+            *a += *b as f64;
+        }
+        for (a, b) in self.second.iter_mut().zip(second) {
+            *a += *b as f64;
+        }
+        self.count += count;
+    }
+}
+
+impl Pca {
+    /// Fits from accumulated moments: the covariance `E[x x^T] - mean mean^T`, its
+    /// eigenvectors sorted by eigenvalue. `dims = None` keeps all (decorrelation only, as the
+    /// paper does for conv layers); `Some(n)` keeps the top n.
+    pub fn fit(
+        m: &MomentAccumulator,
+        arch: &str,
+        layer: &str,
+        window: LocalWindow,
+        channels: usize,
+        dims: Option<usize>,
+    ) -> Result<Self> {
+        let f = m.feat;
+        if f != window.feature_len(channels) {
+            return Err(Error::Config(format!(
+                "moments of length {f} do not match a {}x{} window of {channels} channels",
+                window.h, window.w
+            )));
+        }
+        if m.count < 2 {
+            return Err(Error::Config(format!(
+                "PCA needs at least 2 local features, got {}",
+                m.count
+            )));
+        }
+        let dims = dims.unwrap_or(f);
+        if dims == 0 || dims > f {
+            return Err(Error::Config(format!(
+                "PCA dimensions must be between 1 and {f}, got {dims}"
+            )));
+        }
+        let n = m.count as f64;
+        let mean: Vec<f64> = m.sum.iter().map(|s| s / n).collect();
+        let cov = nalgebra::DMatrix::from_fn(f, f, |i, j| {
+            // Symmetrise: the GPU sums of x_i x_j and x_j x_i round differently.
+            let s = 0.5 * (m.second[i * f + j] + m.second[j * f + i]);
+            s / n - mean[i] * mean[j]
+        });
+        let eig = nalgebra::SymmetricEigen::new(cov);
+        let mut order: Vec<usize> = (0..f).collect();
+        order.sort_by(|&a, &b| eig.eigenvalues[b].total_cmp(&eig.eigenvalues[a]));
+        let mut components = Vec::with_capacity(dims * f);
+        for &k in &order[..dims] {
+            let v = eig.eigenvectors.column(k);
+            let big = v
+                .iter()
+                .copied()
+                .max_by(|a, b| a.abs().total_cmp(&b.abs()))
+                .unwrap_or(1.0);
+            let sign = if big < 0.0 { -1.0 } else { 1.0 };
+            components.extend(v.iter().map(|x| (x * sign) as f32));
+        }
+        Ok(Pca {
+            arch: arch.to_string(),
+            layer: layer.to_string(),
+            window,
+            channels,
+            mean: mean.iter().map(|&x| x as f32).collect(),
+            components,
+            eigenvalues: order
+                .iter()
+                .map(|&k| eig.eigenvalues[k].max(0.0) as f32)
+                .collect(),
+            dims,
+            units: m.count,
+        })
+    }
+
+    /// Local-feature length the PCA takes.
+    pub fn feature_len(&self) -> usize {
+        self.window.feature_len(self.channels)
+    }
+
+    /// The projection as a convolution over the layer: `dims` outputs, the local window as
+    /// kernel with zero padding (matching the zero-padded neighbourhood), bias `-W mean`.
+    pub fn to_conv(&self) -> Result<Conv2dWeights> {
+        let (m, n, c, f) = (
+            self.window.h,
+            self.window.w,
+            self.channels,
+            self.feature_len(),
+        );
+        let spec = Conv2dSpec {
+            in_c: c,
+            out_c: self.dims,
+            window: Window2d {
+                kh: m,
+                kw: n,
+                stride_h: 1,
+                stride_w: 1,
+                pad_h: m / 2,
+                pad_w: n / 2,
+            },
+            relu: false,
+        };
+        let mut weight = vec![0.0f32; spec.weight_len()];
+        let mut bias = vec![0.0f32; self.dims];
+        for o in 0..self.dims {
+            let row = &self.components[o * f..(o + 1) * f];
+            // Feature index (dy * n + dx) * c + ch -> OIHW index ((o * c + ch) * m + dy) * n + dx.
+            for (fi, &w) in row.iter().enumerate() {
+                let (d, ch) = (fi / c, fi % c);
+                weight[((o * c + ch) * m + d / n) * n + d % n] = w;
+            }
+            bias[o] = -row
+                .iter()
+                .zip(&self.mean)
+                .map(|(w, mu)| *w as f64 * *mu as f64)
+                .sum::<f64>() as f32;
+        }
+        Conv2dWeights::new(spec, weight, bias)
+    }
+
+    /// Writes the PCA to `path` (safetensors; written to a temporary file and renamed).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let f = self.feature_len();
+        let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let (mean, comp, eig) = (
+            bytes(&self.mean),
+            bytes(&self.components),
+            bytes(&self.eigenvalues),
+        );
+        fn view(shape: Vec<usize>, b: &[u8]) -> Result<safetensors::tensor::TensorView<'_>> {
+            safetensors::tensor::TensorView::new(Dtype::F32, shape, b)
+                .map_err(|e| Error::Config(e.to_string()))
+        }
+        let tensors = vec![
+            ("components".to_string(), view(vec![self.dims, f], &comp)?),
+            ("eigenvalues".to_string(), view(vec![f], &eig)?),
+            ("mean".to_string(), view(vec![f], &mean)?),
+        ];
+        let meta = HashMap::from([
+            ("crosspool.pca.arch".to_string(), self.arch.clone()),
+            ("crosspool.pca.layer".to_string(), self.layer.clone()),
+            (
+                "crosspool.pca.window".to_string(),
+                format!("{}x{}", self.window.h, self.window.w),
+            ),
+            (
+                "crosspool.pca.channels".to_string(),
+                self.channels.to_string(),
+            ),
+            ("crosspool.pca.units".to_string(), self.units.to_string()),
+        ]);
+        let data = safetensors::serialize(tensors, Some(meta))
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let tmp = path.with_extension("partial");
+        let io = |e| Error::Io {
+            path: path.display().to_string(),
+            source: e,
+        };
+        std::fs::write(&tmp, data).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// Reads a PCA written by [`Pca::save`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::Io {
+            path: path.display().to_string(),
+            source: e,
+        })?;
+        let err = |m: String| Error::Weights {
+            path: path.display().to_string(),
+            message: m,
+        };
+        let (_, header) =
+            SafeTensors::read_metadata(&bytes).map_err(|e| err(format!("not a PCA file ({e})")))?;
+        let st =
+            SafeTensors::deserialize(&bytes).map_err(|e| err(format!("not a PCA file ({e})")))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let get = |k: &str| {
+            meta.get(k)
+                .cloned()
+                .ok_or_else(|| err(format!("metadata {k} missing: not a crosspool PCA file")))
+        };
+        let window = get("crosspool.pca.window")?;
+        let (h, w) = window
+            .split_once('x')
+            .ok_or_else(|| err(format!("bad window '{window}'")))?;
+        let num = |s: &str| {
+            s.parse::<usize>()
+                .map_err(|_| err(format!("bad number '{s}'")))
+        };
+        let window = LocalWindow::new(num(h)?, num(w)?)?;
+        let channels = num(&get("crosspool.pca.channels")?)?;
+        let f = window.feature_len(channels);
+        let read = |name: &str| -> Result<(Vec<usize>, Vec<f32>)> {
+            let t = st
+                .tensor(name)
+                .map_err(|_| err(format!("tensor '{name}' missing")))?;
+            if t.dtype() != Dtype::F32 {
+                return Err(err(format!(
+                    "tensor '{name}' is {:?}, expected F32",
+                    t.dtype()
+                )));
+            }
+            Ok((
+                t.shape().to_vec(),
+                t.data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            ))
+        };
+        let (cs, components) = read("components")?;
+        let (ms, mean) = read("mean")?;
+        let (es, eigenvalues) = read("eigenvalues")?;
+        if cs.len() != 2 || cs[1] != f || ms != [f] || es != [f] || cs[0] == 0 || cs[0] > f {
+            return Err(err(format!("tensor shapes components {cs:?}, mean {ms:?}, eigenvalues {es:?} do not fit features of length {f}")));
+        }
+        Ok(Pca {
+            arch: get("crosspool.pca.arch")?,
+            layer: get("crosspool.pca.layer")?,
+            window,
+            channels,
+            mean,
+            dims: cs[0],
+            components,
+            eigenvalues,
+            units: get("crosspool.pca.units")?.parse().unwrap_or(0),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Points on a tilted line plus small noise: the first component is the line's direction.
+    #[test]
+    fn fit_finds_the_main_direction_and_round_trips() {
+        let mut m = MomentAccumulator::new(2);
+        for i in 0..100 {
+            let t = i as f32 / 10.0 - 5.0;
+            let e = if i % 2 == 0 { 0.01 } else { -0.01 };
+            let x = [3.0 + 0.6 * t - 0.8 * e, 1.0 + 0.8 * t + 0.6 * e];
+            let second: Vec<f32> = (0..4).map(|k| x[k / 2] * x[k % 2]).collect();
+            m.add(&x, &second, 1);
+        }
+        let p = Pca::fit(&m, "vgg16", "conv5_2", LocalWindow::UNIT, 2, None).unwrap();
+        assert!(
+            (p.components[0] - 0.6).abs() < 1e-4 && (p.components[1] - 0.8).abs() < 1e-4,
+            "{:?}",
+            p.components
+        );
+        assert!(p.eigenvalues[0] > 1000.0 * p.eigenvalues[1]);
+        assert!((p.mean[0] - (3.0 - 0.6 * 0.05)).abs() < 1e-4);
+        let dir = std::env::temp_dir().join(format!("crosspool-pca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("p.safetensors");
+        p.save(&path).unwrap();
+        assert_eq!(Pca::load(&path).unwrap(), p);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
