@@ -14,13 +14,12 @@ pub enum Error {
         detail: String,
     },
     /// The adapter refused to create a device.
-    #[error("could not open device on adapter '{adapter}': {source}")]
+    #[error("could not open device on adapter '{adapter}': {reason}")]
     RequestDevice {
         /// Adapter name.
         adapter: String,
-        /// wgpu's reason.
-        #[source]
-        source: wgpu::RequestDeviceError,
+        /// wgpu's reason (kept in the message rather than as a source, so it prints once).
+        reason: wgpu::RequestDeviceError,
     },
     /// A shape or hyper-parameter is invalid for the operation.
     #[error("invalid shape for {op}: {reason}")]
@@ -53,13 +52,12 @@ pub enum Error {
         message: String,
     },
     /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {reason}")]
     Io {
         /// The file.
         path: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
+        /// The OS error (in the message rather than as a source, so it prints once).
+        reason: std::io::Error,
     },
     /// An image could not be decoded.
     #[error("cannot decode image {path}: {reason}")]

@@ -13,12 +13,12 @@ pub fn load_rgb_resized(path: &Path, size: u32) -> Result<Vec<u8>> {
     let img = image::ImageReader::open(path)
         .map_err(|e| Error::Io {
             path: path.display().to_string(),
-            source: e,
+            reason: e,
         })?
         .with_guessed_format()
         .map_err(|e| Error::Io {
             path: path.display().to_string(),
-            source: e,
+            reason: e,
         })?
         .decode()
         .map_err(|e| Error::Image {
@@ -38,4 +38,53 @@ pub fn load_batch(paths: &[&Path], size: u32, pre: &Preprocess) -> Result<Vec<f3
         batch.extend_from_slice(&one);
     }
     Ok(batch)
+}
+
+/// File extensions read as images when walking a directory.
+pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "gif", "bmp", "tif", "tiff", "webp"];
+
+/// Expands `inputs` into image paths: files are taken as given (whatever their extension),
+/// directories are walked recursively for files with an image extension, in sorted order.
+pub fn collect_images(inputs: &[std::path::PathBuf]) -> Result<Vec<std::path::PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> Result<()> {
+        let io = |e| Error::Io {
+            path: dir.display().to_string(),
+            reason: e,
+        };
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(io)?;
+        entries.sort_by_key(|e| e.path());
+        for e in entries {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else if p
+                .extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| IMAGE_EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()))
+            {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            walk(p, &mut out)?;
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            return Err(Error::Io {
+                path: p.display().to_string(),
+                reason: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no such file or directory",
+                ),
+            });
+        }
+    }
+    Ok(out)
 }

@@ -1,5 +1,7 @@
 //! The `crosspool` command-line tool.
 
+mod cli;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use crosspool::gpu::{BackendChoice, GpuContext, GpuOptions};
@@ -37,6 +39,9 @@ enum Command {
         #[arg(long, default_value_t = 224)]
         size: usize,
     },
+    /// Fit a PCA of a layer's local features over a set of images (mean and covariance
+    /// accumulated on the GPU, eigendecomposition on the CPU).
+    FitPca(cli::fit_pca::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -68,6 +73,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             model,
             size,
         } => model_info(&weights, model, size)?,
+        Command::FitPca(args) => cli::fit_pca::run(&opts, args)?,
     }
     Ok(())
 }

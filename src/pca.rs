@@ -219,7 +219,7 @@ impl Pca {
         let tmp = path.with_extension("partial");
         let io = |e| Error::Io {
             path: path.display().to_string(),
-            source: e,
+            reason: e,
         };
         std::fs::write(&tmp, data).map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)
@@ -229,7 +229,7 @@ impl Pca {
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::Io {
             path: path.display().to_string(),
-            source: e,
+            reason: e,
         })?;
         let err = |m: String| Error::Weights {
             path: path.display().to_string(),

@@ -185,9 +185,9 @@ impl GpuContext {
                 trace: wgpu::Trace::Off,
             })
             .await
-            .map_err(|source| Error::RequestDevice {
+            .map_err(|reason| Error::RequestDevice {
                 adapter: info.name.clone(),
-                source,
+                reason,
             })?;
         let adapter_cap = limits.max_storage_buffer_binding_size;
         let binding_cap = opts

@@ -146,7 +146,7 @@ impl ModelWeights {
 fn io_err(path: &Path, e: std::io::Error) -> Error {
     Error::Io {
         path: path.display().to_string(),
-        source: e,
+        reason: e,
     }
 }
 

@@ -1,0 +1,122 @@
+//! The command-line tool, run as a user would.
+
+mod common;
+
+use common::seeded_weights_file;
+use crosspool::model::Arch;
+use crosspool::pca::Pca;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn crosspool() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_crosspool"))
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("crosspool-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn photos() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/photos")
+}
+
+#[test]
+fn info_names_the_adapter() {
+    let out = crosspool().arg("info").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("adapter:") && text.contains("max storage binding size"),
+        "{text}"
+    );
+}
+
+#[test]
+fn fit_pca_on_photos_writes_a_loadable_pca() {
+    let dir = temp_dir("pca");
+    let weights = dir.join("alexnet.safetensors");
+    let meta =
+        std::collections::HashMap::from([("crosspool.arch".to_string(), "alexnet".to_string())]);
+    std::fs::write(&weights, seeded_weights_file(Arch::Alexnet, Some(meta))).unwrap();
+    let out_file = dir.join("pca.safetensors");
+    let out = crosspool()
+        .args([
+            "fit-pca",
+            "--size",
+            "99",
+            "--batch",
+            "3",
+            "--dims",
+            "32",
+            "--weights",
+        ])
+        .arg(&weights)
+        .arg("-o")
+        .arg(&out_file)
+        .arg(photos())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pca = Pca::load(&out_file).unwrap();
+    assert_eq!(
+        (pca.layer.as_str(), pca.dims, pca.feature_len()),
+        ("conv4", 32, 256)
+    );
+    // 4 photos, conv4 at 5x5 for a 99x99 input.
+    assert_eq!(pca.units, 4 * 25);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("4/4 images"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_inputs_fail_with_the_reason() {
+    let dir = temp_dir("bad");
+    let not_image = dir.join("notes.jpg");
+    std::fs::write(&not_image, b"this is not a JPEG").unwrap();
+    let weights = dir.join("w.safetensors");
+    std::fs::write(&weights, seeded_weights_file(Arch::Alexnet, None)).unwrap();
+    let run = |args: &[&str], extra: &[&Path]| {
+        let out = crosspool().args(args).args(extra).output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = run(
+        &[
+            "fit-pca",
+            "--model",
+            "alexnet",
+            "-o",
+            "/tmp/never",
+            "--weights",
+        ],
+        &[&weights, &not_image],
+    );
+    assert!(
+        e.contains("cannot decode image") && e.contains("notes.jpg"),
+        "{e}"
+    );
+    let e = run(
+        &["fit-pca", "-o", "/tmp/never", "--weights"],
+        &[&weights, &not_image],
+    );
+    assert!(e.contains("does not say which network"), "{e}");
+    let e = run(&["model-info", "--weights"], &[&not_image]);
+    assert!(e.contains("not a readable safetensors file"), "{e}");
+    let e = run(
+        &["fit-pca", "--window", "2x2", "-o", "x", "--weights"],
+        &[&weights, &not_image],
+    );
+    assert!(e.contains("odd"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
