@@ -6,10 +6,12 @@
 //! [`gpu`] holds device setup and one host module per WGSL kernel family in `shaders/`.
 
 pub mod error;
+pub mod extract;
 pub mod features;
 pub mod gpu;
 pub mod input;
 pub mod model;
+pub mod output;
 pub mod pca;
 pub mod pooling;
 pub mod reference;

@@ -42,12 +42,27 @@ enum Command {
     /// Fit a PCA of a layer's local features over a set of images (mean and covariance
     /// accumulated on the GPU, eigendecomposition on the CPU).
     FitPca(cli::fit_pca::Args),
+    /// Extract features from images into sharded safetensors files with a manifest.
+    /// Exits with status 2 if some images could not be read (they are listed, with the
+    /// reason, in the manifests).
+    Extract(cli::extract::Args),
+    /// Concatenate an output directory's shards into one .npy file.
+    ExportNpy {
+        /// Output directory of `extract`.
+        dir: PathBuf,
+        /// The .npy file to write.
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Shard-name prefix of one part of a `--shard I/N` run, e.g. part0of4-.
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // `{:#}` prints the whole context chain on one line, without a backtrace.
             eprintln!("crosspool: error: {e:#}");
@@ -56,7 +71,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let opts = GpuOptions {
         backend: cli.backend,
         adapter: cli.adapter,
@@ -74,8 +89,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             size,
         } => model_info(&weights, model, size)?,
         Command::FitPca(args) => cli::fit_pca::run(&opts, args)?,
+        Command::Extract(args) => {
+            if cli::extract::run(&opts, args)? > 0 {
+                return Ok(std::process::ExitCode::from(2));
+            }
+        }
+        Command::ExportNpy { dir, out, prefix } => {
+            let (rows, shape) = crosspool::output::export_npy(&dir, &prefix, &out)?;
+            println!(
+                "wrote {}: {rows} x {} x {}",
+                out.display(),
+                shape[0],
+                shape[1]
+            );
+        }
     }
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 fn model_info(path: &std::path::Path, model: Option<Arch>, size: usize) -> anyhow::Result<()> {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-command setup: software Vulkan if no driver is present, the real VGG16 weights, a
-# release build, and a check that an adapter opens.
+# release build, a check that an adapter opens, and features extracted from the sample photos.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install_vulkan.sh
@@ -8,3 +8,8 @@ bash tools/fetch_weights.sh
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 cargo build --release
 ./target/release/crosspool info
+# The main job on real photos: cross-layer features of VGG16 (conv5_2 x conv5_3) for the
+# sample photos, into features/ (a few seconds per photo on software Vulkan).
+rm -rf features
+./target/release/crosspool extract --weights weights/vgg16_hed.safetensors --size 224 --out features tests/data/photos
+ls -l features

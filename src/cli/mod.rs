@@ -1,5 +1,6 @@
 //! Subcommands with more than a few lines of their own.
 
+pub mod extract;
 pub mod fit_pca;
 
 /// Parses an `MxN` local window such as `1x1` or `3x3`.

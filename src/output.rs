@@ -1,0 +1,328 @@
+//! Feature files: sharded safetensors plus a JSON-lines manifest per shard, written so that an
+//! interrupted run loses nothing it finished and a resumed run duplicates nothing.
+//!
+//! Layout of an output directory:
+//! - `extract.json`: the settings of the run (checked on `--resume`);
+//! - `shard-{prefix}{k:05}.safetensors`: one tensor, `features` `[rows, D1, D2]` (F32 or F16)
+//!   or `codes` `[rows, D1, words]` (U32, bit-packed, see `pooling::Quantization`);
+//! - `shard-{prefix}{k:05}.jsonl`: one line per image of the shard, in input order:
+//!   `{"path": ..., "status": "ok", "shard": ..., "row": i}` or
+//!   `{"path": ..., "status": "failed", "reason": ...}`.
+//!
+//! Both files are written to a temporary name and renamed; the manifest is renamed last, so a
+//! shard counts as done exactly when its manifest exists.
+
+use crate::error::{Error, Result};
+use safetensors::Dtype;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// How feature values are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// 32-bit floats.
+    F32,
+    /// 16-bit floats (half the space; about 3 significant digits).
+    F16,
+    /// Signs in 2 bits per value ({-1, 0, 1}), packed in u32.
+    Sign2,
+    /// Signs in 1 bit per value (positive or not), packed in u32.
+    Bits1,
+}
+
+/// One image's result, as handed to the writer.
+pub enum Row {
+    /// Its feature: f32 values (for F32/F16) or packed words (for Sign2/Bits1).
+    Ok { path: String, values: RowData },
+    /// Why it has no feature.
+    Failed { path: String, reason: String },
+}
+
+/// Feature data of one image.
+pub enum RowData {
+    /// Float values.
+    F32(Vec<f32>),
+    /// Packed codes.
+    Words(Vec<u32>),
+}
+
+/// Counts of what a writer has written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Images with a feature row.
+    pub ok: usize,
+    /// Images recorded as failed.
+    pub failed: usize,
+    /// Shards written.
+    pub shards: usize,
+}
+
+/// Writes rows into shards of at most `shard_rows` images.
+pub struct ShardWriter {
+    dir: PathBuf,
+    prefix: String,
+    format: OutputFormat,
+    row_shape: [usize; 2],
+    shard_rows: usize,
+    next: usize,
+    pending: Vec<Row>,
+    meta: HashMap<String, String>,
+    stats: WriteStats,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::Io {
+        path: path.display().to_string(),
+        reason: e,
+    }
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, data).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+impl ShardWriter {
+    /// Opens `dir` for writing. `settings` describe the run; with `resume`, they must equal
+    /// those the directory was started with, and the paths already recorded (ok or failed)
+    /// are returned so the caller can skip them; without it, the directory must hold no shards
+    /// of this `prefix`.
+    pub fn open(
+        dir: &Path,
+        prefix: &str,
+        format: OutputFormat,
+        row_shape: [usize; 2],
+        shard_rows: usize,
+        settings: HashMap<String, String>,
+        resume: bool,
+    ) -> Result<(Self, HashSet<String>)> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let settings_path = dir.join(format!(
+            "extract{}.json",
+            if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("-{prefix}")
+            }
+        ));
+        let settings_json = serde_json::to_string_pretty(
+            &settings
+                .iter()
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        )
+        .map_err(|e| Error::Config(e.to_string()))?;
+        let manifests = Self::manifests(dir, prefix)?;
+        let mut done = HashSet::new();
+        let mut next = 0;
+        if !manifests.is_empty() {
+            if !resume {
+                return Err(Error::Config(format!(
+                    "{} already holds {} finished shard(s); pass --resume to continue that run, or choose another --out",
+                    dir.display(),
+                    manifests.len()
+                )));
+            }
+            let old = std::fs::read_to_string(&settings_path).map_err(io(&settings_path))?;
+            if old.trim() != settings_json.trim() {
+                return Err(Error::Config(format!(
+                    "{} was written with other settings than this run's; resume with the same flags or use another --out\n  before: {}\n  now:    {}",
+                    settings_path.display(),
+                    old.split_whitespace().collect::<Vec<_>>().join(" "),
+                    settings_json.split_whitespace().collect::<Vec<_>>().join(" ")
+                )));
+            }
+            for (k, path) in &manifests {
+                let text = std::fs::read_to_string(path).map_err(io(path))?;
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+                        Error::Config(format!("{}: bad manifest line ({e})", path.display()))
+                    })?;
+                    if let Some(p) = v.get("path").and_then(|p| p.as_str()) {
+                        done.insert(p.to_string());
+                    }
+                }
+                next = next.max(k + 1);
+            }
+        }
+        write_atomic(&settings_path, settings_json.as_bytes())?;
+        let mut meta = settings;
+        meta.insert(
+            "crosspool.layout".into(),
+            format!("[rows, {}, {}]", row_shape[0], row_shape[1]),
+        );
+        Ok((
+            ShardWriter {
+                dir: dir.to_path_buf(),
+                prefix: prefix.into(),
+                format,
+                row_shape,
+                shard_rows: shard_rows.max(1),
+                next,
+                pending: Vec::new(),
+                meta,
+                stats: WriteStats::default(),
+            },
+            done,
+        ))
+    }
+
+    /// Finished shards of `prefix` in `dir`: (index, manifest path), sorted.
+    pub fn manifests(dir: &Path, prefix: &str) -> Result<Vec<(usize, PathBuf)>> {
+        let mut out = Vec::new();
+        if !dir.exists() {
+            return Ok(out);
+        }
+        let head = format!("shard-{prefix}");
+        for e in std::fs::read_dir(dir).map_err(io(dir))? {
+            let p = e.map_err(io(dir))?.path();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if let Some(rest) = name
+                .strip_prefix(&head)
+                .and_then(|r| r.strip_suffix(".jsonl"))
+            {
+                if let Ok(k) = rest.parse::<usize>() {
+                    out.push((k, p));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn shard_name(&self, k: usize, ext: &str) -> String {
+        format!("shard-{}{k:05}.{ext}", self.prefix)
+    }
+
+    /// Adds one image's result; writes a shard when `shard_rows` results are pending.
+    pub fn push(&mut self, row: Row) -> Result<()> {
+        self.pending.push(row);
+        if self.pending.len() >= self.shard_rows {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the pending results as a shard (nothing if none are pending).
+    pub fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.pending);
+        let name = self.shard_name(self.next, "safetensors");
+        let [d1, d2] = self.row_shape;
+        let mut bytes: Vec<u8> = Vec::new();
+        let mut lines = String::new();
+        let mut n = 0usize;
+        for row in &rows {
+            let line = match row {
+                Row::Ok { path, values } => {
+                    match (values, self.format) {
+                        (RowData::F32(v), OutputFormat::F32) => {
+                            bytes.extend(v.iter().flat_map(|x| x.to_le_bytes()))
+                        }
+                        (RowData::F32(v), OutputFormat::F16) => bytes
+                            .extend(v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes())),
+                        (RowData::Words(w), OutputFormat::Sign2 | OutputFormat::Bits1) => {
+                            bytes.extend(w.iter().flat_map(|x| x.to_le_bytes()))
+                        }
+                        _ => {
+                            return Err(Error::Config(
+                                "row data does not match the output format".into(),
+                            ))
+                        }
+                    }
+                    n += 1;
+                    serde_json::json!({"path": path, "status": "ok", "shard": name, "row": n - 1})
+                }
+                Row::Failed { path, reason } => {
+                    serde_json::json!({"path": path, "status": "failed", "reason": reason})
+                }
+            };
+            lines.push_str(&line.to_string());
+            lines.push('\n');
+        }
+        let (tensor, dtype) = match self.format {
+            OutputFormat::F32 => ("features", Dtype::F32),
+            OutputFormat::F16 => ("features", Dtype::F16),
+            OutputFormat::Sign2 | OutputFormat::Bits1 => ("codes", Dtype::U32),
+        };
+        let view = safetensors::tensor::TensorView::new(dtype, vec![n, d1, d2], &bytes)
+            .map_err(|e| Error::Config(format!("shard {name}: {e}")))?;
+        let data = safetensors::serialize([(tensor, view)], Some(self.meta.clone()))
+            .map_err(|e| Error::Config(format!("shard {name}: {e}")))?;
+        write_atomic(&self.dir.join(&name), &data)?;
+        write_atomic(
+            &self.dir.join(self.shard_name(self.next, "jsonl")),
+            lines.as_bytes(),
+        )?;
+        self.stats.ok += n;
+        self.stats.failed += rows.len() - n;
+        self.stats.shards += 1;
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Writes what is pending and returns the counts.
+    pub fn finish(mut self) -> Result<WriteStats> {
+        self.flush()?;
+        Ok(self.stats)
+    }
+}
+
+/// Concatenates the `features` of every finished shard of `prefix` in `dir`, in shard order,
+/// into one `.npy` file (f32 or f16 as stored; packed codes as uint32).
+pub fn export_npy(dir: &Path, prefix: &str, out: &Path) -> Result<(usize, [usize; 2])> {
+    let mut data = Vec::new();
+    let mut shape: Option<[usize; 2]> = None;
+    let mut dtype = None;
+    let mut rows = 0;
+    for (k, _) in ShardWriter::manifests(dir, prefix)? {
+        let path = dir.join(format!("shard-{prefix}{k:05}.safetensors"));
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Weights {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let (_, t) = st
+            .iter()
+            .next()
+            .ok_or_else(|| Error::Config(format!("{} holds no tensor", path.display())))?;
+        let s = t.shape();
+        let this = [s[1], s[2]];
+        if shape.is_some_and(|p| p != this) || dtype.is_some_and(|d| d != t.dtype()) {
+            return Err(Error::Config(format!(
+                "{} does not match the other shards",
+                path.display()
+            )));
+        }
+        shape = Some(this);
+        dtype = Some(t.dtype());
+        rows += s[0];
+        data.extend_from_slice(t.data());
+    }
+    let shape = shape
+        .ok_or_else(|| Error::Config(format!("{} holds no finished shards", dir.display())))?;
+    let descr = match dtype {
+        Some(Dtype::F16) => "<f2",
+        Some(Dtype::U32) => "<u4",
+        _ => "<f4",
+    };
+    let mut header = format!(
+        "{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {}, {}), }}",
+        shape[0], shape[1]
+    );
+    // Pad so that the data starts on a 64-byte boundary, as the format asks.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut file = b"\x93NUMPY\x01\x00".to_vec();
+    file.extend((header.len() as u16).to_le_bytes());
+    file.extend(header.as_bytes());
+    file.extend(data);
+    write_atomic(out, &file)?;
+    Ok((rows, shape))
+}

@@ -1,0 +1,89 @@
+//! Decoding the images users actually have: every odd file gives pixels or an error with a
+//! reason, never a panic (files from tools/make_odd_images.py).
+
+use crosspool::input::{decode_rgb, DecodeLimits};
+use std::path::{Path, PathBuf};
+
+fn odd(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/odd")
+        .join(name)
+}
+
+fn mean_rgb(px: &[u8]) -> [f64; 3] {
+    let n = (px.len() / 3) as f64;
+    let mut m = [0.0; 3];
+    for p in px.chunks(3) {
+        for c in 0..3 {
+            m[c] += p[c] as f64 / n;
+        }
+    }
+    m
+}
+
+#[test]
+fn colour_models_and_depths_decode_to_rgb() {
+    let (_, _, reference) = decode_rgb(&odd("alpha.png"), DecodeLimits::default()).unwrap();
+    let want = mean_rgb(&reference);
+    for name in [
+        "grayscale.png",
+        "alpha.png",
+        "cmyk.jpg",
+        "gray16.png",
+        "palette.gif",
+    ] {
+        let (w, h, px) = decode_rgb(&odd(name), DecodeLimits::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!((w, h, px.len()), (48, 32, 48 * 32 * 3), "{name}");
+        let m = mean_rgb(&px);
+        let grey = (want[0] + want[1] + want[2]) / 3.0;
+        // Colour images keep the photo's colours; grey ones its brightness (an inverted CMYK
+        // decode would be far off).
+        let close = if name.starts_with("gray") {
+            m.iter().all(|v| (v - grey).abs() < 25.0)
+        } else {
+            m.iter().zip(&want).all(|(a, b)| (a - b).abs() < 12.0)
+        };
+        assert!(close, "{name}: mean colour {m:?} vs {want:?}");
+    }
+}
+
+#[test]
+fn exif_orientation_is_applied() {
+    let (w, h, px) = decode_rgb(&odd("exif_rotated.jpg"), DecodeLimits::default()).unwrap();
+    assert_eq!(
+        (w, h),
+        (32, 48),
+        "stored 48x32 with orientation 6: upright it is 32x48"
+    );
+    let at = |x: usize, y: usize| &px[(y * w as usize + x) * 3..][..3];
+    assert!(
+        at(16, 4)[0] > 200 && at(16, 4)[2] < 60,
+        "top should be red: {:?}",
+        at(16, 4)
+    );
+    assert!(
+        at(16, 44)[2] > 200 && at(16, 44)[0] < 60,
+        "bottom should be blue: {:?}",
+        at(16, 44)
+    );
+}
+
+#[test]
+fn broken_files_are_errors_with_reasons() {
+    for (name, says) in [
+        ("empty.jpg", "empty file"),
+        ("not_an_image.png", "not an image format"),
+        ("corrupt.jpg", ""),
+        ("truncated.jpg", ""),
+        ("bomb.bmp", "limit"),
+    ] {
+        match decode_rgb(&odd(name), DecodeLimits::default()) {
+            Ok((w, h, _)) => panic!("{name}: decoded as {w}x{h}, expected an error"),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(msg.contains(name) && msg.contains(says), "{name}: {msg}");
+            }
+        }
+    }
+}
