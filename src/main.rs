@@ -19,6 +19,11 @@ struct Cli {
     /// Use the adapter whose name contains this text (case-insensitive), e.g. "llvmpipe".
     #[arg(long, global = true, env = "CROSSPOOL_ADAPTER")]
     adapter: Option<String>,
+    /// Compile shaders without wgpu's injected bounds and division checks (faster; every
+    /// kernel checks its own indices, but a kernel bug would be undefined behaviour). Also
+    /// CROSSPOOL_UNCHECKED_SHADERS=1.
+    #[arg(long, global = true)]
+    unchecked_shaders: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,6 +51,8 @@ enum Command {
     /// Exits with status 2 if some images could not be read (they are listed, with the
     /// reason, in the manifests).
     Extract(cli::extract::Args),
+    /// Time the feature pipeline on this device: per-stage times, images/s, GFLOP/s.
+    Bench(cli::bench::Args),
     /// Concatenate an output directory's shards into one .npy file.
     ExportNpy {
         /// Output directory of `extract`.
@@ -76,7 +83,8 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         backend: cli.backend,
         adapter: cli.adapter,
         max_binding_bytes: None,
-        unchecked_shaders: false,
+        unchecked_shaders: cli.unchecked_shaders
+            || std::env::var("CROSSPOOL_UNCHECKED_SHADERS").is_ok_and(|v| v == "1"),
     };
     match cli.command {
         Command::Info => {
@@ -94,6 +102,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 return Ok(std::process::ExitCode::from(2));
             }
         }
+        Command::Bench(args) => cli::bench::run(&opts, args)?,
         Command::ExportNpy { dir, out, prefix } => {
             let (rows, shape) = crosspool::output::export_npy(&dir, &prefix, &out)?;
             println!(

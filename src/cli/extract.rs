@@ -89,8 +89,8 @@ pub struct Args {
     /// Normalisation.
     #[arg(long, value_enum, default_value_t = Norm::Paper)]
     norm: Norm,
-    /// Stored format: floats, or sign codes (2-bit {-1,0,1} / 1-bit).
-    #[arg(long, value_enum, default_value_t = OutputFormat::F32)]
+    /// Stored format: floats, or sign codes (2-bit {-1,0,1} / 1-bit); `--quantize` is an alias.
+    #[arg(long, alias = "quantize", value_enum, default_value_t = OutputFormat::F32)]
     format: OutputFormat,
     /// Images per GPU batch [default: from the device's buffer limit, at most 32].
     #[arg(long)]

@@ -1,5 +1,6 @@
 //! Subcommands with more than a few lines of their own.
 
+pub mod bench;
 pub mod extract;
 pub mod fit_pca;
 

@@ -192,6 +192,68 @@ impl Extractor {
             .record(ctx, enc, &ws.features, self.spec.norm)
     }
 
+    /// Runs each stage as its own submission and waits for it: `(stage, seconds, flops)` for
+    /// every network layer, the PCA projection, pooling and normalisation.
+    pub fn profile(
+        &self,
+        ctx: &GpuContext,
+        input: &GpuTensor,
+        ws: &ExtractWorkspace,
+    ) -> Result<Vec<(String, f64, f64)>> {
+        let mut stages = self.net.profile(ctx, input, &ws.net)?;
+        let outs = ws.net.outputs();
+        let mut timed = |name: &str,
+                         flops: f64,
+                         f: &dyn Fn(&mut wgpu::CommandEncoder) -> Result<()>|
+         -> Result<()> {
+            let t = std::time::Instant::now();
+            ctx.submit(name, f)?;
+            ctx.wait(name)?;
+            stages.push((name.to_string(), t.elapsed().as_secs_f64(), flops));
+            Ok(())
+        };
+        let (x, win) = match (&self.pca, &ws.projected) {
+            (Some(p), Some(t)) => {
+                timed("pca", p.spec.flops(outs[0].shape)?, &|enc| {
+                    self.conv.record(ctx, enc, p, &outs[0], t)
+                })?;
+                (t, LocalWindow::UNIT)
+            }
+            _ => (&outs[0], self.spec.repr.window()),
+        };
+        let f = &ws.features;
+        let units = (x.shape.n * x.shape.h * x.shape.w) as f64;
+        let pool_flops = match &self.spec.repr {
+            Representation::Region { .. } => units * x.shape.c as f64,
+            _ => 2.0 * units * (f.rows * f.cols) as f64,
+        };
+        timed("pooling", pool_flops, &|enc| match &self.spec.repr {
+            Representation::CrossLayer { .. } => self.cross.record(
+                ctx,
+                enc,
+                Guidance::Layer(&outs[1], LocalWindow::UNIT),
+                x,
+                win,
+                1,
+                f,
+                false,
+            ),
+            Representation::Gram { .. } => {
+                self.cross
+                    .record(ctx, enc, Guidance::Layer(x, win), x, win, 1, f, false)
+            }
+            Representation::Region { mode, .. } => {
+                self.region.record(ctx, enc, x, &ws.regions, *mode, f)
+            }
+        })?;
+        timed(
+            "normalize",
+            4.0 * (f.images * f.rows * f.cols) as f64,
+            &|enc| self.normalize.record(ctx, enc, f, self.spec.norm),
+        )?;
+        Ok(stages)
+    }
+
     /// Extracts features of `input` and submits; they are left in `ws.features()`.
     pub fn extract<'w>(
         &self,

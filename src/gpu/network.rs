@@ -158,6 +158,52 @@ impl GpuNetwork {
         input: &GpuTensor,
         ws: &Workspace,
     ) -> Result<()> {
+        for (i, (prev, out)) in self.layer_io(input, ws)?.iter().enumerate() {
+            self.record_layer(ctx, enc, i, prev, out)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the layers one submission each, waiting for each, and returns every layer's name,
+    /// wall time in seconds and floating-point operations: a per-layer profile. (Waiting
+    /// between layers costs a little; the pipelined [`GpuNetwork::record`] does not.)
+    pub fn profile(
+        &self,
+        ctx: &GpuContext,
+        input: &GpuTensor,
+        ws: &Workspace,
+    ) -> Result<Vec<(String, f64, f64)>> {
+        let mut out = Vec::new();
+        ctx.wait("profile")?;
+        for (i, (prev, next)) in self.layer_io(input, ws)?.iter().enumerate() {
+            let t = std::time::Instant::now();
+            ctx.submit("profile layer", |enc| {
+                self.record_layer(ctx, enc, i, prev, next)
+            })?;
+            ctx.wait("profile layer")?;
+            let flops = match &self.layers[i] {
+                GpuLayer::Conv(c) => c.spec.flops(prev.shape)?,
+                GpuLayer::Pool(_) => 0.0,
+            };
+            out.push((self.names[i].clone(), t.elapsed().as_secs_f64(), flops));
+        }
+        Ok(out)
+    }
+
+    /// Floating-point operations of the forward pass for `input` up to the workspace's last
+    /// wanted layer.
+    pub fn flops(&self, input: &GpuTensor, ws: &Workspace) -> Result<f64> {
+        let mut total = 0.0;
+        for (i, (prev, _)) in self.layer_io(input, ws)?.iter().enumerate() {
+            if let GpuLayer::Conv(c) = &self.layers[i] {
+                total += c.spec.flops(prev.shape)?;
+            }
+        }
+        Ok(total)
+    }
+
+    /// (input, output) tensor views of each layer up to the deepest wanted one.
+    fn layer_io(&self, input: &GpuTensor, ws: &Workspace) -> Result<Vec<(GpuTensor, GpuTensor)>> {
         if input.shape != ws.input {
             return Err(Error::shape(
                 "network input",
@@ -172,7 +218,8 @@ impl GpuNetwork {
             buffer: input.buffer.clone(),
             shape: input.shape,
         };
-        for (i, layer) in self.layers[..=last].iter().enumerate() {
+        let mut io = Vec::with_capacity(last + 1);
+        for i in 0..=last {
             let out = match ws.wanted.iter().position(|&w| w == i) {
                 Some(k) => GpuTensor {
                     buffer: ws.outputs[k].buffer.clone(),
@@ -183,13 +230,30 @@ impl GpuNetwork {
                     shape: ws.shapes[i],
                 },
             };
-            match layer {
-                GpuLayer::Conv(c) => self.conv.record(ctx, enc, c, &prev, &out)?,
-                GpuLayer::Pool(p) => self.pool.record(ctx, enc, *p, &prev, &out)?,
-            }
+            io.push((
+                prev,
+                GpuTensor {
+                    buffer: out.buffer.clone(),
+                    shape: out.shape,
+                },
+            ));
             prev = out;
         }
-        Ok(())
+        Ok(io)
+    }
+
+    fn record_layer(
+        &self,
+        ctx: &GpuContext,
+        enc: &mut wgpu::CommandEncoder,
+        i: usize,
+        prev: &GpuTensor,
+        out: &GpuTensor,
+    ) -> Result<()> {
+        match &self.layers[i] {
+            GpuLayer::Conv(c) => self.conv.record(ctx, enc, c, prev, out),
+            GpuLayer::Pool(p) => self.pool.record(ctx, enc, *p, prev, out),
+        }
     }
 }
 

@@ -137,6 +137,52 @@ impl ModelWeights {
         })
     }
 
+    /// Random weights (He-scaled, fixed seed) for `arch` up to `last` (all conv layers if
+    /// `None`), with torchvision preprocessing: for benchmarks, where values do not matter.
+    pub fn synthetic(arch: Arch, last: Option<&str>) -> Result<Self> {
+        let all = arch.layers();
+        let end = match last {
+            Some(name) => arch.layer_index(name)? + 1,
+            None => all
+                .iter()
+                .rposition(|l| {
+                    matches!(
+                        l.kind,
+                        LayerKind::Conv {
+                            from_linear: false,
+                            ..
+                        }
+                    )
+                })
+                .map_or(0, |i| i + 1),
+        };
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            // xorshift64*: fast, and plenty for benchmark weights.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            ((state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32) * 2.0
+                - 1.0
+        };
+        let mut layers = Vec::new();
+        for layer in &all[..end] {
+            if let LayerKind::Conv { spec, .. } = &layer.kind {
+                let scale = (6.0 / spec.k_total() as f32).sqrt();
+                let weight = (0..spec.weight_len()).map(|_| next() * scale).collect();
+                let bias = (0..spec.out_c).map(|_| next() * 0.01).collect();
+                layers.push((layer.name.clone(), Conv2dWeights::new(*spec, weight, bias)?));
+            }
+        }
+        Ok(ModelWeights {
+            arch,
+            preprocess: Preprocess::TORCHVISION,
+            preprocess_assumed: true,
+            layers,
+            source: PathBuf::from("(synthetic)"),
+        })
+    }
+
     /// Weights of layer `name`, if loaded.
     pub fn layer(&self, name: &str) -> Option<&Conv2dWeights> {
         self.layers.iter().find(|(n, _)| n == name).map(|(_, w)| w)

@@ -1,0 +1,212 @@
+//! `crosspool bench`: per-stage times, images/s and GFLOP/s of the feature pipeline on this
+//! device.
+
+use anyhow::Context;
+use crosspool::features::{FeatureSpec, Representation};
+use crosspool::gpu::{Extractor, GpuContext, GpuOptions, GpuTensor};
+use crosspool::input::{collect_images, decode_rgb, resize_rgb, DecodeLimits};
+use crosspool::model::{Arch, ModelWeights};
+use crosspool::pooling::Normalization;
+use crosspool::shape::Shape4;
+use rayon::prelude::*;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Arguments of `bench`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Weights file [default: random weights for --model, which time the same].
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Architecture (for synthetic weights, or if the file does not name it).
+    #[arg(long, value_enum, default_value_t = Arch::Vgg16)]
+    model: Arch,
+    /// Images are SIZE x SIZE.
+    #[arg(long, default_value_t = 224)]
+    size: u32,
+    /// Images per batch.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Timed batches (after warm-up).
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    /// Untimed batches first (shader compilation, allocation).
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Real images to time decoding and resizing on (real-image mode); without it the input
+    /// is synthetic and decoding is not timed.
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// Print the results as JSON on standard output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Datasheet FP32 (non-tensor) peaks, for the share of peak; matched on the adapter's name.
+const FP32_PEAK_TFLOPS: &[(&str, f64)] = &[
+    ("H100", 67.0),
+    ("H200", 67.0),
+    ("A100", 19.5),
+    ("L40S", 91.6),
+    ("RTX 4090", 82.6),
+];
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Runs `bench`.
+pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.batch > 0 && a.iters > 0,
+        "--batch and --iters must be at least 1"
+    );
+    let (t, t1) = a.model.default_pair();
+    let weights = match &a.weights {
+        Some(p) => ModelWeights::load(p, Some(a.model), Some(t1))?,
+        None => ModelWeights::synthetic(a.model, Some(t1))?,
+    };
+    let spec = FeatureSpec {
+        repr: Representation::CrossLayer {
+            local: t.into(),
+            guide: t1.into(),
+            window: crosspool::pooling::LocalWindow::UNIT,
+        },
+        norm: Normalization::PAPER,
+    };
+    let ctx = GpuContext::new(opts).context("opening the GPU")?;
+    let ex = Extractor::new(&ctx, &weights, spec, None)?;
+    let shape = Shape4::new(a.batch, a.size as usize, a.size as usize, 3);
+    let ws = ex.workspace(&ctx, shape)?;
+
+    // Input: real images decoded on all cores (timed), or synthetic.
+    let mut decode_ips = None;
+    let x: Vec<f32> = match &a.images {
+        Some(dir) => {
+            let paths = collect_images(std::slice::from_ref(dir))?;
+            anyhow::ensure!(!paths.is_empty(), "no images in {}", dir.display());
+            let batch: Vec<PathBuf> = paths.iter().cycle().take(a.batch).cloned().collect();
+            let mut times = Vec::new();
+            let mut out = Vec::new();
+            for _ in 0..a.iters.min(5) {
+                let t0 = Instant::now();
+                let decoded: Vec<Vec<f32>> = batch
+                    .par_iter()
+                    .map(|p| {
+                        let (w, h, rgb) = decode_rgb(p, DecodeLimits::default())?;
+                        let rgb = resize_rgb(w, h, rgb, a.size)?;
+                        let mut v = Vec::new();
+                        weights.preprocess.apply(&rgb, &mut v);
+                        Ok(v)
+                    })
+                    .collect::<crosspool::Result<_>>()?;
+                times.push(t0.elapsed().as_secs_f64());
+                out = decoded.concat();
+            }
+            decode_ips = Some(a.batch as f64 / median(times));
+            out
+        }
+        None => (0..shape.len())
+            .map(|i| ((i * 7919 % 255) as f32 / 255.0 - 0.45) / 0.225)
+            .collect(),
+    };
+
+    let gx = GpuTensor::upload(&ctx, &x, shape, "input")?;
+    for _ in 0..a.warmup {
+        ex.extract(&ctx, &gx, &ws)?.download(&ctx)?;
+    }
+    // Whole batches as the extract command runs them: upload, one submission, download.
+    let (mut total, mut compute, mut up, mut down) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..a.iters {
+        let t0 = Instant::now();
+        ctx.queue
+            .write_buffer(&gx.buffer, 0, bytemuck::cast_slice(&x));
+        ctx.wait("upload")?;
+        let t1 = Instant::now();
+        ex.extract(&ctx, &gx, &ws)?;
+        ctx.wait("extract")?;
+        let t2 = Instant::now();
+        ws.features().download(&ctx)?;
+        let t3 = Instant::now();
+        up.push((t1 - t0).as_secs_f64());
+        compute.push((t2 - t1).as_secs_f64());
+        down.push((t3 - t2).as_secs_f64());
+        total.push((t3 - t0).as_secs_f64());
+    }
+    let stages = ex.profile(&ctx, &gx, &ws)?;
+    let flops: f64 = stages.iter().map(|s| s.2).sum();
+    let (t_total, t_compute, t_up, t_down) =
+        (median(total), median(compute), median(up), median(down));
+    let gflops = flops / t_compute / 1e9;
+    let peak = FP32_PEAK_TFLOPS
+        .iter()
+        .find(|(n, _)| ctx.info.name.contains(n))
+        .map(|(_, p)| *p);
+    let report = serde_json::json!({
+        "device": ctx.describe(),
+        "model": a.model.name(),
+        "layers": [t, t1],
+        "size": a.size,
+        "batch": a.batch,
+        "iters": a.iters,
+        "unchecked_shaders": opts.unchecked_shaders,
+        "images_per_second": a.batch as f64 / t_total,
+        "gpu_images_per_second": a.batch as f64 / t_compute,
+        "decode_images_per_second": decode_ips,
+        "gflop_per_image": flops / a.batch as f64 / 1e9,
+        "gflops": gflops,
+        "fp32_peak_share": peak.map(|p| gflops / (p * 1e3)),
+        "ms": {
+            "upload": t_up * 1e3,
+            "compute": t_compute * 1e3,
+            "download": t_down * 1e3,
+            "batch": t_total * 1e3,
+        },
+        "stages_ms": stages.iter().map(|(n, s, f)| serde_json::json!({"stage": n, "ms": s * 1e3, "gflops": if *s > 0.0 { f / s / 1e9 } else { 0.0 }})).collect::<Vec<_>>(),
+    });
+    if a.json {
+        println!("{report}");
+        return Ok(());
+    }
+    println!("device:   {}", ctx.describe());
+    println!(
+        "pipeline: {} {t} x {t1}, {}x{}, batch {}, {} timed batches (median)",
+        a.model, a.size, a.size, a.batch, a.iters
+    );
+    println!(
+        "images/s: {:.1} end to end (upload + compute + download), {:.1} GPU compute only",
+        a.batch as f64 / t_total,
+        a.batch as f64 / t_compute
+    );
+    if let Some(d) = decode_ips {
+        println!("decode:   {d:.1} images/s (decode + resize + preprocess on {} threads; overlaps the GPU in extract)", rayon::current_num_threads());
+    }
+    print!(
+        "compute:  {:.1} GFLOP/image, {gflops:.0} GFLOP/s",
+        flops / a.batch as f64 / 1e9
+    );
+    match peak {
+        Some(p) => println!(
+            " ({:.1}% of the {p} TFLOP/s fp32 datasheet peak)",
+            100.0 * gflops / (p * 1e3)
+        ),
+        None => println!(),
+    }
+    println!(
+        "batch:    upload {:.2} ms, compute {:.2} ms, download {:.2} ms",
+        t_up * 1e3,
+        t_compute * 1e3,
+        t_down * 1e3
+    );
+    println!("stages (each submitted and waited for alone):");
+    for (n, s, f) in &stages {
+        println!(
+            "  {n:<10} {:>9.3} ms {:>9.1} GFLOP/s",
+            s * 1e3,
+            if *s > 0.0 { f / s / 1e9 } else { 0.0 }
+        );
+    }
+    Ok(())
+}
