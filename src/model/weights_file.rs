@@ -81,21 +81,7 @@ impl ModelWeights {
         };
 
         let all = arch.layers();
-        let end = match last {
-            Some(name) => arch.layer_index(name)? + 1,
-            None => all
-                .iter()
-                .rposition(|l| {
-                    matches!(
-                        l.kind,
-                        LayerKind::Conv {
-                            from_linear: false,
-                            ..
-                        }
-                    )
-                })
-                .map_or(0, |i| i + 1),
-        };
+        let end = layers_to_load(arch, last)?;
         let mut layers = Vec::new();
         for layer in &all[..end] {
             let LayerKind::Conv {
@@ -141,21 +127,7 @@ impl ModelWeights {
     /// `None`), with torchvision preprocessing: for benchmarks, where values do not matter.
     pub fn synthetic(arch: Arch, last: Option<&str>) -> Result<Self> {
         let all = arch.layers();
-        let end = match last {
-            Some(name) => arch.layer_index(name)? + 1,
-            None => all
-                .iter()
-                .rposition(|l| {
-                    matches!(
-                        l.kind,
-                        LayerKind::Conv {
-                            from_linear: false,
-                            ..
-                        }
-                    )
-                })
-                .map_or(0, |i| i + 1),
-        };
+        let end = layers_to_load(arch, last)?;
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
         let mut next = move || {
             // xorshift64*: fast, and plenty for benchmark weights.
@@ -186,6 +158,27 @@ impl ModelWeights {
     /// Weights of layer `name`, if loaded.
     pub fn layer(&self, name: &str) -> Option<&Conv2dWeights> {
         self.layers.iter().find(|(n, _)| n == name).map(|(_, w)| w)
+    }
+}
+
+/// Number of leading layers of `arch` to load: through `last`, or through the last conv layer
+/// of the trunk when `None` (the classifier holds most of the bytes and is loaded on request).
+fn layers_to_load(arch: Arch, last: Option<&str>) -> Result<usize> {
+    match last {
+        Some(name) => Ok(arch.layer_index(name)? + 1),
+        None => Ok(arch
+            .layers()
+            .iter()
+            .rposition(|l| {
+                matches!(
+                    l.kind,
+                    LayerKind::Conv {
+                        from_linear: false,
+                        ..
+                    }
+                )
+            })
+            .map_or(0, |i| i + 1)),
     }
 }
 
