@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Runs `crosspool bench` and tools/bench_torch.py on the same device, sizes and batches, and
-writes docs/bench.md (a table) and docs/bench.png (a plot). Needs torch, torchvision and
-matplotlib; the crosspool binary must be built (cargo build --release).
+writes docs/bench_TAG.md (a table), docs/bench_TAG.json and docs/bench_TAG.png (a plot). Needs
+torch, torchvision and matplotlib; the crosspool binary must be built (cargo build --release).
 
-    python3 tools/bench_compare.py --crosspool target/release/crosspool --batches 1 8 32
+    python3 tools/bench_compare.py --tag h100 --batches 1 8 32
+    python3 tools/bench_compare.py --tag lavapipe --batches 1 4 --iters 3 --warmup 1
 """
 import argparse
 import json
@@ -19,6 +20,8 @@ def main():
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--tag", default="local", help="names the output files: bench_TAG.md/.json/.png")
     ap.add_argument("--out", default="docs")
     ap.add_argument("--unchecked", action="store_true", help="also time crosspool --unchecked-shaders")
     args = ap.parse_args()
@@ -26,7 +29,8 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     rows = []
     for b in args.batches:
-        common = ["--model", args.model, "--size", str(args.size), "--batch", str(b), "--iters", str(args.iters), "--json"]
+        common = ["--model", args.model, "--size", str(args.size), "--batch", str(b), "--iters", str(args.iters),
+                  "--warmup", str(args.warmup), "--json"]
         variants = [("crosspool", [])] + ([("crosspool unchecked", ["--unchecked-shaders"])] if args.unchecked else [])
         for label, extra in variants:
             r = json.loads(subprocess.run([args.crosspool, "bench", *extra, *common], check=True,
@@ -48,10 +52,10 @@ def main():
         base = next(r["images_per_second"] for r in rows if r["batch"] == b and r["impl"] == "crosspool")
         for r in rows:
             if r["batch"] == b:
-                lines.append(f"| {r['impl']} | {b} | {r['images_per_second']:.1f} | {r['images_per_second'] / base:.2f} |")
-    with open(os.path.join(args.out, "bench.md"), "w") as f:
+                lines.append(f"| {r['impl']} | {b} | {r['images_per_second']:.3g} | {r['images_per_second'] / base:.2f} |")
+    with open(os.path.join(args.out, f"bench_{args.tag}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    with open(os.path.join(args.out, "bench.json"), "w") as f:
+    with open(os.path.join(args.out, f"bench_{args.tag}.json"), "w") as f:
         json.dump(rows, f, indent=1)
     try:
         import matplotlib
@@ -69,7 +73,7 @@ def main():
         ax.set_title(f"{args.model} {args.size}x{args.size} cross-layer features on {device.split(' (')[0]}")
         ax.legend()
         fig.tight_layout()
-        fig.savefig(os.path.join(args.out, "bench.png"), dpi=120)
+        fig.savefig(os.path.join(args.out, f"bench_{args.tag}.png"), dpi=120)
     except ImportError:
         print("matplotlib missing: no plot written", file=sys.stderr)
     print("\n".join(lines))
