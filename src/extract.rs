@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{ExtractWorkspace, Extractor, GpuContext, GpuTensor, QuantizeKernel};
 use crate::input::{decode_rgb, resize_rgb, DecodeLimits};
 use crate::model::Preprocess;
-use crate::output::{OutputFormat, Row, RowData, ShardWriter, WriteStats};
+use crate::output::{OutputFormat, Row, RowData, RowSink};
 use crate::pooling::Quantization;
 use crate::shape::Shape4;
 use rayon::prelude::*;
@@ -32,17 +32,18 @@ struct Decoded {
     items: Vec<(String, std::result::Result<Vec<f32>, String>)>,
 }
 
-/// Runs `extractor` over `images`, handing every result to `writer` (which is finished), and
-/// calls `progress(done, failed)` after each batch. Returns the writer's counts.
-pub fn run(
+/// Runs `extractor` over `images`, handing every result to `writer` in input order (a
+/// [`crate::output::ShardWriter`], or a `Vec<Row>` to keep them), finishes it and returns what
+/// it gives back; calls `progress(done, failed)` after each batch.
+pub fn run<W: RowSink>(
     ctx: &GpuContext,
     extractor: &Extractor,
     preprocess: Preprocess,
     images: Vec<PathBuf>,
-    writer: ShardWriter,
+    writer: W,
     cfg: &ExtractConfig,
     progress: &(dyn Fn(usize, usize) + Sync),
-) -> Result<WriteStats> {
+) -> Result<W::Done> {
     let batch = cfg.batch.max(1);
     let (size, limits) = (cfg.size, cfg.limits);
     let (to_gpu, from_decode) = sync_channel::<Decoded>(2);
@@ -56,7 +57,7 @@ pub fn run(
         Some(_) => Some(QuantizeKernel::new(ctx)?),
         None => None,
     };
-    std::thread::scope(|scope| -> Result<WriteStats> {
+    std::thread::scope(|scope| -> Result<W::Done> {
         // Decoder: a batch at a time, its images in parallel; bounded channel = prefetch.
         scope.spawn(move || {
             for chunk in images.chunks(batch) {
@@ -84,7 +85,7 @@ pub fn run(
             }
         });
         // Writer.
-        let writer_thread = scope.spawn(move || -> Result<WriteStats> {
+        let writer_thread = scope.spawn(move || -> Result<W::Done> {
             let mut writer = writer;
             for rows in from_gpu {
                 for r in rows {
@@ -103,6 +104,7 @@ pub fn run(
                     .filter(|&i| d.items[i].1.is_ok())
                     .collect();
                 let mut features: Vec<RowData> = Vec::new();
+                let mut guide: Vec<Vec<f32>> = Vec::new();
                 if !ok.is_empty() {
                     let shape = Shape4::new(ok.len(), size as usize, size as usize, 3);
                     let mut x = Vec::with_capacity(ok.len() * per_image);
@@ -136,14 +138,20 @@ pub fn run(
                             features = v.chunks(per).map(|c| RowData::F32(c.to_vec())).collect();
                         }
                     }
+                    if let Some(g) = ws.guide_means(ctx)? {
+                        let per = g.len() / ok.len();
+                        guide = g.chunks(per).map(|c| c.to_vec()).collect();
+                    }
                 }
                 let mut feats = features.into_iter();
+                let mut guide = guide.into_iter();
                 let mut rows = Vec::with_capacity(d.items.len());
                 for (path, r) in d.items {
                     rows.push(match r {
                         Ok(_) => Row::Ok {
                             path,
                             values: feats.next().expect("one feature per decoded image"),
+                            guide_mean: guide.next(),
                         },
                         Err(reason) => {
                             failed += 1;

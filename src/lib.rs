@@ -15,6 +15,7 @@ pub mod output;
 pub mod pca;
 pub mod pooling;
 pub mod reference;
+pub mod retrieval;
 pub mod shape;
 pub mod weights;
 

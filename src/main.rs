@@ -53,6 +53,15 @@ enum Command {
     Extract(cli::extract::Args),
     /// Time the feature pipeline on this device: per-stage times, images/s, GFLOP/s.
     Bench(cli::bench::Args),
+    /// Build a retrieval index from extracted features: 1-bit sign codes of cross-layer
+    /// features (the paper's setting), 2-bit codes, or floats.
+    Index(cli::retrieval::IndexArgs),
+    /// Rank an index's images for query images by the paper's eq. 3 (sign codes compared
+    /// with popcounts over the query's K most active channels of layer t+1, on the GPU).
+    /// Exits with status 2 if some query images could not be read.
+    Search(cli::retrieval::SearchArgs),
+    /// Evaluate retrieval on an index against ground truth: mAP (Oxford's AP) and recall@1.
+    Eval(cli::retrieval::EvalArgs),
     /// Concatenate an output directory's shards into one .npy file.
     ExportNpy {
         /// Output directory of `extract`.
@@ -103,6 +112,13 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
         }
         Command::Bench(args) => cli::bench::run(&opts, args)?,
+        Command::Index(args) => cli::retrieval::run_index(args)?,
+        Command::Search(args) => {
+            if cli::retrieval::run_search(&opts, args)? > 0 {
+                return Ok(std::process::ExitCode::from(2));
+            }
+        }
+        Command::Eval(args) => cli::retrieval::run_eval(&opts, args)?,
         Command::ExportNpy { dir, out, prefix } => {
             let (rows, shape) = crosspool::output::export_npy(&dir, &prefix, &out)?;
             println!(

@@ -4,7 +4,9 @@
 //! Layout of an output directory:
 //! - `extract.json`: the settings of the run (checked on `--resume`);
 //! - `shard-{prefix}{k:05}.safetensors`: one tensor, `features` `[rows, D1, D2]` (F32 or F16)
-//!   or `codes` `[rows, D1, words]` (U32, bit-packed, see `pooling::Quantization`);
+//!   or `codes` `[rows, D1, words]` (U32, bit-packed, see `pooling::Quantization`), and for
+//!   cross-layer features also `guide_mean` `[rows, D1]` (F32): each image's mean activation
+//!   of every channel of layer t+1, which retrieval uses to choose a query's channels;
 //! - `shard-{prefix}{k:05}.jsonl`: one line per image of the shard, in input order:
 //!   `{"path": ..., "status": "ok", "shard": ..., "row": i}` or
 //!   `{"path": ..., "status": "failed", "reason": ...}`.
@@ -32,8 +34,13 @@ pub enum OutputFormat {
 
 /// One image's result, as handed to the writer.
 pub enum Row {
-    /// Its feature: f32 values (for F32/F16) or packed words (for Sign2/Bits1).
-    Ok { path: String, values: RowData },
+    /// Its feature: f32 values (for F32/F16) or packed words (for Sign2/Bits1), and for
+    /// cross-layer features the mean activation of each channel of layer t+1.
+    Ok {
+        path: String,
+        values: RowData,
+        guide_mean: Option<Vec<f32>>,
+    },
     /// Why it has no feature.
     Failed { path: String, reason: String },
 }
@@ -55,6 +62,38 @@ pub struct WriteStats {
     pub failed: usize,
     /// Shards written.
     pub shards: usize,
+}
+
+/// Where the extraction pipeline hands its results, in input order.
+pub trait RowSink: Send {
+    /// What the sink gives back when finished.
+    type Done: Send;
+    /// Takes one image's result.
+    fn push(&mut self, row: Row) -> Result<()>;
+    /// Stores what is pending and gives back the result.
+    fn finish(self) -> Result<Self::Done>;
+}
+
+/// Keeps every result in memory (for a few query images).
+impl RowSink for Vec<Row> {
+    type Done = Vec<Row>;
+    fn push(&mut self, row: Row) -> Result<()> {
+        Vec::push(self, row);
+        Ok(())
+    }
+    fn finish(self) -> Result<Vec<Row>> {
+        Ok(self)
+    }
+}
+
+impl RowSink for ShardWriter {
+    type Done = WriteStats;
+    fn push(&mut self, row: Row) -> Result<()> {
+        ShardWriter::push(self, row)
+    }
+    fn finish(self) -> Result<WriteStats> {
+        ShardWriter::finish(self)
+    }
 }
 
 /// Writes rows into shards of at most `shard_rows` images.
@@ -214,11 +253,27 @@ impl ShardWriter {
         let name = self.shard_name(self.next, "safetensors");
         let [d1, d2] = self.row_shape;
         let mut bytes: Vec<u8> = Vec::new();
+        let mut guide: Vec<u8> = Vec::new();
+        let mut guide_rows = 0usize;
         let mut lines = String::new();
         let mut n = 0usize;
         for row in &rows {
             let line = match row {
-                Row::Ok { path, values } => {
+                Row::Ok {
+                    path,
+                    values,
+                    guide_mean,
+                } => {
+                    if let Some(g) = guide_mean {
+                        if g.len() != d1 {
+                            return Err(Error::Config(format!(
+                                "{path}: {} guidance means for {d1} pooling channels",
+                                g.len()
+                            )));
+                        }
+                        guide.extend(g.iter().flat_map(|x| x.to_le_bytes()));
+                        guide_rows += 1;
+                    }
                     match (values, self.format) {
                         (RowData::F32(v), OutputFormat::F32) => {
                             bytes.extend(v.iter().flat_map(|x| x.to_le_bytes()))
@@ -249,10 +304,24 @@ impl ShardWriter {
             OutputFormat::F16 => ("features", Dtype::F16),
             OutputFormat::Sign2 | OutputFormat::Bits1 => ("codes", Dtype::U32),
         };
-        let view = safetensors::tensor::TensorView::new(dtype, vec![n, d1, d2], &bytes)
-            .map_err(|e| Error::Config(format!("shard {name}: {e}")))?;
-        let data = safetensors::serialize([(tensor, view)], Some(self.meta.clone()))
-            .map_err(|e| Error::Config(format!("shard {name}: {e}")))?;
+        let bad = |e: safetensors::SafeTensorError| Error::Config(format!("shard {name}: {e}"));
+        let mut views = vec![(
+            tensor,
+            safetensors::tensor::TensorView::new(dtype, vec![n, d1, d2], &bytes).map_err(bad)?,
+        )];
+        if guide_rows > 0 {
+            if guide_rows != n {
+                return Err(Error::Config(format!(
+                    "shard {name}: {guide_rows} of {n} images have guidance means"
+                )));
+            }
+            views.push((
+                "guide_mean",
+                safetensors::tensor::TensorView::new(Dtype::F32, vec![n, d1], &guide)
+                    .map_err(bad)?,
+            ));
+        }
+        let data = safetensors::serialize(views, Some(self.meta.clone())).map_err(bad)?;
         write_atomic(&self.dir.join(&name), &data)?;
         write_atomic(
             &self.dir.join(self.shard_name(self.next, "jsonl")),
@@ -286,10 +355,10 @@ pub fn export_npy(dir: &Path, prefix: &str, out: &Path) -> Result<(usize, [usize
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        let (_, t) = st
-            .iter()
-            .next()
-            .ok_or_else(|| Error::Config(format!("{} holds no tensor", path.display())))?;
+        let t = st
+            .tensor("features")
+            .or_else(|_| st.tensor("codes"))
+            .map_err(|_| Error::Config(format!("{} holds no features", path.display())))?;
         let s = t.shape();
         let this = [s[1], s[2]];
         if shape.is_some_and(|p| p != this) || dtype.is_some_and(|d| d != t.dtype()) {

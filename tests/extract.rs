@@ -90,7 +90,10 @@ fn manifest(dir: &Path) -> BTreeMap<String, serde_json::Value> {
 fn stored(dir: &Path, entry: &serde_json::Value) -> Vec<f32> {
     let bytes = std::fs::read(dir.join(entry["shard"].as_str().unwrap())).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let (_, t) = st.iter().next().unwrap();
+    let t = st
+        .tensor("features")
+        .or_else(|_| st.tensor("codes"))
+        .unwrap();
     let per: usize = t.shape()[1..].iter().product();
     let row = entry["row"].as_u64().unwrap() as usize;
     match t.dtype() {
@@ -209,7 +212,15 @@ fn half_and_sign_formats_match_the_float_features() {
         let r = extract(&weights, &out, &["--format", format], &[&photo]);
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
         let m = manifest(&out);
-        let got = stored(&out, &m[&photo.display().to_string()]);
+        let entry = &m[&photo.display().to_string()];
+        let got = stored(&out, entry);
+        // Cross-layer shards also keep the mean of every conv5 channel, for retrieval.
+        let bytes = std::fs::read(out.join(entry["shard"].as_str().unwrap())).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let g = st.tensor("guide_mean").unwrap();
+        assert_eq!(g.shape(), [1, 256]);
+        let means: Vec<f32> = bytemuck::pod_collect_to_vec(g.data());
+        assert!(means.iter().all(|&v| v >= 0.0) && means.iter().any(|&v| v > 0.0));
         match check {
             0 => {
                 for (g, w) in got.iter().zip(&want) {

@@ -235,3 +235,55 @@ fn batch_equals_single_images() {
         assert_eq!(fi, all[i * per..(i + 1) * per], "image {i}");
     }
 }
+
+/// The per-image mean of every channel of layer t+1 that cross-layer extraction keeps for
+/// retrieval's channel selection.
+#[test]
+fn guide_means_are_channel_means_of_layer_t1() {
+    let ctx = gpu();
+    let w = weights(Arch::Alexnet);
+    let shape = Shape4::new(3, 67, 67, 3);
+    let x = input(shape, 5);
+    let spec = FeatureSpec {
+        repr: Representation::paper_default(Arch::Alexnet),
+        norm: Normalization::PAPER,
+    };
+    let ex = Extractor::new(ctx, &w, spec, None).unwrap();
+    let ws = ex.workspace(ctx, shape).unwrap();
+    ex.extract(ctx, &GpuTensor::upload(ctx, &x, shape, "x").unwrap(), &ws)
+        .unwrap();
+    let got = ws
+        .guide_means(ctx)
+        .unwrap()
+        .expect("cross-layer keeps means");
+    let (s, a) = reference::network_forward(&w, &x, shape, &["conv5"])
+        .unwrap()
+        .remove(0);
+    assert_eq!(got.len(), s.n * s.c);
+    let units = s.h * s.w;
+    let want: Vec<f32> = (0..s.n * s.c)
+        .map(|nc| {
+            let (n, c) = (nc / s.c, nc % s.c);
+            let sum: f64 = (0..units)
+                .map(|u| a[(n * units + u) * s.c + c] as f64)
+                .sum();
+            (sum / units as f64) as f32
+        })
+        .collect();
+    // The activations carry five layers of f32 rounding (GPU and reference sum in different
+    // orders), so the means are held to the same whole-vector bound as the features.
+    let e = rel_l2(&got, &want);
+    assert!(e <= TOL, "guide means: rel err {e:e} > {TOL:e}");
+    assert!(got.iter().any(|&v| v > 0.0), "all means are zero");
+    // Baselines keep none.
+    let spec = FeatureSpec {
+        repr: Representation::Gram {
+            local: "conv4".into(),
+            window: LocalWindow::UNIT,
+        },
+        norm: Normalization::PAPER,
+    };
+    let ex = Extractor::new(ctx, &w, spec, None).unwrap();
+    let ws = ex.workspace(ctx, shape).unwrap();
+    assert!(ws.guide_means(ctx).unwrap().is_none());
+}

@@ -35,6 +35,8 @@ pub enum Norm {
     Retrieval,
     /// Signed square root and global L2 (for sum/max baselines).
     SqrtL2,
+    /// Global L2 only (the SPoC retrieval baseline: sum pooling, then L2).
+    L2,
     /// Raw pooled values.
     None,
 }
@@ -47,6 +49,11 @@ impl Norm {
             Norm::SqrtL2 => Normalization {
                 channel_l2: false,
                 signed_sqrt: true,
+                global_l2: true,
+            },
+            Norm::L2 => Normalization {
+                channel_l2: false,
+                signed_sqrt: false,
                 global_l2: true,
             },
             Norm::None => Normalization::NONE,
@@ -184,37 +191,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     } else {
         a.layers.clone()
     };
-    let repr = match a.pooling {
-        Pooling::CrossLayer => {
-            anyhow::ensure!(
-                layers.len() == 2,
-                "cross-layer pooling needs two layers (--layers t,t+1), got {layers:?}"
-            );
-            Representation::CrossLayer {
-                local: layers[0].clone(),
-                guide: layers[1].clone(),
-                window: a.window,
-            }
-        }
-        Pooling::Gram => Representation::Gram {
-            local: layers[0].clone(),
-            window: a.window,
-        },
-        Pooling::Sum | Pooling::Max => Representation::Region {
-            local: layers[0].clone(),
-            mode: if a.pooling == Pooling::Sum {
-                RegionPoolMode::Sum
-            } else {
-                RegionPoolMode::Max
-            },
-            levels: a.levels,
-        },
-    };
-    let spec = FeatureSpec {
-        repr,
-        norm: a.norm.get(),
-    };
-    spec.validate(arch)?;
+    let spec = build_spec(arch, &layers, a.pooling, a.window, a.levels, a.norm)?;
     let last = spec
         .repr
         .layers()
@@ -269,14 +246,16 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     let settings = HashMap::from([
         ("crosspool.arch".to_string(), arch.name().to_string()),
         ("crosspool.weights".to_string(), canon(&a.weights)),
+        ("crosspool.layers".to_string(), layers.join(",")),
+        ("crosspool.pooling".to_string(), value_name(&a.pooling)),
         (
-            "crosspool.representation".to_string(),
-            format!("{:?}", spec.repr),
+            "crosspool.window".to_string(),
+            format!("{}x{}", a.window.h, a.window.w),
         ),
-        (
-            "crosspool.normalization".to_string(),
-            format!("{:?}", spec.norm),
-        ),
+        ("crosspool.levels".to_string(), a.levels.to_string()),
+        ("crosspool.norm".to_string(), value_name(&a.norm)),
+        ("crosspool.feature_rows".to_string(), rows.to_string()),
+        ("crosspool.feature_cols".to_string(), cols.to_string()),
         ("crosspool.size".to_string(), a.size.to_string()),
         (
             "crosspool.pca".to_string(),
@@ -378,6 +357,99 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         }
     }
     Ok(stats.failed)
+}
+
+/// The name clap shows for a value.
+fn value_name<V: clap::ValueEnum>(v: &V) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
+}
+
+/// The feature spec that `extract`'s flags describe, checked against `arch`.
+pub fn build_spec(
+    arch: Arch,
+    layers: &[String],
+    pooling: Pooling,
+    window: LocalWindow,
+    levels: u32,
+    norm: Norm,
+) -> anyhow::Result<FeatureSpec> {
+    let repr = match pooling {
+        Pooling::CrossLayer => {
+            anyhow::ensure!(
+                layers.len() == 2,
+                "cross-layer pooling needs two layers (--layers t,t+1), got {layers:?}"
+            );
+            Representation::CrossLayer {
+                local: layers[0].clone(),
+                guide: layers[1].clone(),
+                window,
+            }
+        }
+        Pooling::Gram => Representation::Gram {
+            local: layers[0].clone(),
+            window,
+        },
+        Pooling::Sum | Pooling::Max => Representation::Region {
+            local: layers[0].clone(),
+            mode: if pooling == Pooling::Sum {
+                RegionPoolMode::Sum
+            } else {
+                RegionPoolMode::Max
+            },
+            levels,
+        },
+    };
+    let spec = FeatureSpec {
+        repr,
+        norm: norm.get(),
+    };
+    spec.validate(arch)?;
+    Ok(spec)
+}
+
+/// How an earlier `extract` run computed its features, read back from its settings, so that
+/// query images can be extracted the same way.
+pub struct Recipe {
+    /// Weights file (absolute, as the run saw it).
+    pub weights: PathBuf,
+    /// Architecture.
+    pub arch: Arch,
+    /// Representation and normalisation.
+    pub spec: FeatureSpec,
+    /// Input size.
+    pub size: u32,
+    /// PCA file, if the run used one.
+    pub pca: Option<PathBuf>,
+}
+
+impl Recipe {
+    /// Reads the settings `extract` stores (in extract.json and every shard's metadata).
+    pub fn from_settings(m: &std::collections::BTreeMap<String, String>) -> anyhow::Result<Self> {
+        let get = |k: &str| {
+            m.get(&format!("crosspool.{k}"))
+                .map(String::as_str)
+                .with_context(|| format!("the extraction settings lack crosspool.{k} (features written by an older crosspool? extract them again)"))
+        };
+        let arch: Arch = clap::ValueEnum::from_str(get("arch")?, true)
+            .map_err(|e| anyhow::anyhow!("crosspool.arch: {e}"))?;
+        let pooling: Pooling = clap::ValueEnum::from_str(get("pooling")?, true)
+            .map_err(|e| anyhow::anyhow!("crosspool.pooling: {e}"))?;
+        let norm: Norm = clap::ValueEnum::from_str(get("norm")?, true)
+            .map_err(|e| anyhow::anyhow!("crosspool.norm: {e}"))?;
+        let window = super::parse_window(get("window")?).map_err(anyhow::Error::msg)?;
+        let levels = get("levels")?.parse().context("crosspool.levels")?;
+        let layers: Vec<String> = get("layers")?.split(',').map(String::from).collect();
+        let pca = get("pca")?;
+        Ok(Recipe {
+            weights: PathBuf::from(get("weights")?),
+            arch,
+            spec: build_spec(arch, &layers, pooling, window, levels, norm)?,
+            size: get("size")?.parse().context("crosspool.size")?,
+            pca: (!pca.is_empty()).then(|| PathBuf::from(pca)),
+        })
+    }
 }
 
 /// A batch that keeps the largest activation of one batch within a quarter of the device's

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::features::{FeatureSpec, Representation};
 use crate::model::ModelWeights;
 use crate::pca::Pca;
-use crate::pooling::{pyramid_regions, LocalWindow};
+use crate::pooling::{pyramid_regions, LocalWindow, RegionPoolMode};
 use crate::shape::Shape4;
 
 /// A network, its pooling stage and the kernels they use, ready to extract features.
@@ -33,12 +33,29 @@ pub struct ExtractWorkspace {
     projected: Option<GpuTensor>,
     regions: Vec<[u32; 4]>,
     features: GpuFeatures,
+    /// Cross-layer only: per image, the sum of each channel of layer t+1 over the map, which
+    /// retrieval uses to choose the query's pooling channels (the paper's eq. 3).
+    guide_sums: Option<(GpuFeatures, usize)>,
 }
 
 impl ExtractWorkspace {
     /// The features of the last batch extracted.
     pub fn features(&self) -> &GpuFeatures {
         &self.features
+    }
+
+    /// Cross-layer features only: the mean activation of every channel of layer t+1 for each
+    /// image of the last batch, `[images][D_{t+1}]`, downloaded (waits for the GPU).
+    pub fn guide_means(&self, ctx: &GpuContext) -> Result<Option<Vec<f32>>> {
+        match &self.guide_sums {
+            Some((sums, units)) => {
+                let mut v = sums.download(ctx)?;
+                let inv = 1.0 / *units as f32;
+                v.iter_mut().for_each(|x| *x *= inv);
+                Ok(Some(v))
+            }
+            None => Ok(None),
+        }
     }
 }
 
@@ -127,12 +144,23 @@ impl Extractor {
             }
         };
         let features = GpuFeatures::new(ctx, input.n, rows, cols, "features")?;
+        let guide_sums = match &self.spec.repr {
+            Representation::CrossLayer { .. } => {
+                let g = net.outputs()[1].shape;
+                Some((
+                    GpuFeatures::new(ctx, input.n, 1, g.c, "guide sums")?,
+                    g.h * g.w,
+                ))
+            }
+            _ => None,
+        };
         Ok(ExtractWorkspace {
             input,
             net,
             projected,
             regions,
             features,
+            guide_sums,
         })
     }
 
@@ -187,6 +215,12 @@ impl Extractor {
                 self.region
                     .record(ctx, enc, x, &ws.regions, *mode, &ws.features)?
             }
+        }
+        if let Some((sums, _)) = &ws.guide_sums {
+            let g = outs[1].shape;
+            let whole = [[0, g.h as u32, 0, g.w as u32]];
+            self.region
+                .record(ctx, enc, &outs[1], &whole, RegionPoolMode::Sum, sums)?;
         }
         self.normalize
             .record(ctx, enc, &ws.features, self.spec.norm)

@@ -15,6 +15,7 @@ pub mod pool;
 pub mod quantize;
 pub mod region_pool;
 pub mod relu;
+pub mod score;
 pub mod shaders;
 mod tensor;
 
@@ -29,4 +30,5 @@ pub use pool::MaxPool2dKernel;
 pub use quantize::QuantizeKernel;
 pub use region_pool::RegionPoolKernel;
 pub use relu::ReluKernel;
+pub use score::{GpuDatabase, ScoreKernel, ScoreKind};
 pub use tensor::{GpuFeatures, GpuPacked, GpuTensor};

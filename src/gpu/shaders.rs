@@ -36,6 +36,8 @@ pub const NORMALIZE: Shader = shader!("normalize.wgsl");
 pub const QUANTIZE: Shader = shader!("quantize.wgsl");
 /// Sum / max pooling over regions (baselines, spatial pyramids).
 pub const REGION_POOL: Shader = shader!("region_pool.wgsl");
+/// Retrieval scores: popcounts of sign codes, or float dot products, over selected channels.
+pub const SCORE: Shader = shader!("score.wgsl");
 
 /// Every shader the crate ships; a test checks this matches the files in `shaders/`.
 pub const ALL: &[Shader] = &[
@@ -46,6 +48,7 @@ pub const ALL: &[Shader] = &[
     QUANTIZE,
     REGION_POOL,
     RELU,
+    SCORE,
 ];
 
 impl Shader {

@@ -1,0 +1,452 @@
+//! `crosspool index`, `crosspool search` and `crosspool eval`: retrieval over extracted
+//! features with the paper's eq. 3.
+
+use super::extract::Recipe;
+use anyhow::Context;
+use crosspool::extract::{self, ExtractConfig};
+use crosspool::gpu::{Extractor, GpuContext, GpuDatabase, GpuOptions, ScoreKernel};
+use crosspool::input::DecodeLimits;
+use crosspool::model::ModelWeights;
+use crosspool::output::{OutputFormat, Row, RowData};
+use crosspool::pca::Pca;
+use crosspool::pooling::Quantization;
+use crosspool::retrieval::eval::{average_precision, hit_at_1, load_ground_truth};
+use crosspool::retrieval::score::{rank, score_codes, score_floats, select_channels};
+use crosspool::retrieval::{IndexData, RetrievalIndex};
+use std::path::PathBuf;
+
+/// How `index` stores the features.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Binarize {
+    /// 1-bit codes for cross-layer features (the paper's retrieval setting), floats otherwise.
+    Auto,
+    /// 1-bit sign codes: +1 / -1.
+    Bits1,
+    /// 2-bit sign codes: +1 / 0 / -1.
+    Sign2,
+    /// Keep floats (full-precision cosine; 32 bits a value).
+    None,
+}
+
+/// Arguments of `index`.
+#[derive(clap::Args)]
+pub struct IndexArgs {
+    /// Directory `crosspool extract` wrote (all its parts are indexed).
+    features: PathBuf,
+    /// Output directory of the index.
+    #[arg(long, short)]
+    out: PathBuf,
+    /// Storage of the features.
+    #[arg(long, value_enum, default_value_t = Binarize::Auto)]
+    binarize: Binarize,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Number of pooling channels to compare: a count, or `all`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Channels(pub Option<usize>);
+
+fn parse_channels(s: &str) -> Result<Channels, String> {
+    if s.eq_ignore_ascii_case("all") {
+        return Ok(Channels(None));
+    }
+    match s.parse::<usize>() {
+        Ok(0) | Err(_) => Err(format!(
+            "'{s}' is not a positive number of channels or 'all'"
+        )),
+        Ok(k) => Ok(Channels(Some(k))),
+    }
+}
+
+/// Arguments shared by `search` and `eval`.
+#[derive(clap::Args)]
+pub struct ScoreArgs {
+    /// Index directory (from `crosspool index`).
+    #[arg(long)]
+    index: PathBuf,
+    /// Pooling channels compared (eq. 3): the K with the largest mean activation of layer t+1
+    /// in the query, or `all` [default: 50 for cross-layer indexes, all otherwise].
+    #[arg(short = 'k', long = "channels", value_parser = parse_channels)]
+    channels: Option<Channels>,
+    /// Print results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `search`.
+#[derive(clap::Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    score: ScoreArgs,
+    /// Query images.
+    #[arg(long, required = true, num_args = 1..)]
+    query: Vec<PathBuf>,
+    /// Results per query.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    /// Weights file [default: the one the index was extracted with].
+    #[arg(long)]
+    weights: Option<PathBuf>,
+}
+
+/// Arguments of `eval`.
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    score: ScoreArgs,
+    /// Ground truth, JSON lines: {"query": NAME, "relevant": [NAME...], "junk": [NAME...]};
+    /// names are index paths or their trailing components.
+    #[arg(long)]
+    ground_truth: PathBuf,
+    /// Score on the CPU reference instead of the GPU.
+    #[arg(long)]
+    cpu: bool,
+}
+
+/// Runs `index`.
+pub fn run_index(a: IndexArgs) -> anyhow::Result<()> {
+    let binarize = match a.binarize {
+        Binarize::Bits1 => Some(Quantization::Bits1),
+        Binarize::Sign2 => Some(Quantization::Sign2),
+        Binarize::None => None,
+        Binarize::Auto => {
+            let settings = first_settings(&a.features)?;
+            let cross =
+                settings.get("crosspool.pooling").map(String::as_str) == Some("cross-layer");
+            let codes = matches!(
+                settings.get("crosspool.format").map(String::as_str),
+                Some("Bits1" | "Sign2")
+            );
+            (cross && !codes).then_some(Quantization::Bits1)
+        }
+    };
+    let (index, stats) = RetrievalIndex::build(&a.features, binarize)
+        .with_context(|| format!("indexing {}", a.features.display()))?;
+    index
+        .save(&a.out)
+        .with_context(|| format!("writing the index to {}", a.out.display()))?;
+    let kind = match &index.data {
+        IndexData::Codes { format, .. } => format!("{format:?}"),
+        IndexData::Floats(_) => "F32".into(),
+    };
+    let summary = serde_json::json!({
+        "out": a.out.display().to_string(),
+        "images": stats.images,
+        "failed_in_extraction": stats.failed,
+        "shards": stats.shards,
+        "kind": kind,
+        "rows": index.rows,
+        "cols": index.cols,
+        "bytes_per_image": index.bytes_per_image(),
+        "channel_selection": index.guide_mean.is_some(),
+    });
+    if a.json {
+        println!("{summary}");
+    } else {
+        eprintln!(
+            "index: {} images ({} failed in extraction, left out) from {} shard(s) into {}: {kind}, {} x {} per image, {} bytes each{}",
+            stats.images,
+            stats.failed,
+            stats.shards,
+            a.out.display(),
+            index.rows,
+            index.cols,
+            index.bytes_per_image(),
+            if index.guide_mean.is_some() { ", with layer t+1 means for channel selection" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+/// Settings of the first extraction run found in `dir` (extract.json or a part's).
+fn first_settings(
+    dir: &std::path::Path,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("extract") && n.ends_with(".json"))
+        })
+        .collect();
+    found.sort();
+    let path = found.first().with_context(|| {
+        format!(
+            "{} has no extract.json: is it a directory crosspool extract wrote?",
+            dir.display()
+        )
+    })?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// The channels each query compares, flattened `[queries][ksel]`, and `ksel`.
+fn selections(
+    index: &RetrievalIndex,
+    guide: &[Option<Vec<f32>>],
+    channels: Option<Channels>,
+) -> anyhow::Result<(Vec<u32>, usize)> {
+    let k = match (channels, index.guide_mean.is_some()) {
+        (Some(Channels(k)), true) => k,
+        (None, true) => Some(50),
+        (Some(Channels(Some(_))), false) => anyhow::bail!(
+            "this index has no layer t+1 activations (it is not cross-layer), so channels cannot be selected; use -k all"
+        ),
+        (_, false) => None,
+    };
+    let ksel = k.unwrap_or(index.rows).min(index.rows);
+    let mut sel = Vec::with_capacity(guide.len() * ksel);
+    for g in guide {
+        match g {
+            Some(m) => sel.extend(select_channels(m, k)),
+            None => sel.extend(0..ksel as u32),
+        }
+    }
+    Ok((sel, ksel))
+}
+
+/// One query's feature in the index's encoding (`[rows][row_len]` words).
+fn encode(index: &RetrievalIndex, mut feature: Vec<f32>) -> Vec<u32> {
+    // As the index does: the whole vector at unit length, then codes if the index has them.
+    let n = feature
+        .iter()
+        .map(|x| *x as f64 * *x as f64)
+        .sum::<f64>()
+        .sqrt();
+    if n > 0.0 {
+        feature.iter_mut().for_each(|x| *x = (*x as f64 / n) as f32);
+    }
+    match &index.data {
+        IndexData::Codes { format, .. } => {
+            crosspool::reference::quantize(&feature, index.cols, *format)
+        }
+        IndexData::Floats(_) => bytemuck::cast_slice(&feature).to_vec(),
+    }
+}
+
+fn row_len(index: &RetrievalIndex) -> usize {
+    match &index.data {
+        IndexData::Codes { words_per_row, .. } => *words_per_row,
+        IndexData::Floats(_) => index.cols,
+    }
+}
+
+/// Scores on the CPU reference: `[queries][images]`.
+fn score_cpu(index: &RetrievalIndex, queries: &[u32], sel: &[u32], ksel: usize) -> Vec<f32> {
+    let per = index.rows * row_len(index);
+    let mut out = Vec::new();
+    for (q, s) in queries.chunks(per).zip(sel.chunks(ksel)) {
+        out.extend(match &index.data {
+            IndexData::Codes {
+                format,
+                words_per_row,
+                words,
+            } => score_codes(q, words, index.rows, *words_per_row, s, *format, index.cols),
+            IndexData::Floats(v) => {
+                score_floats(bytemuck::cast_slice(q), v, index.rows, index.cols, s)
+            }
+        });
+    }
+    out
+}
+
+fn load_index(path: &std::path::Path) -> anyhow::Result<RetrievalIndex> {
+    let index = RetrievalIndex::load(path)
+        .with_context(|| format!("loading the index {}", path.display()))?;
+    anyhow::ensure!(
+        !index.is_empty(),
+        "the index {} holds no images",
+        path.display()
+    );
+    Ok(index)
+}
+
+/// Runs `search`; returns the number of query images that could not be read.
+pub fn run_search(opts: &GpuOptions, a: SearchArgs) -> anyhow::Result<usize> {
+    let index = load_index(&a.score.index)?;
+    let recipe = Recipe::from_settings(&index.settings)
+        .context("reading how the index's features were extracted")?;
+    let weights_path = a.weights.clone().unwrap_or(recipe.weights.clone());
+    let last = recipe
+        .spec
+        .repr
+        .layers()
+        .into_iter()
+        .max_by_key(|l| recipe.arch.layer_index(l).unwrap_or(0))
+        .unwrap_or_default()
+        .to_string();
+    let weights =
+        ModelWeights::load(&weights_path, Some(recipe.arch), Some(&last)).with_context(|| {
+            format!(
+                "the index was extracted with {}; pass --weights if it moved",
+                recipe.weights.display()
+            )
+        })?;
+    let pca = recipe.pca.as_deref().map(Pca::load).transpose()?;
+    let ctx = GpuContext::new(opts).context("opening the GPU")?;
+    let extractor = Extractor::new(&ctx, &weights, recipe.spec.clone(), pca.as_ref())?;
+    let cfg = ExtractConfig {
+        size: recipe.size,
+        batch: a.query.len().clamp(1, 8),
+        format: OutputFormat::F32,
+        limits: DecodeLimits::default(),
+    };
+    let rows = extract::run(
+        &ctx,
+        &extractor,
+        weights.preprocess,
+        a.query.clone(),
+        Vec::new(),
+        &cfg,
+        &|_, _| {},
+    )?;
+    let mut names = Vec::new();
+    let mut codes = Vec::new();
+    let mut guide = Vec::new();
+    let mut failed = 0;
+    for row in rows {
+        match row {
+            Row::Ok {
+                path,
+                values: RowData::F32(v),
+                guide_mean,
+            } => {
+                anyhow::ensure!(
+                    v.len() == index.rows * index.cols,
+                    "the query feature has {} values, the index {} x {}: the index was built from other settings",
+                    v.len(),
+                    index.rows,
+                    index.cols
+                );
+                names.push(path);
+                codes.extend(encode(&index, v));
+                guide.push(guide_mean);
+            }
+            Row::Ok { path, .. } => anyhow::bail!("{path}: unexpected packed query feature"),
+            Row::Failed { path, reason } => {
+                eprintln!("search: {path}: {reason}");
+                failed += 1;
+            }
+        }
+    }
+    if names.is_empty() {
+        return Ok(failed);
+    }
+    let (sel, ksel) = selections(&index, &guide, a.score.channels)?;
+    let db = GpuDatabase::upload(&ctx, &index)?;
+    let scores = ScoreKernel::new(&ctx)?.score(&ctx, &db, &codes, &sel, ksel)?;
+    for (q, name) in names.iter().enumerate() {
+        let s = &scores[q * index.len()..(q + 1) * index.len()];
+        let top = rank(s, a.top, None);
+        if a.score.json {
+            let hits: Vec<_> = top
+                .iter()
+                .map(|&i| serde_json::json!({"path": index.paths[i], "score": s[i]}))
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({"query": name, "channels": ksel, "results": hits})
+            );
+        } else {
+            println!("{name}");
+            for (r, &i) in top.iter().enumerate() {
+                println!(
+                    "  {:>3}  {:>12}  {}",
+                    r + 1,
+                    format!("{}", s[i]),
+                    index.paths[i]
+                );
+            }
+        }
+    }
+    Ok(failed)
+}
+
+/// Runs `eval`.
+pub fn run_eval(opts: &GpuOptions, a: EvalArgs) -> anyhow::Result<()> {
+    let index = load_index(&a.score.index)?;
+    let truth = load_ground_truth(&a.ground_truth, &index.paths)?;
+    let per = index.rows * row_len(&index);
+    let all: &[u32] = match &index.data {
+        IndexData::Codes { words, .. } => words,
+        IndexData::Floats(v) => bytemuck::cast_slice(v),
+    };
+    let mut queries = Vec::with_capacity(truth.len() * per);
+    let mut guide = Vec::new();
+    for t in &truth {
+        queries.extend_from_slice(&all[t.query * per..(t.query + 1) * per]);
+        guide.push(index.guide_mean_of(t.query).map(<[f32]>::to_vec));
+    }
+    let (sel, ksel) = selections(&index, &guide, a.score.channels)?;
+    let (scores, seconds, device) = if a.cpu {
+        let t = std::time::Instant::now();
+        let s = score_cpu(&index, &queries, &sel, ksel);
+        (s, t.elapsed().as_secs_f64(), "CPU reference".to_string())
+    } else {
+        let ctx = GpuContext::new(opts).context("opening the GPU")?;
+        let db = GpuDatabase::upload(&ctx, &index)?;
+        let kernel = ScoreKernel::new(&ctx)?;
+        // Untimed first pass: pipeline compilation and first-touch allocation.
+        kernel.score(&ctx, &db, &queries[..per], &sel[..ksel], ksel)?;
+        let t = std::time::Instant::now();
+        let s = kernel.score(&ctx, &db, &queries, &sel, ksel)?;
+        (s, t.elapsed().as_secs_f64(), ctx.describe())
+    };
+    let n = index.len();
+    let (mut ap_sum, mut hits) = (0.0, 0usize);
+    let mut per_query = Vec::new();
+    for (q, t) in truth.iter().enumerate() {
+        let ranking = rank(&scores[q * n..(q + 1) * n], n, Some(t.query));
+        let ap = average_precision(&ranking, t);
+        let hit = hit_at_1(&ranking, t);
+        ap_sum += ap;
+        hits += hit as usize;
+        per_query
+            .push(serde_json::json!({"query": index.paths[t.query], "ap": ap, "hit_at_1": hit}));
+    }
+    let nq = truth.len() as f64;
+    let summary = serde_json::json!({
+        "index": a.score.index.display().to_string(),
+        "images": n,
+        "queries": truth.len(),
+        "channels": ksel,
+        "rows": index.rows,
+        "kind": match &index.data { IndexData::Codes { format, .. } => format!("{format:?}"), IndexData::Floats(_) => "F32".into() },
+        "bytes_per_image": index.bytes_per_image(),
+        "map": ap_sum / nq,
+        "recall_at_1": hits as f64 / nq,
+        "device": device,
+        "score_seconds": seconds,
+        "comparisons_per_second": if seconds > 0.0 { nq * n as f64 / seconds } else { 0.0 },
+        "per_query": per_query,
+    });
+    if a.score.json {
+        println!("{summary}");
+    } else {
+        println!(
+            "mAP {:.4}  recall@1 {:.4}  ({} queries, {} images, {} of {} channels, {} bytes/image)",
+            ap_sum / nq,
+            hits as f64 / nq,
+            truth.len(),
+            n,
+            ksel,
+            index.rows,
+            index.bytes_per_image()
+        );
+        println!(
+            "scoring: {:.3} s on {device}, {:.3e} image comparisons/s",
+            seconds,
+            if seconds > 0.0 {
+                nq * n as f64 / seconds
+            } else {
+                0.0
+            }
+        );
+    }
+    Ok(())
+}
