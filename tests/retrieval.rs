@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{gpu, gpu_with_binding_cap, random};
+use common::{gpu, gpu_with_binding_cap, random, seeded_weights_file};
 use crosspool::gpu::{GpuContext, GpuDatabase, ScoreKernel, ScoreKind};
 use crosspool::output::{OutputFormat, Row, RowData, ShardWriter};
 use crosspool::pooling::Quantization;
@@ -437,4 +437,106 @@ fn real_photos_retrieve_their_transformed_copies() {
     // The rotated cat is itself in the index: it must come back first, with the top score.
     assert!(top(&res[0]).ends_with("chelsea_rotate.jpg"), "{}", res[0]);
     assert!(top(&res[1]).contains("coffee"), "{}", res[1]);
+}
+
+/// The SPoC baseline (sum pooling, L2) and a float index without channel means, through the
+/// command line on seeded AlexNet weights: the commands work, report what they hold, and
+/// refuse channel selection where there are no channels to select.
+#[test]
+fn spoc_baseline_through_the_cli() {
+    let d = temp_dir("spoc");
+    let weights = d.0.join("alexnet.safetensors");
+    let meta = HashMap::from([("crosspool.arch".to_string(), "alexnet".to_string())]);
+    std::fs::write(
+        &weights,
+        seeded_weights_file(crosspool::model::Arch::Alexnet, Some(meta)),
+    )
+    .unwrap();
+    let set = repo("tests/data/retrieval");
+    let gt = set.join("groundtruth.jsonl");
+    let p = |n: &str| d.0.join(n).to_str().unwrap().to_string();
+    crosspool(&[
+        "extract",
+        "--quiet",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--size",
+        "99",
+        "--pooling",
+        "sum",
+        "--layers",
+        "conv5",
+        "--norm",
+        "l2",
+        "--out",
+        &p("features"),
+        set.to_str().unwrap(),
+    ]);
+    let summary: serde_json::Value = serde_json::from_str(&crosspool(&[
+        "index",
+        "--json",
+        &p("features"),
+        "--out",
+        &p("db"),
+    ]))
+    .unwrap();
+    assert_eq!(summary["kind"], "F32");
+    assert_eq!(summary["rows"], 1);
+    assert_eq!(summary["cols"], 256);
+    assert_eq!(summary["channel_selection"], false);
+    let r = eval(&d.0.join("db"), &gt, &[]);
+    assert_eq!(num(&r, "channels"), 1.0);
+    let map = num(&r, "map");
+    assert!((0.0..=1.0).contains(&map), "{r}");
+    // GPU and CPU reference agree on every query.
+    let cpu = eval(&d.0.join("db"), &gt, &["--cpu"]);
+    assert_eq!(cpu["per_query"], r["per_query"]);
+    // No layer t+1 here: asking for k channels is an error that says why.
+    let out = Command::new(env!("CARGO_BIN_EXE_crosspool"))
+        .args([
+            "eval",
+            "--index",
+            &p("db"),
+            "--ground-truth",
+            gt.to_str().unwrap(),
+            "-k",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("use -k all"), "{err}");
+    // An unreadable query is reported and the exit status says so; the others are ranked.
+    let out = Command::new(env!("CARGO_BIN_EXE_crosspool"))
+        .args([
+            "search",
+            "--json",
+            "--index",
+            &p("db"),
+            "--top",
+            "3",
+            "--query",
+        ])
+        .arg(set.join("coins.jpg"))
+        .arg(d.0.join("missing.jpg"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    // The query is in the index: it is its own best match.
+    assert!(
+        lines[0]["results"][0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("/coins.jpg"),
+        "{}",
+        lines[0]
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.jpg"));
 }
