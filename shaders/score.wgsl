@@ -31,6 +31,12 @@ fn image_index(li: u32, wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * WORKGROUP + li;
 }
 
+// Word offsets of the query's s-th selected row, in the query (x) and in image i (y).
+fn row_bases(q: u32, s: u32, i: u32) -> vec2<u32> {
+    let k = selected[q * p.ksel + s];
+    return vec2<u32>((q * p.rows + k) * p.row_len, (i * p.rows + k) * p.row_len);
+}
+
 // Popcount of a xor b over the selected rows (bits1: dot = ksel * cols - 2 * this).
 @compute @workgroup_size(64, 1, 1)
 fn bits1(
@@ -45,11 +51,9 @@ fn bits1(
     let q = wid.z;
     var differ = 0u;
     for (var s = 0u; s < p.ksel; s++) {
-        let k = selected[q * p.ksel + s];
-        let qb = (q * p.rows + k) * p.row_len;
-        let db_base = (i * p.rows + k) * p.row_len;
+        let base = row_bases(q, s, i);
         for (var w = 0u; w < p.row_len; w++) {
-            differ += countOneBits(query[qb + w] ^ db[db_base + w]);
+            differ += countOneBits(query[base.x + w] ^ db[base.y + w]);
         }
     }
     // Exact while ksel * cols < 2^24 (checked on the host).
@@ -72,12 +76,10 @@ fn sign2(
     var agree = 0u;
     var disagree = 0u;
     for (var s = 0u; s < p.ksel; s++) {
-        let k = selected[q * p.ksel + s];
-        let qb = (q * p.rows + k) * p.row_len;
-        let db_base = (i * p.rows + k) * p.row_len;
+        let base = row_bases(q, s, i);
         for (var w = 0u; w < p.row_len; w++) {
-            let a = query[qb + w];
-            let b = db[db_base + w];
+            let a = query[base.x + w];
+            let b = db[base.y + w];
             let ap = a & LOW_BITS;
             let an = (a >> 1u) & LOW_BITS;
             let bp = b & LOW_BITS;
@@ -103,11 +105,9 @@ fn floats(
     let q = wid.z;
     var acc = 0.0;
     for (var s = 0u; s < p.ksel; s++) {
-        let k = selected[q * p.ksel + s];
-        let qb = (q * p.rows + k) * p.row_len;
-        let db_base = (i * p.rows + k) * p.row_len;
+        let base = row_bases(q, s, i);
         for (var w = 0u; w < p.row_len; w++) {
-            acc += bitcast<f32>(query[qb + w]) * bitcast<f32>(db[db_base + w]);
+            acc += bitcast<f32>(query[base.x + w]) * bitcast<f32>(db[base.y + w]);
         }
     }
     scores[q * p.out_stride + p.out_base + i] = acc;

@@ -92,6 +92,14 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// Wraps an I/O failure on `path`, for `map_err`.
+    pub fn io(path: &std::path::Path) -> impl Fn(std::io::Error) -> Error + '_ {
+        move |reason| Error::Io {
+            path: path.display().to_string(),
+            reason,
+        }
+    }
+
     /// A shape error for `op`.
     pub fn shape(op: &'static str, reason: impl fmt::Display) -> Self {
         Error::Shape {

@@ -88,6 +88,15 @@ pub struct FeatureSpec {
 }
 
 impl FeatureSpec {
+    /// The deepest layer the representation reads: the network must run up to it.
+    pub fn deepest_layer(&self, arch: Arch) -> Result<&str> {
+        let mut deepest = (0, "");
+        for l in self.repr.layers() {
+            deepest = deepest.max((arch.layer_index(l)?, l));
+        }
+        Ok(deepest.1)
+    }
+
     /// Checks the spec against `arch`'s layers (names exist; a cross-layer guide comes after
     /// the local layer).
     pub fn validate(&self, arch: Arch) -> Result<()> {

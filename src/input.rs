@@ -38,10 +38,7 @@ fn image_err(path: &Path, reason: impl std::fmt::Display) -> Error {
 
 /// Decodes `path` to upright 8-bit RGB: `(width, height, pixels)`.
 pub fn decode_rgb(path: &Path, limits: DecodeLimits) -> Result<(u32, u32, Vec<u8>)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Io {
-        path: path.display().to_string(),
-        reason: e,
-    })?;
+    let bytes = std::fs::read(path).map_err(Error::io(path))?;
     if bytes.is_empty() {
         return Err(image_err(path, "empty file"));
     }
@@ -113,14 +110,10 @@ pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "gif", "bmp", "tif
 /// directories are walked recursively for files with an image extension, in sorted order.
 pub fn collect_images(inputs: &[std::path::PathBuf]) -> Result<Vec<std::path::PathBuf>> {
     fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> Result<()> {
-        let io = |e| Error::Io {
-            path: dir.display().to_string(),
-            reason: e,
-        };
         let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .map_err(io)?
+            .map_err(Error::io(dir))?
             .collect::<std::result::Result<_, _>>()
-            .map_err(io)?;
+            .map_err(Error::io(dir))?;
         entries.sort_by_key(|e| e.path());
         for e in entries {
             let p = e.path();

@@ -109,19 +109,14 @@ pub struct ShardWriter {
     stats: WriteStats,
 }
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |e| Error::Io {
-        path: path.display().to_string(),
-        reason: e,
-    }
-}
-
-fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+/// Writes `data` to a temporary name beside `path` and renames it, so that `path` is either
+/// absent or complete.
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".partial");
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, data).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    std::fs::write(&tmp, data).map_err(Error::io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(Error::io(path))
 }
 
 impl ShardWriter {
@@ -138,7 +133,7 @@ impl ShardWriter {
         settings: HashMap<String, String>,
         resume: bool,
     ) -> Result<(Self, HashSet<String>)> {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
         let settings_path = dir.join(format!(
             "extract{}.json",
             if prefix.is_empty() {
@@ -164,7 +159,7 @@ impl ShardWriter {
                     manifests.len()
                 )));
             }
-            let old = std::fs::read_to_string(&settings_path).map_err(io(&settings_path))?;
+            let old = std::fs::read_to_string(&settings_path).map_err(Error::io(&settings_path))?;
             if old.trim() != settings_json.trim() {
                 return Err(Error::Config(format!(
                     "{} was written with other settings than this run's; resume with the same flags or use another --out\n  before: {}\n  now:    {}",
@@ -174,7 +169,7 @@ impl ShardWriter {
                 )));
             }
             for (k, path) in &manifests {
-                let text = std::fs::read_to_string(path).map_err(io(path))?;
+                let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
                 for line in text.lines().filter(|l| !l.trim().is_empty()) {
                     let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
                         Error::Config(format!("{}: bad manifest line ({e})", path.display()))
@@ -215,8 +210,8 @@ impl ShardWriter {
             return Ok(out);
         }
         let head = format!("shard-{prefix}");
-        for e in std::fs::read_dir(dir).map_err(io(dir))? {
-            let p = e.map_err(io(dir))?.path();
+        for e in std::fs::read_dir(dir).map_err(Error::io(dir))? {
+            let p = e.map_err(Error::io(dir))?.path();
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if let Some(rest) = name
                 .strip_prefix(&head)
@@ -350,7 +345,7 @@ pub fn export_npy(dir: &Path, prefix: &str, out: &Path) -> Result<(usize, [usize
     let mut rows = 0;
     for (k, _) in ShardWriter::manifests(dir, prefix)? {
         let path = dir.join(format!("shard-{prefix}{k:05}.safetensors"));
-        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Weights {
             path: path.display().to_string(),
             message: e.to_string(),

@@ -216,21 +216,12 @@ impl Pca {
         ]);
         let data = safetensors::serialize(tensors, Some(meta))
             .map_err(|e| Error::Config(e.to_string()))?;
-        let tmp = path.with_extension("partial");
-        let io = |e| Error::Io {
-            path: path.display().to_string(),
-            reason: e,
-        };
-        std::fs::write(&tmp, data).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        crate::output::write_atomic(path, &data)
     }
 
     /// Reads a PCA written by [`Pca::save`].
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::Io {
-            path: path.display().to_string(),
-            reason: e,
-        })?;
+        let bytes = std::fs::read(path).map_err(Error::io(path))?;
         let err = |m: String| Error::Weights {
             path: path.display().to_string(),
             message: m,

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::seeded_weights_file;
+use common::{seeded_weights_file, temp_dir};
 use crosspool::model::Arch;
 use crosspool::pca::Pca;
 use std::path::{Path, PathBuf};
@@ -10,13 +10,6 @@ use std::process::Command;
 
 fn crosspool() -> Command {
     Command::new(env!("CARGO_BIN_EXE_crosspool"))
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("crosspool-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn photos() -> PathBuf {
@@ -40,7 +33,8 @@ fn info_names_the_adapter() {
 
 #[test]
 fn fit_pca_on_photos_writes_a_loadable_pca() {
-    let dir = temp_dir("pca");
+    let tmp = temp_dir("pca");
+    let dir = &tmp.0;
     let weights = dir.join("alexnet.safetensors");
     let meta =
         std::collections::HashMap::from([("crosspool.arch".to_string(), "alexnet".to_string())]);
@@ -76,12 +70,12 @@ fn fit_pca_on_photos_writes_a_loadable_pca() {
     // 4 photos, conv4 at 5x5 for a 99x99 input.
     assert_eq!(pca.units, 4 * 25);
     assert!(String::from_utf8_lossy(&out.stderr).contains("4/4 images"));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn bad_inputs_fail_with_the_reason() {
-    let dir = temp_dir("bad");
+    let tmp = temp_dir("bad");
+    let dir = &tmp.0;
     let not_image = dir.join("notes.jpg");
     std::fs::write(&not_image, b"this is not a JPEG").unwrap();
     let weights = dir.join("w.safetensors");
@@ -118,5 +112,4 @@ fn bad_inputs_fail_with_the_reason() {
         &[&weights, &not_image],
     );
     assert!(e.contains("odd"), "{e}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{gpu, seeded_weights_file};
+use common::{gpu, seeded_weights_file, temp_dir};
 use crosspool::features::{FeatureSpec, Representation};
 use crosspool::gpu::{Extractor, GpuTensor};
 use crosspool::input::load_batch;
@@ -17,20 +17,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const SIZE: usize = 99;
-
-struct Dir(PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(name: &str) -> Dir {
-    let d = std::env::temp_dir().join(format!("crosspool-extract-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    Dir(d)
-}
 
 fn data(sub: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

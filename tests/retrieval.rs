@@ -5,30 +5,16 @@
 
 mod common;
 
-use common::{gpu, gpu_with_binding_cap, random, seeded_weights_file};
+use common::{gpu, gpu_with_binding_cap, random, seeded_weights_file, temp_dir};
 use crosspool::gpu::{GpuContext, GpuDatabase, ScoreKernel, ScoreKind};
 use crosspool::output::{OutputFormat, Row, RowData, ShardWriter};
 use crosspool::pooling::Quantization;
 use crosspool::reference::quantize;
 use crosspool::retrieval::score::{score_codes, score_floats, select_channels};
-use crosspool::retrieval::{IndexData, RetrievalIndex};
+use crosspool::retrieval::{IndexData, RetrievalIndex, Storage};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-struct Dir(PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(name: &str) -> Dir {
-    let d = std::env::temp_dir().join(format!("crosspool-retrieval-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    Dir(d)
-}
 
 /// Random features with exact zeros mixed in (so 2-bit codes see all three signs).
 fn features(n: usize, seed: u64) -> Vec<f32> {
@@ -237,7 +223,7 @@ fn index_from_shards_round_trips() {
     let d = temp_dir("index");
     let (rows, cols) = (5, 40);
     let kept = fake_extraction(&d.0, rows, cols);
-    let (index, stats) = RetrievalIndex::build(&d.0, Some(Quantization::Bits1)).unwrap();
+    let (index, stats) = RetrievalIndex::build(&d.0, Storage::Codes(Quantization::Bits1)).unwrap();
     assert_eq!((stats.images, stats.failed, stats.shards), (5, 1, 4));
     assert_eq!(
         index.paths,
@@ -258,7 +244,7 @@ fn index_from_shards_round_trips() {
     assert_eq!(RetrievalIndex::load(&out).unwrap(), index);
 
     // Floats are kept at unit length per image.
-    let (floats, _) = RetrievalIndex::build(&d.0, None).unwrap();
+    let (floats, _) = RetrievalIndex::build(&d.0, Storage::Floats).unwrap();
     let IndexData::Floats(v) = &floats.data else {
         panic!("expected floats")
     };
@@ -273,7 +259,9 @@ fn index_from_shards_round_trips() {
 #[test]
 fn index_of_a_directory_without_shards_is_an_error() {
     let d = temp_dir("empty");
-    let err = RetrievalIndex::build(&d.0, None).unwrap_err().to_string();
+    let err = RetrievalIndex::build(&d.0, Storage::Floats)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("no finished feature shards"), "{err}");
 }
 

@@ -183,8 +183,7 @@ fn expand_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 /// Runs `extract`; returns the number of images that failed.
 pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     let started = std::time::Instant::now();
-    let probe = ModelWeights::load(&a.weights, a.model, None)?;
-    let arch = probe.arch;
+    let arch = ModelWeights::arch_of(&a.weights, a.model)?;
     let layers: Vec<String> = if a.layers.is_empty() {
         let (t, t1) = arch.default_pair();
         vec![t.into(), t1.into()]
@@ -192,14 +191,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         a.layers.clone()
     };
     let spec = build_spec(arch, &layers, a.pooling, a.window, a.levels, a.norm)?;
-    let last = spec
-        .repr
-        .layers()
-        .into_iter()
-        .max_by_key(|l| arch.layer_index(l).unwrap_or(0))
-        .unwrap_or_default()
-        .to_string();
-    let weights = ModelWeights::load(&a.weights, Some(arch), Some(&last))?;
+    let weights = ModelWeights::load(&a.weights, Some(arch), Some(spec.deepest_layer(arch)?))?;
     let pca = a.pca.as_deref().map(Pca::load).transpose()?;
 
     let mut images = expand_inputs(&a.inputs)?;
@@ -458,11 +450,8 @@ fn default_batch(ctx: &GpuContext, weights: &ModelWeights, spec: &FeatureSpec, s
     let mut s = crosspool::shape::Shape4::new(1, size as usize, size as usize, 3);
     let mut largest = s.bytes_f32();
     let last = spec
-        .repr
-        .layers()
-        .iter()
-        .filter_map(|l| weights.arch.layer_index(l).ok())
-        .max()
+        .deepest_layer(weights.arch)
+        .and_then(|l| weights.arch.layer_index(l))
         .unwrap_or(0);
     for layer in weights.arch.layers().iter().take(last + 1) {
         let next = match &layer.kind {

@@ -47,12 +47,12 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
     anyhow::ensure!(a.batch > 0, "--batch must be at least 1");
     let images = collect_images(&a.inputs)?;
     anyhow::ensure!(!images.is_empty(), "no images found in {:?}", a.inputs);
-    let probe = ModelWeights::load(&a.weights, a.model, None)?;
+    let arch = ModelWeights::arch_of(&a.weights, a.model)?;
     let layer = a
         .layer
         .clone()
-        .unwrap_or_else(|| probe.arch.default_pair().0.to_string());
-    let weights = ModelWeights::load(&a.weights, Some(probe.arch), Some(&layer))?;
+        .unwrap_or_else(|| arch.default_pair().0.to_string());
+    let weights = ModelWeights::load(&a.weights, Some(arch), Some(&layer))?;
     let ctx = GpuContext::new(opts).context("opening the GPU")?;
     eprintln!(
         "fit-pca: {} {layer} {}x{} on {} images at {}x{}, {}",

@@ -11,8 +11,8 @@ use crosspool::output::{OutputFormat, Row, RowData};
 use crosspool::pca::Pca;
 use crosspool::pooling::Quantization;
 use crosspool::retrieval::eval::{average_precision, hit_at_1, load_ground_truth};
-use crosspool::retrieval::score::{rank, score_codes, score_floats, select_channels};
-use crosspool::retrieval::{IndexData, RetrievalIndex};
+use crosspool::retrieval::score::{rank, score_index, select_channels};
+use crosspool::retrieval::{IndexData, RetrievalIndex, Storage};
 use std::path::PathBuf;
 
 /// How `index` stores the features.
@@ -107,22 +107,13 @@ pub struct EvalArgs {
 
 /// Runs `index`.
 pub fn run_index(a: IndexArgs) -> anyhow::Result<()> {
-    let binarize = match a.binarize {
-        Binarize::Bits1 => Some(Quantization::Bits1),
-        Binarize::Sign2 => Some(Quantization::Sign2),
-        Binarize::None => None,
-        Binarize::Auto => {
-            let settings = first_settings(&a.features)?;
-            let cross =
-                settings.get("crosspool.pooling").map(String::as_str) == Some("cross-layer");
-            let codes = matches!(
-                settings.get("crosspool.format").map(String::as_str),
-                Some("Bits1" | "Sign2")
-            );
-            (cross && !codes).then_some(Quantization::Bits1)
-        }
+    let storage = match a.binarize {
+        Binarize::Auto => Storage::Auto,
+        Binarize::Bits1 => Storage::Codes(Quantization::Bits1),
+        Binarize::Sign2 => Storage::Codes(Quantization::Sign2),
+        Binarize::None => Storage::Floats,
     };
-    let (index, stats) = RetrievalIndex::build(&a.features, binarize)
+    let (index, stats) = RetrievalIndex::build(&a.features, storage)
         .with_context(|| format!("indexing {}", a.features.display()))?;
     index
         .save(&a.out)
@@ -160,31 +151,6 @@ pub fn run_index(a: IndexArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Settings of the first extraction run found in `dir` (extract.json or a part's).
-fn first_settings(
-    dir: &std::path::Path,
-) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("extract") && n.ends_with(".json"))
-        })
-        .collect();
-    found.sort();
-    let path = found.first().with_context(|| {
-        format!(
-            "{} has no extract.json: is it a directory crosspool extract wrote?",
-            dir.display()
-        )
-    })?;
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
-}
-
 /// The channels each query compares, flattened `[queries][ksel]`, and `ksel`.
 fn selections(
     index: &RetrievalIndex,
@@ -210,51 +176,6 @@ fn selections(
     Ok((sel, ksel))
 }
 
-/// One query's feature in the index's encoding (`[rows][row_len]` words).
-fn encode(index: &RetrievalIndex, mut feature: Vec<f32>) -> Vec<u32> {
-    // As the index does: the whole vector at unit length, then codes if the index has them.
-    let n = feature
-        .iter()
-        .map(|x| *x as f64 * *x as f64)
-        .sum::<f64>()
-        .sqrt();
-    if n > 0.0 {
-        feature.iter_mut().for_each(|x| *x = (*x as f64 / n) as f32);
-    }
-    match &index.data {
-        IndexData::Codes { format, .. } => {
-            crosspool::reference::quantize(&feature, index.cols, *format)
-        }
-        IndexData::Floats(_) => bytemuck::cast_slice(&feature).to_vec(),
-    }
-}
-
-fn row_len(index: &RetrievalIndex) -> usize {
-    match &index.data {
-        IndexData::Codes { words_per_row, .. } => *words_per_row,
-        IndexData::Floats(_) => index.cols,
-    }
-}
-
-/// Scores on the CPU reference: `[queries][images]`.
-fn score_cpu(index: &RetrievalIndex, queries: &[u32], sel: &[u32], ksel: usize) -> Vec<f32> {
-    let per = index.rows * row_len(index);
-    let mut out = Vec::new();
-    for (q, s) in queries.chunks(per).zip(sel.chunks(ksel)) {
-        out.extend(match &index.data {
-            IndexData::Codes {
-                format,
-                words_per_row,
-                words,
-            } => score_codes(q, words, index.rows, *words_per_row, s, *format, index.cols),
-            IndexData::Floats(v) => {
-                score_floats(bytemuck::cast_slice(q), v, index.rows, index.cols, s)
-            }
-        });
-    }
-    out
-}
-
 fn load_index(path: &std::path::Path) -> anyhow::Result<RetrievalIndex> {
     let index = RetrievalIndex::load(path)
         .with_context(|| format!("loading the index {}", path.display()))?;
@@ -272,16 +193,9 @@ pub fn run_search(opts: &GpuOptions, a: SearchArgs) -> anyhow::Result<usize> {
     let recipe = Recipe::from_settings(&index.settings)
         .context("reading how the index's features were extracted")?;
     let weights_path = a.weights.clone().unwrap_or(recipe.weights.clone());
-    let last = recipe
-        .spec
-        .repr
-        .layers()
-        .into_iter()
-        .max_by_key(|l| recipe.arch.layer_index(l).unwrap_or(0))
-        .unwrap_or_default()
-        .to_string();
+    let last = recipe.spec.deepest_layer(recipe.arch)?;
     let weights =
-        ModelWeights::load(&weights_path, Some(recipe.arch), Some(&last)).with_context(|| {
+        ModelWeights::load(&weights_path, Some(recipe.arch), Some(last)).with_context(|| {
             format!(
                 "the index was extracted with {}; pass --weights if it moved",
                 recipe.weights.display()
@@ -324,7 +238,7 @@ pub fn run_search(opts: &GpuOptions, a: SearchArgs) -> anyhow::Result<usize> {
                     index.cols
                 );
                 names.push(path);
-                codes.extend(encode(&index, v));
+                codes.extend(index.encode_query(v));
                 guide.push(guide_mean);
             }
             Row::Ok { path, .. } => anyhow::bail!("{path}: unexpected packed query feature"),
@@ -371,11 +285,8 @@ pub fn run_search(opts: &GpuOptions, a: SearchArgs) -> anyhow::Result<usize> {
 pub fn run_eval(opts: &GpuOptions, a: EvalArgs) -> anyhow::Result<()> {
     let index = load_index(&a.score.index)?;
     let truth = load_ground_truth(&a.ground_truth, &index.paths)?;
-    let per = index.rows * row_len(&index);
-    let all: &[u32] = match &index.data {
-        IndexData::Codes { words, .. } => words,
-        IndexData::Floats(v) => bytemuck::cast_slice(v),
-    };
+    let per = index.rows * index.row_len();
+    let all = index.words();
     let mut queries = Vec::with_capacity(truth.len() * per);
     let mut guide = Vec::new();
     for t in &truth {
@@ -385,7 +296,7 @@ pub fn run_eval(opts: &GpuOptions, a: EvalArgs) -> anyhow::Result<()> {
     let (sel, ksel) = selections(&index, &guide, a.score.channels)?;
     let (scores, seconds, device) = if a.cpu {
         let t = std::time::Instant::now();
-        let s = score_cpu(&index, &queries, &sel, ksel);
+        let s = score_index(&index, &queries, &sel, ksel);
         (s, t.elapsed().as_secs_f64(), "CPU reference".to_string())
     } else {
         let ctx = GpuContext::new(opts).context("opening the GPU")?;

@@ -53,28 +53,18 @@ pub struct GpuDatabase {
 impl GpuDatabase {
     /// Uploads the features of `index`.
     pub fn upload(ctx: &GpuContext, index: &RetrievalIndex) -> Result<Self> {
-        match &index.data {
-            IndexData::Codes {
-                format,
-                words_per_row,
-                words,
-            } => Self::from_words(
-                ctx,
-                ScoreKind::Codes(*format),
-                index.rows,
-                *words_per_row,
-                index.cols,
-                words,
-            ),
-            IndexData::Floats(v) => Self::from_words(
-                ctx,
-                ScoreKind::Floats,
-                index.rows,
-                index.cols,
-                index.cols,
-                bytemuck::cast_slice(v),
-            ),
-        }
+        let kind = match &index.data {
+            IndexData::Codes { format, .. } => ScoreKind::Codes(*format),
+            IndexData::Floats(_) => ScoreKind::Floats,
+        };
+        Self::from_words(
+            ctx,
+            kind,
+            index.rows,
+            index.row_len(),
+            index.cols,
+            index.words(),
+        )
     }
 
     /// Uploads `data`, `[images][rows][row_len]` words (f32 bits for `Floats`).

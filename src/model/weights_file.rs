@@ -33,11 +33,29 @@ impl ModelWeights {
     /// including `last` (all conv layers if `None`); fully connected layers are loaded only
     /// when `last` names them, since they hold most of the bytes.
     pub fn load(path: &Path, arch: Option<Arch>, last: Option<&str>) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
+        let file = std::fs::File::open(path).map_err(Error::io(path))?;
         // SAFETY: the map is read-only; as with any mmap, another process truncating the file
         // while we read would fault, which is the accepted trade for not copying ~0.5 GB.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io_err(path, e))?;
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(Error::io(path))?;
         Self::from_bytes(&map, path, arch, last)
+    }
+
+    /// The architecture `path` holds (its metadata, checked against `arch`, or `arch`), read
+    /// from the file's header alone: for choosing which layers to load.
+    pub fn arch_of(path: &Path, arch: Option<Arch>) -> Result<Arch> {
+        let file = std::fs::File::open(path).map_err(Error::io(path))?;
+        // SAFETY: as in `load`; only the header is read.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(Error::io(path))?;
+        let err = |message: String| Error::Weights {
+            path: path.display().to_string(),
+            message,
+        };
+        let (_, header) = SafeTensors::read_metadata(&map).map_err(|e| {
+            err(format!(
+                "not a readable safetensors file ({e}); is it truncated or another format?"
+            ))
+        })?;
+        resolve_arch(&header.metadata().clone().unwrap_or_default(), arch, &err)
     }
 
     /// As [`ModelWeights::load`], from bytes already in memory; `path` is used in messages.
@@ -63,18 +81,7 @@ impl ModelWeights {
         })?;
         let meta: HashMap<String, String> = header.metadata().clone().unwrap_or_default();
 
-        let arch = match (meta.get(KEY_ARCH).map(|s| Arch::parse(s)).transpose()?, arch) {
-            (Some(f), Some(a)) if f != a => {
-                return Err(err(format!("the file holds {f} weights but {a} was requested")))
-            }
-            (Some(f), _) => f,
-            (None, Some(a)) => a,
-            (None, None) => {
-                return Err(err(format!(
-                    "the file does not say which network it is ({KEY_ARCH} metadata); pass the model explicitly"
-                )))
-            }
-        };
+        let arch = resolve_arch(&meta, arch, &err)?;
         let (preprocess, preprocess_assumed) = match Preprocess::from_metadata(&meta)? {
             Some(p) => (p, false),
             None => (Preprocess::TORCHVISION, true),
@@ -163,6 +170,24 @@ impl ModelWeights {
 
 /// Number of leading layers of `arch` to load: through `last`, or through the last conv layer
 /// of the trunk when `None` (the classifier holds most of the bytes and is loaded on request).
+/// The architecture named by the metadata, or `arch`; an error if both are given and differ,
+/// or neither is.
+fn resolve_arch(
+    meta: &HashMap<String, String>,
+    arch: Option<Arch>,
+    err: &dyn Fn(String) -> Error,
+) -> Result<Arch> {
+    match (meta.get(KEY_ARCH).map(|s| Arch::parse(s)).transpose()?, arch) {
+        (Some(f), Some(a)) if f != a => Err(err(format!(
+            "the file holds {f} weights but {a} was requested"
+        ))),
+        (Some(f), _) | (None, Some(f)) => Ok(f),
+        (None, None) => Err(err(format!(
+            "the file does not say which network it is ({KEY_ARCH} metadata); pass the model explicitly"
+        ))),
+    }
+}
+
 fn layers_to_load(arch: Arch, last: Option<&str>) -> Result<usize> {
     match last {
         Some(name) => Ok(arch.layer_index(name)? + 1),
@@ -179,13 +204,6 @@ fn layers_to_load(arch: Arch, last: Option<&str>) -> Result<usize> {
                 )
             })
             .map_or(0, |i| i + 1)),
-    }
-}
-
-fn io_err(path: &Path, e: std::io::Error) -> Error {
-    Error::Io {
-        path: path.display().to_string(),
-        reason: e,
     }
 }
 

@@ -63,10 +63,7 @@ impl<'a> PathResolver<'a> {
 
 /// Reads a JSON-lines ground-truth file against the database's `paths`.
 pub fn load_ground_truth(path: &Path, paths: &[String]) -> Result<Vec<Query>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-        path: path.display().to_string(),
-        reason: e,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
     let resolver = PathResolver::new(paths);
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {

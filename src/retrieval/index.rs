@@ -10,6 +10,7 @@
 //! - `images.jsonl`: the image paths, one JSON string a line, in row order.
 
 use crate::error::{Error, Result};
+use crate::output::write_atomic;
 use crate::pooling::Quantization;
 use rayon::prelude::*;
 use safetensors::{Dtype, SafeTensors};
@@ -60,18 +61,23 @@ pub struct BuildStats {
     pub failed: usize,
 }
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |e| Error::Io {
-        path: path.display().to_string(),
-        reason: e,
-    }
-}
-
 fn bad_file(path: &Path, message: impl Into<String>) -> Error {
     Error::Weights {
         path: path.display().to_string(),
         message: message.into(),
     }
+}
+
+/// How [`RetrievalIndex::build`] stores float features.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// 1-bit codes for cross-layer features (the paper's retrieval setting), floats for
+    /// the baselines; stored codes as they are.
+    Auto,
+    /// Sign codes of this format.
+    Codes(Quantization),
+    /// Floats (stored codes stay codes).
+    Floats,
 }
 
 /// Extraction settings that must agree across the shards of one index.
@@ -94,11 +100,66 @@ fn meta_usize(settings: &BTreeMap<String, String>, key: &str, origin: &Path) -> 
         })
 }
 
-fn l2_normalize(v: &mut [f32]) {
+/// Scales `v` to unit L2 norm (an all-zero vector stays zero).
+pub fn l2_normalize(v: &mut [f32]) {
     let n = v.iter().map(|x| *x as f64 * *x as f64).sum::<f64>().sqrt();
     if n > 0.0 {
         let inv = (1.0 / n) as f32;
         v.iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
+/// The `(path, row)` of every image a shard manifest records as done, and how many it
+/// records as failed.
+fn read_manifest(manifest: &Path) -> Result<(Vec<(String, usize)>, usize)> {
+    let text = std::fs::read_to_string(manifest).map_err(Error::io(manifest))?;
+    let (mut ok, mut failed) = (Vec::new(), 0);
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+            Error::Config(format!("{}:{}: bad line ({e})", manifest.display(), n + 1))
+        })?;
+        let path = v.get("path").and_then(|p| p.as_str()).unwrap_or_default();
+        match v.get("row").and_then(|r| r.as_u64()) {
+            Some(r) if v.get("status").and_then(|s| s.as_str()) == Some("ok") => {
+                ok.push((path.to_string(), r as usize))
+            }
+            _ => failed += 1,
+        }
+    }
+    Ok((ok, failed))
+}
+
+/// The finished shard manifests of every part in `dir`, in name order.
+fn manifests(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(Error::io(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("shard-") && n.ends_with(".jsonl"))
+        })
+        .collect();
+    found.sort();
+    if found.is_empty() {
+        return Err(Error::Config(format!(
+            "{} holds no finished feature shards (run crosspool extract --out {} first)",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    Ok(found)
+}
+
+/// The code format that extraction settings record, if the shards hold codes.
+fn stored_codes(settings: &BTreeMap<String, String>) -> Option<Quantization> {
+    match settings.get("crosspool.format").map(String::as_str) {
+        Some("Sign2") => Some(Quantization::Sign2),
+        Some("Bits1") => Some(Quantization::Bits1),
+        _ => None,
     }
 }
 
@@ -113,13 +174,26 @@ impl RetrievalIndex {
         self.paths.is_empty()
     }
 
+    /// u32 words (codes) or f32 values (floats) per row.
+    pub fn row_len(&self) -> usize {
+        match &self.data {
+            IndexData::Codes { words_per_row, .. } => *words_per_row,
+            IndexData::Floats(_) => self.cols,
+        }
+    }
+
+    /// The features as `[n][rows][row_len]` words (floats as their bits), as the scoring
+    /// kernel reads them.
+    pub fn words(&self) -> &[u32] {
+        match &self.data {
+            IndexData::Codes { words, .. } => words,
+            IndexData::Floats(v) => bytemuck::cast_slice(v),
+        }
+    }
+
     /// Bytes of feature data per image (codes or floats, plus the guidance means).
     pub fn bytes_per_image(&self) -> usize {
-        let data = match &self.data {
-            IndexData::Codes { words_per_row, .. } => self.rows * words_per_row * 4,
-            IndexData::Floats(_) => self.rows * self.cols * 4,
-        };
-        data + self.guide_mean.as_ref().map_or(0, |_| self.rows * 4)
+        (self.rows * self.row_len() + self.guide_mean.as_ref().map_or(0, |_| self.rows)) * 4
     }
 
     /// The guidance means of image `i`, if the index has them.
@@ -129,40 +203,37 @@ impl RetrievalIndex {
             .map(|g| &g[i * self.rows..(i + 1) * self.rows])
     }
 
-    /// Builds an index from the shards `crosspool extract` wrote to `dir` (every part). Float
-    /// features are kept as floats, or packed into sign codes with `binarize`; stored codes
-    /// are taken as they are (and `binarize`, if given, must name their format).
-    pub fn build(dir: &Path, binarize: Option<Quantization>) -> Result<(Self, BuildStats)> {
-        let mut manifests: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(io(dir))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("shard-") && n.ends_with(".jsonl"))
-            })
-            .collect();
-        manifests.sort();
-        if manifests.is_empty() {
-            return Err(Error::Config(format!(
-                "{} holds no finished feature shards (run crosspool extract --out {} first)",
-                dir.display(),
-                dir.display()
-            )));
+    /// A query's float feature (`[rows][cols]`) in this index's encoding, as the index
+    /// stored its own images: unit length, then sign codes if it holds codes.
+    pub fn encode_query(&self, mut feature: Vec<f32>) -> Vec<u32> {
+        l2_normalize(&mut feature);
+        match &self.data {
+            IndexData::Codes { format, .. } => {
+                crate::reference::quantize(&feature, self.cols, *format)
+            }
+            IndexData::Floats(_) => bytemuck::cast_vec(feature),
         }
+    }
+
+    /// Builds an index from the shards `crosspool extract` wrote to `dir` (every part).
+    /// Float features are normalised to unit length per image and stored as `storage` says;
+    /// stored codes are taken as they are (`Storage::Codes`, if given, must name their
+    /// format).
+    pub fn build(dir: &Path, storage: Storage) -> Result<(Self, BuildStats)> {
         let mut stats = BuildStats::default();
         let mut settings: Option<(BTreeMap<String, String>, PathBuf)> = None;
         let (mut rows, mut cols) = (0, 0);
-        let mut format: Option<Quantization> = None;
+        let mut binarize: Option<Quantization> = None;
         let mut words: Vec<u32> = Vec::new();
         let mut floats: Vec<f32> = Vec::new();
         let mut guide: Vec<f32> = Vec::new();
         let mut has_guide = None;
         let mut paths = Vec::new();
-        for manifest in &manifests {
-            let text = std::fs::read_to_string(manifest).map_err(io(manifest))?;
+        for manifest in manifests(dir)? {
+            let (ok_rows, failed) = read_manifest(&manifest)?;
+            stats.failed += failed;
             let shard = manifest.with_extension("safetensors");
-            let bytes = std::fs::read(&shard).map_err(io(&shard))?;
+            let bytes = std::fs::read(&shard).map_err(Error::io(&shard))?;
             let (_, meta) =
                 SafeTensors::read_metadata(&bytes).map_err(|e| bad_file(&shard, e.to_string()))?;
             let st =
@@ -172,6 +243,23 @@ impl RetrievalIndex {
                 None => {
                     rows = meta_usize(&these, "crosspool.feature_rows", &shard)?;
                     cols = meta_usize(&these, "crosspool.feature_cols", &shard)?;
+                    let stored = stored_codes(&these);
+                    binarize = match storage {
+                        Storage::Codes(q) => {
+                            if stored.is_some_and(|s| s != q) {
+                                return Err(Error::Config(format!(
+                                    "the features are stored as {stored:?} codes and cannot be re-coded as {q:?}; extract floats (--format f32) to choose"
+                                )));
+                            }
+                            Some(q)
+                        }
+                        Storage::Floats => stored,
+                        Storage::Auto => stored.or(
+                            (these.get("crosspool.pooling").map(String::as_str)
+                                == Some("cross-layer"))
+                            .then_some(Quantization::Bits1),
+                        ),
+                    };
                     settings = Some((these, shard.clone()));
                 }
                 Some((first, from)) if *first != these => {
@@ -182,22 +270,6 @@ impl RetrievalIndex {
                     )))
                 }
                 _ => {}
-            }
-            let mut ok_rows = Vec::new();
-            for (n, line) in text.lines().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
-                    Error::Config(format!("{}:{}: bad line ({e})", manifest.display(), n + 1))
-                })?;
-                let path = v.get("path").and_then(|p| p.as_str()).unwrap_or_default();
-                match v.get("row").and_then(|r| r.as_u64()) {
-                    Some(r) if v.get("status").and_then(|s| s.as_str()) == Some("ok") => {
-                        ok_rows.push((path.to_string(), r as usize))
-                    }
-                    _ => stats.failed += 1,
-                }
             }
             let data = st.tensor("codes").or_else(|_| st.tensor("features"));
             let t = data.map_err(|_| bad_file(&shard, "holds neither codes nor features"))?;
@@ -213,39 +285,20 @@ impl RetrievalIndex {
                 ));
             }
             let row_range = |r: usize| r * per..(r + 1) * per;
-            match t.dtype() {
-                Dtype::U32 => {
-                    let stored = match settings
-                        .as_ref()
-                        .and_then(|(s, _)| s.get("crosspool.format"))
-                    {
-                        Some(f) if f == "Sign2" => Quantization::Sign2,
-                        Some(f) if f == "Bits1" => Quantization::Bits1,
-                        other => {
-                            return Err(bad_file(
-                                &shard,
-                                format!("codes of unknown format {other:?}"),
-                            ))
-                        }
-                    };
-                    if binarize.is_some_and(|b| b != stored) {
-                        return Err(Error::Config(format!(
-                            "the features are stored as {stored:?} codes and cannot be re-coded as {binarize:?}; extract floats (--format f32) to choose"
-                        )));
-                    }
-                    if shape[2] != stored.words_per_row(cols) {
+            match (t.dtype(), binarize) {
+                (Dtype::U32, Some(q)) => {
+                    if shape[2] != q.words_per_row(cols) {
                         return Err(bad_file(
                             &shard,
                             format!("{} words per row for {cols} values", shape[2]),
                         ));
                     }
-                    format = Some(stored);
                     let all: Vec<u32> = bytemuck::pod_collect_to_vec(t.data());
                     for (_, r) in &ok_rows {
                         words.extend_from_slice(&all[row_range(*r)]);
                     }
                 }
-                Dtype::F32 | Dtype::F16 => {
+                (Dtype::F32 | Dtype::F16, _) => {
                     if shape[2] != cols {
                         return Err(bad_file(
                             &shard,
@@ -267,7 +320,6 @@ impl RetrievalIndex {
                     chosen.par_chunks_mut(per).for_each(l2_normalize);
                     match binarize {
                         Some(q) => {
-                            format = Some(q);
                             let packed: Vec<Vec<u32>> = chosen
                                 .par_chunks(per)
                                 .map(|img| crate::reference::quantize(img, cols, q))
@@ -277,7 +329,7 @@ impl RetrievalIndex {
                         None => floats.extend(chosen),
                     }
                 }
-                other => return Err(bad_file(&shard, format!("features of type {other:?}"))),
+                (other, _) => return Err(bad_file(&shard, format!("features of type {other:?}"))),
             }
             match st.tensor("guide_mean") {
                 Ok(g) => {
@@ -307,7 +359,7 @@ impl RetrievalIndex {
             stats.images += ok_rows.len();
             paths.extend(ok_rows.into_iter().map(|(p, _)| p));
         }
-        let data = match format {
+        let data = match binarize {
             Some(q) => IndexData::Codes {
                 format: q,
                 words_per_row: q.words_per_row(cols),
@@ -328,7 +380,7 @@ impl RetrievalIndex {
 
     /// Writes the index into directory `dir` (created if needed).
     pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
         let n = self.len();
         let mut meta: std::collections::HashMap<String, String> =
             self.settings.clone().into_iter().collect();
@@ -377,22 +429,19 @@ impl RetrievalIndex {
             ));
         }
         let data = safetensors::serialize(views, Some(meta)).map_err(bad)?;
-        let tmp = dir.join("index.safetensors.partial");
-        std::fs::write(&tmp, data).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        write_atomic(&path, &data)?;
         let mut lines = String::new();
         for p in &self.paths {
             lines.push_str(&serde_json::Value::from(p.as_str()).to_string());
             lines.push('\n');
         }
-        let list = dir.join("images.jsonl");
-        std::fs::write(&list, lines).map_err(io(&list))
+        write_atomic(&dir.join("images.jsonl"), lines.as_bytes())
     }
 
     /// Reads an index written by [`RetrievalIndex::save`].
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join("index.safetensors");
-        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
         let (_, meta) =
             SafeTensors::read_metadata(&bytes).map_err(|e| bad_file(&path, e.to_string()))?;
         let meta = meta.metadata().clone().unwrap_or_default();
@@ -410,7 +459,7 @@ impl RetrievalIndex {
         let st = SafeTensors::deserialize(&bytes).map_err(|e| bad_file(&path, e.to_string()))?;
         let list = dir.join("images.jsonl");
         let paths: Vec<String> = std::fs::read_to_string(&list)
-            .map_err(io(&list))?
+            .map_err(Error::io(&list))?
             .lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| {

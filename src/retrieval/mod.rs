@@ -6,4 +6,4 @@ pub mod eval;
 pub mod index;
 pub mod score;
 
-pub use index::{BuildStats, IndexData, RetrievalIndex};
+pub use index::{BuildStats, IndexData, RetrievalIndex, Storage};

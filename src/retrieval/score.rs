@@ -8,6 +8,7 @@
 //! values gives `cols - 2 * popcount(q xor r)`; 2-bit codes stand for {-1, 0, +1}, so it is
 //! the agreements of non-zero signs minus the disagreements.
 
+use super::{IndexData, RetrievalIndex};
 use crate::pooling::Quantization;
 
 /// The `k` channels with the largest mean activation (ties: lower index first), in
@@ -98,6 +99,32 @@ pub fn score_floats(
                 .sum::<f64>() as f32
         })
         .collect()
+}
+
+/// Eq. 3 of every query against every image of `index`: `queries` is `[q][rows][row_len]`
+/// in the index's encoding ([`RetrievalIndex::encode_query`]), `selected` is `[q][ksel]`.
+/// Returns `[q][images]`.
+pub fn score_index(
+    index: &RetrievalIndex,
+    queries: &[u32],
+    selected: &[u32],
+    ksel: usize,
+) -> Vec<f32> {
+    let per = index.rows * index.row_len();
+    let mut out = Vec::with_capacity(queries.len() / per.max(1) * index.len());
+    for (q, s) in queries.chunks(per).zip(selected.chunks(ksel)) {
+        out.extend(match &index.data {
+            IndexData::Codes {
+                format,
+                words_per_row,
+                words,
+            } => score_codes(q, words, index.rows, *words_per_row, s, *format, index.cols),
+            IndexData::Floats(v) => {
+                score_floats(bytemuck::cast_slice(q), v, index.rows, index.cols, s)
+            }
+        });
+    }
+    out
 }
 
 /// Image indices by decreasing score (ties: lower index first), at most `top` of them,

@@ -6,7 +6,25 @@
 
 use crosspool::gpu::{GpuContext, GpuOptions};
 use crosspool::reference::{f32_dot_error_bound, Reduced};
+use std::path::PathBuf;
 use std::sync::OnceLock;
+
+/// A fresh directory under the system's temporary directory, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An empty `TempDir` named after `name` and this test process.
+pub fn temp_dir(name: &str) -> TempDir {
+    let d = std::env::temp_dir().join(format!("crosspool-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    TempDir(d)
+}
 
 fn env_options() -> GpuOptions {
     GpuOptions::from_env().unwrap_or_else(|e| panic!("{e}"))
