@@ -46,6 +46,9 @@ struct ConvParams {
 const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 16u;
+// Threads per workgroup along x and y (the host checks these against its own constants).
+const WG_X: u32 = 16u;
+const WG_Y: u32 = 16u;
 const TM: u32 = 4u;
 const TN: u32 = 4u;
 const THREADS: u32 = 256u;
@@ -84,7 +87,7 @@ fn store_output(m: u32, n: u32, v: vec4<f32>) {
     }
 }
 
-@compute @workgroup_size(16, 16, 1)
+@compute @workgroup_size(WG_X, WG_Y)
 fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,

@@ -34,6 +34,9 @@ struct CrossParams {
 const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 16u;
+// Threads per workgroup along x and y (the host checks these against its own constants).
+const WG_X: u32 = 16u;
+const WG_Y: u32 = 16u;
 const ROW: u32 = 16u;    // vec4s per staged row (64 / 4)
 
 @group(0) @binding(0) var<uniform> p: CrossParams;
@@ -105,7 +108,7 @@ fn store(g: u32, k: u32, j: u32, v: vec4<f32>) {
     }
 }
 
-@compute @workgroup_size(16, 16, 1)
+@compute @workgroup_size(WG_X, WG_Y)
 fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,

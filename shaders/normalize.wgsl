@@ -38,7 +38,7 @@ fn reduce(li: u32, v: f32) -> f32 {
 }
 
 // One workgroup per (row, image).
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(WORKGROUP)
 fn rows(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let row = wid.x;
     let img = wid.y;
@@ -70,7 +70,7 @@ fn rows(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
 
 // Workgroups (chunk of the vector, image): each sums its image's row totals, then scales its
 // chunk of WORKGROUP * 4 values.
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(WORKGROUP)
 fn global(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let img = wid.y;
     var s = 0.0;

@@ -21,7 +21,7 @@ const WORKGROUP: u32 = 256u;
 @group(0) @binding(2) var<storage, read> boxes: array<vec4<u32>>;   // (y0, y1, x0, x1), half-open
 @group(0) @binding(3) var<storage, read_write> output: array<f32>;
 
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(WORKGROUP)
 fn main(
     @builtin(local_invocation_index) li: u32,
     @builtin(workgroup_id) wid: vec3<u32>,

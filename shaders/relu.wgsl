@@ -15,7 +15,7 @@ const WORKGROUP: u32 = 256u;
 @group(0) @binding(0) var<uniform> p: ReluParams;
 @group(0) @binding(1) var<storage, read_write> data: array<f32>;
 
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(WORKGROUP)
 fn main(
     @builtin(local_invocation_index) li: u32,
     @builtin(workgroup_id) wid: vec3<u32>,

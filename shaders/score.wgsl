@@ -38,7 +38,7 @@ fn row_bases(q: u32, s: u32, i: u32) -> vec2<u32> {
 }
 
 // Popcount of a xor b over the selected rows (bits1: dot = ksel * cols - 2 * this).
-@compute @workgroup_size(64, 1, 1)
+@compute @workgroup_size(WORKGROUP)
 fn bits1(
     @builtin(local_invocation_index) li: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -62,7 +62,7 @@ fn bits1(
 
 // 2-bit codes: bit 2j marks value j positive, bit 2j+1 negative; agreements minus
 // disagreements of the non-zero signs.
-@compute @workgroup_size(64, 1, 1)
+@compute @workgroup_size(WORKGROUP)
 fn sign2(
     @builtin(local_invocation_index) li: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -92,7 +92,7 @@ fn sign2(
 }
 
 // Float rows: plain dot products.
-@compute @workgroup_size(64, 1, 1)
+@compute @workgroup_size(WORKGROUP)
 fn floats(
     @builtin(local_invocation_index) li: u32,
     @builtin(workgroup_id) wid: vec3<u32>,

@@ -75,6 +75,16 @@ pub enum Error {
         /// What is wrong, naming the tensor and both shapes where it applies.
         message: String,
     },
+    /// A file crosspool wrote (a feature shard, an index) is malformed or does not fit.
+    #[error("{what} {path}: {message}")]
+    BadFile {
+        /// The file.
+        path: String,
+        /// What kind of file it is ("feature shard", "index").
+        what: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// A setting (flag or environment variable) has an invalid value.
     #[error("{0}")]
     Config(String),

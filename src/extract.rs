@@ -3,10 +3,11 @@
 //! does not wait on decoding or disk.
 
 use crate::error::{Error, Result};
-use crate::gpu::{ExtractWorkspace, Extractor, GpuContext, GpuTensor, QuantizeKernel};
-use crate::input::{decode_rgb, resize_rgb, DecodeLimits};
+use crate::gpu::{GpuContext, GpuPacked, GpuTensor, QuantizeKernel};
+use crate::input::{failure_reason, prepare, DecodeLimits};
 use crate::model::Preprocess;
 use crate::output::{OutputFormat, Row, RowData, RowSink};
+use crate::pipeline::{ExtractWorkspace, Extractor};
 use crate::pooling::Quantization;
 use crate::shape::Shape4;
 use rayon::prelude::*;
@@ -64,18 +65,8 @@ pub fn run<W: RowSink>(
                 let items = chunk
                     .par_iter()
                     .map(|p| {
-                        let r = decode_rgb(p, limits)
-                            .and_then(|(w, h, rgb)| resize_rgb(w, h, rgb, size))
-                            .map(|rgb| {
-                                let mut v = Vec::new();
-                                preprocess.apply(&rgb, &mut v);
-                                v
-                            })
-                            .map_err(|e| match e {
-                                Error::Image { reason, .. } => reason,
-                                Error::Io { reason, .. } => reason.to_string(),
-                                other => other.to_string(),
-                            });
+                        let r =
+                            prepare(p, size, &preprocess, limits).map_err(|e| failure_reason(&e));
                         (p.display().to_string(), r)
                     })
                     .collect();
@@ -96,69 +87,27 @@ pub fn run<W: RowSink>(
         });
         // GPU: this thread.
         let gpu_result = (|| -> Result<()> {
-            let mut workspaces: HashMap<usize, ExtractWorkspace> = HashMap::new();
+            let mut buffers: HashMap<usize, BatchBuffers> = HashMap::new();
+            let coder = quantize.zip(qkernel.as_ref());
             let (mut done, mut failed) = (0, 0);
-            let per_image = (size * size * 3) as usize;
             for d in from_decode {
-                let ok: Vec<usize> = (0..d.items.len())
-                    .filter(|&i| d.items[i].1.is_ok())
+                let ok: Vec<&[f32]> = d
+                    .items
+                    .iter()
+                    .filter_map(|(_, r)| r.as_deref().ok())
                     .collect();
-                let mut features: Vec<RowData> = Vec::new();
-                let mut guide: Vec<Vec<f32>> = Vec::new();
-                if !ok.is_empty() {
-                    let shape = Shape4::new(ok.len(), size as usize, size as usize, 3);
-                    let mut x = Vec::with_capacity(ok.len() * per_image);
-                    for &i in &ok {
-                        if let (_, Ok(v)) = &d.items[i] {
-                            x.extend_from_slice(v);
-                        }
-                    }
-                    let ws = match workspaces.entry(ok.len()) {
+                let (features, guide) = if ok.is_empty() {
+                    (Vec::new(), Vec::new())
+                } else {
+                    let b = match buffers.entry(ok.len()) {
                         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                         std::collections::hash_map::Entry::Vacant(e) => {
-                            e.insert(extractor.workspace(ctx, shape)?)
+                            e.insert(BatchBuffers::new(ctx, extractor, ok.len(), size, coder)?)
                         }
                     };
-                    let gx = GpuTensor::upload(ctx, &x, shape, "images")?;
-                    let f = extractor.extract(ctx, &gx, ws)?;
-                    let per = f.len_per_image();
-                    match (quantize, &qkernel) {
-                        (Some(q), Some(k)) => {
-                            let packed = k.output(ctx, f, q)?;
-                            ctx.submit("quantize", |enc| k.record(ctx, enc, f, q, &packed))?;
-                            let words = packed.download(ctx)?;
-                            let wpi = packed.rows * packed.words_per_row;
-                            features = words
-                                .chunks(wpi)
-                                .map(|c| RowData::Words(c.to_vec()))
-                                .collect();
-                        }
-                        _ => {
-                            let v = f.download(ctx)?;
-                            features = v.chunks(per).map(|c| RowData::F32(c.to_vec())).collect();
-                        }
-                    }
-                    if let Some(g) = ws.guide_means(ctx)? {
-                        let per = g.len() / ok.len();
-                        guide = g.chunks(per).map(|c| c.to_vec()).collect();
-                    }
-                }
-                let mut feats = features.into_iter();
-                let mut guide = guide.into_iter();
-                let mut rows = Vec::with_capacity(d.items.len());
-                for (path, r) in d.items {
-                    rows.push(match r {
-                        Ok(_) => Row::Ok {
-                            path,
-                            values: feats.next().expect("one feature per decoded image"),
-                            guide_mean: guide.next(),
-                        },
-                        Err(reason) => {
-                            failed += 1;
-                            Row::Failed { path, reason }
-                        }
-                    });
-                }
+                    b.run(ctx, extractor, &ok, coder)?
+                };
+                let rows = join_rows(d, features, guide, &mut failed);
                 done += rows.len();
                 if to_writer.send(rows).is_err() {
                     break; // the writer failed; its error is reported below
@@ -174,4 +123,96 @@ pub fn run<W: RowSink>(
         gpu_result?;
         written
     })
+}
+
+/// The buffers for batches of one size, kept for the whole run so that every batch of that
+/// size binds the same buffers (nothing is allocated or bound anew per batch).
+struct BatchBuffers {
+    input: GpuTensor,
+    workspace: ExtractWorkspace,
+    packed: Option<GpuPacked>,
+}
+
+impl BatchBuffers {
+    fn new(
+        ctx: &GpuContext,
+        extractor: &Extractor,
+        images: usize,
+        size: u32,
+        quantize: Option<(Quantization, &QuantizeKernel)>,
+    ) -> Result<Self> {
+        let shape = Shape4::new(images, size as usize, size as usize, 3);
+        let workspace = extractor.workspace(ctx, shape)?;
+        let packed = match quantize {
+            Some((q, kernel)) => Some(kernel.output(ctx, workspace.features(), q)?),
+            None => None,
+        };
+        Ok(BatchBuffers {
+            input: GpuTensor::new(ctx, shape, "images")?,
+            workspace,
+            packed,
+        })
+    }
+
+    /// Extracts the features of `images` (preprocessed pixels, one slice each): per image,
+    /// its feature row and, for cross-layer features, its layer t+1 channel means.
+    fn run(
+        &self,
+        ctx: &GpuContext,
+        extractor: &Extractor,
+        images: &[&[f32]],
+        quantize: Option<(Quantization, &QuantizeKernel)>,
+    ) -> Result<(Vec<RowData>, Vec<Vec<f32>>)> {
+        self.input.write(ctx, &images.concat())?;
+        let f = extractor.extract(ctx, &self.input, &self.workspace)?;
+        let features = match (quantize, &self.packed) {
+            (Some((q, kernel)), Some(packed)) => {
+                ctx.submit("quantize", |enc| kernel.record(ctx, enc, f, q, packed))?;
+                let words = packed.download(ctx)?;
+                words
+                    .chunks(packed.rows * packed.words_per_row)
+                    .map(|c| RowData::Words(c.to_vec()))
+                    .collect()
+            }
+            _ => f
+                .download(ctx)?
+                .chunks(f.len_per_image())
+                .map(|c| RowData::F32(c.to_vec()))
+                .collect(),
+        };
+        let guide = match self.workspace.guide_means(ctx)? {
+            Some(g) => g
+                .chunks(g.len() / images.len())
+                .map(<[f32]>::to_vec)
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok((features, guide))
+    }
+}
+
+/// One row per image of the batch, in input order: the next feature for each decoded image,
+/// the reason for each failed one (counted in `failed`).
+fn join_rows(
+    d: Decoded,
+    features: Vec<RowData>,
+    guide: Vec<Vec<f32>>,
+    failed: &mut usize,
+) -> Vec<Row> {
+    let mut feats = features.into_iter();
+    let mut guide = guide.into_iter();
+    d.items
+        .into_iter()
+        .map(|(path, r)| match r {
+            Ok(_) => Row::Ok {
+                path,
+                values: feats.next().expect("one feature per decoded image"),
+                guide_mean: guide.next(),
+            },
+            Err(reason) => {
+                *failed += 1;
+                Row::Failed { path, reason }
+            }
+        })
+        .collect()
 }

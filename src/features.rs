@@ -78,6 +78,35 @@ impl Representation {
     }
 }
 
+/// As a user would write it: `cross-layer conv5_2 x conv5_3, 1x1`, `gram conv5_3, 3x3`,
+/// `sum pooling of conv5_3, pyramid levels 0-2`.
+impl std::fmt::Display for Representation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Representation::CrossLayer {
+                local,
+                guide,
+                window,
+            } => write!(f, "cross-layer {local} x {guide}, {window}"),
+            Representation::Gram { local, window } => write!(f, "gram {local}, {window}"),
+            Representation::Region {
+                local,
+                mode,
+                levels,
+            } => {
+                let how = match mode {
+                    RegionPoolMode::Sum => "sum",
+                    RegionPoolMode::Max => "max",
+                };
+                match levels {
+                    0 => write!(f, "{how} pooling of {local}"),
+                    l => write!(f, "{how} pooling of {local}, pyramid levels 0-{l}"),
+                }
+            }
+        }
+    }
+}
+
 /// A representation and its normalisation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FeatureSpec {

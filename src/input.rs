@@ -92,13 +92,31 @@ pub fn load_rgb_resized(path: &Path, size: u32) -> Result<Vec<u8>> {
     resize_rgb(w, h, rgb, size)
 }
 
-/// Loads, resizes and preprocesses `paths` into one NHWC batch.
+/// The one input path: decodes `path`, resizes it to `size` x `size` and preprocesses it
+/// into network input (`size * size * 3` values, HWC). Every command goes through here.
+pub fn prepare(path: &Path, size: u32, pre: &Preprocess, limits: DecodeLimits) -> Result<Vec<f32>> {
+    let (w, h, rgb) = decode_rgb(path, limits)?;
+    let rgb = resize_rgb(w, h, rgb, size)?;
+    let mut out = Vec::with_capacity((size * size * 3) as usize);
+    pre.apply(&rgb, &mut out);
+    Ok(out)
+}
+
+/// Why an image could not be prepared, as recorded in a manifest: the decoder's or the file
+/// system's reason, without the path (the manifest line names it).
+pub fn failure_reason(e: &Error) -> String {
+    match e {
+        Error::Image { reason, .. } => reason.clone(),
+        Error::Io { reason, .. } => reason.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Prepares `paths` (see [`prepare`]) into one NHWC batch; the first failure is the error.
 pub fn load_batch(paths: &[&Path], size: u32, pre: &Preprocess) -> Result<Vec<f32>> {
     let mut batch = Vec::with_capacity(paths.len() * (size * size * 3) as usize);
-    let mut one = Vec::new();
     for p in paths {
-        pre.apply(&load_rgb_resized(p, size)?, &mut one);
-        batch.extend_from_slice(&one);
+        batch.extend(prepare(p, size, pre, DecodeLimits::default())?);
     }
     Ok(batch)
 }
@@ -143,6 +161,53 @@ pub fn collect_images(inputs: &[std::path::PathBuf]) -> Result<Vec<std::path::Pa
                     "no such file or directory",
                 ),
             });
+        }
+    }
+    Ok(out)
+}
+
+/// Expands command-line inputs into image paths, in order: image files as given (a file that
+/// does not exist stays, to be recorded as failed), directories walked (see
+/// [`collect_images`]), list files (`*.txt`, `*.list`: one path per line, `#` comments) and
+/// `-` (paths on standard input) read.
+pub fn expand_inputs(inputs: &[std::path::PathBuf]) -> Result<Vec<std::path::PathBuf>> {
+    use std::io::BufRead;
+    use std::path::PathBuf;
+    fn read_list(r: &mut dyn BufRead, from: &Path) -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for line in r.lines() {
+            let line = line.map_err(Error::io(from))?;
+            let t = line.trim();
+            if !t.is_empty() && !t.starts_with('#') {
+                out.push(PathBuf::from(t));
+            }
+        }
+        Ok(out)
+    }
+    let mut paths = Vec::new();
+    for p in inputs {
+        let is_list = p
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e == "txt" || e == "list");
+        if p.as_os_str() == "-" {
+            paths.extend(read_list(
+                &mut std::io::stdin().lock(),
+                Path::new("standard input"),
+            )?);
+        } else if is_list && p.is_file() {
+            let f = std::fs::File::open(p).map_err(Error::io(p))?;
+            paths.extend(read_list(&mut std::io::BufReader::new(f), p)?);
+        } else {
+            paths.push(p.clone());
+        }
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            out.extend(collect_images(&[p])?);
+        } else {
+            out.push(p);
         }
     }
     Ok(out)

@@ -2,8 +2,17 @@
 //! hand-written WGSL compute shaders on any GPU wgpu reaches (Vulkan, Metal, DX12, GL), or on
 //! software Vulkan where there is none.
 //!
-//! Layout: [`shape`] and [`weights`] describe layers; [`reference`] is the plain CPU oracle;
-//! [`gpu`] holds device setup and one host module per WGSL kernel family in `shaders/`.
+//! Layout:
+//! - leaves: [`error`]; [`shape`] and [`weights`] describe layers; [`pooling`] holds the
+//!   pooling stage's options and the sign-code packing;
+//! - [`gpu`]: device setup, buffers, caches and one host module per WGSL kernel family in
+//!   `shaders/`, depending on the leaves alone;
+//! - [`model`], [`features`], [`pca`]: networks, what to compute from them, PCA;
+//! - [`pipeline`]: whole computations (forward pass, extractor, PCA moments) from the kernels;
+//! - [`input`], [`store`], [`output`], [`extract`]: images in, the on-disk formats, shards
+//!   out, and the streaming job that joins them; [`retrieval`] builds on those;
+//! - [`reference`]: the plain CPU oracle the tests hold every kernel against; no production
+//!   module uses it.
 
 pub mod error;
 pub mod extract;
@@ -13,10 +22,12 @@ pub mod input;
 pub mod model;
 pub mod output;
 pub mod pca;
+pub mod pipeline;
 pub mod pooling;
 pub mod reference;
 pub mod retrieval;
 pub mod shape;
+pub mod store;
 pub mod weights;
 
 pub use error::{Error, Result};

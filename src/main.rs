@@ -69,9 +69,10 @@ enum Command {
         /// The .npy file to write.
         #[arg(long, short)]
         out: PathBuf,
-        /// Shard-name prefix of one part of a `--shard I/N` run, e.g. part0of4-.
-        #[arg(long, default_value = "")]
-        prefix: String,
+        /// Only the part with this shard-name prefix of a `--shard I/N` run, e.g. part0of4-
+        /// [default: every part, in part order].
+        #[arg(long)]
+        prefix: Option<String>,
     },
 }
 
@@ -120,7 +121,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Eval(args) => cli::retrieval::run_eval(&opts, args)?,
         Command::ExportNpy { dir, out, prefix } => {
-            let (rows, shape) = crosspool::output::export_npy(&dir, &prefix, &out)?;
+            let (rows, shape) = crosspool::output::export_npy(&dir, prefix.as_deref(), &out)?;
             println!(
                 "wrote {}: {rows} x {} x {}",
                 out.display(),

@@ -1,26 +1,20 @@
 //! Feature files: sharded safetensors plus a JSON-lines manifest per shard, written so that an
 //! interrupted run loses nothing it finished and a resumed run duplicates nothing.
 //!
-//! Layout of an output directory:
-//! - `extract.json`: the settings of the run (checked on `--resume`);
-//! - `shard-{prefix}{k:05}.safetensors`: one tensor, `features` `[rows, D1, D2]` (F32 or F16)
-//!   or `codes` `[rows, D1, words]` (U32, bit-packed, see `pooling::Quantization`), and for
-//!   cross-layer features also `guide_mean` `[rows, D1]` (F32): each image's mean activation
-//!   of every channel of layer t+1, which retrieval uses to choose a query's channels;
-//! - `shard-{prefix}{k:05}.jsonl`: one line per image of the shard, in input order:
-//!   `{"path": ..., "status": "ok", "shard": ..., "row": i}` or
-//!   `{"path": ..., "status": "failed", "reason": ...}`.
-//!
-//! Both files are written to a temporary name and renamed; the manifest is renamed last, so a
-//! shard counts as done exactly when its manifest exists.
+//! The file layout and names are defined in [`crate::store`].
 
 use crate::error::{Error, Result};
+use crate::store::shards::{finished_shards, read_manifest, settings_file, shard_file};
+use crate::store::{ExtractSettings, ManifestLine};
 use safetensors::Dtype;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// How feature values are stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
     /// 32-bit floats.
     F32,
@@ -120,69 +114,54 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 impl ShardWriter {
-    /// Opens `dir` for writing. `settings` describe the run; with `resume`, they must equal
-    /// those the directory was started with, and the paths already recorded (ok or failed)
-    /// are returned so the caller can skip them; without it, the directory must hold no shards
-    /// of this `prefix`.
+    /// Opens `dir` for writing the part with file-name `prefix` (`""`, or `partIofN-`).
+    /// `settings` describe the run; with `resume`, they must equal those the part was started
+    /// with, and the paths already recorded (ok or failed) are returned so the caller can skip
+    /// them; without it, the directory must hold no shards of this part.
     pub fn open(
         dir: &Path,
         prefix: &str,
-        format: OutputFormat,
-        row_shape: [usize; 2],
+        settings: &ExtractSettings,
         shard_rows: usize,
-        settings: HashMap<String, String>,
         resume: bool,
     ) -> Result<(Self, HashSet<String>)> {
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-        let settings_path = dir.join(format!(
-            "extract{}.json",
-            if prefix.is_empty() {
-                String::new()
-            } else {
-                format!("-{prefix}")
-            }
-        ));
-        let settings_json = serde_json::to_string_pretty(
-            &settings
-                .iter()
-                .collect::<std::collections::BTreeMap<_, _>>(),
-        )
-        .map_err(|e| Error::Config(e.to_string()))?;
-        let manifests = Self::manifests(dir, prefix)?;
+        let settings_path = dir.join(settings_file(prefix));
+        let finished = finished_shards(dir, Some(prefix))?;
         let mut done = HashSet::new();
         let mut next = 0;
-        if !manifests.is_empty() {
+        if !finished.is_empty() {
             if !resume {
                 return Err(Error::Config(format!(
                     "{} already holds {} finished shard(s); pass --resume to continue that run, or choose another --out",
                     dir.display(),
-                    manifests.len()
+                    finished.len()
                 )));
             }
-            let old = std::fs::read_to_string(&settings_path).map_err(Error::io(&settings_path))?;
-            if old.trim() != settings_json.trim() {
+            let text =
+                std::fs::read_to_string(&settings_path).map_err(Error::io(&settings_path))?;
+            let before = ExtractSettings::from_json(&text, &settings_path.display().to_string())?;
+            if !settings.same_run(&before) {
                 return Err(Error::Config(format!(
-                    "{} was written with other settings than this run's; resume with the same flags or use another --out\n  before: {}\n  now:    {}",
+                    "{} was written with other settings than this run's; resume with the same flags or use another --out ({})",
                     settings_path.display(),
-                    old.split_whitespace().collect::<Vec<_>>().join(" "),
-                    settings_json.split_whitespace().collect::<Vec<_>>().join(" ")
+                    settings.differences(&before).join("; ")
                 )));
             }
-            for (k, path) in &manifests {
-                let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
-                for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
-                        Error::Config(format!("{}: bad manifest line ({e})", path.display()))
-                    })?;
-                    if let Some(p) = v.get("path").and_then(|p| p.as_str()) {
-                        done.insert(p.to_string());
-                    }
-                }
-                next = next.max(k + 1);
+            for shard in &finished {
+                done.extend(read_manifest(&shard.manifest)?.into_iter().map(|l| l.path));
+                next = next.max(shard.index + 1);
             }
         }
-        write_atomic(&settings_path, settings_json.as_bytes())?;
-        let mut meta = settings;
+        write_atomic(&settings_path, settings.to_json().as_bytes())?;
+        let row_shape = [
+            settings.feature_rows,
+            match settings.codes() {
+                Some(q) => q.words_per_row(settings.feature_cols),
+                None => settings.feature_cols,
+            },
+        ];
+        let mut meta = settings.to_metadata();
         meta.insert(
             "crosspool.layout".into(),
             format!("[rows, {}, {}]", row_shape[0], row_shape[1]),
@@ -191,7 +170,7 @@ impl ShardWriter {
             ShardWriter {
                 dir: dir.to_path_buf(),
                 prefix: prefix.into(),
-                format,
+                format: settings.format,
                 row_shape,
                 shard_rows: shard_rows.max(1),
                 next,
@@ -203,31 +182,13 @@ impl ShardWriter {
         ))
     }
 
-    /// Finished shards of `prefix` in `dir`: (index, manifest path), sorted.
-    pub fn manifests(dir: &Path, prefix: &str) -> Result<Vec<(usize, PathBuf)>> {
-        let mut out = Vec::new();
-        if !dir.exists() {
-            return Ok(out);
-        }
-        let head = format!("shard-{prefix}");
-        for e in std::fs::read_dir(dir).map_err(Error::io(dir))? {
-            let p = e.map_err(Error::io(dir))?.path();
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if let Some(rest) = name
-                .strip_prefix(&head)
-                .and_then(|r| r.strip_suffix(".jsonl"))
-            {
-                if let Ok(k) = rest.parse::<usize>() {
-                    out.push((k, p));
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
+    /// `[rows, values or words per row]` of each image's stored feature.
+    pub fn row_shape(&self) -> [usize; 2] {
+        self.row_shape
     }
 
     fn shard_name(&self, k: usize, ext: &str) -> String {
-        format!("shard-{}{k:05}.{ext}", self.prefix)
+        shard_file(&self.prefix, k, ext)
     }
 
     /// Adds one image's result; writes a shard when `shard_rows` results are pending.
@@ -285,13 +246,14 @@ impl ShardWriter {
                         }
                     }
                     n += 1;
-                    serde_json::json!({"path": path, "status": "ok", "shard": name, "row": n - 1})
+                    ManifestLine::ok(path.clone(), &name, n - 1)
                 }
-                Row::Failed { path, reason } => {
-                    serde_json::json!({"path": path, "status": "failed", "reason": reason})
-                }
+                Row::Failed { path, reason } => ManifestLine::failed(path.clone(), reason.clone()),
             };
-            lines.push_str(&line.to_string());
+            lines.push_str(
+                &serde_json::to_string(&line)
+                    .map_err(|e| Error::Config(format!("manifest line: {e}")))?,
+            );
             lines.push('\n');
         }
         let (tensor, dtype) = match self.format {
@@ -336,18 +298,20 @@ impl ShardWriter {
     }
 }
 
-/// Concatenates the `features` of every finished shard of `prefix` in `dir`, in shard order,
-/// into one `.npy` file (f32 or f16 as stored; packed codes as uint32).
-pub fn export_npy(dir: &Path, prefix: &str, out: &Path) -> Result<(usize, [usize; 2])> {
+/// Concatenates the features of every finished shard in `dir` — of the part with `prefix`,
+/// or of every part in part order — into one `.npy` file (f32 or f16 as stored; packed codes
+/// as uint32).
+pub fn export_npy(dir: &Path, prefix: Option<&str>, out: &Path) -> Result<(usize, [usize; 2])> {
     let mut data = Vec::new();
     let mut shape: Option<[usize; 2]> = None;
     let mut dtype = None;
     let mut rows = 0;
-    for (k, _) in ShardWriter::manifests(dir, prefix)? {
-        let path = dir.join(format!("shard-{prefix}{k:05}.safetensors"));
-        let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Weights {
+    for shard in finished_shards(dir, prefix)? {
+        let path = &shard.data;
+        let bytes = std::fs::read(path).map_err(Error::io(path))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::BadFile {
             path: path.display().to_string(),
+            what: "feature shard",
             message: e.to_string(),
         })?;
         let t = st
@@ -367,8 +331,20 @@ pub fn export_npy(dir: &Path, prefix: &str, out: &Path) -> Result<(usize, [usize
         rows += s[0];
         data.extend_from_slice(t.data());
     }
-    let shape = shape
-        .ok_or_else(|| Error::Config(format!("{} holds no finished shards", dir.display())))?;
+    let shape = shape.ok_or_else(|| {
+        Error::Config(match prefix {
+            Some(p) => format!(
+                "{} holds no finished shards of part '{p}' (run crosspool extract --out {} first)",
+                dir.display(),
+                dir.display()
+            ),
+            None => format!(
+                "{} holds no finished shards (run crosspool extract --out {} first)",
+                dir.display(),
+                dir.display()
+            ),
+        })
+    })?;
     let descr = match dtype {
         Some(Dtype::F16) => "<f2",
         Some(Dtype::U32) => "<u4",

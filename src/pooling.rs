@@ -31,9 +31,23 @@ impl LocalWindow {
         Ok(LocalWindow { h, w })
     }
 
+    /// Parses `MxN` (`1x1`, `3x3`), as the command line and settings files spell a window.
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = || Error::Config(format!("'{s}' is not a window of the form MxN, e.g. 3x3"));
+        let (h, w) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+        let n = |v: &str| v.trim().parse::<usize>().map_err(|_| bad());
+        LocalWindow::new(n(h)?, n(w)?)
+    }
+
     /// Length of a local feature over `channels` channels.
     pub fn feature_len(&self, channels: usize) -> usize {
         self.h * self.w * channels
+    }
+}
+
+impl std::fmt::Display for LocalWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}", self.h, self.w)
     }
 }
 
@@ -97,6 +111,36 @@ impl Quantization {
     pub fn words_per_row(self, cols: usize) -> usize {
         cols.div_ceil(self.values_per_word())
     }
+
+    /// The code of one value, in the low bits.
+    fn code(self, v: f32) -> u32 {
+        match self {
+            Quantization::Sign2 if v > 0.0 => 1,
+            Quantization::Sign2 if v < 0.0 => 2,
+            Quantization::Sign2 => 0,
+            Quantization::Bits1 => u32::from(v > 0.0),
+        }
+    }
+
+    /// Packs each row of `[rows][cols]` values into whole words, value j of a row at bits
+    /// `bits * (j % values_per_word)` of word `j / values_per_word` (`shaders/quantize.wgsl`
+    /// does the same on the GPU).
+    pub fn pack(self, data: &[f32], cols: usize) -> Vec<u32> {
+        let per = self.values_per_word();
+        let bits = 32 / per;
+        let mut out =
+            Vec::with_capacity(data.len().div_ceil(cols.max(1)) * self.words_per_row(cols));
+        for row in data.chunks(cols.max(1)) {
+            for chunk in row.chunks(per) {
+                let word = chunk
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |w, (j, &v)| w | self.code(v) << (bits * j));
+                out.push(word);
+            }
+        }
+        out
+    }
 }
 
 /// How baseline pooling combines the units of a region.
@@ -158,6 +202,26 @@ mod tests {
     fn windows_must_be_centred() {
         assert!(LocalWindow::new(2, 3).is_err());
         assert_eq!(LocalWindow::new(3, 3).unwrap().feature_len(512), 4608);
+        let w = LocalWindow::parse("3x5").unwrap();
+        assert_eq!((w.h, w.w, w.to_string()), (3, 5, "3x5".to_string()));
+        assert!(LocalWindow::parse("2x2").is_err());
+        assert!(LocalWindow::parse("3").is_err());
+    }
+
+    #[test]
+    fn packing_follows_the_documented_layout() {
+        let row = [1.0, -2.0, 0.0, 3.0, -0.0, f32::NAN];
+        // Sign2: 01 positive, 10 negative, 00 zero (and NaN), value j at bits 2j.
+        assert_eq!(
+            Quantization::Sign2.pack(&row, 6),
+            vec![0b01 | 0b10 << 2 | 0b01 << 6]
+        );
+        assert_eq!(Quantization::Bits1.pack(&row, 6), vec![0b1001]);
+        // Rows are padded to whole words: 33 values take two words per row.
+        let rows: Vec<f32> = (0..66)
+            .map(|i| if i % 33 == 32 { 1.0 } else { -1.0 })
+            .collect();
+        assert_eq!(Quantization::Bits1.pack(&rows, 33), vec![0, 1, 0, 1]);
     }
 
     #[test]

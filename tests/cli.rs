@@ -96,8 +96,11 @@ fn bad_inputs_fail_with_the_reason() {
         ],
         &[&weights, &not_image],
     );
+    // An unreadable image is reported and left out; with none left, there is nothing to fit.
     assert!(
-        e.contains("cannot decode image") && e.contains("notes.jpg"),
+        e.contains("notes.jpg")
+            && e.contains("not an image format")
+            && e.contains("none of the 1 images could be read"),
         "{e}"
     );
     let e = run(
@@ -112,4 +115,47 @@ fn bad_inputs_fail_with_the_reason() {
         &[&weights, &not_image],
     );
     assert!(e.contains("odd"), "{e}");
+}
+
+/// fit-pca reads list files like extract does, and leaves out (reporting) what it cannot
+/// read instead of stopping.
+#[test]
+fn fit_pca_takes_list_files_and_leaves_out_unreadable_images() {
+    let d = temp_dir("fit-pca-list");
+    let dir = &d.0;
+    let weights = dir.join("w.safetensors");
+    std::fs::write(&weights, seeded_weights_file(Arch::Alexnet, None)).unwrap();
+    let photos = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/photos");
+    let list = dir.join("train.txt");
+    std::fs::write(
+        &list,
+        format!(
+            "# training images\n{}\n{}\n\n{}\n",
+            photos.join("rocket.jpg").display(),
+            dir.join("missing.jpg").display(),
+            photos.join("coffee.jpg").display()
+        ),
+    )
+    .unwrap();
+    let out = dir.join("pca.safetensors");
+    let r = crosspool()
+        .args([
+            "fit-pca", "--model", "alexnet", "--size", "67", "--batch", "2", "-o",
+        ])
+        .arg(&out)
+        .arg("--weights")
+        .arg(&weights)
+        .arg(&list)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    assert!(err.contains("on 3 images"), "{err}");
+    assert!(
+        err.contains("missing.jpg") && err.contains("left out"),
+        "{err}"
+    );
+    let pca = Pca::load(&out).unwrap();
+    // Two readable 67x67 images: AlexNet's conv4 grid is 3x3, so 18 local features.
+    assert_eq!(pca.units, 18);
 }

@@ -5,9 +5,10 @@ mod common;
 
 use common::{gpu, seeded_weights_file, temp_dir};
 use crosspool::features::{FeatureSpec, Representation};
-use crosspool::gpu::{Extractor, GpuTensor};
+use crosspool::gpu::GpuTensor;
 use crosspool::input::load_batch;
 use crosspool::model::{Arch, ModelWeights};
+use crosspool::pipeline::Extractor;
 use crosspool::pooling::{Normalization, Quantization};
 use crosspool::reference;
 use crosspool::shape::Shape4;

@@ -6,9 +6,10 @@ mod common;
 
 use common::{gpu, random, rel_l2, seeded_weights_file};
 use crosspool::features::{FeatureSpec, Representation};
-use crosspool::gpu::{Extractor, GpuTensor, MomentsGpu};
+use crosspool::gpu::GpuTensor;
 use crosspool::model::{Arch, ModelWeights};
 use crosspool::pca::{MomentAccumulator, Pca};
+use crosspool::pipeline::{Extractor, MomentsGpu};
 use crosspool::pooling::{LocalWindow, Normalization, RegionPoolMode};
 use crosspool::reference;
 use crosspool::shape::Shape4;

@@ -5,8 +5,9 @@
 mod common;
 
 use common::{gpu, random, rel_l2, safetensors_bytes, seeded_tensors_with};
-use crosspool::gpu::{GpuNetwork, GpuTensor};
+use crosspool::gpu::GpuTensor;
 use crosspool::model::{Arch, ModelWeights};
+use crosspool::pipeline::GpuNetwork;
 use crosspool::reference;
 use crosspool::shape::Shape4;
 use safetensors::SafeTensors;

@@ -6,8 +6,8 @@ mod common;
 use common::{assert_reduction_close, gpu, gpu_with_binding_cap, random};
 use crosspool::gpu::crosslayer::Guidance;
 use crosspool::gpu::{
-    CrossLayerKernel, GpuContext, GpuFeatures, GpuTensor, NormalizeKernel, QuantizeKernel,
-    RegionPoolKernel,
+    CrossLayerKernel, GpuContext, GpuFeatures, GpuRegions, GpuTensor, NormalizeKernel,
+    QuantizeKernel, RegionPoolKernel,
 };
 use crosspool::pooling::{
     pyramid_regions, LocalWindow, Normalization, Quantization, RegionPoolMode,
@@ -266,9 +266,10 @@ fn sum_and_max_pooling_over_a_spatial_pyramid() {
     let regions = pyramid_regions(s.h, s.w, 2).unwrap();
     let gx = GpuTensor::upload(ctx, &x, s, "x").unwrap();
     let k = RegionPoolKernel::new(ctx).unwrap();
+    let cells = GpuRegions::upload(ctx, &regions).unwrap();
     for mode in [RegionPoolMode::Sum, RegionPoolMode::Max] {
         let out = GpuFeatures::new(ctx, s.n, regions.len(), s.c, "pooled").unwrap();
-        ctx.submit("t", |enc| k.record(ctx, enc, &gx, &regions, mode, &out))
+        ctx.submit("t", |enc| k.record(ctx, enc, &gx, &cells, mode, &out))
             .unwrap();
         let got = out.download(ctx).unwrap();
         let want = reference::region_pool(&x, s, &regions, mode);

@@ -10,9 +10,10 @@
 mod common;
 
 use common::gpu;
-use crosspool::gpu::{GpuNetwork, GpuTensor};
+use crosspool::gpu::GpuTensor;
 use crosspool::input::{load_batch, load_rgb_resized};
 use crosspool::model::{Arch, ChannelOrder, ModelWeights};
+use crosspool::pipeline::GpuNetwork;
 use crosspool::shape::Shape4;
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};

@@ -7,11 +7,14 @@ mod common;
 
 use common::{gpu, gpu_with_binding_cap, random, seeded_weights_file, temp_dir};
 use crosspool::gpu::{GpuContext, GpuDatabase, ScoreKernel, ScoreKind};
+use crosspool::model::Arch;
 use crosspool::output::{OutputFormat, Row, RowData, ShardWriter};
-use crosspool::pooling::Quantization;
+use crosspool::pooling::{LocalWindow, Quantization};
 use crosspool::reference::quantize;
 use crosspool::retrieval::score::{score_codes, score_floats, select_channels};
 use crosspool::retrieval::{IndexData, RetrievalIndex, Storage};
+use crosspool::store::settings::SETTINGS_VERSION;
+use crosspool::store::{ExtractSettings, NormPreset, Pooling};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -172,24 +175,24 @@ fn scoring_rejects_bad_selections() {
 /// Writes two parts of an extraction (float features with guidance means; one failed
 /// image) as `crosspool extract` does.
 fn fake_extraction(dir: &Path, rows: usize, cols: usize) -> Vec<(String, Vec<f32>, Vec<f32>)> {
-    let settings = HashMap::from([
-        ("crosspool.pooling".to_string(), "cross-layer".to_string()),
-        ("crosspool.format".to_string(), "F32".to_string()),
-        ("crosspool.feature_rows".to_string(), rows.to_string()),
-        ("crosspool.feature_cols".to_string(), cols.to_string()),
-    ]);
+    let settings = ExtractSettings {
+        version: SETTINGS_VERSION,
+        arch: Arch::Vgg16,
+        weights: "/nowhere/vgg16.safetensors".into(),
+        layers: vec!["conv5_2".into(), "conv5_3".into()],
+        pooling: Pooling::CrossLayer,
+        window: LocalWindow::UNIT,
+        levels: 0,
+        norm: NormPreset::Retrieval,
+        size: 224,
+        pca: None,
+        format: OutputFormat::F32,
+        feature_rows: rows,
+        feature_cols: cols,
+    };
     let mut kept = Vec::new();
     for (part, prefix) in ["part0of2-", "part1of2-"].iter().enumerate() {
-        let (mut w, _) = ShardWriter::open(
-            dir,
-            prefix,
-            OutputFormat::F32,
-            [rows, cols],
-            2,
-            settings.clone(),
-            false,
-        )
-        .unwrap();
+        let (mut w, _) = ShardWriter::open(dir, prefix, &settings, 2, false).unwrap();
         for i in 0..3 {
             let path = format!("img/{part}-{i}.jpg");
             if part == 1 && i == 1 {
@@ -371,7 +374,7 @@ fn real_photos_retrieve_their_transformed_copies() {
     ]);
 
     let bits = eval(&d.0.join("bits"), &gt, &["-k", "50"]);
-    assert_eq!(bits["kind"], "Bits1");
+    assert_eq!(bits["kind"], "bits1");
     assert_eq!(num(&bits, "images"), 37.0);
     assert_eq!(num(&bits, "channels"), 50.0);
     // 1-bit codes are 32x smaller than floats (plus the 512 guidance means).
@@ -468,7 +471,7 @@ fn spoc_baseline_through_the_cli() {
         &p("db"),
     ]))
     .unwrap();
-    assert_eq!(summary["kind"], "F32");
+    assert_eq!(summary["kind"], "f32");
     assert_eq!(summary["rows"], 1);
     assert_eq!(summary["cols"], 256);
     assert_eq!(summary["channel_selection"], false);

@@ -3,9 +3,11 @@
 
 use anyhow::Context;
 use crosspool::features::{FeatureSpec, Representation};
-use crosspool::gpu::{Extractor, GpuContext, GpuOptions, GpuTensor};
-use crosspool::input::{collect_images, decode_rgb, resize_rgb, DecodeLimits};
-use crosspool::model::{Arch, ModelWeights};
+use crosspool::gpu::{GpuContext, GpuOptions, GpuTensor};
+use crosspool::input::{collect_images, prepare, DecodeLimits};
+use crosspool::model::{Arch, ModelWeights, Preprocess};
+use crosspool::pipeline::ExtractWorkspace;
+use crosspool::pipeline::Extractor;
 use crosspool::pooling::Normalization;
 use crosspool::shape::Shape4;
 use rayon::prelude::*;
@@ -80,65 +82,20 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
     let shape = Shape4::new(a.batch, a.size as usize, a.size as usize, 3);
     let ws = ex.workspace(&ctx, shape)?;
 
-    // Input: real images decoded on all cores (timed), or synthetic.
-    let mut decode_ips = None;
-    let x: Vec<f32> = match &a.images {
-        Some(dir) => {
-            let paths = collect_images(std::slice::from_ref(dir))?;
-            anyhow::ensure!(!paths.is_empty(), "no images in {}", dir.display());
-            let batch: Vec<PathBuf> = paths.iter().cycle().take(a.batch).cloned().collect();
-            let mut times = Vec::new();
-            let mut out = Vec::new();
-            for _ in 0..a.iters.min(5) {
-                let t0 = Instant::now();
-                let decoded: Vec<Vec<f32>> = batch
-                    .par_iter()
-                    .map(|p| {
-                        let (w, h, rgb) = decode_rgb(p, DecodeLimits::default())?;
-                        let rgb = resize_rgb(w, h, rgb, a.size)?;
-                        let mut v = Vec::new();
-                        weights.preprocess.apply(&rgb, &mut v);
-                        Ok(v)
-                    })
-                    .collect::<crosspool::Result<_>>()?;
-                times.push(t0.elapsed().as_secs_f64());
-                out = decoded.concat();
-            }
-            decode_ips = Some(a.batch as f64 / median(times));
-            out
-        }
-        None => (0..shape.len())
-            .map(|i| ((i * 7919 % 255) as f32 / 255.0 - 0.45) / 0.225)
-            .collect(),
-    };
-
+    let (x, decode_ips) = bench_input(&a, shape, &weights.preprocess)?;
     let gx = GpuTensor::upload(&ctx, &x, shape, "input")?;
     for _ in 0..a.warmup {
         ex.extract(&ctx, &gx, &ws)?.download(&ctx)?;
     }
-    // Whole batches as the extract command runs them: upload, one submission, download.
-    let (mut total, mut compute, mut up, mut down) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..a.iters {
-        let t0 = Instant::now();
-        ctx.queue
-            .write_buffer(&gx.buffer, 0, bytemuck::cast_slice(&x));
-        ctx.wait("upload")?;
-        let t1 = Instant::now();
-        ex.extract(&ctx, &gx, &ws)?;
-        ctx.wait("extract")?;
-        let t2 = Instant::now();
-        ws.features().download(&ctx)?;
-        let t3 = Instant::now();
-        up.push((t1 - t0).as_secs_f64());
-        compute.push((t2 - t1).as_secs_f64());
-        down.push((t3 - t2).as_secs_f64());
-        total.push((t3 - t0).as_secs_f64());
-    }
+    let timed = time_batches(&ctx, &ex, &gx, &ws, &x, a.iters)?;
+    let (t_total, t_compute, t_up, t_down) = (
+        median(timed.total),
+        median(timed.compute),
+        median(timed.upload),
+        median(timed.download),
+    );
     let stages = ex.profile(&ctx, &gx, &ws)?;
     let flops: f64 = stages.iter().map(|s| s.2).sum();
-    let (t_total, t_compute, t_up, t_down) =
-        (median(total), median(compute), median(up), median(down));
     let gflops = flops / t_compute / 1e9;
     let peak = FP32_PEAK_TFLOPS
         .iter()
@@ -209,4 +166,76 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The batch to time: real images decoded on all cores (with the decode rate), or synthetic
+/// values.
+fn bench_input(
+    a: &Args,
+    shape: Shape4,
+    pre: &Preprocess,
+) -> anyhow::Result<(Vec<f32>, Option<f64>)> {
+    let Some(dir) = &a.images else {
+        let x = (0..shape.len())
+            .map(|i| ((i * 7919 % 255) as f32 / 255.0 - 0.45) / 0.225)
+            .collect();
+        return Ok((x, None));
+    };
+    let paths = collect_images(std::slice::from_ref(dir))?;
+    anyhow::ensure!(!paths.is_empty(), "no images in {}", dir.display());
+    let batch: Vec<PathBuf> = paths.iter().cycle().take(a.batch).cloned().collect();
+    let mut times = Vec::new();
+    let mut out = Vec::new();
+    for _ in 0..a.iters.min(5) {
+        let t0 = Instant::now();
+        let decoded: Vec<Vec<f32>> = batch
+            .par_iter()
+            .map(|p| prepare(p, a.size, pre, DecodeLimits::default()))
+            .collect::<crosspool::Result<_>>()?;
+        times.push(t0.elapsed().as_secs_f64());
+        out = decoded.concat();
+    }
+    Ok((out, Some(a.batch as f64 / median(times))))
+}
+
+/// Seconds per stage of each timed batch.
+struct Timings {
+    upload: Vec<f64>,
+    compute: Vec<f64>,
+    download: Vec<f64>,
+    total: Vec<f64>,
+}
+
+/// Times `iters` whole batches as the extract command runs them: upload, one submission,
+/// download.
+fn time_batches(
+    ctx: &GpuContext,
+    ex: &Extractor,
+    gx: &GpuTensor,
+    ws: &ExtractWorkspace,
+    x: &[f32],
+    iters: usize,
+) -> anyhow::Result<Timings> {
+    let mut t = Timings {
+        upload: Vec::new(),
+        compute: Vec::new(),
+        download: Vec::new(),
+        total: Vec::new(),
+    };
+    for _ in 0..iters {
+        let t0 = Instant::now();
+        gx.write(ctx, x)?;
+        ctx.wait("upload")?;
+        let t1 = Instant::now();
+        ex.extract(ctx, gx, ws)?;
+        ctx.wait("extract")?;
+        let t2 = Instant::now();
+        ws.features().download(ctx)?;
+        let t3 = Instant::now();
+        t.upload.push((t1 - t0).as_secs_f64());
+        t.compute.push((t2 - t1).as_secs_f64());
+        t.download.push((t3 - t2).as_secs_f64());
+        t.total.push((t3 - t0).as_secs_f64());
+    }
+    Ok(t)
 }

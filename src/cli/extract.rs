@@ -2,64 +2,19 @@
 
 use anyhow::Context;
 use crosspool::extract::{self, ExtractConfig};
-use crosspool::features::{FeatureSpec, Representation};
-use crosspool::gpu::{Extractor, GpuContext, GpuOptions};
-use crosspool::input::{collect_images, DecodeLimits};
+use crosspool::features::FeatureSpec;
+use crosspool::gpu::{GpuContext, GpuOptions};
+use crosspool::input::{expand_inputs, DecodeLimits};
 use crosspool::model::{Arch, ModelWeights};
 use crosspool::output::{OutputFormat, ShardWriter};
 use crosspool::pca::Pca;
-use crosspool::pooling::{LocalWindow, Normalization, RegionPoolMode};
-use std::collections::HashMap;
-use std::io::BufRead;
+use crosspool::pipeline::Extractor;
+use crosspool::pooling::LocalWindow;
+use crosspool::shape::Shape4;
+use crosspool::store::settings::{feature_spec, value_name, SETTINGS_VERSION};
+use crosspool::store::shards::part_prefix;
+use crosspool::store::{ExtractSettings, NormPreset as Norm, Pooling};
 use std::path::{Path, PathBuf};
-
-/// Pooling method.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Pooling {
-    /// Cross-layer pooling (the paper's method) of the two --layers.
-    CrossLayer,
-    /// Baseline: Gram matrix of the first layer's local features.
-    Gram,
-    /// Baseline: sum pooling of the first layer (over a pyramid with --levels).
-    Sum,
-    /// Baseline: max pooling of the first layer (over a pyramid with --levels).
-    Max,
-}
-
-/// Normalisation preset.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Norm {
-    /// Per-channel L2, then signed square root (the paper, for classification).
-    Paper,
-    /// Per-channel L2, signed square root, global L2 (the paper, for retrieval).
-    Retrieval,
-    /// Signed square root and global L2 (for sum/max baselines).
-    SqrtL2,
-    /// Global L2 only (the SPoC retrieval baseline: sum pooling, then L2).
-    L2,
-    /// Raw pooled values.
-    None,
-}
-
-impl Norm {
-    fn get(self) -> Normalization {
-        match self {
-            Norm::Paper => Normalization::PAPER,
-            Norm::Retrieval => Normalization::RETRIEVAL,
-            Norm::SqrtL2 => Normalization {
-                channel_l2: false,
-                signed_sqrt: true,
-                global_l2: true,
-            },
-            Norm::L2 => Normalization {
-                channel_l2: false,
-                signed_sqrt: false,
-                global_l2: true,
-            },
-            Norm::None => Normalization::NONE,
-        }
-    }
-}
 
 /// Arguments of `extract`.
 #[derive(clap::Args)]
@@ -136,48 +91,43 @@ fn parse_part(s: &str) -> Result<(usize, usize), String> {
     Ok((i, n))
 }
 
-/// Files, directories, list files and `-`, expanded to image paths in order.
-fn expand_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut paths = Vec::new();
-    let read_list = |r: &mut dyn BufRead, from: &str| -> anyhow::Result<Vec<PathBuf>> {
-        let mut out = Vec::new();
-        for line in r.lines() {
-            let line = line.with_context(|| format!("reading {from}"))?;
-            let t = line.trim();
-            if !t.is_empty() && !t.starts_with('#') {
-                out.push(PathBuf::from(t));
-            }
-        }
-        Ok(out)
-    };
-    for p in inputs {
-        let is_list = p
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| e == "txt" || e == "list");
-        if p.as_os_str() == "-" {
-            paths.extend(read_list(&mut std::io::stdin().lock(), "standard input")?);
-        } else if is_list && p.is_file() {
-            let f =
-                std::fs::File::open(p).with_context(|| format!("opening list {}", p.display()))?;
-            paths.extend(read_list(
-                &mut std::io::BufReader::new(f),
-                &p.display().to_string(),
-            )?);
-        } else {
-            paths.push(p.clone());
-        }
+/// The images of part `I/N` (every N-th, from the I-th) and that part's file-name prefix.
+fn select_part(images: Vec<PathBuf>, part: Option<(usize, usize)>) -> (Vec<PathBuf>, String) {
+    match part {
+        Some((i, n)) => (
+            images
+                .into_iter()
+                .enumerate()
+                .filter(|(k, _)| k % n == i)
+                .map(|(_, p)| p)
+                .collect(),
+            part_prefix(i, n),
+        ),
+        None => (images, String::new()),
     }
-    // Directories expand; listed files that do not exist stay, to be recorded as failed.
-    let mut out = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            out.extend(collect_images(&[p])?);
-        } else {
-            out.push(p);
-        }
+}
+
+/// `p` made absolute, as settings record files (left as given if it cannot be resolved).
+fn absolute(p: &Path) -> String {
+    std::fs::canonicalize(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// A progress bar on a terminal, or nothing with `--quiet`.
+fn progress_bar(quiet: bool, len: usize) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
     }
-    Ok(out)
+    let b = indicatif::ProgressBar::new(len as u64);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} images  {per_sec}  ETA {eta}  {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    b
 }
 
 /// Runs `extract`; returns the number of images that failed.
@@ -190,103 +140,55 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     } else {
         a.layers.clone()
     };
-    let spec = build_spec(arch, &layers, a.pooling, a.window, a.levels, a.norm)?;
+    let spec = feature_spec(arch, &layers, a.pooling, a.window, a.levels, a.norm)?;
     let weights = ModelWeights::load(&a.weights, Some(arch), Some(spec.deepest_layer(arch)?))?;
     let pca = a.pca.as_deref().map(Pca::load).transpose()?;
 
-    let mut images = expand_inputs(&a.inputs)?;
-    let total_listed = images.len();
-    anyhow::ensure!(total_listed > 0, "no images found in {:?}", a.inputs);
-    let prefix = match a.shard {
-        Some((i, n)) => {
-            images = images
-                .into_iter()
-                .enumerate()
-                .filter(|(k, _)| k % n == i)
-                .map(|(_, p)| p)
-                .collect();
-            format!("part{i}of{n}-")
-        }
-        None => String::new(),
-    };
+    let listed = expand_inputs(&a.inputs)?;
+    let total_listed = listed.len();
+    anyhow::ensure!(
+        total_listed > 0,
+        "no images found in {}",
+        show_inputs(&a.inputs)
+    );
+    let (mut images, prefix) = select_part(listed, a.shard);
 
     let ctx = GpuContext::new(opts).context("opening the GPU")?;
     let extractor = Extractor::new(&ctx, &weights, spec.clone(), pca.as_ref())?;
-    let probe_ws = extractor.workspace(
-        &ctx,
-        crosspool::shape::Shape4::new(1, a.size as usize, a.size as usize, 3),
-    )?;
-    let f = probe_ws.features();
-    let (rows, cols) = (f.rows, f.cols);
-    drop(probe_ws);
-    let row_shape = match a.format {
-        OutputFormat::Sign2 => [rows, cols.div_ceil(16)],
-        OutputFormat::Bits1 => [rows, cols.div_ceil(32)],
-        _ => [rows, cols],
-    };
+    let (feature_rows, feature_cols) = extractor.feature_shape(&ctx, a.size as usize)?;
     let batch = a
         .batch
         .unwrap_or_else(|| default_batch(&ctx, &weights, &spec, a.size));
     anyhow::ensure!(batch > 0, "--batch must be at least 1");
-
-    let canon = |p: &Path| {
-        std::fs::canonicalize(p)
-            .unwrap_or_else(|_| p.to_path_buf())
-            .display()
-            .to_string()
+    let settings = ExtractSettings {
+        version: SETTINGS_VERSION,
+        arch,
+        weights: absolute(&a.weights),
+        layers,
+        pooling: a.pooling,
+        window: a.window,
+        levels: a.levels,
+        norm: a.norm,
+        size: a.size,
+        pca: a.pca.as_deref().map(absolute),
+        format: a.format,
+        feature_rows,
+        feature_cols,
     };
-    let settings = HashMap::from([
-        ("crosspool.arch".to_string(), arch.name().to_string()),
-        ("crosspool.weights".to_string(), canon(&a.weights)),
-        ("crosspool.layers".to_string(), layers.join(",")),
-        ("crosspool.pooling".to_string(), value_name(&a.pooling)),
-        (
-            "crosspool.window".to_string(),
-            format!("{}x{}", a.window.h, a.window.w),
-        ),
-        ("crosspool.levels".to_string(), a.levels.to_string()),
-        ("crosspool.norm".to_string(), value_name(&a.norm)),
-        ("crosspool.feature_rows".to_string(), rows.to_string()),
-        ("crosspool.feature_cols".to_string(), cols.to_string()),
-        ("crosspool.size".to_string(), a.size.to_string()),
-        (
-            "crosspool.pca".to_string(),
-            a.pca.as_deref().map(canon).unwrap_or_default(),
-        ),
-        ("crosspool.format".to_string(), format!("{:?}", a.format)),
-    ]);
-    let (writer, done) = ShardWriter::open(
-        &a.out,
-        &prefix,
-        a.format,
-        row_shape,
-        a.shard_rows,
-        settings,
-        a.resume,
-    )?;
+    let (writer, done) = ShardWriter::open(&a.out, &prefix, &settings, a.shard_rows, a.resume)?;
+    let row_shape = writer.row_shape();
     let before = images.len();
     images.retain(|p| !done.contains(&p.display().to_string()));
     let skipped = before - images.len();
 
-    let bar = if a.quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let b = indicatif::ProgressBar::new(images.len() as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} images  {per_sec}  ETA {eta}  {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    };
+    let bar = progress_bar(a.quiet, images.len());
     if !a.quiet {
         eprintln!(
-            "extract: {} images ({} already done) with {} {:?} at {}x{}, batch {batch}, on {}",
+            "extract: {} images ({skipped} already done) with {arch} {}, norm {}, {} at {}x{}, batch {batch}, on {}",
             images.len(),
-            skipped,
-            arch,
             spec.repr,
+            value_name(&a.norm),
+            value_name(&a.format),
             a.size,
             a.size,
             ctx.describe()
@@ -315,32 +217,70 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         &progress,
     )?;
     bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
-    let summary = serde_json::json!({
-        "out": a.out.display().to_string(),
-        "device": ctx.describe(),
-        "images_listed": total_listed,
-        "images_this_part": before,
-        "already_done": skipped,
-        "processed": n_new,
-        "ok": stats.ok,
-        "failed": stats.failed,
-        "shards_written": stats.shards,
-        "feature_shape": row_shape,
-        "seconds": secs,
-        "images_per_second": if secs > 0.0 { n_new as f64 / secs } else { 0.0 },
-    });
+    let counts = RunCounts {
+        listed: total_listed,
+        this_part: before,
+        skipped,
+        processed: n_new,
+    };
+    print_summary(
+        &a,
+        &ctx,
+        &counts,
+        &stats,
+        row_shape,
+        started.elapsed().as_secs_f64(),
+    );
+    Ok(stats.failed)
+}
+
+/// How many images a run listed, skipped and processed.
+struct RunCounts {
+    listed: usize,
+    this_part: usize,
+    skipped: usize,
+    processed: usize,
+}
+
+/// The closing summary: JSON on standard output with `--json`, else a line on standard error
+/// (with `--quiet`, only when images failed).
+fn print_summary(
+    a: &Args,
+    ctx: &GpuContext,
+    n: &RunCounts,
+    stats: &crosspool::output::WriteStats,
+    row_shape: [usize; 2],
+    secs: f64,
+) {
+    let per_second = if secs > 0.0 {
+        n.processed as f64 / secs
+    } else {
+        0.0
+    };
     if a.json {
+        let summary = serde_json::json!({
+            "out": a.out.display().to_string(),
+            "device": ctx.describe(),
+            "images_listed": n.listed,
+            "images_this_part": n.this_part,
+            "already_done": n.skipped,
+            "processed": n.processed,
+            "ok": stats.ok,
+            "failed": stats.failed,
+            "shards_written": stats.shards,
+            "feature_shape": row_shape,
+            "seconds": secs,
+            "images_per_second": per_second,
+        });
         println!("{summary}");
     } else if !a.quiet || stats.failed > 0 {
         eprintln!(
-            "extract: {} ok, {} failed, {} skipped as already done; {} shard(s) in {} ({:.1} images/s)",
+            "extract: {} ok, {} failed, {} skipped as already done; {} shard(s) in {} ({per_second:.1} images/s)",
             stats.ok,
             stats.failed,
-            skipped,
+            n.skipped,
             stats.shards,
             a.out.display(),
-            if secs > 0.0 { n_new as f64 / secs } else { 0.0 }
         );
         if stats.failed > 0 {
             eprintln!(
@@ -348,106 +288,21 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
             );
         }
     }
-    Ok(stats.failed)
 }
 
-/// The name clap shows for a value.
-fn value_name<V: clap::ValueEnum>(v: &V) -> String {
-    v.to_possible_value()
-        .map(|p| p.get_name().to_string())
-        .unwrap_or_default()
-}
-
-/// The feature spec that `extract`'s flags describe, checked against `arch`.
-pub fn build_spec(
-    arch: Arch,
-    layers: &[String],
-    pooling: Pooling,
-    window: LocalWindow,
-    levels: u32,
-    norm: Norm,
-) -> anyhow::Result<FeatureSpec> {
-    let repr = match pooling {
-        Pooling::CrossLayer => {
-            anyhow::ensure!(
-                layers.len() == 2,
-                "cross-layer pooling needs two layers (--layers t,t+1), got {layers:?}"
-            );
-            Representation::CrossLayer {
-                local: layers[0].clone(),
-                guide: layers[1].clone(),
-                window,
-            }
-        }
-        Pooling::Gram => Representation::Gram {
-            local: layers[0].clone(),
-            window,
-        },
-        Pooling::Sum | Pooling::Max => Representation::Region {
-            local: layers[0].clone(),
-            mode: if pooling == Pooling::Sum {
-                RegionPoolMode::Sum
-            } else {
-                RegionPoolMode::Max
-            },
-            levels,
-        },
-    };
-    let spec = FeatureSpec {
-        repr,
-        norm: norm.get(),
-    };
-    spec.validate(arch)?;
-    Ok(spec)
-}
-
-/// How an earlier `extract` run computed its features, read back from its settings, so that
-/// query images can be extracted the same way.
-pub struct Recipe {
-    /// Weights file (absolute, as the run saw it).
-    pub weights: PathBuf,
-    /// Architecture.
-    pub arch: Arch,
-    /// Representation and normalisation.
-    pub spec: FeatureSpec,
-    /// Input size.
-    pub size: u32,
-    /// PCA file, if the run used one.
-    pub pca: Option<PathBuf>,
-}
-
-impl Recipe {
-    /// Reads the settings `extract` stores (in extract.json and every shard's metadata).
-    pub fn from_settings(m: &std::collections::BTreeMap<String, String>) -> anyhow::Result<Self> {
-        let get = |k: &str| {
-            m.get(&format!("crosspool.{k}"))
-                .map(String::as_str)
-                .with_context(|| format!("the extraction settings lack crosspool.{k} (features written by an older crosspool? extract them again)"))
-        };
-        let arch: Arch = clap::ValueEnum::from_str(get("arch")?, true)
-            .map_err(|e| anyhow::anyhow!("crosspool.arch: {e}"))?;
-        let pooling: Pooling = clap::ValueEnum::from_str(get("pooling")?, true)
-            .map_err(|e| anyhow::anyhow!("crosspool.pooling: {e}"))?;
-        let norm: Norm = clap::ValueEnum::from_str(get("norm")?, true)
-            .map_err(|e| anyhow::anyhow!("crosspool.norm: {e}"))?;
-        let window = super::parse_window(get("window")?).map_err(anyhow::Error::msg)?;
-        let levels = get("levels")?.parse().context("crosspool.levels")?;
-        let layers: Vec<String> = get("layers")?.split(',').map(String::from).collect();
-        let pca = get("pca")?;
-        Ok(Recipe {
-            weights: PathBuf::from(get("weights")?),
-            arch,
-            spec: build_spec(arch, &layers, pooling, window, levels, norm)?,
-            size: get("size")?.parse().context("crosspool.size")?,
-            pca: (!pca.is_empty()).then(|| PathBuf::from(pca)),
-        })
-    }
+/// The inputs as a user typed them, for messages.
+fn show_inputs(inputs: &[PathBuf]) -> String {
+    inputs
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A batch that keeps the largest activation of one batch within a quarter of the device's
 /// buffer limit (at most 1 GiB), between 1 and 32 images.
 fn default_batch(ctx: &GpuContext, weights: &ModelWeights, spec: &FeatureSpec, size: u32) -> usize {
-    let mut s = crosspool::shape::Shape4::new(1, size as usize, size as usize, 3);
+    let mut s = Shape4::new(1, size as usize, size as usize, 3);
     let mut largest = s.bytes_f32();
     let last = spec
         .deepest_layer(weights.arch)

@@ -1,18 +1,22 @@
 //! `crosspool fit-pca`.
 
 use anyhow::Context;
-use crosspool::gpu::{GpuContext, GpuOptions, GpuTensor, MomentsGpu};
-use crosspool::input::{collect_images, load_batch};
+use crosspool::gpu::{GpuContext, GpuOptions, GpuTensor};
+use crosspool::input::{expand_inputs, failure_reason, prepare, DecodeLimits};
 use crosspool::model::{Arch, ModelWeights};
 use crosspool::pca::{MomentAccumulator, Pca};
+use crosspool::pipeline::{MomentsGpu, MomentsWorkspace};
 use crosspool::pooling::LocalWindow;
 use crosspool::shape::Shape4;
-use std::path::{Path, PathBuf};
+use rayon::prelude::*;
+use std::path::PathBuf;
 
 /// Arguments of `fit-pca`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Images, directories (searched recursively) to fit on.
+    /// Images, directories (searched recursively), list files (*.txt / *.list: one path per
+    /// line), or `-` to read paths from standard input, to fit on. Images that cannot be
+    /// read are reported and left out.
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
     /// Safetensors weights file.
@@ -45,8 +49,8 @@ pub struct Args {
 /// Runs `fit-pca`.
 pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
     anyhow::ensure!(a.batch > 0, "--batch must be at least 1");
-    let images = collect_images(&a.inputs)?;
-    anyhow::ensure!(!images.is_empty(), "no images found in {:?}", a.inputs);
+    let images = expand_inputs(&a.inputs)?;
+    anyhow::ensure!(!images.is_empty(), "no images found in the inputs given");
     let arch = ModelWeights::arch_of(&a.weights, a.model)?;
     let layer = a
         .layer
@@ -55,10 +59,9 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
     let weights = ModelWeights::load(&a.weights, Some(arch), Some(&layer))?;
     let ctx = GpuContext::new(opts).context("opening the GPU")?;
     eprintln!(
-        "fit-pca: {} {layer} {}x{} on {} images at {}x{}, {}",
+        "fit-pca: {} {layer} {} on {} images at {}x{}, {}",
         weights.arch,
-        a.window.h,
-        a.window.w,
+        a.window,
         images.len(),
         a.size,
         a.size,
@@ -66,28 +69,61 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
     );
     let moments = MomentsGpu::new(&ctx, &weights, &layer, a.window)?;
     let mut acc: Option<MomentAccumulator> = None;
-    let mut workspace = None;
+    // One workspace and input tensor per batch size: all but the last batch share one.
+    let mut buffers: Option<(usize, MomentsWorkspace, GpuTensor)> = None;
     let mut channels = 0;
-    for (i, chunk) in images.chunks(a.batch).enumerate() {
-        let refs: Vec<&Path> = chunk.iter().map(PathBuf::as_path).collect();
-        let x = load_batch(&refs, a.size, &weights.preprocess)?;
-        let shape = Shape4::new(chunk.len(), a.size as usize, a.size as usize, 3);
-        // One workspace per batch size: all but the last batch share one.
-        if workspace.as_ref().is_none_or(|(n, _)| *n != chunk.len()) {
-            workspace = Some((chunk.len(), moments.workspace(&ctx, shape)?));
+    let (mut seen, mut failed) = (0, 0);
+    for chunk in images.chunks(a.batch) {
+        let prepared: Vec<_> = chunk
+            .par_iter()
+            .map(|p| prepare(p, a.size, &weights.preprocess, DecodeLimits::default()))
+            .collect();
+        let mut x = Vec::new();
+        let mut n = 0;
+        for (p, r) in chunk.iter().zip(prepared) {
+            match r {
+                Ok(v) => {
+                    x.extend(v);
+                    n += 1;
+                }
+                Err(e) => {
+                    eprintln!(
+                        "fit-pca: {}: {} (left out)",
+                        p.display(),
+                        failure_reason(&e)
+                    );
+                    failed += 1;
+                }
+            }
         }
-        let ws = &workspace.as_ref().expect("set above").1;
-        channels = moments.channels(ws);
-        let acc = acc.get_or_insert_with(|| MomentAccumulator::new(a.window.feature_len(channels)));
-        let gx = GpuTensor::upload(&ctx, &x, shape, "images")?;
-        moments.add_batch(&ctx, &gx, ws, acc)?;
-        eprintln!(
-            "fit-pca: {}/{} images",
-            (i * a.batch + chunk.len()).min(images.len()),
-            images.len()
-        );
+        seen += chunk.len();
+        if n > 0 {
+            let shape = Shape4::new(n, a.size as usize, a.size as usize, 3);
+            if buffers.as_ref().is_none_or(|(m, _, _)| *m != n) {
+                buffers = Some((
+                    n,
+                    moments.workspace(&ctx, shape)?,
+                    GpuTensor::new(&ctx, shape, "images")?,
+                ));
+            }
+            let (_, ws, input) = buffers.as_ref().expect("set above");
+            channels = moments.channels(ws);
+            let acc =
+                acc.get_or_insert_with(|| MomentAccumulator::new(a.window.feature_len(channels)));
+            input.write(&ctx, &x)?;
+            moments.add_batch(&ctx, input, ws, acc)?;
+        }
+        eprintln!("fit-pca: {seen}/{} images", images.len());
     }
-    let acc = acc.expect("at least one batch");
+    if failed > 0 {
+        eprintln!("fit-pca: {failed} image(s) could not be read and were left out");
+    }
+    anyhow::ensure!(
+        acc.is_some(),
+        "none of the {} images could be read; nothing to fit",
+        images.len()
+    );
+    let acc = acc.expect("checked above");
     let pca = Pca::fit(
         &acc,
         weights.arch.name(),

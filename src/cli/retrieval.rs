@@ -1,18 +1,18 @@
 //! `crosspool index`, `crosspool search` and `crosspool eval`: retrieval over extracted
 //! features with the paper's eq. 3.
 
-use super::extract::Recipe;
 use anyhow::Context;
 use crosspool::extract::{self, ExtractConfig};
-use crosspool::gpu::{Extractor, GpuContext, GpuDatabase, GpuOptions, ScoreKernel};
+use crosspool::gpu::{GpuContext, GpuOptions, ScoreKernel};
 use crosspool::input::DecodeLimits;
 use crosspool::model::ModelWeights;
 use crosspool::output::{OutputFormat, Row, RowData};
 use crosspool::pca::Pca;
+use crosspool::pipeline::Extractor;
 use crosspool::pooling::Quantization;
 use crosspool::retrieval::eval::{average_precision, hit_at_1, load_ground_truth};
 use crosspool::retrieval::score::{rank, score_index, select_channels};
-use crosspool::retrieval::{IndexData, RetrievalIndex, Storage};
+use crosspool::retrieval::{RetrievalIndex, Storage};
 use std::path::PathBuf;
 
 /// How `index` stores the features.
@@ -118,10 +118,7 @@ pub fn run_index(a: IndexArgs) -> anyhow::Result<()> {
     index
         .save(&a.out)
         .with_context(|| format!("writing the index to {}", a.out.display()))?;
-    let kind = match &index.data {
-        IndexData::Codes { format, .. } => format!("{format:?}"),
-        IndexData::Floats(_) => "F32".into(),
-    };
+    let kind = index.kind();
     let summary = serde_json::json!({
         "out": a.out.display().to_string(),
         "images": stats.images,
@@ -190,20 +187,29 @@ fn load_index(path: &std::path::Path) -> anyhow::Result<RetrievalIndex> {
 /// Runs `search`; returns the number of query images that could not be read.
 pub fn run_search(opts: &GpuOptions, a: SearchArgs) -> anyhow::Result<usize> {
     let index = load_index(&a.score.index)?;
-    let recipe = Recipe::from_settings(&index.settings)
+    let recipe = &index.settings;
+    let spec = recipe
+        .spec()
         .context("reading how the index's features were extracted")?;
-    let weights_path = a.weights.clone().unwrap_or(recipe.weights.clone());
-    let last = recipe.spec.deepest_layer(recipe.arch)?;
+    let weights_path = a
+        .weights
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&recipe.weights));
+    let last = spec.deepest_layer(recipe.arch)?;
     let weights =
         ModelWeights::load(&weights_path, Some(recipe.arch), Some(last)).with_context(|| {
             format!(
                 "the index was extracted with {}; pass --weights if it moved",
-                recipe.weights.display()
+                recipe.weights
             )
         })?;
-    let pca = recipe.pca.as_deref().map(Pca::load).transpose()?;
+    let pca = recipe
+        .pca
+        .as_deref()
+        .map(|p| Pca::load(std::path::Path::new(p)))
+        .transpose()?;
     let ctx = GpuContext::new(opts).context("opening the GPU")?;
-    let extractor = Extractor::new(&ctx, &weights, recipe.spec.clone(), pca.as_ref())?;
+    let extractor = Extractor::new(&ctx, &weights, spec, pca.as_ref())?;
     let cfg = ExtractConfig {
         size: recipe.size,
         batch: a.query.len().clamp(1, 8),
@@ -252,7 +258,7 @@ pub fn run_search(opts: &GpuOptions, a: SearchArgs) -> anyhow::Result<usize> {
         return Ok(failed);
     }
     let (sel, ksel) = selections(&index, &guide, a.score.channels)?;
-    let db = GpuDatabase::upload(&ctx, &index)?;
+    let db = index.upload(&ctx)?;
     let scores = ScoreKernel::new(&ctx)?.score(&ctx, &db, &codes, &sel, ksel)?;
     for (q, name) in names.iter().enumerate() {
         let s = &scores[q * index.len()..(q + 1) * index.len()];
@@ -300,7 +306,7 @@ pub fn run_eval(opts: &GpuOptions, a: EvalArgs) -> anyhow::Result<()> {
         (s, t.elapsed().as_secs_f64(), "CPU reference".to_string())
     } else {
         let ctx = GpuContext::new(opts).context("opening the GPU")?;
-        let db = GpuDatabase::upload(&ctx, &index)?;
+        let db = index.upload(&ctx)?;
         let kernel = ScoreKernel::new(&ctx)?;
         // Untimed first pass: pipeline compilation and first-touch allocation.
         kernel.score(&ctx, &db, &queries[..per], &sel[..ksel], ksel)?;
@@ -327,7 +333,7 @@ pub fn run_eval(opts: &GpuOptions, a: EvalArgs) -> anyhow::Result<()> {
         "queries": truth.len(),
         "channels": ksel,
         "rows": index.rows,
-        "kind": match &index.data { IndexData::Codes { format, .. } => format!("{format:?}"), IndexData::Floats(_) => "F32".into() },
+        "kind": index.kind(),
         "bytes_per_image": index.bytes_per_image(),
         "map": ap_sum / nq,
         "recall_at_1": hits as f64 / nq,

@@ -1,6 +1,16 @@
 //! Choosing an adapter and opening a device with the limits crosspool needs.
 
+use super::buffer::{Binding, GpuBuffer};
+use super::cache::{ContextCaches, Counters, GpuCounters, Kernel};
+use super::shaders::Shader;
 use crate::error::{Error, Result};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Locks `m`, taking over the data if another thread panicked while holding it (the caches
+/// hold nothing a half-done update could make unsafe to use).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Which wgpu backend to use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -103,6 +113,7 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     binding_cap: u64,
     pub(crate) unchecked_shaders: bool,
+    pub(crate) caches: ContextCaches,
 }
 
 /// What to tell a user who has no adapter at all.
@@ -202,6 +213,7 @@ impl GpuContext {
             limits,
             binding_cap,
             unchecked_shaders: opts.unchecked_shaders,
+            caches: ContextCaches::default(),
         })
     }
 
@@ -241,5 +253,85 @@ impl GpuContext {
                 during: during.to_string(),
                 message: e.to_string(),
             })
+    }
+}
+
+impl GpuContext {
+    /// The compiled kernel for `entry` of `shader`, compiled on first use and shared after.
+    pub fn kernel(&self, shader: &Shader, entry: &'static str) -> Result<Kernel> {
+        let id = (shader.name, entry);
+        if let Some(k) = lock(&self.caches.pipelines).kernels.get(&id) {
+            return Ok(k.clone());
+        }
+        // Compiled outside the lock: compilation is slow and other kernels need not wait.
+        let kernel = Kernel {
+            pipeline: shader.compile(self, entry)?,
+            id,
+        };
+        Counters::bump(&self.caches.counters.pipelines);
+        Ok(lock(&self.caches.pipelines)
+            .kernels
+            .entry(id)
+            .or_insert(kernel)
+            .clone())
+    }
+
+    /// How many pipelines, bind groups and buffers this context has created so far.
+    pub fn counters(&self) -> GpuCounters {
+        self.caches.counters.snapshot()
+    }
+
+    /// Bind groups cached now.
+    pub fn cached_bind_groups(&self) -> usize {
+        lock(&self.caches.bind_groups).len()
+    }
+
+    /// The bind group for a dispatch of `kernel` with `params` and `storage`, reused when the
+    /// same dispatch was recorded before.
+    pub(crate) fn bind_group(
+        &self,
+        kernel: &Kernel,
+        params: &[u8],
+        storage: &[Binding<'_>],
+    ) -> wgpu::BindGroup {
+        lock(&self.caches.bind_groups).get(
+            &self.device,
+            &self.caches.counters,
+            kernel,
+            params,
+            storage,
+        )
+    }
+
+    /// Gives `buffer` an identity on this context, so that bind groups can be cached for it.
+    pub(crate) fn track(&self, buffer: wgpu::Buffer) -> GpuBuffer {
+        Counters::bump(&self.caches.counters.storage_buffers);
+        let id = self
+            .caches
+            .next_buffer_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        GpuBuffer::new(buffer, id, Arc::downgrade(&self.caches.bind_groups))
+    }
+
+    /// A mappable buffer of at least `bytes` for a download, reused when one is free.
+    pub(crate) fn staging(&self, bytes: u64) -> Result<wgpu::Buffer> {
+        if let Some(b) = lock(&self.caches.staging).take(bytes) {
+            return Ok(b);
+        }
+        let b = self.checked("allocating download buffer", || {
+            Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("download"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }))
+        })?;
+        Counters::bump(&self.caches.counters.staging_buffers);
+        Ok(b)
+    }
+
+    /// Returns an unmapped staging buffer for reuse.
+    pub(crate) fn return_staging(&self, b: wgpu::Buffer) {
+        lock(&self.caches.staging).give(b);
     }
 }

@@ -3,7 +3,7 @@
 use super::dispatch::record;
 use super::plan::{plan_row_bands, BandLimits, BindingWindow};
 use super::tensor::{storage_from_slice, GpuTensor};
-use super::{shaders, GpuContext};
+use super::{shaders, Binding, GpuBuffer, GpuContext, Kernel};
 use crate::error::{Error, Result};
 use crate::shape::Conv2dSpec;
 use crate::weights::Conv2dWeights;
@@ -14,6 +14,10 @@ pub const BM: u32 = 64;
 pub const BN: u32 = 64;
 /// Reduction depth staged per step (GEMM K).
 pub const BK: u32 = 16;
+/// Threads per workgroup along x (`@workgroup_size(WG_X, WG_Y)` in the shader).
+pub const WG_X: u32 = 16;
+/// Threads per workgroup along y.
+pub const WG_Y: u32 = 16;
 /// Output pixels per thread.
 pub const TM: u32 = 4;
 /// Output channels per thread.
@@ -62,8 +66,8 @@ pub struct GpuConv2d {
 struct ChannelSlice {
     c0: usize,
     n: usize,
-    weights: wgpu::Buffer,
-    bias: wgpu::Buffer,
+    weights: GpuBuffer,
+    bias: GpuBuffer,
 }
 
 impl GpuConv2d {
@@ -113,14 +117,14 @@ impl GpuConv2d {
 
 /// The compiled convolution pipeline; one per device, shared by all layers.
 pub struct Conv2dKernel {
-    pipeline: wgpu::ComputePipeline,
+    kernel: Kernel,
 }
 
 impl Conv2dKernel {
     /// Compiles the kernel.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         Ok(Conv2dKernel {
-            pipeline: shaders::CONV2D.pipeline(ctx)?,
+            kernel: ctx.kernel(&shaders::CONV2D, "main")?,
         })
     }
 
@@ -199,13 +203,12 @@ impl Conv2dKernel {
                 record(
                     ctx,
                     enc,
-                    &self.pipeline,
-                    "conv2d",
+                    &self.kernel,
                     &params,
                     &[
                         iw.bind(&input.buffer),
-                        slice.weights.as_entire_buffer_binding(),
-                        slice.bias.as_entire_buffer_binding(),
+                        Binding::whole(&slice.weights),
+                        Binding::whole(&slice.bias),
                         ow.bind(&output.buffer),
                     ],
                     (m.div_ceil(BM), (slice.n as u32).div_ceil(BN), 1),

@@ -3,7 +3,7 @@
 use super::dispatch::record;
 use super::plan::{plan_image_chunks, BandLimits, BindingWindow};
 use super::tensor::{GpuFeatures, GpuTensor};
-use super::{shaders, GpuContext};
+use super::{shaders, GpuContext, Kernel};
 use crate::error::{Error, Result};
 use crate::pooling::LocalWindow;
 
@@ -13,6 +13,10 @@ pub const BM: u32 = 64;
 pub const BN: u32 = 64;
 /// Units staged per step.
 pub const BK: u32 = 16;
+/// Threads per workgroup along x (`@workgroup_size(WG_X, WG_Y)` in the shader).
+pub const WG_X: u32 = 16;
+/// Threads per workgroup along y.
+pub const WG_Y: u32 = 16;
 
 /// Uniform block of `crosslayer.wgsl`.
 #[repr(C)]
@@ -49,14 +53,14 @@ pub enum Guidance<'a> {
 
 /// The compiled cross-layer pipeline.
 pub struct CrossLayerKernel {
-    pipeline: wgpu::ComputePipeline,
+    kernel: Kernel,
 }
 
 impl CrossLayerKernel {
     /// Compiles the kernel.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         Ok(CrossLayerKernel {
-            pipeline: shaders::CROSSLAYER.pipeline(ctx)?,
+            kernel: ctx.kernel(&shaders::CROSSLAYER, "main")?,
         })
     }
 
@@ -160,8 +164,7 @@ impl CrossLayerKernel {
             record(
                 ctx,
                 enc,
-                &self.pipeline,
-                "cross_layer",
+                &self.kernel,
                 &params,
                 &[aw.bind(&a.buffer), xw.bind(&x.buffer), ow.bind(&out.buffer)],
                 (

@@ -1,48 +1,26 @@
 //! Recording one compute dispatch: a uniform parameter block plus storage bindings.
 
+use super::buffer::Binding;
+use super::cache::Kernel;
 use super::GpuContext;
 
-/// Records a dispatch of `pipeline` with `params` at binding 0 and `storage[i]` at binding i+1.
+/// Records a dispatch of `kernel` with `params` at binding 0 and `storage[i]` at binding i+1.
+/// The bind group (and its uniform buffer) comes from the context's cache: recording the same
+/// dispatch again creates nothing.
 pub(crate) fn record<P: bytemuck::Pod>(
     ctx: &GpuContext,
     encoder: &mut wgpu::CommandEncoder,
-    pipeline: &wgpu::ComputePipeline,
-    label: &str,
+    kernel: &Kernel,
     params: &P,
-    storage: &[wgpu::BufferBinding<'_>],
+    storage: &[Binding<'_>],
     workgroups: (u32, u32, u32),
 ) {
-    use wgpu::util::DeviceExt;
-    let uniform = ctx
-        .device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::bytes_of(params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-    let mut entries = vec![wgpu::BindGroupEntry {
-        binding: 0,
-        resource: uniform.as_entire_binding(),
-    }];
-    entries.extend(
-        storage
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
-                resource: wgpu::BindingResource::Buffer(b.clone()),
-            }),
-    );
-    let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some(label),
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &entries,
-    });
+    let bind_group = ctx.bind_group(kernel, bytemuck::bytes_of(params), storage);
     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-        label: Some(label),
+        label: Some(kernel.id.0),
         timestamp_writes: None,
     });
-    pass.set_pipeline(pipeline);
+    pass.set_pipeline(&kernel.pipeline);
     pass.set_bind_group(0, &bind_group, &[]);
     pass.dispatch_workgroups(workgroups.0, workgroups.1, workgroups.2);
 }

@@ -1,14 +1,18 @@
-//! Everything that touches the GPU: device setup, buffers, and the host side of each kernel.
+//! Everything that touches the GPU: device setup, buffers, the caches of compiled kernels and
+//! bind groups, the band planner, and the host side of each kernel family in `shaders/`.
+//!
+//! This module knows tensors and kernel parameters only: it imports nothing but the crate's
+//! leaf modules (`error`, `shape`, `weights`, `pooling`). Whole pipelines built from these
+//! kernels (a network's forward pass, feature extraction, PCA moments) live in `pipeline`.
 
+mod buffer;
+mod cache;
 mod checked;
 mod context;
 pub mod conv;
 pub mod crosslayer;
 mod dispatch;
-pub mod extractor;
 mod info;
-pub mod moments;
-pub mod network;
 pub mod normalize;
 pub mod plan;
 pub mod pool;
@@ -19,16 +23,15 @@ pub mod score;
 pub mod shaders;
 mod tensor;
 
+pub use buffer::{Binding, GpuBuffer};
+pub use cache::{GpuCounters, Kernel};
 pub use context::{BackendChoice, GpuContext, GpuOptions};
 pub use conv::{Conv2dKernel, GpuConv2d};
 pub use crosslayer::CrossLayerKernel;
-pub use extractor::{ExtractWorkspace, Extractor};
-pub use moments::MomentsGpu;
-pub use network::{GpuNetwork, Workspace};
 pub use normalize::NormalizeKernel;
 pub use pool::MaxPool2dKernel;
 pub use quantize::QuantizeKernel;
-pub use region_pool::RegionPoolKernel;
+pub use region_pool::{GpuRegions, RegionPoolKernel};
 pub use relu::ReluKernel;
 pub use score::{GpuDatabase, ScoreKernel, ScoreKind};
-pub use tensor::{GpuFeatures, GpuPacked, GpuTensor};
+pub use tensor::{GpuFeatures, GpuPacked, GpuTensor, Scratch};

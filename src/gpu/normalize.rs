@@ -2,8 +2,8 @@
 
 use super::dispatch::record;
 use super::plan::{plan_image_chunks, BandLimits, BindingWindow};
-use super::tensor::{create_storage, GpuFeatures};
-use super::{shaders, GpuContext};
+use super::tensor::{GpuFeatures, Scratch};
+use super::{shaders, GpuContext, Kernel};
 use crate::error::Result;
 use crate::pooling::Normalization;
 
@@ -24,16 +24,18 @@ pub struct NormParams {
 
 /// The compiled normalisation pipelines (row pass and global pass).
 pub struct NormalizeKernel {
-    rows: wgpu::ComputePipeline,
-    global: wgpu::ComputePipeline,
+    rows: Kernel,
+    global: Kernel,
+    row_norms: Scratch,
 }
 
 impl NormalizeKernel {
     /// Compiles both entry points.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         Ok(NormalizeKernel {
-            rows: shaders::NORMALIZE.pipeline_entry(ctx, "rows")?,
-            global: shaders::NORMALIZE.pipeline_entry(ctx, "global")?,
+            rows: ctx.kernel(&shaders::NORMALIZE, "rows")?,
+            global: ctx.kernel(&shaders::NORMALIZE, "global")?,
+            row_norms: Scratch::new("row norms"),
         })
     }
 
@@ -62,7 +64,9 @@ impl NormalizeKernel {
             ctx.max_workgroups() as usize,
         )?;
         let max_chunk = chunks.iter().map(|c| c.1).max().unwrap_or(1);
-        let row_sq = create_storage(ctx, (max_chunk * f.rows) as u64 * 4, "row norms")?;
+        let row_sq = self
+            .row_norms
+            .at_least(ctx, (max_chunk * f.rows) as u64 * 4)?;
         let row_sq_win = BindingWindow {
             offset: 0,
             size: (max_chunk * f.rows) as u64 * 4,
@@ -82,7 +86,6 @@ impl NormalizeKernel {
                 ctx,
                 enc,
                 &self.rows,
-                "normalize rows",
                 &params,
                 &bindings,
                 (f.rows as u32, count as u32, 1),
@@ -93,7 +96,6 @@ impl NormalizeKernel {
                     ctx,
                     enc,
                     &self.global,
-                    "normalize global",
                     &params,
                     &bindings,
                     (groups, count as u32, 1),

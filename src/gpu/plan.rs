@@ -6,6 +6,7 @@
 //! Bands may span several images or cover part of one, so neither a large batch nor a single
 //! large image needs special handling.
 
+use super::buffer::{Binding, GpuBuffer};
 use crate::error::{Error, Result};
 use crate::shape::{Shape4, Window2d};
 
@@ -33,12 +34,12 @@ impl BindingWindow {
         }
     }
 
-    /// As a wgpu binding resource of `buffer`.
-    pub fn bind<'a>(&self, buffer: &'a wgpu::Buffer) -> wgpu::BufferBinding<'a> {
-        wgpu::BufferBinding {
+    /// This window of `buffer`, to bind.
+    pub fn bind<'a>(&self, buffer: &'a GpuBuffer) -> Binding<'a> {
+        Binding {
             buffer,
             offset: self.offset,
-            size: std::num::NonZeroU64::new(self.size),
+            size: self.size,
         }
     }
 }

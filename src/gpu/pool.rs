@@ -3,7 +3,7 @@
 use super::dispatch::{grid_for, record};
 use super::plan::{plan_row_bands, BandLimits, BindingWindow};
 use super::tensor::GpuTensor;
-use super::{shaders, GpuContext};
+use super::{shaders, GpuContext, Kernel};
 use crate::error::{Error, Result};
 use crate::shape::MaxPool2dSpec;
 
@@ -34,14 +34,14 @@ pub struct PoolParams {
 
 /// The compiled max-pool pipeline.
 pub struct MaxPool2dKernel {
-    pipeline: wgpu::ComputePipeline,
+    kernel: Kernel,
 }
 
 impl MaxPool2dKernel {
     /// Compiles the kernel.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         Ok(MaxPool2dKernel {
-            pipeline: shaders::MAXPOOL2D.pipeline(ctx)?,
+            kernel: ctx.kernel(&shaders::MAXPOOL2D, "main")?,
         })
     }
 
@@ -108,8 +108,7 @@ impl MaxPool2dKernel {
             record(
                 ctx,
                 enc,
-                &self.pipeline,
-                "max_pool2d",
+                &self.kernel,
                 &params,
                 &[iw.bind(&input.buffer), ow.bind(&output.buffer)],
                 grid_for(count.div_ceil(WORKGROUP as u64), ctx.max_workgroups()),

@@ -3,7 +3,7 @@
 use super::dispatch::{grid_for, record};
 use super::plan::{plan_image_chunks, BandLimits, BindingWindow};
 use super::tensor::{create_storage, GpuFeatures, GpuPacked};
-use super::{shaders, GpuContext};
+use super::{shaders, GpuContext, Kernel};
 use crate::error::Result;
 use crate::pooling::Quantization;
 
@@ -26,16 +26,16 @@ pub struct QuantParams {
 
 /// The compiled quantisation pipelines.
 pub struct QuantizeKernel {
-    sign2: wgpu::ComputePipeline,
-    bits1: wgpu::ComputePipeline,
+    sign2: Kernel,
+    bits1: Kernel,
 }
 
 impl QuantizeKernel {
     /// Compiles both entry points.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         Ok(QuantizeKernel {
-            sign2: shaders::QUANTIZE.pipeline_entry(ctx, "sign2")?,
-            bits1: shaders::QUANTIZE.pipeline_entry(ctx, "bits1")?,
+            sign2: ctx.kernel(&shaders::QUANTIZE, "sign2")?,
+            bits1: ctx.kernel(&shaders::QUANTIZE, "bits1")?,
         })
     }
 
@@ -102,7 +102,6 @@ impl QuantizeKernel {
                 ctx,
                 enc,
                 pipeline,
-                "quantize",
                 &params,
                 &[dw.bind(&f.buffer), ow.bind(&out.buffer)],
                 grid,

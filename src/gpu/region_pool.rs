@@ -2,11 +2,10 @@
 
 use super::dispatch::{grid_for, record};
 use super::plan::{plan_image_chunks, BandLimits, BindingWindow};
-use super::tensor::{GpuFeatures, GpuTensor};
-use super::{shaders, GpuContext};
+use super::tensor::{create_storage, GpuFeatures, GpuTensor};
+use super::{shaders, Binding, GpuBuffer, GpuContext, Kernel};
 use crate::error::{Error, Result};
 use crate::pooling::RegionPoolMode;
-use wgpu::util::DeviceExt;
 
 /// Threads per workgroup.
 pub const WORKGROUP: u32 = 256;
@@ -25,16 +24,40 @@ pub struct RegionParams {
     out_base: u32,
 }
 
+/// Regions `(y0, y1, x0, x1)` of a map uploaded once, to pool over batch after batch.
+pub struct GpuRegions {
+    boxes: Vec<[u32; 4]>,
+    buffer: GpuBuffer,
+}
+
+impl GpuRegions {
+    /// Uploads `boxes`.
+    pub fn upload(ctx: &GpuContext, boxes: &[[u32; 4]]) -> Result<Self> {
+        let buffer = create_storage(ctx, std::mem::size_of_val(boxes) as u64, "regions")?;
+        ctx.queue
+            .write_buffer(&buffer, 0, bytemuck::cast_slice(boxes));
+        Ok(GpuRegions {
+            boxes: boxes.to_vec(),
+            buffer,
+        })
+    }
+
+    /// The regions.
+    pub fn boxes(&self) -> &[[u32; 4]] {
+        &self.boxes
+    }
+}
+
 /// The compiled region-pooling pipeline.
 pub struct RegionPoolKernel {
-    pipeline: wgpu::ComputePipeline,
+    kernel: Kernel,
 }
 
 impl RegionPoolKernel {
     /// Compiles the kernel.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         Ok(RegionPoolKernel {
-            pipeline: shaders::REGION_POOL.pipeline(ctx)?,
+            kernel: ctx.kernel(&shaders::REGION_POOL, "main")?,
         })
     }
 
@@ -44,11 +67,12 @@ impl RegionPoolKernel {
         ctx: &GpuContext,
         enc: &mut wgpu::CommandEncoder,
         x: &GpuTensor,
-        regions: &[[u32; 4]],
+        gpu_regions: &GpuRegions,
         mode: RegionPoolMode,
         out: &GpuFeatures,
     ) -> Result<()> {
         let s = x.shape;
+        let regions = gpu_regions.boxes();
         if (out.images, out.rows, out.cols) != (s.n, regions.len(), s.c) {
             return Err(Error::shape(
                 "region_pool",
@@ -72,13 +96,6 @@ impl RegionPoolKernel {
                 format!("region {r:?} is empty or outside the {}x{} map", s.h, s.w),
             ));
         }
-        let boxes = ctx
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("regions"),
-                contents: bytemuck::cast_slice(regions),
-                usage: wgpu::BufferUsages::STORAGE,
-            });
         let limits = BandLimits {
             binding_cap: ctx.binding_cap(),
             align: ctx.binding_alignment(),
@@ -110,12 +127,11 @@ impl RegionPoolKernel {
             record(
                 ctx,
                 enc,
-                &self.pipeline,
-                "region_pool",
+                &self.kernel,
                 &params,
                 &[
                     iw.bind(&x.buffer),
-                    boxes.as_entire_buffer_binding(),
+                    Binding::whole(&gpu_regions.buffer),
                     ow.bind(&out.buffer),
                 ],
                 grid,

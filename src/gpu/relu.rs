@@ -3,7 +3,7 @@
 use super::dispatch::{grid_for, record};
 use super::plan::{plan_chunks, BandLimits, BindingWindow};
 use super::tensor::GpuTensor;
-use super::{shaders, GpuContext};
+use super::{shaders, GpuContext, Kernel};
 use crate::error::Result;
 
 /// Threads per workgroup in `relu.wgsl`.
@@ -21,14 +21,14 @@ pub struct ReluParams {
 
 /// The compiled in-place ReLU pipeline.
 pub struct ReluKernel {
-    pipeline: wgpu::ComputePipeline,
+    kernel: Kernel,
 }
 
 impl ReluKernel {
     /// Compiles the kernel.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         Ok(ReluKernel {
-            pipeline: shaders::RELU.pipeline(ctx)?,
+            kernel: ctx.kernel(&shaders::RELU, "main")?,
         })
     }
 
@@ -55,8 +55,7 @@ impl ReluKernel {
             record(
                 ctx,
                 enc,
-                &self.pipeline,
-                "relu",
+                &self.kernel,
                 &params,
                 &[win.bind(&t.buffer)],
                 grid_for(len.div_ceil(WORKGROUP as u64), ctx.max_workgroups()),

@@ -3,11 +3,10 @@
 
 use super::dispatch::{grid_for, record};
 use super::plan::{plan_image_chunks, BandLimits};
-use super::tensor::{create_storage, download_f32};
-use super::{shaders, GpuContext};
+use super::tensor::{create_storage, download_f32, Scratch};
+use super::{shaders, Binding, GpuBuffer, GpuContext, Kernel};
 use crate::error::{Error, Result};
 use crate::pooling::Quantization;
-use crate::retrieval::{IndexData, RetrievalIndex};
 
 /// Threads per workgroup (images per workgroup).
 pub const WORKGROUP: u32 = 64;
@@ -37,7 +36,7 @@ pub enum ScoreKind {
 
 /// A database in GPU buffers, split into runs of whole images that each fit one binding.
 pub struct GpuDatabase {
-    chunks: Vec<(wgpu::Buffer, usize, usize)>,
+    chunks: Vec<(GpuBuffer, usize, usize)>,
     /// Comparison.
     pub kind: ScoreKind,
     /// Images.
@@ -51,22 +50,6 @@ pub struct GpuDatabase {
 }
 
 impl GpuDatabase {
-    /// Uploads the features of `index`.
-    pub fn upload(ctx: &GpuContext, index: &RetrievalIndex) -> Result<Self> {
-        let kind = match &index.data {
-            IndexData::Codes { format, .. } => ScoreKind::Codes(*format),
-            IndexData::Floats(_) => ScoreKind::Floats,
-        };
-        Self::from_words(
-            ctx,
-            kind,
-            index.rows,
-            index.row_len(),
-            index.cols,
-            index.words(),
-        )
-    }
-
     /// Uploads `data`, `[images][rows][row_len]` words (f32 bits for `Floats`).
     pub fn from_words(
         ctx: &GpuContext,
@@ -122,20 +105,27 @@ impl GpuDatabase {
     }
 }
 
-/// The compiled scoring pipelines.
+/// The compiled scoring pipelines, and the buffers for queries and scores that repeated
+/// calls reuse.
 pub struct ScoreKernel {
-    bits1: wgpu::ComputePipeline,
-    sign2: wgpu::ComputePipeline,
-    floats: wgpu::ComputePipeline,
+    bits1: Kernel,
+    sign2: Kernel,
+    floats: Kernel,
+    queries: Scratch,
+    selected: Scratch,
+    scores: Scratch,
 }
 
 impl ScoreKernel {
     /// Compiles the three entry points.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         Ok(ScoreKernel {
-            bits1: shaders::SCORE.pipeline_entry(ctx, "bits1")?,
-            sign2: shaders::SCORE.pipeline_entry(ctx, "sign2")?,
-            floats: shaders::SCORE.pipeline_entry(ctx, "floats")?,
+            bits1: ctx.kernel(&shaders::SCORE, "bits1")?,
+            sign2: ctx.kernel(&shaders::SCORE, "sign2")?,
+            floats: ctx.kernel(&shaders::SCORE, "floats")?,
+            queries: Scratch::new("queries"),
+            selected: Scratch::new("selected channels"),
+            scores: Scratch::new("scores"),
         })
     }
 
@@ -204,19 +194,20 @@ impl ScoreKernel {
         }
         for q0 in (0..nq).step_by(block) {
             let n = block.min(nq - q0);
-            let qbuf = create_storage(ctx, (n * per * 4) as u64, "queries")?;
+            // Buffers sized for a whole block, so that every block binds the same ranges.
+            let qbuf = self.queries.at_least(ctx, (block * per * 4) as u64)?;
+            let sbuf = self.selected.at_least(ctx, (block * ksel * 4) as u64)?;
+            let obuf = self.scores.at_least(ctx, (block * db.images * 4) as u64)?;
             ctx.queue.write_buffer(
                 &qbuf,
                 0,
                 bytemuck::cast_slice(&queries[q0 * per..(q0 + n) * per]),
             );
-            let sbuf = create_storage(ctx, (n * ksel * 4) as u64, "selected channels")?;
             ctx.queue.write_buffer(
                 &sbuf,
                 0,
                 bytemuck::cast_slice(&selected[q0 * ksel..(q0 + n) * ksel]),
             );
-            let obuf = create_storage(ctx, (n * db.images * 4) as u64, "scores")?;
             ctx.submit("score", |enc| {
                 for (buffer, first, count) in &db.chunks {
                     let params = ScoreParams {
@@ -237,13 +228,12 @@ impl ScoreKernel {
                         ctx,
                         enc,
                         pipeline,
-                        "score",
                         &params,
                         &[
-                            buffer.as_entire_buffer_binding(),
-                            qbuf.as_entire_buffer_binding(),
-                            sbuf.as_entire_buffer_binding(),
-                            obuf.as_entire_buffer_binding(),
+                            Binding::whole(buffer),
+                            Binding::whole(&qbuf),
+                            Binding::whole(&sbuf),
+                            Binding::whole(&obuf),
                         ],
                         (x, y, n as u32),
                     );

@@ -70,14 +70,10 @@ impl Shader {
         Ok(module)
     }
 
-    /// Compiles the shader's `main` entry point into a compute pipeline whose bind group
-    /// layout is derived from the shader.
-    pub fn pipeline(&self, ctx: &GpuContext) -> Result<wgpu::ComputePipeline> {
-        self.pipeline_entry(ctx, "main")
-    }
-
-    /// Compiles entry point `entry` (for files with several kernels).
-    pub fn pipeline_entry(&self, ctx: &GpuContext, entry: &str) -> Result<wgpu::ComputePipeline> {
+    /// Compiles entry point `entry` into a compute pipeline whose bind group layout is
+    /// derived from the shader. Kernels get theirs through [`GpuContext::kernel`], which
+    /// compiles each entry point once per context.
+    pub(crate) fn compile(&self, ctx: &GpuContext, entry: &str) -> Result<wgpu::ComputePipeline> {
         ctx.checked(&format!("compiling {}", self.name), || {
             let desc = wgpu::ShaderModuleDescriptor {
                 label: Some(self.name),
@@ -138,6 +134,62 @@ pub(crate) mod tests {
         let mut known: Vec<&str> = ALL.iter().map(|s| s.name).collect();
         known.sort();
         assert_eq!(files, known);
+    }
+
+    /// `@workgroup_size` of entry point `entry` of `shader`, as naga resolved it.
+    pub(crate) fn wgsl_workgroup_size(shader: &Shader, entry: &str) -> [u32; 3] {
+        let module = shader.validate().unwrap();
+        module
+            .entry_points
+            .iter()
+            .find(|e| e.name == entry)
+            .unwrap_or_else(|| panic!("no entry point {entry} in {}", shader.name))
+            .workgroup_size
+    }
+
+    #[test]
+    fn every_entry_point_runs_the_workgroup_size_its_host_dispatches_for() {
+        use crate::gpu::{conv, crosslayer, normalize, pool, quantize, region_pool, relu, score};
+        let flat = |n: u32| [n, 1, 1];
+        let table: &[(&Shader, &str, [u32; 3])] = &[
+            (&CONV2D, "main", [conv::WG_X, conv::WG_Y, 1]),
+            (&CROSSLAYER, "main", [crosslayer::WG_X, crosslayer::WG_Y, 1]),
+            (&MAXPOOL2D, "main", flat(pool::WORKGROUP)),
+            (&NORMALIZE, "rows", flat(normalize::WORKGROUP)),
+            (&NORMALIZE, "global", flat(normalize::WORKGROUP)),
+            (&QUANTIZE, "sign2", flat(quantize::WORKGROUP)),
+            (&QUANTIZE, "bits1", flat(quantize::WORKGROUP)),
+            (&REGION_POOL, "main", flat(region_pool::WORKGROUP)),
+            (&RELU, "main", flat(relu::WORKGROUP)),
+            (&SCORE, "bits1", flat(score::WORKGROUP)),
+            (&SCORE, "sign2", flat(score::WORKGROUP)),
+            (&SCORE, "floats", flat(score::WORKGROUP)),
+        ];
+        for (shader, entry, want) in table {
+            assert_eq!(
+                wgsl_workgroup_size(shader, entry),
+                *want,
+                "{} {entry}",
+                shader.name
+            );
+        }
+        // Every entry point of every shader is in the table.
+        let listed: usize = ALL
+            .iter()
+            .map(|s| s.validate().unwrap().entry_points.len())
+            .sum();
+        assert_eq!(listed, table.len());
+        // The shaders take their sizes from the constants the hosts check, not literals.
+        for s in ALL {
+            let literal = s
+                .source
+                .match_indices("@workgroup_size(")
+                .any(|(i, m)| s.source[i + m.len()..].starts_with(|c: char| c.is_ascii_digit()));
+            assert!(!literal, "{} spells a workgroup size as a literal", s.name);
+        }
+        assert_eq!(conv::WG_X * conv::WG_Y, conv::THREADS);
+        assert_eq!(wgsl_u32_const(&CONV2D, "WG_X"), conv::WG_X);
+        assert_eq!(wgsl_u32_const(&CROSSLAYER, "WG_Y"), crosslayer::WG_Y);
     }
 
     /// (member name, byte offset) of the WGSL struct `name` in `shader`.

@@ -1,5 +1,6 @@
 //! Activations living in GPU storage buffers, and moving them to and from the host.
 
+use super::buffer::GpuBuffer;
 use super::GpuContext;
 use crate::error::{Error, Result};
 use crate::shape::Shape4;
@@ -7,7 +8,7 @@ use crate::shape::Shape4;
 /// An NHWC f32 activation in one GPU storage buffer.
 pub struct GpuTensor {
     /// The storage buffer, `shape.bytes_f32()` long.
-    pub buffer: wgpu::Buffer,
+    pub buffer: GpuBuffer,
     /// Logical shape.
     pub shape: Shape4,
 }
@@ -32,9 +33,27 @@ impl GpuTensor {
             ));
         }
         let t = Self::new(ctx, shape, label)?;
-        ctx.queue
-            .write_buffer(&t.buffer, 0, bytemuck::cast_slice(data));
+        t.write(ctx, data)?;
         Ok(t)
+    }
+
+    /// Overwrites the tensor with `data` (NHWC, exactly its length), before the next
+    /// submission runs.
+    pub fn write(&self, ctx: &GpuContext, data: &[f32]) -> Result<()> {
+        if data.len() != self.shape.len() {
+            return Err(Error::shape(
+                "upload",
+                format!(
+                    "{} values for shape {} ({} needed)",
+                    data.len(),
+                    self.shape,
+                    self.shape.len()
+                ),
+            ));
+        }
+        ctx.queue
+            .write_buffer(&self.buffer, 0, bytemuck::cast_slice(data));
+        Ok(())
     }
 
     /// Reads the tensor back to the host, waiting for all work submitted before.
@@ -47,7 +66,7 @@ impl GpuTensor {
 /// features: rows are pooling channels).
 pub struct GpuFeatures {
     /// The storage buffer.
-    pub buffer: wgpu::Buffer,
+    pub buffer: GpuBuffer,
     /// Images (or groups of images).
     pub images: usize,
     /// Rows per image.
@@ -88,7 +107,7 @@ impl GpuFeatures {
 /// Bit-packed features `[images][rows][words_per_row]` of u32 (see `pooling::Quantization`).
 pub struct GpuPacked {
     /// The storage buffer.
-    pub buffer: wgpu::Buffer,
+    pub buffer: GpuBuffer,
     /// Images.
     pub images: usize,
     /// Rows per image.
@@ -108,8 +127,46 @@ impl GpuPacked {
     }
 }
 
+/// A storage buffer kept by a kernel for its temporary data and grown when too small, so that
+/// repeated calls bind the same buffer (and reuse their bind groups). Submissions run in
+/// order, so calls on one context never overlap on the GPU.
+pub struct Scratch {
+    label: &'static str,
+    buffer: std::sync::Mutex<Option<GpuBuffer>>,
+}
+
+impl Scratch {
+    /// An empty scratch buffer named `label`.
+    pub fn new(label: &'static str) -> Self {
+        Scratch {
+            label,
+            buffer: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// A buffer of at least `bytes`: the one held, or a new one that replaces it.
+    pub fn at_least(&self, ctx: &GpuContext, bytes: u64) -> Result<GpuBuffer> {
+        let mut held = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        match &*held {
+            Some(b) if b.size() >= bytes => Ok(b.clone()),
+            _ => {
+                let b = create_storage(ctx, bytes, self.label)?;
+                *held = Some(b.clone());
+                Ok(b)
+            }
+        }
+    }
+}
+
+impl GpuContext {
+    /// A zeroed storage buffer of `bytes` (for callers that lay out their own tensors in it).
+    pub fn storage_buffer(&self, bytes: u64, label: &str) -> Result<GpuBuffer> {
+        create_storage(self, bytes, label)
+    }
+}
+
 /// Creates a storage buffer of `bytes`, checking the device's buffer size limit first.
-pub(crate) fn create_storage(ctx: &GpuContext, bytes: u64, label: &str) -> Result<wgpu::Buffer> {
+pub(crate) fn create_storage(ctx: &GpuContext, bytes: u64, label: &str) -> Result<GpuBuffer> {
     if bytes > ctx.limits.max_buffer_size {
         return Err(Error::DeviceLimit {
             what: format!("buffer '{label}'"),
@@ -133,14 +190,11 @@ pub(crate) fn create_storage(ctx: &GpuContext, bytes: u64, label: &str) -> Resul
             }))
         },
     )
+    .map(|b| ctx.track(b))
 }
 
 /// Uploads `data` to a new read-only-by-convention storage buffer.
-pub(crate) fn storage_from_slice(
-    ctx: &GpuContext,
-    data: &[f32],
-    label: &str,
-) -> Result<wgpu::Buffer> {
+pub(crate) fn storage_from_slice(ctx: &GpuContext, data: &[f32], label: &str) -> Result<GpuBuffer> {
     let buffer = create_storage(ctx, data.len() as u64 * 4, label)?;
     ctx.queue
         .write_buffer(&buffer, 0, bytemuck::cast_slice(data));
@@ -162,14 +216,7 @@ pub(crate) fn download_pod<T: bytemuck::Pod>(
     if bytes == 0 {
         return Ok(Vec::new());
     }
-    let staging = ctx.checked("allocating download buffer", || {
-        Ok(ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("download"),
-            size: bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        }))
-    })?;
+    let staging = ctx.staging(bytes)?;
     ctx.checked("downloading", || {
         let mut enc = ctx
             .device
@@ -198,8 +245,9 @@ pub(crate) fn download_pod<T: bytemuck::Pod>(
         during: "reading download buffer".into(),
         message: e.to_string(),
     })?;
-    let out = bytemuck::pod_collect_to_vec::<u8, T>(&view);
+    let out = bytemuck::pod_collect_to_vec::<u8, T>(&view[..bytes as usize]);
     drop(view);
     staging.unmap();
+    ctx.return_staging(staging);
     Ok(out)
 }

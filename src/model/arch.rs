@@ -10,7 +10,10 @@ use crate::error::{Error, Result};
 use crate::shape::{Conv2dSpec, MaxPool2dSpec, Window2d};
 
 /// A supported network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Arch {
     /// VGG 16 (Simonyan & Zisserman, configuration D).
     Vgg16,

@@ -114,32 +114,11 @@ pub fn normalize(data: &mut [f32], rows: usize, cols: usize, norm: Normalization
     }
 }
 
-/// Packs each row of `[rows][cols]` features, per `q`'s documented encoding.
+/// Packs each row of `[rows][cols]` features, per `q`'s documented encoding. Packing has one
+/// home, [`Quantization::pack`] (unit-tested against the documented bit layout), which the
+/// library uses too; the GPU kernel is held to it here.
 pub fn quantize(data: &[f32], cols: usize, q: Quantization) -> Vec<u32> {
-    let per = q.values_per_word();
-    let mut out = Vec::new();
-    for row in data.chunks(cols) {
-        for chunk in row.chunks(per) {
-            let mut word = 0u32;
-            for (j, &v) in chunk.iter().enumerate() {
-                let code = match q {
-                    Quantization::Sign2 => {
-                        (if v > 0.0 {
-                            1
-                        } else if v < 0.0 {
-                            2
-                        } else {
-                            0
-                        }) << (2 * j)
-                    }
-                    Quantization::Bits1 => u32::from(v > 0.0) << j,
-                };
-                word |= code;
-            }
-            out.push(word);
-        }
-    }
-    out
+    q.pack(data, cols)
 }
 
 /// Sum or max of each channel over each region `(y0, y1, x0, x1)`: `[n][regions][c]`.

@@ -6,12 +6,16 @@
 //! - `index.safetensors`: `codes` `[n, rows, words]` (U32, see `pooling::Quantization`) or
 //!   `features` `[n, rows, cols]` (F32, each image L2-normalised as a whole), and for
 //!   cross-layer features `guide_mean` `[n, rows]` (F32); its metadata holds the extraction
-//!   settings and `crosspool.index.*` keys;
+//!   settings ([`ExtractSettings`]) and the `crosspool.index.*` keys: `version` (2; version 1
+//!   spelt the kind in Rust's Debug form and is still read), `kind` (`bits1`, `sign2`, `f32`),
+//!   `rows` and `cols`;
 //! - `images.jsonl`: the image paths, one JSON string a line, in row order.
 
 use crate::error::{Error, Result};
 use crate::output::write_atomic;
 use crate::pooling::Quantization;
+use crate::store::shards::{finished_shards, read_manifest};
+use crate::store::ExtractSettings;
 use rayon::prelude::*;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
@@ -46,8 +50,8 @@ pub struct RetrievalIndex {
     pub guide_mean: Option<Vec<f32>>,
     /// Image paths, in row order.
     pub paths: Vec<String>,
-    /// The `extract` settings the features were made with (`crosspool.*` keys).
-    pub settings: BTreeMap<String, String>,
+    /// The `extract` settings the features were made with.
+    pub settings: ExtractSettings,
 }
 
 /// What building an index found.
@@ -61,12 +65,24 @@ pub struct BuildStats {
     pub failed: usize,
 }
 
-fn bad_file(path: &Path, message: impl Into<String>) -> Error {
-    Error::Weights {
+fn bad_shard(path: &Path, message: impl Into<String>) -> Error {
+    Error::BadFile {
         path: path.display().to_string(),
+        what: "feature shard",
         message: message.into(),
     }
 }
+
+fn bad_index(path: &Path, message: impl Into<String>) -> Error {
+    Error::BadFile {
+        path: path.display().to_string(),
+        what: "index",
+        message: message.into(),
+    }
+}
+
+/// The index format this crosspool writes, and the newest it reads.
+pub const INDEX_VERSION: u32 = 2;
 
 /// How [`RetrievalIndex::build`] stores float features.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,24 +96,10 @@ pub enum Storage {
     Floats,
 }
 
-/// Extraction settings that must agree across the shards of one index.
-fn run_settings(meta: &std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
-    meta.iter()
-        .filter(|(k, _)| k.starts_with("crosspool.") && *k != "crosspool.layout")
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
-
-fn meta_usize(settings: &BTreeMap<String, String>, key: &str, origin: &Path) -> Result<usize> {
-    settings
-        .get(key)
+fn meta_usize(meta: &BTreeMap<String, String>, key: &str, origin: &Path) -> Result<usize> {
+    meta.get(key)
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| {
-            bad_file(
-                origin,
-                format!("metadata lacks {key} (written by an older crosspool? extract again)"),
-            )
-        })
+        .ok_or_else(|| bad_index(origin, format!("metadata lacks a number under {key}")))
 }
 
 /// Scales `v` to unit L2 norm (an all-zero vector stays zero).
@@ -106,60 +108,6 @@ pub fn l2_normalize(v: &mut [f32]) {
     if n > 0.0 {
         let inv = (1.0 / n) as f32;
         v.iter_mut().for_each(|x| *x *= inv);
-    }
-}
-
-/// The `(path, row)` of every image a shard manifest records as done, and how many it
-/// records as failed.
-fn read_manifest(manifest: &Path) -> Result<(Vec<(String, usize)>, usize)> {
-    let text = std::fs::read_to_string(manifest).map_err(Error::io(manifest))?;
-    let (mut ok, mut failed) = (Vec::new(), 0);
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
-            Error::Config(format!("{}:{}: bad line ({e})", manifest.display(), n + 1))
-        })?;
-        let path = v.get("path").and_then(|p| p.as_str()).unwrap_or_default();
-        match v.get("row").and_then(|r| r.as_u64()) {
-            Some(r) if v.get("status").and_then(|s| s.as_str()) == Some("ok") => {
-                ok.push((path.to_string(), r as usize))
-            }
-            _ => failed += 1,
-        }
-    }
-    Ok((ok, failed))
-}
-
-/// The finished shard manifests of every part in `dir`, in name order.
-fn manifests(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(Error::io(dir))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("shard-") && n.ends_with(".jsonl"))
-        })
-        .collect();
-    found.sort();
-    if found.is_empty() {
-        return Err(Error::Config(format!(
-            "{} holds no finished feature shards (run crosspool extract --out {} first)",
-            dir.display(),
-            dir.display()
-        )));
-    }
-    Ok(found)
-}
-
-/// The code format that extraction settings record, if the shards hold codes.
-fn stored_codes(settings: &BTreeMap<String, String>) -> Option<Quantization> {
-    match settings.get("crosspool.format").map(String::as_str) {
-        Some("Sign2") => Some(Quantization::Sign2),
-        Some("Bits1") => Some(Quantization::Bits1),
-        _ => None,
     }
 }
 
@@ -172,6 +120,14 @@ impl RetrievalIndex {
     /// Whether the index holds no image.
     pub fn is_empty(&self) -> bool {
         self.paths.is_empty()
+    }
+
+    /// What the index stores, as files and messages name it: `bits1`, `sign2` or `f32`.
+    pub fn kind(&self) -> &'static str {
+        match &self.data {
+            IndexData::Codes { format, .. } => kind_name(Some(*format)),
+            IndexData::Floats(_) => kind_name(None),
+        }
     }
 
     /// u32 words (codes) or f32 values (floats) per row.
@@ -208,9 +164,7 @@ impl RetrievalIndex {
     pub fn encode_query(&self, mut feature: Vec<f32>) -> Vec<u32> {
         l2_normalize(&mut feature);
         match &self.data {
-            IndexData::Codes { format, .. } => {
-                crate::reference::quantize(&feature, self.cols, *format)
-            }
+            IndexData::Codes { format, .. } => format.pack(&feature, self.cols),
             IndexData::Floats(_) => bytemuck::cast_vec(feature),
         }
     }
@@ -220,171 +174,55 @@ impl RetrievalIndex {
     /// stored codes are taken as they are (`Storage::Codes`, if given, must name their
     /// format).
     pub fn build(dir: &Path, storage: Storage) -> Result<(Self, BuildStats)> {
-        let mut stats = BuildStats::default();
-        let mut settings: Option<(BTreeMap<String, String>, PathBuf)> = None;
-        let (mut rows, mut cols) = (0, 0);
-        let mut binarize: Option<Quantization> = None;
-        let mut words: Vec<u32> = Vec::new();
-        let mut floats: Vec<f32> = Vec::new();
-        let mut guide: Vec<f32> = Vec::new();
-        let mut has_guide = None;
-        let mut paths = Vec::new();
-        for manifest in manifests(dir)? {
-            let (ok_rows, failed) = read_manifest(&manifest)?;
-            stats.failed += failed;
-            let shard = manifest.with_extension("safetensors");
-            let bytes = std::fs::read(&shard).map_err(Error::io(&shard))?;
-            let (_, meta) =
-                SafeTensors::read_metadata(&bytes).map_err(|e| bad_file(&shard, e.to_string()))?;
-            let st =
-                SafeTensors::deserialize(&bytes).map_err(|e| bad_file(&shard, e.to_string()))?;
-            let these = run_settings(meta.metadata().as_ref().unwrap_or(&Default::default()));
-            match &settings {
-                None => {
-                    rows = meta_usize(&these, "crosspool.feature_rows", &shard)?;
-                    cols = meta_usize(&these, "crosspool.feature_cols", &shard)?;
-                    let stored = stored_codes(&these);
-                    binarize = match storage {
-                        Storage::Codes(q) => {
-                            if stored.is_some_and(|s| s != q) {
-                                return Err(Error::Config(format!(
-                                    "the features are stored as {stored:?} codes and cannot be re-coded as {q:?}; extract floats (--format f32) to choose"
-                                )));
-                            }
-                            Some(q)
-                        }
-                        Storage::Floats => stored,
-                        Storage::Auto => stored.or(
-                            (these.get("crosspool.pooling").map(String::as_str)
-                                == Some("cross-layer"))
-                            .then_some(Quantization::Bits1),
-                        ),
-                    };
-                    settings = Some((these, shard.clone()));
-                }
-                Some((first, from)) if *first != these => {
-                    return Err(Error::Config(format!(
-                        "{} and {} come from extractions with different settings; index them separately",
-                        from.display(),
-                        shard.display()
-                    )))
-                }
-                _ => {}
-            }
-            let data = st.tensor("codes").or_else(|_| st.tensor("features"));
-            let t = data.map_err(|_| bad_file(&shard, "holds neither codes nor features"))?;
-            let shape = t.shape().to_vec();
-            let per: usize = shape.iter().skip(1).product();
-            if shape.len() != 3 || shape[1] != rows || shape[0] < ok_rows.len() {
-                return Err(bad_file(
-                    &shard,
-                    format!(
-                        "shape {shape:?} does not fit {} images of {rows} rows",
-                        ok_rows.len()
-                    ),
-                ));
-            }
-            let row_range = |r: usize| r * per..(r + 1) * per;
-            match (t.dtype(), binarize) {
-                (Dtype::U32, Some(q)) => {
-                    if shape[2] != q.words_per_row(cols) {
-                        return Err(bad_file(
-                            &shard,
-                            format!("{} words per row for {cols} values", shape[2]),
-                        ));
-                    }
-                    let all: Vec<u32> = bytemuck::pod_collect_to_vec(t.data());
-                    for (_, r) in &ok_rows {
-                        words.extend_from_slice(&all[row_range(*r)]);
-                    }
-                }
-                (Dtype::F32 | Dtype::F16, _) => {
-                    if shape[2] != cols {
-                        return Err(bad_file(
-                            &shard,
-                            format!("{} values per row, expected {cols}", shape[2]),
-                        ));
-                    }
-                    let all: Vec<f32> = if t.dtype() == Dtype::F32 {
-                        bytemuck::pod_collect_to_vec(t.data())
-                    } else {
-                        bytemuck::pod_collect_to_vec::<u8, u16>(t.data())
-                            .into_iter()
-                            .map(|h| half::f16::from_bits(h).to_f32())
-                            .collect()
-                    };
-                    let mut chosen: Vec<f32> = Vec::with_capacity(ok_rows.len() * per);
-                    for (_, r) in &ok_rows {
-                        chosen.extend_from_slice(&all[row_range(*r)]);
-                    }
-                    chosen.par_chunks_mut(per).for_each(l2_normalize);
-                    match binarize {
-                        Some(q) => {
-                            let packed: Vec<Vec<u32>> = chosen
-                                .par_chunks(per)
-                                .map(|img| crate::reference::quantize(img, cols, q))
-                                .collect();
-                            words.extend(packed.into_iter().flatten());
-                        }
-                        None => floats.extend(chosen),
-                    }
-                }
-                (other, _) => return Err(bad_file(&shard, format!("features of type {other:?}"))),
-            }
-            match st.tensor("guide_mean") {
-                Ok(g) => {
-                    if has_guide == Some(false)
-                        || g.dtype() != Dtype::F32
-                        || g.shape() != [shape[0], rows]
-                    {
-                        return Err(bad_file(
-                            &shard,
-                            "guide_mean does not match the other shards or the features",
-                        ));
-                    }
-                    has_guide = Some(true);
-                    let all: Vec<f32> = bytemuck::pod_collect_to_vec(g.data());
-                    for (_, r) in &ok_rows {
-                        guide.extend_from_slice(&all[r * rows..(r + 1) * rows]);
-                    }
-                }
-                Err(_) => {
-                    if has_guide == Some(true) {
-                        return Err(bad_file(&shard, "has no guide_mean but other shards do"));
-                    }
-                    has_guide = Some(false);
-                }
-            }
-            stats.shards += 1;
-            stats.images += ok_rows.len();
-            paths.extend(ok_rows.into_iter().map(|(p, _)| p));
+        let shards = finished_shards(dir, None)?;
+        if shards.is_empty() {
+            return Err(Error::Config(format!(
+                "{} holds no finished feature shards (run crosspool extract --out {} first)",
+                dir.display(),
+                dir.display()
+            )));
         }
-        let data = match binarize {
-            Some(q) => IndexData::Codes {
-                format: q,
-                words_per_row: q.words_per_row(cols),
-                words,
-            },
-            None => IndexData::Floats(floats),
-        };
-        let index = RetrievalIndex {
-            rows,
-            cols,
-            data,
-            guide_mean: (has_guide == Some(true)).then_some(guide),
-            paths,
-            settings: settings.map(|(s, _)| s).unwrap_or_default(),
-        };
-        Ok((index, stats))
+        let mut builder: Option<(IndexBuilder, PathBuf)> = None;
+        for shard in shards {
+            let lines = read_manifest(&shard.manifest)?;
+            let ok_rows: Vec<(String, usize)> = lines
+                .iter()
+                .filter_map(|l| l.ok_row().map(|r| (l.path.clone(), r)))
+                .collect();
+            let failed = lines.len() - ok_rows.len();
+            let path = &shard.data;
+            let bytes = std::fs::read(path).map_err(Error::io(path))?;
+            let (_, meta) =
+                SafeTensors::read_metadata(&bytes).map_err(|e| bad_shard(path, e.to_string()))?;
+            let settings = ExtractSettings::from_metadata(
+                meta.metadata().as_ref().unwrap_or(&Default::default()),
+                &path.display().to_string(),
+            )?;
+            let st =
+                SafeTensors::deserialize(&bytes).map_err(|e| bad_shard(path, e.to_string()))?;
+            let (b, first) = builder
+                .get_or_insert((IndexBuilder::new(settings.clone(), storage)?, path.clone()));
+            if !b.settings.same_run(&settings) {
+                return Err(Error::Config(format!(
+                    "{} and {} come from extractions with different settings ({}); index them separately",
+                    first.display(),
+                    path.display(),
+                    settings.differences(&b.settings).join("; ")
+                )));
+            }
+            b.add_shard(path, &st, &ok_rows)?;
+            b.stats.failed += failed;
+        }
+        let (b, _) = builder.expect("at least one shard");
+        Ok(b.finish())
     }
 
     /// Writes the index into directory `dir` (created if needed).
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
         let n = self.len();
-        let mut meta: std::collections::HashMap<String, String> =
-            self.settings.clone().into_iter().collect();
-        meta.insert("crosspool.index.version".into(), "1".into());
+        let mut meta = self.settings.to_metadata();
+        meta.insert("crosspool.index.version".into(), INDEX_VERSION.to_string());
         meta.insert("crosspool.index.rows".into(), self.rows.to_string());
         meta.insert("crosspool.index.cols".into(), self.cols.to_string());
         let (name, dtype, shape, bytes): (&str, Dtype, Vec<usize>, &[u8]) = match &self.data {
@@ -393,7 +231,10 @@ impl RetrievalIndex {
                 words_per_row,
                 words,
             } => {
-                meta.insert("crosspool.index.kind".into(), format!("{format:?}"));
+                meta.insert(
+                    "crosspool.index.kind".into(),
+                    kind_name(Some(*format)).into(),
+                );
                 (
                     "codes",
                     Dtype::U32,
@@ -402,7 +243,7 @@ impl RetrievalIndex {
                 )
             }
             IndexData::Floats(v) => {
-                meta.insert("crosspool.index.kind".into(), "F32".into());
+                meta.insert("crosspool.index.kind".into(), kind_name(None).into());
                 (
                     "features",
                     Dtype::F32,
@@ -412,7 +253,7 @@ impl RetrievalIndex {
             }
         };
         let path = dir.join("index.safetensors");
-        let bad = |e: safetensors::SafeTensorError| bad_file(&path, e.to_string());
+        let bad = |e: safetensors::SafeTensorError| bad_index(&path, e.to_string());
         let mut views = vec![(
             name,
             safetensors::tensor::TensorView::new(dtype, shape, bytes).map_err(bad)?,
@@ -438,25 +279,29 @@ impl RetrievalIndex {
         write_atomic(&dir.join("images.jsonl"), lines.as_bytes())
     }
 
-    /// Reads an index written by [`RetrievalIndex::save`].
+    /// Reads an index written by [`RetrievalIndex::save`] of this or an earlier version.
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join("index.safetensors");
         let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
         let (_, meta) =
-            SafeTensors::read_metadata(&bytes).map_err(|e| bad_file(&path, e.to_string()))?;
+            SafeTensors::read_metadata(&bytes).map_err(|e| bad_index(&path, e.to_string()))?;
         let meta = meta.metadata().clone().unwrap_or_default();
-        let settings: BTreeMap<String, String> = meta
-            .iter()
-            .filter(|(k, _)| !k.starts_with("crosspool.index."))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let all: BTreeMap<String, String> = meta.into_iter().collect();
-        if all.get("crosspool.index.version").map(String::as_str) != Some("1") {
-            return Err(bad_file(&path, "not a crosspool index (version 1)"));
-        }
+        let all: BTreeMap<String, String> =
+            meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let version = match all.get("crosspool.index.version").map(|v| v.parse::<u32>()) {
+            Some(Ok(v)) if (1..=INDEX_VERSION).contains(&v) => v,
+            Some(Ok(v)) if v > INDEX_VERSION => {
+                return Err(bad_index(
+                    &path,
+                    format!("written by a newer crosspool (index version {v}; this one reads up to {INDEX_VERSION}): upgrade crosspool"),
+                ))
+            }
+            _ => return Err(bad_index(&path, "not a crosspool index")),
+        };
+        let settings = ExtractSettings::from_metadata(&meta, &path.display().to_string())?;
         let rows = meta_usize(&all, "crosspool.index.rows", &path)?;
         let cols = meta_usize(&all, "crosspool.index.cols", &path)?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| bad_file(&path, e.to_string()))?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| bad_index(&path, e.to_string()))?;
         let list = dir.join("images.jsonl");
         let paths: Vec<String> = std::fs::read_to_string(&list)
             .map_err(Error::io(&list))?
@@ -464,23 +309,19 @@ impl RetrievalIndex {
             .filter(|l| !l.trim().is_empty())
             .map(|l| {
                 serde_json::from_str::<String>(l)
-                    .map_err(|e| bad_file(&list, format!("bad line ({e})")))
+                    .map_err(|e| bad_index(&list, format!("bad line ({e})")))
             })
             .collect::<Result<_>>()?;
         let n = paths.len();
-        let data = match all.get("crosspool.index.kind").map(String::as_str) {
-            Some(kind @ ("Bits1" | "Sign2")) => {
-                let format = if kind == "Bits1" {
-                    Quantization::Bits1
-                } else {
-                    Quantization::Sign2
-                };
+        let kind = all.get("crosspool.index.kind").map(String::as_str);
+        let data = match kind.and_then(|k| parse_kind(k, version)) {
+            Some(Some(format)) => {
                 let t = st
                     .tensor("codes")
-                    .map_err(|_| bad_file(&path, "no codes tensor"))?;
+                    .map_err(|_| bad_index(&path, "no codes tensor"))?;
                 let wpr = format.words_per_row(cols);
                 if t.dtype() != Dtype::U32 || t.shape() != [n, rows, wpr] {
-                    return Err(bad_file(
+                    return Err(bad_index(
                         &path,
                         format!(
                             "codes are {:?} {:?}, expected U32 [{n}, {rows}, {wpr}] for {n} images",
@@ -495,21 +336,26 @@ impl RetrievalIndex {
                     words: bytemuck::pod_collect_to_vec(t.data()),
                 }
             }
-            Some("F32") => {
+            Some(None) => {
                 let t = st
                     .tensor("features")
-                    .map_err(|_| bad_file(&path, "no features tensor"))?;
+                    .map_err(|_| bad_index(&path, "no features tensor"))?;
                 if t.dtype() != Dtype::F32 || t.shape() != [n, rows, cols] {
-                    return Err(bad_file(&path, format!("features are {:?} {:?}, expected F32 [{n}, {rows}, {cols}] for {n} images", t.dtype(), t.shape())));
+                    return Err(bad_index(&path, format!("features are {:?} {:?}, expected F32 [{n}, {rows}, {cols}] for {n} images", t.dtype(), t.shape())));
                 }
                 IndexData::Floats(bytemuck::pod_collect_to_vec(t.data()))
             }
-            other => return Err(bad_file(&path, format!("unknown index kind {other:?}"))),
+            None => {
+                return Err(bad_index(
+                    &path,
+                    format!("unknown index kind {}", kind.unwrap_or("(none)")),
+                ))
+            }
         };
         let guide_mean = match st.tensor("guide_mean") {
             Ok(g) => {
                 if g.dtype() != Dtype::F32 || g.shape() != [n, rows] {
-                    return Err(bad_file(&path, "guide_mean does not match the features"));
+                    return Err(bad_index(&path, "guide_mean does not match the features"));
                 }
                 Some(bytemuck::pod_collect_to_vec(g.data()))
             }
@@ -523,5 +369,242 @@ impl RetrievalIndex {
             paths,
             settings,
         })
+    }
+}
+
+impl RetrievalIndex {
+    /// Uploads the features to the GPU for scoring.
+    pub fn upload(&self, ctx: &crate::gpu::GpuContext) -> Result<crate::gpu::GpuDatabase> {
+        let kind = match &self.data {
+            IndexData::Codes { format, .. } => crate::gpu::ScoreKind::Codes(*format),
+            IndexData::Floats(_) => crate::gpu::ScoreKind::Floats,
+        };
+        crate::gpu::GpuDatabase::from_words(
+            ctx,
+            kind,
+            self.rows,
+            self.row_len(),
+            self.cols,
+            self.words(),
+        )
+    }
+}
+
+/// The name an index gives its kind: the code format, or `None` for floats.
+fn kind_name(codes: Option<Quantization>) -> &'static str {
+    match codes {
+        Some(Quantization::Bits1) => "bits1",
+        Some(Quantization::Sign2) => "sign2",
+        None => "f32",
+    }
+}
+
+/// The kind named `name` in an index of `version` (1 spelt them `Bits1`, `Sign2`, `F32`).
+fn parse_kind(name: &str, version: u32) -> Option<Option<Quantization>> {
+    let name = if version == 1 {
+        match name {
+            "Bits1" => "bits1",
+            "Sign2" => "sign2",
+            "F32" => "f32",
+            _ => return None,
+        }
+    } else {
+        name
+    };
+    [Some(Quantization::Bits1), Some(Quantization::Sign2), None]
+        .into_iter()
+        .find(|k| kind_name(*k) == name)
+}
+
+/// An index being gathered from shards, one at a time.
+struct IndexBuilder {
+    settings: ExtractSettings,
+    rows: usize,
+    cols: usize,
+    /// The code format to store, or floats.
+    binarize: Option<Quantization>,
+    words: Vec<u32>,
+    floats: Vec<f32>,
+    guide: Vec<f32>,
+    has_guide: Option<bool>,
+    paths: Vec<String>,
+    stats: BuildStats,
+}
+
+impl IndexBuilder {
+    fn new(settings: ExtractSettings, storage: Storage) -> Result<Self> {
+        let stored = settings.codes();
+        let binarize = match storage {
+            Storage::Codes(q) => {
+                if stored.is_some_and(|s| s != q) {
+                    return Err(Error::Config(format!(
+                        "the features are stored as {} codes and cannot be re-coded as {}; extract floats (--format f32) to choose",
+                        kind_name(stored),
+                        kind_name(Some(q))
+                    )));
+                }
+                Some(q)
+            }
+            Storage::Floats => stored,
+            Storage::Auto => stored.or((settings.pooling == crate::store::Pooling::CrossLayer)
+                .then_some(Quantization::Bits1)),
+        };
+        Ok(IndexBuilder {
+            rows: settings.feature_rows,
+            cols: settings.feature_cols,
+            settings,
+            binarize,
+            words: Vec::new(),
+            floats: Vec::new(),
+            guide: Vec::new(),
+            has_guide: None,
+            paths: Vec::new(),
+            stats: BuildStats::default(),
+        })
+    }
+
+    /// Adds the rows `ok_rows` (path, row) of the shard at `path`.
+    fn add_shard(
+        &mut self,
+        path: &Path,
+        st: &SafeTensors<'_>,
+        ok_rows: &[(String, usize)],
+    ) -> Result<()> {
+        let images = self.add_features(path, st, ok_rows)?;
+        self.add_guide(path, st, images, ok_rows)?;
+        self.stats.shards += 1;
+        self.stats.images += ok_rows.len();
+        self.paths.extend(ok_rows.iter().map(|(p, _)| p.clone()));
+        Ok(())
+    }
+
+    /// The features of `ok_rows`, normalised and coded as the index stores them; returns the
+    /// number of images the shard holds.
+    fn add_features(
+        &mut self,
+        path: &Path,
+        st: &SafeTensors<'_>,
+        ok_rows: &[(String, usize)],
+    ) -> Result<usize> {
+        let (rows, cols) = (self.rows, self.cols);
+        let data = st.tensor("codes").or_else(|_| st.tensor("features"));
+        let t = data.map_err(|_| bad_shard(path, "holds neither codes nor features"))?;
+        let shape = t.shape().to_vec();
+        let per: usize = shape.iter().skip(1).product();
+        let fits =
+            shape.len() == 3 && shape[1] == rows && ok_rows.iter().all(|(_, r)| *r < shape[0]);
+        if !fits {
+            return Err(bad_shard(
+                path,
+                format!(
+                    "shape {shape:?} does not fit {} images of {rows} rows",
+                    ok_rows.len()
+                ),
+            ));
+        }
+        let row_range = |r: usize| r * per..(r + 1) * per;
+        match (t.dtype(), self.binarize) {
+            (Dtype::U32, Some(q)) => {
+                if shape[2] != q.words_per_row(cols) {
+                    return Err(bad_shard(
+                        path,
+                        format!("{} words per row for {cols} values", shape[2]),
+                    ));
+                }
+                let all: Vec<u32> = bytemuck::pod_collect_to_vec(t.data());
+                for (_, r) in ok_rows {
+                    self.words.extend_from_slice(&all[row_range(*r)]);
+                }
+            }
+            (Dtype::F32 | Dtype::F16, _) => {
+                if shape[2] != cols {
+                    return Err(bad_shard(
+                        path,
+                        format!("{} values per row, expected {cols}", shape[2]),
+                    ));
+                }
+                let all: Vec<f32> = if t.dtype() == Dtype::F32 {
+                    bytemuck::pod_collect_to_vec(t.data())
+                } else {
+                    bytemuck::pod_collect_to_vec::<u8, u16>(t.data())
+                        .into_iter()
+                        .map(|h| half::f16::from_bits(h).to_f32())
+                        .collect()
+                };
+                let mut chosen: Vec<f32> = Vec::with_capacity(ok_rows.len() * per);
+                for (_, r) in ok_rows {
+                    chosen.extend_from_slice(&all[row_range(*r)]);
+                }
+                chosen.par_chunks_mut(per).for_each(l2_normalize);
+                match self.binarize {
+                    Some(q) => {
+                        let packed: Vec<Vec<u32>> = chosen
+                            .par_chunks(per)
+                            .map(|img| q.pack(img, cols))
+                            .collect();
+                        self.words.extend(packed.into_iter().flatten());
+                    }
+                    None => self.floats.extend(chosen),
+                }
+            }
+            (other, _) => return Err(bad_shard(path, format!("features of type {other:?}"))),
+        }
+        Ok(shape[0])
+    }
+
+    /// The layer t+1 means of `ok_rows`, which every shard has or none does.
+    fn add_guide(
+        &mut self,
+        path: &Path,
+        st: &SafeTensors<'_>,
+        images: usize,
+        ok_rows: &[(String, usize)],
+    ) -> Result<()> {
+        let rows = self.rows;
+        match st.tensor("guide_mean") {
+            Ok(g) => {
+                if self.has_guide == Some(false)
+                    || g.dtype() != Dtype::F32
+                    || g.shape() != [images, rows]
+                {
+                    return Err(bad_shard(
+                        path,
+                        "guide_mean does not match the other shards or the features",
+                    ));
+                }
+                self.has_guide = Some(true);
+                let all: Vec<f32> = bytemuck::pod_collect_to_vec(g.data());
+                for (_, r) in ok_rows {
+                    self.guide.extend_from_slice(&all[r * rows..(r + 1) * rows]);
+                }
+            }
+            Err(_) => {
+                if self.has_guide == Some(true) {
+                    return Err(bad_shard(path, "has no guide_mean but other shards do"));
+                }
+                self.has_guide = Some(false);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> (RetrievalIndex, BuildStats) {
+        let data = match self.binarize {
+            Some(q) => IndexData::Codes {
+                format: q,
+                words_per_row: q.words_per_row(self.cols),
+                words: self.words,
+            },
+            None => IndexData::Floats(self.floats),
+        };
+        let index = RetrievalIndex {
+            rows: self.rows,
+            cols: self.cols,
+            data,
+            guide_mean: (self.has_guide == Some(true)).then_some(self.guide),
+            paths: self.paths,
+            settings: self.settings,
+        };
+        (index, self.stats)
     }
 }

@@ -46,6 +46,11 @@ pub fn gpu() -> &'static GpuContext {
     CTX.get_or_init(|| open(env_options()))
 }
 
+/// A device of its own, for tests that count what the context creates.
+pub fn fresh_gpu() -> GpuContext {
+    open(env_options())
+}
+
 /// A device whose bindings are capped at `cap` bytes, so that kernels must split their work.
 pub fn gpu_with_binding_cap(cap: u64) -> GpuContext {
     let ctx = open(GpuOptions {

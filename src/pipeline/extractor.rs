@@ -1,15 +1,15 @@
 //! The whole feature pipeline on the GPU in one submission per batch: network forward,
 //! optional PCA projection, pooling, normalisation.
 
-use super::conv::{Conv2dKernel, GpuConv2d};
-use super::crosslayer::{CrossLayerKernel, Guidance};
 use super::network::{GpuNetwork, Workspace};
-use super::normalize::NormalizeKernel;
-use super::region_pool::RegionPoolKernel;
-use super::tensor::{GpuFeatures, GpuTensor};
-use super::GpuContext;
 use crate::error::{Error, Result};
 use crate::features::{FeatureSpec, Representation};
+use crate::gpu::crosslayer::{CrossLayerKernel, Guidance};
+use crate::gpu::GpuContext;
+use crate::gpu::NormalizeKernel;
+use crate::gpu::{Conv2dKernel, GpuConv2d};
+use crate::gpu::{GpuFeatures, GpuTensor};
+use crate::gpu::{GpuRegions, RegionPoolKernel};
 use crate::model::ModelWeights;
 use crate::pca::Pca;
 use crate::pooling::{pyramid_regions, LocalWindow, RegionPoolMode};
@@ -31,14 +31,34 @@ pub struct ExtractWorkspace {
     input: Shape4,
     net: Workspace,
     projected: Option<GpuTensor>,
-    regions: Vec<[u32; 4]>,
+    /// Region pooling only: the pyramid's cells.
+    regions: Option<GpuRegions>,
     features: GpuFeatures,
     /// Cross-layer only: per image, the sum of each channel of layer t+1 over the map, which
     /// retrieval uses to choose the query's pooling channels (the paper's eq. 3).
-    guide_sums: Option<(GpuFeatures, usize)>,
+    guide_sums: Option<GuideSums>,
+}
+
+/// Sums of every channel of layer t+1 over its whole map.
+struct GuideSums {
+    sums: GpuFeatures,
+    /// Units of the map (to turn sums into means).
+    units: usize,
+    whole_map: GpuRegions,
 }
 
 impl ExtractWorkspace {
+    fn regions(&self) -> Result<&GpuRegions> {
+        self.regions
+            .as_ref()
+            .ok_or_else(|| Error::Config("region pooling without regions".into()))
+    }
+
+    /// The input shape this workspace was made for.
+    pub fn input_shape(&self) -> Shape4 {
+        self.input
+    }
+
     /// The features of the last batch extracted.
     pub fn features(&self) -> &GpuFeatures {
         &self.features
@@ -48,9 +68,9 @@ impl ExtractWorkspace {
     /// image of the last batch, `[images][D_{t+1}]`, downloaded (waits for the GPU).
     pub fn guide_means(&self, ctx: &GpuContext) -> Result<Option<Vec<f32>>> {
         match &self.guide_sums {
-            Some((sums, units)) => {
-                let mut v = sums.download(ctx)?;
-                let inv = 1.0 / *units as f32;
+            Some(g) => {
+                let mut v = g.sums.download(ctx)?;
+                let inv = 1.0 / g.units as f32;
                 v.iter_mut().for_each(|x| *x *= inv);
                 Ok(Some(v))
             }
@@ -108,6 +128,12 @@ impl Extractor {
         &self.spec
     }
 
+    /// `(rows, values per row)` of one image's feature at `size` x `size` input.
+    pub fn feature_shape(&self, ctx: &GpuContext, size: usize) -> Result<(usize, usize)> {
+        let probe = self.workspace(ctx, Shape4::new(1, size, size, 3))?;
+        Ok((probe.features.rows, probe.features.cols))
+    }
+
     /// Allocates buffers for batches of `input` shape.
     pub fn workspace(&self, ctx: &GpuContext, input: Shape4) -> Result<ExtractWorkspace> {
         let layers = self.spec.repr.layers();
@@ -134,23 +160,26 @@ impl Extractor {
             Some(t) => (t.shape.c, LocalWindow::UNIT),
             None => (local.c, self.spec.repr.window()),
         };
-        let mut regions = Vec::new();
+        let mut regions = None;
         let (rows, cols) = match &self.spec.repr {
             Representation::CrossLayer { .. } => (net.outputs()[1].shape.c, win.feature_len(x_c)),
             Representation::Gram { .. } => (win.feature_len(x_c), win.feature_len(x_c)),
             Representation::Region { levels, .. } => {
-                regions = pyramid_regions(local.h, local.w, *levels)?;
-                (regions.len(), x_c)
+                let cells = pyramid_regions(local.h, local.w, *levels)?;
+                let rows = cells.len();
+                regions = Some(GpuRegions::upload(ctx, &cells)?);
+                (rows, x_c)
             }
         };
         let features = GpuFeatures::new(ctx, input.n, rows, cols, "features")?;
         let guide_sums = match &self.spec.repr {
             Representation::CrossLayer { .. } => {
                 let g = net.outputs()[1].shape;
-                Some((
-                    GpuFeatures::new(ctx, input.n, 1, g.c, "guide sums")?,
-                    g.h * g.w,
-                ))
+                Some(GuideSums {
+                    sums: GpuFeatures::new(ctx, input.n, 1, g.c, "guide sums")?,
+                    units: g.h * g.w,
+                    whole_map: GpuRegions::upload(ctx, &[[0, g.h as u32, 0, g.w as u32]])?,
+                })
             }
             _ => None,
         };
@@ -213,14 +242,18 @@ impl Extractor {
             )?,
             Representation::Region { mode, .. } => {
                 self.region
-                    .record(ctx, enc, x, &ws.regions, *mode, &ws.features)?
+                    .record(ctx, enc, x, ws.regions()?, *mode, &ws.features)?
             }
         }
-        if let Some((sums, _)) = &ws.guide_sums {
-            let g = outs[1].shape;
-            let whole = [[0, g.h as u32, 0, g.w as u32]];
-            self.region
-                .record(ctx, enc, &outs[1], &whole, RegionPoolMode::Sum, sums)?;
+        if let Some(g) = &ws.guide_sums {
+            self.region.record(
+                ctx,
+                enc,
+                &outs[1],
+                &g.whole_map,
+                RegionPoolMode::Sum,
+                &g.sums,
+            )?;
         }
         self.normalize
             .record(ctx, enc, &ws.features, self.spec.norm)
@@ -277,7 +310,7 @@ impl Extractor {
                     .record(ctx, enc, Guidance::Layer(x, win), x, win, 1, f, false)
             }
             Representation::Region { mode, .. } => {
-                self.region.record(ctx, enc, x, &ws.regions, *mode, f)
+                self.region.record(ctx, enc, x, ws.regions()?, *mode, f)
             }
         })?;
         timed(

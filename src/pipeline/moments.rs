@@ -1,10 +1,10 @@
 //! Accumulating the moments of a layer's local features on the GPU, for fitting a PCA.
 
-use super::crosslayer::{CrossLayerKernel, Guidance};
 use super::network::{GpuNetwork, Workspace};
-use super::tensor::{GpuFeatures, GpuTensor};
-use super::GpuContext;
 use crate::error::Result;
+use crate::gpu::crosslayer::{CrossLayerKernel, Guidance};
+use crate::gpu::GpuContext;
+use crate::gpu::{GpuFeatures, GpuTensor};
 use crate::model::ModelWeights;
 use crate::pca::MomentAccumulator;
 use crate::pooling::LocalWindow;

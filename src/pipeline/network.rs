@@ -2,11 +2,11 @@
 //! activations in two ping-pong buffers reused across layers and across calls, and only the
 //! requested layers kept in buffers of their own.
 
-use super::conv::{Conv2dKernel, GpuConv2d};
-use super::pool::MaxPool2dKernel;
-use super::tensor::{create_storage, GpuTensor};
-use super::GpuContext;
 use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+use crate::gpu::MaxPool2dKernel;
+use crate::gpu::{Conv2dKernel, GpuConv2d};
+use crate::gpu::{GpuBuffer, GpuTensor};
 use crate::model::{Arch, LayerKind, ModelWeights};
 use crate::shape::{MaxPool2dSpec, Shape4};
 
@@ -30,7 +30,7 @@ pub struct GpuNetwork {
 pub struct Workspace {
     input: Shape4,
     wanted: Vec<usize>,
-    scratch: [wgpu::Buffer; 2],
+    scratch: [GpuBuffer; 2],
     outputs: Vec<GpuTensor>,
     shapes: Vec<Shape4>,
 }
@@ -122,8 +122,8 @@ impl GpuNetwork {
             .max()
             .unwrap_or(4);
         let scratch = [
-            create_storage(ctx, scratch_bytes, "activations A")?,
-            create_storage(ctx, scratch_bytes, "activations B")?,
+            ctx.storage_buffer(scratch_bytes, "activations A")?,
+            ctx.storage_buffer(scratch_bytes, "activations B")?,
         ];
         let outputs = wanted
             .iter()

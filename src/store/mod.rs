@@ -1,0 +1,9 @@
+//! The on-disk formats, in one place: the settings an extraction ran with ([`settings`]) and
+//! the names and manifests of feature shards ([`shards`]). Every command that writes or reads
+//! an output directory or an index goes through these, so a format change is made here once.
+
+pub mod settings;
+pub mod shards;
+
+pub use settings::{ExtractSettings, NormPreset, Pooling};
+pub use shards::{FinishedShard, ManifestLine, Status};

@@ -1,0 +1,447 @@
+//! The settings an extraction ran with: written to `extract.json` and into every shard's
+//! and index's metadata, compared on `--resume`, and read back by `index` and `search` to
+//! extract query images the same way.
+//!
+//! Version 2 (this one) is a JSON object with the fields of [`ExtractSettings`] under their
+//! own names; in safetensors metadata it is the value of the key `crosspool.settings`.
+//! Version 1 (crosspool 0.1.0) was a flat map of `crosspool.*` strings with the output format
+//! in Rust's Debug spelling; it is still read. A newer version is refused with a message that
+//! says so.
+
+use crate::error::{Error, Result};
+use crate::features::{FeatureSpec, Representation};
+use crate::model::Arch;
+use crate::output::OutputFormat;
+use crate::pooling::{LocalWindow, Normalization, Quantization, RegionPoolMode};
+use std::collections::{BTreeMap, HashMap};
+
+/// The settings format this crosspool writes, and the newest it reads.
+pub const SETTINGS_VERSION: u32 = 2;
+
+/// The safetensors metadata key that holds the settings as JSON.
+pub const METADATA_KEY: &str = "crosspool.settings";
+
+/// Pooling method.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pooling {
+    /// Cross-layer pooling (the paper's method) of the two --layers.
+    CrossLayer,
+    /// Baseline: Gram matrix of the first layer's local features.
+    Gram,
+    /// Baseline: sum pooling of the first layer (over a pyramid with --levels).
+    Sum,
+    /// Baseline: max pooling of the first layer (over a pyramid with --levels).
+    Max,
+}
+
+/// Normalisation preset.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum NormPreset {
+    /// Per-channel L2, then signed square root (the paper, for classification).
+    Paper,
+    /// Per-channel L2, signed square root, global L2 (the paper, for retrieval).
+    Retrieval,
+    /// Signed square root and global L2 (for sum/max baselines).
+    SqrtL2,
+    /// Global L2 only (the SPoC retrieval baseline: sum pooling, then L2).
+    L2,
+    /// Raw pooled values.
+    None,
+}
+
+impl NormPreset {
+    /// The normalisation steps of the preset.
+    pub fn steps(self) -> Normalization {
+        match self {
+            NormPreset::Paper => Normalization::PAPER,
+            NormPreset::Retrieval => Normalization::RETRIEVAL,
+            NormPreset::SqrtL2 => Normalization {
+                channel_l2: false,
+                signed_sqrt: true,
+                global_l2: true,
+            },
+            NormPreset::L2 => Normalization {
+                channel_l2: false,
+                signed_sqrt: false,
+                global_l2: true,
+            },
+            NormPreset::None => Normalization::NONE,
+        }
+    }
+}
+
+/// The name a value goes by on the command line and in settings files.
+pub fn value_name<V: clap::ValueEnum>(v: &V) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
+}
+
+/// The feature that `extract`'s flags describe, checked against `arch`.
+pub fn feature_spec(
+    arch: Arch,
+    layers: &[String],
+    pooling: Pooling,
+    window: LocalWindow,
+    levels: u32,
+    norm: NormPreset,
+) -> Result<FeatureSpec> {
+    let first = || {
+        layers
+            .first()
+            .cloned()
+            .ok_or_else(|| Error::Config("no layer given (--layers)".into()))
+    };
+    let repr = match pooling {
+        Pooling::CrossLayer => match layers {
+            [t, t1] => Representation::CrossLayer {
+                local: t.clone(),
+                guide: t1.clone(),
+                window,
+            },
+            _ => {
+                return Err(Error::Config(format!(
+                    "cross-layer pooling needs two layers (--layers t,t+1), got {}",
+                    if layers.is_empty() {
+                        "none".to_string()
+                    } else {
+                        layers.join(",")
+                    }
+                )))
+            }
+        },
+        Pooling::Gram => Representation::Gram {
+            local: first()?,
+            window,
+        },
+        Pooling::Sum | Pooling::Max => Representation::Region {
+            local: first()?,
+            mode: if pooling == Pooling::Sum {
+                RegionPoolMode::Sum
+            } else {
+                RegionPoolMode::Max
+            },
+            levels,
+        },
+    };
+    let spec = FeatureSpec {
+        repr,
+        norm: norm.steps(),
+    };
+    spec.validate(arch)?;
+    Ok(spec)
+}
+
+mod window_text {
+    //! A local window as `MxN`, the way the command line spells it.
+    use crate::pooling::LocalWindow;
+
+    pub fn serialize<S: serde::Serializer>(w: &LocalWindow, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(w)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<LocalWindow, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        LocalWindow::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// How an extraction computed and stored its features.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractSettings {
+    /// Settings format ([`SETTINGS_VERSION`] when written by this crosspool).
+    pub version: u32,
+    /// Network.
+    pub arch: Arch,
+    /// Weights file, absolute as the run saw it.
+    pub weights: String,
+    /// Layers: t and t+1 for cross-layer pooling, one for the baselines.
+    pub layers: Vec<String>,
+    /// Pooling method.
+    pub pooling: Pooling,
+    /// Local-feature window on layer t.
+    #[serde(with = "window_text")]
+    pub window: LocalWindow,
+    /// Finest pyramid level (sum/max pooling).
+    pub levels: u32,
+    /// Normalisation.
+    pub norm: NormPreset,
+    /// Images are resized to `size` x `size`.
+    pub size: u32,
+    /// PCA file, absolute, if one was applied.
+    pub pca: Option<String>,
+    /// Stored format.
+    pub format: OutputFormat,
+    /// Rows of each image's feature (pooling channels, regions).
+    pub feature_rows: usize,
+    /// Values per row before any packing.
+    pub feature_cols: usize,
+}
+
+impl ExtractSettings {
+    /// The feature these settings describe.
+    pub fn spec(&self) -> Result<FeatureSpec> {
+        feature_spec(
+            self.arch,
+            &self.layers,
+            self.pooling,
+            self.window,
+            self.levels,
+            self.norm,
+        )
+    }
+
+    /// The code format of the stored features, if they are sign codes.
+    pub fn codes(&self) -> Option<Quantization> {
+        match self.format {
+            OutputFormat::Sign2 => Some(Quantization::Sign2),
+            OutputFormat::Bits1 => Some(Quantization::Bits1),
+            OutputFormat::F32 | OutputFormat::F16 => None,
+        }
+    }
+
+    /// The same settings in this version's format (what this crosspool writes, whatever
+    /// version they were read from).
+    fn current(&self) -> Self {
+        ExtractSettings {
+            version: SETTINGS_VERSION,
+            ..self.clone()
+        }
+    }
+
+    /// As `extract.json` holds them.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(&self.current()).expect("settings serialise to JSON")
+    }
+
+    /// Reads settings from `text` (an `extract.json`, or the metadata value), of any version
+    /// this crosspool knows. `origin` names the file in errors.
+    pub fn from_json(text: &str, origin: &str) -> Result<Self> {
+        let bad = |why: String| Error::Config(format!("{origin}: {why}"));
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| bad(format!("not crosspool extraction settings ({e})")))?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| bad("not crosspool extraction settings (not a JSON object)".into()))?;
+        match obj.get("version") {
+            None if obj.contains_key("crosspool.arch") => {
+                let flat: BTreeMap<String, String> = obj
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect();
+                Self::from_version1(&flat).map_err(|e| bad(e.to_string()))
+            }
+            None => Err(bad("not crosspool extraction settings (no version)".into())),
+            Some(v) => {
+                let version = v
+                    .as_u64()
+                    .ok_or_else(|| bad(format!("settings version {v} is not a number")))?;
+                if version > SETTINGS_VERSION as u64 {
+                    return Err(bad(format!(
+                        "written by a newer crosspool (settings version {version}; this one reads up to {SETTINGS_VERSION}): upgrade crosspool"
+                    )));
+                }
+                if version < 2 {
+                    return Err(bad(format!(
+                        "settings version {version} is not one crosspool wrote"
+                    )));
+                }
+                serde_json::from_value(value.clone())
+                    .map_err(|e| bad(format!("bad settings ({e})")))
+            }
+        }
+    }
+
+    /// As safetensors metadata (shards, indexes).
+    pub fn to_metadata(&self) -> HashMap<String, String> {
+        HashMap::from([(
+            METADATA_KEY.to_string(),
+            serde_json::to_string(&self.current()).expect("settings serialise to JSON"),
+        )])
+    }
+
+    /// Reads the settings from safetensors metadata written by any version this crosspool
+    /// knows; `origin` names the file in errors.
+    pub fn from_metadata(meta: &HashMap<String, String>, origin: &str) -> Result<Self> {
+        if let Some(json) = meta.get(METADATA_KEY) {
+            return Self::from_json(json, origin);
+        }
+        if meta.contains_key("crosspool.arch") {
+            let flat: BTreeMap<String, String> =
+                meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            return Self::from_version1(&flat).map_err(|e| Error::Config(format!("{origin}: {e}")));
+        }
+        Err(Error::Config(format!(
+            "{origin}: holds no crosspool extraction settings (not written by crosspool extract?)"
+        )))
+    }
+
+    /// The field names and values that differ from `other`, for telling a user what changed.
+    pub fn differences(&self, other: &Self) -> Vec<String> {
+        let (a, b) = (
+            serde_json::to_value(self).unwrap_or_default(),
+            serde_json::to_value(other).unwrap_or_default(),
+        );
+        let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+            return Vec::new();
+        };
+        a.iter()
+            .filter(|(k, v)| b.get(*k) != Some(*v))
+            .map(|(k, v)| {
+                format!(
+                    "{k}: {} before, {v} now",
+                    b.get(k).cloned().unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    /// Version 1: flat `crosspool.*` strings.
+    fn from_version1(m: &BTreeMap<String, String>) -> Result<Self> {
+        let get = |k: &str| {
+            m.get(&format!("crosspool.{k}"))
+                .map(String::as_str)
+                .ok_or_else(|| Error::Config(format!("settings (version 1) lack crosspool.{k}")))
+        };
+        fn value<V: clap::ValueEnum>(key: &str, v: &str) -> Result<V> {
+            V::from_str(v, true)
+                .map_err(|_| Error::Config(format!("crosspool.{key} = '{v}' is not a known value")))
+        }
+        let number = |k: &str| -> Result<usize> {
+            get(k)?
+                .parse()
+                .map_err(|_| Error::Config(format!("crosspool.{k} is not a number")))
+        };
+        let format = match get("format")? {
+            "F32" => OutputFormat::F32,
+            "F16" => OutputFormat::F16,
+            "Sign2" => OutputFormat::Sign2,
+            "Bits1" => OutputFormat::Bits1,
+            other => value("format", other)?,
+        };
+        let pca = get("pca")?;
+        Ok(ExtractSettings {
+            version: 1,
+            arch: value("arch", get("arch")?)?,
+            weights: get("weights")?.to_string(),
+            layers: get("layers")?.split(',').map(String::from).collect(),
+            pooling: value("pooling", get("pooling")?)?,
+            window: LocalWindow::parse(get("window")?)?,
+            levels: number("levels")? as u32,
+            norm: value("norm", get("norm")?)?,
+            size: number("size")? as u32,
+            pca: (!pca.is_empty()).then(|| pca.to_string()),
+            format,
+            feature_rows: number("feature_rows")?,
+            feature_cols: number("feature_cols")?,
+        })
+    }
+
+    /// Equal apart from the version they were written in (a run started by an older
+    /// crosspool can be resumed by this one).
+    pub fn same_run(&self, other: &Self) -> bool {
+        ExtractSettings {
+            version: other.version,
+            ..self.clone()
+        } == *other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ExtractSettings {
+        ExtractSettings {
+            version: SETTINGS_VERSION,
+            arch: Arch::Vgg16,
+            weights: "/w/vgg16.safetensors".into(),
+            layers: vec!["conv5_2".into(), "conv5_3".into()],
+            pooling: Pooling::CrossLayer,
+            window: LocalWindow::new(3, 3).unwrap(),
+            levels: 0,
+            norm: NormPreset::SqrtL2,
+            size: 448,
+            pca: None,
+            format: OutputFormat::Bits1,
+            feature_rows: 512,
+            feature_cols: 4608,
+        }
+    }
+
+    #[test]
+    fn fields_and_values_have_stable_names() {
+        let v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        assert_eq!(v["version"], 2);
+        assert_eq!(v["arch"], "vgg16");
+        assert_eq!(v["pooling"], "cross-layer");
+        assert_eq!(v["window"], "3x3");
+        assert_eq!(v["norm"], "sqrt-l2");
+        assert_eq!(v["format"], "bits1");
+        assert_eq!(v["pca"], serde_json::Value::Null);
+        // The names settings files use are the names the command line takes.
+        assert_eq!(value_name(&NormPreset::SqrtL2), "sqrt-l2");
+        assert_eq!(value_name(&Pooling::CrossLayer), "cross-layer");
+        assert_eq!(value_name(&OutputFormat::Bits1), "bits1");
+    }
+
+    #[test]
+    fn round_trips_through_json_and_metadata() {
+        let s = sample();
+        assert_eq!(ExtractSettings::from_json(&s.to_json(), "t").unwrap(), s);
+        assert_eq!(
+            ExtractSettings::from_metadata(&s.to_metadata(), "t").unwrap(),
+            s
+        );
+    }
+
+    #[test]
+    fn newer_unknown_and_foreign_settings_are_refused() {
+        let mut v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        v["version"] = 3.into();
+        let e = ExtractSettings::from_json(&v.to_string(), "x.json").unwrap_err();
+        assert!(e.to_string().contains("newer crosspool"), "{e}");
+        v["version"] = 2.into();
+        v["colour"] = "blue".into();
+        let e = ExtractSettings::from_json(&v.to_string(), "x.json").unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+        let e = ExtractSettings::from_json("{\"a\": 1}", "x.json").unwrap_err();
+        assert!(e.to_string().contains("not crosspool"), "{e}");
+        let e = ExtractSettings::from_json("[1]", "x.json").unwrap_err();
+        assert!(e.to_string().contains("not crosspool"), "{e}");
+    }
+
+    #[test]
+    fn version_one_is_read() {
+        let old = r#"{"crosspool.arch": "vgg16", "crosspool.feature_cols": "4608",
+            "crosspool.feature_rows": "512", "crosspool.format": "Bits1",
+            "crosspool.layers": "conv5_2,conv5_3", "crosspool.levels": "0",
+            "crosspool.norm": "sqrt-l2", "crosspool.pca": "", "crosspool.pooling": "cross-layer",
+            "crosspool.size": "448", "crosspool.weights": "/w/vgg16.safetensors",
+            "crosspool.window": "3x3"}"#;
+        let s = ExtractSettings::from_json(old, "extract.json").unwrap();
+        assert_eq!(s.version, 1);
+        assert!(s.same_run(&sample()));
+        assert!(sample().same_run(&s));
+        // Written again, they are in this version's format.
+        let again = ExtractSettings::from_json(&s.to_json(), "t").unwrap();
+        assert_eq!(again.version, SETTINGS_VERSION);
+        assert!(again.same_run(&s));
+        let other = ExtractSettings {
+            size: 224,
+            ..sample()
+        };
+        assert!(!other.same_run(&s));
+        assert_eq!(
+            other.differences(&sample()),
+            vec!["size: 448 before, 224 now"]
+        );
+    }
+}

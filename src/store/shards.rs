@@ -1,0 +1,205 @@
+//! Shard file names and manifests.
+//!
+//! An output directory holds, for each part (`--shard I/N`, prefix `partIofN-`, or none):
+//! - `extract.json` / `extract-partIofN-.json`: the run's [`super::ExtractSettings`];
+//! - `shard-{prefix}{k:05}.safetensors`: the features of up to `--shard-rows` images;
+//! - `shard-{prefix}{k:05}.jsonl`: its manifest, one [`ManifestLine`] per image, in input
+//!   order. It is written last, so a shard counts as finished exactly when it exists.
+
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// The file-name prefix of part `i` of `n` of a job array.
+pub fn part_prefix(i: usize, n: usize) -> String {
+    format!("part{i}of{n}-")
+}
+
+/// `shard-{prefix}{k:05}.{ext}`.
+pub fn shard_file(prefix: &str, k: usize, ext: &str) -> String {
+    format!("shard-{prefix}{k:05}.{ext}")
+}
+
+/// The settings file of the part with `prefix`.
+pub fn settings_file(prefix: &str) -> String {
+    if prefix.is_empty() {
+        "extract.json".into()
+    } else {
+        format!("extract-{prefix}.json")
+    }
+}
+
+/// What became of one image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// It has a feature row.
+    Ok,
+    /// It has none; the line says why.
+    Failed,
+}
+
+/// One line of a shard manifest.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ManifestLine {
+    /// The image, as it was given.
+    pub path: String,
+    /// Whether it has a feature.
+    pub status: Status,
+    /// Ok: the shard file holding its feature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
+    /// Ok: its row in that shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row: Option<usize>,
+    /// Failed: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl ManifestLine {
+    /// An image with a feature at `row` of `shard`.
+    pub fn ok(path: String, shard: &str, row: usize) -> Self {
+        ManifestLine {
+            path,
+            status: Status::Ok,
+            shard: Some(shard.into()),
+            row: Some(row),
+            reason: None,
+        }
+    }
+
+    /// An image without a feature, and why.
+    pub fn failed(path: String, reason: String) -> Self {
+        ManifestLine {
+            path,
+            status: Status::Failed,
+            shard: None,
+            row: None,
+            reason: Some(reason),
+        }
+    }
+
+    /// The row of an image that has a feature.
+    pub fn ok_row(&self) -> Option<usize> {
+        match self.status {
+            Status::Ok => self.row,
+            Status::Failed => None,
+        }
+    }
+}
+
+/// Reads every line of the manifest at `path`.
+pub fn read_manifest(path: &Path) -> Result<Vec<ManifestLine>> {
+    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(n, l)| {
+            let line: ManifestLine = serde_json::from_str(l).map_err(|e| {
+                Error::Config(format!(
+                    "{}:{}: not a manifest line ({e})",
+                    path.display(),
+                    n + 1
+                ))
+            })?;
+            if line.status == Status::Ok && line.row.is_none() {
+                return Err(Error::Config(format!(
+                    "{}:{}: an ok line without a row",
+                    path.display(),
+                    n + 1
+                )));
+            }
+            Ok(line)
+        })
+        .collect()
+}
+
+/// A shard whose manifest exists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FinishedShard {
+    /// Its part's prefix (`""` or `partIofN-`).
+    pub prefix: String,
+    /// Its number within the part.
+    pub index: usize,
+    /// The manifest.
+    pub manifest: PathBuf,
+    /// The features.
+    pub data: PathBuf,
+}
+
+/// Splits `shard-{prefix}{k:05}.jsonl` into (prefix, k).
+fn parse_manifest_name(name: &str) -> Option<(String, usize)> {
+    let rest = name.strip_prefix("shard-")?.strip_suffix(".jsonl")?;
+    let digits = rest.len() - rest.chars().rev().take_while(char::is_ascii_digit).count();
+    let (prefix, k) = rest.split_at(digits);
+    let k = k.parse().ok()?;
+    let valid_prefix = prefix.is_empty()
+        || prefix
+            .strip_prefix("part")
+            .and_then(|p| p.strip_suffix('-'))
+            .and_then(|p| p.split_once("of"))
+            .is_some_and(|(i, n)| i.parse::<usize>().is_ok() && n.parse::<usize>().is_ok());
+    valid_prefix.then(|| (prefix.to_string(), k))
+}
+
+/// The finished shards in `dir`, of the part with `prefix` or (`None`) of every part,
+/// sorted by part and number. A directory that does not exist holds none.
+pub fn finished_shards(dir: &Path, prefix: Option<&str>) -> Result<Vec<FinishedShard>> {
+    let mut out = Vec::new();
+    if !dir.exists() {
+        return Ok(out);
+    }
+    for e in std::fs::read_dir(dir).map_err(Error::io(dir))? {
+        let manifest = e.map_err(Error::io(dir))?.path();
+        let Some((p, index)) = manifest
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(parse_manifest_name)
+        else {
+            continue;
+        };
+        if prefix.is_some_and(|want| want != p) {
+            continue;
+        }
+        out.push(FinishedShard {
+            data: dir.join(shard_file(&p, index, "safetensors")),
+            prefix: p,
+            index,
+            manifest,
+        });
+    }
+    out.sort_by(|a, b| (&a.prefix, a.index).cmp(&(&b.prefix, b.index)));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for prefix in ["", &part_prefix(3, 8)] {
+            let name = shard_file(prefix, 12, "jsonl");
+            assert_eq!(parse_manifest_name(&name), Some((prefix.to_string(), 12)));
+        }
+        assert_eq!(parse_manifest_name("shard-00001.safetensors"), None);
+        assert_eq!(parse_manifest_name("shard-x00001.jsonl"), None);
+        assert_eq!(parse_manifest_name("shard-.jsonl"), None);
+        assert_eq!(settings_file(""), "extract.json");
+        assert_eq!(settings_file("part1of2-"), "extract-part1of2-.json");
+    }
+
+    #[test]
+    fn manifest_lines_read_what_version_one_wrote() {
+        let old = r#"{"path":"a.jpg","row":0,"shard":"shard-00000.safetensors","status":"ok"}"#;
+        let line: ManifestLine = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            line,
+            ManifestLine::ok("a.jpg".into(), "shard-00000.safetensors", 0)
+        );
+        let old = r#"{"path":"b.jpg","reason":"empty file","status":"failed"}"#;
+        let line: ManifestLine = serde_json::from_str(old).unwrap();
+        assert_eq!(line.ok_row(), None);
+        assert_eq!(line.reason.as_deref(), Some("empty file"));
+    }
+}

@@ -1,0 +1,126 @@
+//! The crate's layering, checked on its source: `gpu/` depends on the leaf modules alone, no
+//! production code uses the test oracle in `reference/`, and the on-disk formats are written
+//! and read in `store/` alone.
+
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// `(file relative to src/, its code without unit tests and comments)` for every source file.
+fn sources() -> Vec<(String, String)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            // Unit tests sit at the end of a file, behind #[cfg(test)].
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            let code: String = code
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let rel = p.strip_prefix(&src).unwrap().display().to_string();
+            (rel, code)
+        })
+        .collect()
+}
+
+/// The crate modules `code` names (`crate::x`, `crosspool::x`).
+fn modules_used(code: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for root in ["crate::", "crosspool::"] {
+        for (i, _) in code.match_indices(root) {
+            let rest = &code[i + root.len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            // `crate::Result` and the like are the error module's re-exports.
+            let name = if name.starts_with(|c: char| c.is_ascii_uppercase()) {
+                "error".to_string()
+            } else {
+                name
+            };
+            if !name.is_empty() && !out.contains(&name) {
+                out.push(name);
+            }
+        }
+    }
+    out
+}
+
+/// Modules that import nothing from the crate but errors (and `weights` its shapes).
+const LEAVES: &[&str] = &["error", "shape", "weights", "pooling"];
+
+#[test]
+fn gpu_depends_on_the_leaf_modules_alone() {
+    let mut seen = 0;
+    for (file, code) in sources() {
+        let module = file.split(['/', '.']).next().unwrap().to_string();
+        let used = modules_used(&code);
+        if file.starts_with("gpu/") {
+            seen += 1;
+            for m in &used {
+                assert!(
+                    m == "gpu" || LEAVES.contains(&m.as_str()),
+                    "src/{file} uses crate::{m}; gpu/ may use only {LEAVES:?}"
+                );
+            }
+        }
+        if LEAVES.contains(&module.as_str()) {
+            for m in &used {
+                assert!(
+                    ["error", "shape"].contains(&m.as_str()) || *m == module,
+                    "leaf module src/{file} uses crate::{m}"
+                );
+            }
+        }
+    }
+    assert!(seen > 10, "found the gpu sources");
+}
+
+#[test]
+fn production_code_does_not_use_the_test_oracle() {
+    for (file, code) in sources() {
+        if file.starts_with("reference/") || file == "lib.rs" {
+            continue;
+        }
+        assert!(
+            !modules_used(&code).contains(&"reference".to_string()),
+            "src/{file} uses the CPU reference, which exists for the tests"
+        );
+    }
+}
+
+#[test]
+fn on_disk_names_live_in_store() {
+    for (file, code) in sources() {
+        if file.starts_with("store/") {
+            continue;
+        }
+        for name in [
+            "\"extract.json",
+            "\"shard-",
+            "crosspool.settings",
+            "\"status\"",
+        ] {
+            assert!(
+                !code.contains(name),
+                "src/{file} spells the on-disk name {name}; use crate::store"
+            );
+        }
+    }
+}
