@@ -10,22 +10,85 @@ use crate::error::{Error, Result};
 use crate::model::Preprocess;
 use std::path::Path;
 
-/// Largest width or height decoded, and the most memory one decode may allocate: a
-/// decompression bomb is refused instead of exhausting memory.
+/// Largest file read, largest width or height decoded, and the most memory one decode may
+/// allocate: a huge file, a device file or a decompression bomb is refused instead of
+/// exhausting memory.
 #[derive(Clone, Copy, Debug)]
 pub struct DecodeLimits {
     /// Maximum width and height in pixels.
     pub max_side: u32,
-    /// Maximum bytes the decoder may allocate.
+    /// Maximum bytes the decoded image may take, in any format.
     pub max_alloc: u64,
+    /// Maximum bytes read from one file.
+    pub max_file_bytes: u64,
 }
+
+/// Default of [`DecodeLimits::max_file_bytes`]: far above any photograph, far below memory.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 256 << 20;
 
 impl Default for DecodeLimits {
     fn default() -> Self {
         DecodeLimits {
             max_side: 20_000,
             max_alloc: 1 << 30,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
         }
+    }
+}
+
+/// Reads `path` whole if it is a regular file of at most `cap` bytes. A FIFO, device or
+/// socket is refused before it is opened (reading one could block forever or never end).
+pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(Error::io(path))?;
+    if !meta.is_file() {
+        let kind = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a FIFO, socket or device)"
+        };
+        return Err(image_err(path, format!("{kind}; only image files are read")));
+    }
+    if meta.len() > cap {
+        return Err(too_large(path, cap));
+    }
+    let f = std::fs::File::open(path).map_err(Error::io(path))?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // The length can change after the check (a growing file): never read past the cap.
+    f.take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(Error::io(path))?;
+    if bytes.len() as u64 > cap {
+        return Err(too_large(path, cap));
+    }
+    Ok(bytes)
+}
+
+fn too_large(path: &Path, cap: u64) -> Error {
+    image_err(
+        path,
+        format!("file larger than the {cap}-byte limit (--max-file-bytes)"),
+    )
+}
+
+/// Whether JPEG data holds its end-of-image marker after its last scan: a file cut short
+/// (a partial download) does not, though decoders fill the missing part with grey. Entropy-
+/// coded data cannot contain a marker (0xFF is stuffed), so the last SOS found is the real
+/// last scan.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let Some(last_scan) = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]) else {
+        return false;
+    };
+    bytes[last_scan..].windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
+/// A decoder's message in words a user can act on.
+fn decoder_reason(e: impl std::fmt::Display) -> String {
+    let m = e.to_string();
+    if m.contains("failed to fill whole buffer") || m.contains("UnexpectedEof") {
+        "truncated file: it ends before the image data does".to_string()
+    } else {
+        m
     }
 }
 
@@ -38,7 +101,7 @@ fn image_err(path: &Path, reason: impl std::fmt::Display) -> Error {
 
 /// Decodes `path` to upright 8-bit RGB: `(width, height, pixels)`.
 pub fn decode_rgb(path: &Path, limits: DecodeLimits) -> Result<(u32, u32, Vec<u8>)> {
-    let bytes = std::fs::read(path).map_err(Error::io(path))?;
+    let bytes = read_capped(path, limits.max_file_bytes)?;
     if bytes.is_empty() {
         return Err(image_err(path, "empty file"));
     }
@@ -56,10 +119,33 @@ pub fn decode_rgb(path: &Path, limits: DecodeLimits) -> Result<(u32, u32, Vec<u8
     lim.max_image_height = Some(limits.max_side);
     lim.max_alloc = Some(limits.max_alloc);
     reader.limits(lim);
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(&bytes) {
+        return Err(image_err(
+            path,
+            "truncated JPEG: it ends before its end-of-image marker",
+        ));
+    }
     use image::ImageDecoder;
-    let mut decoder = reader.into_decoder().map_err(|e| image_err(path, e))?;
-    let orientation = decoder.orientation().map_err(|e| image_err(path, e))?;
-    let mut img = image::DynamicImage::from_decoder(decoder).map_err(|e| image_err(path, e))?;
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| image_err(path, decoder_reason(e)))?;
+    // Not every decoder honours the allocation limit; its header says what it would take.
+    let (w, h) = decoder.dimensions();
+    let needed = decoder.total_bytes().max(w as u64 * h as u64 * 3);
+    if needed > limits.max_alloc {
+        return Err(image_err(
+            path,
+            format!(
+                "{w}x{h} would take {needed} bytes decoded, over the {}-byte limit",
+                limits.max_alloc
+            ),
+        ));
+    }
+    let orientation = decoder
+        .orientation()
+        .map_err(|e| image_err(path, decoder_reason(e)))?;
+    let mut img = image::DynamicImage::from_decoder(decoder)
+        .map_err(|e| image_err(path, decoder_reason(e)))?;
     img.apply_orientation(orientation);
     let rgb = img.to_rgb8();
     let (w, h) = rgb.dimensions();
@@ -125,32 +211,15 @@ pub fn load_batch(paths: &[&Path], size: u32, pre: &Preprocess) -> Result<Vec<f3
 pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "gif", "bmp", "tif", "tiff", "webp"];
 
 /// Expands `inputs` into image paths: files are taken as given (whatever their extension),
-/// directories are walked recursively for files with an image extension, in sorted order.
+/// directories are walked recursively for regular files with an image extension, in sorted
+/// order. Each directory is walked once, however many links lead to it, so a symlink loop
+/// neither repeats images nor runs away; FIFOs, sockets and devices are skipped.
 pub fn collect_images(inputs: &[std::path::PathBuf]) -> Result<Vec<std::path::PathBuf>> {
-    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> Result<()> {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .map_err(Error::io(dir))?
-            .collect::<std::result::Result<_, _>>()
-            .map_err(Error::io(dir))?;
-        entries.sort_by_key(|e| e.path());
-        for e in entries {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out)?;
-            } else if p
-                .extension()
-                .and_then(|x| x.to_str())
-                .is_some_and(|x| IMAGE_EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()))
-            {
-                out.push(p);
-            }
-        }
-        Ok(())
-    }
+    let mut walked = std::collections::HashSet::new();
     let mut out = Vec::new();
     for p in inputs {
         if p.is_dir() {
-            walk(p, &mut out)?;
+            walk(p, &mut walked, &mut out)?;
         } else if p.exists() {
             out.push(p.clone());
         } else {
@@ -164,6 +233,56 @@ pub fn collect_images(inputs: &[std::path::PathBuf]) -> Result<Vec<std::path::Pa
         }
     }
     Ok(out)
+}
+
+/// A directory's identity, the same by whatever path it is reached.
+fn dir_identity(dir: &Path) -> Result<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(dir).map_err(Error::io(dir))?;
+        Ok((m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        use std::hash::{Hash, Hasher};
+        let canon = std::fs::canonicalize(dir).map_err(Error::io(dir))?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        canon.hash(&mut h);
+        Ok((0, h.finish()))
+    }
+}
+
+fn walk(
+    dir: &Path,
+    walked: &mut std::collections::HashSet<(u64, u64)>,
+    out: &mut Vec<std::path::PathBuf>,
+) -> Result<()> {
+    if !walked.insert(dir_identity(dir)?) {
+        return Ok(());
+    }
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(Error::io(dir))?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(Error::io(dir))?;
+    entries.sort_by_key(|e| e.path());
+    for e in entries {
+        let p = e.path();
+        let is_image = p
+            .extension()
+            .and_then(|x| x.to_str())
+            .is_some_and(|x| IMAGE_EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()));
+        // Follows symlinks. A dangling link named like an image is kept, to be recorded as
+        // failed with the reason rather than vanish.
+        match std::fs::metadata(&p) {
+            Ok(meta) if meta.is_dir() => walk(&p, walked, out)?,
+            Ok(meta) if meta.is_file() && is_image => out.push(p),
+            Ok(_) => {}
+            Err(_) if is_image => out.push(p),
+            Err(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Expands command-line inputs into image paths, in order: image files as given (a file that

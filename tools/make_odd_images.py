@@ -47,4 +47,8 @@ w = h = 100000
 header = struct.pack("<2sIHHI", b"BM", 54 + 64, 0, 0, 54)
 dib = struct.pack("<IiiHHIIiiII", 40, w, h, 1, 24, 0, 64, 2835, 2835, 0, 0)
 open(f"{OUT}/bomb.bmp", "wb").write(header + dib + bytes(64))
+# A progressive JPEG (several scans), which tests cut at many points: a cut after a complete
+# scan decodes to a blurry image without error unless the missing end is noticed.
+base.resize((96, 64)).save(f"{OUT}/progressive.jpg", quality=90, progressive=True)
+
 print(sorted(os.listdir(OUT)))

@@ -60,6 +60,10 @@ pub struct Args {
     /// Output directory.
     #[arg(long, short)]
     out: PathBuf,
+    /// Largest image file read, in bytes; larger files are recorded as failed (so is
+    /// anything that is not a regular file: a FIFO, a device).
+    #[arg(long, default_value_t = crosspool::input::DEFAULT_MAX_FILE_BYTES)]
+    max_file_bytes: u64,
     /// Images per output shard.
     #[arg(long, default_value_t = 256)]
     shard_rows: usize,
@@ -198,7 +202,10 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         size: a.size,
         batch,
         format: a.format,
-        limits: DecodeLimits::default(),
+        limits: DecodeLimits {
+            max_file_bytes: a.max_file_bytes,
+            ..DecodeLimits::default()
+        },
     };
     let progress = |done: usize, failed: usize| {
         bar.set_position(done as u64);

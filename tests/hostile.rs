@@ -1,0 +1,103 @@
+//! Regressions for the defects a hostile user found (issue 12): inputs that hung a run, ate
+//! memory, or were stored as if they were fine.
+
+mod common;
+
+use common::temp_dir;
+use crosspool::input::{collect_images, decode_rgb, read_capped, DecodeLimits};
+use std::path::{Path, PathBuf};
+
+fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+/// Every cut of a JPEG — baseline or progressive, 10% to 99% of its bytes — is an error that
+/// says the file is truncated; the whole file decodes.
+#[test]
+fn truncated_jpegs_are_failures() {
+    let d = temp_dir("truncated");
+    for src in ["tests/data/photos/chelsea.jpg", "tests/data/odd/progressive.jpg"] {
+        let bytes = std::fs::read(repo(src)).unwrap();
+        decode_rgb(&repo(src), DecodeLimits::default()).unwrap();
+        for pct in (10..100).step_by(3) {
+            let cut = d.0.join(format!("cut{pct}.jpg"));
+            std::fs::write(&cut, &bytes[..bytes.len() * pct / 100]).unwrap();
+            match decode_rgb(&cut, DecodeLimits::default()) {
+                Ok(_) => panic!("{src} cut at {pct}% decoded as if whole"),
+                Err(e) => assert!(e.to_string().contains("truncated"), "{src} {pct}%: {e}"),
+            }
+        }
+    }
+}
+
+/// A JPEG whose header claims 19000 x 19000 is refused from its header, before the decoder
+/// allocates the 1 GB it would need.
+#[test]
+fn huge_jpeg_headers_are_refused_before_decoding() {
+    let mut bytes = std::fs::read(repo("tests/data/photos/chelsea.jpg")).unwrap();
+    let sof = bytes
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC0])
+        .expect("a baseline frame header");
+    // SOF0: marker, length (2), precision (1), height (2), width (2).
+    bytes[sof + 5..sof + 7].copy_from_slice(&19000u16.to_be_bytes());
+    bytes[sof + 7..sof + 9].copy_from_slice(&19000u16.to_be_bytes());
+    let d = temp_dir("huge");
+    let p = d.0.join("huge.jpg");
+    std::fs::write(&p, &bytes).unwrap();
+    let e = decode_rgb(&p, DecodeLimits::default()).unwrap_err();
+    assert!(e.to_string().contains("19000x19000"), "{e}");
+}
+
+#[test]
+fn files_over_the_size_cap_are_not_read() {
+    let photo = repo("tests/data/photos/chelsea.jpg");
+    let len = std::fs::metadata(&photo).unwrap().len();
+    assert_eq!(read_capped(&photo, len).unwrap().len() as u64, len);
+    let e = read_capped(&photo, len - 1).unwrap_err();
+    assert!(e.to_string().contains("limit"), "{e}");
+    let limits = DecodeLimits {
+        max_file_bytes: 1000,
+        ..DecodeLimits::default()
+    };
+    let e = decode_rgb(&photo, limits).unwrap_err();
+    assert!(e.to_string().contains("--max-file-bytes"), "{e}");
+}
+
+#[cfg(unix)]
+#[test]
+fn devices_and_fifos_are_not_read() {
+    let d = temp_dir("special");
+    let zero = d.0.join("zero.jpg");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let e = decode_rgb(&zero, DecodeLimits::default()).unwrap_err();
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+    let fifo = d.0.join("pipe.jpg");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // Refused without opening it (opening a FIFO with no writer blocks forever).
+    let e = decode_rgb(&fifo, DecodeLimits::default()).unwrap_err();
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+    // Walking a directory skips them; the good image beside them is found.
+    std::fs::copy(repo("tests/data/photos/coffee.jpg"), d.0.join("good.jpg")).unwrap();
+    let found = collect_images(&[d.0.clone()]).unwrap();
+    assert_eq!(found, vec![d.0.join("good.jpg")]);
+}
+
+/// Symlink loops: each directory is walked once, so two links back to the top add nothing.
+#[cfg(unix)]
+#[test]
+fn symlink_loops_are_walked_once() {
+    let d = temp_dir("loops");
+    let top = d.0.join("top");
+    std::fs::create_dir_all(top.join("sub")).unwrap();
+    std::fs::copy(repo("tests/data/photos/coffee.jpg"), top.join("a.jpg")).unwrap();
+    std::fs::copy(repo("tests/data/photos/rocket.jpg"), top.join("sub/b.jpg")).unwrap();
+    std::os::unix::fs::symlink(".", top.join("x")).unwrap();
+    std::os::unix::fs::symlink("..", top.join("sub/y")).unwrap();
+    let found = collect_images(&[top.clone()]).unwrap();
+    assert_eq!(found, vec![top.join("a.jpg"), top.join("sub/b.jpg")]);
+}
