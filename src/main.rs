@@ -113,7 +113,11 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
         }
         Command::Bench(args) => cli::bench::run(&opts, args)?,
-        Command::Index(args) => cli::retrieval::run_index(args)?,
+        Command::Index(args) => {
+            if cli::retrieval::run_index(args)? > 0 {
+                return Ok(std::process::ExitCode::from(2));
+            }
+        }
         Command::Search(args) => {
             if cli::retrieval::run_search(&opts, args)? > 0 {
                 return Ok(std::process::ExitCode::from(2));

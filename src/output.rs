@@ -326,6 +326,7 @@ pub fn export_npy(dir: &Path, prefix: Option<&str>, out: &Path) -> Result<(usize
                 path.display()
             )));
         }
+        check_finite(&shard.manifest, path, &t)?;
         shape = Some(this);
         dtype = Some(t.dtype());
         rows += s[0];
@@ -365,4 +366,39 @@ pub fn export_npy(dir: &Path, prefix: Option<&str>, out: &Path) -> Result<(usize
     file.extend(data);
     write_atomic(out, &file)?;
     Ok((rows, shape))
+}
+
+/// Fails, naming the image, shard and row, if any stored float is NaN or infinite (a
+/// corrupted shard), rather than export it.
+fn check_finite(
+    manifest: &Path,
+    path: &Path,
+    t: &safetensors::tensor::TensorView<'_>,
+) -> Result<()> {
+    let values: Vec<f32> = match t.dtype() {
+        Dtype::F32 => bytemuck::pod_collect_to_vec(t.data()),
+        Dtype::F16 => bytemuck::pod_collect_to_vec::<u8, u16>(t.data())
+            .into_iter()
+            .map(|h| half::f16::from_bits(h).to_f32())
+            .collect(),
+        _ => return Ok(()),
+    };
+    let per: usize = t.shape().iter().skip(1).product::<usize>().max(1);
+    let Some(row) = values
+        .chunks(per)
+        .position(|r| r.iter().any(|x| !x.is_finite()))
+    else {
+        return Ok(());
+    };
+    let image = read_manifest(manifest)?
+        .into_iter()
+        .find(|l| l.ok_row() == Some(row))
+        .map_or_else(|| "an unknown image".to_string(), |l| l.path);
+    Err(Error::BadFile {
+        path: path.display().to_string(),
+        what: "feature shard",
+        message: format!(
+            "row {row} ({image}) holds NaN or infinite values: the shard is corrupt; extract that image again"
+        ),
+    })
 }

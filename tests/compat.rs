@@ -155,6 +155,15 @@ fn version_one_runs_resume() {
         &here.display().to_string(),
     );
     std::fs::write(&settings_path, &text).unwrap();
+    // Its shard's metadata names the weights too.
+    let shard = out.join("shard-00000.safetensors");
+    let bytes = std::fs::read(&shard).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut meta = meta.metadata().clone().unwrap();
+    meta.insert("crosspool.weights".into(), here.display().to_string());
+    let data = safetensors::serialize(st.tensors(), Some(meta)).unwrap();
+    std::fs::write(&shard, data).unwrap();
     let args = |out: &Path| {
         vec![
             "extract".to_string(),

@@ -101,3 +101,61 @@ fn symlink_loops_are_walked_once() {
     let found = collect_images(&[top.clone()]).unwrap();
     assert_eq!(found, vec![top.join("a.jpg"), top.join("sub/b.jpg")]);
 }
+
+/// A shard whose stored values went bad (NaN, Inf): `index` leaves the row out and names it,
+/// the other rows index as before, and `export-npy` refuses, naming the image.
+#[test]
+fn non_finite_rows_are_named_and_kept_out() {
+    use crosspool::model::Arch;
+    use crosspool::output::{export_npy, OutputFormat, Row, RowData, ShardWriter};
+    use crosspool::pooling::LocalWindow;
+    use crosspool::retrieval::{RetrievalIndex, Storage};
+    use crosspool::store::settings::SETTINGS_VERSION;
+    use crosspool::store::{ExtractSettings, NormPreset, Pooling};
+    let d = temp_dir("nan-rows");
+    let settings = ExtractSettings {
+        version: SETTINGS_VERSION,
+        arch: Arch::Vgg16,
+        weights: "/nowhere/vgg16.safetensors".into(),
+        layers: vec!["conv5_3".into()],
+        pooling: Pooling::Sum,
+        window: LocalWindow::UNIT,
+        levels: 0,
+        norm: NormPreset::L2,
+        size: 224,
+        pca: None,
+        format: OutputFormat::F32,
+        feature_rows: 1,
+        feature_cols: 4,
+    };
+    let (mut w, _) = ShardWriter::open(&d.0, "", &settings, 10, false).unwrap();
+    let rows = [
+        ("a.jpg", [1.0, 0.0, 0.0, 0.0]),
+        ("b.jpg", [0.5, f32::NAN, 0.0, 0.0]),
+        ("c.jpg", [0.0, 1.0, f32::INFINITY, 0.0]),
+        ("d.jpg", [0.0, 0.0, 3.0, 4.0]),
+    ];
+    for (p, v) in rows {
+        w.push(Row::Ok {
+            path: p.into(),
+            values: RowData::F32(v.to_vec()),
+            guide_mean: None,
+        })
+        .unwrap();
+    }
+    w.finish().unwrap();
+    let (index, stats) = RetrievalIndex::build(&d.0, Storage::Floats).unwrap();
+    assert_eq!(index.paths, ["a.jpg", "d.jpg"]);
+    let named: Vec<&str> = stats.rejected.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(named, ["b.jpg", "c.jpg"]);
+    assert!(stats.rejected[0].1.contains("row 1"), "{:?}", stats.rejected);
+    match &index.data {
+        crosspool::retrieval::IndexData::Floats(v) => {
+            assert_eq!(v, &[1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.6, 0.8])
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = export_npy(&d.0, None, &d.0.join("x.npy")).unwrap_err();
+    assert!(e.to_string().contains("b.jpg"), "{e}");
+    assert!(!d.0.join("x.npy").exists());
+}

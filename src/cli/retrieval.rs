@@ -105,8 +105,8 @@ pub struct EvalArgs {
     cpu: bool,
 }
 
-/// Runs `index`.
-pub fn run_index(a: IndexArgs) -> anyhow::Result<()> {
+/// Runs `index`; returns the number of images left out because their values are corrupt.
+pub fn run_index(a: IndexArgs) -> anyhow::Result<usize> {
     let storage = match a.binarize {
         Binarize::Auto => Storage::Auto,
         Binarize::Bits1 => Storage::Codes(Quantization::Bits1),
@@ -123,6 +123,7 @@ pub fn run_index(a: IndexArgs) -> anyhow::Result<()> {
         "out": a.out.display().to_string(),
         "images": stats.images,
         "failed_in_extraction": stats.failed,
+        "rejected": stats.rejected.iter().map(|(p, why)| serde_json::json!({"path": p, "reason": why})).collect::<Vec<_>>(),
         "shards": stats.shards,
         "kind": kind,
         "rows": index.rows,
@@ -145,7 +146,10 @@ pub fn run_index(a: IndexArgs) -> anyhow::Result<()> {
             if index.guide_mean.is_some() { ", with layer t+1 means for channel selection" } else { "" }
         );
     }
-    Ok(())
+    for (path, why) in &stats.rejected {
+        eprintln!("index: left out {path}: {why}");
+    }
+    Ok(stats.rejected.len())
 }
 
 /// The channels each query compares, flattened `[queries][ksel]`, and `ksel`.

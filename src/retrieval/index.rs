@@ -55,7 +55,7 @@ pub struct RetrievalIndex {
 }
 
 /// What building an index found.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BuildStats {
     /// Shards read.
     pub shards: usize,
@@ -63,6 +63,10 @@ pub struct BuildStats {
     pub images: usize,
     /// Images the extraction recorded as failed (not in the index).
     pub failed: usize,
+    /// Images left out because their stored values are not finite (a corrupted shard):
+    /// `(image path, shard and row, what is wrong)`. One such row would wreck every query's
+    /// ranking.
+    pub rejected: Vec<(String, String)>,
 }
 
 fn bad_shard(path: &Path, message: impl Into<String>) -> Error {
@@ -470,6 +474,9 @@ impl IndexBuilder {
         st: &SafeTensors<'_>,
         ok_rows: &[(String, usize)],
     ) -> Result<()> {
+        let (good, bad) = split_finite(path, st, ok_rows)?;
+        self.stats.rejected.extend(bad);
+        let ok_rows = &good[..];
         let images = self.add_features(path, st, ok_rows)?;
         self.add_guide(path, st, images, ok_rows)?;
         self.stats.shards += 1;
@@ -607,4 +614,52 @@ impl IndexBuilder {
         };
         (index, self.stats)
     }
+}
+
+/// The tensor's values as f32 (F32 or F16), or `None` for packed codes.
+fn float_values(t: &safetensors::tensor::TensorView<'_>) -> Option<Vec<f32>> {
+    match t.dtype() {
+        Dtype::F32 => Some(bytemuck::pod_collect_to_vec(t.data())),
+        Dtype::F16 => Some(
+            bytemuck::pod_collect_to_vec::<u8, u16>(t.data())
+                .into_iter()
+                .map(|h| half::f16::from_bits(h).to_f32())
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// Splits `ok_rows` into those whose features and guidance means are all finite and those
+/// that are not, each named with its shard and row.
+fn split_finite(
+    path: &Path,
+    st: &SafeTensors<'_>,
+    ok_rows: &[(String, usize)],
+) -> Result<(Vec<(String, usize)>, Vec<(String, String)>)> {
+    let mut tensors = Vec::new();
+    for name in ["features", "guide_mean"] {
+        if let Ok(t) = st.tensor(name) {
+            if let Some(v) = float_values(&t) {
+                let per: usize = t.shape().iter().skip(1).product();
+                tensors.push((name, v, per));
+            }
+        }
+    }
+    let (mut good, mut bad) = (Vec::new(), Vec::new());
+    for (image, row) in ok_rows {
+        let broken = tensors.iter().find_map(|(name, v, per)| {
+            let values = v.get(row * per..(row + 1) * per)?;
+            let n = values.iter().filter(|x| !x.is_finite()).count();
+            (n > 0).then(|| format!("{n} of its {per} {name} values are NaN or infinite"))
+        });
+        match broken {
+            Some(why) => bad.push((
+                image.clone(),
+                format!("{} row {row}: {why}", path.display()),
+            )),
+            None => good.push((image.clone(), *row)),
+        }
+    }
+    Ok((good, bad))
 }

@@ -293,7 +293,7 @@ impl ExtractSettings {
             return Vec::new();
         };
         a.iter()
-            .filter(|(k, v)| b.get(*k) != Some(*v))
+            .filter(|(k, v)| *k != "version" && b.get(*k) != Some(*v))
             .map(|(k, v)| {
                 format!(
                     "{k}: {} before, {v} now",
