@@ -141,6 +141,17 @@ impl ShardWriter {
             let text =
                 std::fs::read_to_string(&settings_path).map_err(Error::io(&settings_path))?;
             let before = ExtractSettings::from_json(&text, &settings_path.display().to_string())?;
+            if let (Some(was), Some(now)) =
+                (&before.weights_fingerprint, &settings.weights_fingerprint)
+            {
+                if was != now {
+                    return Err(Error::Config(format!(
+                        "the weights file {} is not the one this run in {} started with (its content changed: {was} then, {now} now); resuming would mix features of two networks: extract into another --out",
+                        settings.weights,
+                        dir.display()
+                    )));
+                }
+            }
             if !settings.same_run(&before) {
                 return Err(Error::Config(format!(
                     "{} was written with other settings than this run's; resume with the same flags or use another --out ({})",

@@ -117,6 +117,7 @@ fn non_finite_rows_are_named_and_kept_out() {
         version: SETTINGS_VERSION,
         arch: Arch::Vgg16,
         weights: "/nowhere/vgg16.safetensors".into(),
+        weights_fingerprint: None,
         layers: vec!["conv5_3".into()],
         pooling: Pooling::Sum,
         window: LocalWindow::UNIT,
@@ -158,4 +159,49 @@ fn non_finite_rows_are_named_and_kept_out() {
     let e = export_npy(&d.0, None, &d.0.join("x.npy")).unwrap_err();
     assert!(e.to_string().contains("b.jpg"), "{e}");
     assert!(!d.0.join("x.npy").exists());
+}
+
+fn crosspool_cmd() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_crosspool"))
+}
+
+/// Resuming after the weights file behind the same path changed (one weight's sign flipped)
+/// is refused: the run would mix features of two networks.
+#[test]
+fn resume_refuses_changed_weights() {
+    use crosspool::model::Arch;
+    let d = temp_dir("changed-weights");
+    let weights = d.0.join("w.safetensors");
+    let meta = std::collections::HashMap::from([(
+        "crosspool.arch".to_string(),
+        "alexnet".to_string(),
+    )]);
+    let bytes = common::seeded_weights_file(Arch::Alexnet, Some(meta));
+    std::fs::write(&weights, &bytes).unwrap();
+    let out = d.0.join("out");
+    let run = |photos: &[&str]| {
+        let mut c = crosspool_cmd();
+        c.args(["extract", "--quiet", "--resume", "--size", "67", "--weights"])
+            .arg(&weights)
+            .arg("--out")
+            .arg(&out);
+        for p in photos {
+            c.arg(repo(&format!("tests/data/photos/{p}")));
+        }
+        c.output().unwrap()
+    };
+    let r = run(&["coffee.jpg"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    // The same file again: the resume goes on.
+    let r = run(&["coffee.jpg", "rocket.jpg"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    // Flip the sign of the first stored weight (the high byte of a little-endian f32).
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut changed = bytes.clone();
+    changed[8 + header + 3] ^= 0x80;
+    std::fs::write(&weights, &changed).unwrap();
+    let r = run(&["coffee.jpg", "rocket.jpg", "chelsea.jpg"]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success(), "resumed with other weights");
+    assert!(err.contains("content changed"), "{err}");
 }

@@ -179,6 +179,7 @@ fn fake_extraction(dir: &Path, rows: usize, cols: usize) -> Vec<(String, Vec<f32
         version: SETTINGS_VERSION,
         arch: Arch::Vgg16,
         weights: "/nowhere/vgg16.safetensors".into(),
+        weights_fingerprint: None,
         layers: vec!["conv5_2".into(), "conv5_3".into()],
         pooling: Pooling::CrossLayer,
         window: LocalWindow::UNIT,

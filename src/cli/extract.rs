@@ -168,6 +168,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         version: SETTINGS_VERSION,
         arch,
         weights: absolute(&a.weights),
+        weights_fingerprint: Some(ModelWeights::fingerprint(&a.weights)?),
         layers,
         pooling: a.pooling,
         window: a.window,

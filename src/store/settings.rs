@@ -162,6 +162,10 @@ pub struct ExtractSettings {
     pub arch: Arch,
     /// Weights file, absolute as the run saw it.
     pub weights: String,
+    /// The weights file's content fingerprint (`ModelWeights::fingerprint`); `None` in
+    /// settings from version 1, which did not record it.
+    #[serde(default)]
+    pub weights_fingerprint: Option<String>,
     /// Layers: t and t+1 for cross-layer pooling, one for the baselines.
     pub layers: Vec<String>,
     /// Pooling method.
@@ -293,7 +297,10 @@ impl ExtractSettings {
             return Vec::new();
         };
         a.iter()
-            .filter(|(k, v)| *k != "version" && b.get(*k) != Some(*v))
+            .filter(|(k, v)| {
+                let unknown = *k == "weights_fingerprint" && (v.is_null() || b[*k].is_null());
+                *k != "version" && !unknown && b.get(*k) != Some(*v)
+            })
             .map(|(k, v)| {
                 format!(
                     "{k}: {} before, {v} now",
@@ -331,6 +338,7 @@ impl ExtractSettings {
             version: 1,
             arch: value("arch", get("arch")?)?,
             weights: get("weights")?.to_string(),
+            weights_fingerprint: None,
             layers: get("layers")?.split(',').map(String::from).collect(),
             pooling: value("pooling", get("pooling")?)?,
             window: LocalWindow::parse(get("window")?)?,
@@ -345,10 +353,16 @@ impl ExtractSettings {
     }
 
     /// Equal apart from the version they were written in (a run started by an older
-    /// crosspool can be resumed by this one).
+    /// crosspool can be resumed by this one) and, where one of them lacks it, the weights
+    /// fingerprint.
     pub fn same_run(&self, other: &Self) -> bool {
+        let fingerprint = match (&self.weights_fingerprint, &other.weights_fingerprint) {
+            (Some(_), Some(_)) => self.weights_fingerprint.clone(),
+            _ => other.weights_fingerprint.clone(),
+        };
         ExtractSettings {
             version: other.version,
+            weights_fingerprint: fingerprint,
             ..self.clone()
         } == *other
     }
@@ -363,6 +377,7 @@ mod tests {
             version: SETTINGS_VERSION,
             arch: Arch::Vgg16,
             weights: "/w/vgg16.safetensors".into(),
+            weights_fingerprint: Some("fnv1a64-words:0123456789abcdef:100".into()),
             layers: vec!["conv5_2".into(), "conv5_3".into()],
             pooling: Pooling::CrossLayer,
             window: LocalWindow::new(3, 3).unwrap(),
