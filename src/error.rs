@@ -59,6 +59,14 @@ pub enum Error {
         /// The OS error (in the message rather than as a source, so it prints once).
         reason: std::io::Error,
     },
+    /// A file or directory could not be written.
+    #[error("cannot write {path}: {reason}")]
+    Write {
+        /// The file.
+        path: String,
+        /// The OS error.
+        reason: std::io::Error,
+    },
     /// An image could not be decoded.
     #[error("cannot decode image {path}: {reason}")]
     Image {
@@ -105,6 +113,14 @@ impl Error {
     /// Wraps an I/O failure on `path`, for `map_err`.
     pub fn io(path: &std::path::Path) -> impl Fn(std::io::Error) -> Error + '_ {
         move |reason| Error::Io {
+            path: path.display().to_string(),
+            reason,
+        }
+    }
+
+    /// Maps an I/O error while writing `path` to [`Error::Write`].
+    pub fn write(path: &std::path::Path) -> impl Fn(std::io::Error) -> Error + '_ {
+        move |reason| Error::Write {
             path: path.display().to_string(),
             reason,
         }

@@ -47,7 +47,10 @@ pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
         } else {
             "not a regular file (a FIFO, socket or device)"
         };
-        return Err(image_err(path, format!("{kind}; only image files are read")));
+        return Err(image_err(
+            path,
+            format!("{kind}; only image files are read"),
+        ));
     }
     if meta.len() > cap {
         return Err(too_large(path, cap));

@@ -4,7 +4,9 @@
 //! The file layout and names are defined in [`crate::store`].
 
 use crate::error::{Error, Result};
-use crate::store::shards::{finished_shards, read_manifest, settings_file, shard_file};
+use crate::store::shards::{
+    finished_shards, lock_part, read_manifest, settings_file, shard_file, PartLock,
+};
 use crate::store::{ExtractSettings, ManifestLine};
 use safetensors::Dtype;
 use std::collections::{HashMap, HashSet};
@@ -101,6 +103,8 @@ pub struct ShardWriter {
     pending: Vec<Row>,
     meta: HashMap<String, String>,
     stats: WriteStats,
+    /// Held while the writer lives: one writer per part of a directory.
+    _lock: Option<PartLock>,
 }
 
 /// Writes `data` to a temporary name beside `path` and renames it, so that `path` is either
@@ -109,8 +113,8 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".partial");
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, data).map_err(Error::io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(Error::io(path))
+    std::fs::write(&tmp, data).map_err(Error::write(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(Error::write(path))
 }
 
 impl ShardWriter {
@@ -125,7 +129,8 @@ impl ShardWriter {
         shard_rows: usize,
         resume: bool,
     ) -> Result<(Self, HashSet<String>)> {
-        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        std::fs::create_dir_all(dir).map_err(Error::write(dir))?;
+        let lock = lock_part(dir, prefix)?;
         let settings_path = dir.join(settings_file(prefix));
         let finished = finished_shards(dir, Some(prefix))?;
         let mut done = HashSet::new();
@@ -188,6 +193,7 @@ impl ShardWriter {
                 pending: Vec::new(),
                 meta,
                 stats: WriteStats::default(),
+                _lock: lock,
             },
             done,
         ))

@@ -16,7 +16,10 @@ fn repo(p: &str) -> PathBuf {
 #[test]
 fn truncated_jpegs_are_failures() {
     let d = temp_dir("truncated");
-    for src in ["tests/data/photos/chelsea.jpg", "tests/data/odd/progressive.jpg"] {
+    for src in [
+        "tests/data/photos/chelsea.jpg",
+        "tests/data/odd/progressive.jpg",
+    ] {
         let bytes = std::fs::read(repo(src)).unwrap();
         decode_rgb(&repo(src), DecodeLimits::default()).unwrap();
         for pct in (10..100).step_by(3) {
@@ -149,7 +152,11 @@ fn non_finite_rows_are_named_and_kept_out() {
     assert_eq!(index.paths, ["a.jpg", "d.jpg"]);
     let named: Vec<&str> = stats.rejected.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(named, ["b.jpg", "c.jpg"]);
-    assert!(stats.rejected[0].1.contains("row 1"), "{:?}", stats.rejected);
+    assert!(
+        stats.rejected[0].1.contains("row 1"),
+        "{:?}",
+        stats.rejected
+    );
     match &index.data {
         crosspool::retrieval::IndexData::Floats(v) => {
             assert_eq!(v, &[1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.6, 0.8])
@@ -172,19 +179,24 @@ fn resume_refuses_changed_weights() {
     use crosspool::model::Arch;
     let d = temp_dir("changed-weights");
     let weights = d.0.join("w.safetensors");
-    let meta = std::collections::HashMap::from([(
-        "crosspool.arch".to_string(),
-        "alexnet".to_string(),
-    )]);
+    let meta =
+        std::collections::HashMap::from([("crosspool.arch".to_string(), "alexnet".to_string())]);
     let bytes = common::seeded_weights_file(Arch::Alexnet, Some(meta));
     std::fs::write(&weights, &bytes).unwrap();
     let out = d.0.join("out");
     let run = |photos: &[&str]| {
         let mut c = crosspool_cmd();
-        c.args(["extract", "--quiet", "--resume", "--size", "67", "--weights"])
-            .arg(&weights)
-            .arg("--out")
-            .arg(&out);
+        c.args([
+            "extract",
+            "--quiet",
+            "--resume",
+            "--size",
+            "67",
+            "--weights",
+        ])
+        .arg(&weights)
+        .arg("--out")
+        .arg(&out);
         for p in photos {
             c.arg(repo(&format!("tests/data/photos/{p}")));
         }
@@ -204,4 +216,70 @@ fn resume_refuses_changed_weights() {
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(!r.status.success(), "resumed with other weights");
     assert!(err.contains("content changed"), "{err}");
+}
+
+fn sum_settings() -> crosspool::store::ExtractSettings {
+    use crosspool::store::settings::SETTINGS_VERSION;
+    use crosspool::store::{ExtractSettings, NormPreset, Pooling};
+    ExtractSettings {
+        version: SETTINGS_VERSION,
+        arch: crosspool::model::Arch::Vgg16,
+        weights: "/nowhere/vgg16.safetensors".into(),
+        weights_fingerprint: None,
+        layers: vec!["conv5_3".into()],
+        pooling: Pooling::Sum,
+        window: crosspool::pooling::LocalWindow::UNIT,
+        levels: 0,
+        norm: NormPreset::L2,
+        size: 224,
+        pca: None,
+        format: crosspool::output::OutputFormat::F32,
+        feature_rows: 1,
+        feature_cols: 4,
+    }
+}
+
+/// Two runs writing the same part of one --out would overwrite each other's shards: the
+/// second is refused, naming the holder; other parts and later runs go ahead.
+#[test]
+fn a_second_writer_of_one_part_is_refused() {
+    use crosspool::output::ShardWriter;
+    let d = temp_dir("two-writers");
+    let s = sum_settings();
+    let (first, _) = ShardWriter::open(&d.0, "", &s, 10, false).unwrap();
+    let e = match ShardWriter::open(&d.0, "", &s, 10, true) {
+        Ok(_) => panic!("a second writer of the same part was let in"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("another crosspool extract"), "{e}");
+    assert!(
+        e.contains(&format!("process {}", std::process::id())),
+        "{e}"
+    );
+    // Parts of a job array each have their own lock.
+    let (part, _) = ShardWriter::open(&d.0, "part1of2-", &s, 10, false).unwrap();
+    drop((first, part));
+    // Another test's child process may hold a copy of the lock's descriptor for the moment
+    // between its fork and exec; the lock is free once that passes.
+    let reopened = (0..100).any(|_| {
+        let ok = ShardWriter::open(&d.0, "", &s, 10, true).is_ok();
+        if !ok {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        ok
+    });
+    assert!(reopened, "the lock outlived its writer");
+}
+
+/// Writing where nothing can be written says so ("cannot write"), not "cannot read".
+#[test]
+fn write_failures_say_write() {
+    let d = temp_dir("out-is-a-file");
+    let out = d.0.join("taken");
+    std::fs::write(&out, b"a file, not a directory").unwrap();
+    let e = match crosspool::output::ShardWriter::open(&out, "", &sum_settings(), 10, false) {
+        Ok(_) => panic!("opened a file as an output directory"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.starts_with("cannot write"), "{e}");
 }

@@ -223,7 +223,7 @@ impl RetrievalIndex {
 
     /// Writes the index into directory `dir` (created if needed).
     pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        std::fs::create_dir_all(dir).map_err(Error::write(dir))?;
         let n = self.len();
         let mut meta = self.settings.to_metadata();
         meta.insert("crosspool.index.version".into(), INDEX_VERSION.to_string());

@@ -28,6 +28,70 @@ pub fn settings_file(prefix: &str) -> String {
     }
 }
 
+/// The lock file of the part with `prefix`: held (an OS file lock) by the one `extract` run
+/// writing that part, released when it ends or dies.
+pub fn lock_file(prefix: &str) -> String {
+    if prefix.is_empty() {
+        "extract.lock".into()
+    } else {
+        format!("extract-{prefix}.lock")
+    }
+}
+
+/// Holds the lock on one part of an output directory while it lives.
+#[derive(Debug)]
+pub struct PartLock {
+    _file: std::fs::File,
+}
+
+/// Takes the lock on the part with `prefix` in `dir`, or says who holds it. The lock is the
+/// operating system's (flock), so a run killed with -9 leaves no stale lock behind; where the
+/// file system has no locks (some network file systems) the run goes on without one.
+pub fn lock_part(dir: &Path, prefix: &str) -> Result<Option<PartLock>> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join(lock_file(prefix));
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(Error::write(&path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Err(Error::Config(format!(
+                "another crosspool extract ({}) is writing {}{} now; wait for it to finish, or write to another --out",
+                holder.trim(),
+                dir.display(),
+                if prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (part {prefix})")
+                }
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+            return Ok(None);
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(Error::write(&path)(e)),
+    }
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let holder = format!(
+        "process {} started at unix time {started}",
+        std::process::id()
+    );
+    file.set_len(0)
+        .and_then(|_| file.rewind())
+        .and_then(|_| file.write_all(holder.as_bytes()))
+        .map_err(Error::write(&path))?;
+    Ok(Some(PartLock { _file: file }))
+}
+
 /// What became of one image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
