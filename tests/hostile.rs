@@ -86,7 +86,7 @@ fn devices_and_fifos_are_not_read() {
     assert!(e.to_string().contains("not a regular file"), "{e}");
     // Walking a directory skips them; the good image beside them is found.
     std::fs::copy(repo("tests/data/photos/coffee.jpg"), d.0.join("good.jpg")).unwrap();
-    let found = collect_images(&[d.0.clone()]).unwrap();
+    let found = collect_images(std::slice::from_ref(&d.0)).unwrap();
     assert_eq!(found, vec![d.0.join("good.jpg")]);
 }
 
@@ -101,7 +101,7 @@ fn symlink_loops_are_walked_once() {
     std::fs::copy(repo("tests/data/photos/rocket.jpg"), top.join("sub/b.jpg")).unwrap();
     std::os::unix::fs::symlink(".", top.join("x")).unwrap();
     std::os::unix::fs::symlink("..", top.join("sub/y")).unwrap();
-    let found = collect_images(&[top.clone()]).unwrap();
+    let found = collect_images(std::slice::from_ref(&top)).unwrap();
     assert_eq!(found, vec![top.join("a.jpg"), top.join("sub/b.jpg")]);
 }
 

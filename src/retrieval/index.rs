@@ -630,13 +630,19 @@ fn float_values(t: &safetensors::tensor::TensorView<'_>) -> Option<Vec<f32>> {
     }
 }
 
+/// `(image path, row in its shard)`.
+type ShardRow = (String, usize);
+
+/// `(image path, why it was left out)`.
+type Rejected = (String, String);
+
 /// Splits `ok_rows` into those whose features and guidance means are all finite and those
 /// that are not, each named with its shard and row.
 fn split_finite(
     path: &Path,
     st: &SafeTensors<'_>,
-    ok_rows: &[(String, usize)],
-) -> Result<(Vec<(String, usize)>, Vec<(String, String)>)> {
+    ok_rows: &[ShardRow],
+) -> Result<(Vec<ShardRow>, Vec<Rejected>)> {
     let mut tensors = Vec::new();
     for name in ["features", "guide_mean"] {
         if let Ok(t) = st.tensor(name) {
