@@ -76,8 +76,24 @@ enum Command {
     },
 }
 
+/// Exit status of a command line crosspool does not accept (a bad flag or value), distinct
+/// from 1 (the run stopped on an error) and 2 (it finished, but some inputs failed).
+/// 64 is EX_USAGE of BSD's sysexits.h.
+const EXIT_USAGE: u8 = 64;
+
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                std::process::ExitCode::from(EXIT_USAGE)
+            } else {
+                // --help and --version
+                std::process::ExitCode::SUCCESS
+            };
+        }
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -159,3 +159,97 @@ fn fit_pca_takes_list_files_and_leaves_out_unreadable_images() {
     // Two readable 67x67 images: AlexNet's conv4 grid is 3x3, so 18 local features.
     assert_eq!(pca.units, 18);
 }
+
+/// Command lines crosspool does not accept exit with 64, apart from 1 (the run stopped) and 2
+/// (some inputs failed); help exits with 0. Sizes too small for the network say so in the
+/// user's terms.
+#[test]
+fn usage_errors_have_their_own_exit_status() {
+    let status = |args: &[&str]| {
+        let out = crosspool().args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for args in [
+        &[
+            "extract",
+            "--window",
+            "2x2",
+            "--weights",
+            "w",
+            "--out",
+            "o",
+            "i.jpg",
+        ][..],
+        &[
+            "extract",
+            "--shard",
+            "3/2",
+            "--weights",
+            "w",
+            "--out",
+            "o",
+            "i.jpg",
+        ],
+        &[
+            "extract",
+            "--shard",
+            "0/0",
+            "--weights",
+            "w",
+            "--out",
+            "o",
+            "i.jpg",
+        ],
+        &["search", "-k", "0", "--index", "x", "--query", "q.jpg"],
+        &["extract", "--no-such-flag"],
+    ] {
+        let (code, err) = status(args);
+        assert_eq!(code, Some(64), "{args:?}: {err}");
+    }
+    assert_eq!(status(&["--help"]).0, Some(0));
+
+    let d = temp_dir("too-small");
+    let weights = d.0.join("w.safetensors");
+    std::fs::write(&weights, seeded_weights_file(Arch::Alexnet, None)).unwrap();
+    let min = Arch::Alexnet.min_input_size("conv5").unwrap();
+    let small = (min - 1).to_string();
+    let w = weights.display().to_string();
+    let out = d.0.join("o").display().to_string();
+    let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/photos/rocket.jpg");
+    let photo = photo.display().to_string();
+    let (code, err) = status(&[
+        "extract",
+        "--model",
+        "alexnet",
+        "--size",
+        &small,
+        "--weights",
+        &w,
+        "--out",
+        &out,
+        &photo,
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("the smallest input is {min}x{min}")),
+        "{err}"
+    );
+    // The smallest size itself runs.
+    let (code, err) = status(&[
+        "extract",
+        "--quiet",
+        "--model",
+        "alexnet",
+        "--size",
+        &min.to_string(),
+        "--weights",
+        &w,
+        "--out",
+        &out,
+        &photo,
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+}

@@ -283,3 +283,53 @@ fn write_failures_say_write() {
     };
     assert!(e.starts_with("cannot write"), "{e}");
 }
+
+/// A BMP cut short says it is truncated, not "failed to fill whole buffer".
+#[test]
+fn truncated_bmps_say_so() {
+    let d = temp_dir("truncated-bmp");
+    let whole = d.0.join("whole.bmp");
+    image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8 * 6, y as u8 * 8, 90]))
+        .save(&whole)
+        .unwrap();
+    let bytes = std::fs::read(&whole).unwrap();
+    let cut = d.0.join("cut.bmp");
+    std::fs::write(&cut, &bytes[..bytes.len() * 6 / 10]).unwrap();
+    let e = decode_rgb(&cut, DecodeLimits::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("truncated"), "{e}");
+}
+
+/// export-npy over a directory written by parts of a job array exports every part, in part
+/// order (it used to say the directory held no finished shards).
+#[test]
+fn export_npy_joins_the_parts_of_a_job_array() {
+    use crosspool::output::{export_npy, Row, RowData, ShardWriter};
+    let d = temp_dir("npy-parts");
+    let s = sum_settings();
+    for (part, prefix) in ["part0of2-", "part1of2-"].iter().enumerate() {
+        let (mut w, _) = ShardWriter::open(&d.0, prefix, &s, 10, false).unwrap();
+        w.push(Row::Ok {
+            path: format!("{part}.jpg"),
+            values: RowData::F32(vec![part as f32; 4]),
+            guide_mean: None,
+        })
+        .unwrap();
+        w.finish().unwrap();
+    }
+    let npy = d.0.join("all.npy");
+    assert_eq!(export_npy(&d.0, None, &npy).unwrap(), (2, [1, 4]));
+    let bytes = std::fs::read(&npy).unwrap();
+    let data: Vec<f32> = bytes[bytes.len() - 32..]
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(data, [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]);
+    assert_eq!(
+        export_npy(&d.0, Some("part1of2-"), &npy).unwrap(),
+        (1, [1, 4])
+    );
+    let e = export_npy(&d.0, Some("part5of9-"), &npy).unwrap_err();
+    assert!(e.to_string().contains("part5of9-"), "{e}");
+}

@@ -145,6 +145,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         a.layers.clone()
     };
     let spec = feature_spec(arch, &layers, a.pooling, a.window, a.levels, a.norm)?;
+    arch.check_input_size(a.size as usize, spec.deepest_layer(arch)?)?;
     let weights = ModelWeights::load(&a.weights, Some(arch), Some(spec.deepest_layer(arch)?))?;
     let pca = a.pca.as_deref().map(Pca::load).transpose()?;
 

@@ -56,6 +56,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
         .layer
         .clone()
         .unwrap_or_else(|| arch.default_pair().0.to_string());
+    arch.check_input_size(a.size as usize, &layer)?;
     let weights = ModelWeights::load(&a.weights, Some(arch), Some(&layer))?;
     let ctx = GpuContext::new(opts).context("opening the GPU")?;
     eprintln!(

@@ -7,7 +7,7 @@
 //! fc activations instead of torchvision's adaptive average pooling to a fixed grid.
 
 use crate::error::{Error, Result};
-use crate::shape::{Conv2dSpec, MaxPool2dSpec, Window2d};
+use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4, Window2d};
 
 /// A supported network.
 #[derive(
@@ -66,6 +66,42 @@ impl Arch {
             Arch::Vgg19 => vgg(&[2, 2, 4, 4, 4]),
             Arch::Alexnet => alexnet(),
         }
+    }
+
+    /// The smallest square input (pixels a side) that the layers up to `last` accept.
+    pub fn min_input_size(self, last: &str) -> Result<usize> {
+        let last = self.layer_index(last)?;
+        let layers = self.layers();
+        let fits = |size: usize| {
+            let mut s = Shape4::new(1, size, size, 3);
+            layers.iter().take(last + 1).all(|l| {
+                let next = match &l.kind {
+                    LayerKind::Conv { spec, .. } => spec.output_shape(s),
+                    LayerKind::MaxPool(p) => p.output_shape(s),
+                };
+                next.map(|n| s = n).is_ok() && !s.is_empty()
+            })
+        };
+        (1..=4096).find(|&n| fits(n)).ok_or_else(|| {
+            Error::Config(format!(
+                "{} up to {} accepts no input up to 4096 pixels",
+                self.name(),
+                layers[last].name
+            ))
+        })
+    }
+
+    /// Checks that `size` x `size` images can run through the layers up to `last`, with a
+    /// message in the user's terms (the smallest size) rather than an inner layer's shape.
+    pub fn check_input_size(self, size: usize, last: &str) -> Result<()> {
+        let min = self.min_input_size(last)?;
+        if size < min {
+            return Err(Error::Config(format!(
+                "--size {size} is too small for {} up to {last}: the smallest input is {min}x{min}",
+                self.name()
+            )));
+        }
+        Ok(())
     }
 
     /// Index in [`Arch::layers`] of the layer called `name`, or an error listing the names.
@@ -216,6 +252,17 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn smallest_inputs_are_found() {
+        // VGG16 to conv5_3 halves four times (pool1-4): 16 pixels give 1x1 at conv5_3, and
+        // fewer give nothing; to pool5 it needs 32.
+        assert_eq!(Arch::Vgg16.min_input_size("conv5_3").unwrap(), 16);
+        assert_eq!(Arch::Vgg16.min_input_size("pool5").unwrap(), 32);
+        assert!(Arch::Vgg16.check_input_size(15, "conv5_3").is_err());
+        assert!(Arch::Vgg16.check_input_size(0, "conv5_3").is_err());
+        Arch::Vgg16.check_input_size(16, "conv5_3").unwrap();
     }
 
     #[test]

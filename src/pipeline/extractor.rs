@@ -171,6 +171,16 @@ impl Extractor {
                 (rows, x_c)
             }
         };
+        let per_image = (rows * cols) as u64 * 4;
+        if per_image > ctx.limits.max_buffer_size {
+            return Err(Error::DeviceLimit {
+                what: format!("the feature of one image ({rows} x {cols} values)"),
+                needed: per_image,
+                limit: ctx.limits.max_buffer_size,
+                limit_name: "max_buffer_size",
+                hint: "use a smaller --window, or reduce the local features with a PCA (fit-pca --dims)",
+            });
+        }
         let features = GpuFeatures::new(ctx, input.n, rows, cols, "features")?;
         let guide_sums = match &self.spec.repr {
             Representation::CrossLayer { .. } => {

@@ -68,9 +68,16 @@ impl GpuNetwork {
 
     /// Output shape of every layer for `input`.
     pub fn shapes(&self, input: Shape4) -> Result<Vec<Shape4>> {
+        self.shapes_through(input, self.layers.len().saturating_sub(1))
+    }
+
+    /// Output shapes of the layers up to and including layer `last` (layers after it may not
+    /// accept an input that small, and are not run).
+    fn shapes_through(&self, input: Shape4, last: usize) -> Result<Vec<Shape4>> {
         let mut s = input;
         self.layers
             .iter()
+            .take(last + 1)
             .map(|l| {
                 s = match l {
                     GpuLayer::Conv(c) => c.spec.output_shape(s)?,
@@ -113,7 +120,7 @@ impl GpuNetwork {
             .iter()
             .max()
             .ok_or_else(|| Error::Config("no output layer requested".into()))?;
-        let shapes = self.shapes(input)?;
+        let shapes = self.shapes_through(input, last)?;
         let scratch_bytes = shapes[..=last]
             .iter()
             .enumerate()
