@@ -30,7 +30,7 @@ pub struct ExtractConfig {
 
 /// One decoded batch: per image, its path and its preprocessed pixels or why it failed.
 struct Decoded {
-    items: Vec<(String, std::result::Result<Vec<f32>, String>)>,
+    items: Vec<(PathBuf, std::result::Result<Vec<f32>, String>)>,
 }
 
 /// Runs `extractor` over `images`, handing every result to `writer` in input order (a
@@ -67,7 +67,7 @@ pub fn run<W: RowSink>(
                     .map(|p| {
                         let r =
                             prepare(p, size, &preprocess, limits).map_err(|e| failure_reason(&e));
-                        (p.display().to_string(), r)
+                        (p.clone(), r)
                     })
                     .collect();
                 if to_gpu.send(Decoded { items }).is_err() {

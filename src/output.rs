@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::store::shards::{
-    finished_shards, lock_part, read_manifest, settings_file, shard_file, PartLock,
+    finished_shards, image_identity, lock_part, read_manifest, settings_file, shard_file, PartLock,
 };
 use crate::store::{ExtractSettings, ManifestLine};
 use safetensors::Dtype;
@@ -33,12 +33,12 @@ pub enum Row {
     /// Its feature: f32 values (for F32/F16) or packed words (for Sign2/Bits1), and for
     /// cross-layer features the mean activation of each channel of layer t+1.
     Ok {
-        path: String,
+        path: PathBuf,
         values: RowData,
         guide_mean: Option<Vec<f32>>,
     },
     /// Why it has no feature.
-    Failed { path: String, reason: String },
+    Failed { path: PathBuf, reason: String },
 }
 
 /// Feature data of one image.
@@ -120,17 +120,20 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 impl ShardWriter {
     /// Opens `dir` for writing the part with file-name `prefix` (`""`, or `partIofN-`).
     /// `settings` describe the run; with `resume`, they must equal those the part was started
-    /// with, and the paths already recorded (ok or failed) are returned so the caller can skip
-    /// them; without it, the directory must hold no shards of this part.
+    /// with, and the images already recorded (ok or failed) are returned, as
+    /// [`image_identity`]s, so the caller can skip them; without it, the directory must hold
+    /// no shards of this part. Parts of another split of the input (`--shard I/M` for
+    /// another M, or none) would extract images twice, and are refused.
     pub fn open(
         dir: &Path,
         prefix: &str,
         settings: &ExtractSettings,
         shard_rows: usize,
         resume: bool,
-    ) -> Result<(Self, HashSet<String>)> {
+    ) -> Result<(Self, HashSet<PathBuf>)> {
         std::fs::create_dir_all(dir).map_err(Error::write(dir))?;
         let lock = lock_part(dir, prefix)?;
+        check_same_split(dir, prefix)?;
         let settings_path = dir.join(settings_file(prefix));
         let finished = finished_shards(dir, Some(prefix))?;
         let mut done = HashSet::new();
@@ -165,7 +168,9 @@ impl ShardWriter {
                 )));
             }
             for shard in &finished {
-                done.extend(read_manifest(&shard.manifest)?.into_iter().map(|l| l.path));
+                for line in read_manifest(&shard.manifest)? {
+                    done.insert(image_identity(&line.image_path()?));
+                }
                 next = next.max(shard.index + 1);
             }
         }
@@ -240,7 +245,8 @@ impl ShardWriter {
                     if let Some(g) = guide_mean {
                         if g.len() != d1 {
                             return Err(Error::Config(format!(
-                                "{path}: {} guidance means for {d1} pooling channels",
+                                "{}: {} guidance means for {d1} pooling channels",
+                                path.display(),
                                 g.len()
                             )));
                         }
@@ -263,9 +269,9 @@ impl ShardWriter {
                         }
                     }
                     n += 1;
-                    ManifestLine::ok(path.clone(), &name, n - 1)
+                    ManifestLine::ok(path, &name, n - 1)
                 }
-                Row::Failed { path, reason } => ManifestLine::failed(path.clone(), reason.clone()),
+                Row::Failed { path, reason } => ManifestLine::failed(path, reason.clone()),
             };
             lines.push_str(
                 &serde_json::to_string(&line)
@@ -418,4 +424,36 @@ fn check_finite(
             "row {row} ({image}) holds NaN or infinite values: the shard is corrupt; extract that image again"
         ),
     })
+}
+
+/// The split of the input a part prefix belongs to: `None` for an unsplit run, `Some(N)` for
+/// `partIofN-`.
+fn split_of(prefix: &str) -> Option<&str> {
+    prefix
+        .strip_prefix("part")
+        .and_then(|p| p.strip_suffix('-'))
+        .and_then(|p| p.split_once("of"))
+        .map(|(_, n)| n)
+}
+
+/// Refuses to add the part `prefix` to a directory holding finished shards of another split.
+fn check_same_split(dir: &Path, prefix: &str) -> Result<()> {
+    let mine = split_of(prefix);
+    let describe = |s: Option<&str>| match s {
+        None => "an unsplit run (no --shard)".to_string(),
+        Some(n) => format!("a {n}-way split (--shard I/{n})"),
+    };
+    if let Some(other) = finished_shards(dir, None)?
+        .into_iter()
+        .find(|s| split_of(&s.prefix) != mine)
+    {
+        return Err(Error::Config(format!(
+            "{} holds shards of {} ({}), and this run is {}: the same images would be extracted twice; use the same --shard split, or another --out",
+            dir.display(),
+            describe(split_of(&other.prefix)),
+            other.manifest.display(),
+            describe(mine)
+        )));
+    }
+    Ok(())
 }

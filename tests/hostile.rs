@@ -311,7 +311,7 @@ fn export_npy_joins_the_parts_of_a_job_array() {
     for (part, prefix) in ["part0of2-", "part1of2-"].iter().enumerate() {
         let (mut w, _) = ShardWriter::open(&d.0, prefix, &s, 10, false).unwrap();
         w.push(Row::Ok {
-            path: format!("{part}.jpg"),
+            path: format!("{part}.jpg").into(),
             values: RowData::F32(vec![part as f32; 4]),
             guide_mean: None,
         })
@@ -332,4 +332,126 @@ fn export_npy_joins_the_parts_of_a_job_array() {
     );
     let e = export_npy(&d.0, Some("part5of9-"), &npy).unwrap_err();
     assert!(e.to_string().contains("part5of9-"), "{e}");
+}
+
+/// Seeded AlexNet weights in `dir`, for runs of the real binary.
+fn alexnet_file(dir: &Path) -> PathBuf {
+    let p = dir.join("alexnet.safetensors");
+    let meta =
+        std::collections::HashMap::from([("crosspool.arch".to_string(), "alexnet".to_string())]);
+    std::fs::write(
+        &p,
+        common::seeded_weights_file(crosspool::model::Arch::Alexnet, Some(meta)),
+    )
+    .unwrap();
+    p
+}
+
+/// `extract --json --size 67` of `inputs` into `out` (extra flags first), run in `cwd`:
+/// (exit status, summary or stderr).
+fn extract_json(
+    cwd: &Path,
+    weights: &Path,
+    out: &Path,
+    extra: &[&str],
+    inputs: &[&std::ffi::OsStr],
+) -> (Option<i32>, serde_json::Value, String) {
+    let r = crosspool_cmd()
+        .current_dir(cwd)
+        .args(["extract", "--quiet", "--json", "--size", "67"])
+        .args(extra)
+        .arg("--weights")
+        .arg(weights)
+        .arg("--out")
+        .arg(out)
+        .args(inputs)
+        .output()
+        .unwrap();
+    let summary = serde_json::from_slice(&r.stdout).unwrap_or_default();
+    (
+        r.status.code(),
+        summary,
+        String::from_utf8_lossy(&r.stderr).into_owned(),
+    )
+}
+
+/// Two files whose names differ only in bytes that are not UTF-8 get two distinct manifest
+/// rows, and a resume knows both are done (they used to share one lossy name, and resume
+/// skipped a file never processed).
+#[cfg(unix)]
+#[test]
+fn names_that_are_not_utf8_are_recorded_exactly() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = temp_dir("non-utf8");
+    let weights = alexnet_file(&d.0);
+    let photos = d.0.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let names = [&b"caf\xe8.jpg"[..], &b"caf\xe9.jpg"[..]];
+    for (n, src) in names.iter().zip(["coffee.jpg", "rocket.jpg"]) {
+        let to = photos.join(std::ffi::OsStr::from_bytes(n));
+        std::fs::copy(repo(&format!("tests/data/photos/{src}")), to).unwrap();
+    }
+    let out = d.0.join("out");
+    let dir = photos.as_os_str();
+    let (code, s, err) = extract_json(&d.0, &weights, &out, &[], &[dir]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(s["ok"], 2);
+    let lines = crosspool::store::shards::read_manifest(&out.join("shard-00000.jsonl")).unwrap();
+    let got: Vec<PathBuf> = lines.iter().map(|l| l.image_path().unwrap()).collect();
+    let want: Vec<PathBuf> = names
+        .iter()
+        .map(|n| photos.join(std::ffi::OsStr::from_bytes(n)))
+        .collect();
+    assert_eq!(got, want);
+    assert_ne!(lines[0].path, lines[1].path);
+    let (code, s, err) = extract_json(&d.0, &weights, &out, &["--resume"], &[dir]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        (s["already_done"].clone(), s["processed"].clone()),
+        (2.into(), 0.into())
+    );
+}
+
+/// An image is the same image however its path is spelt (relative, ./, absolute), and a
+/// resume that names it another way does not process it again.
+#[test]
+fn resume_knows_an_image_by_any_spelling() {
+    let d = temp_dir("spelling");
+    let weights = alexnet_file(&d.0);
+    std::fs::create_dir_all(d.0.join("d")).unwrap();
+    std::fs::copy(repo("tests/data/photos/coffee.jpg"), d.0.join("d/a.jpg")).unwrap();
+    let out = d.0.join("out");
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let (code, _, err) = extract_json(&d.0, &weights, &out, &[], &[&os("d/a.jpg")]);
+    assert_eq!(code, Some(0), "{err}");
+    let absolute = d.0.join("d/a.jpg").into_os_string();
+    for spelling in [os("./d/a.jpg"), os("d/../d/a.jpg"), absolute] {
+        let (code, s, err) = extract_json(&d.0, &weights, &out, &["--resume"], &[&spelling]);
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(s["processed"], 0, "{spelling:?} was extracted again");
+    }
+}
+
+/// Changing the --shard split of a directory would extract images twice: refused, with the
+/// reason. The same split goes on.
+#[test]
+fn a_changed_shard_split_is_refused() {
+    let d = temp_dir("split");
+    let weights = alexnet_file(&d.0);
+    let out = d.0.join("out");
+    let photos: Vec<std::ffi::OsString> = ["coffee.jpg", "rocket.jpg", "chelsea.jpg"]
+        .iter()
+        .map(|p| repo(&format!("tests/data/photos/{p}")).into_os_string())
+        .collect();
+    let inputs: Vec<&std::ffi::OsStr> = photos.iter().map(|p| p.as_os_str()).collect();
+    let (code, _, err) = extract_json(&d.0, &weights, &out, &["--shard", "0/2"], &inputs);
+    assert_eq!(code, Some(0), "{err}");
+    for other in [&["--shard", "0/4", "--resume"][..], &["--resume"]] {
+        let (code, _, err) = extract_json(&d.0, &weights, &out, other, &inputs);
+        assert_eq!(code, Some(1), "{other:?} was let in");
+        assert!(err.contains("extracted twice"), "{err}");
+    }
+    let (code, s, err) = extract_json(&d.0, &weights, &out, &["--shard", "1/2"], &inputs);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(s["processed"], 1);
 }

@@ -198,7 +198,7 @@ fn fake_extraction(dir: &Path, rows: usize, cols: usize) -> Vec<(String, Vec<f32
             let path = format!("img/{part}-{i}.jpg");
             if part == 1 && i == 1 {
                 w.push(Row::Failed {
-                    path,
+                    path: path.into(),
                     reason: "broken".into(),
                 })
                 .unwrap();
@@ -210,7 +210,7 @@ fn fake_extraction(dir: &Path, rows: usize, cols: usize) -> Vec<(String, Vec<f32
                 .map(|x| x.abs())
                 .collect();
             w.push(Row::Ok {
-                path: path.clone(),
+                path: path.clone().into(),
                 values: RowData::F32(v.clone()),
                 guide_mean: Some(g.clone()),
             })

@@ -12,7 +12,7 @@ use crosspool::pipeline::Extractor;
 use crosspool::pooling::LocalWindow;
 use crosspool::shape::Shape4;
 use crosspool::store::settings::{feature_spec, value_name, SETTINGS_VERSION};
-use crosspool::store::shards::part_prefix;
+use crosspool::store::shards::{image_identity, part_prefix};
 use crosspool::store::{ExtractSettings, NormPreset as Norm, Pooling};
 use std::path::{Path, PathBuf};
 
@@ -184,7 +184,8 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     let (writer, done) = ShardWriter::open(&a.out, &prefix, &settings, a.shard_rows, a.resume)?;
     let row_shape = writer.row_shape();
     let before = images.len();
-    images.retain(|p| !done.contains(&p.display().to_string()));
+    // Identity, not spelling: ./d/a.jpg and /abs/d/a.jpg are one image.
+    images.retain(|p| !done.contains(&image_identity(p)));
     let skipped = before - images.len();
 
     let bar = progress_bar(a.quiet, images.len());

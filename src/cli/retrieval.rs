@@ -247,13 +247,15 @@ pub fn run_search(opts: &GpuOptions, a: SearchArgs) -> anyhow::Result<usize> {
                     index.rows,
                     index.cols
                 );
-                names.push(path);
+                names.push(path.display().to_string());
                 codes.extend(index.encode_query(v));
                 guide.push(guide_mean);
             }
-            Row::Ok { path, .. } => anyhow::bail!("{path}: unexpected packed query feature"),
+            Row::Ok { path, .. } => {
+                anyhow::bail!("{}: unexpected packed query feature", path.display())
+            }
             Row::Failed { path, reason } => {
-                eprintln!("search: {path}: {reason}");
+                eprintln!("search: {}: {reason}", path.display());
                 failed += 1;
             }
         }

@@ -102,11 +102,61 @@ pub enum Status {
     Failed,
 }
 
+/// The text a manifest records for `path` and, when the path is not valid UTF-8, its exact
+/// bytes in hex. The text is then the path with each byte that is not UTF-8 written `\xNN`,
+/// readable and distinct for distinct paths; the bytes are what identifies the file.
+pub fn path_text(path: &Path) -> (String, Option<String>) {
+    if let Some(s) = path.to_str() {
+        return (s.to_string(), None);
+    }
+    let bytes = path.as_os_str().as_encoded_bytes();
+    let mut text = String::new();
+    for chunk in bytes.utf8_chunks() {
+        text.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            text.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    let hex = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    (text, Some(hex))
+}
+
+/// The path a manifest line names, exactly as it was given.
+fn path_from_line(text: &str, hex: Option<&str>) -> Option<PathBuf> {
+    let Some(hex) = hex else {
+        return Some(PathBuf::from(text));
+    };
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect();
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStringExt;
+        Some(PathBuf::from(std::ffi::OsString::from_vec(bytes?)))
+    }
+    #[cfg(not(unix))]
+    {
+        // Paths elsewhere are Unicode; bytes only come from Unix.
+        String::from_utf8(bytes?).ok().map(PathBuf::from)
+    }
+}
+
+/// What makes two spellings of one file the same image: its canonical path (symlinks and
+/// `.`/`..` resolved) when it exists, else the path made absolute.
+pub fn image_identity(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
+}
+
 /// One line of a shard manifest.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ManifestLine {
-    /// The image, as it was given.
+    /// The image, as it was given (see [`path_text`] for paths that are not UTF-8).
     pub path: String,
+    /// The path's exact bytes in hex, when they are not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_bytes: Option<String>,
     /// Whether it has a feature.
     pub status: Status,
     /// Ok: the shard file holding its feature.
@@ -122,9 +172,11 @@ pub struct ManifestLine {
 
 impl ManifestLine {
     /// An image with a feature at `row` of `shard`.
-    pub fn ok(path: String, shard: &str, row: usize) -> Self {
+    pub fn ok(path: &Path, shard: &str, row: usize) -> Self {
+        let (path, path_bytes) = path_text(path);
         ManifestLine {
             path,
+            path_bytes,
             status: Status::Ok,
             shard: Some(shard.into()),
             row: Some(row),
@@ -133,14 +185,26 @@ impl ManifestLine {
     }
 
     /// An image without a feature, and why.
-    pub fn failed(path: String, reason: String) -> Self {
+    pub fn failed(path: &Path, reason: String) -> Self {
+        let (path, path_bytes) = path_text(path);
         ManifestLine {
             path,
+            path_bytes,
             status: Status::Failed,
             shard: None,
             row: None,
             reason: Some(reason),
         }
+    }
+
+    /// The image's path, exactly as it was given.
+    pub fn image_path(&self) -> Result<PathBuf> {
+        path_from_line(&self.path, self.path_bytes.as_deref()).ok_or_else(|| {
+            Error::Config(format!(
+                "manifest line for {}: path_bytes is not hex",
+                self.path
+            ))
+        })
     }
 
     /// The row of an image that has a feature.
@@ -240,6 +304,25 @@ pub fn finished_shards(dir: &Path, prefix: Option<&str>) -> Result<Vec<FinishedS
 mod tests {
     use super::*;
 
+    #[cfg(unix)]
+    #[test]
+    fn paths_that_are_not_utf8_are_kept_exactly() {
+        use std::os::unix::ffi::OsStrExt;
+        let a = Path::new(std::ffi::OsStr::from_bytes(b"d/caf\xe8.jpg"));
+        let b = Path::new(std::ffi::OsStr::from_bytes(b"d/caf\xe9.jpg"));
+        let (la, lb) = (ManifestLine::ok(a, "s", 0), ManifestLine::ok(b, "s", 1));
+        assert_eq!(la.path, "d/caf\\xe8.jpg");
+        assert_ne!(la.path, lb.path);
+        for (line, want) in [(la, a), (lb, b)] {
+            let text = serde_json::to_string(&line).unwrap();
+            let back: ManifestLine = serde_json::from_str(&text).unwrap();
+            assert_eq!(back.image_path().unwrap(), want);
+        }
+        let plain = ManifestLine::ok(Path::new("d/café.jpg"), "s", 0);
+        assert_eq!(plain.path_bytes, None);
+        assert_eq!(plain.image_path().unwrap(), Path::new("d/café.jpg"));
+    }
+
     #[test]
     fn names_round_trip() {
         for prefix in ["", &part_prefix(3, 8)] {
@@ -259,7 +342,7 @@ mod tests {
         let line: ManifestLine = serde_json::from_str(old).unwrap();
         assert_eq!(
             line,
-            ManifestLine::ok("a.jpg".into(), "shard-00000.safetensors", 0)
+            ManifestLine::ok(Path::new("a.jpg"), "shard-00000.safetensors", 0)
         );
         let old = r#"{"path":"b.jpg","reason":"empty file","status":"failed"}"#;
         let line: ManifestLine = serde_json::from_str(old).unwrap();
