@@ -455,3 +455,153 @@ fn a_changed_shard_split_is_refused() {
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(s["processed"], 1);
 }
+
+/// Every case above in one directory beside good images: the run finishes, each good image
+/// is stored exactly once, every bad file named like an image is a failed row with its
+/// reason, and FIFOs and devices met in the walk are skipped without blocking.
+#[cfg(unix)]
+#[test]
+fn a_hostile_directory_finishes_and_accounts_for_every_good_image_once() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = temp_dir("hostile-dir");
+    let weights = alexnet_file(&d.0);
+    let dir = d.0.join("in");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    let photo = |name: &str| repo(&format!("tests/data/photos/{name}"));
+    // Good images, one of them under a name that is not UTF-8.
+    std::fs::copy(photo("coffee.jpg"), dir.join("good1.jpg")).unwrap();
+    std::fs::copy(photo("rocket.jpg"), dir.join("sub/good2.jpg")).unwrap();
+    std::fs::copy(
+        photo("chelsea.jpg"),
+        dir.join(std::ffi::OsStr::from_bytes(b"good3-\xe9.jpg")),
+    )
+    .unwrap();
+    // Bad ones.
+    let chelsea = std::fs::read(photo("chelsea.jpg")).unwrap();
+    std::fs::write(dir.join("cut.jpg"), &chelsea[..chelsea.len() / 2]).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.jpg")).unwrap();
+    std::os::unix::fs::symlink("nowhere.jpg", dir.join("dangling.jpg")).unwrap();
+    assert!(std::process::Command::new("mkfifo")
+        .arg(dir.join("pipe.jpg"))
+        .status()
+        .unwrap()
+        .success());
+    // Loops back to the top, twice.
+    std::os::unix::fs::symlink(".", dir.join("x")).unwrap();
+    std::os::unix::fs::symlink("..", dir.join("sub/y")).unwrap();
+
+    let out = d.0.join("out");
+    // The device link is skipped by the walk, and a failed row when named directly.
+    let zero = dir.join("zero.jpg");
+    let (code, s, err) = extract_json(
+        &d.0,
+        &weights,
+        &out,
+        &[],
+        &[dir.as_os_str(), zero.as_os_str()],
+    );
+    assert_eq!(code, Some(2), "some images failed: {err}");
+    assert_eq!(
+        (s["ok"].clone(), s["failed"].clone()),
+        (3.into(), 3.into()),
+        "{s}"
+    );
+    let lines = crosspool::store::shards::read_manifest(&out.join("shard-00000.jsonl")).unwrap();
+    let ok: Vec<String> = lines
+        .iter()
+        .filter(|l| l.ok_row().is_some())
+        .map(|l| l.path.clone())
+        .collect();
+    let name = |p: &str| dir.join(p).display().to_string();
+    let mut want = vec![
+        name("good1.jpg"),
+        format!("{}/good3-\\xe9.jpg", dir.display()),
+        name("sub/good2.jpg"),
+    ];
+    want.sort();
+    let mut got = ok.clone();
+    got.sort();
+    assert_eq!(got, want);
+    let failed: Vec<(String, String)> = lines
+        .iter()
+        .filter(|l| l.ok_row().is_none())
+        .map(|l| (l.path.clone(), l.reason.clone().unwrap_or_default()))
+        .collect();
+    for (file, says) in [
+        ("cut.jpg", "truncated"),
+        ("zero.jpg", "not a regular file"),
+        ("dangling.jpg", "No such file"),
+    ] {
+        assert!(
+            failed
+                .iter()
+                .any(|(p, r)| p == &name(file) && r.contains(says)),
+            "{file}: {failed:?}"
+        );
+    }
+}
+
+/// Files crosspool wrote are called what they are in errors, not "weights file".
+#[test]
+fn damaged_indexes_and_shards_are_named_as_such() {
+    let d = temp_dir("damaged-index");
+    std::fs::write(d.0.join("index.safetensors"), b"not safetensors at all").unwrap();
+    let e = crosspool::retrieval::RetrievalIndex::load(&d.0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("index ") && !e.contains("weights"), "{e}");
+    let parts = d.0.join("parts");
+    let (mut w, _) =
+        crosspool::output::ShardWriter::open(&parts, "", &sum_settings(), 10, false).unwrap();
+    w.push(crosspool::output::Row::Failed {
+        path: "x.jpg".into(),
+        reason: "test".into(),
+    })
+    .unwrap();
+    w.finish().unwrap();
+    std::fs::write(parts.join("shard-00000.safetensors"), b"garbage").unwrap();
+    let e =
+        crosspool::retrieval::RetrievalIndex::build(&parts, crosspool::retrieval::Storage::Auto)
+            .unwrap_err()
+            .to_string();
+    assert!(
+        e.starts_with("feature shard ") && !e.contains("weights"),
+        "{e}"
+    );
+}
+
+/// A window whose single-image feature cannot fit the device says to shrink the window or
+/// reduce the features, not to use a smaller batch.
+#[test]
+fn an_oversized_window_says_what_to_change() {
+    use crosspool::features::{FeatureSpec, Representation};
+    use crosspool::model::{Arch, ModelWeights};
+    use crosspool::pooling::{LocalWindow, Normalization};
+    let ctx = common::gpu();
+    let arch = Arch::Alexnet;
+    let w = ModelWeights::from_bytes(
+        &common::seeded_weights_file(arch, None),
+        Path::new("seeded"),
+        Some(arch),
+        None,
+    )
+    .unwrap();
+    // The smallest odd window whose feature (256 rows of side^2 x 256 values) is over the
+    // device's buffer limit.
+    let fits = |side: u64| 256 * side * side * 256 * 4 <= ctx.limits.max_buffer_size;
+    let side = (1..).step_by(2).find(|&s| !fits(s)).unwrap() as usize;
+    let spec = FeatureSpec {
+        repr: Representation::CrossLayer {
+            local: "conv4".into(),
+            guide: "conv5".into(),
+            window: LocalWindow::new(side, side).unwrap(),
+        },
+        norm: Normalization::PAPER,
+    };
+    let ex = crosspool::pipeline::Extractor::new(ctx, &w, spec, None).unwrap();
+    let e = match ex.workspace(ctx, crosspool::shape::Shape4::new(1, 67, 67, 3)) {
+        Ok(_) => panic!("a {side}x{side} window's feature fit one buffer"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("--window") && !e.contains("batch"), "{e}");
+}
