@@ -288,3 +288,66 @@ fn guide_means_are_channel_means_of_layer_t1() {
     let ws = ex.workspace(ctx, shape).unwrap();
     assert!(ws.guide_means(ctx).unwrap().is_none());
 }
+
+/// The pipelines are written against the backend's entry points alone: the same `Extractor`
+/// and `Moments` run on the CPU reference backend, equal bit for bit to the reference's own
+/// pipeline (same ops, same order), and within the f32 tolerance of the GPU.
+#[test]
+fn the_same_pipelines_run_on_the_reference_backend() {
+    use crosspool::pipeline::{Backend, Moments};
+    use crosspool::reference::{CpuTensor, ReferenceBackend};
+    let cpu = ReferenceBackend;
+    let w = weights(Arch::Alexnet);
+    let shape = Shape4::new(2, 67, 67, 3);
+    let x = input(shape, 7);
+    for (repr, norm) in [
+        (
+            Representation::paper_default(Arch::Alexnet),
+            Normalization::PAPER,
+        ),
+        (
+            Representation::Region {
+                local: "conv5".into(),
+                mode: RegionPoolMode::Max,
+                levels: 1,
+            },
+            Normalization::RETRIEVAL,
+        ),
+    ] {
+        let spec = FeatureSpec { repr, norm };
+        let ex = Extractor::new(&cpu, &w, spec.clone(), None).unwrap();
+        let ws = ex.workspace(&cpu, shape).unwrap();
+        let t = CpuTensor::from_values(x.clone(), shape).unwrap();
+        let got = cpu.download(ex.extract(&cpu, &t, &ws).unwrap()).unwrap();
+        let (_, _, want) = reference::features(&w, &spec, None, &x, shape).unwrap();
+        assert_eq!(got, want, "{}", spec.repr);
+        let ctx = gpu();
+        let gex = Extractor::new(ctx, &w, spec.clone(), None).unwrap();
+        let gws = gex.workspace(ctx, shape).unwrap();
+        let gx = GpuTensor::upload(ctx, &x, shape, "x").unwrap();
+        let on_gpu = gex.extract(ctx, &gx, &gws).unwrap().download(ctx).unwrap();
+        let e = rel_l2(&unsqrt(&on_gpu, &spec), &unsqrt(&got, &spec));
+        assert!(e <= TOL, "{}: rel err {e:e}", spec.repr);
+    }
+
+    // PCA moments: the same accumulation on both backends.
+    let win = LocalWindow::new(3, 3).unwrap();
+    let m_cpu = Moments::new(&cpu, &w, "conv5", win).unwrap();
+    let ws = m_cpu.workspace(&cpu, shape).unwrap();
+    let f = win.feature_len(m_cpu.channels(&ws));
+    let mut a = MomentAccumulator::new(f);
+    let t = CpuTensor::from_values(x.clone(), shape).unwrap();
+    m_cpu.add_batch(&cpu, &t, &ws, &mut a).unwrap();
+    let ctx = gpu();
+    let m_gpu = MomentsGpu::new(ctx, &w, "conv5", win).unwrap();
+    let gws = m_gpu.workspace(ctx, shape).unwrap();
+    let mut b = MomentAccumulator::new(f);
+    let gx = GpuTensor::upload(ctx, &x, shape, "x").unwrap();
+    m_gpu.add_batch(ctx, &gx, &gws, &mut b).unwrap();
+    let fit =
+        |acc: &MomentAccumulator| Pca::fit(acc, "alexnet", "conv5", win, 256, Some(8)).unwrap();
+    let (pa, pb) = (fit(&a), fit(&b));
+    assert_eq!(pa.units, pb.units);
+    let e = rel_l2(&pa.eigenvalues, &pb.eigenvalues);
+    assert!(e <= TOL, "eigenvalues differ by {e:e}");
+}

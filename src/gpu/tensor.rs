@@ -5,7 +5,8 @@ use super::GpuContext;
 use crate::error::{Error, Result};
 use crate::shape::Shape4;
 
-/// An NHWC f32 activation in one GPU storage buffer.
+/// An NHWC f32 activation in one GPU storage buffer; clones are views of the same buffer.
+#[derive(Clone)]
 pub struct GpuTensor {
     /// The storage buffer, `shape.bytes_f32()` long.
     pub buffer: GpuBuffer,

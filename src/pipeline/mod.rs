@@ -1,12 +1,17 @@
-//! Whole computations assembled from the GPU kernels: a network's forward pass, the feature
-//! extractor (forward, PCA projection, pooling, normalisation in one submission per batch) and
-//! the PCA moments. Kernels and their buffers come from `gpu`; what to compute comes from
-//! `model`, `features` and `pca`.
+//! Whole computations assembled from kernel entry points: a network's forward pass, the
+//! feature extractor (forward, PCA projection, pooling, normalisation in one submission per
+//! batch) and the PCA moments. They are written against [`Backend`], which the GPU
+//! implements (`impl Backend for GpuContext`) and the CPU reference too
+//! (`reference::ReferenceBackend`); what to compute comes from `model`, `features` and `pca`.
 
+pub mod backend;
 pub mod extractor;
+mod gpu_backend;
 pub mod moments;
 pub mod network;
 
+pub use backend::{Backend, Guide};
 pub use extractor::{ExtractWorkspace, Extractor};
-pub use moments::{MomentsGpu, MomentsWorkspace};
-pub use network::{GpuNetwork, Workspace};
+pub use gpu_backend::GpuKernels;
+pub use moments::{Moments, MomentsGpu, MomentsWorkspace};
+pub use network::{GpuNetwork, Network, Workspace};

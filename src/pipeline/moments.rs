@@ -1,92 +1,81 @@
-//! Accumulating the moments of a layer's local features on the GPU, for fitting a PCA.
+//! Accumulating the moments of a layer's local features, for fitting a PCA.
 
-use super::network::{GpuNetwork, Workspace};
+use super::backend::{Backend, Guide};
+use super::network::{Network, Workspace};
 use crate::error::Result;
-use crate::gpu::crosslayer::{CrossLayerKernel, Guidance};
 use crate::gpu::GpuContext;
-use crate::gpu::{GpuFeatures, GpuTensor};
 use crate::model::ModelWeights;
 use crate::pca::MomentAccumulator;
 use crate::pooling::LocalWindow;
 use crate::shape::Shape4;
 
 /// Runs the network to `layer` and sums its local features and their outer products.
-pub struct MomentsGpu {
-    net: GpuNetwork,
-    cross: CrossLayerKernel,
+pub struct Moments<B: Backend = GpuContext> {
+    net: Network<B>,
+    kernels: B::Kernels,
     layer: String,
     window: LocalWindow,
 }
 
+/// The moments on the GPU.
+pub type MomentsGpu = Moments<GpuContext>;
+
 /// Buffers for one input shape.
-pub struct MomentsWorkspace {
-    net: Workspace,
-    sum: GpuFeatures,
-    second: GpuFeatures,
+pub struct MomentsWorkspace<B: Backend = GpuContext> {
+    net: Workspace<B>,
+    sum: B::Features,
+    second: B::Features,
 }
 
-impl MomentsGpu {
+impl<B: Backend> Moments<B> {
     /// Prepares to accumulate moments of `layer`'s local features over `window`.
-    pub fn new(
-        ctx: &GpuContext,
-        weights: &ModelWeights,
-        layer: &str,
-        window: LocalWindow,
-    ) -> Result<Self> {
+    pub fn new(ctx: &B, weights: &ModelWeights, layer: &str, window: LocalWindow) -> Result<Self> {
         weights.arch.layer_index(layer)?;
-        Ok(MomentsGpu {
-            net: GpuNetwork::new(ctx, weights)?,
-            cross: CrossLayerKernel::new(ctx)?,
+        Ok(Moments {
+            net: Network::new(ctx, weights)?,
+            kernels: ctx.kernels()?,
             layer: layer.into(),
             window,
         })
     }
 
-    /// Channels of the layer at `input` shape and the local-feature length.
-    pub fn workspace(&self, ctx: &GpuContext, input: Shape4) -> Result<MomentsWorkspace> {
+    /// Buffers for batches of `input` shape.
+    pub fn workspace(&self, ctx: &B, input: Shape4) -> Result<MomentsWorkspace<B>> {
         let net = self.net.workspace(ctx, input, &[&self.layer])?;
-        let f = self.window.feature_len(net.outputs()[0].shape.c);
+        let f = self.window.feature_len(B::shape_of(&net.outputs()[0]).c);
         Ok(MomentsWorkspace {
             net,
-            sum: GpuFeatures::new(ctx, 1, 1, f, "feature sum")?,
-            second: GpuFeatures::new(ctx, 1, f, f, "feature second moment")?,
+            sum: ctx.features(1, 1, f, "feature sum")?,
+            second: ctx.features(1, f, f, "feature second moment")?,
         })
     }
 
     /// Channels of the layer (valid for any workspace).
-    pub fn channels(&self, ws: &MomentsWorkspace) -> usize {
-        ws.net.outputs()[0].shape.c
+    pub fn channels(&self, ws: &MomentsWorkspace<B>) -> usize {
+        B::shape_of(&ws.net.outputs()[0]).c
     }
 
-    /// Runs one batch and adds its sums to `acc` (downloaded in f32, accumulated in f64).
+    /// Runs one batch and adds its sums to `acc` (read back in f32, accumulated in f64).
     pub fn add_batch(
         &self,
-        ctx: &GpuContext,
-        input: &GpuTensor,
-        ws: &MomentsWorkspace,
+        ctx: &B,
+        input: &B::Tensor,
+        ws: &MomentsWorkspace<B>,
         acc: &mut MomentAccumulator,
     ) -> Result<()> {
-        let n = input.shape.n;
-        ctx.submit("pca moments", |enc| {
-            self.net.record(ctx, enc, input, &ws.net)?;
+        let n = B::shape_of(input).n;
+        let win = self.window;
+        ctx.submit("pca moments", &mut |r| {
+            self.net.record(ctx, r, input, &ws.net)?;
             let x = &ws.net.outputs()[0];
-            self.cross
-                .record(ctx, enc, Guidance::Ones, x, self.window, n, &ws.sum, false)?;
-            self.cross.record(
-                ctx,
-                enc,
-                Guidance::Layer(x, self.window),
-                x,
-                self.window,
-                n,
-                &ws.second,
-                false,
-            )
+            let k = &self.kernels;
+            ctx.cross_layer(k, r, Guide::Ones, x, win, n, &ws.sum)?;
+            ctx.cross_layer(k, r, Guide::Layer(x, win), x, win, n, &ws.second)
         })?;
-        let s = ws.net.outputs()[0].shape;
+        let s = B::shape_of(&ws.net.outputs()[0]);
         acc.add(
-            &ws.sum.download(ctx)?,
-            &ws.second.download(ctx)?,
+            &ctx.download(&ws.sum)?,
+            &ctx.download(&ws.second)?,
             (s.n * s.h * s.w) as u64,
         );
         Ok(())

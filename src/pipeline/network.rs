@@ -1,63 +1,63 @@
-//! A whole network on the GPU: every layer recorded into one command buffer, intermediate
+//! A whole network on a [`Backend`]: every layer recorded into one submission, intermediate
 //! activations in two ping-pong buffers reused across layers and across calls, and only the
 //! requested layers kept in buffers of their own.
 
+use super::backend::Backend;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::gpu::MaxPool2dKernel;
-use crate::gpu::{Conv2dKernel, GpuConv2d};
-use crate::gpu::{GpuBuffer, GpuTensor};
 use crate::model::{Arch, LayerKind, ModelWeights};
 use crate::shape::{MaxPool2dSpec, Shape4};
 
-enum GpuLayer {
-    Conv(GpuConv2d),
+enum NetLayer<B: Backend> {
+    Conv(B::Conv),
     Pool(MaxPool2dSpec),
 }
 
-/// A network's layers uploaded to the device, up to the last layer whose weights were loaded.
-pub struct GpuNetwork {
+/// A network's layers made ready on a backend, up to the last layer whose weights were
+/// loaded.
+pub struct Network<B: Backend = GpuContext> {
     /// Architecture.
     pub arch: Arch,
     names: Vec<String>,
-    layers: Vec<GpuLayer>,
-    conv: Conv2dKernel,
-    pool: MaxPool2dKernel,
+    layers: Vec<NetLayer<B>>,
+    kernels: B::Kernels,
 }
+
+/// The network on the GPU.
+pub type GpuNetwork = Network<GpuContext>;
 
 /// Buffers for one input shape, kept between calls so that a stream of equal-sized batches
 /// allocates nothing after the first.
-pub struct Workspace {
+pub struct Workspace<B: Backend = GpuContext> {
     input: Shape4,
     wanted: Vec<usize>,
-    scratch: [GpuBuffer; 2],
-    outputs: Vec<GpuTensor>,
+    scratch: [B::Scratch; 2],
+    outputs: Vec<B::Tensor>,
     shapes: Vec<Shape4>,
 }
 
-impl GpuNetwork {
+impl<B: Backend> Network<B> {
     /// Uploads the loaded layers of `weights`, including the pooling layers between them.
-    pub fn new(ctx: &GpuContext, weights: &ModelWeights) -> Result<Self> {
+    pub fn new(ctx: &B, weights: &ModelWeights) -> Result<Self> {
         let mut names = Vec::new();
         let mut layers = Vec::new();
         // Every layer up to the first whose weights were not loaded (pooling needs none).
         for layer in weights.arch.layers() {
-            let gpu = match &layer.kind {
+            let ready = match &layer.kind {
                 LayerKind::Conv { .. } => match weights.layer(&layer.name) {
-                    Some(w) => GpuLayer::Conv(GpuConv2d::upload(ctx, w)?),
+                    Some(w) => NetLayer::Conv(ctx.conv_layer(w)?),
                     None => break,
                 },
-                LayerKind::MaxPool(spec) => GpuLayer::Pool(*spec),
+                LayerKind::MaxPool(spec) => NetLayer::Pool(*spec),
             };
             names.push(layer.name.clone());
-            layers.push(gpu);
+            layers.push(ready);
         }
-        Ok(GpuNetwork {
+        Ok(Network {
             arch: weights.arch,
             names,
             layers,
-            conv: Conv2dKernel::new(ctx)?,
-            pool: MaxPool2dKernel::new(ctx)?,
+            kernels: ctx.kernels()?,
         })
     }
 
@@ -80,8 +80,8 @@ impl GpuNetwork {
             .take(last + 1)
             .map(|l| {
                 s = match l {
-                    GpuLayer::Conv(c) => c.spec.output_shape(s)?,
-                    GpuLayer::Pool(p) => p.output_shape(s)?,
+                    NetLayer::Conv(c) => B::conv_spec(c).output_shape(s)?,
+                    NetLayer::Pool(p) => p.output_shape(s)?,
                 };
                 Ok(s)
             })
@@ -105,7 +105,7 @@ impl GpuNetwork {
     }
 
     /// Allocates buffers for running `input`-shaped batches and keeping the `wanted` layers.
-    pub fn workspace(&self, ctx: &GpuContext, input: Shape4, wanted: &[&str]) -> Result<Workspace> {
+    pub fn workspace(&self, ctx: &B, input: Shape4, wanted: &[&str]) -> Result<Workspace<B>> {
         if input.c != 3 {
             return Err(Error::shape(
                 "network input",
@@ -121,20 +121,20 @@ impl GpuNetwork {
             .max()
             .ok_or_else(|| Error::Config("no output layer requested".into()))?;
         let shapes = self.shapes_through(input, last)?;
-        let scratch_bytes = shapes[..=last]
+        let scratch_values = shapes[..=last]
             .iter()
             .enumerate()
             .filter(|(i, _)| !wanted.contains(i))
-            .map(|(_, s)| s.bytes_f32())
+            .map(|(_, s)| s.len())
             .max()
-            .unwrap_or(4);
+            .unwrap_or(1);
         let scratch = [
-            ctx.storage_buffer(scratch_bytes, "activations A")?,
-            ctx.storage_buffer(scratch_bytes, "activations B")?,
+            ctx.scratch(scratch_values, "activations A")?,
+            ctx.scratch(scratch_values, "activations B")?,
         ];
         let outputs = wanted
             .iter()
-            .map(|&i| GpuTensor::new(ctx, shapes[i], &self.names[i]))
+            .map(|&i| ctx.tensor(shapes[i], &self.names[i]))
             .collect::<Result<_>>()?;
         Ok(Workspace {
             input,
@@ -149,48 +149,48 @@ impl GpuNetwork {
     /// activations are left in `ws`'s output tensors, in the order they were requested.
     pub fn forward<'w>(
         &self,
-        ctx: &GpuContext,
-        input: &GpuTensor,
-        ws: &'w Workspace,
-    ) -> Result<&'w [GpuTensor]> {
-        ctx.submit("network forward", |enc| self.record(ctx, enc, input, ws))?;
+        ctx: &B,
+        input: &B::Tensor,
+        ws: &'w Workspace<B>,
+    ) -> Result<&'w [B::Tensor]> {
+        ctx.submit("network forward", &mut |r| self.record(ctx, r, input, ws))?;
         Ok(&ws.outputs)
     }
 
-    /// Records the forward pass into `enc` (so that later stages can join the same submission).
+    /// Records the forward pass into `r` (so that later stages can join the same submission).
     pub fn record(
         &self,
-        ctx: &GpuContext,
-        enc: &mut wgpu::CommandEncoder,
-        input: &GpuTensor,
-        ws: &Workspace,
+        ctx: &B,
+        r: &mut B::Recorder,
+        input: &B::Tensor,
+        ws: &Workspace<B>,
     ) -> Result<()> {
         for (i, (prev, out)) in self.layer_io(input, ws)?.iter().enumerate() {
-            self.record_layer(ctx, enc, i, prev, out)?;
+            self.record_layer(ctx, r, i, prev, out)?;
         }
         Ok(())
     }
 
     /// Runs the layers one submission each, waiting for each, and returns every layer's name,
     /// wall time in seconds and floating-point operations: a per-layer profile. (Waiting
-    /// between layers costs a little; the pipelined [`GpuNetwork::record`] does not.)
+    /// between layers costs a little; the pipelined [`Network::record`] does not.)
     pub fn profile(
         &self,
-        ctx: &GpuContext,
-        input: &GpuTensor,
-        ws: &Workspace,
+        ctx: &B,
+        input: &B::Tensor,
+        ws: &Workspace<B>,
     ) -> Result<Vec<(String, f64, f64)>> {
         let mut out = Vec::new();
         ctx.wait("profile")?;
         for (i, (prev, next)) in self.layer_io(input, ws)?.iter().enumerate() {
             let t = std::time::Instant::now();
-            ctx.submit("profile layer", |enc| {
-                self.record_layer(ctx, enc, i, prev, next)
+            ctx.submit("profile layer", &mut |r| {
+                self.record_layer(ctx, r, i, prev, next)
             })?;
             ctx.wait("profile layer")?;
             let flops = match &self.layers[i] {
-                GpuLayer::Conv(c) => c.spec.flops(prev.shape)?,
-                GpuLayer::Pool(_) => 0.0,
+                NetLayer::Conv(c) => B::conv_spec(c).flops(B::shape_of(prev))?,
+                NetLayer::Pool(_) => 0.0,
             };
             out.push((self.names[i].clone(), t.elapsed().as_secs_f64(), flops));
         }
@@ -199,51 +199,41 @@ impl GpuNetwork {
 
     /// Floating-point operations of the forward pass for `input` up to the workspace's last
     /// wanted layer.
-    pub fn flops(&self, input: &GpuTensor, ws: &Workspace) -> Result<f64> {
+    pub fn flops(&self, input: &B::Tensor, ws: &Workspace<B>) -> Result<f64> {
         let mut total = 0.0;
         for (i, (prev, _)) in self.layer_io(input, ws)?.iter().enumerate() {
-            if let GpuLayer::Conv(c) = &self.layers[i] {
-                total += c.spec.flops(prev.shape)?;
+            if let NetLayer::Conv(c) = &self.layers[i] {
+                total += B::conv_spec(c).flops(B::shape_of(prev))?;
             }
         }
         Ok(total)
     }
 
     /// (input, output) tensor views of each layer up to the deepest wanted one.
-    fn layer_io(&self, input: &GpuTensor, ws: &Workspace) -> Result<Vec<(GpuTensor, GpuTensor)>> {
-        if input.shape != ws.input {
+    fn layer_io(
+        &self,
+        input: &B::Tensor,
+        ws: &Workspace<B>,
+    ) -> Result<Vec<(B::Tensor, B::Tensor)>> {
+        if B::shape_of(input) != ws.input {
             return Err(Error::shape(
                 "network input",
                 format!(
                     "workspace was made for {} but the input is {}",
-                    ws.input, input.shape
+                    ws.input,
+                    B::shape_of(input)
                 ),
             ));
         }
         let last = *ws.wanted.iter().max().unwrap_or(&0);
-        let mut prev = GpuTensor {
-            buffer: input.buffer.clone(),
-            shape: input.shape,
-        };
+        let mut prev = input.clone();
         let mut io = Vec::with_capacity(last + 1);
         for i in 0..=last {
             let out = match ws.wanted.iter().position(|&w| w == i) {
-                Some(k) => GpuTensor {
-                    buffer: ws.outputs[k].buffer.clone(),
-                    shape: ws.shapes[i],
-                },
-                None => GpuTensor {
-                    buffer: ws.scratch[i % 2].clone(),
-                    shape: ws.shapes[i],
-                },
+                Some(k) => ws.outputs[k].clone(),
+                None => B::view(&ws.scratch[i % 2], ws.shapes[i]),
             };
-            io.push((
-                prev,
-                GpuTensor {
-                    buffer: out.buffer.clone(),
-                    shape: out.shape,
-                },
-            ));
+            io.push((prev, out.clone()));
             prev = out;
         }
         Ok(io)
@@ -251,22 +241,22 @@ impl GpuNetwork {
 
     fn record_layer(
         &self,
-        ctx: &GpuContext,
-        enc: &mut wgpu::CommandEncoder,
+        ctx: &B,
+        r: &mut B::Recorder,
         i: usize,
-        prev: &GpuTensor,
-        out: &GpuTensor,
+        prev: &B::Tensor,
+        out: &B::Tensor,
     ) -> Result<()> {
         match &self.layers[i] {
-            GpuLayer::Conv(c) => self.conv.record(ctx, enc, c, prev, out),
-            GpuLayer::Pool(p) => self.pool.record(ctx, enc, *p, prev, out),
+            NetLayer::Conv(c) => ctx.conv(&self.kernels, r, c, prev, out),
+            NetLayer::Pool(p) => ctx.max_pool(&self.kernels, r, *p, prev, out),
         }
     }
 }
 
-impl Workspace {
+impl<B: Backend> Workspace<B> {
     /// The wanted activations, in the order requested (valid after a forward pass).
-    pub fn outputs(&self) -> &[GpuTensor] {
+    pub fn outputs(&self) -> &[B::Tensor] {
         &self.outputs
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! They favour obviousness over speed: direct loops, f64 accumulation, no tiling.
 
+mod backend;
 mod conv;
 mod features;
 mod network;
@@ -9,6 +10,7 @@ mod pool;
 mod pooling;
 mod relu;
 
+pub use backend::{CpuFeatures, CpuTensor, ReferenceBackend};
 pub use conv::conv2d;
 pub use features::features;
 pub use network::network_forward;

@@ -1,0 +1,123 @@
+//! The kernel entry points the pipelines are written against. The GPU implements them by
+//! recording dispatches into a command encoder (`impl Backend for GpuContext`); the CPU
+//! reference implements them by computing at once (`reference::ReferenceBackend`), and a
+//! native CPU backend would implement them the same way. Everything a pipeline allocates,
+//! runs or reads back goes through here.
+
+use crate::error::Result;
+use crate::pooling::{LocalWindow, Normalization, RegionPoolMode};
+use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4};
+use crate::weights::Conv2dWeights;
+
+/// What pools the local features of cross-layer pooling.
+pub enum Guide<'a, T> {
+    /// Activations of layer t+1 (or of layer t itself, for a Gram matrix or second moment),
+    /// with the local window to take around each unit.
+    Layer(&'a T, LocalWindow),
+    /// A constant 1 for every unit: the plain sum of the local features.
+    Ones,
+}
+
+/// A compute backend: storage for activations and features, and the operations on them.
+pub trait Backend {
+    /// An NHWC f32 activation; clones are views of the same storage.
+    type Tensor: Clone;
+    /// Per-image matrices `[images][rows][cols]` of f32.
+    type Features;
+    /// A convolution layer's weights, ready to run.
+    type Conv;
+    /// Pooling regions, ready to use.
+    type Regions;
+    /// Storage that tensors of several shapes take turns in (the network's ping-pong).
+    type Scratch;
+    /// Whatever the operations need prepared once (compiled kernels).
+    type Kernels;
+    /// Where operations are recorded until [`Backend::submit`] runs them.
+    type Recorder;
+
+    /// Prepares the operations.
+    fn kernels(&self) -> Result<Self::Kernels>;
+    /// A zeroed tensor.
+    fn tensor(&self, shape: Shape4, label: &str) -> Result<Self::Tensor>;
+    /// A tensor's shape.
+    fn shape_of(t: &Self::Tensor) -> Shape4;
+    /// Storage for `values` f32.
+    fn scratch(&self, values: usize, label: &str) -> Result<Self::Scratch>;
+    /// A tensor of `shape` living at the start of `s` (which must be large enough).
+    fn view(s: &Self::Scratch, shape: Shape4) -> Self::Tensor;
+    /// Zeroed features for `images` matrices of `rows` x `cols`.
+    fn features(
+        &self,
+        images: usize,
+        rows: usize,
+        cols: usize,
+        label: &str,
+    ) -> Result<Self::Features>;
+    /// `(images, rows, cols)` of features.
+    fn dims_of(f: &Self::Features) -> (usize, usize, usize);
+    /// A convolution layer ready to run.
+    fn conv_layer(&self, w: &Conv2dWeights) -> Result<Self::Conv>;
+    /// Its geometry.
+    fn conv_spec(c: &Self::Conv) -> Conv2dSpec;
+    /// Regions `(y0, y1, x0, x1)` ready to pool over.
+    fn regions(&self, boxes: &[[u32; 4]]) -> Result<Self::Regions>;
+    /// Runs what `f` records, as one unit of work, and reports any error it raised.
+    fn submit(
+        &self,
+        during: &str,
+        f: &mut dyn FnMut(&mut Self::Recorder) -> Result<()>,
+    ) -> Result<()>;
+    /// Waits until everything submitted has finished.
+    fn wait(&self, during: &str) -> Result<()>;
+    /// Reads features back, waiting for the work that writes them.
+    fn download(&self, f: &Self::Features) -> Result<Vec<f32>>;
+
+    /// `output = conv(input)` with the layer's bias and ReLU.
+    fn conv(
+        &self,
+        k: &Self::Kernels,
+        r: &mut Self::Recorder,
+        layer: &Self::Conv,
+        input: &Self::Tensor,
+        output: &Self::Tensor,
+    ) -> Result<()>;
+    /// `output = max_pool(input)`.
+    fn max_pool(
+        &self,
+        k: &Self::Kernels,
+        r: &mut Self::Recorder,
+        spec: MaxPool2dSpec,
+        input: &Self::Tensor,
+        output: &Self::Tensor,
+    ) -> Result<()>;
+    /// `out[g] = sum over the units i of images g*G..(g+1)*G of a_i x_i^T` (G = `group`).
+    #[allow(clippy::too_many_arguments)]
+    fn cross_layer(
+        &self,
+        k: &Self::Kernels,
+        r: &mut Self::Recorder,
+        guide: Guide<'_, Self::Tensor>,
+        x: &Self::Tensor,
+        x_win: LocalWindow,
+        group: usize,
+        out: &Self::Features,
+    ) -> Result<()>;
+    /// `out[n][r][c] = sum or max of x over region r`.
+    fn region_pool(
+        &self,
+        k: &Self::Kernels,
+        r: &mut Self::Recorder,
+        x: &Self::Tensor,
+        regions: &Self::Regions,
+        mode: RegionPoolMode,
+        out: &Self::Features,
+    ) -> Result<()>;
+    /// Normalises every image of `f` in place.
+    fn normalize(
+        &self,
+        k: &Self::Kernels,
+        r: &mut Self::Recorder,
+        f: &Self::Features,
+        norm: Normalization,
+    ) -> Result<()>;
+}

@@ -1,0 +1,165 @@
+//! The GPU as a [`Backend`]: operations are recorded into one command encoder per
+//! submission, with the kernels compiled once.
+
+use super::backend::{Backend, Guide};
+use crate::error::Result;
+use crate::gpu::crosslayer::Guidance;
+use crate::gpu::{
+    Conv2dKernel, CrossLayerKernel, GpuBuffer, GpuContext, GpuConv2d, GpuFeatures, GpuRegions,
+    GpuTensor, MaxPool2dKernel, NormalizeKernel, RegionPoolKernel,
+};
+use crate::pooling::{LocalWindow, Normalization, RegionPoolMode};
+use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4};
+use crate::weights::Conv2dWeights;
+
+/// The compiled kernels the pipelines use.
+pub struct GpuKernels {
+    conv: Conv2dKernel,
+    pool: MaxPool2dKernel,
+    cross: CrossLayerKernel,
+    normalize: NormalizeKernel,
+    region: RegionPoolKernel,
+}
+
+impl Backend for GpuContext {
+    type Tensor = GpuTensor;
+    type Features = GpuFeatures;
+    type Conv = GpuConv2d;
+    type Regions = GpuRegions;
+    type Scratch = GpuBuffer;
+    type Kernels = GpuKernels;
+    type Recorder = wgpu::CommandEncoder;
+
+    fn kernels(&self) -> Result<GpuKernels> {
+        Ok(GpuKernels {
+            conv: Conv2dKernel::new(self)?,
+            pool: MaxPool2dKernel::new(self)?,
+            cross: CrossLayerKernel::new(self)?,
+            normalize: NormalizeKernel::new(self)?,
+            region: RegionPoolKernel::new(self)?,
+        })
+    }
+
+    fn tensor(&self, shape: Shape4, label: &str) -> Result<GpuTensor> {
+        GpuTensor::new(self, shape, label)
+    }
+
+    fn shape_of(t: &GpuTensor) -> Shape4 {
+        t.shape
+    }
+
+    fn scratch(&self, values: usize, label: &str) -> Result<GpuBuffer> {
+        self.storage_buffer(values as u64 * 4, label)
+    }
+
+    fn view(s: &GpuBuffer, shape: Shape4) -> GpuTensor {
+        GpuTensor {
+            buffer: s.clone(),
+            shape,
+        }
+    }
+
+    fn features(
+        &self,
+        images: usize,
+        rows: usize,
+        cols: usize,
+        label: &str,
+    ) -> Result<GpuFeatures> {
+        GpuFeatures::new(self, images, rows, cols, label)
+    }
+
+    fn dims_of(f: &GpuFeatures) -> (usize, usize, usize) {
+        (f.images, f.rows, f.cols)
+    }
+
+    fn conv_layer(&self, w: &Conv2dWeights) -> Result<GpuConv2d> {
+        GpuConv2d::upload(self, w)
+    }
+
+    fn conv_spec(c: &GpuConv2d) -> Conv2dSpec {
+        c.spec
+    }
+
+    fn regions(&self, boxes: &[[u32; 4]]) -> Result<GpuRegions> {
+        GpuRegions::upload(self, boxes)
+    }
+
+    fn submit(
+        &self,
+        during: &str,
+        f: &mut dyn FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
+    ) -> Result<()> {
+        GpuContext::submit(self, during, f)
+    }
+
+    fn wait(&self, during: &str) -> Result<()> {
+        GpuContext::wait(self, during)
+    }
+
+    fn download(&self, f: &GpuFeatures) -> Result<Vec<f32>> {
+        f.download(self)
+    }
+
+    fn conv(
+        &self,
+        k: &GpuKernels,
+        r: &mut wgpu::CommandEncoder,
+        layer: &GpuConv2d,
+        input: &GpuTensor,
+        output: &GpuTensor,
+    ) -> Result<()> {
+        k.conv.record(self, r, layer, input, output)
+    }
+
+    fn max_pool(
+        &self,
+        k: &GpuKernels,
+        r: &mut wgpu::CommandEncoder,
+        spec: MaxPool2dSpec,
+        input: &GpuTensor,
+        output: &GpuTensor,
+    ) -> Result<()> {
+        k.pool.record(self, r, spec, input, output)
+    }
+
+    fn cross_layer(
+        &self,
+        k: &GpuKernels,
+        r: &mut wgpu::CommandEncoder,
+        guide: Guide<'_, GpuTensor>,
+        x: &GpuTensor,
+        x_win: LocalWindow,
+        group: usize,
+        out: &GpuFeatures,
+    ) -> Result<()> {
+        let guidance = match guide {
+            Guide::Layer(a, w) => Guidance::Layer(a, w),
+            Guide::Ones => Guidance::Ones,
+        };
+        k.cross
+            .record(self, r, guidance, x, x_win, group, out, false)
+    }
+
+    fn region_pool(
+        &self,
+        k: &GpuKernels,
+        r: &mut wgpu::CommandEncoder,
+        x: &GpuTensor,
+        regions: &GpuRegions,
+        mode: RegionPoolMode,
+        out: &GpuFeatures,
+    ) -> Result<()> {
+        k.region.record(self, r, x, regions, mode, out)
+    }
+
+    fn normalize(
+        &self,
+        k: &GpuKernels,
+        r: &mut wgpu::CommandEncoder,
+        f: &GpuFeatures,
+        norm: Normalization,
+    ) -> Result<()> {
+        k.normalize.record(self, r, f, norm)
+    }
+}

@@ -1,0 +1,233 @@
+//! The CPU reference as a [`Backend`]: the same pipelines (`Network`, `Extractor`,
+//! `Moments`) run on the reference ops, computing at once instead of recording. It shows
+//! that the pipelines depend on the kernel entry points alone, and holds the GPU pipeline
+//! to the CPU one stage for stage. Slow (plain loops, f64 sums): for tests and small inputs.
+
+use super::{conv2d, cross_layer, max_pool2d, normalize, region_pool};
+use crate::error::{Error, Result};
+use crate::pipeline::{Backend, Guide};
+use crate::pooling::{LocalWindow, Normalization, RegionPoolMode};
+use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4};
+use crate::weights::Conv2dWeights;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The CPU reference backend.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReferenceBackend;
+
+/// Shared f32 storage.
+type Storage = Arc<Mutex<Vec<f32>>>;
+
+fn lock(s: &Storage) -> MutexGuard<'_, Vec<f32>> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An NHWC tensor at the start of a shared vector.
+#[derive(Clone, Debug)]
+pub struct CpuTensor {
+    data: Storage,
+    /// Its shape.
+    pub shape: Shape4,
+}
+
+impl CpuTensor {
+    /// A tensor holding `values`.
+    pub fn from_values(values: Vec<f32>, shape: Shape4) -> Result<Self> {
+        if values.len() != shape.len() {
+            return Err(Error::shape(
+                "tensor",
+                format!("{} values for {shape}", values.len()),
+            ));
+        }
+        Ok(CpuTensor {
+            data: Arc::new(Mutex::new(values)),
+            shape,
+        })
+    }
+
+    /// Its values.
+    pub fn values(&self) -> Vec<f32> {
+        lock(&self.data)[..self.shape.len()].to_vec()
+    }
+
+    fn set(&self, values: &[f32]) {
+        lock(&self.data)[..values.len()].copy_from_slice(values);
+    }
+}
+
+/// `[images][rows][cols]` features.
+#[derive(Debug)]
+pub struct CpuFeatures {
+    data: Storage,
+    dims: (usize, usize, usize),
+}
+
+impl Backend for ReferenceBackend {
+    type Tensor = CpuTensor;
+    type Features = CpuFeatures;
+    type Conv = Conv2dWeights;
+    type Regions = Vec<[u32; 4]>;
+    type Scratch = Storage;
+    type Kernels = ();
+    type Recorder = ();
+
+    fn kernels(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn tensor(&self, shape: Shape4, _label: &str) -> Result<CpuTensor> {
+        CpuTensor::from_values(vec![0.0; shape.len()], shape)
+    }
+
+    fn shape_of(t: &CpuTensor) -> Shape4 {
+        t.shape
+    }
+
+    fn scratch(&self, values: usize, _label: &str) -> Result<Storage> {
+        Ok(Arc::new(Mutex::new(vec![0.0; values])))
+    }
+
+    fn view(s: &Storage, shape: Shape4) -> CpuTensor {
+        CpuTensor {
+            data: s.clone(),
+            shape,
+        }
+    }
+
+    fn features(
+        &self,
+        images: usize,
+        rows: usize,
+        cols: usize,
+        _label: &str,
+    ) -> Result<CpuFeatures> {
+        Ok(CpuFeatures {
+            data: Arc::new(Mutex::new(vec![0.0; images * rows * cols])),
+            dims: (images, rows, cols),
+        })
+    }
+
+    fn dims_of(f: &CpuFeatures) -> (usize, usize, usize) {
+        f.dims
+    }
+
+    fn conv_layer(&self, w: &Conv2dWeights) -> Result<Conv2dWeights> {
+        Ok(w.clone())
+    }
+
+    fn conv_spec(c: &Conv2dWeights) -> Conv2dSpec {
+        c.spec
+    }
+
+    fn regions(&self, boxes: &[[u32; 4]]) -> Result<Vec<[u32; 4]>> {
+        Ok(boxes.to_vec())
+    }
+
+    fn submit(&self, _during: &str, f: &mut dyn FnMut(&mut ()) -> Result<()>) -> Result<()> {
+        f(&mut ())
+    }
+
+    fn wait(&self, _during: &str) -> Result<()> {
+        Ok(())
+    }
+
+    fn download(&self, f: &CpuFeatures) -> Result<Vec<f32>> {
+        Ok(lock(&f.data).clone())
+    }
+
+    fn conv(
+        &self,
+        _: &(),
+        _: &mut (),
+        layer: &Conv2dWeights,
+        input: &CpuTensor,
+        output: &CpuTensor,
+    ) -> Result<()> {
+        let (shape, r) = conv2d(&input.values(), input.shape, layer)?;
+        check_shape("conv2d", shape, output.shape)?;
+        output.set(&r.values);
+        Ok(())
+    }
+
+    fn max_pool(
+        &self,
+        _: &(),
+        _: &mut (),
+        spec: MaxPool2dSpec,
+        input: &CpuTensor,
+        output: &CpuTensor,
+    ) -> Result<()> {
+        let (shape, v) = max_pool2d(&input.values(), input.shape, spec)?;
+        check_shape("max_pool2d", shape, output.shape)?;
+        output.set(&v);
+        Ok(())
+    }
+
+    fn cross_layer(
+        &self,
+        _: &(),
+        _: &mut (),
+        guide: Guide<'_, CpuTensor>,
+        x: &CpuTensor,
+        x_win: LocalWindow,
+        group: usize,
+        out: &CpuFeatures,
+    ) -> Result<()> {
+        let xv = x.values();
+        let r = match guide {
+            Guide::Layer(a, a_win) => {
+                cross_layer(&a.values(), a.shape, a_win, &xv, x.shape, x_win, group)?
+            }
+            Guide::Ones => {
+                let ones = Shape4::new(x.shape.n, x.shape.h, x.shape.w, 1);
+                let a = vec![1.0; ones.len()];
+                cross_layer(&a, ones, LocalWindow::UNIT, &xv, x.shape, x_win, group)?
+            }
+        };
+        set_features("cross_layer", out, &r.values)
+    }
+
+    fn region_pool(
+        &self,
+        _: &(),
+        _: &mut (),
+        x: &CpuTensor,
+        regions: &Vec<[u32; 4]>,
+        mode: RegionPoolMode,
+        out: &CpuFeatures,
+    ) -> Result<()> {
+        let v = region_pool(&x.values(), x.shape, regions, mode);
+        set_features("region_pool", out, &v)
+    }
+
+    fn normalize(&self, _: &(), _: &mut (), f: &CpuFeatures, norm: Normalization) -> Result<()> {
+        let (images, rows, cols) = f.dims;
+        let mut data = lock(&f.data);
+        for img in data.chunks_mut((rows * cols).max(1)).take(images) {
+            normalize(img, rows, cols, norm);
+        }
+        Ok(())
+    }
+}
+
+fn check_shape(op: &'static str, got: Shape4, want: Shape4) -> Result<()> {
+    if got != want {
+        return Err(Error::shape(
+            op,
+            format!("output tensor is {want} but the op produces {got}"),
+        ));
+    }
+    Ok(())
+}
+
+fn set_features(op: &'static str, out: &CpuFeatures, values: &[f32]) -> Result<()> {
+    let mut data = lock(&out.data);
+    if data.len() != values.len() {
+        return Err(Error::shape(
+            op,
+            format!("{} values for features of {}", values.len(), data.len()),
+        ));
+    }
+    data.copy_from_slice(values);
+    Ok(())
+}
