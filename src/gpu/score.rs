@@ -114,6 +114,9 @@ pub struct ScoreKernel {
     queries: Scratch,
     selected: Scratch,
     scores: Scratch,
+    /// Held for a whole call: the scratch buffers are written from the host before each
+    /// submission, so two threads scoring at once must take turns.
+    busy: std::sync::Mutex<()>,
 }
 
 impl ScoreKernel {
@@ -126,6 +129,7 @@ impl ScoreKernel {
             queries: Scratch::new("queries"),
             selected: Scratch::new("selected channels"),
             scores: Scratch::new("scores"),
+            busy: std::sync::Mutex::new(()),
         })
     }
 
@@ -175,6 +179,7 @@ impl ScoreKernel {
         if db.images == 0 {
             return Ok(out);
         }
+        let _turn = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         // Queries per pass: their scores, codes and selections must each fit one binding,
         // and a pass runs them along the z dimension of the grid.
         let cap = ctx.binding_cap() as usize;
