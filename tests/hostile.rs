@@ -425,6 +425,20 @@ fn resume_knows_an_image_by_any_spelling() {
     let (code, _, err) = extract_json(&d.0, &weights, &out, &[], &[&os("d/a.jpg")]);
     assert_eq!(code, Some(0), "{err}");
     let absolute = d.0.join("d/a.jpg").into_os_string();
+    // Named twice in one run, it is extracted once.
+    let again = d.0.join("again");
+    let (code, s, err) = extract_json(
+        &d.0,
+        &weights,
+        &again,
+        &[],
+        &[&os("d/a.jpg"), &os("./d/a.jpg"), &absolute],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        (s["ok"].clone(), s["duplicates_skipped"].clone()),
+        (1.into(), 2.into())
+    );
     for spelling in [os("./d/a.jpg"), os("d/../d/a.jpg"), absolute] {
         let (code, s, err) = extract_json(&d.0, &weights, &out, &["--resume"], &[&spelling]);
         assert_eq!(code, Some(0), "{err}");

@@ -95,6 +95,19 @@ fn parse_part(s: &str) -> Result<(usize, usize), String> {
     Ok((i, n))
 }
 
+/// The images in order, each once by identity (another spelling of a path, or a link to a
+/// file already listed, names the same image), and how many inputs repeated one.
+fn distinct_images(images: Vec<PathBuf>) -> (Vec<PathBuf>, usize) {
+    let mut seen = std::collections::HashSet::new();
+    let before = images.len();
+    let kept: Vec<PathBuf> = images
+        .into_iter()
+        .filter(|p| seen.insert(image_identity(p)))
+        .collect();
+    let repeats = before - kept.len();
+    (kept, repeats)
+}
+
 /// The images of part `I/N` (every N-th, from the I-th) and that part's file-name prefix.
 fn select_part(images: Vec<PathBuf>, part: Option<(usize, usize)>) -> (Vec<PathBuf>, String) {
     match part {
@@ -149,7 +162,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     let weights = ModelWeights::load(&a.weights, Some(arch), Some(spec.deepest_layer(arch)?))?;
     let pca = a.pca.as_deref().map(Pca::load).transpose()?;
 
-    let listed = expand_inputs(&a.inputs)?;
+    let (listed, duplicates) = distinct_images(expand_inputs(&a.inputs)?);
     let total_listed = listed.len();
     anyhow::ensure!(
         total_listed > 0,
@@ -228,6 +241,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     )?;
     bar.finish_and_clear();
     let counts = RunCounts {
+        duplicates,
         listed: total_listed,
         this_part: before,
         skipped,
@@ -246,6 +260,8 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
 
 /// How many images a run listed, skipped and processed.
 struct RunCounts {
+    /// Inputs that named an image already listed.
+    duplicates: usize,
     listed: usize,
     this_part: usize,
     skipped: usize,
@@ -272,6 +288,7 @@ fn print_summary(
             "out": a.out.display().to_string(),
             "device": ctx.describe(),
             "images_listed": n.listed,
+            "duplicates_skipped": n.duplicates,
             "images_this_part": n.this_part,
             "already_done": n.skipped,
             "processed": n.processed,
@@ -284,6 +301,12 @@ fn print_summary(
         });
         println!("{summary}");
     } else if !a.quiet || stats.failed > 0 {
+        if n.duplicates > 0 {
+            eprintln!(
+                "extract: {} input(s) named an image already listed (another spelling or a link); each image is extracted once",
+                n.duplicates
+            );
+        }
         eprintln!(
             "extract: {} ok, {} failed, {} skipped as already done; {} shard(s) in {} ({per_second:.1} images/s)",
             stats.ok,
