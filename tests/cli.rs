@@ -253,3 +253,40 @@ fn usage_errors_have_their_own_exit_status() {
     ]);
     assert_eq!(code, Some(0), "{err}");
 }
+
+/// `bench --decode-only` times the input path alone: every image of --images decoded,
+/// resized and preprocessed, on all cores and on one; it needs --images.
+#[test]
+fn bench_times_decoding_alone() {
+    let photos = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/photos");
+    let out = crosspool()
+        .args([
+            "bench",
+            "--decode-only",
+            "--iters",
+            "1",
+            "--json",
+            "--images",
+        ])
+        .arg(&photos)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["images"], 4);
+    for k in [
+        "decode_images_per_second",
+        "decode_images_per_second_one_core",
+    ] {
+        assert!(r[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {r}");
+    }
+    let out = crosspool()
+        .args(["bench", "--decode-only"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}

@@ -39,6 +39,10 @@ pub struct Args {
     /// is synthetic and decoding is not timed.
     #[arg(long)]
     images: Option<PathBuf>,
+    /// Time only decoding, resizing and preprocessing the --images (every file, --iters
+    /// times), on all cores and on one, without opening a GPU.
+    #[arg(long, requires = "images")]
+    decode_only: bool,
     /// Print the results as JSON on standard output.
     #[arg(long)]
     json: bool,
@@ -65,6 +69,9 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
         "--batch and --iters must be at least 1"
     );
     let (t, t1) = a.model.default_pair();
+    if a.decode_only {
+        return decode_only(&a);
+    }
     let weights = match &a.weights {
         Some(p) => ModelWeights::load(p, Some(a.model), Some(t1))?,
         None => ModelWeights::synthetic(a.model, Some(t1))?,
@@ -238,4 +245,59 @@ fn time_batches(
         t.total.push((t3 - t0).as_secs_f64());
     }
     Ok(t)
+}
+
+/// `--decode-only`: images/s of `input::prepare` (decode, resize to --size, preprocess) over
+/// every image of --images, median of --iters passes, on all cores and on one.
+fn decode_only(a: &Args) -> anyhow::Result<()> {
+    let dir = a.images.as_ref().context("--decode-only needs --images")?;
+    let paths = collect_images(std::slice::from_ref(dir))?;
+    anyhow::ensure!(!paths.is_empty(), "no images in {}", dir.display());
+    // Every preprocessing costs the same (a scale and shift per value); no model is needed.
+    let pre = Preprocess::TORCHVISION;
+    let pass = |paths: &[PathBuf]| -> anyhow::Result<f64> {
+        let t0 = Instant::now();
+        let n = paths
+            .par_iter()
+            .map(|p| prepare(p, a.size, &pre, DecodeLimits::default()).map(|v| v.len()))
+            .collect::<crosspool::Result<Vec<_>>>()?
+            .len();
+        Ok(n as f64 / t0.elapsed().as_secs_f64())
+    };
+    let threads = rayon::current_num_threads();
+    pass(&paths)?; // warm the file cache
+    let all: Vec<f64> = (0..a.iters)
+        .map(|_| pass(&paths))
+        .collect::<anyhow::Result<_>>()?;
+    let one_pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .context("starting a one-thread pool")?;
+    let one: Vec<f64> = (0..a.iters)
+        .map(|_| one_pool.install(|| pass(&paths)))
+        .collect::<anyhow::Result<_>>()?;
+    // Per pass: images/s, so the median of rates is the rate of the median pass.
+    let (all, one) = (median(all), median(one));
+    let report = serde_json::json!({
+        "images": paths.len(),
+        "dir": dir.display().to_string(),
+        "size": a.size,
+        "iters": a.iters,
+        "threads": threads,
+        "decode_images_per_second": all,
+        "decode_images_per_second_one_core": one,
+    });
+    if a.json {
+        println!("{report}");
+    } else {
+        println!(
+            "decode:   {} images from {} to {}x{}: {all:.1} images/s on {threads} threads, {one:.1} on one (median of {} passes)",
+            paths.len(),
+            dir.display(),
+            a.size,
+            a.size,
+            a.iters
+        );
+    }
+    Ok(())
 }
