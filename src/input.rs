@@ -150,7 +150,8 @@ pub fn decode_rgb(path: &Path, limits: DecodeLimits) -> Result<(u32, u32, Vec<u8
     let mut img = image::DynamicImage::from_decoder(decoder)
         .map_err(|e| image_err(path, decoder_reason(e)))?;
     img.apply_orientation(orientation);
-    let rgb = img.to_rgb8();
+    // Takes the pixels over when the decoder already gave 8-bit RGB; converts otherwise.
+    let rgb = img.into_rgb8();
     let (w, h) = rgb.dimensions();
     if w == 0 || h == 0 {
         return Err(image_err(path, "image has no pixels"));
