@@ -5,7 +5,8 @@
 
 use crate::error::{Error, Result};
 use crate::store::shards::{
-    finished_shards, image_identity, lock_part, read_manifest, settings_file, shard_file, PartLock,
+    finished_shards, image_identity, lock_part, parse_part_prefix, read_manifest, settings_file,
+    shard_file, tensor_floats, PartLock,
 };
 use crate::store::{ExtractSettings, ManifestLine};
 use safetensors::Dtype;
@@ -398,13 +399,8 @@ fn check_finite(
     path: &Path,
     t: &safetensors::tensor::TensorView<'_>,
 ) -> Result<()> {
-    let values: Vec<f32> = match t.dtype() {
-        Dtype::F32 => bytemuck::pod_collect_to_vec(t.data()),
-        Dtype::F16 => bytemuck::pod_collect_to_vec::<u8, u16>(t.data())
-            .into_iter()
-            .map(|h| half::f16::from_bits(h).to_f32())
-            .collect(),
-        _ => return Ok(()),
+    let Some(values) = tensor_floats(t) else {
+        return Ok(());
     };
     let per: usize = t.shape().iter().skip(1).product::<usize>().max(1);
     let Some(row) = values
@@ -428,18 +424,14 @@ fn check_finite(
 
 /// The split of the input a part prefix belongs to: `None` for an unsplit run, `Some(N)` for
 /// `partIofN-`.
-fn split_of(prefix: &str) -> Option<&str> {
-    prefix
-        .strip_prefix("part")
-        .and_then(|p| p.strip_suffix('-'))
-        .and_then(|p| p.split_once("of"))
-        .map(|(_, n)| n)
+fn split_of(prefix: &str) -> Option<usize> {
+    parse_part_prefix(prefix).map(|(_, n)| n)
 }
 
 /// Refuses to add the part `prefix` to a directory holding finished shards of another split.
 fn check_same_split(dir: &Path, prefix: &str) -> Result<()> {
     let mine = split_of(prefix);
-    let describe = |s: Option<&str>| match s {
+    let describe = |s: Option<usize>| match s {
         None => "an unsplit run (no --shard)".to_string(),
         Some(n) => format!("a {n}-way split (--shard I/{n})"),
     };

@@ -11,7 +11,7 @@ use crosspool::pipeline::Extractor;
 use crosspool::pooling::Normalization;
 use crosspool::shape::Shape4;
 use rayon::prelude::*;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Arguments of `bench`.
@@ -188,21 +188,38 @@ fn bench_input(
             .collect();
         return Ok((x, None));
     };
-    let paths = collect_images(std::slice::from_ref(dir))?;
-    anyhow::ensure!(!paths.is_empty(), "no images in {}", dir.display());
+    let paths = images_in(dir)?;
     let batch: Vec<PathBuf> = paths.iter().cycle().take(a.batch).cloned().collect();
     let mut times = Vec::new();
     let mut out = Vec::new();
     for _ in 0..a.iters.min(5) {
-        let t0 = Instant::now();
-        let decoded: Vec<Vec<f32>> = batch
-            .par_iter()
-            .map(|p| prepare(p, a.size, pre, DecodeLimits::default()))
-            .collect::<crosspool::Result<_>>()?;
-        times.push(t0.elapsed().as_secs_f64());
+        let (decoded, secs) = prepare_all(&batch, a.size, pre)?;
+        times.push(secs);
         out = decoded.concat();
     }
     Ok((out, Some(a.batch as f64 / median(times))))
+}
+
+/// The images under `dir`, at least one.
+fn images_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let paths = collect_images(std::slice::from_ref(&dir.to_path_buf()))?;
+    anyhow::ensure!(!paths.is_empty(), "no images in {}", dir.display());
+    Ok(paths)
+}
+
+/// Every image of `paths` through the input path on the current thread pool, and the
+/// seconds it took.
+fn prepare_all(
+    paths: &[PathBuf],
+    size: u32,
+    pre: &Preprocess,
+) -> anyhow::Result<(Vec<Vec<f32>>, f64)> {
+    let t0 = Instant::now();
+    let out = paths
+        .par_iter()
+        .map(|p| prepare(p, size, pre, DecodeLimits::default()))
+        .collect::<crosspool::Result<_>>()?;
+    Ok((out, t0.elapsed().as_secs_f64()))
 }
 
 /// Seconds per stage of each timed batch.
@@ -251,18 +268,12 @@ fn time_batches(
 /// every image of --images, median of --iters passes, on all cores and on one.
 fn decode_only(a: &Args) -> anyhow::Result<()> {
     let dir = a.images.as_ref().context("--decode-only needs --images")?;
-    let paths = collect_images(std::slice::from_ref(dir))?;
-    anyhow::ensure!(!paths.is_empty(), "no images in {}", dir.display());
+    let paths = images_in(dir)?;
     // Every preprocessing costs the same (a scale and shift per value); no model is needed.
     let pre = Preprocess::TORCHVISION;
     let pass = |paths: &[PathBuf]| -> anyhow::Result<f64> {
-        let t0 = Instant::now();
-        let n = paths
-            .par_iter()
-            .map(|p| prepare(p, a.size, &pre, DecodeLimits::default()).map(|v| v.len()))
-            .collect::<crosspool::Result<Vec<_>>>()?
-            .len();
-        Ok(n as f64 / t0.elapsed().as_secs_f64())
+        let (done, secs) = prepare_all(paths, a.size, &pre)?;
+        Ok(done.len() as f64 / secs)
     };
     let threads = rayon::current_num_threads();
     pass(&paths)?; // warm the file cache

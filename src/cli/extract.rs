@@ -96,20 +96,25 @@ fn parse_part(s: &str) -> Result<(usize, usize), String> {
 }
 
 /// The images in order, each once by identity (another spelling of a path, or a link to a
-/// file already listed, names the same image), and how many inputs repeated one.
-fn distinct_images(images: Vec<PathBuf>) -> (Vec<PathBuf>, usize) {
+/// file already listed, names the same image) and with that identity, and how many inputs
+/// repeated one.
+fn distinct_images(images: Vec<PathBuf>) -> (Vec<(PathBuf, PathBuf)>, usize) {
     let mut seen = std::collections::HashSet::new();
     let before = images.len();
-    let kept: Vec<PathBuf> = images
+    let kept: Vec<(PathBuf, PathBuf)> = images
         .into_iter()
-        .filter(|p| seen.insert(image_identity(p)))
+        .map(|p| {
+            let id = image_identity(&p);
+            (p, id)
+        })
+        .filter(|(_, id)| seen.insert(id.clone()))
         .collect();
     let repeats = before - kept.len();
     (kept, repeats)
 }
 
 /// The images of part `I/N` (every N-th, from the I-th) and that part's file-name prefix.
-fn select_part(images: Vec<PathBuf>, part: Option<(usize, usize)>) -> (Vec<PathBuf>, String) {
+fn select_part<T>(images: Vec<T>, part: Option<(usize, usize)>) -> (Vec<T>, String) {
     match part {
         Some((i, n)) => (
             images
@@ -124,12 +129,9 @@ fn select_part(images: Vec<PathBuf>, part: Option<(usize, usize)>) -> (Vec<PathB
     }
 }
 
-/// `p` made absolute, as settings record files (left as given if it cannot be resolved).
+/// `p` as settings record files: its identity (absolute, links resolved).
 fn absolute(p: &Path) -> String {
-    std::fs::canonicalize(p)
-        .unwrap_or_else(|_| p.to_path_buf())
-        .display()
-        .to_string()
+    image_identity(p).display().to_string()
 }
 
 /// A progress bar on a terminal, or nothing with `--quiet`.
@@ -198,8 +200,9 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     let row_shape = writer.row_shape();
     let before = images.len();
     // Identity, not spelling: ./d/a.jpg and /abs/d/a.jpg are one image.
-    images.retain(|p| !done.contains(&image_identity(p)));
+    images.retain(|(_, id)| !done.contains(id));
     let skipped = before - images.len();
+    let images: Vec<PathBuf> = images.into_iter().map(|(p, _)| p).collect();
 
     let bar = progress_bar(a.quiet, images.len());
     if !a.quiet {

@@ -70,10 +70,9 @@ struct BindKey {
     bindings: Vec<(u64, u64, u64)>,
 }
 
+/// A cached bind group (it keeps its uniform buffer alive) and when it was last used.
 struct Entry {
     group: wgpu::BindGroup,
-    // The bind group keeps its uniform buffer alive; held here too to make that explicit.
-    _uniform: wgpu::Buffer,
     last_used: u64,
 }
 
@@ -151,7 +150,6 @@ impl BindGroupCache {
             key,
             Entry {
                 group: group.clone(),
-                _uniform: uniform,
                 last_used: self.clock,
             },
         );

@@ -23,16 +23,7 @@ impl GpuTensor {
 
     /// Copies `data` (NHWC) to a new tensor.
     pub fn upload(ctx: &GpuContext, data: &[f32], shape: Shape4, label: &str) -> Result<Self> {
-        if data.len() != shape.len() {
-            return Err(Error::shape(
-                "upload",
-                format!(
-                    "{} values for shape {shape} ({} needed)",
-                    data.len(),
-                    shape.len()
-                ),
-            ));
-        }
+        check_len(data, shape)?;
         let t = Self::new(ctx, shape, label)?;
         t.write(ctx, data)?;
         Ok(t)
@@ -41,17 +32,7 @@ impl GpuTensor {
     /// Overwrites the tensor with `data` (NHWC, exactly its length), before the next
     /// submission runs.
     pub fn write(&self, ctx: &GpuContext, data: &[f32]) -> Result<()> {
-        if data.len() != self.shape.len() {
-            return Err(Error::shape(
-                "upload",
-                format!(
-                    "{} values for shape {} ({} needed)",
-                    data.len(),
-                    self.shape,
-                    self.shape.len()
-                ),
-            ));
-        }
+        check_len(data, self.shape)?;
         ctx.queue
             .write_buffer(&self.buffer, 0, bytemuck::cast_slice(data));
         Ok(())
@@ -61,6 +42,21 @@ impl GpuTensor {
     pub fn download(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
         download_f32(ctx, &self.buffer, self.shape.len())
     }
+}
+
+/// Checks that `data` holds exactly the values of `shape`.
+fn check_len(data: &[f32], shape: Shape4) -> Result<()> {
+    if data.len() != shape.len() {
+        return Err(Error::shape(
+            "upload",
+            format!(
+                "{} values for shape {shape} ({} needed)",
+                data.len(),
+                shape.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Per-image feature matrices `[images][rows][cols]` of f32 in one GPU buffer (cross-layer

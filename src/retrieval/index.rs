@@ -14,9 +14,10 @@
 use crate::error::{Error, Result};
 use crate::output::write_atomic;
 use crate::pooling::Quantization;
-use crate::store::shards::{finished_shards, read_manifest};
+use crate::store::shards::{finished_shards, read_manifest, tensor_floats};
 use crate::store::ExtractSettings;
 use rayon::prelude::*;
+use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -474,11 +475,30 @@ impl IndexBuilder {
         st: &SafeTensors<'_>,
         ok_rows: &[(String, usize)],
     ) -> Result<()> {
-        let (good, bad) = split_finite(path, st, ok_rows)?;
+        let data = st.tensor("codes").or_else(|_| st.tensor("features"));
+        let t = data.map_err(|_| bad_shard(path, "holds neither codes nor features"))?;
+        // Each tensor is read once: checked for non-finite values, then taken from.
+        let floats = tensor_floats(&t);
+        let guide = st.tensor("guide_mean").ok();
+        let guide_values = guide.as_ref().and_then(tensor_floats);
+        let per = |t: &TensorView<'_>| t.shape().iter().skip(1).product::<usize>();
+        let mut checked = Vec::new();
+        if let Some(v) = &floats {
+            checked.push(("features", &v[..], per(&t)));
+        }
+        if let (Some(g), Some(v)) = (&guide, &guide_values) {
+            checked.push(("guide_mean", &v[..], per(g)));
+        }
+        let (good, bad) = split_finite(path, &checked, ok_rows);
         self.stats.rejected.extend(bad);
         let ok_rows = &good[..];
-        let images = self.add_features(path, st, ok_rows)?;
-        self.add_guide(path, st, images, ok_rows)?;
+        let images = self.add_features(path, &t, floats.as_deref(), ok_rows)?;
+        self.add_guide(
+            path,
+            guide.as_ref().zip(guide_values.as_deref()),
+            images,
+            ok_rows,
+        )?;
         self.stats.shards += 1;
         self.stats.images += ok_rows.len();
         self.paths.extend(ok_rows.iter().map(|(p, _)| p.clone()));
@@ -490,12 +510,11 @@ impl IndexBuilder {
     fn add_features(
         &mut self,
         path: &Path,
-        st: &SafeTensors<'_>,
+        t: &TensorView<'_>,
+        floats: Option<&[f32]>,
         ok_rows: &[(String, usize)],
     ) -> Result<usize> {
         let (rows, cols) = (self.rows, self.cols);
-        let data = st.tensor("codes").or_else(|_| st.tensor("features"));
-        let t = data.map_err(|_| bad_shard(path, "holds neither codes nor features"))?;
         let shape = t.shape().to_vec();
         let per: usize = shape.iter().skip(1).product();
         let fits =
@@ -510,8 +529,8 @@ impl IndexBuilder {
             ));
         }
         let row_range = |r: usize| r * per..(r + 1) * per;
-        match (t.dtype(), self.binarize) {
-            (Dtype::U32, Some(q)) => {
+        match (floats, t.dtype(), self.binarize) {
+            (None, Dtype::U32, Some(q)) => {
                 if shape[2] != q.words_per_row(cols) {
                     return Err(bad_shard(
                         path,
@@ -523,21 +542,13 @@ impl IndexBuilder {
                     self.words.extend_from_slice(&all[row_range(*r)]);
                 }
             }
-            (Dtype::F32 | Dtype::F16, _) => {
+            (Some(all), _, _) => {
                 if shape[2] != cols {
                     return Err(bad_shard(
                         path,
                         format!("{} values per row, expected {cols}", shape[2]),
                     ));
                 }
-                let all: Vec<f32> = if t.dtype() == Dtype::F32 {
-                    bytemuck::pod_collect_to_vec(t.data())
-                } else {
-                    bytemuck::pod_collect_to_vec::<u8, u16>(t.data())
-                        .into_iter()
-                        .map(|h| half::f16::from_bits(h).to_f32())
-                        .collect()
-                };
                 let mut chosen: Vec<f32> = Vec::with_capacity(ok_rows.len() * per);
                 for (_, r) in ok_rows {
                     chosen.extend_from_slice(&all[row_range(*r)]);
@@ -554,7 +565,7 @@ impl IndexBuilder {
                     None => self.floats.extend(chosen),
                 }
             }
-            (other, _) => return Err(bad_shard(path, format!("features of type {other:?}"))),
+            (_, other, _) => return Err(bad_shard(path, format!("features of type {other:?}"))),
         }
         Ok(shape[0])
     }
@@ -563,13 +574,13 @@ impl IndexBuilder {
     fn add_guide(
         &mut self,
         path: &Path,
-        st: &SafeTensors<'_>,
+        guide: Option<(&TensorView<'_>, &[f32])>,
         images: usize,
         ok_rows: &[(String, usize)],
     ) -> Result<()> {
         let rows = self.rows;
-        match st.tensor("guide_mean") {
-            Ok(g) => {
+        match guide {
+            Some((g, all)) => {
                 if self.has_guide == Some(false)
                     || g.dtype() != Dtype::F32
                     || g.shape() != [images, rows]
@@ -580,12 +591,11 @@ impl IndexBuilder {
                     ));
                 }
                 self.has_guide = Some(true);
-                let all: Vec<f32> = bytemuck::pod_collect_to_vec(g.data());
                 for (_, r) in ok_rows {
                     self.guide.extend_from_slice(&all[r * rows..(r + 1) * rows]);
                 }
             }
-            Err(_) => {
+            None => {
                 if self.has_guide == Some(true) {
                     return Err(bad_shard(path, "has no guide_mean but other shards do"));
                 }
@@ -616,42 +626,19 @@ impl IndexBuilder {
     }
 }
 
-/// The tensor's values as f32 (F32 or F16), or `None` for packed codes.
-fn float_values(t: &safetensors::tensor::TensorView<'_>) -> Option<Vec<f32>> {
-    match t.dtype() {
-        Dtype::F32 => Some(bytemuck::pod_collect_to_vec(t.data())),
-        Dtype::F16 => Some(
-            bytemuck::pod_collect_to_vec::<u8, u16>(t.data())
-                .into_iter()
-                .map(|h| half::f16::from_bits(h).to_f32())
-                .collect(),
-        ),
-        _ => None,
-    }
-}
-
 /// `(image path, row in its shard)`.
 type ShardRow = (String, usize);
 
 /// `(image path, why it was left out)`.
 type Rejected = (String, String);
 
-/// Splits `ok_rows` into those whose features and guidance means are all finite and those
-/// that are not, each named with its shard and row.
+/// Splits `ok_rows` into those whose values in every `(name, values, values per image)` of
+/// `tensors` are finite and those that are not, each named with its shard and row.
 fn split_finite(
     path: &Path,
-    st: &SafeTensors<'_>,
+    tensors: &[(&str, &[f32], usize)],
     ok_rows: &[ShardRow],
-) -> Result<(Vec<ShardRow>, Vec<Rejected>)> {
-    let mut tensors = Vec::new();
-    for name in ["features", "guide_mean"] {
-        if let Ok(t) = st.tensor(name) {
-            if let Some(v) = float_values(&t) {
-                let per: usize = t.shape().iter().skip(1).product();
-                tensors.push((name, v, per));
-            }
-        }
-    }
+) -> (Vec<ShardRow>, Vec<Rejected>) {
     let (mut good, mut bad) = (Vec::new(), Vec::new());
     for (image, row) in ok_rows {
         let broken = tensors.iter().find_map(|(name, v, per)| {
@@ -667,5 +654,5 @@ fn split_finite(
             None => good.push((image.clone(), *row)),
         }
     }
-    Ok((good, bad))
+    (good, bad)
 }

@@ -261,13 +261,33 @@ fn parse_manifest_name(name: &str) -> Option<(String, usize)> {
     let digits = rest.len() - rest.chars().rev().take_while(char::is_ascii_digit).count();
     let (prefix, k) = rest.split_at(digits);
     let k = k.parse().ok()?;
-    let valid_prefix = prefix.is_empty()
-        || prefix
-            .strip_prefix("part")
-            .and_then(|p| p.strip_suffix('-'))
-            .and_then(|p| p.split_once("of"))
-            .is_some_and(|(i, n)| i.parse::<usize>().is_ok() && n.parse::<usize>().is_ok());
+    let valid_prefix = prefix.is_empty() || parse_part_prefix(prefix).is_some();
     valid_prefix.then(|| (prefix.to_string(), k))
+}
+
+/// `(I, N)` of a part prefix `partIofN-` (see [`part_prefix`]); `None` for anything else,
+/// the unsplit run's `""` included.
+pub fn parse_part_prefix(prefix: &str) -> Option<(usize, usize)> {
+    let (i, n) = prefix
+        .strip_prefix("part")?
+        .strip_suffix('-')?
+        .split_once("of")?;
+    Some((i.parse().ok()?, n.parse().ok()?))
+}
+
+/// A stored feature tensor's values as f32 (F32 as they are, F16 widened); `None` for packed
+/// codes or any other type.
+pub fn tensor_floats(t: &safetensors::tensor::TensorView<'_>) -> Option<Vec<f32>> {
+    match t.dtype() {
+        safetensors::Dtype::F32 => Some(bytemuck::pod_collect_to_vec(t.data())),
+        safetensors::Dtype::F16 => Some(
+            bytemuck::pod_collect_to_vec::<u8, u16>(t.data())
+                .into_iter()
+                .map(|h| half::f16::from_bits(h).to_f32())
+                .collect(),
+        ),
+        _ => None,
+    }
 }
 
 /// The finished shards in `dir`, of the part with `prefix` or (`None`) of every part,
@@ -332,6 +352,9 @@ mod tests {
         assert_eq!(parse_manifest_name("shard-00001.safetensors"), None);
         assert_eq!(parse_manifest_name("shard-x00001.jsonl"), None);
         assert_eq!(parse_manifest_name("shard-.jsonl"), None);
+        assert_eq!(parse_part_prefix("part3of8-"), Some((3, 8)));
+        assert_eq!(parse_part_prefix(""), None);
+        assert_eq!(parse_part_prefix("part3of8"), None);
         assert_eq!(settings_file(""), "extract.json");
         assert_eq!(settings_file("part1of2-"), "extract-part1of2-.json");
     }
