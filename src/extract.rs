@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuPacked, GpuTensor, QuantizeKernel};
-use crate::input::{failure_reason, prepare, DecodeLimits};
+use crate::input::{failure_reason, prepare, DecodeOptions};
 use crate::model::Preprocess;
 use crate::output::{OutputFormat, Row, RowData, RowSink};
 use crate::pipeline::{ExtractWorkspace, Extractor};
@@ -24,8 +24,8 @@ pub struct ExtractConfig {
     pub batch: usize,
     /// How values are stored.
     pub format: OutputFormat,
-    /// Decoder limits.
-    pub limits: DecodeLimits,
+    /// Decoding mode and limits.
+    pub decode: DecodeOptions,
 }
 
 /// One decoded batch: per image, its path and its preprocessed pixels or why it failed.
@@ -46,7 +46,7 @@ pub fn run<W: RowSink>(
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<W::Done> {
     let batch = cfg.batch.max(1);
-    let (size, limits) = (cfg.size, cfg.limits);
+    let (size, decode) = (cfg.size, cfg.decode);
     let (to_gpu, from_decode) = sync_channel::<Decoded>(2);
     let (to_writer, from_gpu) = sync_channel::<Vec<Row>>(2);
     let quantize = match cfg.format {
@@ -66,7 +66,7 @@ pub fn run<W: RowSink>(
                     .par_iter()
                     .map(|p| {
                         let r =
-                            prepare(p, size, &preprocess, limits).map_err(|e| failure_reason(&e));
+                            prepare(p, size, &preprocess, decode).map_err(|e| failure_reason(&e));
                         (p.clone(), r)
                     })
                     .collect();

@@ -82,6 +82,7 @@ enum Command {
 const EXIT_USAGE: u8 = 64;
 
 fn main() -> std::process::ExitCode {
+    crosspool::input::keep_decode_buffers();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -8,7 +8,7 @@ use common::{fresh_gpu, seeded_weights_file};
 use crosspool::extract::{self, ExtractConfig};
 use crosspool::features::FeatureSpec;
 use crosspool::gpu::{GpuContext, GpuCounters, GpuTensor, ReluKernel};
-use crosspool::input::DecodeLimits;
+use crosspool::input::DecodeOptions;
 use crosspool::model::{Arch, ModelWeights};
 use crosspool::output::{OutputFormat, Row};
 use crosspool::pipeline::Extractor;
@@ -43,7 +43,7 @@ fn extract_photos(ctx: &GpuContext, ex: &Extractor, w: &ModelWeights, n: usize) 
         size: 67,
         batch: 2,
         format: OutputFormat::Bits1,
-        limits: DecodeLimits::default(),
+        decode: DecodeOptions::default(),
     };
     let rows = extract::run(
         ctx,

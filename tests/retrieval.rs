@@ -186,6 +186,7 @@ fn fake_extraction(dir: &Path, rows: usize, cols: usize) -> Vec<(String, Vec<f32
         levels: 0,
         norm: NormPreset::Retrieval,
         size: 224,
+        decode: crosspool::input::DecodeMode::Exact,
         pca: None,
         format: OutputFormat::F32,
         feature_rows: rows,

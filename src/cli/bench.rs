@@ -4,7 +4,7 @@
 use anyhow::Context;
 use crosspool::features::{FeatureSpec, Representation};
 use crosspool::gpu::{GpuContext, GpuOptions, GpuTensor};
-use crosspool::input::{collect_images, prepare, DecodeLimits};
+use crosspool::input::{collect_images, prepare, DecodeMode, DecodeOptions};
 use crosspool::model::{Arch, ModelWeights, Preprocess};
 use crosspool::pipeline::ExtractWorkspace;
 use crosspool::pipeline::Extractor;
@@ -26,6 +26,9 @@ pub struct Args {
     /// Images are SIZE x SIZE.
     #[arg(long, default_value_t = 224)]
     size: u32,
+    /// JPEG decoding of the --images (see `extract --decode`).
+    #[arg(long, value_enum, default_value_t = DecodeMode::Fast)]
+    decode: DecodeMode,
     /// Images per batch.
     #[arg(long, default_value_t = 8)]
     batch: usize,
@@ -193,7 +196,7 @@ fn bench_input(
     let mut times = Vec::new();
     let mut out = Vec::new();
     for _ in 0..a.iters.min(5) {
-        let (decoded, secs) = prepare_all(&batch, a.size, pre)?;
+        let (decoded, secs) = prepare_all(&batch, a.size, pre, a.decode)?;
         times.push(secs);
         out = decoded.concat();
     }
@@ -213,11 +216,16 @@ fn prepare_all(
     paths: &[PathBuf],
     size: u32,
     pre: &Preprocess,
+    mode: DecodeMode,
 ) -> anyhow::Result<(Vec<Vec<f32>>, f64)> {
+    let opts = DecodeOptions {
+        mode,
+        ..DecodeOptions::default()
+    };
     let t0 = Instant::now();
     let out = paths
         .par_iter()
-        .map(|p| prepare(p, size, pre, DecodeLimits::default()))
+        .map(|p| prepare(p, size, pre, opts))
         .collect::<crosspool::Result<_>>()?;
     Ok((out, t0.elapsed().as_secs_f64()))
 }
@@ -272,7 +280,7 @@ fn decode_only(a: &Args) -> anyhow::Result<()> {
     // Every preprocessing costs the same (a scale and shift per value); no model is needed.
     let pre = Preprocess::TORCHVISION;
     let pass = |paths: &[PathBuf]| -> anyhow::Result<f64> {
-        let (done, secs) = prepare_all(paths, a.size, &pre)?;
+        let (done, secs) = prepare_all(paths, a.size, &pre, a.decode)?;
         Ok(done.len() as f64 / secs)
     };
     let threads = rayon::current_num_threads();
@@ -293,6 +301,7 @@ fn decode_only(a: &Args) -> anyhow::Result<()> {
         "images": paths.len(),
         "dir": dir.display().to_string(),
         "size": a.size,
+        "decode": crosspool::store::settings::value_name(&a.decode),
         "iters": a.iters,
         "threads": threads,
         "decode_images_per_second": all,
@@ -302,11 +311,12 @@ fn decode_only(a: &Args) -> anyhow::Result<()> {
         println!("{report}");
     } else {
         println!(
-            "decode:   {} images from {} to {}x{}: {all:.1} images/s on {threads} threads, {one:.1} on one (median of {} passes)",
+            "decode:   {} images from {} to {}x{} ({} decoding): {all:.1} images/s on {threads} threads, {one:.1} on one (median of {} passes)",
             paths.len(),
             dir.display(),
             a.size,
             a.size,
+            crosspool::store::settings::value_name(&a.decode),
             a.iters
         );
     }

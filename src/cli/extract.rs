@@ -4,7 +4,7 @@ use anyhow::Context;
 use crosspool::extract::{self, ExtractConfig};
 use crosspool::features::FeatureSpec;
 use crosspool::gpu::{GpuContext, GpuOptions};
-use crosspool::input::{expand_inputs, DecodeLimits};
+use crosspool::input::{expand_inputs, DecodeLimits, DecodeMode, DecodeOptions};
 use crosspool::model::{Arch, ModelWeights};
 use crosspool::output::{OutputFormat, ShardWriter};
 use crosspool::pca::Pca;
@@ -12,7 +12,7 @@ use crosspool::pipeline::Extractor;
 use crosspool::pooling::LocalWindow;
 use crosspool::shape::Shape4;
 use crosspool::store::settings::{feature_spec, value_name, SETTINGS_VERSION};
-use crosspool::store::shards::{image_identity, part_prefix};
+use crosspool::store::shards::{image_identity, part_prefix, settings_file};
 use crosspool::store::{ExtractSettings, NormPreset as Norm, Pooling};
 use std::path::{Path, PathBuf};
 
@@ -45,6 +45,11 @@ pub struct Args {
     /// Images are resized to SIZE x SIZE (whole image, no crop).
     #[arg(long, default_value_t = 224)]
     size: u32,
+    /// JPEG decoding: `fast` decodes a JPEG at least twice SIZE on both sides at 1/2, 1/4 or
+    /// 1/8 scale (libjpeg-turbo's scaled IDCT), `exact` at full size [default: fast; with
+    /// --resume, the mode the run was started with].
+    #[arg(long, value_enum)]
+    decode: Option<DecodeMode>,
     /// PCA of the local features (from `crosspool fit-pca`).
     #[arg(long)]
     pca: Option<PathBuf>,
@@ -129,6 +134,16 @@ fn select_part<T>(images: Vec<T>, part: Option<(usize, usize)>) -> (Vec<T>, Stri
     }
 }
 
+/// The decoding mode of the run being resumed in `out`, if there is one whose settings can
+/// be read (a run that cannot is refused, with the reason, when its shards are opened).
+fn recorded_decode(resume: bool, out: &Path, prefix: &str) -> Option<DecodeMode> {
+    let path = out.join(settings_file(prefix));
+    let text = std::fs::read_to_string(&path).ok().filter(|_| resume)?;
+    ExtractSettings::from_json(&text, &path.display().to_string())
+        .ok()
+        .map(|s| s.decode)
+}
+
 /// `p` as settings record files: its identity (absolute, links resolved).
 fn absolute(p: &Path) -> String {
     image_identity(p).display().to_string()
@@ -180,6 +195,10 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         .batch
         .unwrap_or_else(|| default_batch(&ctx, &weights, &spec, a.size));
     anyhow::ensure!(batch > 0, "--batch must be at least 1");
+    let decode = a
+        .decode
+        .or_else(|| recorded_decode(a.resume, &a.out, &prefix))
+        .unwrap_or_default();
     let settings = ExtractSettings {
         version: SETTINGS_VERSION,
         arch,
@@ -191,6 +210,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         levels: a.levels,
         norm: a.norm,
         size: a.size,
+        decode,
         pca: a.pca.as_deref().map(absolute),
         format: a.format,
         feature_rows,
@@ -207,13 +227,14 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     let bar = progress_bar(a.quiet, images.len());
     if !a.quiet {
         eprintln!(
-            "extract: {} images ({skipped} already done) with {arch} {}, norm {}, {} at {}x{}, batch {batch}, on {}",
+            "extract: {} images ({skipped} already done) with {arch} {}, norm {}, {} at {}x{} ({} decoding), batch {batch}, on {}",
             images.len(),
             spec.repr,
             value_name(&a.norm),
             value_name(&a.format),
             a.size,
             a.size,
+            value_name(&decode),
             ctx.describe()
         );
     }
@@ -221,9 +242,12 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         size: a.size,
         batch,
         format: a.format,
-        limits: DecodeLimits {
-            max_file_bytes: a.max_file_bytes,
-            ..DecodeLimits::default()
+        decode: DecodeOptions {
+            mode: decode,
+            limits: DecodeLimits {
+                max_file_bytes: a.max_file_bytes,
+                ..DecodeLimits::default()
+            },
         },
     };
     let progress = |done: usize, failed: usize| {

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use crosspool::gpu::{GpuContext, GpuOptions, GpuTensor};
-use crosspool::input::{expand_inputs, failure_reason, prepare, DecodeLimits};
+use crosspool::input::{expand_inputs, failure_reason, prepare, DecodeMode, DecodeOptions};
 use crosspool::model::{Arch, ModelWeights};
 use crosspool::pca::{MomentAccumulator, Pca};
 use crosspool::pipeline::{MomentsGpu, MomentsWorkspace};
@@ -35,6 +35,9 @@ pub struct Args {
     /// Images are resized to SIZE x SIZE.
     #[arg(long, default_value_t = 224)]
     size: u32,
+    /// JPEG decoding (see `extract --decode`); use the mode the features will be extracted with.
+    #[arg(long, value_enum, default_value_t = DecodeMode::Fast)]
+    decode: DecodeMode,
     /// Images per GPU batch.
     #[arg(long, default_value_t = 8)]
     batch: usize,
@@ -70,6 +73,10 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
     );
     let moments = MomentsGpu::new(&ctx, &weights, &layer, a.window)?;
     let mut acc: Option<MomentAccumulator> = None;
+    let decode = DecodeOptions {
+        mode: a.decode,
+        ..DecodeOptions::default()
+    };
     // One workspace and input tensor per batch size: all but the last batch share one.
     let mut buffers: Option<(usize, MomentsWorkspace, GpuTensor)> = None;
     let mut channels = 0;
@@ -77,7 +84,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
     for chunk in images.chunks(a.batch) {
         let prepared: Vec<_> = chunk
             .par_iter()
-            .map(|p| prepare(p, a.size, &weights.preprocess, DecodeLimits::default()))
+            .map(|p| prepare(p, a.size, &weights.preprocess, decode))
             .collect();
         let mut x = Vec::new();
         let mut n = 0;

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use crosspool::extract::{self, ExtractConfig};
 use crosspool::gpu::{GpuContext, GpuOptions, ScoreKernel};
-use crosspool::input::DecodeLimits;
+use crosspool::input::{DecodeLimits, DecodeOptions};
 use crosspool::model::ModelWeights;
 use crosspool::output::{OutputFormat, Row, RowData};
 use crosspool::pca::Pca;
@@ -218,7 +218,10 @@ pub fn run_search(opts: &GpuOptions, a: SearchArgs) -> anyhow::Result<usize> {
         size: recipe.size,
         batch: a.query.len().clamp(1, 8),
         format: OutputFormat::F32,
-        limits: DecodeLimits::default(),
+        decode: DecodeOptions {
+            mode: recipe.decode,
+            limits: DecodeLimits::default(),
+        },
     };
     let rows = extract::run(
         &ctx,

@@ -2,21 +2,24 @@
 //! and index's metadata, compared on `--resume`, and read back by `index` and `search` to
 //! extract query images the same way.
 //!
-//! Version 2 (this one) is a JSON object with the fields of [`ExtractSettings`] under their
+//! Version 3 (this one) is a JSON object with the fields of [`ExtractSettings`] under their
 //! own names; in safetensors metadata it is the value of the key `crosspool.settings`.
+//! Version 2 lacked `decode` (its images were decoded at full size: `exact`); a crosspool
+//! that reads up to version 2 refuses version 3, so it never resumes a `fast` run exactly.
 //! Version 1 (crosspool 0.1.0) was a flat map of `crosspool.*` strings with the output format
 //! in Rust's Debug spelling; it is still read. A newer version is refused with a message that
 //! says so.
 
 use crate::error::{Error, Result};
 use crate::features::{FeatureSpec, Representation};
+use crate::input::DecodeMode;
 use crate::model::Arch;
 use crate::output::OutputFormat;
 use crate::pooling::{LocalWindow, Normalization, Quantization, RegionPoolMode};
 use std::collections::{BTreeMap, HashMap};
 
 /// The settings format this crosspool writes, and the newest it reads.
-pub const SETTINGS_VERSION: u32 = 2;
+pub const SETTINGS_VERSION: u32 = 3;
 
 /// The safetensors metadata key that holds the settings as JSON.
 pub const METADATA_KEY: &str = "crosspool.settings";
@@ -152,6 +155,11 @@ mod window_text {
     }
 }
 
+/// Decoding before settings version 3, which had no other.
+fn full_size_decoding() -> DecodeMode {
+    DecodeMode::Exact
+}
+
 /// How an extraction computed and stored its features.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -179,6 +187,9 @@ pub struct ExtractSettings {
     pub norm: NormPreset,
     /// Images are resized to `size` x `size`.
     pub size: u32,
+    /// How JPEGs were decoded; `exact` in settings from before version 3.
+    #[serde(default = "full_size_decoding")]
+    pub decode: DecodeMode,
     /// PCA file, absolute, if one was applied.
     pub pca: Option<String>,
     /// Stored format.
@@ -345,6 +356,7 @@ impl ExtractSettings {
             levels: number("levels")? as u32,
             norm: value("norm", get("norm")?)?,
             size: number("size")? as u32,
+            decode: DecodeMode::Exact,
             pca: (!pca.is_empty()).then(|| pca.to_string()),
             format,
             feature_rows: number("feature_rows")?,
@@ -384,6 +396,7 @@ mod tests {
             levels: 0,
             norm: NormPreset::SqrtL2,
             size: 448,
+            decode: DecodeMode::Fast,
             pca: None,
             format: OutputFormat::Bits1,
             feature_rows: 512,
@@ -394,7 +407,8 @@ mod tests {
     #[test]
     fn fields_and_values_have_stable_names() {
         let v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
-        assert_eq!(v["version"], 2);
+        assert_eq!(v["version"], 3);
+        assert_eq!(v["decode"], "fast");
         assert_eq!(v["arch"], "vgg16");
         assert_eq!(v["pooling"], "cross-layer");
         assert_eq!(v["window"], "3x3");
@@ -420,10 +434,10 @@ mod tests {
     #[test]
     fn newer_unknown_and_foreign_settings_are_refused() {
         let mut v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
-        v["version"] = 3.into();
+        v["version"] = (SETTINGS_VERSION + 1).into();
         let e = ExtractSettings::from_json(&v.to_string(), "x.json").unwrap_err();
         assert!(e.to_string().contains("newer crosspool"), "{e}");
-        v["version"] = 2.into();
+        v["version"] = SETTINGS_VERSION.into();
         v["colour"] = "blue".into();
         let e = ExtractSettings::from_json(&v.to_string(), "x.json").unwrap_err();
         assert!(e.to_string().contains("colour"), "{e}");
@@ -443,6 +457,11 @@ mod tests {
             "crosspool.window": "3x3"}"#;
         let s = ExtractSettings::from_json(old, "extract.json").unwrap();
         assert_eq!(s.version, 1);
+        assert_eq!(s.decode, DecodeMode::Exact);
+        let sample = || ExtractSettings {
+            decode: DecodeMode::Exact,
+            ..sample()
+        };
         assert!(s.same_run(&sample()));
         assert!(sample().same_run(&s));
         // Written again, they are in this version's format.
@@ -457,6 +476,20 @@ mod tests {
         assert_eq!(
             other.differences(&sample()),
             vec!["size: 448 before, 224 now"]
+        );
+    }
+
+    #[test]
+    fn version_two_decoded_at_full_size() {
+        let mut v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        v["version"] = 2.into();
+        v.as_object_mut().unwrap().remove("decode");
+        let s = ExtractSettings::from_json(&v.to_string(), "extract.json").unwrap();
+        assert_eq!(s.decode, DecodeMode::Exact);
+        assert!(!s.same_run(&sample()));
+        assert_eq!(
+            sample().differences(&s),
+            vec![r#"decode: "exact" before, "fast" now"#]
         );
     }
 }
