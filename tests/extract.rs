@@ -6,7 +6,7 @@ mod common;
 use common::{gpu, seeded_weights_file, temp_dir};
 use crosspool::features::{FeatureSpec, Representation};
 use crosspool::gpu::GpuTensor;
-use crosspool::input::load_batch;
+use crosspool::input::{prepare, DecodeOptions};
 use crosspool::model::{Arch, ModelWeights};
 use crosspool::pipeline::Extractor;
 use crosspool::pooling::{Normalization, Quantization};
@@ -111,7 +111,8 @@ fn library_feature(weights: &Path, path: &Path) -> Vec<f32> {
     };
     let ex = Extractor::new(ctx, &w, spec, None).unwrap();
     let shape = Shape4::new(1, SIZE, SIZE, 3);
-    let x = load_batch(&[path], SIZE as u32, &w.preprocess).unwrap();
+    // Decoded as `extract` decodes by default (fast: the photos are over twice SIZE).
+    let x = prepare(path, SIZE as u32, &w.preprocess, DecodeOptions::default()).unwrap();
     let ws = ex.workspace(ctx, shape).unwrap();
     ex.extract(ctx, &GpuTensor::upload(ctx, &x, shape, "x").unwrap(), &ws)
         .unwrap()

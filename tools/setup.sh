@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# One-command setup: software Vulkan if no driver is present, the real VGG16 weights, a
-# release build, a check that an adapter opens, and features extracted from the sample photos.
+# One-command setup: software Vulkan if no driver is present, CMake and NASM for the JPEG
+# decoder's build, the real VGG16 weights, a release build, a check that an adapter opens,
+# and features extracted from the sample photos.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install_vulkan.sh
+bash tools/install_build_deps.sh
 bash tools/fetch_weights.sh
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 cargo build --release
