@@ -87,3 +87,15 @@ fn broken_files_are_errors_with_reasons() {
         }
     }
 }
+
+#[test]
+fn grey_is_repeated_into_rgb_exactly() {
+    // crosspool repeats 8-bit grey itself; the image crate's conversion is the reference.
+    let p = odd("grayscale.png");
+    let (w, h, px) = decode_rgb(&p, DecodeLimits::default()).unwrap();
+    let img = image::open(&p).unwrap();
+    assert!(matches!(img, image::DynamicImage::ImageLuma8(_)));
+    let want = img.to_rgb8();
+    assert_eq!((w, h), want.dimensions());
+    assert_eq!(px, want.into_raw());
+}

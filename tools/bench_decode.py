@@ -13,7 +13,8 @@ to SIZE x SIZE (bilinear, as `crosspool bench --decode-only` does) into a numpy 
 Each method runs on all cores (a thread pool of os.cpu_count() workers: Pillow and torch
 release the GIL while decoding and resizing) and on one worker thread; the rate is the median of
 --iters passes over every file, after one untimed pass that warms the file cache.
-Prints JSON on standard output.
+Prints JSON on standard output. With --render FILE, prints the Markdown report of the JSON
+that tools/bench_decode.sh wrote instead.
 """
 
 import argparse
@@ -72,7 +73,54 @@ def rate(fn, files, threads, iters):
         return statistics.median(one_pass(pool) for _ in range(iters))
 
 
+NAMES = {
+    "crosspool-fast": "crosspool `--decode fast` (libjpeg-turbo at 1/2-1/8 DCT scale)",
+    "crosspool-exact": "crosspool `--decode exact` (zune-jpeg, full size)",
+    "pillow-draft": "Pillow `draft` (libjpeg-turbo at 1/2-1/8 DCT scale)",
+    "pillow-full": "Pillow, full size",
+    "torchvision": "torchvision.io.decode_jpeg, full size, + resize",
+}
+
+
+def render(path):
+    """The Markdown report of tools/bench_decode.sh's JSON."""
+    d = json.loads(pathlib.Path(path).read_text())
+    med, n = d["median"], d["machine"]["cores"]
+    draft, full = med["pillow-draft"], med["pillow-full"]
+    packages = [
+        " ".join(w for w in line.split() if w not in ("Package:", "Version:"))
+        for line in d["photos"]["from"]
+    ]
+    lines = [
+        "# Decoding and resizing real photographs",
+        "",
+        f"Written by `tools/bench_decode.sh` on {d['date']} (crosspool {d['crosspool_commit']}):",
+        f"{d['photos']['count']} photographs, every distinct 2560x1600 JPEG (baseline and progressive) of",
+        f"the Debian packages {', '.join(packages)}, each read from disk, decoded and resized",
+        f"to {d['size']}x{d['size']} RGB, on {d['machine']['cpu']} ({n} cores). Median of "
+        f"{len(d['rounds']['crosspool-fast'])} alternating rounds,",
+        "each the median of 7 passes over every file. Python: " + "; ".join(d["versions"].values()) + ".",
+        "crosspool's figures include what its input path does beyond the others: the EXIF",
+        "orientation check and the conversion to the network's float input.",
+        "",
+        f"| method | images/s, {n} cores | images/s, one core | vs Pillow draft, {n} cores | vs Pillow full, {n} cores |",
+        "|---|---|---|---|---|",
+    ]
+    for k, name in NAMES.items():
+        if k in med:
+            m = med[k]
+            lines.append(
+                f"| {name} | {m['images_per_second']:.1f} | {m['images_per_second_one_core']:.1f} "
+                f"| {m['images_per_second'] / draft['images_per_second']:.2f}x "
+                f"| {m['images_per_second'] / full['images_per_second']:.2f}x |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--render":
+        sys.stdout.write(render(sys.argv[2]))
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dir", type=pathlib.Path)
     ap.add_argument("--size", type=int, default=224)

@@ -3,7 +3,7 @@
 # --decode fast and exact) against Pillow (full and draft) and torchvision.io.decode_jpeg
 # (tools/bench_decode.py), on the same files, cores and target size, in alternating rounds so
 # that drift on the machine touches every method alike. Writes docs/bench_decode.json (every
-# round) and docs/bench_decode.md (medians).
+# round) and, from it, docs/bench_decode.md (medians; tools/bench_decode.py --render).
 #
 #   bash tools/bench_decode.sh [ROUNDS]
 #
@@ -75,33 +75,6 @@ out = {
     "median": med,
 }
 json.dump(out, open("docs/bench_decode.json", "w"), indent=1)
-draft, full = med["pillow-draft"], med["pillow-full"]
-names = {
-    "crosspool-fast": "crosspool `--decode fast` (libjpeg-turbo, 1/2-1/8 DCT scale)",
-    "crosspool-exact": "crosspool `--decode exact` (zune-jpeg, full size)",
-    "pillow-draft": "Pillow `draft` (libjpeg-turbo, 1/2-1/8 DCT scale)",
-    "pillow-full": "Pillow, full size",
-    "torchvision": "torchvision.io.decode_jpeg + resize (full size)",
-}
-lines = [
-    "# Decoding and resizing real photographs",
-    "",
-    f"Written by `tools/bench_decode.sh` on {out['date']} (crosspool {commit}): {meta['images']} distinct",
-    f"2560x1600 JPEGs ({out['photos']['what']}) from Debian's {', '.join(p.split()[1] for p in packages)},",
-    f"decoded and resized to {meta['size']}x{meta['size']} RGB on {cpu}, {meta['threads']} cores.",
-    f"Median of {len(rounds['crosspool-fast'])} alternating rounds, each the median of 7 passes over every file.",
-    "Python: " + "; ".join(meta["versions"].values()) + ".",
-    "",
-    f"| method | images/s, {meta['threads']} cores | images/s, one core | vs Pillow draft ({meta['threads']} cores) | vs Pillow full ({meta['threads']} cores) |",
-    "|---|---|---|---|---|",
-]
-for k in ["crosspool-fast", "crosspool-exact", "pillow-draft", "pillow-full", "torchvision"]:
-    if k in med:
-        m = med[k]
-        lines.append(
-            f"| {names[k]} | {m['images_per_second']:.1f} | {m['images_per_second_one_core']:.1f} "
-            f"| {m['images_per_second'] / draft['images_per_second']:.2f}x | {m['images_per_second'] / full['images_per_second']:.2f}x |"
-        )
-open("docs/bench_decode.md", "w").write("\n".join(lines) + "\n")
-print("\n".join(lines))
 EOF
+"$python" tools/bench_decode.py --render docs/bench_decode.json >docs/bench_decode.md
+cat docs/bench_decode.md
