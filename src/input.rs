@@ -164,8 +164,13 @@ pub fn decode_rgb(path: &Path, limits: DecodeLimits) -> Result<(u32, u32, Vec<u8
     decode_bytes(path, &bytes, limits)
 }
 
-/// Decodes the file `bytes` (read from `path`, which errors name) at full size.
-fn decode_bytes(path: &Path, bytes: &[u8], limits: DecodeLimits) -> Result<(u32, u32, Vec<u8>)> {
+/// The image decoder for the file `bytes` (read from `path`, which errors name) and the
+/// image's EXIF orientation, after every check that can refuse the file before decoding.
+fn open_decoder<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+    limits: DecodeLimits,
+) -> Result<(impl image::ImageDecoder + 'a, image::metadata::Orientation)> {
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| image_err(path, e))?;
@@ -199,9 +204,27 @@ fn decode_bytes(path: &Path, bytes: &[u8], limits: DecodeLimits) -> Result<(u32,
             ),
         ));
     }
+    if w == 0 || h == 0 {
+        return Err(image_err(path, "image has no pixels"));
+    }
     let orientation = decoder
         .orientation()
         .map_err(|e| image_err(path, decoder_reason(e)))?;
+    Ok((decoder, orientation))
+}
+
+/// Decodes the file `bytes` (read from `path`, which errors name) at full size.
+fn decode_bytes(path: &Path, bytes: &[u8], limits: DecodeLimits) -> Result<(u32, u32, Vec<u8>)> {
+    let (decoder, orientation) = open_decoder(path, bytes, limits)?;
+    decode_upright_rgb(path, decoder, orientation)
+}
+
+/// The whole image of `decoder`, turned by `orientation`, as 8-bit RGB.
+fn decode_upright_rgb(
+    path: &Path,
+    decoder: impl image::ImageDecoder,
+    orientation: image::metadata::Orientation,
+) -> Result<(u32, u32, Vec<u8>)> {
     let mut img = image::DynamicImage::from_decoder(decoder)
         .map_err(|e| image_err(path, decoder_reason(e)))?;
     img.apply_orientation(orientation);
@@ -216,10 +239,37 @@ fn decode_bytes(path: &Path, bytes: &[u8], limits: DecodeLimits) -> Result<(u32,
         other => other.into_rgb8(),
     };
     let (w, h) = rgb.dimensions();
-    if w == 0 || h == 0 {
-        return Err(image_err(path, "image has no pixels"));
-    }
     Ok((w, h, rgb.into_raw()))
+}
+
+/// Decodes the file `bytes` at full size and resizes it to `size` x `size`. The common case,
+/// upright 8-bit RGB, is decoded into the thread's reused buffer; the rest is converted and
+/// turned first. Both give what [`decode_bytes`] and [`resize_rgb`] give.
+fn decode_full_resized(
+    path: &Path,
+    bytes: &[u8],
+    size: u32,
+    limits: DecodeLimits,
+) -> Result<Vec<u8>> {
+    use image::ImageDecoder;
+    let (decoder, orientation) = open_decoder(path, bytes, limits)?;
+    let upright_rgb = decoder.color_type() == image::ColorType::Rgb8
+        && orientation == image::metadata::Orientation::NoTransforms;
+    if !upright_rgb {
+        let (w, h, rgb) = decode_upright_rgb(path, decoder, orientation)?;
+        return resize_rgb(w, h, rgb, size);
+    }
+    let (w, h) = decoder.dimensions();
+    SCRATCH.with_borrow_mut(|s| {
+        let WorkerScratch {
+            pixels, resizer, ..
+        } = s;
+        pixels.resize(decoder.total_bytes() as usize, 0);
+        decoder
+            .read_image(pixels)
+            .map_err(|e| image_err(path, decoder_reason(e)))?;
+        resize_into(resizer, w, h, pixels, size)
+    })
 }
 
 /// Lets decode threads reuse their big allocations instead of returning them to the system
@@ -318,8 +368,7 @@ pub fn decode_resized(path: &Path, size: u32, opts: DecodeOptions) -> Result<Vec
             return rgb;
         }
     }
-    let (w, h, rgb) = decode_bytes(path, &bytes, opts.limits)?;
-    resize_rgb(w, h, rgb, size)
+    decode_full_resized(path, &bytes, size, opts.limits)
 }
 
 /// A JPEG decoded by libjpeg-turbo at reduced DCT scale, resized and turned upright; `None`

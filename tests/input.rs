@@ -1,7 +1,9 @@
 //! Decoding the images users actually have: every odd file gives pixels or an error with a
 //! reason, never a panic (files from tools/make_odd_images.py).
 
-use crosspool::input::{decode_rgb, DecodeLimits};
+use crosspool::input::{
+    decode_resized, decode_rgb, resize_rgb, DecodeLimits, DecodeMode, DecodeOptions,
+};
 use std::path::{Path, PathBuf};
 
 fn odd(name: &str) -> PathBuf {
@@ -98,4 +100,33 @@ fn grey_is_repeated_into_rgb_exactly() {
     let want = img.to_rgb8();
     assert_eq!((w, h), want.dimensions());
     assert_eq!(px, want.into_raw());
+}
+
+#[test]
+fn full_size_decoding_into_reused_buffers_changes_nothing() {
+    // `decode_resized` decodes upright RGB into a per-thread buffer and everything else
+    // through `decode_rgb`; both must give what `decode_rgb` and `resize_rgb` give.
+    let exact = DecodeOptions {
+        mode: DecodeMode::Exact,
+        ..DecodeOptions::default()
+    };
+    let photos = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/photos");
+    let files = [
+        photos.join("astronaut.jpg"),
+        photos.join("rocket.jpg"),
+        odd("exif_rotated.jpg"),
+        odd("progressive.jpg"),
+        odd("grayscale.png"),
+        odd("cmyk.jpg"),
+        odd("alpha.png"),
+        photos.join("chelsea.jpg"),
+    ];
+    for size in [17, 64, 224] {
+        for f in &files {
+            let (w, h, px) = decode_rgb(f, DecodeLimits::default()).unwrap();
+            let want = resize_rgb(w, h, px, size).unwrap();
+            let got = decode_resized(f, size, exact).unwrap();
+            assert_eq!(got, want, "{} at {size}", f.display());
+        }
+    }
 }

@@ -53,8 +53,8 @@ def scaled(path, size):
     return wh is not None and min(wh) >= 2 * size
 
 
-def features(tmp, images, size, mode, extra=()):
-    out = tmp / f"{images.name}-{size}-{mode}"
+def features(tmp, images, size, mode, extra=(), tag=""):
+    out = tmp / f"{images.name}-{size}-{mode}{tag}"
     run("extract", "--quiet", "--weights", WEIGHTS, "--size", size, "--decode", mode,
         "--out", out, *extra, images)
     run("export-npy", out, "--out", f"{out}.npy")
@@ -87,7 +87,7 @@ def retrieval(tmp, size, mode):
     photos, db = ROOT / "tests/data/photos", ROOT / "tests/data/retrieval"
     pca = tmp / f"pca-{size}-{mode}.safetensors"
     run("fit-pca", "--weights", WEIGHTS, "--size", size, "--decode", mode, "--out", pca, photos)
-    out, _ = features(tmp, db, size, mode, ["--pca", pca, "--norm", "retrieval"])
+    out, _ = features(tmp, db, size, mode, ["--pca", pca, "--norm", "retrieval"], "-pca")
     res = {}
     for kind, flags, k in [("bits1", [], "50"), ("floats", ["--binarize", "none"], "all")]:
         index = tmp / f"index-{size}-{mode}-{kind}"
