@@ -10,6 +10,7 @@ weights/vgg16_hed.safetensors (tools/fetch_weights.sh); runs on any adapter (min
 software Vulkan).
 
   weights/.venv/bin/python tools/decode_fidelity.py [--photos-4mp bench/photos_4mp]
+  weights/.venv/bin/python tools/decode_fidelity.py --render docs/decode_fidelity.json
 """
 
 import argparse
@@ -99,13 +100,16 @@ def retrieval(tmp, size, mode):
 
 
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--render":
+        sys.stdout.write(render(json.loads(pathlib.Path(sys.argv[2]).read_text())))
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--photos-4mp", type=pathlib.Path, default=ROOT / "bench/photos_4mp")
     a = ap.parse_args()
     for need in (BIN, WEIGHTS):
         if not need.exists():
             sys.exit(f"decode_fidelity: {need} is missing (cargo build --release; tools/fetch_weights.sh)")
-    device = run("info").strip().splitlines()[0]
+    device = run("info").strip().splitlines()[0].split(":", 1)[-1].strip()
     rows, maps = [], []
     with tempfile.TemporaryDirectory() as t:
         tmp = pathlib.Path(t)
@@ -126,13 +130,21 @@ def main():
            "device": device, "weights": "VGG16 (HED), conv5_2 x conv5_3, norm paper",
            "features": rows, "retrieval": maps}
     (ROOT / "docs/decode_fidelity.json").write_text(json.dumps(out, indent=1) + "\n")
+    md = render(out)
+    (ROOT / "docs/decode_fidelity.md").write_text(md)
+    print(md)
+
+
+def render(out):
+    """The Markdown report of the JSON this script writes."""
+    rows, maps = out["features"], out["retrieval"]
     md = ["# What `--decode fast` changes", "",
-          f"Written by `tools/decode_fidelity.py` on {out['date']} (crosspool {commit}, {device}).",
-          "Per-image cosine between the features of `--decode fast` and `--decode exact`",
-          "(VGG16 cross-layer conv5_2 x conv5_3, norm paper); \"scaled\" counts the images fast",
-          "decodes at reduced DCT scale (at least twice the size on both sides); the others are",
-          "decoded identically.", "",
-          "| images | size | images | scaled | identical features | min cosine (scaled) | mean cosine (scaled) |",
+          f"Written by `tools/decode_fidelity.py` on {out['date']} (crosspool {out['crosspool_commit']},",
+          f"{out['device']}). Per-image cosine between the features of `--decode fast` and",
+          "`--decode exact` (VGG16 cross-layer conv5_2 x conv5_3, norm paper); \"scaled\" counts the",
+          "images that fast decodes at reduced DCT scale (at least twice the size on both sides);",
+          "the others are decoded identically.", "",
+          "| set | size | images | scaled | identical features | min cosine (scaled) | mean cosine (scaled) |",
           "|---|---|---|---|---|---|---|"]
     for r in rows:
         s = "n/a" if r["cosine_min_scaled"] is None else f"{r['cosine_min_scaled']:.5f}"
@@ -144,9 +156,7 @@ def main():
     for m in maps:
         md.append(f"| {m['size']} | {m['decode']} | {m['bits1']['map']:.4f} | {m['bits1']['recall_at_1']:.3f} "
                   f"| {m['floats']['map']:.4f} | {m['floats']['recall_at_1']:.3f} |")
-    (ROOT / "docs/decode_fidelity.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
-
+    return "\n".join(md) + "\n"
 
 if __name__ == "__main__":
     main()
