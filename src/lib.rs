@@ -14,6 +14,7 @@
 //! - [`reference`]: the plain CPU oracle the tests hold every kernel against; no production
 //!   module uses it.
 
+pub mod cpu;
 pub mod error;
 pub mod extract;
 pub mod features;
