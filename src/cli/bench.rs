@@ -46,9 +46,36 @@ pub struct Args {
     /// times), on all cores and on one, without opening a GPU.
     #[arg(long, requires = "images")]
     decode_only: bool,
+    /// Where the network runs: `gpu` (the adapter --backend / --adapter pick) or `cpu` (the
+    /// native CPU backend on all cores; early: it runs but is not yet tuned, see issue 20).
+    #[arg(long, value_enum, default_value_t = Device::Gpu)]
+    device: Device,
     /// Print the results as JSON on standard output.
     #[arg(long)]
     json: bool,
+}
+
+/// Where `bench` runs the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Device {
+    /// The GPU adapter (software Vulkan included).
+    Gpu,
+    /// The native CPU backend.
+    Cpu,
+}
+
+/// What one benchmark run measured, on either device.
+struct Measured {
+    device: String,
+    /// Median seconds of a whole batch, of its compute alone, of writing the input and of
+    /// reading the features back.
+    total: f64,
+    compute: f64,
+    upload: f64,
+    download: f64,
+    /// Each stage alone: (name, seconds, FLOPs).
+    stages: Vec<(String, f64, f64)>,
+    peak_tflops: Option<f64>,
 }
 
 /// Datasheet FP32 (non-tensor) peaks, for the share of peak; matched on the adapter's name.
@@ -87,38 +114,112 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
         },
         norm: Normalization::PAPER,
     };
-    let ctx = GpuContext::new(opts).context("opening the GPU")?;
-    let ex = Extractor::new(&ctx, &weights, spec, None)?;
     let shape = Shape4::new(a.batch, a.size as usize, a.size as usize, 3);
-    let ws = ex.workspace(&ctx, shape)?;
-
     let (x, decode_ips) = bench_input(&a, shape, &weights.preprocess)?;
-    let gx = GpuTensor::upload(&ctx, &x, shape, "input")?;
+    let m = match a.device {
+        Device::Gpu => measure_gpu(opts, &a, &weights, spec, &x, shape)?,
+        Device::Cpu => measure_cpu(&a, &weights, spec, &x, shape)?,
+    };
+    report(&a, &m, decode_ips, (t, t1), opts.unchecked_shaders);
+    Ok(())
+}
+
+/// Times whole batches on the GPU: upload, one submission, download.
+fn measure_gpu(
+    opts: &GpuOptions,
+    a: &Args,
+    weights: &ModelWeights,
+    spec: FeatureSpec,
+    x: &[f32],
+    shape: Shape4,
+) -> anyhow::Result<Measured> {
+    let ctx = GpuContext::new(opts).context("opening the GPU")?;
+    let ex = Extractor::new(&ctx, weights, spec, None)?;
+    let ws = ex.workspace(&ctx, shape)?;
+    let gx = GpuTensor::upload(&ctx, x, shape, "input")?;
     for _ in 0..a.warmup {
         ex.extract(&ctx, &gx, &ws)?.download(&ctx)?;
     }
-    let timed = time_batches(&ctx, &ex, &gx, &ws, &x, a.iters)?;
-    let (t_total, t_compute, t_up, t_down) = (
-        median(timed.total),
-        median(timed.compute),
-        median(timed.upload),
-        median(timed.download),
-    );
-    let stages = ex.profile(&ctx, &gx, &ws)?;
+    let timed = time_batches(&ctx, &ex, &gx, &ws, x, a.iters)?;
+    Ok(Measured {
+        device: ctx.describe(),
+        total: median(timed.total),
+        compute: median(timed.compute),
+        upload: median(timed.upload),
+        download: median(timed.download),
+        stages: ex.profile(&ctx, &gx, &ws)?,
+        peak_tflops: FP32_PEAK_TFLOPS
+            .iter()
+            .find(|(n, _)| ctx.info.name.contains(n))
+            .map(|(_, p)| *p),
+    })
+}
+
+/// Times whole batches on the native CPU backend: input written, features computed and
+/// copied out.
+fn measure_cpu(
+    a: &Args,
+    weights: &ModelWeights,
+    spec: FeatureSpec,
+    x: &[f32],
+    shape: Shape4,
+) -> anyhow::Result<Measured> {
+    use crosspool::cpu::{CpuBackend, HostTensor};
+    use crosspool::pipeline::Backend;
+    let cpu = CpuBackend;
+    let ex = Extractor::new(&cpu, weights, spec, None)?;
+    let ws = ex.workspace(&cpu, shape)?;
+    let input = HostTensor::from_values(x.to_vec(), shape)?;
+    for _ in 0..a.warmup {
+        cpu.download(ex.extract(&cpu, &input, &ws)?)?;
+    }
+    let (mut total, mut upload, mut compute, mut download) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..a.iters {
+        let t0 = Instant::now();
+        input.write(x)?;
+        let t1 = Instant::now();
+        let f = ex.extract(&cpu, &input, &ws)?;
+        let t2 = Instant::now();
+        cpu.download(f)?;
+        let t3 = Instant::now();
+        upload.push((t1 - t0).as_secs_f64());
+        compute.push((t2 - t1).as_secs_f64());
+        download.push((t3 - t2).as_secs_f64());
+        total.push((t3 - t0).as_secs_f64());
+    }
+    Ok(Measured {
+        device: format!("CPU backend, {} threads", rayon::current_num_threads()),
+        total: median(total),
+        compute: median(compute),
+        upload: median(upload),
+        download: median(download),
+        stages: ex.profile(&cpu, &input, &ws)?,
+        peak_tflops: None,
+    })
+}
+
+/// Prints what `m` measured: JSON with `--json`, else lines.
+fn report(
+    a: &Args,
+    m: &Measured,
+    decode_ips: Option<f64>,
+    (t, t1): (&str, &str),
+    unchecked_shaders: bool,
+) {
+    let (t_total, t_compute, t_up, t_down) = (m.total, m.compute, m.upload, m.download);
+    let stages = &m.stages;
     let flops: f64 = stages.iter().map(|s| s.2).sum();
     let gflops = flops / t_compute / 1e9;
-    let peak = FP32_PEAK_TFLOPS
-        .iter()
-        .find(|(n, _)| ctx.info.name.contains(n))
-        .map(|(_, p)| *p);
+    let peak = m.peak_tflops;
     let report = serde_json::json!({
-        "device": ctx.describe(),
+        "device": m.device,
         "model": a.model.name(),
         "layers": [t, t1],
         "size": a.size,
         "batch": a.batch,
         "iters": a.iters,
-        "unchecked_shaders": opts.unchecked_shaders,
+        "unchecked_shaders": unchecked_shaders,
         "images_per_second": a.batch as f64 / t_total,
         "gpu_images_per_second": a.batch as f64 / t_compute,
         "decode_images_per_second": decode_ips,
@@ -135,15 +236,15 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
     });
     if a.json {
         println!("{report}");
-        return Ok(());
+        return;
     }
-    println!("device:   {}", ctx.describe());
+    println!("device:   {}", m.device);
     println!(
         "pipeline: {} {t} x {t1}, {}x{}, batch {}, {} timed batches (median)",
         a.model, a.size, a.size, a.batch, a.iters
     );
     println!(
-        "images/s: {:.1} end to end (upload + compute + download), {:.1} GPU compute only",
+        "images/s: {:.1} end to end (upload + compute + download), {:.1} compute only",
         a.batch as f64 / t_total,
         a.batch as f64 / t_compute
     );
@@ -168,14 +269,13 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
         t_down * 1e3
     );
     println!("stages (each submitted and waited for alone):");
-    for (n, s, f) in &stages {
+    for (n, s, f) in stages {
         println!(
             "  {n:<10} {:>9.3} ms {:>9.1} GFLOP/s",
             s * 1e3,
             if *s > 0.0 { f / s / 1e9 } else { 0.0 }
         );
     }
-    Ok(())
 }
 
 /// The batch to time: real images decoded on all cores (with the decode rate), or synthetic

@@ -1,10 +1,11 @@
 //! Whole computations assembled from kernel entry points: a network's forward pass, the
 //! feature extractor (forward, PCA projection, pooling, normalisation in one submission per
 //! batch) and the PCA moments. They are written against [`Backend`], which the GPU
-//! implements (`impl Backend for GpuContext`) and the CPU reference too
-//! (`reference::ReferenceBackend`); what to compute comes from `model`, `features` and `pca`.
+//! implements (`impl Backend for GpuContext`), the native CPU backend (`cpu::CpuBackend`)
+//! and the CPU reference too (`reference::ReferenceBackend`); what to compute comes from `model`, `features` and `pca`.
 
 pub mod backend;
+mod cpu_backend;
 pub mod extractor;
 mod gpu_backend;
 pub mod moments;

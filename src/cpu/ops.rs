@@ -1,0 +1,241 @@
+//! The CPU backend's operations besides convolution, on all cores: max pooling (exact, equal
+//! to the reference bit for bit), cross-layer pooling as a GEMM over unfolded local features,
+//! region pooling and normalisation (f64 sums in the reference's order: equal to it).
+
+use crate::error::{Error, Result};
+use crate::pooling::{LocalWindow, Normalization, RegionPoolMode};
+use crate::shape::{MaxPool2dSpec, Shape4};
+use rayon::prelude::*;
+
+/// Max pooling of an NHWC `input` into `output`; padded positions never win. Returns the
+/// output shape.
+pub fn max_pool2d(
+    input: &[f32],
+    shape: Shape4,
+    spec: MaxPool2dSpec,
+    output: &mut [f32],
+) -> Result<Shape4> {
+    let out = spec.output_shape(shape)?;
+    if input.len() != shape.len() || output.len() != out.len() {
+        return Err(Error::shape(
+            "cpu max_pool2d",
+            format!(
+                "{} input values for {shape}, {} output values for {out}",
+                input.len(),
+                output.len()
+            ),
+        ));
+    }
+    let win = spec.window;
+    let row = out.w * out.c;
+    if row == 0 {
+        return Ok(out);
+    }
+    output.par_chunks_mut(row).enumerate().for_each(|(r, dst)| {
+        let (n, oy) = (r / out.h, r % out.h);
+        dst.fill(f32::NEG_INFINITY);
+        for ky in 0..win.kh {
+            let iy = (oy * win.stride_h + ky) as isize - win.pad_h as isize;
+            if iy < 0 || iy >= shape.h as isize {
+                continue;
+            }
+            for ox in 0..out.w {
+                let o = &mut dst[ox * out.c..(ox + 1) * out.c];
+                for kx in 0..win.kw {
+                    let ix = (ox * win.stride_w + kx) as isize - win.pad_w as isize;
+                    if ix < 0 || ix >= shape.w as isize {
+                        continue;
+                    }
+                    let at = shape.index(n, iy as usize, ix as usize, 0);
+                    for (d, &v) in o.iter_mut().zip(&input[at..at + shape.c]) {
+                        *d = d.max(v);
+                    }
+                }
+            }
+        }
+    });
+    Ok(out)
+}
+
+/// The local features of every unit of images `images`, one row each: unit (n, y, x) gets
+/// the `win` neighbourhood of `x` centred on it, `(dy, dx, channel)` order, zero outside.
+fn unfold(x: &[f32], s: Shape4, win: LocalWindow, images: std::ops::Range<usize>) -> Vec<f32> {
+    let len = win.feature_len(s.c);
+    let units = images.len() * s.h * s.w;
+    let mut rows = vec![0.0f32; units * len];
+    if len == 0 {
+        return rows;
+    }
+    rows.par_chunks_mut(len).enumerate().for_each(|(u, row)| {
+        let n = images.start + u / (s.h * s.w);
+        let (y, xx) = ((u / s.w) % s.h, u % s.w);
+        for dy in 0..win.h {
+            for dx in 0..win.w {
+                let yy = (y + dy) as isize - (win.h / 2) as isize;
+                let xs = (xx + dx) as isize - (win.w / 2) as isize;
+                let tap = &mut row[(dy * win.w + dx) * s.c..][..s.c];
+                if yy >= 0 && xs >= 0 && (yy as usize) < s.h && (xs as usize) < s.w {
+                    let at = s.index(n, yy as usize, xs as usize, 0);
+                    tap.copy_from_slice(&x[at..at + s.c]);
+                }
+            }
+        }
+    });
+    rows
+}
+
+/// Cross-layer pooling `P = sum_i a_i x_i^T` over the units of each group of `group` images,
+/// into `out` (`[groups][a_len][x_len]`). `a = None` pools with a constant 1 (a_len 1).
+#[allow(clippy::too_many_arguments)]
+pub fn cross_layer(
+    a: Option<(&[f32], Shape4, LocalWindow)>,
+    x: &[f32],
+    x_shape: Shape4,
+    x_win: LocalWindow,
+    group: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    let bad = |why: String| Error::shape("cpu cross_layer", why);
+    if let Some((_, s, _)) = a {
+        if (s.n, s.h, s.w) != (x_shape.n, x_shape.h, x_shape.w) {
+            return Err(bad(format!(
+                "layers {s} and {x_shape} have different grids"
+            )));
+        }
+    }
+    if group == 0 || !x_shape.n.is_multiple_of(group) {
+        return Err(bad(format!(
+            "{} images do not split into groups of {group}",
+            x_shape.n
+        )));
+    }
+    let ka = a.map_or(1, |(_, s, w)| w.feature_len(s.c));
+    let kx = x_win.feature_len(x_shape.c);
+    let groups = x_shape.n / group;
+    if out.len() != groups * ka * kx {
+        return Err(bad(format!(
+            "{} output values for {groups} x {ka} x {kx}",
+            out.len()
+        )));
+    }
+    for (g, dst) in out.chunks_mut((ka * kx).max(1)).enumerate().take(groups) {
+        let images = g * group..(g + 1) * group;
+        let units = group * x_shape.h * x_shape.w;
+        let xu = unfold(x, x_shape, x_win, images.clone());
+        let au = match a {
+            Some((av, s, w)) => unfold(av, s, w, images),
+            None => vec![1.0; units],
+        };
+        if units == 0 {
+            dst.fill(0.0);
+            continue;
+        }
+        // dst[ka x kx] = au^T [ka x units] * xu [units x kx]; au is units x ka row-major,
+        // read transposed through its strides.
+        // SAFETY: the strides stay inside au (units*ka), xu (units*kx) and dst (ka*kx).
+        unsafe {
+            gemm::gemm(
+                ka,
+                kx,
+                units,
+                dst.as_mut_ptr(),
+                1,
+                kx as isize,
+                false,
+                au.as_ptr(),
+                ka as isize,
+                1,
+                xu.as_ptr(),
+                1,
+                kx as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(rayon::current_num_threads()),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Sum or max of each channel over each region `(y0, y1, x0, x1)`: `[n][regions][c]`, summed
+/// in f64 in the reference's order.
+pub fn region_pool(
+    x: &[f32],
+    s: Shape4,
+    regions: &[[u32; 4]],
+    mode: RegionPoolMode,
+    out: &mut [f32],
+) -> Result<()> {
+    let per_image = regions.len() * s.c;
+    if out.len() != s.n * per_image || x.len() != s.len() {
+        return Err(Error::shape(
+            "cpu region_pool",
+            format!(
+                "{} values for {s}, {} outputs for {} regions",
+                x.len(),
+                out.len(),
+                regions.len()
+            ),
+        ));
+    }
+    if per_image == 0 {
+        return Ok(());
+    }
+    out.par_chunks_mut(per_image)
+        .enumerate()
+        .for_each(|(n, dst)| {
+            for (r, row) in regions.iter().zip(dst.chunks_mut(s.c)) {
+                for (c, o) in row.iter_mut().enumerate() {
+                    let mut acc = match mode {
+                        RegionPoolMode::Sum => 0.0f64,
+                        RegionPoolMode::Max => f64::NEG_INFINITY,
+                    };
+                    for y in r[0] as usize..r[1] as usize {
+                        for xx in r[2] as usize..r[3] as usize {
+                            let v = x[s.index(n, y, xx, c)] as f64;
+                            acc = match mode {
+                                RegionPoolMode::Sum => acc + v,
+                                RegionPoolMode::Max => acc.max(v),
+                            };
+                        }
+                    }
+                    *o = acc as f32;
+                }
+            }
+        });
+    Ok(())
+}
+
+/// Normalises each image's `[rows][cols]` features in place, in f64, as the reference does.
+pub fn normalize(data: &mut [f32], rows: usize, cols: usize, norm: Normalization) {
+    if rows * cols == 0 {
+        return;
+    }
+    data.par_chunks_mut(rows * cols).for_each(|img| {
+        let mut v: Vec<f64> = img.iter().map(|&x| x as f64).collect();
+        for row in v.chunks_mut(cols) {
+            if norm.channel_l2 {
+                let n = row.iter().map(|x| x * x).sum::<f64>().sqrt();
+                if n > 0.0 {
+                    row.iter_mut().for_each(|x| *x /= n);
+                }
+            }
+            if norm.signed_sqrt {
+                row.iter_mut()
+                    .for_each(|x| *x = x.signum() * x.abs().sqrt());
+            }
+        }
+        if norm.global_l2 {
+            let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            if n > 0.0 {
+                v.iter_mut().for_each(|x| *x /= n);
+            }
+        }
+        for (o, x) in img.iter_mut().zip(&v) {
+            *o = *x as f32;
+        }
+    });
+}

@@ -1,0 +1,72 @@
+//! Host storage for the CPU backend: NHWC tensors and per-image feature matrices in shared
+//! vectors, so that tensors of several shapes can take turns in one buffer (the network's
+//! ping-pong) as on the GPU.
+
+use crate::error::{Error, Result};
+use crate::shape::Shape4;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Shared f32 storage.
+pub type HostStorage = Arc<Mutex<Vec<f32>>>;
+
+/// Locks `s`; a panic in another holder cannot leave f32 values invalid, so poisoning is
+/// ignored.
+pub fn lock(s: &HostStorage) -> MutexGuard<'_, Vec<f32>> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Zeroed storage for `values` f32.
+pub fn storage(values: usize) -> HostStorage {
+    Arc::new(Mutex::new(vec![0.0; values]))
+}
+
+/// An NHWC tensor at the start of shared storage.
+#[derive(Clone, Debug)]
+pub struct HostTensor {
+    /// Its storage (possibly larger than the tensor).
+    pub data: HostStorage,
+    /// Its shape.
+    pub shape: Shape4,
+}
+
+impl HostTensor {
+    /// A tensor holding `values`.
+    pub fn from_values(values: Vec<f32>, shape: Shape4) -> Result<Self> {
+        if values.len() != shape.len() {
+            return Err(Error::shape(
+                "tensor",
+                format!("{} values for {shape}", values.len()),
+            ));
+        }
+        Ok(HostTensor {
+            data: Arc::new(Mutex::new(values)),
+            shape,
+        })
+    }
+
+    /// A copy of its values.
+    pub fn values(&self) -> Vec<f32> {
+        lock(&self.data)[..self.shape.len()].to_vec()
+    }
+
+    /// Overwrites its values with `values` (exactly `shape.len()` of them).
+    pub fn write(&self, values: &[f32]) -> Result<()> {
+        if values.len() != self.shape.len() {
+            return Err(Error::shape(
+                "tensor",
+                format!("{} values written to {}", values.len(), self.shape),
+            ));
+        }
+        lock(&self.data)[..values.len()].copy_from_slice(values);
+        Ok(())
+    }
+}
+
+/// `[images][rows][cols]` features.
+#[derive(Clone, Debug)]
+pub struct HostFeatures {
+    /// Its storage.
+    pub data: HostStorage,
+    /// `(images, rows, cols)`.
+    pub dims: (usize, usize, usize),
+}

@@ -1,0 +1,193 @@
+//! The native CPU as a [`Backend`]: operations run at once, each on all cores.
+
+use super::backend::{Backend, Guide};
+use crate::cpu::tensor::{lock, storage};
+use crate::cpu::{ops, CpuBackend, CpuConv2d, HostFeatures, HostStorage, HostTensor};
+use crate::error::{Error, Result};
+use crate::pooling::{LocalWindow, Normalization, RegionPoolMode};
+use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4};
+use crate::weights::Conv2dWeights;
+
+/// Runs `f` on a copy of `input`'s values and the locked storage of `output`; copies only
+/// when both live in the same storage (which a correct pipeline never asks for).
+fn with_io<R>(
+    input: &HostTensor,
+    output: &HostTensor,
+    f: impl FnOnce(&[f32], &mut [f32]) -> Result<R>,
+) -> Result<R> {
+    if std::sync::Arc::ptr_eq(&input.data, &output.data) {
+        let x = input.values();
+        let mut out = lock(&output.data);
+        return f(&x, &mut out[..output.shape.len()]);
+    }
+    let x = lock(&input.data);
+    let mut out = lock(&output.data);
+    f(&x[..input.shape.len()], &mut out[..output.shape.len()])
+}
+
+fn check_shape(op: &'static str, got: Shape4, want: Shape4) -> Result<()> {
+    if got != want {
+        return Err(Error::shape(
+            op,
+            format!("output tensor is {want} but the op produces {got}"),
+        ));
+    }
+    Ok(())
+}
+
+impl Backend for CpuBackend {
+    type Tensor = HostTensor;
+    type Features = HostFeatures;
+    type Conv = CpuConv2d;
+    type Regions = Vec<[u32; 4]>;
+    type Scratch = HostStorage;
+    type Kernels = ();
+    type Recorder = ();
+
+    fn kernels(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn tensor(&self, shape: Shape4, _label: &str) -> Result<HostTensor> {
+        HostTensor::from_values(vec![0.0; shape.len()], shape)
+    }
+
+    fn shape_of(t: &HostTensor) -> Shape4 {
+        t.shape
+    }
+
+    fn scratch(&self, values: usize, _label: &str) -> Result<HostStorage> {
+        Ok(storage(values))
+    }
+
+    fn view(s: &HostStorage, shape: Shape4) -> HostTensor {
+        HostTensor {
+            data: s.clone(),
+            shape,
+        }
+    }
+
+    fn features(
+        &self,
+        images: usize,
+        rows: usize,
+        cols: usize,
+        _label: &str,
+    ) -> Result<HostFeatures> {
+        Ok(HostFeatures {
+            data: storage(images * rows * cols),
+            dims: (images, rows, cols),
+        })
+    }
+
+    fn dims_of(f: &HostFeatures) -> (usize, usize, usize) {
+        f.dims
+    }
+
+    fn conv_layer(&self, w: &Conv2dWeights) -> Result<CpuConv2d> {
+        Ok(CpuConv2d::new(w))
+    }
+
+    fn conv_spec(c: &CpuConv2d) -> Conv2dSpec {
+        c.spec()
+    }
+
+    fn regions(&self, boxes: &[[u32; 4]]) -> Result<Vec<[u32; 4]>> {
+        Ok(boxes.to_vec())
+    }
+
+    fn submit(&self, _during: &str, f: &mut dyn FnMut(&mut ()) -> Result<()>) -> Result<()> {
+        f(&mut ())
+    }
+
+    fn wait(&self, _during: &str) -> Result<()> {
+        Ok(())
+    }
+
+    fn download(&self, f: &HostFeatures) -> Result<Vec<f32>> {
+        let (i, r, c) = f.dims;
+        Ok(lock(&f.data)[..i * r * c].to_vec())
+    }
+
+    fn conv(
+        &self,
+        _: &(),
+        _: &mut (),
+        layer: &CpuConv2d,
+        input: &HostTensor,
+        output: &HostTensor,
+    ) -> Result<()> {
+        let shape = with_io(input, output, |x, y| layer.run(x, input.shape, y))?;
+        check_shape("conv2d", shape, output.shape)
+    }
+
+    fn max_pool(
+        &self,
+        _: &(),
+        _: &mut (),
+        spec: MaxPool2dSpec,
+        input: &HostTensor,
+        output: &HostTensor,
+    ) -> Result<()> {
+        let want = spec.output_shape(input.shape)?;
+        check_shape("max_pool2d", want, output.shape)?;
+        with_io(input, output, |x, y| {
+            ops::max_pool2d(x, input.shape, spec, y)
+        })
+        .map(|_| ())
+    }
+
+    fn cross_layer(
+        &self,
+        _: &(),
+        _: &mut (),
+        guide: Guide<'_, HostTensor>,
+        x: &HostTensor,
+        x_win: LocalWindow,
+        group: usize,
+        out: &HostFeatures,
+    ) -> Result<()> {
+        let xv = x.values();
+        let a = match guide {
+            Guide::Layer(a, w) => Some((a.values(), a.shape, w)),
+            Guide::Ones => None,
+        };
+        let (i, r, c) = out.dims;
+        let mut dst = lock(&out.data);
+        ops::cross_layer(
+            a.as_ref().map(|(v, s, w)| (v.as_slice(), *s, *w)),
+            &xv,
+            x.shape,
+            x_win,
+            group,
+            &mut dst[..i * r * c],
+        )
+    }
+
+    fn region_pool(
+        &self,
+        _: &(),
+        _: &mut (),
+        x: &HostTensor,
+        regions: &Vec<[u32; 4]>,
+        mode: RegionPoolMode,
+        out: &HostFeatures,
+    ) -> Result<()> {
+        let xv = lock(&x.data);
+        let (i, r, c) = out.dims;
+        let mut dst = lock(&out.data);
+        ops::region_pool(
+            &xv[..x.shape.len()],
+            x.shape,
+            regions,
+            mode,
+            &mut dst[..i * r * c],
+        )
+    }
+
+    fn normalize(&self, _: &(), _: &mut (), f: &HostFeatures, norm: Normalization) -> Result<()> {
+        let (i, r, c) = f.dims;
+        ops::normalize(&mut lock(&f.data)[..i * r * c], r, c, norm);
+        Ok(())
+    }
+}

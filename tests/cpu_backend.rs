@@ -1,0 +1,216 @@
+//! The native CPU backend against the CPU reference: its operations one by one (max pooling,
+//! region pooling and normalisation equal bit for bit; cross-layer pooling within the f32
+//! bound of its sums) and whole features through the same `Extractor` and `Moments` the GPU
+//! runs, within the tolerance the GPU is held to (tests/features.rs).
+
+mod common;
+
+use common::{assert_reduction_close, random, rel_l2, seeded_weights_file};
+use crosspool::cpu::{ops, CpuBackend, HostTensor};
+use crosspool::features::{FeatureSpec, Representation};
+use crosspool::model::{Arch, ModelWeights};
+use crosspool::pca::{MomentAccumulator, Pca};
+use crosspool::pipeline::{Backend, Extractor, Moments};
+use crosspool::pooling::{LocalWindow, Normalization, RegionPoolMode};
+use crosspool::reference;
+use crosspool::shape::{MaxPool2dSpec, Shape4, Window2d};
+use std::path::Path;
+
+/// As tests/features.rs: the forward pass differs from the reference by at most ~2e-6
+/// normwise, pooling adds short sums.
+const TOL: f64 = 1e-5;
+
+#[test]
+fn max_pooling_equals_the_reference() {
+    for (shape, window) in [
+        (Shape4::new(2, 13, 11, 5), Window2d::square(2, 2, 0)),
+        (Shape4::new(1, 9, 10, 3), Window2d::square(3, 2, 1)),
+        (Shape4::new(3, 7, 7, 17), Window2d::square(3, 1, 1)),
+    ] {
+        let spec = MaxPool2dSpec { window };
+        let x = random(shape.len(), 5);
+        let (out, want) = reference::max_pool2d(&x, shape, spec).unwrap();
+        let mut got = vec![0.0; out.len()];
+        assert_eq!(ops::max_pool2d(&x, shape, spec, &mut got).unwrap(), out);
+        assert_eq!(got, want, "{shape} {window:?}");
+    }
+}
+
+#[test]
+fn cross_layer_pooling_is_within_the_bound() {
+    let (sa, sx) = (Shape4::new(4, 5, 7, 6), Shape4::new(4, 5, 7, 9));
+    let (a, x) = (random(sa.len(), 1), random(sx.len(), 2));
+    let win = LocalWindow::new(3, 3).unwrap();
+    for (aw, xw, group) in [
+        (LocalWindow::UNIT, LocalWindow::UNIT, 1),
+        (LocalWindow::UNIT, win, 2),
+        (win, LocalWindow::UNIT, 4),
+    ] {
+        let want = reference::cross_layer(&a, sa, aw, &x, sx, xw, group).unwrap();
+        let mut got = vec![f32::NAN; want.values.len()];
+        ops::cross_layer(Some((&a, sa, aw)), &x, sx, xw, group, &mut got).unwrap();
+        let units = group * sx.h * sx.w;
+        assert_reduction_close(&got, &want, units, &format!("{aw} x {xw} / {group}"));
+    }
+    // A constant guide: the plain sums.
+    let ones = Shape4::new(4, 5, 7, 1);
+    let want = reference::cross_layer(
+        &vec![1.0; ones.len()],
+        ones,
+        LocalWindow::UNIT,
+        &x,
+        sx,
+        win,
+        2,
+    )
+    .unwrap();
+    let mut got = vec![f32::NAN; want.values.len()];
+    ops::cross_layer(None, &x, sx, win, 2, &mut got).unwrap();
+    assert_reduction_close(&got, &want, 2 * 5 * 7, "ones");
+    // Different grids and groups that do not divide the batch are errors.
+    let mut out = vec![0.0; got.len()];
+    let other = Shape4::new(4, 5, 6, 6);
+    assert!(ops::cross_layer(
+        Some((&a[..other.len()], other, LocalWindow::UNIT)),
+        &x,
+        sx,
+        win,
+        2,
+        &mut out
+    )
+    .is_err());
+    assert!(ops::cross_layer(None, &x, sx, win, 3, &mut out).is_err());
+}
+
+#[test]
+fn region_pooling_and_normalisation_equal_the_reference() {
+    let s = Shape4::new(2, 6, 5, 7);
+    let x = random(s.len(), 3);
+    let regions = [[0, 6, 0, 5], [0, 3, 0, 3], [2, 6, 1, 5]];
+    for mode in [RegionPoolMode::Sum, RegionPoolMode::Max] {
+        let want = reference::region_pool(&x, s, &regions, mode);
+        let mut got = vec![0.0; want.len()];
+        ops::region_pool(&x, s, &regions, mode, &mut got).unwrap();
+        assert_eq!(got, want, "{mode:?}");
+    }
+    for norm in [Normalization::PAPER, Normalization::RETRIEVAL] {
+        let mut want = random(2 * 4 * 5, 9);
+        want[3] = 0.0;
+        let mut got = want.clone();
+        reference::normalize(&mut want, 4, 5, norm);
+        ops::normalize(&mut got, 4, 5, norm);
+        assert_eq!(got, want);
+    }
+}
+
+fn weights(arch: Arch) -> ModelWeights {
+    ModelWeights::from_bytes(
+        &seeded_weights_file(arch, None),
+        Path::new("seeded"),
+        Some(arch),
+        None,
+    )
+    .unwrap()
+}
+
+fn unsqrt(v: &[f32], spec: &FeatureSpec) -> Vec<f32> {
+    if spec.norm.signed_sqrt {
+        v.iter().map(|x| x * x.abs()).collect()
+    } else {
+        v.to_vec()
+    }
+}
+
+fn features_on_cpu(
+    w: &ModelWeights,
+    spec: &FeatureSpec,
+    pca: Option<&Pca>,
+    x: &[f32],
+    shape: Shape4,
+) -> Vec<f32> {
+    let cpu = CpuBackend;
+    let ex = Extractor::new(&cpu, w, spec.clone(), pca).unwrap();
+    let ws = ex.workspace(&cpu, shape).unwrap();
+    let t = HostTensor::from_values(x.to_vec(), shape).unwrap();
+    cpu.download(ex.extract(&cpu, &t, &ws).unwrap()).unwrap()
+}
+
+#[test]
+fn whole_features_match_the_reference() {
+    let alexnet = weights(Arch::Alexnet);
+    let shape = Shape4::new(2, 99, 99, 3);
+    let x: Vec<f32> = random(shape.len(), 99).iter().map(|v| v * 2.0).collect();
+    let win = LocalWindow::new(3, 3).unwrap();
+    let cases = [
+        (
+            Representation::paper_default(Arch::Alexnet),
+            Normalization::PAPER,
+        ),
+        (
+            Representation::CrossLayer {
+                local: "conv4".into(),
+                guide: "conv5".into(),
+                window: win,
+            },
+            Normalization::RETRIEVAL,
+        ),
+        (
+            Representation::Gram {
+                local: "conv5".into(),
+                window: LocalWindow::UNIT,
+            },
+            Normalization::PAPER,
+        ),
+        (
+            Representation::Region {
+                local: "conv5".into(),
+                mode: RegionPoolMode::Max,
+                levels: 2,
+            },
+            Normalization::RETRIEVAL,
+        ),
+    ];
+    for (repr, norm) in cases {
+        let spec = FeatureSpec { repr, norm };
+        let got = features_on_cpu(&alexnet, &spec, None, &x, shape);
+        let (_, _, want) = reference::features(&alexnet, &spec, None, &x, shape).unwrap();
+        assert!(got.iter().all(|v| v.is_finite()), "{}", spec.repr);
+        assert!(want.iter().any(|&v| v != 0.0), "{}: all zero", spec.repr);
+        let e = rel_l2(&unsqrt(&got, &spec), &unsqrt(&want, &spec));
+        eprintln!("{}: rel err {e:.2e}", spec.repr);
+        assert!(e <= TOL, "{}: rel err {e:e}", spec.repr);
+    }
+}
+
+#[test]
+fn vgg16_moments_pca_and_features_match_the_reference() {
+    let cpu = CpuBackend;
+    let w = weights(Arch::Vgg16);
+    let shape = Shape4::new(2, 64, 64, 3);
+    let x: Vec<f32> = random(shape.len(), 4).iter().map(|v| v * 2.0).collect();
+    let m = Moments::new(&cpu, &w, "conv5_2", LocalWindow::UNIT).unwrap();
+    let ws = m.workspace(&cpu, shape).unwrap();
+    let mut got = MomentAccumulator::new(512);
+    let t = HostTensor::from_values(x.clone(), shape).unwrap();
+    m.add_batch(&cpu, &t, &ws, &mut got).unwrap();
+    let r = reference::ReferenceBackend;
+    let mr = Moments::new(&r, &w, "conv5_2", LocalWindow::UNIT).unwrap();
+    let wr = mr.workspace(&r, shape).unwrap();
+    let mut want = MomentAccumulator::new(512);
+    let tr = reference::CpuTensor::from_values(x.clone(), shape).unwrap();
+    mr.add_batch(&r, &tr, &wr, &mut want).unwrap();
+    assert_eq!(got.count, want.count);
+    let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    assert!(rel_l2(&f(&got.sum), &f(&want.sum)) <= TOL);
+    assert!(rel_l2(&f(&got.second), &f(&want.second)) <= TOL);
+    let pca = Pca::fit(&want, "vgg16", "conv5_2", LocalWindow::UNIT, 512, Some(32)).unwrap();
+    let spec = FeatureSpec {
+        repr: Representation::paper_default(Arch::Vgg16),
+        norm: Normalization::RETRIEVAL,
+    };
+    let on_cpu = features_on_cpu(&w, &spec, Some(&pca), &x, shape);
+    let (_, _, want) = reference::features(&w, &spec, Some(&pca), &x, shape).unwrap();
+    let e = rel_l2(&unsqrt(&on_cpu, &spec), &unsqrt(&want, &spec));
+    eprintln!("vgg16 with PCA 32: rel err {e:.2e}");
+    assert!(e <= TOL, "rel err {e:e}");
+}
