@@ -2,12 +2,13 @@
 //! the GPU computes the previous batch and a writer thread stores the one before, so the GPU
 //! does not wait on decoding or disk.
 
+use crate::cpu::{CpuBackend, HostTensor};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuPacked, GpuTensor, QuantizeKernel};
 use crate::input::{failure_reason, prepare, DecodeOptions};
 use crate::model::Preprocess;
 use crate::output::{OutputFormat, Row, RowData, RowSink};
-use crate::pipeline::{ExtractWorkspace, Extractor};
+use crate::pipeline::{Backend, ExtractWorkspace, Extractor};
 use crate::pooling::Quantization;
 use crate::shape::Shape4;
 use rayon::prelude::*;
@@ -33,12 +34,32 @@ struct Decoded {
     items: Vec<(PathBuf, std::result::Result<Vec<f32>, String>)>,
 }
 
-/// Runs `extractor` over `images`, handing every result to `writer` in input order (a
-/// [`crate::output::ShardWriter`], or a `Vec<Row>` to keep them), finishes it and returns what
-/// it gives back; calls `progress(done, failed)` after each batch.
+/// Computes the features of one batch of preprocessed images on some device.
+pub trait BatchRunner {
+    /// Per image of `images` (preprocessed pixels, one slice each): its feature row (packed
+    /// if the run stores codes) and, for cross-layer features, its layer t+1 channel means.
+    fn run(&mut self, images: &[&[f32]]) -> Result<(Vec<RowData>, Vec<Vec<f32>>)>;
+}
+
+/// Runs `extractor` on the GPU over `images`, handing every result to `writer` in input
+/// order (a [`crate::output::ShardWriter`], or a `Vec<Row>` to keep them), finishes it and
+/// returns what it gives back; calls `progress(done, failed)` after each batch.
 pub fn run<W: RowSink>(
     ctx: &GpuContext,
     extractor: &Extractor,
+    preprocess: Preprocess,
+    images: Vec<PathBuf>,
+    writer: W,
+    cfg: &ExtractConfig,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<W::Done> {
+    let mut runner = GpuRunner::new(ctx, extractor, cfg)?;
+    run_on(&mut runner, preprocess, images, writer, cfg, progress)
+}
+
+/// [`run`] with the features computed by `runner` (the GPU's or the CPU backend's).
+pub fn run_on<W: RowSink>(
+    runner: &mut dyn BatchRunner,
     preprocess: Preprocess,
     images: Vec<PathBuf>,
     writer: W,
@@ -49,15 +70,6 @@ pub fn run<W: RowSink>(
     let (size, decode) = (cfg.size, cfg.decode);
     let (to_gpu, from_decode) = sync_channel::<Decoded>(2);
     let (to_writer, from_gpu) = sync_channel::<Vec<Row>>(2);
-    let quantize = match cfg.format {
-        OutputFormat::Sign2 => Some(Quantization::Sign2),
-        OutputFormat::Bits1 => Some(Quantization::Bits1),
-        _ => None,
-    };
-    let qkernel = match quantize {
-        Some(_) => Some(QuantizeKernel::new(ctx)?),
-        None => None,
-    };
     std::thread::scope(|scope| -> Result<W::Done> {
         // Decoder: a batch at a time, its images in parallel; bounded channel = prefetch.
         scope.spawn(move || {
@@ -85,10 +97,8 @@ pub fn run<W: RowSink>(
             }
             writer.finish()
         });
-        // GPU: this thread.
+        // The device: this thread.
         let gpu_result = (|| -> Result<()> {
-            let mut buffers: HashMap<usize, BatchBuffers> = HashMap::new();
-            let coder = quantize.zip(qkernel.as_ref());
             let (mut done, mut failed) = (0, 0);
             for d in from_decode {
                 let ok: Vec<&[f32]> = d
@@ -99,13 +109,7 @@ pub fn run<W: RowSink>(
                 let (features, guide) = if ok.is_empty() {
                     (Vec::new(), Vec::new())
                 } else {
-                    let b = match buffers.entry(ok.len()) {
-                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(e) => {
-                            e.insert(BatchBuffers::new(ctx, extractor, ok.len(), size, coder)?)
-                        }
-                    };
-                    b.run(ctx, extractor, &ok, coder)?
+                    runner.run(&ok)?
                 };
                 let rows = join_rows(d, features, guide, &mut failed);
                 done += rows.len();
@@ -123,6 +127,114 @@ pub fn run<W: RowSink>(
         gpu_result?;
         written
     })
+}
+
+/// The stored format's sign code, if it is one.
+fn quantization(format: OutputFormat) -> Option<Quantization> {
+    match format {
+        OutputFormat::Sign2 => Some(Quantization::Sign2),
+        OutputFormat::Bits1 => Some(Quantization::Bits1),
+        _ => None,
+    }
+}
+
+/// Batches on the GPU: one set of buffers per batch size, kept for the whole run.
+pub struct GpuRunner<'a> {
+    ctx: &'a GpuContext,
+    extractor: &'a Extractor,
+    size: u32,
+    coder: Option<(Quantization, QuantizeKernel)>,
+    buffers: HashMap<usize, BatchBuffers>,
+}
+
+impl<'a> GpuRunner<'a> {
+    /// A runner for `cfg`'s image size and stored format.
+    pub fn new(ctx: &'a GpuContext, extractor: &'a Extractor, cfg: &ExtractConfig) -> Result<Self> {
+        let coder = match quantization(cfg.format) {
+            Some(q) => Some((q, QuantizeKernel::new(ctx)?)),
+            None => None,
+        };
+        Ok(GpuRunner {
+            ctx,
+            extractor,
+            size: cfg.size,
+            coder,
+            buffers: HashMap::new(),
+        })
+    }
+}
+
+impl BatchRunner for GpuRunner<'_> {
+    fn run(&mut self, images: &[&[f32]]) -> Result<(Vec<RowData>, Vec<Vec<f32>>)> {
+        let coder = self.coder.as_ref().map(|(q, k)| (*q, k));
+        let b = match self.buffers.entry(images.len()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(BatchBuffers::new(
+                self.ctx,
+                self.extractor,
+                images.len(),
+                self.size,
+                coder,
+            )?),
+        };
+        b.run(self.ctx, self.extractor, images, coder)
+    }
+}
+
+/// Batches on the native CPU backend: one input tensor and workspace per batch size; sign
+/// codes packed on the host ([`Quantization::pack`], which the GPU kernel is held to).
+pub struct CpuRunner<'a> {
+    extractor: &'a Extractor<CpuBackend>,
+    size: u32,
+    quantize: Option<Quantization>,
+    buffers: HashMap<usize, (HostTensor, ExtractWorkspace<CpuBackend>)>,
+}
+
+impl<'a> CpuRunner<'a> {
+    /// A runner for `cfg`'s image size and stored format.
+    pub fn new(extractor: &'a Extractor<CpuBackend>, cfg: &ExtractConfig) -> Self {
+        CpuRunner {
+            extractor,
+            size: cfg.size,
+            quantize: quantization(cfg.format),
+            buffers: HashMap::new(),
+        }
+    }
+}
+
+impl BatchRunner for CpuRunner<'_> {
+    fn run(&mut self, images: &[&[f32]]) -> Result<(Vec<RowData>, Vec<Vec<f32>>)> {
+        let cpu = CpuBackend;
+        let shape = Shape4::new(images.len(), self.size as usize, self.size as usize, 3);
+        let (input, ws) = match self.buffers.entry(images.len()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert((
+                cpu.tensor(shape, "images")?,
+                self.extractor.workspace(&cpu, shape)?,
+            )),
+        };
+        input.write(&images.concat())?;
+        let f = self.extractor.extract(&cpu, input, ws)?;
+        let (n, rows, cols) = CpuBackend::dims_of(f);
+        let values = cpu.download(f)?;
+        let per_image = (rows * cols).max(1);
+        let features = values
+            .chunks(per_image)
+            .take(n)
+            .map(|c| match self.quantize {
+                Some(q) => RowData::Words(q.pack(c, cols)),
+                None => RowData::F32(c.to_vec()),
+            })
+            .collect();
+        let guide = match ws.guide_means(&cpu)? {
+            Some(g) => g
+                .chunks(g.len() / images.len())
+                .map(<[f32]>::to_vec)
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok((features, guide))
+    }
 }
 
 /// The buffers for batches of one size, kept for the whole run so that every batch of that

@@ -33,7 +33,14 @@ fn alexnet_weights(dir: &Path) -> PathBuf {
     p
 }
 
+/// `crosspool extract` on the GPU (software Vulkan included), unless `extra` names a
+/// `--device`: these tests hold the command to the library's GPU pipeline.
 fn extract(weights: &Path, out: &Path, extra: &[&str], inputs: &[&Path]) -> Output {
+    let device: &[&str] = if extra.contains(&"--device") {
+        &[]
+    } else {
+        &["--device", "gpu"]
+    };
     Command::new(env!("CARGO_BIN_EXE_crosspool"))
         .args([
             "extract",
@@ -43,6 +50,7 @@ fn extract(weights: &Path, out: &Path, extra: &[&str], inputs: &[&Path]) -> Outp
             "--weights",
         ])
         .arg(weights)
+        .args(device)
         .arg("--out")
         .arg(out)
         .args(extra)
@@ -355,4 +363,54 @@ fn parts_of_a_job_array_cover_the_input_once() {
     let m = manifest(&out);
     assert_eq!(m.len(), 4);
     assert!(m.values().all(|v| v["status"] == "ok"));
+}
+
+/// `--device cpu` stores what the library's CPU backend computes, bit for bit, and stays
+/// within the f32 tolerance of the GPU's features (tests/features.rs).
+#[test]
+fn the_cpu_backend_extracts_the_same_features() {
+    use crosspool::cpu::{CpuBackend, HostTensor};
+    use crosspool::pipeline::Backend;
+    let dir = temp_dir("cpu-device");
+    let weights = alexnet_weights(&dir.0);
+    let photos = data("photos");
+    let (cpu_out, gpu_out) = (dir.0.join("cpu"), dir.0.join("gpu"));
+    for (out, device) in [(&cpu_out, "cpu"), (&gpu_out, "gpu")] {
+        let r = extract(&weights, out, &["--device", device, "--json"], &[&photos]);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let summary: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+        assert_eq!(summary["ok"], 4);
+        let on_cpu = summary["device"]
+            .as_str()
+            .unwrap()
+            .starts_with("CPU backend");
+        assert_eq!(on_cpu, device == "cpu", "{summary}");
+    }
+    let (mc, mg) = (manifest(&cpu_out), manifest(&gpu_out));
+    let chelsea = photos.join("chelsea.jpg").display().to_string();
+    let w = ModelWeights::load(&weights, None, None).unwrap();
+    let spec = FeatureSpec {
+        repr: Representation::paper_default(Arch::Alexnet),
+        norm: Normalization::PAPER,
+    };
+    let cpu = CpuBackend;
+    let ex = Extractor::new(&cpu, &w, spec, None).unwrap();
+    let shape = Shape4::new(1, SIZE, SIZE, 3);
+    let x = prepare(
+        Path::new(&chelsea),
+        SIZE as u32,
+        &w.preprocess,
+        DecodeOptions::default(),
+    )
+    .unwrap();
+    let ws = ex.workspace(&cpu, shape).unwrap();
+    let t = HostTensor::from_values(x, shape).unwrap();
+    let want = cpu.download(ex.extract(&cpu, &t, &ws).unwrap()).unwrap();
+    assert_eq!(stored(&cpu_out, &mc[&chelsea]), want);
+    for (path, e) in &mc {
+        let (c, g) = (stored(&cpu_out, e), stored(&gpu_out, &mg[path]));
+        let sq = |v: &[f32]| v.iter().map(|x| x * x.abs()).collect::<Vec<f32>>();
+        let err = common::rel_l2(&sq(&c), &sq(&g));
+        assert!(err <= 1e-5, "{path}: CPU vs GPU rel err {err:e}");
+    }
 }

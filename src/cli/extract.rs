@@ -1,14 +1,13 @@
 //! `crosspool extract`: images in, feature shards out.
 
-use anyhow::Context;
+use super::engine::{Device, Engine};
 use crosspool::extract::{self, ExtractConfig};
 use crosspool::features::FeatureSpec;
-use crosspool::gpu::{GpuContext, GpuOptions};
+use crosspool::gpu::GpuOptions;
 use crosspool::input::{expand_inputs, DecodeLimits, DecodeMode, DecodeOptions};
 use crosspool::model::{Arch, ModelWeights};
 use crosspool::output::{OutputFormat, ShardWriter};
 use crosspool::pca::Pca;
-use crosspool::pipeline::Extractor;
 use crosspool::pooling::LocalWindow;
 use crosspool::shape::Shape4;
 use crosspool::store::settings::{feature_spec, value_name, SETTINGS_VERSION};
@@ -79,6 +78,9 @@ pub struct Args {
     /// indexed Kubernetes job; parts write differently named shards into the same --out.
     #[arg(long, value_parser = parse_part)]
     shard: Option<(usize, usize)>,
+    /// Where the network runs.
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    device: Device,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -188,12 +190,12 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     );
     let (mut images, prefix) = select_part(listed, a.shard);
 
-    let ctx = GpuContext::new(opts).context("opening the GPU")?;
-    let extractor = Extractor::new(&ctx, &weights, spec.clone(), pca.as_ref())?;
-    let (feature_rows, feature_cols) = extractor.feature_shape(&ctx, a.size as usize)?;
+    let engine = Engine::open(a.device, opts)?;
+    let extractor = engine.extractor(&weights, spec.clone(), pca.as_ref())?;
+    let (feature_rows, feature_cols) = extractor.feature_shape(a.size as usize)?;
     let batch = a
         .batch
-        .unwrap_or_else(|| default_batch(&ctx, &weights, &spec, a.size));
+        .unwrap_or_else(|| default_batch(&engine, &weights, &spec, a.size));
     anyhow::ensure!(batch > 0, "--batch must be at least 1");
     let decode = a
         .decode
@@ -235,7 +237,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
             a.size,
             a.size,
             value_name(&decode),
-            ctx.describe()
+            engine.describe()
         );
     }
     let cfg = ExtractConfig {
@@ -257,9 +259,9 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         }
     };
     let n_new = images.len();
-    let stats = extract::run(
-        &ctx,
-        &extractor,
+    let mut runner = extractor.runner(&cfg)?;
+    let stats = extract::run_on(
+        runner.as_mut(),
         weights.preprocess,
         images,
         writer,
@@ -276,7 +278,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     };
     print_summary(
         &a,
-        &ctx,
+        &engine.describe(),
         &counts,
         &stats,
         row_shape,
@@ -299,7 +301,7 @@ struct RunCounts {
 /// (with `--quiet`, only when images failed).
 fn print_summary(
     a: &Args,
-    ctx: &GpuContext,
+    device: &str,
     n: &RunCounts,
     stats: &crosspool::output::WriteStats,
     row_shape: [usize; 2],
@@ -313,7 +315,7 @@ fn print_summary(
     if a.json {
         let summary = serde_json::json!({
             "out": a.out.display().to_string(),
-            "device": ctx.describe(),
+            "device": device,
             "images_listed": n.listed,
             "duplicates_skipped": n.duplicates,
             "images_this_part": n.this_part,
@@ -359,9 +361,13 @@ fn show_inputs(inputs: &[PathBuf]) -> String {
         .join(" ")
 }
 
-/// A batch that keeps the largest activation of one batch within a quarter of the device's
-/// buffer limit (at most 1 GiB), between 1 and 32 images.
-fn default_batch(ctx: &GpuContext, weights: &ModelWeights, spec: &FeatureSpec, size: u32) -> usize {
+/// The default batch: as many images as fit a quarter of the GPU's largest buffer (at most
+/// 1 GiB, at most 32); on the CPU backend, 4 (larger batches are no faster there).
+fn default_batch(engine: &Engine, weights: &ModelWeights, spec: &FeatureSpec, size: u32) -> usize {
+    let ctx = match engine {
+        Engine::Gpu(ctx) => ctx,
+        Engine::Cpu => return 4,
+    };
     let mut s = Shape4::new(1, size as usize, size as usize, 3);
     let mut largest = s.bytes_f32();
     let last = spec

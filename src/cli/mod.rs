@@ -9,3 +9,5 @@ pub mod retrieval;
 pub fn parse_window(s: &str) -> Result<crosspool::pooling::LocalWindow, String> {
     crosspool::pooling::LocalWindow::parse(s).map_err(|e| e.to_string())
 }
+
+pub mod engine;
