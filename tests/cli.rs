@@ -290,3 +290,45 @@ fn bench_times_decoding_alone() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
+
+/// `fit-pca --device cpu` fits what the GPU fits: the same mean and eigenvalues within the f32
+/// tolerance of the moments, and the leading components (well separated eigenvalues) the same
+/// directions.
+#[test]
+fn fit_pca_on_the_cpu_backend_matches_the_gpu() {
+    let tmp = temp_dir("pca-devices");
+    let dir = &tmp.0;
+    let weights = dir.join("alexnet.safetensors");
+    let meta =
+        std::collections::HashMap::from([("crosspool.arch".to_string(), "alexnet".to_string())]);
+    std::fs::write(&weights, seeded_weights_file(Arch::Alexnet, Some(meta))).unwrap();
+    let fit = |device: &str| {
+        let out_file = dir.join(format!("pca-{device}.safetensors"));
+        let out = crosspool()
+            .args(["fit-pca", "--size", "99", "--device", device, "--weights"])
+            .arg(&weights)
+            .arg("-o")
+            .arg(&out_file)
+            .arg(photos())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(log.contains("CPU backend"), device == "cpu", "{log}");
+        Pca::load(&out_file).unwrap()
+    };
+    let (cpu, gpu) = (fit("cpu"), fit("gpu"));
+    assert_eq!(cpu.units, gpu.units);
+    assert!(common::rel_l2(&cpu.mean, &gpu.mean) <= 1e-5);
+    assert!(common::rel_l2(&cpu.eigenvalues, &gpu.eigenvalues) <= 1e-5);
+    let f = cpu.feature_len();
+    for k in 0..4 {
+        let (a, b) = (&cpu.components[k * f..][..f], &gpu.components[k * f..][..f]);
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        assert!(dot > 0.999, "component {k}: dot {dot}");
+    }
+}

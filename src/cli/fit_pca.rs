@@ -1,11 +1,12 @@
 //! `crosspool fit-pca`.
 
-use anyhow::Context;
-use crosspool::gpu::{GpuContext, GpuOptions, GpuTensor};
+use super::engine::{Device, Engine};
+use crosspool::cpu::CpuBackend;
+use crosspool::gpu::{GpuContext, GpuOptions};
 use crosspool::input::{expand_inputs, failure_reason, prepare, DecodeMode, DecodeOptions};
 use crosspool::model::{Arch, ModelWeights};
 use crosspool::pca::{MomentAccumulator, Pca};
-use crosspool::pipeline::{MomentsGpu, MomentsWorkspace};
+use crosspool::pipeline::{Backend, Moments, MomentsWorkspace};
 use crosspool::pooling::LocalWindow;
 use crosspool::shape::Shape4;
 use rayon::prelude::*;
@@ -47,38 +48,28 @@ pub struct Args {
     /// Output file.
     #[arg(long, short)]
     out: PathBuf,
+    /// Where the network runs (see `extract --device`).
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    device: Device,
 }
 
-/// Runs `fit-pca`.
-pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
-    anyhow::ensure!(a.batch > 0, "--batch must be at least 1");
-    let images = expand_inputs(&a.inputs)?;
-    anyhow::ensure!(!images.is_empty(), "no images found in the inputs given");
-    let arch = ModelWeights::arch_of(&a.weights, a.model)?;
-    let layer = a
-        .layer
-        .clone()
-        .unwrap_or_else(|| arch.default_pair().0.to_string());
-    arch.check_input_size(a.size as usize, &layer)?;
-    let weights = ModelWeights::load(&a.weights, Some(arch), Some(&layer))?;
-    let ctx = GpuContext::new(opts).context("opening the GPU")?;
-    eprintln!(
-        "fit-pca: {} {layer} {} on {} images at {}x{}, {}",
-        weights.arch,
-        a.window,
-        images.len(),
-        a.size,
-        a.size,
-        ctx.describe()
-    );
-    let moments = MomentsGpu::new(&ctx, &weights, &layer, a.window)?;
+/// The moments of `layer`'s local features over `images` on `backend`, the layer's channels
+/// and how many images could not be read (reported and left out).
+fn accumulate<B: Backend>(
+    backend: &B,
+    a: &Args,
+    weights: &ModelWeights,
+    layer: &str,
+    images: &[PathBuf],
+) -> anyhow::Result<(Option<MomentAccumulator>, usize, usize)> {
+    let moments = Moments::new(backend, weights, layer, a.window)?;
     let mut acc: Option<MomentAccumulator> = None;
     let decode = DecodeOptions {
         mode: a.decode,
         ..DecodeOptions::default()
     };
     // One workspace and input tensor per batch size: all but the last batch share one.
-    let mut buffers: Option<(usize, MomentsWorkspace, GpuTensor)> = None;
+    let mut buffers: Option<(usize, MomentsWorkspace<B>, B::Tensor)> = None;
     let mut channels = 0;
     let (mut seen, mut failed) = (0, 0);
     for chunk in images.chunks(a.batch) {
@@ -110,19 +101,48 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
             if buffers.as_ref().is_none_or(|(m, _, _)| *m != n) {
                 buffers = Some((
                     n,
-                    moments.workspace(&ctx, shape)?,
-                    GpuTensor::new(&ctx, shape, "images")?,
+                    moments.workspace(backend, shape)?,
+                    backend.tensor(shape, "images")?,
                 ));
             }
             let (_, ws, input) = buffers.as_ref().expect("set above");
             channels = moments.channels(ws);
             let acc =
                 acc.get_or_insert_with(|| MomentAccumulator::new(a.window.feature_len(channels)));
-            input.write(&ctx, &x)?;
-            moments.add_batch(&ctx, input, ws, acc)?;
+            backend.write(input, &x)?;
+            moments.add_batch(backend, input, ws, acc)?;
         }
         eprintln!("fit-pca: {seen}/{} images", images.len());
     }
+    Ok((acc, channels, failed))
+}
+
+/// Runs `fit-pca`.
+pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(a.batch > 0, "--batch must be at least 1");
+    let images = expand_inputs(&a.inputs)?;
+    anyhow::ensure!(!images.is_empty(), "no images found in the inputs given");
+    let arch = ModelWeights::arch_of(&a.weights, a.model)?;
+    let layer = a
+        .layer
+        .clone()
+        .unwrap_or_else(|| arch.default_pair().0.to_string());
+    arch.check_input_size(a.size as usize, &layer)?;
+    let weights = ModelWeights::load(&a.weights, Some(arch), Some(&layer))?;
+    let engine = Engine::open(a.device, opts)?;
+    eprintln!(
+        "fit-pca: {} {layer} {} on {} images at {}x{}, {}",
+        weights.arch,
+        a.window,
+        images.len(),
+        a.size,
+        a.size,
+        engine.describe()
+    );
+    let (acc, channels, failed) = match &engine {
+        Engine::Gpu(ctx) => accumulate::<GpuContext>(ctx, &a, &weights, &layer, &images)?,
+        Engine::Cpu => accumulate(&CpuBackend, &a, &weights, &layer, &images)?,
+    };
     if failed > 0 {
         eprintln!("fit-pca: {failed} image(s) could not be read and were left out");
     }

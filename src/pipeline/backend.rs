@@ -69,6 +69,8 @@ pub trait Backend {
     ) -> Result<()>;
     /// Waits until everything submitted has finished.
     fn wait(&self, during: &str) -> Result<()>;
+    /// Overwrites a tensor with `values` (exactly as many as its shape holds): the input.
+    fn write(&self, t: &Self::Tensor, values: &[f32]) -> Result<()>;
     /// Reads features back, waiting for the work that writes them.
     fn download(&self, f: &Self::Features) -> Result<Vec<f32>>;
 

@@ -104,6 +104,10 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn write(&self, t: &HostTensor, values: &[f32]) -> Result<()> {
+        t.write(values)
+    }
+
     fn download(&self, f: &HostFeatures) -> Result<Vec<f32>> {
         let (i, r, c) = f.dims;
         Ok(lock(&f.data)[..i * r * c].to_vec())

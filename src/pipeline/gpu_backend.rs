@@ -97,6 +97,10 @@ impl Backend for GpuContext {
         GpuContext::wait(self, during)
     }
 
+    fn write(&self, t: &GpuTensor, values: &[f32]) -> Result<()> {
+        t.write(self, values)
+    }
+
     fn download(&self, f: &GpuFeatures) -> Result<Vec<f32>> {
         f.download(self)
     }

@@ -131,6 +131,17 @@ impl Backend for ReferenceBackend {
         Ok(())
     }
 
+    fn write(&self, t: &CpuTensor, values: &[f32]) -> Result<()> {
+        if values.len() != t.shape.len() {
+            return Err(Error::shape(
+                "tensor",
+                format!("{} values written to {}", values.len(), t.shape),
+            ));
+        }
+        t.set(values);
+        Ok(())
+    }
+
     fn download(&self, f: &CpuFeatures) -> Result<Vec<f32>> {
         Ok(lock(&f.data).clone())
     }
