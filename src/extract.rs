@@ -129,12 +129,12 @@ pub fn run_on<W: RowSink>(
     })
 }
 
-/// The stored format's sign code, if it is one.
-fn quantization(format: OutputFormat) -> Option<Quantization> {
-    match format {
-        OutputFormat::Sign2 => Some(Quantization::Sign2),
-        OutputFormat::Bits1 => Some(Quantization::Bits1),
-        _ => None,
+/// Splits the guide means of a batch of `images` (`[images][D_{t+1}]`) per image; none for
+/// features without them.
+fn guide_rows(means: Option<Vec<f32>>, images: usize) -> Vec<Vec<f32>> {
+    match means {
+        Some(g) => g.chunks(g.len() / images).map(<[f32]>::to_vec).collect(),
+        None => Vec::new(),
     }
 }
 
@@ -150,7 +150,7 @@ pub struct GpuRunner<'a> {
 impl<'a> GpuRunner<'a> {
     /// A runner for `cfg`'s image size and stored format.
     pub fn new(ctx: &'a GpuContext, extractor: &'a Extractor, cfg: &ExtractConfig) -> Result<Self> {
-        let coder = match quantization(cfg.format) {
+        let coder = match cfg.format.codes() {
             Some(q) => Some((q, QuantizeKernel::new(ctx)?)),
             None => None,
         };
@@ -196,7 +196,7 @@ impl<'a> CpuRunner<'a> {
         CpuRunner {
             extractor,
             size: cfg.size,
-            quantize: quantization(cfg.format),
+            quantize: cfg.format.codes(),
             buffers: HashMap::new(),
         }
     }
@@ -226,14 +226,7 @@ impl BatchRunner for CpuRunner<'_> {
                 None => RowData::F32(c.to_vec()),
             })
             .collect();
-        let guide = match ws.guide_means(&cpu)? {
-            Some(g) => g
-                .chunks(g.len() / images.len())
-                .map(<[f32]>::to_vec)
-                .collect(),
-            None => Vec::new(),
-        };
-        Ok((features, guide))
+        Ok((features, guide_rows(ws.guide_means(&cpu)?, images.len())))
     }
 }
 
@@ -292,14 +285,10 @@ impl BatchBuffers {
                 .map(|c| RowData::F32(c.to_vec()))
                 .collect(),
         };
-        let guide = match self.workspace.guide_means(ctx)? {
-            Some(g) => g
-                .chunks(g.len() / images.len())
-                .map(<[f32]>::to_vec)
-                .collect(),
-            None => Vec::new(),
-        };
-        Ok((features, guide))
+        Ok((
+            features,
+            guide_rows(self.workspace.guide_means(ctx)?, images.len()),
+        ))
     }
 }
 

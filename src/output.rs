@@ -4,6 +4,7 @@
 //! The file layout and names are defined in [`crate::store`].
 
 use crate::error::{Error, Result};
+use crate::pooling::Quantization;
 use crate::store::shards::{
     finished_shards, image_identity, lock_part, parse_part_prefix, read_manifest, settings_file,
     shard_file, tensor_floats, PartLock,
@@ -27,6 +28,17 @@ pub enum OutputFormat {
     Sign2,
     /// Signs in 1 bit per value (positive or not), packed in u32.
     Bits1,
+}
+
+impl OutputFormat {
+    /// The sign code the format stores, if it is one.
+    pub fn codes(self) -> Option<Quantization> {
+        match self {
+            OutputFormat::Sign2 => Some(Quantization::Sign2),
+            OutputFormat::Bits1 => Some(Quantization::Bits1),
+            OutputFormat::F32 | OutputFormat::F16 => None,
+        }
+    }
 }
 
 /// One image's result, as handed to the writer.

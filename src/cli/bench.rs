@@ -1,13 +1,15 @@
 //! `crosspool bench`: per-stage times, images/s and GFLOP/s of the feature pipeline on this
 //! device.
 
+use super::engine::{Device, Engine};
 use anyhow::Context;
+use crosspool::cpu::CpuBackend;
 use crosspool::features::{FeatureSpec, Representation};
-use crosspool::gpu::{GpuContext, GpuOptions, GpuTensor};
+use crosspool::gpu::{GpuContext, GpuOptions};
 use crosspool::input::{collect_images, prepare, DecodeMode, DecodeOptions};
 use crosspool::model::{Arch, ModelWeights, Preprocess};
-use crosspool::pipeline::ExtractWorkspace;
 use crosspool::pipeline::Extractor;
+use crosspool::pipeline::{Backend, ExtractWorkspace};
 use crosspool::pooling::Normalization;
 use crosspool::shape::Shape4;
 use rayon::prelude::*;
@@ -46,8 +48,8 @@ pub struct Args {
     /// times), on all cores and on one, without opening a GPU.
     #[arg(long, requires = "images")]
     decode_only: bool,
-    /// Where the network runs: `gpu` (the adapter --backend / --adapter pick) or `cpu` (the
-    /// native CPU backend on all cores; early: it runs but is not yet tuned, see issue 20).
+    /// Where the network runs (see `extract --device`; here the default is the GPU adapter,
+    /// software ones included).
     #[arg(long, value_enum, default_value_t = Device::Gpu)]
     device: Device,
     /// Print the results as JSON on standard output.
@@ -55,18 +57,8 @@ pub struct Args {
     json: bool,
 }
 
-/// Where `bench` runs the network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Device {
-    /// The GPU adapter (software Vulkan included).
-    Gpu,
-    /// The native CPU backend.
-    Cpu,
-}
-
 /// What one benchmark run measured, on either device.
 struct Measured {
-    device: String,
     /// Median seconds of a whole batch, of its compute alone, of writing the input and of
     /// reading the features back.
     total: f64,
@@ -116,92 +108,61 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
     };
     let shape = Shape4::new(a.batch, a.size as usize, a.size as usize, 3);
     let (x, decode_ips) = bench_input(&a, shape, &weights.preprocess)?;
-    let m = match a.device {
-        Device::Gpu => measure_gpu(opts, &a, &weights, spec, &x, shape)?,
-        Device::Cpu => measure_cpu(&a, &weights, spec, &x, shape)?,
+    let engine = Engine::open(a.device, opts)?;
+    let m = match &engine {
+        Engine::Gpu(ctx) => {
+            let peak = FP32_PEAK_TFLOPS
+                .iter()
+                .find(|(n, _)| ctx.info.name.contains(n))
+                .map(|(_, p)| *p);
+            measure::<GpuContext>(ctx, &a, &weights, spec, &x, shape, peak)?
+        }
+        Engine::Cpu => measure(&CpuBackend, &a, &weights, spec, &x, shape, None)?,
     };
-    report(&a, &m, decode_ips, (t, t1), opts.unchecked_shaders);
+    report(
+        &a,
+        &engine.describe(),
+        &m,
+        decode_ips,
+        (t, t1),
+        opts.unchecked_shaders,
+    );
     Ok(())
 }
 
-/// Times whole batches on the GPU: upload, one submission, download.
-fn measure_gpu(
-    opts: &GpuOptions,
+/// Times whole batches on `backend` as the extract command runs them: input written, one
+/// submission, features read back.
+fn measure<B: Backend>(
+    backend: &B,
     a: &Args,
     weights: &ModelWeights,
     spec: FeatureSpec,
     x: &[f32],
     shape: Shape4,
+    peak_tflops: Option<f64>,
 ) -> anyhow::Result<Measured> {
-    let ctx = GpuContext::new(opts).context("opening the GPU")?;
-    let ex = Extractor::new(&ctx, weights, spec, None)?;
-    let ws = ex.workspace(&ctx, shape)?;
-    let gx = GpuTensor::upload(&ctx, x, shape, "input")?;
+    let ex = Extractor::new(backend, weights, spec, None)?;
+    let ws = ex.workspace(backend, shape)?;
+    let input = backend.tensor(shape, "input")?;
+    backend.write(&input, x)?;
     for _ in 0..a.warmup {
-        ex.extract(&ctx, &gx, &ws)?.download(&ctx)?;
+        backend.download(ex.extract(backend, &input, &ws)?)?;
     }
-    let timed = time_batches(&ctx, &ex, &gx, &ws, x, a.iters)?;
+    let timed = time_batches(backend, &ex, &input, &ws, x, a.iters)?;
     Ok(Measured {
-        device: ctx.describe(),
         total: median(timed.total),
         compute: median(timed.compute),
         upload: median(timed.upload),
         download: median(timed.download),
-        stages: ex.profile(&ctx, &gx, &ws)?,
-        peak_tflops: FP32_PEAK_TFLOPS
-            .iter()
-            .find(|(n, _)| ctx.info.name.contains(n))
-            .map(|(_, p)| *p),
-    })
-}
-
-/// Times whole batches on the native CPU backend: input written, features computed and
-/// copied out.
-fn measure_cpu(
-    a: &Args,
-    weights: &ModelWeights,
-    spec: FeatureSpec,
-    x: &[f32],
-    shape: Shape4,
-) -> anyhow::Result<Measured> {
-    use crosspool::cpu::{CpuBackend, HostTensor};
-    use crosspool::pipeline::Backend;
-    let cpu = CpuBackend;
-    let ex = Extractor::new(&cpu, weights, spec, None)?;
-    let ws = ex.workspace(&cpu, shape)?;
-    let input = HostTensor::from_values(x.to_vec(), shape)?;
-    for _ in 0..a.warmup {
-        cpu.download(ex.extract(&cpu, &input, &ws)?)?;
-    }
-    let (mut total, mut upload, mut compute, mut download) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..a.iters {
-        let t0 = Instant::now();
-        input.write(x)?;
-        let t1 = Instant::now();
-        let f = ex.extract(&cpu, &input, &ws)?;
-        let t2 = Instant::now();
-        cpu.download(f)?;
-        let t3 = Instant::now();
-        upload.push((t1 - t0).as_secs_f64());
-        compute.push((t2 - t1).as_secs_f64());
-        download.push((t3 - t2).as_secs_f64());
-        total.push((t3 - t0).as_secs_f64());
-    }
-    Ok(Measured {
-        device: format!("CPU backend, {} threads", rayon::current_num_threads()),
-        total: median(total),
-        compute: median(compute),
-        upload: median(upload),
-        download: median(download),
-        stages: ex.profile(&cpu, &input, &ws)?,
-        peak_tflops: None,
+        stages: ex.profile(backend, &input, &ws)?,
+        peak_tflops,
     })
 }
 
 /// Prints what `m` measured: JSON with `--json`, else lines.
 fn report(
     a: &Args,
+    device: &str,
     m: &Measured,
     decode_ips: Option<f64>,
     (t, t1): (&str, &str),
@@ -213,7 +174,7 @@ fn report(
     let gflops = flops / t_compute / 1e9;
     let peak = m.peak_tflops;
     let report = serde_json::json!({
-        "device": m.device,
+        "device": device,
         "model": a.model.name(),
         "layers": [t, t1],
         "size": a.size,
@@ -238,7 +199,7 @@ fn report(
         println!("{report}");
         return;
     }
-    println!("device:   {}", m.device);
+    println!("device:   {device}");
     println!(
         "pipeline: {} {t} x {t1}, {}x{}, batch {}, {} timed batches (median)",
         a.model, a.size, a.size, a.batch, a.iters
@@ -340,11 +301,11 @@ struct Timings {
 
 /// Times `iters` whole batches as the extract command runs them: upload, one submission,
 /// download.
-fn time_batches(
-    ctx: &GpuContext,
-    ex: &Extractor,
-    gx: &GpuTensor,
-    ws: &ExtractWorkspace,
+fn time_batches<B: Backend>(
+    backend: &B,
+    ex: &Extractor<B>,
+    input: &B::Tensor,
+    ws: &ExtractWorkspace<B>,
     x: &[f32],
     iters: usize,
 ) -> anyhow::Result<Timings> {
@@ -356,13 +317,13 @@ fn time_batches(
     };
     for _ in 0..iters {
         let t0 = Instant::now();
-        gx.write(ctx, x)?;
-        ctx.wait("upload")?;
+        backend.write(input, x)?;
+        backend.wait("upload")?;
         let t1 = Instant::now();
-        ex.extract(ctx, gx, ws)?;
-        ctx.wait("extract")?;
+        ex.extract(backend, input, ws)?;
+        backend.wait("extract")?;
         let t2 = Instant::now();
-        ws.features().download(ctx)?;
+        backend.download(ws.features())?;
         let t3 = Instant::now();
         t.upload.push((t1 - t0).as_secs_f64());
         t.compute.push((t2 - t1).as_secs_f64());

@@ -4,70 +4,31 @@
 //! to the CPU one stage for stage. Slow (plain loops, f64 sums): for tests and small inputs.
 
 use super::{conv2d, cross_layer, max_pool2d, normalize, region_pool};
+use crate::cpu::tensor::{lock, storage};
+use crate::cpu::{HostFeatures, HostStorage, HostTensor};
 use crate::error::{Error, Result};
 use crate::pipeline::{Backend, Guide};
 use crate::pooling::{LocalWindow, Normalization, RegionPoolMode};
 use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4};
 use crate::weights::Conv2dWeights;
-use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The CPU reference backend.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ReferenceBackend;
 
-/// Shared f32 storage.
-type Storage = Arc<Mutex<Vec<f32>>>;
+/// An NHWC tensor in shared storage: the CPU backend's host tensor, so the two backends'
+/// tensors are interchangeable.
+pub type CpuTensor = HostTensor;
 
-fn lock(s: &Storage) -> MutexGuard<'_, Vec<f32>> {
-    s.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// An NHWC tensor at the start of a shared vector.
-#[derive(Clone, Debug)]
-pub struct CpuTensor {
-    data: Storage,
-    /// Its shape.
-    pub shape: Shape4,
-}
-
-impl CpuTensor {
-    /// A tensor holding `values`.
-    pub fn from_values(values: Vec<f32>, shape: Shape4) -> Result<Self> {
-        if values.len() != shape.len() {
-            return Err(Error::shape(
-                "tensor",
-                format!("{} values for {shape}", values.len()),
-            ));
-        }
-        Ok(CpuTensor {
-            data: Arc::new(Mutex::new(values)),
-            shape,
-        })
-    }
-
-    /// Its values.
-    pub fn values(&self) -> Vec<f32> {
-        lock(&self.data)[..self.shape.len()].to_vec()
-    }
-
-    fn set(&self, values: &[f32]) {
-        lock(&self.data)[..values.len()].copy_from_slice(values);
-    }
-}
-
-/// `[images][rows][cols]` features.
-#[derive(Debug)]
-pub struct CpuFeatures {
-    data: Storage,
-    dims: (usize, usize, usize),
-}
+/// `[images][rows][cols]` features in shared storage.
+pub type CpuFeatures = HostFeatures;
 
 impl Backend for ReferenceBackend {
     type Tensor = CpuTensor;
     type Features = CpuFeatures;
     type Conv = Conv2dWeights;
     type Regions = Vec<[u32; 4]>;
-    type Scratch = Storage;
+    type Scratch = HostStorage;
     type Kernels = ();
     type Recorder = ();
 
@@ -83,11 +44,11 @@ impl Backend for ReferenceBackend {
         t.shape
     }
 
-    fn scratch(&self, values: usize, _label: &str) -> Result<Storage> {
-        Ok(Arc::new(Mutex::new(vec![0.0; values])))
+    fn scratch(&self, values: usize, _label: &str) -> Result<HostStorage> {
+        Ok(storage(values))
     }
 
-    fn view(s: &Storage, shape: Shape4) -> CpuTensor {
+    fn view(s: &HostStorage, shape: Shape4) -> CpuTensor {
         CpuTensor {
             data: s.clone(),
             shape,
@@ -102,7 +63,7 @@ impl Backend for ReferenceBackend {
         _label: &str,
     ) -> Result<CpuFeatures> {
         Ok(CpuFeatures {
-            data: Arc::new(Mutex::new(vec![0.0; images * rows * cols])),
+            data: storage(images * rows * cols),
             dims: (images, rows, cols),
         })
     }
@@ -132,14 +93,7 @@ impl Backend for ReferenceBackend {
     }
 
     fn write(&self, t: &CpuTensor, values: &[f32]) -> Result<()> {
-        if values.len() != t.shape.len() {
-            return Err(Error::shape(
-                "tensor",
-                format!("{} values written to {}", values.len(), t.shape),
-            ));
-        }
-        t.set(values);
-        Ok(())
+        t.write(values)
     }
 
     fn download(&self, f: &CpuFeatures) -> Result<Vec<f32>> {
@@ -156,8 +110,7 @@ impl Backend for ReferenceBackend {
     ) -> Result<()> {
         let (shape, r) = conv2d(&input.values(), input.shape, layer)?;
         check_shape("conv2d", shape, output.shape)?;
-        output.set(&r.values);
-        Ok(())
+        output.write(&r.values)
     }
 
     fn max_pool(
@@ -170,8 +123,7 @@ impl Backend for ReferenceBackend {
     ) -> Result<()> {
         let (shape, v) = max_pool2d(&input.values(), input.shape, spec)?;
         check_shape("max_pool2d", shape, output.shape)?;
-        output.set(&v);
-        Ok(())
+        output.write(&v)
     }
 
     fn cross_layer(

@@ -215,11 +215,7 @@ impl ExtractSettings {
 
     /// The code format of the stored features, if they are sign codes.
     pub fn codes(&self) -> Option<Quantization> {
-        match self.format {
-            OutputFormat::Sign2 => Some(Quantization::Sign2),
-            OutputFormat::Bits1 => Some(Quantization::Bits1),
-            OutputFormat::F32 | OutputFormat::F16 => None,
-        }
+        self.format.codes()
     }
 
     /// The same settings in this version's format (what this crosspool writes, whatever
