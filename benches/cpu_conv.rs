@@ -46,7 +46,7 @@ fn bench_cpu_conv(c: &mut Criterion) {
             vec![0.1; out_c],
         )
         .expect("weights");
-        let layer = CpuConv2d::new(&weights);
+        let layer = CpuConv2d::new(&weights).expect("layer");
         let x: Vec<f32> = (0..shape.len()).map(|i| (i % 11) as f32 * 0.1).collect();
         let out = spec.output_shape(shape).expect("shape");
         let mut y = vec![0.0; out.len()];

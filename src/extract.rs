@@ -204,7 +204,7 @@ impl<'a> CpuRunner<'a> {
 
 impl BatchRunner for CpuRunner<'_> {
     fn run(&mut self, images: &[&[f32]]) -> Result<(Vec<RowData>, Vec<Vec<f32>>)> {
-        let cpu = CpuBackend;
+        let cpu = CpuBackend::new();
         let shape = Shape4::new(images.len(), self.size as usize, self.size as usize, 3);
         let (input, ws) = match self.buffers.entry(images.len()) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),

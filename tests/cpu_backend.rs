@@ -128,7 +128,7 @@ fn features_on_cpu(
     x: &[f32],
     shape: Shape4,
 ) -> Vec<f32> {
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::new();
     let ex = Extractor::new(&cpu, w, spec.clone(), pca).unwrap();
     let ws = ex.workspace(&cpu, shape).unwrap();
     let t = HostTensor::from_values(x.to_vec(), shape).unwrap();
@@ -184,7 +184,7 @@ fn whole_features_match_the_reference() {
 
 #[test]
 fn vgg16_moments_pca_and_features_match_the_reference() {
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::new();
     let w = weights(Arch::Vgg16);
     let shape = Shape4::new(2, 64, 64, 3);
     let x: Vec<f32> = random(shape.len(), 4).iter().map(|v| v * 2.0).collect();

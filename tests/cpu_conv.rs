@@ -1,14 +1,35 @@
-//! The CPU backend's convolution against the CPU reference, on the shapes the GPU kernel is
-//! tested on (odd sizes, 3/17/513 channels, strides, padding wider than the kernel, batches)
-//! and on shapes that split into several im2col bands, with the same f32 rounding bound.
+//! The CPU backend's convolution kernels against the CPU reference, on the shapes the GPU
+//! kernel is tested on (odd sizes, 3/17/513 channels, strides, padding wider than the
+//! kernel, batches), on shapes that split into several im2col bands, and on shapes that take
+//! each of the AVX-512 kernel's paths (tiles along rows with a partial last tile, several row
+//! blocks, channel panels split across tasks, narrow outputs through unfolded blocks), with
+//! the same f32 rounding bound. Every kernel this CPU runs is tested; with
+//! `CROSSPOOL_REQUIRE_AVX512=1` (as CI sets) a CPU without AVX-512F fails instead of testing
+//! only the portable kernel.
 
 mod common;
 
 use common::{assert_reduction_close, random};
-use crosspool::cpu::CpuConv2d;
+use crosspool::cpu::{ConvKernel, CpuConv2d};
 use crosspool::reference;
 use crosspool::shape::{Conv2dSpec, Shape4, Window2d};
 use crosspool::weights::Conv2dWeights;
+
+/// The kernels to test on this CPU.
+fn kernels() -> Vec<ConvKernel> {
+    let avx512 = ConvKernel::Avx512.is_available();
+    if std::env::var("CROSSPOOL_REQUIRE_AVX512").is_ok_and(|v| v == "1") {
+        assert!(
+            avx512,
+            "CROSSPOOL_REQUIRE_AVX512=1 but this CPU lacks AVX-512F"
+        );
+    }
+    let mut k = vec![ConvKernel::Gemm];
+    if avx512 {
+        k.push(ConvKernel::Avx512);
+    }
+    k
+}
 
 fn check(input: Shape4, spec: Conv2dSpec, seed: u64, what: &str) {
     let scale = (2.0 / spec.k_total() as f32).sqrt();
@@ -19,10 +40,14 @@ fn check(input: Shape4, spec: Conv2dSpec, seed: u64, what: &str) {
     let w = Conv2dWeights::new(spec, w, random(spec.out_c, seed + 1)).unwrap();
     let x = random(input.len(), seed + 2);
     let (out_shape, want) = reference::conv2d(&x, input, &w).unwrap();
-    let layer = CpuConv2d::new(&w);
-    let mut got = vec![f32::NAN; out_shape.len()];
-    assert_eq!(layer.run(&x, input, &mut got).unwrap(), out_shape);
-    assert_reduction_close(&got, &want, spec.k_total() + 1, what);
+    for kernel in kernels() {
+        let layer = CpuConv2d::with_kernel(&w, kernel).unwrap();
+        assert_eq!(layer.kernel(), kernel);
+        let mut got = vec![f32::NAN; out_shape.len()];
+        assert_eq!(layer.run(&x, input, &mut got).unwrap(), out_shape);
+        let what = format!("{what} ({})", kernel.name());
+        assert_reduction_close(&got, &want, spec.k_total() + 1, &what);
+    }
 }
 
 fn conv(in_c: usize, out_c: usize, window: Window2d, relu: bool) -> Conv2dSpec {
@@ -98,13 +123,78 @@ fn several_im2col_bands() {
         100,
         "two bands",
     );
+    // Narrow (8 columns), so the AVX-512 kernel unfolds it too: 1920 pixels in blocks of
+    // 448, the last partial.
+    check(
+        Shape4::new(4, 60, 8, 64),
+        conv(64, 40, Window2d::square(3, 1, 1), true),
+        101,
+        "narrow, many unfolded blocks",
+    );
+}
+
+#[test]
+fn row_tiles_blocks_and_panels() {
+    // Output widths of 12 to 55 run as tiles of 14 pixels along rows; the last tile of a row
+    // is partial and reads zero columns past the edge.
+    let cases = [
+        (
+            Shape4::new(2, 9, 23, 17),
+            conv(17, 33, Window2d::square(3, 2, 1), true),
+            "stride 2, 12 wide, 33 out",
+        ),
+        (
+            Shape4::new(1, 4, 20, 7),
+            conv(7, 9, Window2d::square(3, 1, 3), false),
+            "pad 3, 24 wide",
+        ),
+        (
+            Shape4::new(1, 15, 227, 3),
+            conv(3, 64, Window2d::square(11, 4, 2), true),
+            "11x11 s4, 55 wide",
+        ),
+        (
+            Shape4::new(1, 3, 14, 5),
+            conv(5, 513, Window2d::square(3, 1, 1), true),
+            "513 out in split panels",
+        ),
+        (
+            Shape4::new(1, 3, 14, 513),
+            conv(513, 8, Window2d::square(3, 1, 1), false),
+            "513 in",
+        ),
+        (
+            Shape4::new(3, 37, 33, 16),
+            conv(16, 64, Window2d::square(3, 1, 1), true),
+            "33 wide, row blocks across images",
+        ),
+        (
+            Shape4::new(1, 16, 28, 32),
+            conv(32, 48, Window2d::square(1, 1, 0), false),
+            "1x1, 28 wide",
+        ),
+    ];
+    for (seed, (input, spec, what)) in cases.into_iter().enumerate() {
+        check(input, spec, 200 + seed as u64 * 10, what);
+    }
+}
+
+#[test]
+fn unavailable_kernels_are_errors() {
+    let spec = conv(3, 4, Window2d::square(3, 1, 1), false);
+    let w = Conv2dWeights::new(spec, random(spec.weight_len(), 1), random(4, 2)).unwrap();
+    assert_eq!(
+        CpuConv2d::with_kernel(&w, ConvKernel::Avx512).is_ok(),
+        ConvKernel::Avx512.is_available()
+    );
+    assert!(CpuConv2d::with_kernel(&w, ConvKernel::Gemm).is_ok());
 }
 
 #[test]
 fn wrong_buffer_sizes_are_errors() {
     let spec = conv(3, 4, Window2d::square(3, 1, 1), false);
     let w = Conv2dWeights::new(spec, random(spec.weight_len(), 1), random(4, 2)).unwrap();
-    let layer = CpuConv2d::new(&w);
+    let layer = CpuConv2d::new(&w).unwrap();
     let shape = Shape4::new(1, 5, 5, 3);
     let x = random(shape.len(), 3);
     let mut short = vec![0.0; 5 * 5 * 4 - 1];

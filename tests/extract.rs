@@ -393,7 +393,7 @@ fn the_cpu_backend_extracts_the_same_features() {
         repr: Representation::paper_default(Arch::Alexnet),
         norm: Normalization::PAPER,
     };
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::new();
     let ex = Extractor::new(&cpu, &w, spec, None).unwrap();
     let shape = Shape4::new(1, SIZE, SIZE, 3);
     let x = prepare(

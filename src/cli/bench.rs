@@ -117,7 +117,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
                 .map(|(_, p)| *p);
             measure::<GpuContext>(ctx, &a, &weights, spec, &x, shape, peak)?
         }
-        Engine::Cpu => measure(&CpuBackend, &a, &weights, spec, &x, shape, None)?,
+        Engine::Cpu => measure(&CpuBackend::new(), &a, &weights, spec, &x, shape, None)?,
     };
     report(
         &a,

@@ -141,7 +141,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
     );
     let (acc, channels, failed) = match &engine {
         Engine::Gpu(ctx) => accumulate::<GpuContext>(ctx, &a, &weights, &layer, &images)?,
-        Engine::Cpu => accumulate(&CpuBackend, &a, &weights, &layer, &images)?,
+        Engine::Cpu => accumulate(&CpuBackend::new(), &a, &weights, &layer, &images)?,
     };
     if failed > 0 {
         eprintln!("fit-pca: {failed} image(s) could not be read and were left out");

@@ -1,10 +1,19 @@
-//! Convolution on the CPU as a GEMM: bands of output pixels are unfolded (im2col) from the
-//! NHWC input into rows of `kh * kw * in_c` values, ordered `(ky, kx, c)` so that each
-//! kernel tap copies one contiguous run of channels, and multiplied by the layer's weights as
-//! a `[(ky, kx, c)][out_c]` matrix with the `gemm` crate (runtime SIMD dispatch, rayon
-//! threads); bias and ReLU follow on the band while it is in cache. The output rows are NHWC
-//! pixels, so the product lands in place.
+//! Convolution on the CPU, by one of two kernels chosen when the layer is made:
+//!
+//! - `Avx512`: direct convolution on AVX-512 register tiles (`direct_conv`), where the CPU
+//!   has AVX-512F; twice the `gemm` crate's rate on such CPUs (docs/bench_cpu.md).
+//! - `Gemm`: bands of output pixels are unfolded (im2col) from the NHWC input into rows of
+//!   `kh * kw * in_c` values, ordered `(ky, kx, c)` so that each kernel tap copies one
+//!   contiguous run of channels, and multiplied by the layer's weights as a `[(ky, kx, c)][out_c]`
+//!   matrix with the `gemm` crate (runtime SIMD dispatch, rayon threads); bias and ReLU follow
+//!   on the band while it is in cache. The output rows are NHWC pixels, so the product lands
+//!   in place.
+//!
+//! `CROSSPOOL_CPU_CONV=auto|avx512|gemm` picks the kernel for a run (auto: the fastest this
+//! CPU has), so both can be timed on one machine.
 
+#[cfg(target_arch = "x86_64")]
+use super::direct_conv::DirectConv;
 use crate::error::{Error, Result};
 use crate::shape::{Conv2dSpec, Shape4};
 use crate::weights::Conv2dWeights;
@@ -14,21 +23,120 @@ use rayon::prelude::*;
 /// the last-level cache while leaving thousands of rows for the GEMM to split.
 const BAND_VALUES: usize = 1 << 20;
 
-/// A convolution layer's weights laid out for the GEMM.
+/// The environment variable that picks the convolution kernel.
+pub const CONV_KERNEL_ENV: &str = "CROSSPOOL_CPU_CONV";
+
+/// Which kernel a [`CpuConv2d`] runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvKernel {
+    /// Direct convolution on AVX-512 register tiles (x86-64 with AVX-512F).
+    Avx512,
+    /// im2col and the `gemm` crate (any CPU).
+    Gemm,
+}
+
+impl ConvKernel {
+    /// The fastest kernel this CPU runs.
+    pub fn detected() -> Self {
+        if ConvKernel::Avx512.is_available() {
+            ConvKernel::Avx512
+        } else {
+            ConvKernel::Gemm
+        }
+    }
+
+    /// Whether this CPU runs the kernel.
+    pub fn is_available(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            ConvKernel::Avx512 => DirectConv::available(),
+            #[cfg(not(target_arch = "x86_64"))]
+            ConvKernel::Avx512 => false,
+            ConvKernel::Gemm => true,
+        }
+    }
+
+    /// The kernel `CROSSPOOL_CPU_CONV` asks for (`auto`, the default, is [`Self::detected`]).
+    pub fn from_env() -> Result<Self> {
+        let Ok(value) = std::env::var(CONV_KERNEL_ENV) else {
+            return Ok(Self::detected());
+        };
+        let kernel = match value.trim() {
+            "" | "auto" => return Ok(Self::detected()),
+            "avx512" => ConvKernel::Avx512,
+            "gemm" => ConvKernel::Gemm,
+            other => {
+                return Err(Error::Config(format!(
+                    "{CONV_KERNEL_ENV}={other} is not one of auto, avx512, gemm"
+                )))
+            }
+        };
+        Ok(kernel)
+    }
+
+    /// The name `CROSSPOOL_CPU_CONV` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvKernel::Avx512 => "avx512",
+            ConvKernel::Gemm => "gemm",
+        }
+    }
+}
+
+/// A convolution layer's weights laid out for its kernel.
 pub struct CpuConv2d {
     spec: Conv2dSpec,
-    /// `[(ky * kw + kx) * in_c + c][out_c]`, row-major.
-    weight_kn: Vec<f32>,
-    bias: Vec<f32>,
+    kernel: Kernel,
+}
+
+enum Kernel {
+    #[cfg(target_arch = "x86_64")]
+    Avx512(DirectConv),
+    Gemm {
+        /// `[(ky * kw + kx) * in_c + c][out_c]`, row-major.
+        weight_kn: Vec<f32>,
+        bias: Vec<f32>,
+    },
 }
 
 impl CpuConv2d {
-    /// Lays out `w` for [`CpuConv2d::run`].
-    pub fn new(w: &Conv2dWeights) -> Self {
-        CpuConv2d {
+    /// Lays out `w` for the kernel `CROSSPOOL_CPU_CONV` picks (by default the fastest).
+    pub fn new(w: &Conv2dWeights) -> Result<Self> {
+        Self::with_kernel(w, ConvKernel::from_env()?)
+    }
+
+    /// Lays out `w` for `kernel`; an error if this CPU does not run it.
+    pub fn with_kernel(w: &Conv2dWeights, kernel: ConvKernel) -> Result<Self> {
+        let weight_kn = w.to_gemm_kn(0, w.spec.out_c);
+        let kernel = match kernel {
+            #[cfg(target_arch = "x86_64")]
+            ConvKernel::Avx512 if DirectConv::available() => {
+                Kernel::Avx512(DirectConv::new(w.spec, &weight_kn, &w.bias))
+            }
+            ConvKernel::Avx512 => {
+                return Err(Error::Config(
+                    "the avx512 convolution kernel needs an x86-64 CPU with AVX-512F; \
+                     this one has not (use gemm or auto)"
+                        .into(),
+                ))
+            }
+            ConvKernel::Gemm => Kernel::Gemm {
+                weight_kn,
+                bias: w.bias.clone(),
+            },
+        };
+        Ok(CpuConv2d {
             spec: w.spec,
-            weight_kn: w.to_gemm_kn(0, w.spec.out_c),
-            bias: w.bias.clone(),
+            kernel,
+        })
+    }
+
+    /// The kernel this layer runs on.
+    pub fn kernel(&self) -> ConvKernel {
+        match self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512(_) => ConvKernel::Avx512,
+            Kernel::Gemm { .. } => ConvKernel::Gemm,
         }
     }
 
@@ -53,18 +161,40 @@ impl CpuConv2d {
                 ),
             ));
         }
-        let (k, n) = (self.spec.k_total(), self.spec.out_c);
-        let pixels = out.n * out.h * out.w;
-        if pixels == 0 || n == 0 {
+        if out.is_empty() {
             return Ok(out);
         }
+        match &self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512(direct) => direct.run(input, shape, out, output),
+            Kernel::Gemm { weight_kn, bias } => {
+                self.run_gemm(weight_kn, bias, input, shape, out, output)
+            }
+        }
+        Ok(out)
+    }
+
+    /// The im2col + `gemm` kernel.
+    fn run_gemm(
+        &self,
+        weight_kn: &[f32],
+        bias: &[f32],
+        input: &[f32],
+        shape: Shape4,
+        out: Shape4,
+        output: &mut [f32],
+    ) {
+        let (k, n) = (self.spec.k_total(), self.spec.out_c);
+        let pixels = out.n * out.h * out.w;
         let band = (BAND_VALUES / k).clamp(1, pixels);
         let mut cols = vec![0.0f32; band * k];
         for (b, dst) in output.chunks_mut(band * n).enumerate() {
             let first = b * band;
             let rows = dst.len() / n;
             let cols = &mut cols[..rows * k];
-            self.unfold(input, shape, out, first, cols);
+            cols.par_chunks_mut(k)
+                .enumerate()
+                .for_each(|(r, row)| unfold_row(&self.spec, input, shape, out, first + r, row));
             // SAFETY: `cols` is rows x k, `weight_kn` k x n and `dst` rows x n, all row-major
             // and contiguous, as the strides below say.
             unsafe {
@@ -79,7 +209,7 @@ impl CpuConv2d {
                     cols.as_ptr(),
                     1,
                     k as isize,
-                    self.weight_kn.as_ptr(),
+                    weight_kn.as_ptr(),
                     1,
                     n as isize,
                     0.0,
@@ -92,38 +222,40 @@ impl CpuConv2d {
             }
             let relu = self.spec.relu;
             dst.par_chunks_mut(n).for_each(|px| {
-                for (v, b) in px.iter_mut().zip(&self.bias) {
+                for (v, b) in px.iter_mut().zip(bias) {
                     let y = *v + b;
                     *v = if relu { y.max(0.0) } else { y };
                 }
             });
         }
-        Ok(out)
     }
+}
 
-    /// Rows `first..first + rows` of the unfolded input: for output pixel p, the input values
-    /// under the kernel at p, zero where the kernel hangs over the padding.
-    fn unfold(&self, input: &[f32], shape: Shape4, out: Shape4, first: usize, cols: &mut [f32]) {
-        let win = self.spec.window;
-        let c = shape.c;
-        let k = self.spec.k_total();
-        cols.par_chunks_mut(k).enumerate().for_each(|(r, row)| {
-            let p = first + r;
-            let (img, rest) = (p / (out.h * out.w), p % (out.h * out.w));
-            let (oy, ox) = (rest / out.w, rest % out.w);
-            for ky in 0..win.kh {
-                let iy = (oy * win.stride_h + ky) as isize - win.pad_h as isize;
-                for kx in 0..win.kw {
-                    let ix = (ox * win.stride_w + kx) as isize - win.pad_w as isize;
-                    let tap = &mut row[(ky * win.kw + kx) * c..][..c];
-                    if iy < 0 || ix < 0 || iy >= shape.h as isize || ix >= shape.w as isize {
-                        tap.fill(0.0);
-                    } else {
-                        let at = shape.index(img, iy as usize, ix as usize, 0);
-                        tap.copy_from_slice(&input[at..at + c]);
-                    }
-                }
+/// Row `p` of the unfolded input: the values under the kernel at output pixel `p`, in
+/// `(ky, kx, c)` order, zero where the kernel hangs over the padding.
+pub(crate) fn unfold_row(
+    spec: &Conv2dSpec,
+    input: &[f32],
+    shape: Shape4,
+    out: Shape4,
+    p: usize,
+    row: &mut [f32],
+) {
+    let win = spec.window;
+    let c = shape.c;
+    let (img, rest) = (p / (out.h * out.w), p % (out.h * out.w));
+    let (oy, ox) = (rest / out.w, rest % out.w);
+    for ky in 0..win.kh {
+        let iy = (oy * win.stride_h + ky) as isize - win.pad_h as isize;
+        for kx in 0..win.kw {
+            let ix = (ox * win.stride_w + kx) as isize - win.pad_w as isize;
+            let tap = &mut row[(ky * win.kw + kx) * c..][..c];
+            if iy < 0 || ix < 0 || iy >= shape.h as isize || ix >= shape.w as isize {
+                tap.fill(0.0);
+            } else {
+                let at = shape.index(img, iy as usize, ix as usize, 0);
+                tap.copy_from_slice(&input[at..at + c]);
             }
-        });
+        }
     }
 }

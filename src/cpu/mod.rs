@@ -4,12 +4,39 @@
 //! is in `pipeline`.
 
 pub mod conv;
+#[cfg(target_arch = "x86_64")]
+mod direct_conv;
 pub mod ops;
 pub mod tensor;
 
-pub use conv::CpuConv2d;
+pub use conv::{ConvKernel, CpuConv2d};
 pub use tensor::{HostFeatures, HostStorage, HostTensor};
 
 /// The CPU backend: the pipelines run on these kernels when it is the `Backend`.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct CpuBackend;
+pub struct CpuBackend {
+    /// The convolution kernel; `None`: the one `CROSSPOOL_CPU_CONV` picks (by default the
+    /// fastest this CPU runs).
+    conv: Option<ConvKernel>,
+}
+
+impl CpuBackend {
+    /// The backend with the convolution kernel `CROSSPOOL_CPU_CONV` picks.
+    pub const fn new() -> Self {
+        CpuBackend { conv: None }
+    }
+
+    /// The backend with convolutions on `kernel` (an error at the first layer if this CPU
+    /// does not run it).
+    pub const fn with_conv_kernel(kernel: ConvKernel) -> Self {
+        CpuBackend { conv: Some(kernel) }
+    }
+
+    /// The convolution kernel layers are made for.
+    pub fn conv_kernel(&self) -> crate::error::Result<ConvKernel> {
+        match self.conv {
+            Some(k) => Ok(k),
+            None => ConvKernel::from_env(),
+        }
+    }
+}

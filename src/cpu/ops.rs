@@ -209,14 +209,18 @@ pub fn region_pool(
     Ok(())
 }
 
-/// Normalises each image's `[rows][cols]` features in place, in f64, as the reference does.
+/// Normalises each image's `[rows][cols]` features in place, in f64, as the reference does
+/// (the same operations in the same order, so the results are equal). Images run in
+/// parallel, and the rows of one image too when there are fewer images than threads.
 pub fn normalize(data: &mut [f32], rows: usize, cols: usize, norm: Normalization) {
     if rows * cols == 0 {
         return;
     }
+    let images = data.len() / (rows * cols);
+    let rows_in_parallel = images < rayon::current_num_threads();
     data.par_chunks_mut(rows * cols).for_each(|img| {
         let mut v: Vec<f64> = img.iter().map(|&x| x as f64).collect();
-        for row in v.chunks_mut(cols) {
+        let per_row = |row: &mut [f64]| {
             if norm.channel_l2 {
                 let n = row.iter().map(|x| x * x).sum::<f64>().sqrt();
                 if n > 0.0 {
@@ -227,6 +231,11 @@ pub fn normalize(data: &mut [f32], rows: usize, cols: usize, norm: Normalization
                 row.iter_mut()
                     .for_each(|x| *x = x.signum() * x.abs().sqrt());
             }
+        };
+        if rows_in_parallel {
+            v.par_chunks_mut(cols).for_each(per_row);
+        } else {
+            v.chunks_mut(cols).for_each(per_row);
         }
         if norm.global_l2 {
             let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();

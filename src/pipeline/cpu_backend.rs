@@ -85,7 +85,7 @@ impl Backend for CpuBackend {
     }
 
     fn conv_layer(&self, w: &Conv2dWeights) -> Result<CpuConv2d> {
-        Ok(CpuConv2d::new(w))
+        CpuConv2d::with_kernel(w, self.conv_kernel()?)
     }
 
     fn conv_spec(c: &CpuConv2d) -> Conv2dSpec {

@@ -1,0 +1,368 @@
+//! Direct convolution with AVX-512 register tiles, for CPUs that have it.
+//!
+//! The `gemm` crate runs its AVX2 kernels on stable Rust (its AVX-512 ones need nightly), half
+//! of what an AVX-512 core does per cycle (docs/cpu_gemm.md). This kernel computes a tile of
+//! `MR` neighbouring output pixels of one row by `NR` output channels in 28 zmm registers,
+//! reading the NHWC input in place: for a row of pixels the values under one kernel tap form a
+//! matrix whose rows are `stride_w * c` apart, so nothing is unfolded (no im2col pass through
+//! memory) and only the weights are packed, once, when the layer is made. Each task first
+//! copies the input rows its pixels read into a zero-padded block, so padding, and tiles that
+//! hang over the right edge, need no special cases in the inner loop.
+
+use super::conv::unfold_row;
+use crate::shape::{Conv2dSpec, Shape4};
+use rayon::prelude::*;
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+/// Output pixels per tile: one broadcast register each.
+const MR: usize = 14;
+/// Output channels per tile: two zmm registers of 16 lanes. 14 x 2 accumulators, 2 weight
+/// vectors: 30 of the 32 zmm registers.
+const NR: usize = 32;
+/// Tiles a task aims to cover per weight panel, so that a panel read from cache serves many
+/// tiles (a conv5 panel is 9 * 512 * 32 floats, 576 KiB).
+const TILES_PER_BLOCK: usize = 32;
+
+/// 64-byte aligned lanes, so each weight row of a panel sits in one cache line.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Lanes([f32; 16]);
+
+/// A convolution layer packed for [`DirectConv::run`].
+pub struct DirectConv {
+    spec: Conv2dSpec,
+    panels: usize,
+    /// `[panel][(ky * kw + kx) * in_c + c][NR]`, zero past `out_c`.
+    weights: Vec<Lanes>,
+    /// `[panel][NR]`, zero past `out_c`.
+    bias: Vec<Lanes>,
+}
+
+thread_local! {
+    /// Each thread's zero-padded input block, kept between calls.
+    static BLOCK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The output pointer shared by tasks that write disjoint pixels and channels.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint parts of the output (see `DirectConv::run`).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl DirectConv {
+    /// Whether this CPU runs the kernel.
+    pub fn available() -> bool {
+        is_x86_feature_detected!("avx512f")
+    }
+
+    /// Whether a layer with `out_w` output columns suits the kernel: tiles are `MR` pixels of
+    /// one row, so narrow outputs would waste most of each tile.
+    pub fn suits(out_w: usize) -> bool {
+        let tiles = out_w.div_ceil(MR);
+        4 * out_w >= 3 * tiles * MR
+    }
+
+    /// Packs the `[k][out_c]` weight matrix (`k = kh * kw * in_c` in `(ky, kx, c)` order) and
+    /// the bias into panels of `NR` output channels.
+    pub fn new(spec: Conv2dSpec, weight_kn: &[f32], bias: &[f32]) -> Self {
+        let (k, n) = (spec.k_total(), spec.out_c);
+        debug_assert_eq!(weight_kn.len(), k * n);
+        let panels = n.div_ceil(NR);
+        let mut weights = vec![Lanes([0.0; 16]); panels * k * 2];
+        let mut packed_bias = vec![Lanes([0.0; 16]); panels * 2];
+        for p in 0..panels {
+            for j in 0..NR.min(n - p * NR) {
+                let o = p * NR + j;
+                packed_bias[p * 2 + j / 16].0[j % 16] = bias[o];
+                for kk in 0..k {
+                    weights[(p * k + kk) * 2 + j / 16].0[j % 16] = weight_kn[kk * n + o];
+                }
+            }
+        }
+        DirectConv {
+            spec,
+            panels,
+            weights,
+            bias: packed_bias,
+        }
+    }
+
+    /// `output = conv(input)` with bias and optional ReLU, NHWC; `out` is the output shape and
+    /// both slices hold exactly their shapes' values (the caller checks).
+    pub fn run(&self, input: &[f32], shape: Shape4, out: Shape4, output: &mut [f32]) {
+        assert!(Self::available(), "DirectConv::run needs AVX-512");
+        debug_assert_eq!(input.len(), shape.len());
+        debug_assert_eq!(output.len(), out.len());
+        if Self::suits(out.w) {
+            self.run_rows(input, shape, out, output);
+        } else {
+            self.run_unfolded(input, shape, out, output);
+        }
+    }
+
+    /// How many ranges of panels to split each of `blocks` pixel blocks into, so that there
+    /// are tasks for every thread (conv5 at batch 1 has two blocks) and they share out evenly.
+    fn splits(&self, blocks: usize) -> usize {
+        let threads = rayon::current_num_threads();
+        let splits = (2 * threads).div_ceil(blocks).clamp(1, self.panels);
+        // Prefer a count that, with the blocks, is a multiple of the threads.
+        (splits..=self.panels)
+            .take(threads)
+            .find(|s| (blocks * s).is_multiple_of(threads))
+            .unwrap_or(splits)
+    }
+
+    /// Tiles along output rows, reading a zero-padded copy of the rows under them.
+    fn run_rows(&self, input: &[f32], shape: Shape4, out: Shape4, output: &mut [f32]) {
+        let win = self.spec.window;
+        let c = shape.c;
+        let tiles = out.w.div_ceil(MR);
+        let max_rows = TILES_PER_BLOCK.div_ceil(tiles).clamp(1, out.h);
+        let blocks_per_image = even_blocks(out.n, out.h.div_ceil(max_rows), out.h);
+        let blocks = out.n * blocks_per_image;
+        let splits = self.splits(blocks);
+        let dst = OutPtr(output.as_mut_ptr());
+        (0..blocks * splits).into_par_iter().for_each(|task| {
+            let (block, split) = (task / splits, task % splits);
+            let img = block / blocks_per_image;
+            let rows = share(out.h, blocks_per_image, block % blocks_per_image);
+            let (oy0, oy1) = (rows.start, rows.end);
+            let panels = share(self.panels, splits, split);
+            BLOCK.with(|cell| {
+                let mut padded = cell.borrow_mut();
+                let row_len = self.pad_block(input, shape, img, oy0, oy1, tiles, &mut padded);
+                let px_stride = win.stride_w * c;
+                let geometry = TileGeometry {
+                    px_stride,
+                    row_stride: row_len,
+                    kh: win.kh,
+                    window_row: win.kw * c,
+                };
+                for p in panels {
+                    for oy in oy0..oy1 {
+                        let row = (oy - oy0) * win.stride_h * row_len;
+                        for x0 in (0..out.w).step_by(MR) {
+                            let a = &padded[row + x0 * px_stride..];
+                            let at = out.index(img, oy, x0, 0);
+                            // SAFETY: this task alone writes rows oy0..oy1 of image img in
+                            // panels `panels`; `padded` holds every value the tile reads
+                            // (`pad_block` covers whole tiles).
+                            unsafe {
+                                self.tile(a, geometry, p, dst, at, out.c, MR.min(out.w - x0))
+                            };
+                        }
+                    }
+                }
+            });
+        });
+    }
+
+    /// Tiles along the flattened output pixels of an unfolded (im2col) block, for outputs too
+    /// narrow to fill tiles of one row.
+    fn run_unfolded(&self, input: &[f32], shape: Shape4, out: Shape4, output: &mut [f32]) {
+        let k = self.spec.k_total();
+        let pixels = out.n * out.h * out.w;
+        let tiles = pixels.div_ceil(MR);
+        // Blocks of up to 4 MiB of unfolded rows, whole tiles of them.
+        let max_tiles = ((1usize << 20) / (k * MR)).clamp(1, TILES_PER_BLOCK);
+        let blocks = even_blocks(1, tiles.div_ceil(max_tiles), tiles);
+        let splits = self.splits(blocks);
+        let dst = OutPtr(output.as_mut_ptr());
+        let geometry = TileGeometry {
+            px_stride: k,
+            row_stride: 0,
+            kh: 1,
+            window_row: k,
+        };
+        (0..blocks * splits).into_par_iter().for_each(|task| {
+            let (block, split) = (task / splits, task % splits);
+            let block_tiles = share(tiles, blocks, block);
+            let q0 = block_tiles.start * MR;
+            let q1 = (block_tiles.end * MR).min(pixels);
+            let panels = share(self.panels, splits, split);
+            BLOCK.with(|cell| {
+                let mut cols = cell.borrow_mut();
+                cols.clear();
+                // Whole tiles: rows past the last pixel stay zero and are not stored.
+                cols.resize(block_tiles.len() * MR * k, 0.0);
+                for (r, row) in cols.chunks_mut(k).take(q1 - q0).enumerate() {
+                    unfold_row(&self.spec, input, shape, out, q0 + r, row);
+                }
+                for p in panels {
+                    for t0 in (q0..q1).step_by(MR) {
+                        let a = &cols[(t0 - q0) * k..];
+                        // SAFETY: this task alone writes pixels q0..q1 in panels `panels`;
+                        // `cols` holds whole tiles.
+                        unsafe {
+                            self.tile(a, geometry, p, dst, t0 * out.c, out.c, MR.min(q1 - t0))
+                        };
+                    }
+                }
+            });
+        });
+    }
+
+    /// Copies the input rows that output rows `oy0..oy1` of image `img` read into `padded`,
+    /// with zeros for the padding and for the columns that whole tiles read past the edge.
+    /// Returns the block's row length in floats.
+    #[allow(clippy::too_many_arguments)]
+    fn pad_block(
+        &self,
+        input: &[f32],
+        shape: Shape4,
+        img: usize,
+        oy0: usize,
+        oy1: usize,
+        tiles: usize,
+        padded: &mut Vec<f32>,
+    ) -> usize {
+        let win = self.spec.window;
+        let c = shape.c;
+        let cols = (tiles * MR - 1) * win.stride_w + win.kw;
+        let rows = (oy1 - oy0 - 1) * win.stride_h + win.kh;
+        let row_len = cols * c;
+        padded.clear();
+        padded.resize(rows * row_len, 0.0);
+        // Input columns past `cols` are never read (strides that do not divide the width).
+        let copied = shape.w.min(cols.saturating_sub(win.pad_w)) * c;
+        for r in 0..rows {
+            let iy = (oy0 * win.stride_h + r) as isize - win.pad_h as isize;
+            if iy < 0 || iy >= shape.h as isize || copied == 0 {
+                continue;
+            }
+            let src = &input[shape.index(img, iy as usize, 0, 0)..][..copied];
+            let at = r * row_len + win.pad_w * c;
+            padded[at..at + copied].copy_from_slice(src);
+        }
+        row_len
+    }
+
+    /// Runs one tile of weight panel `p`: `pixels` output pixels from `a` (as `geometry` lays
+    /// them out) into `dst` at `at`, pixels `out_stride` floats apart.
+    ///
+    /// # Safety
+    /// `dst` points at the output; no other thread writes these pixels' channels of panel `p`.
+    /// `a` holds `MR` whole pixel windows.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile(
+        &self,
+        a: &[f32],
+        geometry: TileGeometry,
+        p: usize,
+        dst: OutPtr,
+        at: usize,
+        out_stride: usize,
+        pixels: usize,
+    ) {
+        let g = geometry;
+        debug_assert!(
+            a.len() >= (MR - 1) * g.px_stride + (g.kh - 1) * g.row_stride + g.window_row,
+            "tile reads past its block"
+        );
+        let k = self.spec.k_total();
+        let cols = NR.min(self.spec.out_c - p * NR);
+        let mask = if cols == NR {
+            u32::MAX
+        } else {
+            (1u32 << cols) - 1
+        };
+        microkernel(
+            a.as_ptr(),
+            g,
+            self.weights[p * k * 2..].as_ptr() as *const f32,
+            self.bias[p * 2..].as_ptr() as *const f32,
+            self.spec.relu,
+            dst.0.add(at + p * NR),
+            out_stride,
+            pixels,
+            mask,
+        );
+    }
+}
+
+/// Part `i` of `parts` nearly equal parts of `0..total`.
+fn share(total: usize, parts: usize, i: usize) -> std::ops::Range<usize> {
+    i * total / parts..(i + 1) * total / parts
+}
+
+/// Blocks per image: at least `min`, at most `most`, and if it can be, enough that the
+/// blocks of all `images` are a multiple of the threads, so that none waits for the last.
+fn even_blocks(images: usize, min: usize, most: usize) -> usize {
+    let threads = rayon::current_num_threads();
+    (min..=most)
+        .take(threads)
+        .find(|b| (images * b).is_multiple_of(threads))
+        .unwrap_or(min)
+}
+
+/// Where a tile's input values are: pixel windows `px_stride` floats apart, each `kh` rows
+/// `row_stride` apart of `window_row` contiguous values. In the padded block a window row's
+/// `kw` taps of `c` channels are contiguous, in the order the weights are packed, so one loop
+/// runs over them.
+#[derive(Clone, Copy)]
+struct TileGeometry {
+    px_stride: usize,
+    row_stride: usize,
+    kh: usize,
+    window_row: usize,
+}
+
+/// One tile: `MR` output pixels laid out as `geometry` says, by the `NR` channels of one
+/// weight panel; stores the first `pixels` of them, the channels in `mask`.
+///
+/// # Safety
+/// AVX-512F is available; `a` has `MR` pixels' windows readable; `b` is a 64-byte aligned panel of `kh * kw * c * NR` floats and
+/// `bias` 64-byte aligned `NR` floats; `out` has `pixels` rows `out_stride` apart with the
+/// masked channels writable.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn microkernel(
+    a: *const f32,
+    geometry: TileGeometry,
+    b: *const f32,
+    bias: *const f32,
+    relu: bool,
+    out: *mut f32,
+    out_stride: usize,
+    pixels: usize,
+    mask: u32,
+) {
+    let TileGeometry {
+        px_stride,
+        row_stride,
+        kh,
+        window_row,
+    } = geometry;
+    let mut acc = [_mm512_setzero_ps(); 2 * MR];
+    let mut bp = b;
+    for ky in 0..kh {
+        let ap = a.add(ky * row_stride);
+        for j in 0..window_row {
+            let b0 = _mm512_load_ps(bp);
+            let b1 = _mm512_load_ps(bp.add(16));
+            for i in 0..MR {
+                let av = _mm512_set1_ps(*ap.add(i * px_stride + j));
+                acc[2 * i] = _mm512_fmadd_ps(av, b0, acc[2 * i]);
+                acc[2 * i + 1] = _mm512_fmadd_ps(av, b1, acc[2 * i + 1]);
+            }
+            bp = bp.add(NR);
+        }
+    }
+    let bias0 = _mm512_load_ps(bias);
+    let bias1 = _mm512_load_ps(bias.add(16));
+    let zero = _mm512_setzero_ps();
+    let (m0, m1) = (mask as u16, (mask >> 16) as u16);
+    for i in 0..pixels {
+        let mut v0 = _mm512_add_ps(acc[2 * i], bias0);
+        let mut v1 = _mm512_add_ps(acc[2 * i + 1], bias1);
+        if relu {
+            v0 = _mm512_max_ps(v0, zero);
+            v1 = _mm512_max_ps(v1, zero);
+        }
+        let o = out.add(i * out_stride);
+        _mm512_mask_storeu_ps(o, m0, v0);
+        _mm512_mask_storeu_ps(o.add(16), m1, v1);
+    }
+}
