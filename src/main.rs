@@ -2,9 +2,8 @@
 
 mod cli;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use crosspool::gpu::{BackendChoice, GpuContext, GpuOptions};
+use crosspool::gpu::{BackendChoice, GpuOptions};
 use crosspool::model::{Arch, LayerKind, ModelWeights};
 use crosspool::shape::Shape4;
 use std::path::PathBuf;
@@ -30,8 +29,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the chosen adapter, its backend, features and limits.
-    Info,
+    /// Print the CPU backend (threads, convolution kernel), the chosen GPU adapter (its
+    /// backend, features and limits, or why none opens) and what `--device auto` picks.
+    Info {
+        /// Fail if no GPU adapter opens (software ones count).
+        #[arg(long)]
+        require_gpu: bool,
+    },
     /// Check a weights file and list the network's layers and their output shapes.
     ModelInfo {
         /// Safetensors weights file (see tools/ for converters).
@@ -114,10 +118,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             || std::env::var("CROSSPOOL_UNCHECKED_SHADERS").is_ok_and(|v| v == "1"),
     };
     match cli.command {
-        Command::Info => {
-            let ctx = GpuContext::new(&opts).context("opening the GPU")?;
-            print!("{}", ctx.report());
-        }
+        Command::Info { require_gpu } => cli::engine::info(&opts, require_gpu)?,
         Command::ModelInfo {
             weights,
             model,

@@ -17,8 +17,11 @@ fn photos() -> PathBuf {
 }
 
 #[test]
-fn info_names_the_adapter() {
-    let out = crosspool().arg("info").output().unwrap();
+fn info_names_the_adapter_and_the_cpu_backend() {
+    let out = crosspool()
+        .args(["info", "--require-gpu"])
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -29,6 +32,20 @@ fn info_names_the_adapter() {
         text.contains("adapter:") && text.contains("max storage binding size"),
         "{text}"
     );
+    assert!(
+        text.contains("CPU backend") && text.contains("threads:") && text.contains("conv:"),
+        "{text}"
+    );
+    assert!(text.contains("--device auto runs on: "), "{text}");
+    // A bad kernel name is refused with the accepted ones.
+    let out = crosspool()
+        .arg("info")
+        .env("CROSSPOOL_CPU_CONV", "fast")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("auto, avx512, gemm"), "{err}");
 }
 
 #[test]

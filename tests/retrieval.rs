@@ -11,7 +11,9 @@ use crosspool::model::Arch;
 use crosspool::output::{OutputFormat, Row, RowData, ShardWriter};
 use crosspool::pooling::{LocalWindow, Quantization};
 use crosspool::reference::quantize;
-use crosspool::retrieval::score::{score_codes, score_floats, select_channels};
+use crosspool::retrieval::score::{
+    score_codes, score_floats, score_index, score_index_parallel, select_channels,
+};
 use crosspool::retrieval::{IndexData, RetrievalIndex, Storage};
 use crosspool::store::settings::SETTINGS_VERSION;
 use crosspool::store::{ExtractSettings, NormPreset, Pooling};
@@ -172,10 +174,9 @@ fn scoring_rejects_bad_selections() {
     assert!(k.score(ctx, &gdb, &[0; 3], &[0], 1).is_err());
 }
 
-/// Writes two parts of an extraction (float features with guidance means; one failed
-/// image) as `crosspool extract` does.
-fn fake_extraction(dir: &Path, rows: usize, cols: usize) -> Vec<(String, Vec<f32>, Vec<f32>)> {
-    let settings = ExtractSettings {
+/// The settings of a VGG16 cross-layer extraction with `rows` x `cols` features.
+fn settings(rows: usize, cols: usize) -> ExtractSettings {
+    ExtractSettings {
         version: SETTINGS_VERSION,
         arch: Arch::Vgg16,
         weights: "/nowhere/vgg16.safetensors".into(),
@@ -191,7 +192,53 @@ fn fake_extraction(dir: &Path, rows: usize, cols: usize) -> Vec<(String, Vec<f32
         format: OutputFormat::F32,
         feature_rows: rows,
         feature_cols: cols,
+    }
+}
+
+/// The CPU backend's scoring on all cores against the sequential reference: codes of both
+/// kinds and floats, 600 images (three blocks of 256 images, the last partial), three
+/// queries with their own channels. Integer and f64 sums per image: exactly equal.
+#[test]
+fn parallel_cpu_scores_equal_the_reference() {
+    let (images, rows, cols, nq, ksel) = (600, 7, 45, 3, 4);
+    let sel = selections(nq, rows, ksel, 31);
+    let index = |data| RetrievalIndex {
+        rows,
+        cols,
+        data,
+        guide_mean: None,
+        paths: (0..images).map(|i| format!("img{i}.jpg")).collect(),
+        settings: settings(rows, cols),
     };
+    let db = features(images * rows * cols, 32);
+    let queries = features(nq * rows * cols, 33);
+    for q in [Quantization::Bits1, Quantization::Sign2] {
+        let codes = |v: &[f32]| -> Vec<u32> {
+            v.chunks(rows * cols)
+                .flat_map(|img| quantize(img, cols, q))
+                .collect()
+        };
+        let idx = index(IndexData::Codes {
+            format: q,
+            words_per_row: q.words_per_row(cols),
+            words: codes(&db),
+        });
+        let qc = codes(&queries);
+        let want = score_index(&idx, &qc, &sel, ksel);
+        assert_eq!(want.len(), nq * images);
+        assert_eq!(score_index_parallel(&idx, &qc, &sel, ksel), want, "{q:?}");
+    }
+    let idx = index(IndexData::Floats(db));
+    let qf: &[u32] = bytemuck::cast_slice(&queries);
+    let want = score_index(&idx, qf, &sel, ksel);
+    assert!(want.iter().any(|&s| s != 0.0));
+    assert_eq!(score_index_parallel(&idx, qf, &sel, ksel), want, "floats");
+}
+
+/// Writes two parts of an extraction (float features with guidance means; one failed
+/// image) as `crosspool extract` does.
+fn fake_extraction(dir: &Path, rows: usize, cols: usize) -> Vec<(String, Vec<f32>, Vec<f32>)> {
+    let settings = settings(rows, cols);
     let mut kept = Vec::new();
     for (part, prefix) in ["part0of2-", "part1of2-"].iter().enumerate() {
         let (mut w, _) = ShardWriter::open(dir, prefix, &settings, 2, false).unwrap();
@@ -383,7 +430,7 @@ fn real_photos_retrieve_their_transformed_copies() {
         "none",
     ]);
 
-    let bits = eval(&d.0.join("bits"), &gt, &["-k", "50"]);
+    let bits = eval(&d.0.join("bits"), &gt, &["-k", "50", "--device", "gpu"]);
     assert_eq!(bits["kind"], "bits1");
     assert_eq!(num(&bits, "images"), 37.0);
     assert_eq!(num(&bits, "channels"), 50.0);
@@ -408,8 +455,12 @@ fn real_photos_retrieve_their_transformed_copies() {
         assert_eq!(num(r, "recall_at_1"), 1.0, "{r}");
     }
 
-    // The GPU kernel and the CPU reference agree on every query's AP.
-    let cpu = eval(&d.0.join("bits"), &gt, &["-k", "50", "--cpu"]);
+    // The GPU kernel and the CPU backend agree on every query's AP.
+    let cpu = eval(&d.0.join("bits"), &gt, &["-k", "50", "--device", "cpu"]);
+    assert!(
+        cpu["device"].as_str().unwrap().starts_with("CPU backend"),
+        "{cpu}"
+    );
     assert_eq!(cpu["per_query"], bits["per_query"]);
 
     // Control: the same rankings against the wrong scenes score low.
@@ -418,9 +469,12 @@ fn real_photos_retrieve_their_transformed_copies() {
     assert!(num(&wrong, "map") < 0.3, "{wrong}");
 
     // A query image from outside the index finds its scene first.
+    // (Queries extracted on the GPU adapter, as the index was: see the PCA note above.)
     let out = crosspool(&[
         "search",
         "--json",
+        "--device",
+        "gpu",
         "--index",
         &p("bits"),
         "--top",
@@ -485,13 +539,56 @@ fn spoc_baseline_through_the_cli() {
     assert_eq!(summary["rows"], 1);
     assert_eq!(summary["cols"], 256);
     assert_eq!(summary["channel_selection"], false);
-    let r = eval(&d.0.join("db"), &gt, &[]);
+    let r = eval(&d.0.join("db"), &gt, &["--device", "gpu"]);
     assert_eq!(num(&r, "channels"), 1.0);
     let map = num(&r, "map");
     assert!((0.0..=1.0).contains(&map), "{r}");
-    // GPU and CPU reference agree on every query.
+    // GPU and CPU backend agree on every query (`--cpu` is the older spelling of
+    // `--device cpu`).
     let cpu = eval(&d.0.join("db"), &gt, &["--cpu"]);
+    assert!(
+        cpu["device"].as_str().unwrap().starts_with("CPU backend"),
+        "{cpu}"
+    );
     assert_eq!(cpu["per_query"], r["per_query"]);
+    // Search extracts its query and scores on either device, with the same ranking; the
+    // scores are cosines of features both backends compute to about 1e-6 of the reference
+    // (tests/golden.rs), so they agree to 1e-5.
+    let search_on = |device: &str| -> serde_json::Value {
+        let out = crosspool(&[
+            "search",
+            "--json",
+            "--device",
+            device,
+            "--index",
+            &p("db"),
+            "--top",
+            "3",
+            "--query",
+            set.join("coins.jpg").to_str().unwrap(),
+        ]);
+        serde_json::from_str(out.lines().next().unwrap()).unwrap()
+    };
+    let (on_gpu, on_cpu) = (search_on("gpu"), search_on("cpu"));
+    assert!(
+        on_cpu["device"]
+            .as_str()
+            .unwrap()
+            .starts_with("CPU backend"),
+        "{on_cpu}"
+    );
+    for (g, c) in on_gpu["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(on_cpu["results"].as_array().unwrap())
+    {
+        assert_eq!(g["path"], c["path"], "{on_gpu} vs {on_cpu}");
+        assert!(
+            (num(g, "score") - num(c, "score")).abs() <= 1e-5,
+            "{on_gpu} vs {on_cpu}"
+        );
+    }
     // No layer t+1 here: asking for k channels is an error that says why.
     let out = Command::new(env!("CARGO_BIN_EXE_crosspool"))
         .args([

@@ -1,7 +1,7 @@
 //! `--device`: where a command computes, and the feature extractor on it.
 
 use anyhow::Context;
-use crosspool::cpu::CpuBackend;
+use crosspool::cpu::{ConvKernel, CpuBackend};
 use crosspool::extract::{BatchRunner, CpuRunner, ExtractConfig, GpuRunner};
 use crosspool::features::FeatureSpec;
 use crosspool::gpu::{GpuContext, GpuOptions};
@@ -32,6 +32,8 @@ pub enum Engine {
 impl Engine {
     /// Opens `device`.
     pub fn open(device: Device, opts: &GpuOptions) -> anyhow::Result<Self> {
+        // A bad CROSSPOOL_CPU_CONV fails here, before any work, whichever device runs.
+        ConvKernel::from_env()?;
         match device {
             Device::Cpu => Ok(Engine::Cpu),
             Device::Gpu => Ok(Engine::Gpu(Box::new(
@@ -50,7 +52,7 @@ impl Engine {
     pub fn describe(&self) -> String {
         match self {
             Engine::Gpu(ctx) => ctx.describe(),
-            Engine::Cpu => format!("CPU backend, {} threads", rayon::current_num_threads()),
+            Engine::Cpu => cpu_description(),
         }
     }
 
@@ -66,11 +68,76 @@ impl Engine {
                 let ctx: &GpuContext = ctx;
                 DeviceExtractor::Gpu(ctx, Box::new(Extractor::new(ctx, weights, spec, pca)?))
             }
-            Engine::Cpu => {
-                DeviceExtractor::Cpu(Box::new(Extractor::new(&CpuBackend, weights, spec, pca)?))
-            }
+            Engine::Cpu => DeviceExtractor::Cpu(Box::new(Extractor::new(
+                &CpuBackend::new(),
+                weights,
+                spec,
+                pca,
+            )?)),
         })
     }
+}
+
+/// The CPU backend in words: threads and convolution kernel.
+pub fn cpu_description() -> String {
+    let kernel = ConvKernel::from_env().unwrap_or_else(|_| ConvKernel::detected());
+    format!(
+        "CPU backend, {} threads, {} convolutions",
+        rayon::current_num_threads(),
+        kernel.name()
+    )
+}
+
+/// `crosspool info`: the CPU backend, the GPU adapter (or why none opens), and what
+/// `--device auto` picks. With `require_gpu`, an error if no adapter opens.
+pub fn info(opts: &GpuOptions, require_gpu: bool) -> anyhow::Result<()> {
+    println!("CPU backend");
+    if let Some(model) = cpu_model() {
+        println!("cpu:        {model}");
+    }
+    println!("threads:    {}", rayon::current_num_threads());
+    let kernel = ConvKernel::from_env()?;
+    println!(
+        "conv:       {} (CROSSPOOL_CPU_CONV=auto|avx512|gemm; this CPU runs {})",
+        kernel.name(),
+        [ConvKernel::Avx512, ConvKernel::Gemm]
+            .iter()
+            .filter(|k| k.is_available())
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!();
+    println!("GPU");
+    let auto = match GpuContext::new(opts) {
+        Ok(ctx) => {
+            print!("{}", ctx.report());
+            if ctx.info.device_type == wgpu::DeviceType::Cpu {
+                "cpu (the only adapter is a software one)"
+            } else {
+                "gpu"
+            }
+        }
+        Err(e) => {
+            println!("none opens: {e:#}");
+            if require_gpu {
+                return Err(anyhow::Error::new(e).context("opening the GPU"));
+            }
+            "cpu (no GPU adapter opens)"
+        }
+    };
+    println!();
+    println!("--device auto runs on: {auto}");
+    Ok(())
+}
+
+/// The CPU's model name, where the OS says it (Linux).
+fn cpu_model() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    text.lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
 }
 
 /// A feature extractor on the GPU or the CPU backend.
@@ -86,7 +153,7 @@ impl DeviceExtractor<'_> {
     pub fn feature_shape(&self, size: usize) -> anyhow::Result<(usize, usize)> {
         Ok(match self {
             DeviceExtractor::Gpu(ctx, ex) => ex.feature_shape(*ctx, size)?,
-            DeviceExtractor::Cpu(ex) => ex.feature_shape(&CpuBackend, size)?,
+            DeviceExtractor::Cpu(ex) => ex.feature_shape(&CpuBackend::new(), size)?,
         })
     }
 

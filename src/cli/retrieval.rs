@@ -1,17 +1,17 @@
 //! `crosspool index`, `crosspool search` and `crosspool eval`: retrieval over extracted
 //! features with the paper's eq. 3.
 
+use super::engine::{Device, Engine};
 use anyhow::Context;
 use crosspool::extract::{self, ExtractConfig};
-use crosspool::gpu::{GpuContext, GpuOptions, ScoreKernel};
+use crosspool::gpu::{GpuContext, GpuDatabase, GpuOptions, ScoreKernel};
 use crosspool::input::{DecodeLimits, DecodeOptions};
 use crosspool::model::ModelWeights;
 use crosspool::output::{OutputFormat, Row, RowData};
 use crosspool::pca::Pca;
-use crosspool::pipeline::Extractor;
 use crosspool::pooling::Quantization;
 use crosspool::retrieval::eval::{average_precision, hit_at_1, load_ground_truth};
-use crosspool::retrieval::score::{rank, score_index, select_channels};
+use crosspool::retrieval::score::{rank, score_index_parallel, select_channels};
 use crosspool::retrieval::{RetrievalIndex, Storage};
 use std::path::PathBuf;
 
@@ -70,6 +70,9 @@ pub struct ScoreArgs {
     /// in the query, or `all` [default: 50 for cross-layer indexes, all otherwise].
     #[arg(short = 'k', long = "channels", value_parser = parse_channels)]
     channels: Option<Channels>,
+    /// Where queries are extracted and scored (see `extract --device`).
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    device: Device,
     /// Print results as JSON.
     #[arg(long)]
     json: bool,
@@ -100,9 +103,35 @@ pub struct EvalArgs {
     /// names are index paths or their trailing components.
     #[arg(long)]
     ground_truth: PathBuf,
-    /// Score on the CPU reference instead of the GPU.
-    #[arg(long)]
+    /// Same as --device cpu (kept for scripts written before --device).
+    #[arg(long, hide = true)]
     cpu: bool,
+}
+
+/// Eq. 3 against every image of an index, on the GPU scoring kernel (index uploaded once) or
+/// on the CPU's cores. The scores are the same integers (codes) or f64 sums (floats) on both.
+enum Scorer<'a> {
+    Gpu(&'a GpuContext, Box<(GpuDatabase, ScoreKernel)>),
+    Cpu(&'a RetrievalIndex),
+}
+
+impl<'a> Scorer<'a> {
+    fn new(engine: &'a Engine, index: &'a RetrievalIndex) -> anyhow::Result<Self> {
+        Ok(match engine {
+            Engine::Gpu(ctx) => {
+                Scorer::Gpu(ctx, Box::new((index.upload(ctx)?, ScoreKernel::new(ctx)?)))
+            }
+            Engine::Cpu => Scorer::Cpu(index),
+        })
+    }
+
+    /// `[q][images]` scores of `queries` (`[q][rows][row_len]`) over the channels `sel`.
+    fn score(&self, queries: &[u32], sel: &[u32], ksel: usize) -> anyhow::Result<Vec<f32>> {
+        Ok(match self {
+            Scorer::Gpu(ctx, gpu) => gpu.1.score(ctx, &gpu.0, queries, sel, ksel)?,
+            Scorer::Cpu(index) => score_index_parallel(index, queries, sel, ksel),
+        })
+    }
 }
 
 /// Runs `index`; returns the number of images left out because their values are corrupt.
@@ -212,8 +241,8 @@ pub fn run_search(opts: &GpuOptions, a: SearchArgs) -> anyhow::Result<usize> {
         .as_deref()
         .map(|p| Pca::load(std::path::Path::new(p)))
         .transpose()?;
-    let ctx = GpuContext::new(opts).context("opening the GPU")?;
-    let extractor = Extractor::new(&ctx, &weights, spec, pca.as_ref())?;
+    let engine = Engine::open(a.score.device, opts)?;
+    let extractor = engine.extractor(&weights, spec, pca.as_ref())?;
     let cfg = ExtractConfig {
         size: recipe.size,
         batch: a.query.len().clamp(1, 8),
@@ -223,9 +252,9 @@ pub fn run_search(opts: &GpuOptions, a: SearchArgs) -> anyhow::Result<usize> {
             limits: DecodeLimits::default(),
         },
     };
-    let rows = extract::run(
-        &ctx,
-        &extractor,
+    let mut runner = extractor.runner(&cfg)?;
+    let rows = extract::run_on(
+        runner.as_mut(),
         weights.preprocess,
         a.query.clone(),
         Vec::new(),
@@ -267,8 +296,11 @@ pub fn run_search(opts: &GpuOptions, a: SearchArgs) -> anyhow::Result<usize> {
         return Ok(failed);
     }
     let (sel, ksel) = selections(&index, &guide, a.score.channels)?;
-    let db = index.upload(&ctx)?;
-    let scores = ScoreKernel::new(&ctx)?.score(&ctx, &db, &codes, &sel, ksel)?;
+    let scores = Scorer::new(&engine, &index)?.score(&codes, &sel, ksel)?;
+    let device = engine.describe();
+    if !a.score.json {
+        eprintln!("search: queries extracted and scored on {device}");
+    }
     for (q, name) in names.iter().enumerate() {
         let s = &scores[q * index.len()..(q + 1) * index.len()];
         let top = rank(s, a.top, None);
@@ -279,7 +311,7 @@ pub fn run_search(opts: &GpuOptions, a: SearchArgs) -> anyhow::Result<usize> {
                 .collect();
             println!(
                 "{}",
-                serde_json::json!({"query": name, "channels": ksel, "results": hits})
+                serde_json::json!({"query": name, "channels": ksel, "device": device, "results": hits})
             );
         } else {
             println!("{name}");
@@ -309,20 +341,14 @@ pub fn run_eval(opts: &GpuOptions, a: EvalArgs) -> anyhow::Result<()> {
         guide.push(index.guide_mean_of(t.query).map(<[f32]>::to_vec));
     }
     let (sel, ksel) = selections(&index, &guide, a.score.channels)?;
-    let (scores, seconds, device) = if a.cpu {
-        let t = std::time::Instant::now();
-        let s = score_index(&index, &queries, &sel, ksel);
-        (s, t.elapsed().as_secs_f64(), "CPU reference".to_string())
-    } else {
-        let ctx = GpuContext::new(opts).context("opening the GPU")?;
-        let db = index.upload(&ctx)?;
-        let kernel = ScoreKernel::new(&ctx)?;
-        // Untimed first pass: pipeline compilation and first-touch allocation.
-        kernel.score(&ctx, &db, &queries[..per], &sel[..ksel], ksel)?;
-        let t = std::time::Instant::now();
-        let s = kernel.score(&ctx, &db, &queries, &sel, ksel)?;
-        (s, t.elapsed().as_secs_f64(), ctx.describe())
-    };
+    let device = if a.cpu { Device::Cpu } else { a.score.device };
+    let engine = Engine::open(device, opts)?;
+    let scorer = Scorer::new(&engine, &index)?;
+    // Untimed first pass: pipeline compilation and first-touch allocation.
+    scorer.score(&queries[..per], &sel[..ksel], ksel)?;
+    let t = std::time::Instant::now();
+    let scores = scorer.score(&queries, &sel, ksel)?;
+    let (seconds, device) = (t.elapsed().as_secs_f64(), engine.describe());
     let n = index.len();
     let (mut ap_sum, mut hits) = (0.0, 0usize);
     let mut per_query = Vec::new();

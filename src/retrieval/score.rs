@@ -61,18 +61,27 @@ pub fn score_codes(
     format: Quantization,
     cols: usize,
 ) -> Vec<f32> {
-    let per = rows * words_per_row;
-    db.chunks_exact(per)
-        .map(|img| {
-            selected
-                .iter()
-                .map(|&k| {
-                    let r = k as usize * words_per_row..(k as usize + 1) * words_per_row;
-                    code_row_dot(&query[r.clone()], &img[r], format, cols)
-                })
-                .sum::<i64>() as f32
-        })
+    db.chunks_exact(rows * words_per_row)
+        .map(|img| score_code_image(query, img, words_per_row, selected, format, cols))
         .collect()
+}
+
+/// Eq. 3 of `query` against one image's codes `img` (both `[rows][words_per_row]`).
+fn score_code_image(
+    query: &[u32],
+    img: &[u32],
+    words_per_row: usize,
+    selected: &[u32],
+    format: Quantization,
+    cols: usize,
+) -> f32 {
+    selected
+        .iter()
+        .map(|&k| {
+            let r = k as usize * words_per_row..(k as usize + 1) * words_per_row;
+            code_row_dot(&query[r.clone()], &img[r], format, cols)
+        })
+        .sum::<i64>() as f32
 }
 
 /// Eq. 3 on float features (`[rows][cols]` per image), accumulated in f64; over all rows of
@@ -85,20 +94,23 @@ pub fn score_floats(
     selected: &[u32],
 ) -> Vec<f32> {
     db.chunks_exact(rows * cols)
-        .map(|img| {
-            selected
-                .iter()
-                .map(|&k| {
-                    let r = k as usize * cols..(k as usize + 1) * cols;
-                    query[r.clone()]
-                        .iter()
-                        .zip(&img[r])
-                        .map(|(a, b)| *a as f64 * *b as f64)
-                        .sum::<f64>()
-                })
-                .sum::<f64>() as f32
-        })
+        .map(|img| score_float_image(query, img, cols, selected))
         .collect()
+}
+
+/// Eq. 3 of `query` against one image's features `img` (both `[rows][cols]`), in f64.
+fn score_float_image(query: &[f32], img: &[f32], cols: usize, selected: &[u32]) -> f32 {
+    selected
+        .iter()
+        .map(|&k| {
+            let r = k as usize * cols..(k as usize + 1) * cols;
+            query[r.clone()]
+                .iter()
+                .zip(&img[r])
+                .map(|(a, b)| *a as f64 * *b as f64)
+                .sum::<f64>()
+        })
+        .sum::<f64>() as f32
 }
 
 /// Eq. 3 of every query against every image of `index`: `queries` is `[q][rows][row_len]`
@@ -123,6 +135,72 @@ pub fn score_index(
                 score_floats(bytemuck::cast_slice(q), v, index.rows, index.cols, s)
             }
         });
+    }
+    out
+}
+
+/// [`score_index`] on all cores (the CPU backend's scoring): the same sums, so the same
+/// scores, with the images shared among rayon's threads.
+pub fn score_index_parallel(
+    index: &RetrievalIndex,
+    queries: &[u32],
+    selected: &[u32],
+    ksel: usize,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let per = index.rows * index.row_len();
+    let n = index.len();
+    let nq = queries.len().checked_div(per).unwrap_or(0);
+    let mut out = vec![0.0f32; nq * n];
+    if n == 0 {
+        return out;
+    }
+    // Blocks of images, each scored against every query while its rows are in cache.
+    const BLOCK: usize = 256;
+    let mut blocks: Vec<(usize, Vec<f32>)> = (0..n)
+        .step_by(BLOCK)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|i0| {
+            let images = i0..(i0 + BLOCK).min(n);
+            let mut scores = Vec::with_capacity(nq * images.len());
+            for (q, s) in queries
+                .chunks(per)
+                .zip(selected.chunks(ksel.max(1)))
+                .take(nq)
+            {
+                for i in images.clone() {
+                    scores.push(match &index.data {
+                        IndexData::Codes {
+                            format,
+                            words_per_row,
+                            words,
+                        } => score_code_image(
+                            q,
+                            &words[i * per..(i + 1) * per],
+                            *words_per_row,
+                            s,
+                            *format,
+                            index.cols,
+                        ),
+                        IndexData::Floats(v) => score_float_image(
+                            bytemuck::cast_slice(q),
+                            &v[i * per..(i + 1) * per],
+                            index.cols,
+                            s,
+                        ),
+                    });
+                }
+            }
+            (i0, scores)
+        })
+        .collect();
+    blocks.sort_unstable_by_key(|b| b.0);
+    for (i0, scores) in blocks {
+        let len = scores.len() / nq.max(1);
+        for q in 0..nq {
+            out[q * n + i0..q * n + i0 + len].copy_from_slice(&scores[q * len..(q + 1) * len]);
+        }
     }
     out
 }
