@@ -3,7 +3,9 @@
 //! kernel, batches), on shapes that split into several im2col bands, and on shapes that take
 //! each of the AVX-512 kernel's paths (tiles along rows with a partial last tile, several row
 //! blocks, channel panels split across tasks, narrow outputs through unfolded blocks), with
-//! the same f32 rounding bound. Every kernel this CPU runs is tested; with
+//! the same f32 rounding bound; and the Winograd kernel on 3x3 layers (odd sizes, padding 0 to
+//! 2, bands of tile rows, narrow outputs) with its own derived bound. Every kernel this CPU
+//! runs is tested; with
 //! `CROSSPOOL_REQUIRE_AVX512=1` (as CI sets) a CPU without AVX-512F fails instead of testing
 //! only the portable kernel.
 
@@ -11,7 +13,7 @@ mod common;
 
 use common::{assert_reduction_close, random};
 use crosspool::cpu::{ConvKernel, CpuConv2d};
-use crosspool::reference;
+use crosspool::reference::{self, Reduced};
 use crosspool::shape::{Conv2dSpec, Shape4, Window2d};
 use crosspool::weights::Conv2dWeights;
 
@@ -26,9 +28,113 @@ fn kernels() -> Vec<ConvKernel> {
     }
     let mut k = vec![ConvKernel::Gemm];
     if avx512 {
-        k.push(ConvKernel::Avx512);
+        k.extend([ConvKernel::Avx512, ConvKernel::Winograd]);
     }
     k
+}
+
+/// Bᵀ, G and Aᵀ of Winograd F(2x2, 3x3), as absolute values.
+const BT_ABS: [[f64; 4]; 4] = [
+    [1.0, 0.0, 1.0, 0.0],
+    [0.0, 1.0, 1.0, 0.0],
+    [0.0, 1.0, 1.0, 0.0],
+    [0.0, 1.0, 0.0, 1.0],
+];
+const G_ABS: [[f64; 3]; 4] = [
+    [1.0, 0.0, 0.0],
+    [0.5, 0.5, 0.5],
+    [0.5, 0.5, 0.5],
+    [0.0, 0.0, 1.0],
+];
+const AT_ABS: [[f64; 4]; 2] = [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0]];
+
+/// The scale of the Winograd kernel's rounding error at each output: the computation with
+/// every transform, weight and input replaced by its absolute value (plus |bias|). Each term
+/// of an output passes through at most `in_c + 8` roundings (two in the input transform, one
+/// in the f64-exact weight transform, `in_c` in the product and the sum over channels with
+/// fused multiply-adds, four in the output transform, one adding the bias), so the error is
+/// at most `gamma(in_c + 8)` times this (Higham, Lemma 3.3 and §3.1).
+#[allow(clippy::needless_range_loop)] // the transforms' index notation
+fn winograd_magnitude(x: &[f32], shape: Shape4, w: &Conv2dWeights) -> Vec<f32> {
+    let s = w.spec;
+    let out = s.output_shape(shape).unwrap();
+    let (c, n, pad) = (s.in_c, s.out_c, s.window.pad_h as isize);
+    // Ũ[ξ][o][i] = (|G| |g| |G|ᵀ)[ξ]
+    let mut u = vec![0.0f64; 16 * n * c];
+    for o in 0..n {
+        for i in 0..c {
+            for a in 0..4 {
+                for b in 0..4 {
+                    let mut v = 0.0;
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            v += G_ABS[a][ky] * (w.at(o, i, ky, kx) as f64).abs() * G_ABS[b][kx];
+                        }
+                    }
+                    u[((a * 4 + b) * n + o) * c + i] = v;
+                }
+            }
+        }
+    }
+    let at = |img: usize, y: isize, xx: isize, ch: usize| -> f64 {
+        if y < 0 || xx < 0 || y >= shape.h as isize || xx >= shape.w as isize {
+            0.0
+        } else {
+            (x[shape.index(img, y as usize, xx as usize, ch)] as f64).abs()
+        }
+    };
+    let mut mag = vec![0.0f32; out.len()];
+    for img in 0..out.n {
+        for tr in 0..out.h.div_ceil(2) {
+            for tc in 0..out.w.div_ceil(2) {
+                // Ṽ[ξ][i] = (|Bᵀ| |d| |B|)[ξ] for this tile's patch.
+                let mut v = vec![0.0f64; 16 * c];
+                for i in 0..c {
+                    for a in 0..4 {
+                        for b in 0..4 {
+                            let mut t = 0.0;
+                            for dy in 0..4 {
+                                for dx in 0..4 {
+                                    let d = at(
+                                        img,
+                                        2 * tr as isize - pad + dy as isize,
+                                        2 * tc as isize - pad + dx as isize,
+                                        i,
+                                    );
+                                    t += BT_ABS[a][dy] * d * BT_ABS[b][dx];
+                                }
+                            }
+                            v[(a * 4 + b) * c + i] = t;
+                        }
+                    }
+                }
+                for o in 0..n {
+                    let mut m = [0.0f64; 16];
+                    for (xi, mx) in m.iter_mut().enumerate() {
+                        *mx = (0..c)
+                            .map(|i| u[(xi * n + o) * c + i] * v[xi * c + i])
+                            .sum();
+                    }
+                    for dy in 0..2 {
+                        for dx in 0..2 {
+                            let (oy, ox) = (2 * tr + dy, 2 * tc + dx);
+                            if oy >= out.h || ox >= out.w {
+                                continue;
+                            }
+                            let mut y = (w.bias[o] as f64).abs();
+                            for a in 0..4 {
+                                for b in 0..4 {
+                                    y += AT_ABS[dy][a] * AT_ABS[dx][b] * m[a * 4 + b];
+                                }
+                            }
+                            mag[out.index(img, oy, ox, o)] = y as f32;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    mag
 }
 
 fn check(input: Shape4, spec: Conv2dSpec, seed: u64, what: &str) {
@@ -42,11 +148,27 @@ fn check(input: Shape4, spec: Conv2dSpec, seed: u64, what: &str) {
     let (out_shape, want) = reference::conv2d(&x, input, &w).unwrap();
     for kernel in kernels() {
         let layer = CpuConv2d::with_kernel(&w, kernel).unwrap();
-        assert_eq!(layer.kernel(), kernel);
         let mut got = vec![f32::NAN; out_shape.len()];
         assert_eq!(layer.run(&x, input, &mut got).unwrap(), out_shape);
-        let what = format!("{what} ({})", kernel.name());
-        assert_reduction_close(&got, &want, spec.k_total() + 1, &what);
+        let what = format!("{what} ({})", layer.kernel().name());
+        if layer.kernel() == ConvKernel::Winograd {
+            let bound = Reduced {
+                values: want.values.clone(),
+                magnitude: winograd_magnitude(&x, input, &w),
+            };
+            assert_reduction_close(&got, &bound, spec.in_c + 8, &what);
+        } else {
+            // Winograd runs only 3x3 stride-1 layers with whole vectors of input channels.
+            let winograd_suits = (spec.window.kh, spec.window.kw) == (3, 3)
+                && (spec.window.stride_h, spec.window.stride_w) == (1, 1)
+                && spec.in_c.is_multiple_of(16);
+            let direct = kernel == ConvKernel::Winograd && !winograd_suits;
+            assert!(
+                layer.kernel() == kernel || direct,
+                "{what}: asked for {kernel:?}"
+            );
+            assert_reduction_close(&got, &want, spec.k_total() + 1, &what);
+        }
     }
 }
 
@@ -180,13 +302,65 @@ fn row_tiles_blocks_and_panels() {
 }
 
 #[test]
+fn winograd_tiles_bands_and_edges() {
+    // 3x3 stride-1 layers: odd output sizes (a half tile at the bottom and right), padding 0,
+    // 1 and 2, 16 to 512 input channels, output channels that end mid-panel, outputs narrower
+    // than a microkernel's 14 tiles (bands of several tile rows), several bands per image,
+    // and a single image whose panels split across tasks.
+    let cases = [
+        (
+            Shape4::new(2, 9, 11, 16),
+            conv(16, 17, Window2d::square(3, 1, 1), true),
+            "9x11, 17 out",
+        ),
+        (
+            Shape4::new(1, 8, 8, 32),
+            conv(32, 40, Window2d::square(3, 1, 0), false),
+            "pad 0",
+        ),
+        (
+            Shape4::new(1, 5, 7, 16),
+            conv(16, 8, Window2d::square(3, 1, 2), true),
+            "pad 2",
+        ),
+        (
+            Shape4::new(1, 7, 7, 512),
+            conv(512, 70, Window2d::square(3, 1, 1), true),
+            "7x7, 512 in",
+        ),
+        (
+            Shape4::new(3, 30, 6, 48),
+            conv(48, 33, Window2d::square(3, 1, 1), false),
+            "narrow",
+        ),
+        (
+            Shape4::new(1, 56, 57, 64),
+            conv(64, 64, Window2d::square(3, 1, 1), true),
+            "bands",
+        ),
+        (
+            Shape4::new(1, 14, 14, 128),
+            conv(128, 256, Window2d::square(3, 1, 1), true),
+            "split panels",
+        ),
+        (
+            Shape4::new(1, 1, 1, 16),
+            conv(16, 5, Window2d::square(3, 1, 1), true),
+            "1x1 image",
+        ),
+    ];
+    for (seed, (input, spec, what)) in cases.into_iter().enumerate() {
+        check(input, spec, 300 + seed as u64 * 10, what);
+    }
+}
+
+#[test]
 fn unavailable_kernels_are_errors() {
     let spec = conv(3, 4, Window2d::square(3, 1, 1), false);
     let w = Conv2dWeights::new(spec, random(spec.weight_len(), 1), random(4, 2)).unwrap();
-    assert_eq!(
-        CpuConv2d::with_kernel(&w, ConvKernel::Avx512).is_ok(),
-        ConvKernel::Avx512.is_available()
-    );
+    for k in [ConvKernel::Avx512, ConvKernel::Winograd] {
+        assert_eq!(CpuConv2d::with_kernel(&w, k).is_ok(), k.is_available());
+    }
     assert!(CpuConv2d::with_kernel(&w, ConvKernel::Gemm).is_ok());
 }
 

@@ -1,5 +1,5 @@
-//! The GPU forward pass, the CPU backend's (its default convolution kernel, and the portable
-//! one) and the CPU reference against activations computed by torchvision's own VGG16, VGG19
+//! The GPU forward pass, the CPU backend's (with each convolution kernel this CPU runs) and
+//! the CPU reference against activations computed by torchvision's own VGG16, VGG19
 //! and AlexNet modules in float64 (tests/golden, written by tools/make_golden.py with seeded
 //! weights that `common::seeded_weights_file` regenerates).
 
@@ -28,7 +28,7 @@ const REF_TOL: f64 = 2e-7;
 
 /// The CPU backend's convolution kernels this CPU runs (see tests/cpu_conv.rs).
 fn cpu_kernels() -> Vec<ConvKernel> {
-    [ConvKernel::Avx512, ConvKernel::Gemm]
+    [ConvKernel::Winograd, ConvKernel::Avx512, ConvKernel::Gemm]
         .into_iter()
         .filter(|k| k.is_available())
         .collect()
@@ -78,18 +78,14 @@ fn check_upto(arch: Arch, file: &str, last: Option<&str>) {
         .map(|t| (t.shape, t.download(ctx).unwrap()))
         .collect();
     let cpu = reference::network_forward(&weights, &input, shape, &wanted).unwrap();
-    let mut backends = vec![("gpu", gpu_outs)];
+    let mut backends = vec![("gpu".to_string(), gpu_outs)];
     for kernel in cpu_kernels() {
         let backend = CpuBackend::with_conv_kernel(kernel);
         let net = Network::new(&backend, &weights).unwrap();
         let ws = net.workspace(&backend, shape, &wanted).unwrap();
         let x = HostTensor::from_values(input.clone(), shape).unwrap();
         let outs = net.forward(&backend, &x, &ws).unwrap();
-        let label = if kernel == ConvKernel::Avx512 {
-            "cpu avx512"
-        } else {
-            "cpu gemm"
-        };
+        let label = format!("cpu {}", kernel.name());
         backends.push((label, outs.iter().map(|t| (t.shape, t.values())).collect()));
     }
 

@@ -5,12 +5,44 @@ torch, torchvision and matplotlib; the crosspool binary must be built (cargo bui
 
     python3 tools/bench_compare.py --tag h100 --batches 1 8 32
     python3 tools/bench_compare.py --tag lavapipe --batches 1 4 --iters 3 --warmup 1
+    python3 tools/bench_compare.py --device cpu --tag cpu --batches 1 8 --rounds 3 --compile
+
+With --device cpu, crosspool runs on its CPU backend and PyTorch on the CPU, both on --threads
+threads (default: all cores), and crosspool's portable convolution kernel
+(CROSSPOOL_CPU_CONV=gemm, the backend before its AVX-512 kernel) is timed too, as "before".
+--rounds R times every implementation R times, alternating, and keeps the median of the R
+results (each itself the median of --iters batches): shared machines drift by several percent.
 """
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
+
+
+def crosspool_row(args, batch, label, extra, env):
+    common = ["--model", args.model, "--size", str(args.size), "--batch", str(batch), "--iters",
+              str(args.iters), "--warmup", str(args.warmup), "--device", args.device, "--json"]
+    r = json.loads(subprocess.run([args.crosspool, "bench", *extra, *common], check=True, env=env,
+                                  capture_output=True, text=True).stdout)
+    return [{"impl": label, "batch": batch, "images_per_second": r["images_per_second"],
+             "gflops": r["gflops"], "device": r["device"]}]
+
+
+def torch_rows(args, batch, here):
+    cmd = [sys.executable, os.path.join(here, "bench_torch.py"), "--model", args.model, "--size",
+           str(args.size), "--batch", str(batch), "--iters", str(args.iters), "--warmup",
+           str(args.warmup), "--json"]
+    if args.device == "cpu":
+        cmd += ["--device", "cpu", "--threads", str(args.threads)]
+        if args.compile:
+            cmd.append("--compile")
+    t = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    sys.path.insert(0, here)
+    from bench_torch import label
+    return [{"impl": f"PyTorch {t['torch']} {label(r)}", "batch": batch,
+             "images_per_second": r["images_per_second"], "device": t["device"]} for r in t["results"]]
 
 
 def main():
@@ -21,33 +53,50 @@ def main():
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--device", choices=["gpu", "cpu"], default="gpu",
+                    help="crosspool's --device; cpu also puts PyTorch on the CPU")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads for both (--device cpu)")
+    ap.add_argument("--compile", action="store_true", help="CPU: also time PyTorch under torch.compile")
+    ap.add_argument("--rounds", type=int, default=1, help="alternating repetitions; the median is kept")
     ap.add_argument("--tag", default="local", help="names the output files: bench_TAG.md/.json/.png")
     ap.add_argument("--out", default="docs")
     ap.add_argument("--unchecked", action="store_true", help="also time crosspool --unchecked-shaders")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ)
+    if args.device == "cpu":
+        env["RAYON_NUM_THREADS"] = str(args.threads)
+    variants = [("crosspool", [], env)]
+    if args.device == "cpu":
+        variants.append(("crosspool, gemm kernel (before)", [], {**env, "CROSSPOOL_CPU_CONV": "gemm"}))
+    if args.unchecked:
+        variants.append(("crosspool unchecked", ["--unchecked-shaders"], env))
     rows = []
     for b in args.batches:
-        common = ["--model", args.model, "--size", str(args.size), "--batch", str(b), "--iters", str(args.iters),
-                  "--warmup", str(args.warmup), "--json"]
-        variants = [("crosspool", [])] + ([("crosspool unchecked", ["--unchecked-shaders"])] if args.unchecked else [])
-        for label, extra in variants:
-            r = json.loads(subprocess.run([args.crosspool, "bench", *extra, *common], check=True,
-                                          capture_output=True, text=True).stdout)
-            rows.append({"impl": label, "batch": b, "images_per_second": r["images_per_second"],
-                         "gflops": r["gflops"], "device": r["device"]})
-        t = json.loads(subprocess.run([sys.executable, os.path.join(here, "bench_torch.py"), *common[:-1], "--json"],
-                                      check=True, capture_output=True, text=True).stdout)
-        for r in t["results"]:
-            label = f"PyTorch {t['torch']} " + ("TF32 (default)" if r["tf32"] else "fp32")
-            rows.append({"impl": label, "batch": b, "images_per_second": r["images_per_second"],
-                         "device": t["device"]})
+        runs = {}
+        for _ in range(args.rounds):
+            measured = []
+            for label, extra, e in variants:
+                measured += crosspool_row(args, b, label, extra, e)
+            measured += torch_rows(args, b, here)
+            for r in measured:
+                runs.setdefault(r["impl"], []).append(r)
+        for impl, rs in runs.items():
+            r = dict(rs[0])
+            r["runs"] = [x["images_per_second"] for x in rs]
+            r["images_per_second"] = statistics.median(r["runs"])
+            if "gflops" in r:
+                r["gflops"] = statistics.median(x["gflops"] for x in rs)
+            rows.append(r)
     device = rows[0]["device"]
+    torch_device = next((r["device"] for r in rows if r["impl"].startswith("PyTorch")), device)
     lines = [f"# crosspool vs PyTorch: {args.model}, {args.size}x{args.size}, cross-layer features",
-             "", f"Device: {device}. Images/s for whole batches: upload, network to the paper's layer pair,",
-             "cross-layer pooling, per-channel L2 and signed square root, download (median of "
-             f"{args.iters}).", "", "| implementation | batch | images/s | ratio to crosspool |", "|---|---|---|---|"]
+             "", f"Device: {device}; PyTorch on {torch_device}. Images/s for whole batches: upload,",
+             "network to the paper's layer pair, cross-layer pooling, per-channel L2 and signed square",
+             f"root, download (median of {args.iters} batches"
+             + (f"; median of {args.rounds} alternating rounds" if args.rounds > 1 else "") + ").",
+             "", "| implementation | batch | images/s | ratio to crosspool |", "|---|---|---|---|"]
     for b in args.batches:
         base = next(r["images_per_second"] for r in rows if r["batch"] == b and r["impl"] == "crosspool")
         for r in rows:
@@ -62,7 +111,7 @@ def main():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         impls = list(dict.fromkeys(r["impl"] for r in rows))
-        fig, ax = plt.subplots(figsize=(8, 4.5))
+        fig, ax = plt.subplots(figsize=(9, 4.8))
         width = 0.8 / len(impls)
         for i, name in enumerate(impls):
             ys = [next((r["images_per_second"] for r in rows if r["impl"] == name and r["batch"] == b), 0) for b in args.batches]
@@ -71,7 +120,7 @@ def main():
         ax.set_xticklabels([f"batch {b}" for b in args.batches])
         ax.set_ylabel("images/s")
         ax.set_title(f"{args.model} {args.size}x{args.size} cross-layer features on {device.split(' (')[0]}")
-        ax.legend()
+        ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(os.path.join(args.out, f"bench_{args.tag}.png"), dpi=120)
     except ImportError:

@@ -5,9 +5,13 @@ torchvision's VGG16/VGG19/AlexNet trunk up to the paper's layer pair (random wei
 does not depend on them), cross-layer pooling as a batched matrix product P = A X^T, per-channel
 L2 and signed square root; the same input size and batch, on CUDA if present, else the CPU.
 Times a whole batch as `crosspool bench` does: upload, compute, download, median of --iters.
-Reports PyTorch's default (cuDNN convolutions in TF32 on Ampere and later) and strict fp32.
+On CUDA: PyTorch's default (cuDNN convolutions in TF32 on Ampere and later) and strict fp32.
+On the CPU (`--threads N` as `torch.set_num_threads`): the default NCHW layout, channels_last
+(oneDNN's fastest layout, what a performance-minded user picks) and, with --compile,
+channels_last under torch.compile.
 
     python3 tools/bench_torch.py --model vgg16 --size 224 --batch 8 --json
+    python3 tools/bench_torch.py --device cpu --threads 2 --compile --batch 1 --json
 """
 import argparse
 import json
@@ -20,23 +24,32 @@ import torchvision
 PAIRS = {"vgg16": (28, 30), "vgg19": (34, 36), "alexnet": (10, 12)}
 
 
-def run(model, size, batch, iters, warmup, device, tf32):
+def run(model, size, batch, iters, warmup, device, tf32, channels_last=False, compiled=False):
     torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cuda.matmul.allow_tf32 = tf32
     net = getattr(torchvision.models, model)(weights=None).features.eval().to(device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net = net.to(memory_format=fmt)
     t_end, t1_end = PAIRS[model]
     head, tail = net[:t_end], net[t_end:t1_end]
-    x_host = torch.randn(batch, 3, size, size).pin_memory() if device == "cuda" else torch.randn(batch, 3, size, size)
+    x_host = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
+    if device == "cuda":
+        x_host = x_host.pin_memory()
+
+    def features(x):
+        xt = head(x)                      # layer t after ReLU   [n, Dt, h, w]
+        a = tail(xt)                      # layer t+1 after ReLU [n, Dt1, h, w]
+        n, dt, h, w = xt.shape
+        p = torch.bmm(a.reshape(n, -1, h * w), xt.reshape(n, dt, h * w).transpose(1, 2))
+        p = torch.nn.functional.normalize(p, dim=2)
+        return torch.sign(p) * torch.sqrt(torch.abs(p))
+
+    compute = torch.compile(features) if compiled else features
 
     def step():
         x = x_host.to(device, non_blocking=True)
         with torch.no_grad():
-            xt = head(x)                      # layer t after ReLU   [n, Dt, h, w]
-            a = tail(xt)                      # layer t+1 after ReLU [n, Dt1, h, w]
-            n, dt, h, w = xt.shape
-            p = torch.bmm(a.reshape(n, -1, h * w), xt.reshape(n, dt, h * w).transpose(1, 2))
-            p = torch.nn.functional.normalize(p, dim=2)
-            p = torch.sign(p) * torch.sqrt(torch.abs(p))
+            p = compute(x)
         return p.cpu()
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -51,7 +64,18 @@ def run(model, size, batch, iters, warmup, device, tf32):
         times.append(time.perf_counter() - t0)
     times.sort()
     t = times[len(times) // 2]
-    return {"tf32": tf32, "images_per_second": batch / t, "ms_per_batch": t * 1e3}
+    return {"tf32": tf32, "channels_last": channels_last, "compiled": compiled,
+            "images_per_second": batch / t, "ms_per_batch": t * 1e3}
+
+
+def label(r):
+    """A result's setting in words."""
+    parts = ["TF32 (default)" if r["tf32"] else "fp32"]
+    if r.get("channels_last"):
+        parts.append("channels_last")
+    if r.get("compiled"):
+        parts.append("torch.compile")
+    return ", ".join(parts)
 
 
 def main():
@@ -62,20 +86,29 @@ def main():
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
+    ap.add_argument("--compile", action="store_true", help="CPU: also time torch.compile")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-    modes = [True, False] if args.device == "cuda" else [False]
-    results = [run(args.model, args.size, args.batch, args.iters, args.warmup, args.device, m) for m in modes]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    common = (args.model, args.size, args.batch, args.iters, args.warmup, args.device)
+    if args.device == "cuda":
+        name = torch.cuda.get_device_name()
+        results = [run(*common, tf32) for tf32 in (True, False)]
+    else:
+        name = f"cpu, {torch.get_num_threads()} threads"
+        results = [run(*common, False), run(*common, False, channels_last=True)]
+        if args.compile:
+            results.append(run(*common, False, channels_last=True, compiled=True))
     out = {"device": name, "torch": torch.__version__, "model": args.model, "size": args.size,
            "batch": args.batch, "results": results}
     if args.json:
         print(json.dumps(out))
     else:
         for r in results:
-            print(f"{name}: {args.model} {args.size}x{args.size} batch {args.batch} "
-                  f"{'TF32' if r['tf32'] else 'fp32'}: {r['images_per_second']:.1f} images/s "
-                  f"({r['ms_per_batch']:.2f} ms/batch)")
+            print(f"{name}: {args.model} {args.size}x{args.size} batch {args.batch} {label(r)}: "
+                  f"{r['images_per_second']:.1f} images/s ({r['ms_per_batch']:.2f} ms/batch)")
 
 
 if __name__ == "__main__":

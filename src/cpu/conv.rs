@@ -1,5 +1,8 @@
-//! Convolution on the CPU, by one of two kernels chosen when the layer is made:
+//! Convolution on the CPU, by one of three kernels chosen when the layer is made:
 //!
+//! - `Winograd`: Winograd F(2x2, 3x3) (`winograd`) for 3x3 stride-1 layers with a multiple of
+//!   16 input channels (all of VGG's but the first), direct AVX-512 for the others; 2.25x
+//!   fewer multiply-adds, on CPUs with AVX-512F.
 //! - `Avx512`: direct convolution on AVX-512 register tiles (`direct_conv`), where the CPU
 //!   has AVX-512F; twice the `gemm` crate's rate on such CPUs (docs/bench_cpu.md).
 //! - `Gemm`: bands of output pixels are unfolded (im2col) from the NHWC input into rows of
@@ -9,11 +12,13 @@
 //!   on the band while it is in cache. The output rows are NHWC pixels, so the product lands
 //!   in place.
 //!
-//! `CROSSPOOL_CPU_CONV=auto|avx512|gemm` picks the kernel for a run (auto: the fastest this
-//! CPU has), so both can be timed on one machine.
+//! `CROSSPOOL_CPU_CONV=auto|winograd|avx512|gemm` picks the kernel for a run (auto: the
+//! fastest this CPU has), so all can be timed and tested on one machine.
 
 #[cfg(target_arch = "x86_64")]
 use super::direct_conv::DirectConv;
+#[cfg(target_arch = "x86_64")]
+use super::winograd::WinogradConv;
 use crate::error::{Error, Result};
 use crate::shape::{Conv2dSpec, Shape4};
 use crate::weights::Conv2dWeights;
@@ -29,6 +34,8 @@ pub const CONV_KERNEL_ENV: &str = "CROSSPOOL_CPU_CONV";
 /// Which kernel a [`CpuConv2d`] runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvKernel {
+    /// Winograd F(2x2, 3x3) where a layer suits it, else `Avx512` (x86-64 with AVX-512F).
+    Winograd,
     /// Direct convolution on AVX-512 register tiles (x86-64 with AVX-512F).
     Avx512,
     /// im2col and the `gemm` crate (any CPU).
@@ -38,8 +45,8 @@ pub enum ConvKernel {
 impl ConvKernel {
     /// The fastest kernel this CPU runs.
     pub fn detected() -> Self {
-        if ConvKernel::Avx512.is_available() {
-            ConvKernel::Avx512
+        if ConvKernel::Winograd.is_available() {
+            ConvKernel::Winograd
         } else {
             ConvKernel::Gemm
         }
@@ -49,9 +56,9 @@ impl ConvKernel {
     pub fn is_available(self) -> bool {
         match self {
             #[cfg(target_arch = "x86_64")]
-            ConvKernel::Avx512 => DirectConv::available(),
+            ConvKernel::Winograd | ConvKernel::Avx512 => DirectConv::available(),
             #[cfg(not(target_arch = "x86_64"))]
-            ConvKernel::Avx512 => false,
+            ConvKernel::Winograd | ConvKernel::Avx512 => false,
             ConvKernel::Gemm => true,
         }
     }
@@ -63,11 +70,12 @@ impl ConvKernel {
         };
         let kernel = match value.trim() {
             "" | "auto" => return Ok(Self::detected()),
+            "winograd" => ConvKernel::Winograd,
             "avx512" => ConvKernel::Avx512,
             "gemm" => ConvKernel::Gemm,
             other => {
                 return Err(Error::Config(format!(
-                    "{CONV_KERNEL_ENV}={other} is not one of auto, avx512, gemm"
+                    "{CONV_KERNEL_ENV}={other} is not one of auto, winograd, avx512, gemm"
                 )))
             }
         };
@@ -77,6 +85,7 @@ impl ConvKernel {
     /// The name `CROSSPOOL_CPU_CONV` takes.
     pub fn name(self) -> &'static str {
         match self {
+            ConvKernel::Winograd => "winograd",
             ConvKernel::Avx512 => "avx512",
             ConvKernel::Gemm => "gemm",
         }
@@ -90,6 +99,8 @@ pub struct CpuConv2d {
 }
 
 enum Kernel {
+    #[cfg(target_arch = "x86_64")]
+    Winograd(WinogradConv),
     #[cfg(target_arch = "x86_64")]
     Avx512(DirectConv),
     Gemm {
@@ -107,21 +118,28 @@ impl CpuConv2d {
 
     /// Lays out `w` for `kernel`; an error if this CPU does not run it.
     pub fn with_kernel(w: &Conv2dWeights, kernel: ConvKernel) -> Result<Self> {
-        let weight_kn = w.to_gemm_kn(0, w.spec.out_c);
+        if !kernel.is_available() {
+            return Err(Error::Config(format!(
+                "the {} convolution kernel needs an x86-64 CPU with AVX-512F; this one has \
+                 not (use gemm or auto)",
+                kernel.name()
+            )));
+        }
         let kernel = match kernel {
             #[cfg(target_arch = "x86_64")]
-            ConvKernel::Avx512 if DirectConv::available() => {
-                Kernel::Avx512(DirectConv::new(w.spec, &weight_kn, &w.bias))
-            }
-            ConvKernel::Avx512 => {
-                return Err(Error::Config(
-                    "the avx512 convolution kernel needs an x86-64 CPU with AVX-512F; \
-                     this one has not (use gemm or auto)"
-                        .into(),
-                ))
-            }
+            ConvKernel::Winograd if WinogradConv::suits(&w.spec) => Kernel::Winograd(
+                WinogradConv::new(w.spec, |o, i, ky, kx| w.at(o, i, ky, kx), &w.bias),
+            ),
+            #[cfg(target_arch = "x86_64")]
+            ConvKernel::Winograd | ConvKernel::Avx512 => Kernel::Avx512(DirectConv::new(
+                w.spec,
+                &w.to_gemm_kn(0, w.spec.out_c),
+                &w.bias,
+            )),
+            #[cfg(not(target_arch = "x86_64"))]
+            ConvKernel::Winograd | ConvKernel::Avx512 => unreachable!("checked above"),
             ConvKernel::Gemm => Kernel::Gemm {
-                weight_kn,
+                weight_kn: w.to_gemm_kn(0, w.spec.out_c),
                 bias: w.bias.clone(),
             },
         };
@@ -131,9 +149,11 @@ impl CpuConv2d {
         })
     }
 
-    /// The kernel this layer runs on.
+    /// The kernel this layer runs on (`Avx512` for a layer `Winograd` does not suit).
     pub fn kernel(&self) -> ConvKernel {
         match self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Winograd(_) => ConvKernel::Winograd,
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512(_) => ConvKernel::Avx512,
             Kernel::Gemm { .. } => ConvKernel::Gemm,
@@ -165,6 +185,8 @@ impl CpuConv2d {
             return Ok(out);
         }
         match &self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Winograd(winograd) => winograd.run(input, shape, out, output),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512(direct) => direct.run(input, shape, out, output),
             Kernel::Gemm { weight_kn, bias } => {

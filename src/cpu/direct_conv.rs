@@ -16,10 +16,10 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 /// Output pixels per tile: one broadcast register each.
-const MR: usize = 14;
+pub(super) const MR: usize = 14;
 /// Output channels per tile: two zmm registers of 16 lanes. 14 x 2 accumulators, 2 weight
 /// vectors: 30 of the 32 zmm registers.
-const NR: usize = 32;
+pub(super) const NR: usize = 32;
 /// Tiles a task aims to cover per weight panel, so that a panel read from cache serves many
 /// tiles (a conv5 panel is 9 * 512 * 32 floats, 576 KiB).
 const TILES_PER_BLOCK: usize = 32;
@@ -27,7 +27,7 @@ const TILES_PER_BLOCK: usize = 32;
 /// 64-byte aligned lanes, so each weight row of a panel sits in one cache line.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
-struct Lanes([f32; 16]);
+pub(super) struct Lanes(pub(super) [f32; 16]);
 
 /// A convolution layer packed for [`DirectConv::run`].
 pub struct DirectConv {
@@ -41,12 +41,12 @@ pub struct DirectConv {
 
 thread_local! {
     /// Each thread's zero-padded input block, kept between calls.
-    static BLOCK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    pub(super) static BLOCK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The output pointer shared by tasks that write disjoint pixels and channels.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(super) struct OutPtr(pub(super) *mut f32);
 // SAFETY: tasks write disjoint parts of the output (see `DirectConv::run`).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
@@ -102,18 +102,6 @@ impl DirectConv {
         }
     }
 
-    /// How many ranges of panels to split each of `blocks` pixel blocks into, so that there
-    /// are tasks for every thread (conv5 at batch 1 has two blocks) and they share out evenly.
-    fn splits(&self, blocks: usize) -> usize {
-        let threads = rayon::current_num_threads();
-        let splits = (2 * threads).div_ceil(blocks).clamp(1, self.panels);
-        // Prefer a count that, with the blocks, is a multiple of the threads.
-        (splits..=self.panels)
-            .take(threads)
-            .find(|s| (blocks * s).is_multiple_of(threads))
-            .unwrap_or(splits)
-    }
-
     /// Tiles along output rows, reading a zero-padded copy of the rows under them.
     fn run_rows(&self, input: &[f32], shape: Shape4, out: Shape4, output: &mut [f32]) {
         let win = self.spec.window;
@@ -122,7 +110,7 @@ impl DirectConv {
         let max_rows = TILES_PER_BLOCK.div_ceil(tiles).clamp(1, out.h);
         let blocks_per_image = even_blocks(out.n, out.h.div_ceil(max_rows), out.h);
         let blocks = out.n * blocks_per_image;
-        let splits = self.splits(blocks);
+        let splits = panel_splits(self.panels, blocks);
         let dst = OutPtr(output.as_mut_ptr());
         (0..blocks * splits).into_par_iter().for_each(|task| {
             let (block, split) = (task / splits, task % splits);
@@ -168,7 +156,7 @@ impl DirectConv {
         // Blocks of up to 4 MiB of unfolded rows, whole tiles of them.
         let max_tiles = ((1usize << 20) / (k * MR)).clamp(1, TILES_PER_BLOCK);
         let blocks = even_blocks(1, tiles.div_ceil(max_tiles), tiles);
-        let splits = self.splits(blocks);
+        let splits = panel_splits(self.panels, blocks);
         let dst = OutPtr(output.as_mut_ptr());
         let geometry = TileGeometry {
             px_stride: k,
@@ -282,14 +270,27 @@ impl DirectConv {
     }
 }
 
+/// How many ranges of `panels` weight panels to split each of `blocks` pixel blocks into, so
+/// that there are tasks for every thread (conv5 at batch 1 has two blocks) and they share out
+/// evenly.
+pub(super) fn panel_splits(panels: usize, blocks: usize) -> usize {
+    let threads = rayon::current_num_threads();
+    let splits = (2 * threads).div_ceil(blocks).clamp(1, panels);
+    // Prefer a count that, with the blocks, is a multiple of the threads.
+    (splits..=panels)
+        .take(threads)
+        .find(|s| (blocks * s).is_multiple_of(threads))
+        .unwrap_or(splits)
+}
+
 /// Part `i` of `parts` nearly equal parts of `0..total`.
-fn share(total: usize, parts: usize, i: usize) -> std::ops::Range<usize> {
+pub(super) fn share(total: usize, parts: usize, i: usize) -> std::ops::Range<usize> {
     i * total / parts..(i + 1) * total / parts
 }
 
 /// Blocks per image: at least `min`, at most `most`, and if it can be, enough that the
 /// blocks of all `images` are a multiple of the threads, so that none waits for the last.
-fn even_blocks(images: usize, min: usize, most: usize) -> usize {
+pub(super) fn even_blocks(images: usize, min: usize, most: usize) -> usize {
     let threads = rayon::current_num_threads();
     (min..=most)
         .take(threads)
@@ -302,11 +303,11 @@ fn even_blocks(images: usize, min: usize, most: usize) -> usize {
 /// `kw` taps of `c` channels are contiguous, in the order the weights are packed, so one loop
 /// runs over them.
 #[derive(Clone, Copy)]
-struct TileGeometry {
-    px_stride: usize,
-    row_stride: usize,
-    kh: usize,
-    window_row: usize,
+pub(super) struct TileGeometry {
+    pub(super) px_stride: usize,
+    pub(super) row_stride: usize,
+    pub(super) kh: usize,
+    pub(super) window_row: usize,
 }
 
 /// One tile: `MR` output pixels laid out as `geometry` says, by the `NR` channels of one
@@ -318,7 +319,7 @@ struct TileGeometry {
 /// masked channels writable.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn microkernel(
+pub(super) unsafe fn microkernel(
     a: *const f32,
     geometry: TileGeometry,
     b: *const f32,

@@ -8,6 +8,8 @@ pub mod conv;
 mod direct_conv;
 pub mod ops;
 pub mod tensor;
+#[cfg(target_arch = "x86_64")]
+mod winograd;
 
 pub use conv::{ConvKernel, CpuConv2d};
 pub use tensor::{HostFeatures, HostStorage, HostTensor};

@@ -1,0 +1,375 @@
+//! Winograd F(2x2, 3x3) convolution (Lavin & Gray 2016) for 3x3 stride-1 layers, on the same
+//! AVX-512 microkernel as the direct convolution.
+//!
+//! Each 2x2 block of output pixels (a tile) comes from a 4x4 patch `d` of the input:
+//! `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`, 16 products per channel pair where direct convolution
+//! takes 36, so 2.25 times fewer multiply-adds. The 16 element-wise products summed over the
+//! input channels are 16 matrix products, `M_ξ = V_ξ U_ξ` (tiles x in_c times in_c x out_c), which
+//! the microkernel runs with tiles as its pixels. Per task (a band of tile rows of one image):
+//! the input patches are transformed, 16 channels a vector, into `V`; then for each panel of
+//! 32 output channels the 16 products land in `M`, and the output transform, bias and ReLU
+//! write the output. The weights are transformed once, in f64, when the layer is made.
+//!
+//! Rounding: the transforms add and subtract a few terms (the input and output transforms'
+//! coefficients are 0 and ±1, G's are 0, ±1/2, 1), so the error bound is that of a dot product
+//! of `in_c + 8` terms, relative to the magnitudes through the absolute-valued transforms
+//! (tests/cpu_conv.rs derives it).
+
+use super::direct_conv::{
+    even_blocks, microkernel, panel_splits, share, Lanes, OutPtr, TileGeometry, BLOCK, MR, NR,
+};
+use crate::shape::{Conv2dSpec, Shape4};
+use rayon::prelude::*;
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+/// Bytes of one transformed input matrix `V_ξ` (a band's tiles x in_c) a task aims for: it
+/// stays in L2 while every panel of the task multiplies it. Bigger bands mean fewer passes
+/// over the transformed weights (16 MiB for a 512-channel layer), which come from L3.
+const V_XI_BYTES: usize = 256 << 10;
+/// Bytes of products `M` a task keeps for a group of panels before the output transform.
+const M_BYTES: usize = 1 << 20;
+
+/// `G`, the weight transform.
+const G: [[f64; 3]; 4] = [
+    [1.0, 0.0, 0.0],
+    [0.5, 0.5, 0.5],
+    [0.5, -0.5, 0.5],
+    [0.0, 0.0, 1.0],
+];
+
+thread_local! {
+    /// Each thread's transformed input `V` and products `M`, kept between calls.
+    static SCRATCH: RefCell<(Vec<Lanes>, Vec<Lanes>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Zero bias for the microkernel: the products are raw; bias follows the output transform.
+static ZERO_BIAS: [Lanes; 2] = [Lanes([0.0; 16]), Lanes([0.0; 16])];
+
+/// A 3x3 stride-1 convolution layer with its weights transformed for [`WinogradConv::run`].
+pub struct WinogradConv {
+    spec: Conv2dSpec,
+    panels: usize,
+    /// `U = G g Gᵀ`: `[ξ][panel][in_c][NR]`, zero past `out_c`.
+    u: Vec<Lanes>,
+    /// `[panel][NR]`, zero past `out_c`.
+    bias: Vec<Lanes>,
+}
+
+impl WinogradConv {
+    /// Whether the layer is one this kernel runs: 3x3, stride 1, input channels a multiple
+    /// of 16 (the transforms take 16 channels a vector; an RGB layer runs direct).
+    pub fn suits(spec: &Conv2dSpec) -> bool {
+        let w = spec.window;
+        (w.kh, w.kw, w.stride_h, w.stride_w) == (3, 3, 1, 1)
+            && spec.in_c.is_multiple_of(16)
+            && spec.in_c > 0
+    }
+
+    /// Transforms `weight(o, i, ky, kx)` and packs it with the bias; `spec` must suit.
+    pub fn new(
+        spec: Conv2dSpec,
+        weight: impl Fn(usize, usize, usize, usize) -> f32,
+        bias: &[f32],
+    ) -> Self {
+        debug_assert!(Self::suits(&spec));
+        let (c, n) = (spec.in_c, spec.out_c);
+        let panels = n.div_ceil(NR);
+        let mut u = vec![Lanes([0.0; 16]); 16 * panels * c * 2];
+        let mut packed_bias = vec![Lanes([0.0; 16]); panels * 2];
+        for (o, &b) in bias.iter().enumerate().take(n) {
+            let (p, j) = (o / NR, o % NR);
+            packed_bias[p * 2 + j / 16].0[j % 16] = b;
+            for i in 0..c {
+                // G g Gᵀ in f64, rounded once.
+                let g = |ky: usize, kx: usize| weight(o, i, ky, kx) as f64;
+                for (a, ga) in G.iter().enumerate() {
+                    for (b, gb) in G.iter().enumerate() {
+                        let mut v = 0.0;
+                        for (ky, gay) in ga.iter().enumerate() {
+                            for (kx, gbx) in gb.iter().enumerate() {
+                                v += gay * g(ky, kx) * gbx;
+                            }
+                        }
+                        let xi = a * 4 + b;
+                        u[((xi * panels + p) * c + i) * 2 + j / 16].0[j % 16] = v as f32;
+                    }
+                }
+            }
+        }
+        WinogradConv {
+            spec,
+            panels,
+            u,
+            bias: packed_bias,
+        }
+    }
+
+    /// `output = conv(input)` with bias and optional ReLU, NHWC; `out` is the output shape and
+    /// both slices hold exactly their shapes' values (the caller checks). Needs AVX-512F.
+    pub fn run(&self, input: &[f32], shape: Shape4, out: Shape4, output: &mut [f32]) {
+        assert!(
+            is_x86_feature_detected!("avx512f"),
+            "WinogradConv::run needs AVX-512"
+        );
+        let c = shape.c;
+        let (tile_rows, tile_cols) = (out.h.div_ceil(2), out.w.div_ceil(2));
+        // Bands of tile rows: at least one microkernel's worth of tiles, as many more as keep
+        // one V_ξ in cache.
+        let min_rows = MR.div_ceil(tile_cols);
+        let rows = (V_XI_BYTES / (c * 4) / tile_cols).clamp(min_rows.min(tile_rows), tile_rows);
+        let bands_per_image = even_blocks(out.n, tile_rows.div_ceil(rows), tile_rows);
+        let bands = out.n * bands_per_image;
+        let splits = panel_splits(self.panels, bands);
+        let dst = OutPtr(output.as_mut_ptr());
+        (0..bands * splits).into_par_iter().for_each(|task| {
+            let (band, split) = (task / splits, task % splits);
+            let img = band / bands_per_image;
+            let tr = share(tile_rows, bands_per_image, band % bands_per_image);
+            let panels = share(self.panels, splits, split);
+            BLOCK.with(|block| {
+                SCRATCH.with(|scratch| {
+                    let mut block = block.borrow_mut();
+                    let (v, m) = &mut *scratch.borrow_mut();
+                    let tiles = tr.len() * tile_cols;
+                    let tiles_pad = tiles.div_ceil(MR) * MR;
+                    let row_len =
+                        self.pad_band(input, shape, img, tr.clone(), tile_cols, &mut block);
+                    v.clear();
+                    v.resize(16 * tiles_pad * c / 16, Lanes([0.0; 16]));
+                    // SAFETY: AVX-512F checked above; `block` holds the band's padded patches
+                    // and `v` 16 x tiles_pad x c floats.
+                    unsafe {
+                        transform_input(&block, row_len, tr.len(), tile_cols, c, tiles_pad, v)
+                    };
+                    // Panels in groups whose products fit M_BYTES: for each ξ, V_ξ serves the
+                    // whole group while it is in cache, and each U_ξ panel is read once.
+                    let per_panel = tiles_pad * 16 * NR * 4;
+                    let group = (M_BYTES / per_panel).max(1);
+                    let panels: Vec<usize> = panels.collect();
+                    for group in panels.chunks(group) {
+                        m.clear();
+                        m.resize(group.len() * tiles_pad * 16 * 2, Lanes([0.0; 16]));
+                        // SAFETY: as above; this task alone writes tile rows `tr` of image img
+                        // in these panels.
+                        unsafe {
+                            self.products(v, m, tiles, tiles_pad, group);
+                            for (g, &p) in group.iter().enumerate() {
+                                let mg = &m[g * tiles_pad * 16 * 2..][..tiles_pad * 16 * 2];
+                                self.transform_output(
+                                    mg,
+                                    out,
+                                    img,
+                                    tr.start,
+                                    tr.len(),
+                                    tile_cols,
+                                    p,
+                                    dst,
+                                );
+                            }
+                        }
+                    }
+                })
+            });
+        });
+    }
+
+    /// Copies the input rows and columns the tile rows `tr` read into `block`, zero-padded:
+    /// `2 * rows + 2` rows of `2 * tile_cols + 2` pixels. Returns the row length in floats.
+    fn pad_band(
+        &self,
+        input: &[f32],
+        shape: Shape4,
+        img: usize,
+        tr: std::ops::Range<usize>,
+        tile_cols: usize,
+        block: &mut Vec<f32>,
+    ) -> usize {
+        let (c, win) = (shape.c, self.spec.window);
+        let cols = 2 * tile_cols + 2;
+        let rows = 2 * tr.len() + 2;
+        let row_len = cols * c;
+        block.clear();
+        block.resize(rows * row_len, 0.0);
+        // Input column of block column 0; copy the input columns that fall inside the block.
+        let x0 = -(win.pad_w as isize);
+        let first = (-x0).max(0) as usize; // block column of input column 0
+        let copied = shape.w.min(cols.saturating_sub(first));
+        for r in 0..rows {
+            let iy = (2 * tr.start + r) as isize - win.pad_h as isize;
+            if iy < 0 || iy >= shape.h as isize || copied == 0 {
+                continue;
+            }
+            let src = &input[shape.index(img, iy as usize, 0, 0)..][..copied * c];
+            let at = r * row_len + first * c;
+            block[at..at + copied * c].copy_from_slice(src);
+        }
+        row_len
+    }
+
+    /// `M[g][t][ξ][NR] = V_ξ[t][..] · U_ξ[..][panel group[g]]` for the band's tiles.
+    ///
+    /// # Safety
+    /// AVX-512F; `v` is sized as `run` makes it and `m` holds `group.len()` panels' products.
+    unsafe fn products(
+        &self,
+        v: &[Lanes],
+        m: &mut [Lanes],
+        tiles: usize,
+        tiles_pad: usize,
+        group: &[usize],
+    ) {
+        let c = self.spec.in_c;
+        let geometry = TileGeometry {
+            px_stride: c,
+            row_stride: 0,
+            kh: 1,
+            window_row: c,
+        };
+        let vf = v.as_ptr() as *const f32;
+        let mf = m.as_mut_ptr() as *mut f32;
+        for xi in 0..16 {
+            for (g, &p) in group.iter().enumerate() {
+                let u = self.u[(xi * self.panels + p) * c * 2..].as_ptr() as *const f32;
+                let mg = mf.add(g * tiles_pad * 16 * NR);
+                for t0 in (0..tiles).step_by(MR) {
+                    microkernel(
+                        vf.add((xi * tiles_pad + t0) * c),
+                        geometry,
+                        u,
+                        ZERO_BIAS.as_ptr() as *const f32,
+                        false,
+                        mg.add((t0 * 16 + xi) * NR),
+                        16 * NR,
+                        MR.min(tiles - t0),
+                        u32::MAX,
+                    );
+                }
+            }
+        }
+    }
+
+    /// `Y = Aᵀ M A` + bias (and ReLU) for the band's tiles, into the output's channels of
+    /// panel `p`.
+    ///
+    /// # Safety
+    /// AVX-512F; `dst` points at an output of shape `out` whose tile rows
+    /// `tr0..tr0 + rows` in panel `p` no other thread writes.
+    #[target_feature(enable = "avx512f")]
+    // Index loops over arrays of registers: iterator adaptors would leave the AVX-512 context.
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+    unsafe fn transform_output(
+        &self,
+        m: &[Lanes],
+        out: Shape4,
+        img: usize,
+        tr0: usize,
+        rows: usize,
+        tile_cols: usize,
+        p: usize,
+        dst: OutPtr,
+    ) {
+        let cols = NR.min(self.spec.out_c - p * NR);
+        let mask = if cols == NR {
+            u32::MAX
+        } else {
+            (1u32 << cols) - 1
+        };
+        let zero = _mm512_setzero_ps();
+        for half in 0..2 {
+            let hmask = (mask >> (16 * half)) as u16;
+            if hmask == 0 {
+                continue;
+            }
+            let bias = _mm512_load_ps(self.bias[p * 2 + half].0.as_ptr());
+            for r in 0..rows {
+                for tc in 0..tile_cols {
+                    let t = r * tile_cols + tc;
+                    let at = |xi: usize| _mm512_load_ps(m[(t * 16 + xi) * 2 + half].0.as_ptr());
+                    // Aᵀ m: rows 0 and 1 of four columns.
+                    let mut s = [[zero; 4]; 2];
+                    for j in 0..4 {
+                        let (m0, m1, m2, m3) = (at(j), at(4 + j), at(8 + j), at(12 + j));
+                        s[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+                        s[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+                    }
+                    for (dy, row) in s.iter().enumerate() {
+                        let oy = 2 * (tr0 + r) + dy;
+                        if oy >= out.h {
+                            break;
+                        }
+                        let y = [
+                            _mm512_add_ps(_mm512_add_ps(row[0], row[1]), row[2]),
+                            _mm512_sub_ps(_mm512_sub_ps(row[1], row[2]), row[3]),
+                        ];
+                        for (dx, &v) in y.iter().enumerate() {
+                            let ox = 2 * tc + dx;
+                            if ox >= out.w {
+                                break;
+                            }
+                            let mut v = _mm512_add_ps(v, bias);
+                            if self.spec.relu {
+                                v = _mm512_max_ps(v, zero);
+                            }
+                            let o = dst.0.add(out.index(img, oy, ox, p * NR + 16 * half));
+                            _mm512_mask_storeu_ps(o, hmask, v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `V_ξ[t][c] = (Bᵀ d B)_ξ` for the `rows x tile_cols` tiles of a padded band, 16 channels a
+/// vector, into `v` (`[16][tiles_pad][c]`).
+///
+/// # Safety
+/// AVX-512F; `block` holds `2 * rows + 2` rows of `row_len` floats with tile patches at
+/// (2 * row, 2 * col) pixels; `c` is a multiple of 16 and `v` holds `16 * tiles_pad * c` floats.
+#[target_feature(enable = "avx512f")]
+// Index loops over arrays of registers: iterator adaptors would leave the AVX-512 context.
+#[allow(clippy::needless_range_loop)]
+unsafe fn transform_input(
+    block: &[f32],
+    row_len: usize,
+    rows: usize,
+    tile_cols: usize,
+    c: usize,
+    tiles_pad: usize,
+    v: &mut [Lanes],
+) {
+    let b = block.as_ptr();
+    let vf = v.as_mut_ptr() as *mut f32;
+    for r in 0..rows {
+        for tc in 0..tile_cols {
+            let t = r * tile_cols + tc;
+            let patch = b.add(2 * r * row_len + 2 * tc * c);
+            for c0 in (0..c).step_by(16) {
+                let d = |i: usize, j: usize| _mm512_loadu_ps(patch.add(i * row_len + j * c + c0));
+                // Bᵀ d: four rows of four columns.
+                let mut w = [[_mm512_setzero_ps(); 4]; 4];
+                for j in 0..4 {
+                    let (d0, d1, d2, d3) = (d(0, j), d(1, j), d(2, j), d(3, j));
+                    w[0][j] = _mm512_sub_ps(d0, d2);
+                    w[1][j] = _mm512_add_ps(d1, d2);
+                    w[2][j] = _mm512_sub_ps(d2, d1);
+                    w[3][j] = _mm512_sub_ps(d1, d3);
+                }
+                // (Bᵀ d) B, stored as V_ξ with ξ = 4 * row + column.
+                for (i, row) in w.iter().enumerate() {
+                    let out = [
+                        _mm512_sub_ps(row[0], row[2]),
+                        _mm512_add_ps(row[1], row[2]),
+                        _mm512_sub_ps(row[2], row[1]),
+                        _mm512_sub_ps(row[1], row[3]),
+                    ];
+                    for (j, &x) in out.iter().enumerate() {
+                        let xi = 4 * i + j;
+                        _mm512_storeu_ps(vf.add((xi * tiles_pad + t) * c + c0), x);
+                    }
+                }
+            }
+        }
+    }
+}
