@@ -8,12 +8,14 @@ torch, torchvision and matplotlib; the crosspool binary must be built (cargo bui
     python3 tools/bench_compare.py --device cpu --tag cpu --batches 1 8 --rounds 3 --compile
 
 With --device cpu, crosspool runs on its CPU backend and PyTorch on the CPU, both on --threads
-threads (default: all cores), and crosspool's portable convolution kernel
-(CROSSPOOL_CPU_CONV=gemm, the backend before its AVX-512 kernel) is timed too, as "before".
+threads (default: all cores); crosspool's other convolution kernels are timed too: direct
+AVX-512 (CROSSPOOL_CPU_CONV=avx512) and the portable one (gemm, the backend before its AVX-512
+kernels), as "before".
 --rounds R times every implementation R times, alternating, and keeps the median of the R
 results (each itself the median of --iters batches): shared machines drift by several percent.
 """
 import argparse
+import datetime
 import json
 import os
 import statistics
@@ -45,6 +47,18 @@ def torch_rows(args, batch, here):
              "images_per_second": r["images_per_second"], "device": t["device"]} for r in t["results"]]
 
 
+def cpu_model():
+    """The host CPU's model name (Linux), which names the machine of a CPU run."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--crosspool", default="target/release/crosspool")
@@ -61,7 +75,13 @@ def main():
     ap.add_argument("--tag", default="local", help="names the output files: bench_TAG.md/.json/.png")
     ap.add_argument("--out", default="docs")
     ap.add_argument("--unchecked", action="store_true", help="also time crosspool --unchecked-shaders")
+    ap.add_argument("--render", action="store_true",
+                    help="only rewrite the table and plot from docs/bench_TAG.json (same other flags)")
     args = ap.parse_args()
+    if args.render:
+        with open(os.path.join(args.out, f"bench_{args.tag}.json")) as f:
+            write(args, json.load(f))
+        return
     os.makedirs(args.out, exist_ok=True)
     here = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ)
@@ -69,6 +89,7 @@ def main():
         env["RAYON_NUM_THREADS"] = str(args.threads)
     variants = [("crosspool", [], env)]
     if args.device == "cpu":
+        variants.append(("crosspool, direct avx512 kernel", [], {**env, "CROSSPOOL_CPU_CONV": "avx512"}))
         variants.append(("crosspool, gemm kernel (before)", [], {**env, "CROSSPOOL_CPU_CONV": "gemm"}))
     if args.unchecked:
         variants.append(("crosspool unchecked", ["--unchecked-shaders"], env))
@@ -85,14 +106,22 @@ def main():
         for impl, rs in runs.items():
             r = dict(rs[0])
             r["runs"] = [x["images_per_second"] for x in rs]
+            r["date"] = datetime.date.today().isoformat()
+            r["machine"] = cpu_model()
             r["images_per_second"] = statistics.median(r["runs"])
             if "gflops" in r:
                 r["gflops"] = statistics.median(x["gflops"] for x in rs)
             rows.append(r)
+    write(args, rows)
+
+
+def write(args, rows):
+    """docs/bench_TAG.md, .json and .png from the measured rows."""
     device = rows[0]["device"]
     torch_device = next((r["device"] for r in rows if r["impl"].startswith("PyTorch")), device)
+    when = f"Measured {rows[0].get('date', '?')} on a host with {rows[0].get('machine', '?')}. "
     lines = [f"# crosspool vs PyTorch: {args.model}, {args.size}x{args.size}, cross-layer features",
-             "", f"Device: {device}; PyTorch on {torch_device}. Images/s for whole batches: upload,",
+             "", when + f"Device: {device}; PyTorch on {torch_device}. Images/s for whole batches: upload,",
              "network to the paper's layer pair, cross-layer pooling, per-channel L2 and signed square",
              f"root, download (median of {args.iters} batches"
              + (f"; median of {args.rounds} alternating rounds" if args.rounds > 1 else "") + ").",
@@ -111,7 +140,7 @@ def main():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         impls = list(dict.fromkeys(r["impl"] for r in rows))
-        fig, ax = plt.subplots(figsize=(9, 4.8))
+        fig, ax = plt.subplots(figsize=(9, 5.5))
         width = 0.8 / len(impls)
         for i, name in enumerate(impls):
             ys = [next((r["images_per_second"] for r in rows if r["impl"] == name and r["batch"] == b), 0) for b in args.batches]
@@ -120,7 +149,7 @@ def main():
         ax.set_xticklabels([f"batch {b}" for b in args.batches])
         ax.set_ylabel("images/s")
         ax.set_title(f"{args.model} {args.size}x{args.size} cross-layer features on {device.split(' (')[0]}")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
         fig.tight_layout()
         fig.savefig(os.path.join(args.out, f"bench_{args.tag}.png"), dpi=120)
     except ImportError:
