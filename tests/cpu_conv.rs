@@ -12,25 +12,20 @@
 mod common;
 
 use common::{assert_reduction_close, random};
-use crosspool::cpu::{ConvKernel, CpuConv2d};
+use crosspool::cpu::{ConvKernel, CpuConv2d, Simd};
 use crosspool::reference::{self, Reduced};
 use crosspool::shape::{Conv2dSpec, Shape4, Window2d};
 use crosspool::weights::Conv2dWeights;
 
-/// The kernels to test on this CPU.
+/// The kernels to test on this CPU: all it runs (an AVX-512 CPU runs the AVX2 ones too).
 fn kernels() -> Vec<ConvKernel> {
-    let avx512 = ConvKernel::Avx512.is_available();
     if std::env::var("CROSSPOOL_REQUIRE_AVX512").is_ok_and(|v| v == "1") {
         assert!(
-            avx512,
+            Simd::Avx512.is_available(),
             "CROSSPOOL_REQUIRE_AVX512=1 but this CPU lacks AVX-512F"
         );
     }
-    let mut k = vec![ConvKernel::Gemm];
-    if avx512 {
-        k.extend([ConvKernel::Avx512, ConvKernel::Winograd]);
-    }
-    k
+    ConvKernel::available()
 }
 
 /// Bᵀ, G and Aᵀ of Winograd F(2x2, 3x3), as absolute values.
@@ -150,23 +145,24 @@ fn check(input: Shape4, spec: Conv2dSpec, seed: u64, what: &str) {
         let layer = CpuConv2d::with_kernel(&w, kernel).unwrap();
         let mut got = vec![f32::NAN; out_shape.len()];
         assert_eq!(layer.run(&x, input, &mut got).unwrap(), out_shape);
+        // Winograd runs only 3x3 stride-1 layers with whole vectors of input channels; the
+        // others run direct.
+        let winograd_suits = (spec.window.kh, spec.window.kw) == (3, 3)
+            && (spec.window.stride_h, spec.window.stride_w) == (1, 1)
+            && spec.in_c.is_multiple_of(16);
+        let expected = match kernel {
+            ConvKernel::Winograd(simd) if !winograd_suits => ConvKernel::Direct(simd),
+            other => other,
+        };
+        assert_eq!(layer.kernel(), expected, "{what}: asked for {kernel:?}");
         let what = format!("{what} ({})", layer.kernel().name());
-        if layer.kernel() == ConvKernel::Winograd {
+        if matches!(layer.kernel(), ConvKernel::Winograd(_)) {
             let bound = Reduced {
                 values: want.values.clone(),
                 magnitude: winograd_magnitude(&x, input, &w),
             };
             assert_reduction_close(&got, &bound, spec.in_c + 8, &what);
         } else {
-            // Winograd runs only 3x3 stride-1 layers with whole vectors of input channels.
-            let winograd_suits = (spec.window.kh, spec.window.kw) == (3, 3)
-                && (spec.window.stride_h, spec.window.stride_w) == (1, 1)
-                && spec.in_c.is_multiple_of(16);
-            let direct = kernel == ConvKernel::Winograd && !winograd_suits;
-            assert!(
-                layer.kernel() == kernel || direct,
-                "{what}: asked for {kernel:?}"
-            );
             assert_reduction_close(&got, &want, spec.k_total() + 1, &what);
         }
     }
@@ -358,8 +354,10 @@ fn winograd_tiles_bands_and_edges() {
 fn unavailable_kernels_are_errors() {
     let spec = conv(3, 4, Window2d::square(3, 1, 1), false);
     let w = Conv2dWeights::new(spec, random(spec.weight_len(), 1), random(4, 2)).unwrap();
-    for k in [ConvKernel::Avx512, ConvKernel::Winograd] {
-        assert_eq!(CpuConv2d::with_kernel(&w, k).is_ok(), k.is_available());
+    for simd in [Simd::Avx512, Simd::Avx2] {
+        for k in [ConvKernel::Direct(simd), ConvKernel::Winograd(simd)] {
+            assert_eq!(CpuConv2d::with_kernel(&w, k).is_ok(), simd.is_available());
+        }
     }
     assert!(CpuConv2d::with_kernel(&w, ConvKernel::Gemm).is_ok());
 }

@@ -28,10 +28,7 @@ const REF_TOL: f64 = 2e-7;
 
 /// The CPU backend's convolution kernels this CPU runs (see tests/cpu_conv.rs).
 fn cpu_kernels() -> Vec<ConvKernel> {
-    [ConvKernel::Winograd, ConvKernel::Avx512, ConvKernel::Gemm]
-        .into_iter()
-        .filter(|k| k.is_available())
-        .collect()
+    ConvKernel::available()
 }
 
 fn check(arch: Arch, file: &str) {

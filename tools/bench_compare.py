@@ -9,8 +9,11 @@ torch, torchvision and matplotlib; the crosspool binary must be built (cargo bui
 
 With --device cpu, crosspool runs on its CPU backend and PyTorch on the CPU, both on --threads
 threads (default: all cores); crosspool's other convolution kernels are timed too: direct
-AVX-512 (CROSSPOOL_CPU_CONV=avx512) and the portable one (gemm, the backend before its AVX-512
+AVX-512 (CROSSPOOL_CPU_CONV=direct-avx512) and the portable one (gemm, the backend before its AVX-512
 kernels), as "before".
+--simd avx2 restricts both to AVX2 on an AVX-512 machine, to stand in for an AVX2-only CPU:
+crosspool's kernels through CROSSPOOL_CPU_CONV=winograd-avx2 / direct-avx2, PyTorch's oneDNN
+through ONEDNN_MAX_CPU_ISA=AVX2.
 --rounds R times every implementation R times, alternating, and keeps the median of the R
 results (each itself the median of --iters batches): shared machines drift by several percent.
 """
@@ -32,7 +35,7 @@ def crosspool_row(args, batch, label, extra, env):
              "gflops": r["gflops"], "device": r["device"]}]
 
 
-def torch_rows(args, batch, here):
+def torch_rows(args, batch, here, env):
     cmd = [sys.executable, os.path.join(here, "bench_torch.py"), "--model", args.model, "--size",
            str(args.size), "--batch", str(batch), "--iters", str(args.iters), "--warmup",
            str(args.warmup), "--json"]
@@ -40,7 +43,7 @@ def torch_rows(args, batch, here):
         cmd += ["--device", "cpu", "--threads", str(args.threads)]
         if args.compile:
             cmd.append("--compile")
-    t = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    t = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout)
     sys.path.insert(0, here)
     from bench_torch import label
     return [{"impl": f"PyTorch {t['torch']} {label(r)}", "batch": batch,
@@ -72,6 +75,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads for both (--device cpu)")
     ap.add_argument("--compile", action="store_true", help="CPU: also time PyTorch under torch.compile")
     ap.add_argument("--rounds", type=int, default=1, help="alternating repetitions; the median is kept")
+    ap.add_argument("--simd", choices=["native", "avx2"], default="native",
+                    help="CPU: restrict both crosspool and PyTorch to AVX2")
     ap.add_argument("--tag", default="local", help="names the output files: bench_TAG.md/.json/.png")
     ap.add_argument("--out", default="docs")
     ap.add_argument("--unchecked", action="store_true", help="also time crosspool --unchecked-shaders")
@@ -87,9 +92,14 @@ def main():
     env = dict(os.environ)
     if args.device == "cpu":
         env["RAYON_NUM_THREADS"] = str(args.threads)
+    torch_env = dict(env)
     variants = [("crosspool", [], env)]
     if args.device == "cpu":
-        variants.append(("crosspool, direct avx512 kernel", [], {**env, "CROSSPOOL_CPU_CONV": "avx512"}))
+        simd = "avx512" if args.simd == "native" else "avx2"
+        if args.simd == "avx2":
+            variants = [("crosspool", [], {**env, "CROSSPOOL_CPU_CONV": "winograd-avx2"})]
+            torch_env["ONEDNN_MAX_CPU_ISA"] = "AVX2"
+        variants.append((f"crosspool, direct {simd} kernel", [], {**env, "CROSSPOOL_CPU_CONV": f"direct-{simd}"}))
         variants.append(("crosspool, gemm kernel (before)", [], {**env, "CROSSPOOL_CPU_CONV": "gemm"}))
     if args.unchecked:
         variants.append(("crosspool unchecked", ["--unchecked-shaders"], env))
@@ -100,7 +110,7 @@ def main():
             measured = []
             for label, extra, e in variants:
                 measured += crosspool_row(args, b, label, extra, e)
-            measured += torch_rows(args, b, here)
+            measured += torch_rows(args, b, here, torch_env)
             for r in measured:
                 runs.setdefault(r["impl"], []).append(r)
         for impl, rs in runs.items():
@@ -120,6 +130,9 @@ def write(args, rows):
     device = rows[0]["device"]
     torch_device = next((r["device"] for r in rows if r["impl"].startswith("PyTorch")), device)
     when = f"Measured {rows[0].get('date', '?')} on a host with {rows[0].get('machine', '?')}. "
+    if getattr(args, "simd", "native") == "avx2":
+        when += ("Both restricted to AVX2 (crosspool's winograd-avx2 and direct-avx2 kernels, "
+                 "PyTorch's oneDNN by ONEDNN_MAX_CPU_ISA=AVX2). ")
     lines = [f"# crosspool vs PyTorch: {args.model}, {args.size}x{args.size}, cross-layer features",
              "", when + f"Device: {device}; PyTorch on {torch_device}. Images/s for whole batches: upload,",
              "network to the paper's layer pair, cross-layer pooling, per-channel L2 and signed square",

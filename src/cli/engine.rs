@@ -98,11 +98,10 @@ pub fn info(opts: &GpuOptions, require_gpu: bool) -> anyhow::Result<()> {
     println!("threads:    {}", rayon::current_num_threads());
     let kernel = ConvKernel::from_env()?;
     println!(
-        "conv:       {} (CROSSPOOL_CPU_CONV=auto|winograd|avx512|gemm; this CPU runs {})",
+        "conv:       {} (CROSSPOOL_CPU_CONV; this CPU runs {})",
         kernel.name(),
-        [ConvKernel::Winograd, ConvKernel::Avx512, ConvKernel::Gemm]
+        ConvKernel::available()
             .iter()
-            .filter(|k| k.is_available())
             .map(|k| k.name())
             .collect::<Vec<_>>()
             .join(", ")

@@ -1,19 +1,20 @@
 //! Convolution on the CPU, by one of three kernels chosen when the layer is made:
 //!
 //! - `Winograd`: Winograd F(2x2, 3x3) (`winograd`) for 3x3 stride-1 layers with a multiple of
-//!   16 input channels (all of VGG's but the first), direct AVX-512 for the others; 2.25x
-//!   fewer multiply-adds, on CPUs with AVX-512F.
-//! - `Avx512`: direct convolution on AVX-512 register tiles (`direct_conv`), where the CPU
-//!   has AVX-512F; twice the `gemm` crate's rate on such CPUs (docs/bench_cpu.md).
+//!   16 input channels (all of VGG's but the first), direct convolution for the others; 2.25x
+//!   fewer multiply-adds.
+//! - `Direct`: direct convolution on register tiles (`direct_conv`, `microkernel`), the NHWC
+//!   input read in place; twice the `gemm` crate's rate on an AVX-512 CPU (docs/bench_cpu.md).
 //! - `Gemm`: bands of output pixels are unfolded (im2col) from the NHWC input into rows of
 //!   `kh * kw * in_c` values, ordered `(ky, kx, c)` so that each kernel tap copies one
 //!   contiguous run of channels, and multiplied by the layer's weights as a `[(ky, kx, c)][out_c]`
 //!   matrix with the `gemm` crate (runtime SIMD dispatch, rayon threads); bias and ReLU follow
 //!   on the band while it is in cache. The output rows are NHWC pixels, so the product lands
-//!   in place.
+//!   in place. It runs on any CPU.
 //!
-//! `CROSSPOOL_CPU_CONV=auto|winograd|avx512|gemm` picks the kernel for a run (auto: the
-//! fastest this CPU has), so all can be timed and tested on one machine.
+//! `Winograd` and `Direct` run on x86-64 with AVX-512F or with AVX2 and FMA ([`Simd`]).
+//! `CROSSPOOL_CPU_CONV` picks the kernel for a run (`auto`: the fastest this CPU has), so all
+//! can be timed and tested on one machine.
 
 #[cfg(target_arch = "x86_64")]
 use super::direct_conv::DirectConv;
@@ -31,63 +32,124 @@ const BAND_VALUES: usize = 1 << 20;
 /// The environment variable that picks the convolution kernel.
 pub const CONV_KERNEL_ENV: &str = "CROSSPOOL_CPU_CONV";
 
+/// The vector instruction set the `Winograd` and `Direct` kernels run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Simd {
+    /// AVX-512F: 32 registers of 16 floats.
+    Avx512,
+    /// AVX2 with FMA: 16 registers of 8 floats.
+    Avx2,
+}
+
+impl Simd {
+    /// The widest set this CPU has, if any.
+    pub fn detected() -> Option<Simd> {
+        [Simd::Avx512, Simd::Avx2]
+            .into_iter()
+            .find(|s| s.is_available())
+    }
+
+    /// Whether this CPU runs it.
+    pub fn is_available(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return match self {
+            Simd::Avx512 => is_x86_feature_detected!("avx512f"),
+            Simd::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// Its name in kernel names (`direct-avx512`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Simd::Avx512 => "avx512",
+            Simd::Avx2 => "avx2",
+        }
+    }
+}
+
 /// Which kernel a [`CpuConv2d`] runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvKernel {
-    /// Winograd F(2x2, 3x3) where a layer suits it, else `Avx512` (x86-64 with AVX-512F).
-    Winograd,
-    /// Direct convolution on AVX-512 register tiles (x86-64 with AVX-512F).
-    Avx512,
-    /// im2col and the `gemm` crate (any CPU).
+    /// Winograd F(2x2, 3x3) where a layer suits it, else `Direct`.
+    Winograd(Simd),
+    /// Direct convolution on register tiles.
+    Direct(Simd),
+    /// im2col and the `gemm` crate.
     Gemm,
 }
 
 impl ConvKernel {
     /// The fastest kernel this CPU runs.
     pub fn detected() -> Self {
-        if ConvKernel::Winograd.is_available() {
-            ConvKernel::Winograd
-        } else {
-            ConvKernel::Gemm
+        Simd::detected().map_or(ConvKernel::Gemm, ConvKernel::Winograd)
+    }
+
+    /// Every kernel this CPU runs, fastest first.
+    pub fn available() -> Vec<ConvKernel> {
+        let mut all = Vec::new();
+        for simd in [Simd::Avx512, Simd::Avx2] {
+            if simd.is_available() {
+                all.extend([ConvKernel::Winograd(simd), ConvKernel::Direct(simd)]);
+            }
         }
+        all.push(ConvKernel::Gemm);
+        all
     }
 
     /// Whether this CPU runs the kernel.
     pub fn is_available(self) -> bool {
         match self {
-            #[cfg(target_arch = "x86_64")]
-            ConvKernel::Winograd | ConvKernel::Avx512 => DirectConv::available(),
-            #[cfg(not(target_arch = "x86_64"))]
-            ConvKernel::Winograd | ConvKernel::Avx512 => false,
+            ConvKernel::Winograd(simd) | ConvKernel::Direct(simd) => simd.is_available(),
             ConvKernel::Gemm => true,
         }
     }
 
-    /// The kernel `CROSSPOOL_CPU_CONV` asks for (`auto`, the default, is [`Self::detected`]).
+    /// The kernel `CROSSPOOL_CPU_CONV` asks for: `auto` (the default: [`Self::detected`]),
+    /// `winograd` or `direct` (on the widest instruction set this CPU has), `winograd-avx512`,
+    /// `winograd-avx2`, `direct-avx512`, `direct-avx2`, or `gemm`.
     pub fn from_env() -> Result<Self> {
-        let Ok(value) = std::env::var(CONV_KERNEL_ENV) else {
-            return Ok(Self::detected());
+        match std::env::var(CONV_KERNEL_ENV) {
+            Ok(value) => Self::parse(value.trim()),
+            Err(_) => Ok(Self::detected()),
+        }
+    }
+
+    /// A kernel by its name (see [`Self::from_env`]).
+    pub fn parse(name: &str) -> Result<Self> {
+        let widest = || {
+            Simd::detected().ok_or_else(|| {
+                Error::Config(format!(
+                    "{CONV_KERNEL_ENV}={name} needs an x86-64 CPU with AVX2 and FMA or \
+                     AVX-512F; this one has neither (use gemm or auto)"
+                ))
+            })
         };
-        let kernel = match value.trim() {
-            "" | "auto" => return Ok(Self::detected()),
-            "winograd" => ConvKernel::Winograd,
-            "avx512" => ConvKernel::Avx512,
+        Ok(match name {
+            "" | "auto" => Self::detected(),
+            "winograd" => ConvKernel::Winograd(widest()?),
+            "direct" => ConvKernel::Direct(widest()?),
+            "winograd-avx512" => ConvKernel::Winograd(Simd::Avx512),
+            "winograd-avx2" => ConvKernel::Winograd(Simd::Avx2),
+            "direct-avx512" => ConvKernel::Direct(Simd::Avx512),
+            "direct-avx2" => ConvKernel::Direct(Simd::Avx2),
             "gemm" => ConvKernel::Gemm,
             other => {
                 return Err(Error::Config(format!(
-                    "{CONV_KERNEL_ENV}={other} is not one of auto, winograd, avx512, gemm"
+                    "{CONV_KERNEL_ENV}={other} is not one of auto, winograd, direct, \
+                     winograd-avx512, winograd-avx2, direct-avx512, direct-avx2, gemm"
                 )))
             }
-        };
-        Ok(kernel)
+        })
     }
 
-    /// The name `CROSSPOOL_CPU_CONV` takes.
-    pub fn name(self) -> &'static str {
+    /// Its full name, as `CROSSPOOL_CPU_CONV` takes it.
+    pub fn name(self) -> String {
         match self {
-            ConvKernel::Winograd => "winograd",
-            ConvKernel::Avx512 => "avx512",
-            ConvKernel::Gemm => "gemm",
+            ConvKernel::Winograd(simd) => format!("winograd-{}", simd.name()),
+            ConvKernel::Direct(simd) => format!("direct-{}", simd.name()),
+            ConvKernel::Gemm => "gemm".to_string(),
         }
     }
 }
@@ -102,7 +164,7 @@ enum Kernel {
     #[cfg(target_arch = "x86_64")]
     Winograd(WinogradConv),
     #[cfg(target_arch = "x86_64")]
-    Avx512(DirectConv),
+    Direct(DirectConv),
     Gemm {
         /// `[(ky * kw + kx) * in_c + c][out_c]`, row-major.
         weight_kn: Vec<f32>,
@@ -120,24 +182,22 @@ impl CpuConv2d {
     pub fn with_kernel(w: &Conv2dWeights, kernel: ConvKernel) -> Result<Self> {
         if !kernel.is_available() {
             return Err(Error::Config(format!(
-                "the {} convolution kernel needs an x86-64 CPU with AVX-512F; this one has \
-                 not (use gemm or auto)",
+                "the {} convolution kernel needs an x86-64 CPU with that instruction set; this \
+                 one has not (use gemm or auto)",
                 kernel.name()
             )));
         }
         let kernel = match kernel {
             #[cfg(target_arch = "x86_64")]
-            ConvKernel::Winograd if WinogradConv::suits(&w.spec) => Kernel::Winograd(
-                WinogradConv::new(w.spec, |o, i, ky, kx| w.at(o, i, ky, kx), &w.bias),
+            ConvKernel::Winograd(simd) if WinogradConv::suits(&w.spec) => Kernel::Winograd(
+                WinogradConv::new(w.spec, simd, |o, i, ky, kx| w.at(o, i, ky, kx), &w.bias),
             ),
             #[cfg(target_arch = "x86_64")]
-            ConvKernel::Winograd | ConvKernel::Avx512 => Kernel::Avx512(DirectConv::new(
-                w.spec,
-                &w.to_gemm_kn(0, w.spec.out_c),
-                &w.bias,
-            )),
+            ConvKernel::Winograd(simd) | ConvKernel::Direct(simd) => Kernel::Direct(
+                DirectConv::new(w.spec, simd, &w.to_gemm_kn(0, w.spec.out_c), &w.bias),
+            ),
             #[cfg(not(target_arch = "x86_64"))]
-            ConvKernel::Winograd | ConvKernel::Avx512 => unreachable!("checked above"),
+            ConvKernel::Winograd(_) | ConvKernel::Direct(_) => unreachable!("checked above"),
             ConvKernel::Gemm => Kernel::Gemm {
                 weight_kn: w.to_gemm_kn(0, w.spec.out_c),
                 bias: w.bias.clone(),
@@ -149,13 +209,13 @@ impl CpuConv2d {
         })
     }
 
-    /// The kernel this layer runs on (`Avx512` for a layer `Winograd` does not suit).
+    /// The kernel this layer runs on (`Direct` for a layer `Winograd` does not suit).
     pub fn kernel(&self) -> ConvKernel {
-        match self.kernel {
+        match &self.kernel {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Winograd(_) => ConvKernel::Winograd,
+            Kernel::Winograd(k) => ConvKernel::Winograd(k.simd()),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512(_) => ConvKernel::Avx512,
+            Kernel::Direct(k) => ConvKernel::Direct(k.simd()),
             Kernel::Gemm { .. } => ConvKernel::Gemm,
         }
     }
@@ -188,7 +248,7 @@ impl CpuConv2d {
             #[cfg(target_arch = "x86_64")]
             Kernel::Winograd(winograd) => winograd.run(input, shape, out, output),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512(direct) => direct.run(input, shape, out, output),
+            Kernel::Direct(direct) => direct.run(input, shape, out, output),
             Kernel::Gemm { weight_kn, bias } => {
                 self.run_gemm(weight_kn, bias, input, shape, out, output)
             }

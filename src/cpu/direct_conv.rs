@@ -1,37 +1,28 @@
-//! Direct convolution with AVX-512 register tiles, for CPUs that have it.
+//! Direct convolution on register tiles (`microkernel`: AVX-512 or AVX2).
 //!
 //! The `gemm` crate runs its AVX2 kernels on stable Rust (its AVX-512 ones need nightly), half
-//! of what an AVX-512 core does per cycle (docs/cpu_gemm.md). This kernel computes a tile of
-//! `MR` neighbouring output pixels of one row by `NR` output channels in 28 zmm registers,
-//! reading the NHWC input in place: for a row of pixels the values under one kernel tap form a
+//! of what an AVX-512 core does per cycle (docs/cpu_gemm.md). This kernel computes tiles of
+//! `MR` neighbouring output pixels of one row by `NR` output channels in registers, reading
+//! the NHWC input in place: for a row of pixels the values under one kernel tap form a
 //! matrix whose rows are `stride_w * c` apart, so nothing is unfolded (no im2col pass through
 //! memory) and only the weights are packed, once, when the layer is made. Each task first
 //! copies the input rows its pixels read into a zero-padded block, so padding, and tiles that
 //! hang over the right edge, need no special cases in the inner loop.
 
 use super::conv::unfold_row;
+use super::microkernel::{self, Lanes, OutPtr, Simd, TileGeometry, MR, NR};
 use crate::shape::{Conv2dSpec, Shape4};
 use rayon::prelude::*;
-use std::arch::x86_64::*;
 use std::cell::RefCell;
 
-/// Output pixels per tile: one broadcast register each.
-pub(super) const MR: usize = 14;
-/// Output channels per tile: two zmm registers of 16 lanes. 14 x 2 accumulators, 2 weight
-/// vectors: 30 of the 32 zmm registers.
-pub(super) const NR: usize = 32;
 /// Tiles a task aims to cover per weight panel, so that a panel read from cache serves many
 /// tiles (a conv5 panel is 9 * 512 * 32 floats, 576 KiB).
 const TILES_PER_BLOCK: usize = 32;
 
-/// 64-byte aligned lanes, so each weight row of a panel sits in one cache line.
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-pub(super) struct Lanes(pub(super) [f32; 16]);
-
 /// A convolution layer packed for [`DirectConv::run`].
 pub struct DirectConv {
     spec: Conv2dSpec,
+    simd: Simd,
     panels: usize,
     /// `[panel][(ky * kw + kx) * in_c + c][NR]`, zero past `out_c`.
     weights: Vec<Lanes>,
@@ -44,19 +35,7 @@ thread_local! {
     pub(super) static BLOCK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The output pointer shared by tasks that write disjoint pixels and channels.
-#[derive(Clone, Copy)]
-pub(super) struct OutPtr(pub(super) *mut f32);
-// SAFETY: tasks write disjoint parts of the output (see `DirectConv::run`).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
 impl DirectConv {
-    /// Whether this CPU runs the kernel.
-    pub fn available() -> bool {
-        is_x86_feature_detected!("avx512f")
-    }
-
     /// Whether a layer with `out_w` output columns suits the kernel: tiles are `MR` pixels of
     /// one row, so narrow outputs would waste most of each tile.
     pub fn suits(out_w: usize) -> bool {
@@ -65,8 +44,8 @@ impl DirectConv {
     }
 
     /// Packs the `[k][out_c]` weight matrix (`k = kh * kw * in_c` in `(ky, kx, c)` order) and
-    /// the bias into panels of `NR` output channels.
-    pub fn new(spec: Conv2dSpec, weight_kn: &[f32], bias: &[f32]) -> Self {
+    /// the bias into panels of `NR` output channels, for tiles on `simd`.
+    pub fn new(spec: Conv2dSpec, simd: Simd, weight_kn: &[f32], bias: &[f32]) -> Self {
         let (k, n) = (spec.k_total(), spec.out_c);
         debug_assert_eq!(weight_kn.len(), k * n);
         let panels = n.div_ceil(NR);
@@ -83,16 +62,22 @@ impl DirectConv {
         }
         DirectConv {
             spec,
+            simd,
             panels,
             weights,
             bias: packed_bias,
         }
     }
 
+    /// The instruction set its tiles run on.
+    pub fn simd(&self) -> Simd {
+        self.simd
+    }
+
     /// `output = conv(input)` with bias and optional ReLU, NHWC; `out` is the output shape and
     /// both slices hold exactly their shapes' values (the caller checks).
     pub fn run(&self, input: &[f32], shape: Shape4, out: Shape4, output: &mut [f32]) {
-        assert!(Self::available(), "DirectConv::run needs AVX-512");
+        assert!(self.simd.is_available(), "{:?} is not available", self.simd);
         debug_assert_eq!(input.len(), shape.len());
         debug_assert_eq!(output.len(), out.len());
         if Self::suits(out.w) {
@@ -250,13 +235,8 @@ impl DirectConv {
             "tile reads past its block"
         );
         let k = self.spec.k_total();
-        let cols = NR.min(self.spec.out_c - p * NR);
-        let mask = if cols == NR {
-            u32::MAX
-        } else {
-            (1u32 << cols) - 1
-        };
-        microkernel(
+        microkernel::tile(
+            self.simd,
             a.as_ptr(),
             g,
             self.weights[p * k * 2..].as_ptr() as *const f32,
@@ -265,7 +245,7 @@ impl DirectConv {
             dst.0.add(at + p * NR),
             out_stride,
             pixels,
-            mask,
+            NR.min(self.spec.out_c - p * NR),
         );
     }
 }
@@ -296,74 +276,4 @@ pub(super) fn even_blocks(images: usize, min: usize, most: usize) -> usize {
         .take(threads)
         .find(|b| (images * b).is_multiple_of(threads))
         .unwrap_or(min)
-}
-
-/// Where a tile's input values are: pixel windows `px_stride` floats apart, each `kh` rows
-/// `row_stride` apart of `window_row` contiguous values. In the padded block a window row's
-/// `kw` taps of `c` channels are contiguous, in the order the weights are packed, so one loop
-/// runs over them.
-#[derive(Clone, Copy)]
-pub(super) struct TileGeometry {
-    pub(super) px_stride: usize,
-    pub(super) row_stride: usize,
-    pub(super) kh: usize,
-    pub(super) window_row: usize,
-}
-
-/// One tile: `MR` output pixels laid out as `geometry` says, by the `NR` channels of one
-/// weight panel; stores the first `pixels` of them, the channels in `mask`.
-///
-/// # Safety
-/// AVX-512F is available; `a` has `MR` pixels' windows readable; `b` is a 64-byte aligned panel of `kh * kw * c * NR` floats and
-/// `bias` 64-byte aligned `NR` floats; `out` has `pixels` rows `out_stride` apart with the
-/// masked channels writable.
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn microkernel(
-    a: *const f32,
-    geometry: TileGeometry,
-    b: *const f32,
-    bias: *const f32,
-    relu: bool,
-    out: *mut f32,
-    out_stride: usize,
-    pixels: usize,
-    mask: u32,
-) {
-    let TileGeometry {
-        px_stride,
-        row_stride,
-        kh,
-        window_row,
-    } = geometry;
-    let mut acc = [_mm512_setzero_ps(); 2 * MR];
-    let mut bp = b;
-    for ky in 0..kh {
-        let ap = a.add(ky * row_stride);
-        for j in 0..window_row {
-            let b0 = _mm512_load_ps(bp);
-            let b1 = _mm512_load_ps(bp.add(16));
-            for i in 0..MR {
-                let av = _mm512_set1_ps(*ap.add(i * px_stride + j));
-                acc[2 * i] = _mm512_fmadd_ps(av, b0, acc[2 * i]);
-                acc[2 * i + 1] = _mm512_fmadd_ps(av, b1, acc[2 * i + 1]);
-            }
-            bp = bp.add(NR);
-        }
-    }
-    let bias0 = _mm512_load_ps(bias);
-    let bias1 = _mm512_load_ps(bias.add(16));
-    let zero = _mm512_setzero_ps();
-    let (m0, m1) = (mask as u16, (mask >> 16) as u16);
-    for i in 0..pixels {
-        let mut v0 = _mm512_add_ps(acc[2 * i], bias0);
-        let mut v1 = _mm512_add_ps(acc[2 * i + 1], bias1);
-        if relu {
-            v0 = _mm512_max_ps(v0, zero);
-            v1 = _mm512_max_ps(v1, zero);
-        }
-        let o = out.add(i * out_stride);
-        _mm512_mask_storeu_ps(o, m0, v0);
-        _mm512_mask_storeu_ps(o.add(16), m1, v1);
-    }
 }

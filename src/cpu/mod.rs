@@ -6,12 +6,14 @@
 pub mod conv;
 #[cfg(target_arch = "x86_64")]
 mod direct_conv;
+#[cfg(target_arch = "x86_64")]
+mod microkernel;
 pub mod ops;
 pub mod tensor;
 #[cfg(target_arch = "x86_64")]
 mod winograd;
 
-pub use conv::{ConvKernel, CpuConv2d};
+pub use conv::{ConvKernel, CpuConv2d, Simd};
 pub use tensor::{HostFeatures, HostStorage, HostTensor};
 
 /// The CPU backend: the pipelines run on these kernels when it is the `Backend`.

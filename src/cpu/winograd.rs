@@ -1,5 +1,5 @@
 //! Winograd F(2x2, 3x3) convolution (Lavin & Gray 2016) for 3x3 stride-1 layers, on the same
-//! AVX-512 microkernel as the direct convolution.
+//! register tiles as the direct convolution (`microkernel`: AVX-512 or AVX2).
 //!
 //! Each 2x2 block of output pixels (a tile) comes from a 4x4 patch `d` of the input:
 //! `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`, 16 products per channel pair where direct convolution
@@ -15,12 +15,10 @@
 //! of `in_c + 8` terms, relative to the magnitudes through the absolute-valued transforms
 //! (tests/cpu_conv.rs derives it).
 
-use super::direct_conv::{
-    even_blocks, microkernel, panel_splits, share, Lanes, OutPtr, TileGeometry, BLOCK, MR, NR,
-};
+use super::direct_conv::{even_blocks, panel_splits, share, BLOCK};
+use super::microkernel::{self, Lanes, OutPtr, Simd, TileGeometry, MR, NR};
 use crate::shape::{Conv2dSpec, Shape4};
 use rayon::prelude::*;
-use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 /// Bytes of one transformed input matrix `V_ξ` (a band's tiles x in_c) a task aims for: it
@@ -49,6 +47,7 @@ static ZERO_BIAS: [Lanes; 2] = [Lanes([0.0; 16]), Lanes([0.0; 16])];
 /// A 3x3 stride-1 convolution layer with its weights transformed for [`WinogradConv::run`].
 pub struct WinogradConv {
     spec: Conv2dSpec,
+    simd: Simd,
     panels: usize,
     /// `U = G g Gᵀ`: `[ξ][panel][in_c][NR]`, zero past `out_c`.
     u: Vec<Lanes>,
@@ -66,9 +65,11 @@ impl WinogradConv {
             && spec.in_c > 0
     }
 
-    /// Transforms `weight(o, i, ky, kx)` and packs it with the bias; `spec` must suit.
+    /// Transforms `weight(o, i, ky, kx)` and packs it with the bias, for tiles on `simd`;
+    /// `spec` must suit.
     pub fn new(
         spec: Conv2dSpec,
+        simd: Simd,
         weight: impl Fn(usize, usize, usize, usize) -> f32,
         bias: &[f32],
     ) -> Self {
@@ -99,19 +100,22 @@ impl WinogradConv {
         }
         WinogradConv {
             spec,
+            simd,
             panels,
             u,
             bias: packed_bias,
         }
     }
 
+    /// The instruction set its tiles run on.
+    pub fn simd(&self) -> Simd {
+        self.simd
+    }
+
     /// `output = conv(input)` with bias and optional ReLU, NHWC; `out` is the output shape and
-    /// both slices hold exactly their shapes' values (the caller checks). Needs AVX-512F.
+    /// both slices hold exactly their shapes' values (the caller checks).
     pub fn run(&self, input: &[f32], shape: Shape4, out: Shape4, output: &mut [f32]) {
-        assert!(
-            is_x86_feature_detected!("avx512f"),
-            "WinogradConv::run needs AVX-512"
-        );
+        assert!(self.simd.is_available(), "{:?} is not available", self.simd);
         let c = shape.c;
         let (tile_rows, tile_cols) = (out.h.div_ceil(2), out.w.div_ceil(2));
         // Bands of tile rows: at least one microkernel's worth of tiles, as many more as keep
@@ -137,10 +141,19 @@ impl WinogradConv {
                         self.pad_band(input, shape, img, tr.clone(), tile_cols, &mut block);
                     v.clear();
                     v.resize(16 * tiles_pad * c / 16, Lanes([0.0; 16]));
-                    // SAFETY: AVX-512F checked above; `block` holds the band's padded patches
-                    // and `v` 16 x tiles_pad x c floats.
+                    // SAFETY: the instruction set is checked above; `block` holds the band's
+                    // padded patches and `v` 16 x tiles_pad x c floats.
                     unsafe {
-                        transform_input(&block, row_len, tr.len(), tile_cols, c, tiles_pad, v)
+                        transform_input(
+                            self.simd,
+                            &block,
+                            row_len,
+                            tr.len(),
+                            tile_cols,
+                            c,
+                            tiles_pad,
+                            v,
+                        )
                     };
                     // Panels in groups whose products fit M_BYTES: for each ξ, V_ξ serves the
                     // whole group while it is in cache, and each U_ξ panel is read once.
@@ -233,7 +246,8 @@ impl WinogradConv {
                 let u = self.u[(xi * self.panels + p) * c * 2..].as_ptr() as *const f32;
                 let mg = mf.add(g * tiles_pad * 16 * NR);
                 for t0 in (0..tiles).step_by(MR) {
-                    microkernel(
+                    microkernel::tile(
+                        self.simd,
                         vf.add((xi * tiles_pad + t0) * c),
                         geometry,
                         u,
@@ -242,7 +256,7 @@ impl WinogradConv {
                         mg.add((t0 * 16 + xi) * NR),
                         16 * NR,
                         MR.min(tiles - t0),
-                        u32::MAX,
+                        NR,
                     );
                 }
             }
@@ -253,11 +267,9 @@ impl WinogradConv {
     /// panel `p`.
     ///
     /// # Safety
-    /// AVX-512F; `dst` points at an output of shape `out` whose tile rows
-    /// `tr0..tr0 + rows` in panel `p` no other thread writes.
-    #[target_feature(enable = "avx512f")]
-    // Index loops over arrays of registers: iterator adaptors would leave the AVX-512 context.
-    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+    /// The instruction set is available; `dst` points at an output of shape `out` whose tile
+    /// rows `tr0..tr0 + rows` in panel `p` no other thread writes.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn transform_output(
         &self,
         m: &[Lanes],
@@ -269,68 +281,58 @@ impl WinogradConv {
         p: usize,
         dst: OutPtr,
     ) {
-        let cols = NR.min(self.spec.out_c - p * NR);
-        let mask = if cols == NR {
-            u32::MAX
-        } else {
-            (1u32 << cols) - 1
+        let band = OutputBand {
+            m,
+            out,
+            img,
+            tr0,
+            rows,
+            tile_cols,
+            channel0: p * NR,
+            cols: NR.min(self.spec.out_c - p * NR),
+            bias: &self.bias[p * 2..p * 2 + 2],
+            relu: self.spec.relu,
+            dst,
         };
-        let zero = _mm512_setzero_ps();
-        for half in 0..2 {
-            let hmask = (mask >> (16 * half)) as u16;
-            if hmask == 0 {
-                continue;
-            }
-            let bias = _mm512_load_ps(self.bias[p * 2 + half].0.as_ptr());
-            for r in 0..rows {
-                for tc in 0..tile_cols {
-                    let t = r * tile_cols + tc;
-                    let at = |xi: usize| _mm512_load_ps(m[(t * 16 + xi) * 2 + half].0.as_ptr());
-                    // Aᵀ m: rows 0 and 1 of four columns.
-                    let mut s = [[zero; 4]; 2];
-                    for j in 0..4 {
-                        let (m0, m1, m2, m3) = (at(j), at(4 + j), at(8 + j), at(12 + j));
-                        s[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
-                        s[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
-                    }
-                    for (dy, row) in s.iter().enumerate() {
-                        let oy = 2 * (tr0 + r) + dy;
-                        if oy >= out.h {
-                            break;
-                        }
-                        let y = [
-                            _mm512_add_ps(_mm512_add_ps(row[0], row[1]), row[2]),
-                            _mm512_sub_ps(_mm512_sub_ps(row[1], row[2]), row[3]),
-                        ];
-                        for (dx, &v) in y.iter().enumerate() {
-                            let ox = 2 * tc + dx;
-                            if ox >= out.w {
-                                break;
-                            }
-                            let mut v = _mm512_add_ps(v, bias);
-                            if self.spec.relu {
-                                v = _mm512_max_ps(v, zero);
-                            }
-                            let o = dst.0.add(out.index(img, oy, ox, p * NR + 16 * half));
-                            _mm512_mask_storeu_ps(o, hmask, v);
-                        }
-                    }
-                }
-            }
+        match self.simd {
+            Simd::Avx512 => transform_output_avx512(band),
+            Simd::Avx2 => transform_output_avx2(band),
         }
     }
 }
 
+/// 16 channels of one value, the unit the transforms work in (vectorised by the compiler
+/// for the instruction set of the function they are inlined into).
+type Chunk = [f32; 16];
+
+#[inline(always)]
+fn add(a: Chunk, b: Chunk) -> Chunk {
+    let mut r = [0.0; 16];
+    for l in 0..16 {
+        r[l] = a[l] + b[l];
+    }
+    r
+}
+
+#[inline(always)]
+fn sub(a: Chunk, b: Chunk) -> Chunk {
+    let mut r = [0.0; 16];
+    for l in 0..16 {
+        r[l] = a[l] - b[l];
+    }
+    r
+}
+
 /// `V_ξ[t][c] = (Bᵀ d B)_ξ` for the `rows x tile_cols` tiles of a padded band, 16 channels a
-/// vector, into `v` (`[16][tiles_pad][c]`).
+/// chunk, into `v` (`[16][tiles_pad][c]`).
 ///
 /// # Safety
-/// AVX-512F; `block` holds `2 * rows + 2` rows of `row_len` floats with tile patches at
-/// (2 * row, 2 * col) pixels; `c` is a multiple of 16 and `v` holds `16 * tiles_pad * c` floats.
-#[target_feature(enable = "avx512f")]
-// Index loops over arrays of registers: iterator adaptors would leave the AVX-512 context.
-#[allow(clippy::needless_range_loop)]
+/// `simd` is available; `block` holds `2 * rows + 2` rows of `row_len` floats with tile
+/// patches at (2 * row, 2 * col) pixels; `c` is a multiple of 16 and `v` holds
+/// `16 * tiles_pad * c` floats.
+#[allow(clippy::too_many_arguments)]
 unsafe fn transform_input(
+    simd: Simd,
     block: &[f32],
     row_len: usize,
     rows: usize,
@@ -339,34 +341,189 @@ unsafe fn transform_input(
     tiles_pad: usize,
     v: &mut [Lanes],
 ) {
+    let band = InputBand {
+        block,
+        row_len,
+        rows,
+        tile_cols,
+        c,
+        tiles_pad,
+        v: v.as_mut_ptr() as *mut f32,
+    };
+    debug_assert!(band.v_len() <= v.len() * 16);
+    match simd {
+        Simd::Avx512 => transform_input_avx512(band),
+        Simd::Avx2 => transform_input_avx2(band),
+    }
+}
+
+/// What the input transform reads and writes.
+struct InputBand<'a> {
+    block: &'a [f32],
+    row_len: usize,
+    rows: usize,
+    tile_cols: usize,
+    c: usize,
+    tiles_pad: usize,
+    v: *mut f32,
+}
+
+impl InputBand<'_> {
+    fn v_len(&self) -> usize {
+        16 * self.tiles_pad * self.c
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn transform_input_avx512(band: InputBand<'_>) {
+    transform_input_body(band)
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn transform_input_avx2(band: InputBand<'_>) {
+    transform_input_body(band)
+}
+
+#[inline(always)]
+// Index loops over the 4 x 4 patch, in the transform's notation.
+#[allow(clippy::needless_range_loop)]
+unsafe fn transform_input_body(band: InputBand<'_>) {
+    let InputBand {
+        block,
+        row_len,
+        rows,
+        tile_cols,
+        c,
+        tiles_pad,
+        v,
+    } = band;
+    debug_assert!(block.len() >= (2 * rows + 2) * row_len);
     let b = block.as_ptr();
-    let vf = v.as_mut_ptr() as *mut f32;
     for r in 0..rows {
         for tc in 0..tile_cols {
             let t = r * tile_cols + tc;
             let patch = b.add(2 * r * row_len + 2 * tc * c);
             for c0 in (0..c).step_by(16) {
-                let d = |i: usize, j: usize| _mm512_loadu_ps(patch.add(i * row_len + j * c + c0));
+                let d = |i: usize, j: usize| -> Chunk {
+                    std::ptr::read_unaligned(patch.add(i * row_len + j * c + c0) as *const Chunk)
+                };
                 // Bᵀ d: four rows of four columns.
-                let mut w = [[_mm512_setzero_ps(); 4]; 4];
+                let mut w = [[[0.0; 16]; 4]; 4];
                 for j in 0..4 {
                     let (d0, d1, d2, d3) = (d(0, j), d(1, j), d(2, j), d(3, j));
-                    w[0][j] = _mm512_sub_ps(d0, d2);
-                    w[1][j] = _mm512_add_ps(d1, d2);
-                    w[2][j] = _mm512_sub_ps(d2, d1);
-                    w[3][j] = _mm512_sub_ps(d1, d3);
+                    w[0][j] = sub(d0, d2);
+                    w[1][j] = add(d1, d2);
+                    w[2][j] = sub(d2, d1);
+                    w[3][j] = sub(d1, d3);
                 }
                 // (Bᵀ d) B, stored as V_ξ with ξ = 4 * row + column.
                 for (i, row) in w.iter().enumerate() {
                     let out = [
-                        _mm512_sub_ps(row[0], row[2]),
-                        _mm512_add_ps(row[1], row[2]),
-                        _mm512_sub_ps(row[2], row[1]),
-                        _mm512_sub_ps(row[1], row[3]),
+                        sub(row[0], row[2]),
+                        add(row[1], row[2]),
+                        sub(row[2], row[1]),
+                        sub(row[1], row[3]),
                     ];
-                    for (j, &x) in out.iter().enumerate() {
+                    for (j, x) in out.iter().enumerate() {
                         let xi = 4 * i + j;
-                        _mm512_storeu_ps(vf.add((xi * tiles_pad + t) * c + c0), x);
+                        std::ptr::write_unaligned(
+                            v.add((xi * tiles_pad + t) * c + c0) as *mut Chunk,
+                            *x,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the output transform reads and writes: one panel of a band's products.
+struct OutputBand<'a> {
+    m: &'a [Lanes],
+    out: Shape4,
+    img: usize,
+    tr0: usize,
+    rows: usize,
+    tile_cols: usize,
+    channel0: usize,
+    cols: usize,
+    bias: &'a [Lanes],
+    relu: bool,
+    dst: OutPtr,
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn transform_output_avx512(band: OutputBand<'_>) {
+    transform_output_body(band)
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn transform_output_avx2(band: OutputBand<'_>) {
+    transform_output_body(band)
+}
+
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // the transform's index notation
+unsafe fn transform_output_body(band: OutputBand<'_>) {
+    let OutputBand {
+        m,
+        out,
+        img,
+        tr0,
+        rows,
+        tile_cols,
+        channel0,
+        cols,
+        bias,
+        relu,
+        dst,
+    } = band;
+    for half in 0..2 {
+        let valid = cols.saturating_sub(16 * half).min(16);
+        if valid == 0 {
+            continue;
+        }
+        let bias = bias[half].0;
+        for r in 0..rows {
+            for tc in 0..tile_cols {
+                let t = r * tile_cols + tc;
+                let at = |xi: usize| -> Chunk { m[(t * 16 + xi) * 2 + half].0 };
+                // Aᵀ m: rows 0 and 1 of four columns.
+                let mut s = [[[0.0; 16]; 4]; 2];
+                for j in 0..4 {
+                    let (m0, m1, m2, m3) = (at(j), at(4 + j), at(8 + j), at(12 + j));
+                    s[0][j] = add(add(m0, m1), m2);
+                    s[1][j] = sub(sub(m1, m2), m3);
+                }
+                for (dy, row) in s.iter().enumerate() {
+                    let oy = 2 * (tr0 + r) + dy;
+                    if oy >= out.h {
+                        break;
+                    }
+                    let y = [
+                        add(add(row[0], row[1]), row[2]),
+                        sub(sub(row[1], row[2]), row[3]),
+                    ];
+                    for (dx, v) in y.iter().enumerate() {
+                        let ox = 2 * tc + dx;
+                        if ox >= out.w {
+                            break;
+                        }
+                        let mut v = add(*v, bias);
+                        if relu {
+                            // As `f32::max`: NaN becomes 0, like the other kernels' ReLU.
+                            for x in v.iter_mut() {
+                                *x = x.max(0.0);
+                            }
+                        }
+                        let o = dst.0.add(out.index(img, oy, ox, channel0 + 16 * half));
+                        if valid == 16 {
+                            std::ptr::write_unaligned(o as *mut Chunk, v);
+                        } else {
+                            for (l, x) in v.iter().enumerate().take(valid) {
+                                *o.add(l) = *x;
+                            }
+                        }
                     }
                 }
             }

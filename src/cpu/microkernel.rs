@@ -1,0 +1,227 @@
+//! The register tile both AVX convolution kernels (`direct_conv`, `winograd`) run on: `MR`
+//! output pixels by the `NR` output channels of one weight panel, accumulated over a window
+//! of input values read in place. One layout for both instruction sets, chosen at run time:
+//!
+//! - AVX-512F: the whole 14 x 32 tile in 28 zmm accumulators (2 weight vectors, 1 broadcast:
+//!   31 of 32 registers), one pass over the window.
+//! - AVX2 + FMA (16 ymm registers): sub-tiles of 6 pixels x 16 channels (12 accumulators),
+//!   three pixel groups (6, 6, 2) for each half of the panel; the window is read six times
+//!   from cache instead of once, the weights three times.
+
+pub(super) use super::conv::Simd;
+use std::arch::x86_64::*;
+
+/// Output pixels per tile.
+pub(super) const MR: usize = 14;
+/// Output channels per tile: one weight panel.
+pub(super) const NR: usize = 32;
+
+/// 64-byte aligned lanes, so each weight row of a panel sits in one cache line.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(super) struct Lanes(pub(super) [f32; 16]);
+
+/// The output pointer shared by tasks that write disjoint pixels and channels.
+#[derive(Clone, Copy)]
+pub(super) struct OutPtr(pub(super) *mut f32);
+// SAFETY: the kernels' tasks write disjoint parts of the output (see their `run`).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// Where a tile's input values are: pixel windows `px_stride` floats apart, each `kh` rows
+/// `row_stride` apart of `window_row` contiguous values. In a padded block a window row's
+/// `kw` taps of `c` channels are contiguous, in the order the weights are packed, so one loop
+/// runs over them.
+#[derive(Clone, Copy)]
+pub(super) struct TileGeometry {
+    pub(super) px_stride: usize,
+    pub(super) row_stride: usize,
+    pub(super) kh: usize,
+    pub(super) window_row: usize,
+}
+
+/// One tile: `MR` output pixels laid out as `geometry` says, by the `NR` channels of one
+/// weight panel `b` (`kh * window_row` rows of `NR`), plus `bias` and optional ReLU; stores
+/// the first `pixels` pixels' first `cols` channels, `out_stride` floats apart.
+///
+/// # Safety
+/// `simd` is available; `a` has `MR` pixels' windows readable; `b` is a 64-byte aligned
+/// panel and `bias` 64-byte aligned `NR` floats; `out` has `pixels` rows of `cols` writable.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn tile(
+    simd: Simd,
+    a: *const f32,
+    geometry: TileGeometry,
+    b: *const f32,
+    bias: *const f32,
+    relu: bool,
+    out: *mut f32,
+    out_stride: usize,
+    pixels: usize,
+    cols: usize,
+) {
+    debug_assert!(pixels <= MR && cols <= NR);
+    match simd {
+        Simd::Avx512 => {
+            let mask = if cols == NR {
+                u32::MAX
+            } else {
+                (1u32 << cols) - 1
+            };
+            tile_avx512(a, geometry, b, bias, relu, out, out_stride, pixels, mask)
+        }
+        Simd::Avx2 => tile_avx2(a, geometry, b, bias, relu, out, out_stride, pixels, cols),
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_avx512(
+    a: *const f32,
+    geometry: TileGeometry,
+    b: *const f32,
+    bias: *const f32,
+    relu: bool,
+    out: *mut f32,
+    out_stride: usize,
+    pixels: usize,
+    mask: u32,
+) {
+    let TileGeometry {
+        px_stride,
+        row_stride,
+        kh,
+        window_row,
+    } = geometry;
+    let mut acc = [_mm512_setzero_ps(); 2 * MR];
+    let mut bp = b;
+    for ky in 0..kh {
+        let ap = a.add(ky * row_stride);
+        for j in 0..window_row {
+            let b0 = _mm512_load_ps(bp);
+            let b1 = _mm512_load_ps(bp.add(16));
+            for i in 0..MR {
+                let av = _mm512_set1_ps(*ap.add(i * px_stride + j));
+                acc[2 * i] = _mm512_fmadd_ps(av, b0, acc[2 * i]);
+                acc[2 * i + 1] = _mm512_fmadd_ps(av, b1, acc[2 * i + 1]);
+            }
+            bp = bp.add(NR);
+        }
+    }
+    let bias0 = _mm512_load_ps(bias);
+    let bias1 = _mm512_load_ps(bias.add(16));
+    let zero = _mm512_setzero_ps();
+    let (m0, m1) = (mask as u16, (mask >> 16) as u16);
+    for i in 0..pixels {
+        let mut v0 = _mm512_add_ps(acc[2 * i], bias0);
+        let mut v1 = _mm512_add_ps(acc[2 * i + 1], bias1);
+        if relu {
+            v0 = _mm512_max_ps(v0, zero);
+            v1 = _mm512_max_ps(v1, zero);
+        }
+        let o = out.add(i * out_stride);
+        _mm512_mask_storeu_ps(o, m0, v0);
+        _mm512_mask_storeu_ps(o.add(16), m1, v1);
+    }
+}
+
+/// Pixels of an AVX2 sub-tile.
+const MR_AVX2: usize = 6;
+
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_avx2(
+    a: *const f32,
+    geometry: TileGeometry,
+    b: *const f32,
+    bias: *const f32,
+    relu: bool,
+    out: *mut f32,
+    out_stride: usize,
+    pixels: usize,
+    cols: usize,
+) {
+    for half in 0..2 {
+        let half_cols = cols.saturating_sub(16 * half).min(16);
+        if half_cols == 0 {
+            break;
+        }
+        for p0 in (0..pixels).step_by(MR_AVX2) {
+            let rows = MR_AVX2.min(pixels - p0);
+            let sub = SubTile {
+                a: a.add(p0 * geometry.px_stride),
+                b: b.add(16 * half),
+                bias: bias.add(16 * half),
+                out: out.add(p0 * out_stride + 16 * half),
+            };
+            // Whole groups of 6, and 2 for the last of a 14-pixel tile; other remainders
+            // (partial tiles at a row's end) compute 6 and store fewer.
+            if rows <= 2 {
+                sub_tile_avx2::<2>(sub, geometry, relu, out_stride, rows, half_cols);
+            } else {
+                sub_tile_avx2::<MR_AVX2>(sub, geometry, relu, out_stride, rows, half_cols);
+            }
+        }
+    }
+}
+
+/// Where an AVX2 sub-tile reads and writes.
+#[derive(Clone, Copy)]
+struct SubTile {
+    a: *const f32,
+    b: *const f32,
+    bias: *const f32,
+    out: *mut f32,
+}
+
+/// `R` pixels (at most 6) by 16 channels: `2 * R` ymm accumulators; stores `rows` pixels'
+/// first `cols` channels.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn sub_tile_avx2<const R: usize>(
+    s: SubTile,
+    geometry: TileGeometry,
+    relu: bool,
+    out_stride: usize,
+    rows: usize,
+    cols: usize,
+) {
+    let TileGeometry {
+        px_stride,
+        row_stride,
+        kh,
+        window_row,
+    } = geometry;
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    let mut bp = s.b;
+    for ky in 0..kh {
+        let ap = s.a.add(ky * row_stride);
+        for j in 0..window_row {
+            let b0 = _mm256_load_ps(bp);
+            let b1 = _mm256_load_ps(bp.add(8));
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*ap.add(i * px_stride + j));
+                acc[0] = _mm256_fmadd_ps(av, b0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
+            }
+            bp = bp.add(NR);
+        }
+    }
+    let bias = [_mm256_load_ps(s.bias), _mm256_load_ps(s.bias.add(8))];
+    let zero = _mm256_setzero_ps();
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let masks = [
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(cols.min(8) as i32), lane),
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(cols.saturating_sub(8) as i32), lane),
+    ];
+    for (i, acc) in acc.iter().enumerate().take(rows) {
+        let o = s.out.add(i * out_stride);
+        for q in 0..2 {
+            let mut v = _mm256_add_ps(acc[q], bias[q]);
+            if relu {
+                v = _mm256_max_ps(v, zero);
+            }
+            _mm256_maskstore_ps(o.add(8 * q), masks[q], v);
+        }
+    }
+}
