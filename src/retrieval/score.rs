@@ -125,18 +125,34 @@ pub fn score_index(
     let per = index.rows * index.row_len();
     let mut out = Vec::with_capacity(queries.len() / per.max(1) * index.len());
     for (q, s) in queries.chunks(per).zip(selected.chunks(ksel)) {
-        out.extend(match &index.data {
-            IndexData::Codes {
-                format,
-                words_per_row,
-                words,
-            } => score_codes(q, words, index.rows, *words_per_row, s, *format, index.cols),
-            IndexData::Floats(v) => {
-                score_floats(bytemuck::cast_slice(q), v, index.rows, index.cols, s)
-            }
-        });
+        out.extend((0..index.len()).map(|i| score_image(index, q, s, i)));
     }
     out
+}
+
+/// Eq. 3 of one query (`[rows][row_len]`, over the channels `selected`) against image `i`.
+fn score_image(index: &RetrievalIndex, query: &[u32], selected: &[u32], i: usize) -> f32 {
+    let per = index.rows * index.row_len();
+    match &index.data {
+        IndexData::Codes {
+            format,
+            words_per_row,
+            words,
+        } => score_code_image(
+            query,
+            &words[i * per..(i + 1) * per],
+            *words_per_row,
+            selected,
+            *format,
+            index.cols,
+        ),
+        IndexData::Floats(v) => score_float_image(
+            bytemuck::cast_slice(query),
+            &v[i * per..(i + 1) * per],
+            index.cols,
+            selected,
+        ),
+    }
 }
 
 /// [`score_index`] on all cores (the CPU backend's scoring): the same sums, so the same
@@ -169,28 +185,7 @@ pub fn score_index_parallel(
                 .zip(selected.chunks(ksel.max(1)))
                 .take(nq)
             {
-                for i in images.clone() {
-                    scores.push(match &index.data {
-                        IndexData::Codes {
-                            format,
-                            words_per_row,
-                            words,
-                        } => score_code_image(
-                            q,
-                            &words[i * per..(i + 1) * per],
-                            *words_per_row,
-                            s,
-                            *format,
-                            index.cols,
-                        ),
-                        IndexData::Floats(v) => score_float_image(
-                            bytemuck::cast_slice(q),
-                            &v[i * per..(i + 1) * per],
-                            index.cols,
-                            s,
-                        ),
-                    });
-                }
+                scores.extend(images.clone().map(|i| score_image(index, q, s, i)));
             }
             (i0, scores)
         })
