@@ -1,7 +1,10 @@
 //! The native CPU backend (issue 20): host storage and kernels that run on all cores, each
-//! held to `reference` with the same f32 bounds as the GPU kernels. Imports only the leaf
-//! modules (`error`, `shape`, `weights`, `pooling`), like `gpu`; its `Backend` implementation
-//! is in `pipeline`.
+//! held to `reference` with the same f32 bounds as the GPU kernels (Winograd with its own
+//! derived one). Convolutions (`conv`) choose among Winograd (`winograd`) and direct
+//! (`direct_conv`) convolution on register tiles (`microkernel`, AVX-512 or AVX2) and im2col
+//! with the `gemm` crate; pooling, normalisation and the rest are in `ops`. Imports only the
+//! leaf modules (`error`, `shape`, `weights`, `pooling`), like `gpu`; its `Backend`
+//! implementation is in `pipeline`.
 
 pub mod conv;
 #[cfg(target_arch = "x86_64")]
