@@ -184,6 +184,7 @@ impl BatchRunner for GpuRunner<'_> {
 /// Batches on the native CPU backend: one input tensor and workspace per batch size; sign
 /// codes packed on the host ([`Quantization::pack`], which the GPU kernel is held to).
 pub struct CpuRunner<'a> {
+    cpu: &'a CpuBackend,
     extractor: &'a Extractor<CpuBackend>,
     size: u32,
     quantize: Option<Quantization>,
@@ -191,9 +192,15 @@ pub struct CpuRunner<'a> {
 }
 
 impl<'a> CpuRunner<'a> {
-    /// A runner for `cfg`'s image size and stored format.
-    pub fn new(extractor: &'a Extractor<CpuBackend>, cfg: &ExtractConfig) -> Self {
+    /// A runner for `cfg`'s image size and stored format, on the backend `extractor` was
+    /// made with.
+    pub fn new(
+        cpu: &'a CpuBackend,
+        extractor: &'a Extractor<CpuBackend>,
+        cfg: &ExtractConfig,
+    ) -> Self {
         CpuRunner {
+            cpu,
             extractor,
             size: cfg.size,
             quantize: cfg.format.codes(),
@@ -204,17 +211,17 @@ impl<'a> CpuRunner<'a> {
 
 impl BatchRunner for CpuRunner<'_> {
     fn run(&mut self, images: &[&[f32]]) -> Result<(Vec<RowData>, Vec<Vec<f32>>)> {
-        let cpu = CpuBackend::new();
+        let cpu = self.cpu;
         let shape = Shape4::new(images.len(), self.size as usize, self.size as usize, 3);
         let (input, ws) = match self.buffers.entry(images.len()) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => e.insert((
                 cpu.tensor(shape, "images")?,
-                self.extractor.workspace(&cpu, shape)?,
+                self.extractor.workspace(cpu, shape)?,
             )),
         };
         input.write(&images.concat())?;
-        let f = self.extractor.extract(&cpu, input, ws)?;
+        let f = self.extractor.extract(cpu, input, ws)?;
         let (n, rows, cols) = CpuBackend::dims_of(f);
         let values = cpu.download(f)?;
         let per_image = (rows * cols).max(1);
@@ -226,7 +233,7 @@ impl BatchRunner for CpuRunner<'_> {
                 None => RowData::F32(c.to_vec()),
             })
             .collect();
-        Ok((features, guide_rows(ws.guide_means(&cpu)?, images.len())))
+        Ok((features, guide_rows(ws.guide_means(cpu)?, images.len())))
     }
 }
 

@@ -47,6 +47,19 @@ impl Shape4 {
     }
 }
 
+impl Shape4 {
+    /// An error unless an op's output tensor `want` has the shape it produces, `got`.
+    pub fn check_output(op: &'static str, got: Shape4, want: Shape4) -> Result<()> {
+        if got != want {
+            return Err(Error::shape(
+                op,
+                format!("output tensor is {want} but the op produces {got}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Display for Shape4 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_reduction_close, random, rel_l2, seeded_weights_file};
+use common::{assert_reduction_close, random, rel_l2, seeded_weights, unsqrt};
 use crosspool::cpu::{ops, CpuBackend, HostTensor};
 use crosspool::features::{FeatureSpec, Representation};
 use crosspool::model::{Arch, ModelWeights};
@@ -14,7 +14,6 @@ use crosspool::pipeline::{Backend, Extractor, Moments};
 use crosspool::pooling::{LocalWindow, Normalization, RegionPoolMode};
 use crosspool::reference;
 use crosspool::shape::{MaxPool2dSpec, Shape4, Window2d};
-use std::path::Path;
 
 /// As tests/features.rs: the forward pass differs from the reference by at most ~2e-6
 /// normwise, pooling adds short sums.
@@ -103,24 +102,6 @@ fn region_pooling_and_normalisation_equal_the_reference() {
     }
 }
 
-fn weights(arch: Arch) -> ModelWeights {
-    ModelWeights::from_bytes(
-        &seeded_weights_file(arch, None),
-        Path::new("seeded"),
-        Some(arch),
-        None,
-    )
-    .unwrap()
-}
-
-fn unsqrt(v: &[f32], spec: &FeatureSpec) -> Vec<f32> {
-    if spec.norm.signed_sqrt {
-        v.iter().map(|x| x * x.abs()).collect()
-    } else {
-        v.to_vec()
-    }
-}
-
 fn features_on_cpu(
     w: &ModelWeights,
     spec: &FeatureSpec,
@@ -137,7 +118,7 @@ fn features_on_cpu(
 
 #[test]
 fn whole_features_match_the_reference() {
-    let alexnet = weights(Arch::Alexnet);
+    let alexnet = seeded_weights(Arch::Alexnet);
     let shape = Shape4::new(2, 99, 99, 3);
     let x: Vec<f32> = random(shape.len(), 99).iter().map(|v| v * 2.0).collect();
     let win = LocalWindow::new(3, 3).unwrap();
@@ -185,7 +166,7 @@ fn whole_features_match_the_reference() {
 #[test]
 fn vgg16_moments_pca_and_features_match_the_reference() {
     let cpu = CpuBackend::new();
-    let w = weights(Arch::Vgg16);
+    let w = seeded_weights(Arch::Vgg16);
     let shape = Shape4::new(2, 64, 64, 3);
     let x: Vec<f32> = random(shape.len(), 4).iter().map(|v| v * 2.0).collect();
     let m = Moments::new(&cpu, &w, "conv5_2", LocalWindow::UNIT).unwrap();

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{gpu, random, rel_l2, seeded_weights_file};
+use common::{gpu, random, rel_l2, seeded_weights, unsqrt};
 use crosspool::features::{FeatureSpec, Representation};
 use crosspool::gpu::GpuTensor;
 use crosspool::model::{Arch, ModelWeights};
@@ -13,31 +13,10 @@ use crosspool::pipeline::{Extractor, MomentsGpu};
 use crosspool::pooling::{LocalWindow, Normalization, RegionPoolMode};
 use crosspool::reference;
 use crosspool::shape::Shape4;
-use std::path::Path;
 
 /// Normwise error allowed against the reference (see tests/golden.rs for the forward pass:
 /// measured there at most 1.8e-6; pooling adds sums of at most 16 terms).
 const TOL: f64 = 1e-5;
-
-fn weights(arch: Arch) -> ModelWeights {
-    ModelWeights::from_bytes(
-        &seeded_weights_file(arch, None),
-        Path::new("seeded"),
-        Some(arch),
-        None,
-    )
-    .unwrap()
-}
-
-/// Undo the signed square root, so that values near zero (where sqrt is not Lipschitz) do not
-/// turn rounding differences into large ones; anything else wrong still shows.
-fn unsqrt(v: &[f32], spec: &FeatureSpec) -> Vec<f32> {
-    if spec.norm.signed_sqrt {
-        v.iter().map(|x| x * x.abs()).collect()
-    } else {
-        v.to_vec()
-    }
-}
 
 fn input(shape: Shape4, seed: u64) -> Vec<f32> {
     // Roughly the range of preprocessed pixels.
@@ -80,7 +59,7 @@ fn check(
 
 #[test]
 fn alexnet_cross_layer_conv4_conv5() {
-    let w = weights(Arch::Alexnet);
+    let w = seeded_weights(Arch::Alexnet);
     let shape = Shape4::new(2, 67, 67, 3);
     let spec = FeatureSpec {
         repr: Representation::paper_default(Arch::Alexnet),
@@ -106,7 +85,7 @@ fn alexnet_cross_layer_conv4_conv5() {
 
 #[test]
 fn baselines_gram_sum_and_max_pyramids() {
-    let w = weights(Arch::Alexnet);
+    let w = seeded_weights(Arch::Alexnet);
     let shape = Shape4::new(2, 99, 99, 3);
     let sqrt_l2 = Normalization {
         channel_l2: false,
@@ -152,7 +131,7 @@ fn baselines_gram_sum_and_max_pyramids() {
 #[test]
 fn vgg16_with_pca_fitted_on_the_gpu() {
     let ctx = gpu();
-    let w = weights(Arch::Vgg16);
+    let w = seeded_weights(Arch::Vgg16);
     let shape = Shape4::new(2, 64, 64, 3);
     let moments = MomentsGpu::new(ctx, &w, "conv5_2", LocalWindow::UNIT).unwrap();
     let ws = moments.workspace(ctx, shape).unwrap();
@@ -209,7 +188,7 @@ fn vgg16_with_pca_fitted_on_the_gpu() {
 #[test]
 fn batch_equals_single_images() {
     let ctx = gpu();
-    let w = weights(Arch::Alexnet);
+    let w = seeded_weights(Arch::Alexnet);
     let spec = FeatureSpec {
         repr: Representation::paper_default(Arch::Alexnet),
         norm: Normalization::RETRIEVAL,
@@ -242,7 +221,7 @@ fn batch_equals_single_images() {
 #[test]
 fn guide_means_are_channel_means_of_layer_t1() {
     let ctx = gpu();
-    let w = weights(Arch::Alexnet);
+    let w = seeded_weights(Arch::Alexnet);
     let shape = Shape4::new(3, 67, 67, 3);
     let x = input(shape, 5);
     let spec = FeatureSpec {
@@ -297,7 +276,7 @@ fn the_same_pipelines_run_on_the_reference_backend() {
     use crosspool::pipeline::{Backend, Moments};
     use crosspool::reference::{CpuTensor, ReferenceBackend};
     let cpu = ReferenceBackend;
-    let w = weights(Arch::Alexnet);
+    let w = seeded_weights(Arch::Alexnet);
     let shape = Shape4::new(2, 67, 67, 3);
     let x = input(shape, 7);
     for (repr, norm) in [

@@ -3,7 +3,6 @@
 
 use super::engine::{Device, Engine};
 use anyhow::Context;
-use crosspool::cpu::CpuBackend;
 use crosspool::features::{FeatureSpec, Representation};
 use crosspool::gpu::{GpuContext, GpuOptions};
 use crosspool::input::{collect_images, prepare, DecodeMode, DecodeOptions};
@@ -117,7 +116,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
                 .map(|(_, p)| *p);
             measure::<GpuContext>(ctx, &a, &weights, spec, &x, shape, peak)?
         }
-        Engine::Cpu => measure(&CpuBackend::new(), &a, &weights, spec, &x, shape, None)?,
+        Engine::Cpu(cpu) => measure(cpu, &a, &weights, spec, &x, shape, None)?,
     };
     report(
         &a,

@@ -23,19 +23,19 @@ pub enum Device {
 
 /// The device a command computes on.
 pub enum Engine {
-    /// A GPU adapter (boxed: a context is large, the CPU variant empty).
+    /// A GPU adapter (boxed: a context is large, the CPU variant small).
     Gpu(Box<GpuContext>),
-    /// The native CPU backend.
-    Cpu,
+    /// The native CPU backend, its convolution kernel resolved from `CROSSPOOL_CPU_CONV`.
+    Cpu(CpuBackend),
 }
 
 impl Engine {
     /// Opens `device`.
     pub fn open(device: Device, opts: &GpuOptions) -> anyhow::Result<Self> {
         // A bad CROSSPOOL_CPU_CONV fails here, before any work, whichever device runs.
-        ConvKernel::from_env()?;
+        let cpu = Engine::Cpu(CpuBackend::with_conv_kernel(ConvKernel::from_env()?));
         match device {
-            Device::Cpu => Ok(Engine::Cpu),
+            Device::Cpu => Ok(cpu),
             Device::Gpu => Ok(Engine::Gpu(Box::new(
                 GpuContext::new(opts).context("opening the GPU")?,
             ))),
@@ -43,7 +43,7 @@ impl Engine {
                 Ok(ctx) if ctx.info.device_type != wgpu::DeviceType::Cpu => {
                     Ok(Engine::Gpu(Box::new(ctx)))
                 }
-                _ => Ok(Engine::Cpu),
+                _ => Ok(cpu),
             },
         }
     }
@@ -52,7 +52,7 @@ impl Engine {
     pub fn describe(&self) -> String {
         match self {
             Engine::Gpu(ctx) => ctx.describe(),
-            Engine::Cpu => cpu_description(),
+            Engine::Cpu(cpu) => cpu_description(cpu),
         }
     }
 
@@ -68,23 +68,21 @@ impl Engine {
                 let ctx: &GpuContext = ctx;
                 DeviceExtractor::Gpu(ctx, Box::new(Extractor::new(ctx, weights, spec, pca)?))
             }
-            Engine::Cpu => DeviceExtractor::Cpu(Box::new(Extractor::new(
-                &CpuBackend::new(),
-                weights,
-                spec,
-                pca,
-            )?)),
+            Engine::Cpu(cpu) => {
+                DeviceExtractor::Cpu(cpu, Box::new(Extractor::new(cpu, weights, spec, pca)?))
+            }
         })
     }
 }
 
 /// The CPU backend in words: threads and convolution kernel.
-pub fn cpu_description() -> String {
-    let kernel = ConvKernel::from_env().unwrap_or_else(|_| ConvKernel::detected());
+fn cpu_description(cpu: &CpuBackend) -> String {
+    let kernel = cpu
+        .conv_kernel()
+        .map_or_else(|e| format!("({e})"), |k| k.name());
     format!(
-        "CPU backend, {} threads, {} convolutions",
+        "CPU backend, {} threads, {kernel} convolutions",
         rayon::current_num_threads(),
-        kernel.name()
     )
 }
 
@@ -144,7 +142,7 @@ pub enum DeviceExtractor<'a> {
     /// On a GPU adapter.
     Gpu(&'a GpuContext, Box<Extractor<GpuContext>>),
     /// On the CPU backend.
-    Cpu(Box<Extractor<CpuBackend>>),
+    Cpu(&'a CpuBackend, Box<Extractor<CpuBackend>>),
 }
 
 impl DeviceExtractor<'_> {
@@ -152,7 +150,7 @@ impl DeviceExtractor<'_> {
     pub fn feature_shape(&self, size: usize) -> anyhow::Result<(usize, usize)> {
         Ok(match self {
             DeviceExtractor::Gpu(ctx, ex) => ex.feature_shape(*ctx, size)?,
-            DeviceExtractor::Cpu(ex) => ex.feature_shape(&CpuBackend::new(), size)?,
+            DeviceExtractor::Cpu(cpu, ex) => ex.feature_shape(*cpu, size)?,
         })
     }
 
@@ -160,7 +158,7 @@ impl DeviceExtractor<'_> {
     pub fn runner(&self, cfg: &ExtractConfig) -> anyhow::Result<Box<dyn BatchRunner + '_>> {
         Ok(match self {
             DeviceExtractor::Gpu(ctx, ex) => Box::new(GpuRunner::new(ctx, ex, cfg)?),
-            DeviceExtractor::Cpu(ex) => Box::new(CpuRunner::new(ex, cfg)),
+            DeviceExtractor::Cpu(cpu, ex) => Box::new(CpuRunner::new(cpu, ex, cfg)),
         })
     }
 }

@@ -366,7 +366,7 @@ fn show_inputs(inputs: &[PathBuf]) -> String {
 fn default_batch(engine: &Engine, weights: &ModelWeights, spec: &FeatureSpec, size: u32) -> usize {
     let ctx = match engine {
         Engine::Gpu(ctx) => ctx,
-        Engine::Cpu => return 4,
+        Engine::Cpu(_) => return 4,
     };
     let mut s = Shape4::new(1, size as usize, size as usize, 3);
     let mut largest = s.bytes_f32();

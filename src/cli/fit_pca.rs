@@ -1,7 +1,6 @@
 //! `crosspool fit-pca`.
 
 use super::engine::{Device, Engine};
-use crosspool::cpu::CpuBackend;
 use crosspool::gpu::{GpuContext, GpuOptions};
 use crosspool::input::{expand_inputs, failure_reason, prepare, DecodeMode, DecodeOptions};
 use crosspool::model::{Arch, ModelWeights};
@@ -141,7 +140,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
     );
     let (acc, channels, failed) = match &engine {
         Engine::Gpu(ctx) => accumulate::<GpuContext>(ctx, &a, &weights, &layer, &images)?,
-        Engine::Cpu => accumulate(&CpuBackend::new(), &a, &weights, &layer, &images)?,
+        Engine::Cpu(cpu) => accumulate(cpu, &a, &weights, &layer, &images)?,
     };
     if failed > 0 {
         eprintln!("fit-pca: {failed} image(s) could not be read and were left out");

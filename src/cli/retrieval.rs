@@ -121,7 +121,7 @@ impl<'a> Scorer<'a> {
             Engine::Gpu(ctx) => {
                 Scorer::Gpu(ctx, Box::new((index.upload(ctx)?, ScoreKernel::new(ctx)?)))
             }
-            Engine::Cpu => Scorer::Cpu(index),
+            Engine::Cpu(_) => Scorer::Cpu(index),
         })
     }
 

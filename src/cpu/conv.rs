@@ -18,6 +18,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::direct_conv::DirectConv;
+use super::tensor::check_lengths;
 #[cfg(target_arch = "x86_64")]
 use super::winograd::WinogradConv;
 use crate::error::{Error, Result};
@@ -229,18 +230,7 @@ impl CpuConv2d {
     /// output shape. `output` must hold exactly that many values.
     pub fn run(&self, input: &[f32], shape: Shape4, output: &mut [f32]) -> Result<Shape4> {
         let out = self.spec.output_shape(shape)?;
-        if input.len() != shape.len() || output.len() != out.len() {
-            return Err(Error::shape(
-                "cpu conv2d",
-                format!(
-                    "input has {} values for {shape} ({} needed), output {} for {out} ({} needed)",
-                    input.len(),
-                    shape.len(),
-                    output.len(),
-                    out.len()
-                ),
-            ));
-        }
+        check_lengths("cpu conv2d", input, shape, output, out)?;
         if out.is_empty() {
             return Ok(out);
         }

@@ -10,7 +10,7 @@
 //! hang over the right edge, need no special cases in the inner loop.
 
 use super::conv::unfold_row;
-use super::microkernel::{self, Lanes, OutPtr, Simd, TileGeometry, MR, NR};
+use super::microkernel::{self, Lanes, OutPtr, Simd, Tile, TileGeometry, MR, NR};
 use crate::shape::{Conv2dSpec, Shape4};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -237,15 +237,17 @@ impl DirectConv {
         let k = self.spec.k_total();
         microkernel::tile(
             self.simd,
-            a.as_ptr(),
-            g,
-            self.weights[p * k * 2..].as_ptr() as *const f32,
-            self.bias[p * 2..].as_ptr() as *const f32,
-            self.spec.relu,
-            dst.0.add(at + p * NR),
-            out_stride,
-            pixels,
-            NR.min(self.spec.out_c - p * NR),
+            Tile {
+                a: a.as_ptr(),
+                geometry: g,
+                b: self.weights[p * k * 2..].as_ptr() as *const f32,
+                bias: self.bias[p * 2..].as_ptr() as *const f32,
+                relu: self.spec.relu,
+                out: dst.0.add(at + p * NR),
+                out_stride,
+                pixels,
+                cols: NR.min(self.spec.out_c - p * NR),
+            },
         );
     }
 }

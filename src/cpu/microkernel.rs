@@ -40,63 +40,49 @@ pub(super) struct TileGeometry {
     pub(super) window_row: usize,
 }
 
-/// One tile: `MR` output pixels laid out as `geometry` says, by the `NR` channels of one
-/// weight panel `b` (`kh * window_row` rows of `NR`), plus `bias` and optional ReLU; stores
-/// the first `pixels` pixels' first `cols` channels, `out_stride` floats apart.
+/// One tile: `pixels` (at most `MR`) output pixels laid out as `geometry` says, by the
+/// channels of one weight panel `b` (`kh * window_row` rows of `NR`), plus `bias` and optional
+/// ReLU; the first `cols` channels are stored, pixels `out_stride` floats apart. (The AVX2 code
+/// describes its sub-tiles the same way.)
+#[derive(Clone, Copy)]
+pub(super) struct Tile {
+    pub(super) a: *const f32,
+    pub(super) geometry: TileGeometry,
+    pub(super) b: *const f32,
+    pub(super) bias: *const f32,
+    pub(super) relu: bool,
+    pub(super) out: *mut f32,
+    pub(super) out_stride: usize,
+    pub(super) pixels: usize,
+    pub(super) cols: usize,
+}
+
+/// Computes and stores tile `t` on `simd`.
 ///
 /// # Safety
-/// `simd` is available; `a` has `MR` pixels' windows readable; `b` is a 64-byte aligned
-/// panel and `bias` 64-byte aligned `NR` floats; `out` has `pixels` rows of `cols` writable.
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn tile(
-    simd: Simd,
-    a: *const f32,
-    geometry: TileGeometry,
-    b: *const f32,
-    bias: *const f32,
-    relu: bool,
-    out: *mut f32,
-    out_stride: usize,
-    pixels: usize,
-    cols: usize,
-) {
-    debug_assert!(pixels <= MR && cols <= NR);
+/// `simd` is available; `t.a` has `MR` pixels' windows readable; `t.b` is a 64-byte aligned
+/// panel and `t.bias` 64-byte aligned `NR` floats; `t.out` has `t.pixels` rows of `t.cols`
+/// writable.
+pub(super) unsafe fn tile(simd: Simd, t: Tile) {
+    debug_assert!(t.pixels <= MR && t.cols <= NR);
     match simd {
-        Simd::Avx512 => {
-            let mask = if cols == NR {
-                u32::MAX
-            } else {
-                (1u32 << cols) - 1
-            };
-            tile_avx512(a, geometry, b, bias, relu, out, out_stride, pixels, mask)
-        }
-        Simd::Avx2 => tile_avx2(a, geometry, b, bias, relu, out, out_stride, pixels, cols),
+        Simd::Avx512 => tile_avx512(t),
+        Simd::Avx2 => tile_avx2(t),
     }
 }
 
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_avx512(
-    a: *const f32,
-    geometry: TileGeometry,
-    b: *const f32,
-    bias: *const f32,
-    relu: bool,
-    out: *mut f32,
-    out_stride: usize,
-    pixels: usize,
-    mask: u32,
-) {
+unsafe fn tile_avx512(t: Tile) {
     let TileGeometry {
         px_stride,
         row_stride,
         kh,
         window_row,
-    } = geometry;
+    } = t.geometry;
     let mut acc = [_mm512_setzero_ps(); 2 * MR];
-    let mut bp = b;
+    let mut bp = t.b;
     for ky in 0..kh {
-        let ap = a.add(ky * row_stride);
+        let ap = t.a.add(ky * row_stride);
         for j in 0..window_row {
             let b0 = _mm512_load_ps(bp);
             let b1 = _mm512_load_ps(bp.add(16));
@@ -108,18 +94,23 @@ unsafe fn tile_avx512(
             bp = bp.add(NR);
         }
     }
-    let bias0 = _mm512_load_ps(bias);
-    let bias1 = _mm512_load_ps(bias.add(16));
+    let bias0 = _mm512_load_ps(t.bias);
+    let bias1 = _mm512_load_ps(t.bias.add(16));
     let zero = _mm512_setzero_ps();
+    let mask = if t.cols == NR {
+        u32::MAX
+    } else {
+        (1u32 << t.cols) - 1
+    };
     let (m0, m1) = (mask as u16, (mask >> 16) as u16);
-    for i in 0..pixels {
+    for i in 0..t.pixels {
         let mut v0 = _mm512_add_ps(acc[2 * i], bias0);
         let mut v1 = _mm512_add_ps(acc[2 * i + 1], bias1);
-        if relu {
+        if t.relu {
             v0 = _mm512_max_ps(v0, zero);
             v1 = _mm512_max_ps(v1, zero);
         }
-        let o = out.add(i * out_stride);
+        let o = t.out.add(i * t.out_stride);
         _mm512_mask_storeu_ps(o, m0, v0);
         _mm512_mask_storeu_ps(o.add(16), m1, v1);
     }
@@ -129,69 +120,44 @@ unsafe fn tile_avx512(
 const MR_AVX2: usize = 6;
 
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_avx2(
-    a: *const f32,
-    geometry: TileGeometry,
-    b: *const f32,
-    bias: *const f32,
-    relu: bool,
-    out: *mut f32,
-    out_stride: usize,
-    pixels: usize,
-    cols: usize,
-) {
+unsafe fn tile_avx2(t: Tile) {
     for half in 0..2 {
-        let half_cols = cols.saturating_sub(16 * half).min(16);
-        if half_cols == 0 {
+        let cols = t.cols.saturating_sub(16 * half).min(16);
+        if cols == 0 {
             break;
         }
-        for p0 in (0..pixels).step_by(MR_AVX2) {
-            let rows = MR_AVX2.min(pixels - p0);
-            let sub = SubTile {
-                a: a.add(p0 * geometry.px_stride),
-                b: b.add(16 * half),
-                bias: bias.add(16 * half),
-                out: out.add(p0 * out_stride + 16 * half),
+        for p0 in (0..t.pixels).step_by(MR_AVX2) {
+            let sub = Tile {
+                a: t.a.add(p0 * t.geometry.px_stride),
+                b: t.b.add(16 * half),
+                bias: t.bias.add(16 * half),
+                out: t.out.add(p0 * t.out_stride + 16 * half),
+                pixels: MR_AVX2.min(t.pixels - p0),
+                cols,
+                ..t
             };
             // Whole groups of 6, and 2 for the last of a 14-pixel tile; other remainders
             // (partial tiles at a row's end) compute 6 and store fewer.
-            if rows <= 2 {
-                sub_tile_avx2::<2>(sub, geometry, relu, out_stride, rows, half_cols);
+            if sub.pixels <= 2 {
+                sub_tile_avx2::<2>(sub);
             } else {
-                sub_tile_avx2::<MR_AVX2>(sub, geometry, relu, out_stride, rows, half_cols);
+                sub_tile_avx2::<MR_AVX2>(sub);
             }
         }
     }
 }
 
-/// Where an AVX2 sub-tile reads and writes.
-#[derive(Clone, Copy)]
-struct SubTile {
-    a: *const f32,
-    b: *const f32,
-    bias: *const f32,
-    out: *mut f32,
-}
-
-/// `R` pixels (at most 6) by 16 channels: `2 * R` ymm accumulators; stores `rows` pixels'
-/// first `cols` channels.
+/// `R` pixels (at most 6) by 16 channels of a panel (rows `NR` apart): `2 * R` ymm
+/// accumulators; stores `s.pixels` pixels' first `s.cols` (at most 16) channels.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn sub_tile_avx2<const R: usize>(
-    s: SubTile,
-    geometry: TileGeometry,
-    relu: bool,
-    out_stride: usize,
-    rows: usize,
-    cols: usize,
-) {
+unsafe fn sub_tile_avx2<const R: usize>(s: Tile) {
     let TileGeometry {
         px_stride,
         row_stride,
         kh,
         window_row,
-    } = geometry;
+    } = s.geometry;
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
     let mut bp = s.b;
     for ky in 0..kh {
@@ -211,14 +177,14 @@ unsafe fn sub_tile_avx2<const R: usize>(
     let zero = _mm256_setzero_ps();
     let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let masks = [
-        _mm256_cmpgt_epi32(_mm256_set1_epi32(cols.min(8) as i32), lane),
-        _mm256_cmpgt_epi32(_mm256_set1_epi32(cols.saturating_sub(8) as i32), lane),
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(s.cols.min(8) as i32), lane),
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(s.cols.saturating_sub(8) as i32), lane),
     ];
-    for (i, acc) in acc.iter().enumerate().take(rows) {
-        let o = s.out.add(i * out_stride);
+    for (i, acc) in acc.iter().enumerate().take(s.pixels) {
+        let o = s.out.add(i * s.out_stride);
         for q in 0..2 {
             let mut v = _mm256_add_ps(acc[q], bias[q]);
-            if relu {
+            if s.relu {
                 v = _mm256_max_ps(v, zero);
             }
             _mm256_maskstore_ps(o.add(8 * q), masks[q], v);

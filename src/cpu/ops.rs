@@ -2,6 +2,7 @@
 //! to the reference bit for bit), cross-layer pooling as a GEMM over unfolded local features,
 //! region pooling and normalisation (f64 sums in the reference's order: equal to it).
 
+use super::tensor::check_lengths;
 use crate::error::{Error, Result};
 use crate::pooling::{LocalWindow, Normalization, RegionPoolMode};
 use crate::shape::{MaxPool2dSpec, Shape4};
@@ -16,16 +17,7 @@ pub fn max_pool2d(
     output: &mut [f32],
 ) -> Result<Shape4> {
     let out = spec.output_shape(shape)?;
-    if input.len() != shape.len() || output.len() != out.len() {
-        return Err(Error::shape(
-            "cpu max_pool2d",
-            format!(
-                "{} input values for {shape}, {} output values for {out}",
-                input.len(),
-                output.len()
-            ),
-        ));
-    }
+    check_lengths("cpu max_pool2d", input, shape, output, out)?;
     let win = spec.window;
     let row = out.w * out.c;
     if row == 0 {

@@ -20,6 +20,30 @@ pub fn storage(values: usize) -> HostStorage {
     Arc::new(Mutex::new(vec![0.0; values]))
 }
 
+/// An error unless `input` holds exactly `shape`'s values and `output` exactly `out`'s, for
+/// the kernels that take plain slices.
+pub fn check_lengths(
+    op: &'static str,
+    input: &[f32],
+    shape: Shape4,
+    output: &[f32],
+    out: Shape4,
+) -> Result<()> {
+    if input.len() != shape.len() || output.len() != out.len() {
+        return Err(Error::shape(
+            op,
+            format!(
+                "input has {} values for {shape} ({} needed), output {} for {out} ({} needed)",
+                input.len(),
+                shape.len(),
+                output.len(),
+                out.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// An NHWC tensor at the start of shared storage.
 #[derive(Clone, Debug)]
 pub struct HostTensor {
@@ -30,6 +54,22 @@ pub struct HostTensor {
 }
 
 impl HostTensor {
+    /// A zeroed tensor of `shape`.
+    pub fn zeros(shape: Shape4) -> Self {
+        HostTensor {
+            data: storage(shape.len()),
+            shape,
+        }
+    }
+
+    /// The tensor of `shape` at the start of `storage` (shared, not copied).
+    pub fn view(storage: &HostStorage, shape: Shape4) -> Self {
+        HostTensor {
+            data: storage.clone(),
+            shape,
+        }
+    }
+
     /// A tensor holding `values`.
     pub fn from_values(values: Vec<f32>, shape: Shape4) -> Result<Self> {
         if values.len() != shape.len() {
@@ -69,4 +109,20 @@ pub struct HostFeatures {
     pub data: HostStorage,
     /// `(images, rows, cols)`.
     pub dims: (usize, usize, usize),
+}
+
+impl HostFeatures {
+    /// Zeroed features of `images` x `rows` x `cols`.
+    pub fn zeros(images: usize, rows: usize, cols: usize) -> Self {
+        HostFeatures {
+            data: storage(images * rows * cols),
+            dims: (images, rows, cols),
+        }
+    }
+
+    /// A copy of its values.
+    pub fn values(&self) -> Vec<f32> {
+        let (i, r, c) = self.dims;
+        lock(&self.data)[..i * r * c].to_vec()
+    }
 }

@@ -16,7 +16,7 @@
 //! (tests/cpu_conv.rs derives it).
 
 use super::direct_conv::{even_blocks, panel_splits, share, BLOCK};
-use super::microkernel::{self, Lanes, OutPtr, Simd, TileGeometry, MR, NR};
+use super::microkernel::{self, Lanes, OutPtr, Simd, Tile, TileGeometry, MR, NR};
 use crate::shape::{Conv2dSpec, Shape4};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -248,15 +248,17 @@ impl WinogradConv {
                 for t0 in (0..tiles).step_by(MR) {
                     microkernel::tile(
                         self.simd,
-                        vf.add((xi * tiles_pad + t0) * c),
-                        geometry,
-                        u,
-                        ZERO_BIAS.as_ptr() as *const f32,
-                        false,
-                        mg.add((t0 * 16 + xi) * NR),
-                        16 * NR,
-                        MR.min(tiles - t0),
-                        NR,
+                        Tile {
+                            a: vf.add((xi * tiles_pad + t0) * c),
+                            geometry,
+                            b: u,
+                            bias: ZERO_BIAS.as_ptr() as *const f32,
+                            relu: false,
+                            out: mg.add((t0 * 16 + xi) * NR),
+                            out_stride: 16 * NR,
+                            pixels: MR.min(tiles - t0),
+                            cols: NR,
+                        },
                     );
                 }
             }

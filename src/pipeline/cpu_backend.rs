@@ -3,7 +3,7 @@
 use super::backend::{Backend, Guide};
 use crate::cpu::tensor::{lock, storage};
 use crate::cpu::{ops, CpuBackend, CpuConv2d, HostFeatures, HostStorage, HostTensor};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::pooling::{LocalWindow, Normalization, RegionPoolMode};
 use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4};
 use crate::weights::Conv2dWeights;
@@ -25,16 +25,6 @@ fn with_io<R>(
     f(&x[..input.shape.len()], &mut out[..output.shape.len()])
 }
 
-fn check_shape(op: &'static str, got: Shape4, want: Shape4) -> Result<()> {
-    if got != want {
-        return Err(Error::shape(
-            op,
-            format!("output tensor is {want} but the op produces {got}"),
-        ));
-    }
-    Ok(())
-}
-
 impl Backend for CpuBackend {
     type Tensor = HostTensor;
     type Features = HostFeatures;
@@ -49,7 +39,7 @@ impl Backend for CpuBackend {
     }
 
     fn tensor(&self, shape: Shape4, _label: &str) -> Result<HostTensor> {
-        HostTensor::from_values(vec![0.0; shape.len()], shape)
+        Ok(HostTensor::zeros(shape))
     }
 
     fn shape_of(t: &HostTensor) -> Shape4 {
@@ -61,10 +51,7 @@ impl Backend for CpuBackend {
     }
 
     fn view(s: &HostStorage, shape: Shape4) -> HostTensor {
-        HostTensor {
-            data: s.clone(),
-            shape,
-        }
+        HostTensor::view(s, shape)
     }
 
     fn features(
@@ -74,10 +61,7 @@ impl Backend for CpuBackend {
         cols: usize,
         _label: &str,
     ) -> Result<HostFeatures> {
-        Ok(HostFeatures {
-            data: storage(images * rows * cols),
-            dims: (images, rows, cols),
-        })
+        Ok(HostFeatures::zeros(images, rows, cols))
     }
 
     fn dims_of(f: &HostFeatures) -> (usize, usize, usize) {
@@ -109,8 +93,7 @@ impl Backend for CpuBackend {
     }
 
     fn download(&self, f: &HostFeatures) -> Result<Vec<f32>> {
-        let (i, r, c) = f.dims;
-        Ok(lock(&f.data)[..i * r * c].to_vec())
+        Ok(f.values())
     }
 
     fn conv(
@@ -122,7 +105,7 @@ impl Backend for CpuBackend {
         output: &HostTensor,
     ) -> Result<()> {
         let shape = with_io(input, output, |x, y| layer.run(x, input.shape, y))?;
-        check_shape("conv2d", shape, output.shape)
+        Shape4::check_output("conv2d", shape, output.shape)
     }
 
     fn max_pool(
@@ -134,7 +117,7 @@ impl Backend for CpuBackend {
         output: &HostTensor,
     ) -> Result<()> {
         let want = spec.output_shape(input.shape)?;
-        check_shape("max_pool2d", want, output.shape)?;
+        Shape4::check_output("max_pool2d", want, output.shape)?;
         with_io(input, output, |x, y| {
             ops::max_pool2d(x, input.shape, spec, y)
         })

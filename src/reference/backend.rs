@@ -37,7 +37,7 @@ impl Backend for ReferenceBackend {
     }
 
     fn tensor(&self, shape: Shape4, _label: &str) -> Result<CpuTensor> {
-        CpuTensor::from_values(vec![0.0; shape.len()], shape)
+        Ok(CpuTensor::zeros(shape))
     }
 
     fn shape_of(t: &CpuTensor) -> Shape4 {
@@ -49,10 +49,7 @@ impl Backend for ReferenceBackend {
     }
 
     fn view(s: &HostStorage, shape: Shape4) -> CpuTensor {
-        CpuTensor {
-            data: s.clone(),
-            shape,
-        }
+        CpuTensor::view(s, shape)
     }
 
     fn features(
@@ -62,10 +59,7 @@ impl Backend for ReferenceBackend {
         cols: usize,
         _label: &str,
     ) -> Result<CpuFeatures> {
-        Ok(CpuFeatures {
-            data: storage(images * rows * cols),
-            dims: (images, rows, cols),
-        })
+        Ok(CpuFeatures::zeros(images, rows, cols))
     }
 
     fn dims_of(f: &CpuFeatures) -> (usize, usize, usize) {
@@ -97,7 +91,7 @@ impl Backend for ReferenceBackend {
     }
 
     fn download(&self, f: &CpuFeatures) -> Result<Vec<f32>> {
-        Ok(lock(&f.data).clone())
+        Ok(f.values())
     }
 
     fn conv(
@@ -109,7 +103,7 @@ impl Backend for ReferenceBackend {
         output: &CpuTensor,
     ) -> Result<()> {
         let (shape, r) = conv2d(&input.values(), input.shape, layer)?;
-        check_shape("conv2d", shape, output.shape)?;
+        Shape4::check_output("conv2d", shape, output.shape)?;
         output.write(&r.values)
     }
 
@@ -122,7 +116,7 @@ impl Backend for ReferenceBackend {
         output: &CpuTensor,
     ) -> Result<()> {
         let (shape, v) = max_pool2d(&input.values(), input.shape, spec)?;
-        check_shape("max_pool2d", shape, output.shape)?;
+        Shape4::check_output("max_pool2d", shape, output.shape)?;
         output.write(&v)
     }
 
@@ -171,16 +165,6 @@ impl Backend for ReferenceBackend {
         }
         Ok(())
     }
-}
-
-fn check_shape(op: &'static str, got: Shape4, want: Shape4) -> Result<()> {
-    if got != want {
-        return Err(Error::shape(
-            op,
-            format!("output tensor is {want} but the op produces {got}"),
-        ));
-    }
-    Ok(())
 }
 
 fn set_features(op: &'static str, out: &CpuFeatures, values: &[f32]) -> Result<()> {

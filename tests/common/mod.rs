@@ -209,3 +209,24 @@ pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
     (num / den).sqrt()
 }
+
+/// The seeded trunk weights of `arch` (no classifier), loaded.
+pub fn seeded_weights(arch: crosspool::model::Arch) -> crosspool::model::ModelWeights {
+    crosspool::model::ModelWeights::from_bytes(
+        &seeded_weights_file(arch, None),
+        std::path::Path::new("seeded"),
+        Some(arch),
+        None,
+    )
+    .unwrap()
+}
+
+/// Undo the signed square root, so that values near zero (where sqrt is not Lipschitz) do not
+/// turn rounding differences into large ones; anything else wrong still shows.
+pub fn unsqrt(v: &[f32], spec: &crosspool::features::FeatureSpec) -> Vec<f32> {
+    if spec.norm.signed_sqrt {
+        v.iter().map(|x| x * x.abs()).collect()
+    } else {
+        v.to_vec()
+    }
+}
