@@ -44,6 +44,7 @@ fn bench_pooling(c: &mut Criterion) {
                         &gx,
                         LocalWindow::UNIT,
                         1,
+                        crosspool::pooling::ChannelPooling::Sum,
                         &feats,
                         false,
                     )

@@ -8,6 +8,10 @@
 // of one image this is the per-image representation; with the whole batch as one group and
 // A = X it is the batch's sum of x x^T, the second moment that PCA is fitted on.
 //
+// Max channel pooling (the paper's section 4.3 variant) replaces the sum by a maximum over the
+// units of the group, zero products of padded window taps included (they are part of the local
+// feature); staged units past the group's end are left out of the maximum.
+//
 // Tiling as in conv2d.wgsl: 64 x 64 output tiles, 16 units per step staged in workgroup
 // memory, a 4 x 4 block per thread in four vec4 accumulators.
 
@@ -29,6 +33,10 @@ struct CrossParams {
     x_feat: u32,         // columns of C
     out_base: u32,       // element index of the chunk's first output in the output binding
     accumulate: u32,     // 1: add to the output instead of overwriting it
+    channel_max: u32,    // 1: C[k][j] = max_i A_i[k] * X_i[j] instead of the sum
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 const BM: u32 = 64u;
@@ -122,10 +130,13 @@ fn main(
     let col = li % 64u;
     let unit = li / 64u;
 
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
+    let use_max = p.channel_max != 0u;
+    // The lowest finite f32: WGSL has no infinity literal, and any product is at least this.
+    let start = select(0.0, -3.40282347e38, use_max);
+    var acc0 = vec4<f32>(start);
+    var acc1 = vec4<f32>(start);
+    var acc2 = vec4<f32>(start);
+    var acc3 = vec4<f32>(start);
 
     for (var u0 = 0u; u0 < p.units; u0 += BK) {
         for (var q = 0u; q < 4u; q++) {
@@ -134,13 +145,26 @@ fn main(
             x_tile[uu * ROW + col / 4u][col % 4u] = gather_x(g, u0 + uu, j0 + col);
         }
         workgroupBarrier();
-        for (var uu = 0u; uu < BK; uu++) {
-            let a = a_tile[uu * ROW + lid.y];
-            let x = x_tile[uu * ROW + lid.x];
-            acc0 = fma(vec4<f32>(a.x), x, acc0);
-            acc1 = fma(vec4<f32>(a.y), x, acc1);
-            acc2 = fma(vec4<f32>(a.z), x, acc2);
-            acc3 = fma(vec4<f32>(a.w), x, acc3);
+        if (use_max) {
+            // Uniform across the workgroup: u0 and p.units are.
+            let staged = min(BK, p.units - u0);
+            for (var uu = 0u; uu < staged; uu++) {
+                let a = a_tile[uu * ROW + lid.y];
+                let x = x_tile[uu * ROW + lid.x];
+                acc0 = max(acc0, vec4<f32>(a.x) * x);
+                acc1 = max(acc1, vec4<f32>(a.y) * x);
+                acc2 = max(acc2, vec4<f32>(a.z) * x);
+                acc3 = max(acc3, vec4<f32>(a.w) * x);
+            }
+        } else {
+            for (var uu = 0u; uu < BK; uu++) {
+                let a = a_tile[uu * ROW + lid.y];
+                let x = x_tile[uu * ROW + lid.x];
+                acc0 = fma(vec4<f32>(a.x), x, acc0);
+                acc1 = fma(vec4<f32>(a.y), x, acc1);
+                acc2 = fma(vec4<f32>(a.z), x, acc2);
+                acc3 = fma(vec4<f32>(a.w), x, acc3);
+            }
         }
         workgroupBarrier();
     }

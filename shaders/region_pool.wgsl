@@ -1,5 +1,7 @@
 // Baseline pooling of an NHWC activation over rectangular regions (the whole map, or the cells
-// of a spatial pyramid): out[n][r][c] = sum or max of x[n][y][x][c] over region r.
+// of a spatial pyramid): out[n][r][c] = sum or max of x[n][y][x][c] over region r. Mode 2 takes
+// the signed square root of the sum: with the receptive fields of a later layer's units as the
+// regions, the output is the NHWC map of FC-Conv pooling's local features on that layer's grid.
 // One thread per output value; consecutive threads take consecutive channels.
 
 // Keep in step with `RegionParams` in src/gpu/region_pool.rs (checked by a test).
@@ -10,11 +12,15 @@ struct RegionParams {
     regions: u32,
     base: u32,       // element index of the chunk's first image in the input binding
     count: u32,      // output values in this dispatch: images * regions * c
-    use_max: u32,    // 0: sum, 1: max
+    mode: u32,       // 0: sum, 1: max, 2: signed square root of the sum
     out_base: u32,   // element index of the chunk's first output in the output binding
 }
 
 const WORKGROUP: u32 = 256u;
+// `mode` values (the host checks these against its own constants).
+const MODE_SUM: u32 = 0u;
+const MODE_MAX: u32 = 1u;
+const MODE_SUM_SQRT: u32 = 2u;
 
 @group(0) @binding(0) var<uniform> p: RegionParams;
 @group(0) @binding(1) var<storage, read> input: array<f32>;
@@ -40,13 +46,16 @@ fn main(
     for (var y = b.x; y < b.y; y++) {
         for (var x = b.z; x < b.w; x++) {
             let v = input[p.base + ((img * p.h + y) * p.w + x) * p.c + c];
-            if (p.use_max != 0u) {
+            if (p.mode == MODE_MAX) {
                 acc = select(max(acc, v), v, first);
             } else {
                 acc += v;
             }
             first = false;
         }
+    }
+    if (p.mode == MODE_SUM_SQRT) {
+        acc = sign(acc) * sqrt(abs(acc));
     }
     output[p.out_base + e] = acc;
 }

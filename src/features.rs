@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::Arch;
-use crate::pooling::{LocalWindow, Normalization, RegionPoolMode};
+use crate::pooling::{ChannelPooling, LocalWindow, Normalization, RegionPoolMode};
 
 /// The representation computed from the activations.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,10 +13,14 @@ pub enum Representation {
     CrossLayer {
         /// Layer t.
         local: String,
-        /// Layer t+1 (same spatial grid).
+        /// Layer t+1 (on the same grid, or a coarser one with [`GridMatch::ReceptiveField`]).
         guide: String,
         /// Local-feature window on layer t.
         window: LocalWindow,
+        /// Sum (the paper's method) or maximum over the units.
+        channel: ChannelPooling,
+        /// How the units of layer t meet those of layer t+1.
+        grid: GridMatch,
     },
     /// Baseline: the Gram matrix `X^T X` of one layer's local features: `[D'][D']`.
     Gram {
@@ -37,14 +41,34 @@ pub enum Representation {
     },
 }
 
+/// How cross-layer pooling pairs the units of layer t with those of layer t+1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GridMatch {
+    /// Both layers share a grid (consecutive conv layers, or fc6 and fc8 run densely: the
+    /// paper's FC-FC): unit i of layer t meets unit i of layer t+1.
+    Same,
+    /// Layer t+1 lies on a coarser grid (a fully connected layer run densely over a conv
+    /// layer: the paper's FC-Conv): its unit i meets the signed square root of the sum of
+    /// layer t over i's receptive field.
+    ReceptiveField,
+}
+
 impl Representation {
     /// The paper's default for `arch`: cross-layer pooling of its default layer pair, 1x1.
     pub fn paper_default(arch: Arch) -> Self {
         let (t, t1) = arch.default_pair();
+        Representation::cross_layer(t, t1, LocalWindow::UNIT)
+    }
+
+    /// The paper's cross-layer pooling of `local` (t) with `guide` (t+1) on one grid, summed
+    /// over the units, with a local `window`.
+    pub fn cross_layer(local: &str, guide: &str, window: LocalWindow) -> Self {
         Representation::CrossLayer {
-            local: t.into(),
-            guide: t1.into(),
-            window: LocalWindow::UNIT,
+            local: local.into(),
+            guide: guide.into(),
+            window,
+            channel: ChannelPooling::Sum,
+            grid: GridMatch::Same,
         }
     }
 
@@ -87,7 +111,21 @@ impl std::fmt::Display for Representation {
                 local,
                 guide,
                 window,
-            } => write!(f, "cross-layer {local} x {guide}, {window}"),
+                channel,
+                grid,
+            } => {
+                match grid {
+                    GridMatch::Same => write!(f, "cross-layer {local} x {guide}, {window}")?,
+                    GridMatch::ReceptiveField => write!(
+                        f,
+                        "cross-layer {local} (sum-pooled within each receptive field, square-rooted) x {guide}"
+                    )?,
+                }
+                match channel {
+                    ChannelPooling::Sum => Ok(()),
+                    ChannelPooling::Max => f.write_str(", max channel pooling"),
+                }
+            }
             Representation::Gram { local, window } => write!(f, "gram {local}, {window}"),
             Representation::Region {
                 local,
@@ -141,6 +179,18 @@ impl FeatureSpec {
                     "the guidance layer must come after the local layer ({} then {})",
                     self.repr.layers()[0],
                     self.repr.layers()[1]
+                )));
+            }
+        }
+        if let Representation::CrossLayer {
+            window,
+            grid: GridMatch::ReceptiveField,
+            ..
+        } = &self.repr
+        {
+            if *window != LocalWindow::UNIT {
+                return Err(Error::Config(format!(
+                    "FC-Conv pooling sums layer t over each receptive field of layer t+1; a {window} window on top of that is not supported (use 1x1)"
                 )));
             }
         }

@@ -11,7 +11,7 @@ use crosspool::features::{FeatureSpec, Representation};
 use crosspool::model::{Arch, ModelWeights};
 use crosspool::pca::{MomentAccumulator, Pca};
 use crosspool::pipeline::{Backend, Extractor, Moments};
-use crosspool::pooling::{LocalWindow, Normalization, RegionPoolMode};
+use crosspool::pooling::{ChannelPooling, LocalWindow, Normalization, RegionPoolMode};
 use crosspool::reference;
 use crosspool::shape::{MaxPool2dSpec, Shape4, Window2d};
 
@@ -45,9 +45,19 @@ fn cross_layer_pooling_is_within_the_bound() {
         (LocalWindow::UNIT, win, 2),
         (win, LocalWindow::UNIT, 4),
     ] {
-        let want = reference::cross_layer(&a, sa, aw, &x, sx, xw, group).unwrap();
+        let want =
+            reference::cross_layer(&a, sa, aw, &x, sx, xw, group, ChannelPooling::Sum).unwrap();
         let mut got = vec![f32::NAN; want.values.len()];
-        ops::cross_layer(Some((&a, sa, aw)), &x, sx, xw, group, &mut got).unwrap();
+        ops::cross_layer(
+            Some((&a, sa, aw)),
+            &x,
+            sx,
+            xw,
+            group,
+            ChannelPooling::Sum,
+            &mut got,
+        )
+        .unwrap();
         let units = group * sx.h * sx.w;
         assert_reduction_close(&got, &want, units, &format!("{aw} x {xw} / {group}"));
     }
@@ -61,10 +71,11 @@ fn cross_layer_pooling_is_within_the_bound() {
         sx,
         win,
         2,
+        ChannelPooling::Sum,
     )
     .unwrap();
     let mut got = vec![f32::NAN; want.values.len()];
-    ops::cross_layer(None, &x, sx, win, 2, &mut got).unwrap();
+    ops::cross_layer(None, &x, sx, win, 2, ChannelPooling::Sum, &mut got).unwrap();
     assert_reduction_close(&got, &want, 2 * 5 * 7, "ones");
     // Different grids and groups that do not divide the batch are errors.
     let mut out = vec![0.0; got.len()];
@@ -75,10 +86,11 @@ fn cross_layer_pooling_is_within_the_bound() {
         sx,
         win,
         2,
+        ChannelPooling::Sum,
         &mut out
     )
     .is_err());
-    assert!(ops::cross_layer(None, &x, sx, win, 3, &mut out).is_err());
+    assert!(ops::cross_layer(None, &x, sx, win, 3, ChannelPooling::Sum, &mut out).is_err());
 }
 
 #[test]
@@ -128,11 +140,7 @@ fn whole_features_match_the_reference() {
             Normalization::PAPER,
         ),
         (
-            Representation::CrossLayer {
-                local: "conv4".into(),
-                guide: "conv5".into(),
-                window: win,
-            },
+            Representation::cross_layer("conv4", "conv5", win),
             Normalization::RETRIEVAL,
         ),
         (
@@ -194,4 +202,44 @@ fn vgg16_moments_pca_and_features_match_the_reference() {
     let e = rel_l2(&unsqrt(&on_cpu, &spec), &unsqrt(&want, &spec));
     eprintln!("vgg16 with PCA 32: rel err {e:.2e}");
     assert!(e <= TOL, "rel err {e:e}");
+}
+
+#[test]
+fn max_channel_pooling_and_field_sums_equal_the_reference() {
+    // f32 products rounded once and a maximum of them: the reference's maximum of exact
+    // products rounded once, bit for bit (rounding is monotonic). Signed guides, 3 units.
+    let win = LocalWindow::new(3, 3).unwrap();
+    for (sa, sx, xw, group) in [
+        (
+            Shape4::new(2, 1, 3, 70),
+            Shape4::new(2, 1, 3, 67),
+            LocalWindow::UNIT,
+            1,
+        ),
+        (Shape4::new(4, 5, 7, 17), Shape4::new(4, 5, 7, 5), win, 2),
+    ] {
+        let (a, x) = (random(sa.len(), 11), random(sx.len(), 12));
+        let max = ChannelPooling::Max;
+        let want = reference::cross_layer(&a, sa, LocalWindow::UNIT, &x, sx, xw, group, max)
+            .unwrap()
+            .values;
+        let mut got = vec![f32::NAN; want.len()];
+        let guide = Some((a.as_slice(), sa, LocalWindow::UNIT));
+        ops::cross_layer(guide, &x, sx, xw, group, max, &mut got).unwrap();
+        assert_eq!(got, want, "max {sa} x {sx}");
+        // With 3 units some rows have only negative products.
+        let few_units = sx.h * sx.w * group < 16;
+        assert!(want.iter().any(|&v| v > 0.0));
+        assert!(want.iter().any(|&v| v < 0.0) || !few_units);
+    }
+    // The square roots of sums over VGG16's fc6 receptive fields: summed in f64 in the
+    // reference's order, so equal.
+    let s = Shape4::new(2, 17, 16, 9);
+    let fields = Arch::Vgg16
+        .receptive_fields("conv5_3", "fc6", (17, 16), (2, 2))
+        .unwrap();
+    let x = random(s.len(), 13);
+    let mut got = vec![f32::NAN; s.n * fields.len() * s.c];
+    ops::field_pool(&x, s, &fields, &mut got).unwrap();
+    assert_eq!(got, reference::field_pool(&x, s, &fields).0);
 }

@@ -10,7 +10,7 @@ use crosspool::gpu::GpuTensor;
 use crosspool::model::{Arch, ModelWeights};
 use crosspool::pca::{MomentAccumulator, Pca};
 use crosspool::pipeline::{Extractor, MomentsGpu};
-use crosspool::pooling::{LocalWindow, Normalization, RegionPoolMode};
+use crosspool::pooling::{ChannelPooling, LocalWindow, Normalization, RegionPoolMode};
 use crosspool::reference;
 use crosspool::shape::Shape4;
 
@@ -66,11 +66,7 @@ fn alexnet_cross_layer_conv4_conv5() {
         norm: Normalization::PAPER,
     };
     check(&w, spec, None, shape, "alexnet conv4 x conv5, 1x1");
-    let repr = Representation::CrossLayer {
-        local: "conv4".into(),
-        guide: "conv5".into(),
-        window: LocalWindow::new(3, 3).unwrap(),
-    };
+    let repr = Representation::cross_layer("conv4", "conv5", LocalWindow::new(3, 3).unwrap());
     check(
         &w,
         FeatureSpec {
@@ -151,12 +147,28 @@ fn vgg16_with_pca_fitted_on_the_gpu() {
             .remove(0);
         let ones = vec![1.0; s.n * s.h * s.w];
         let s1 = Shape4::new(s.n, s.h, s.w, 1);
-        let sum =
-            reference::cross_layer(&ones, s1, LocalWindow::UNIT, &a, s, LocalWindow::UNIT, s.n)
-                .unwrap();
-        let second =
-            reference::cross_layer(&a, s, LocalWindow::UNIT, &a, s, LocalWindow::UNIT, s.n)
-                .unwrap();
+        let sum = reference::cross_layer(
+            &ones,
+            s1,
+            LocalWindow::UNIT,
+            &a,
+            s,
+            LocalWindow::UNIT,
+            s.n,
+            ChannelPooling::Sum,
+        )
+        .unwrap();
+        let second = reference::cross_layer(
+            &a,
+            s,
+            LocalWindow::UNIT,
+            &a,
+            s,
+            LocalWindow::UNIT,
+            s.n,
+            ChannelPooling::Sum,
+        )
+        .unwrap();
         want.add(&sum.values, &second.values, (s.n * s.h * s.w) as u64);
     }
     assert_eq!(acc.count, want.count);

@@ -123,6 +123,7 @@ fn non_finite_rows_are_named_and_kept_out() {
         weights_fingerprint: None,
         layers: vec!["conv5_3".into()],
         pooling: Pooling::Sum,
+        channel_pooling: Default::default(),
         window: LocalWindow::UNIT,
         levels: 0,
         norm: NormPreset::L2,
@@ -229,6 +230,7 @@ fn sum_settings() -> crosspool::store::ExtractSettings {
         weights_fingerprint: None,
         layers: vec!["conv5_3".into()],
         pooling: Pooling::Sum,
+        channel_pooling: Default::default(),
         window: crosspool::pooling::LocalWindow::UNIT,
         levels: 0,
         norm: NormPreset::L2,
@@ -607,11 +609,7 @@ fn an_oversized_window_says_what_to_change() {
     let fits = |side: u64| 256 * side * side * 256 * 4 <= ctx.limits.max_buffer_size;
     let side = (1..).step_by(2).find(|&s| !fits(s)).unwrap() as usize;
     let spec = FeatureSpec {
-        repr: Representation::CrossLayer {
-            local: "conv4".into(),
-            guide: "conv5".into(),
-            window: LocalWindow::new(side, side).unwrap(),
-        },
+        repr: Representation::cross_layer("conv4", "conv5", LocalWindow::new(side, side).unwrap()),
         norm: Normalization::PAPER,
     };
     let ex = crosspool::pipeline::Extractor::new(ctx, &w, spec, None).unwrap();

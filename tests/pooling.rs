@@ -10,7 +10,7 @@ use crosspool::gpu::{
     QuantizeKernel, RegionPoolKernel,
 };
 use crosspool::pooling::{
-    pyramid_regions, LocalWindow, Normalization, Quantization, RegionPoolMode,
+    pyramid_regions, ChannelPooling, LocalWindow, Normalization, Quantization, RegionPoolMode,
 };
 use crosspool::reference::{self, f32_dot_error_bound, Reduced};
 use crosspool::shape::Shape4;
@@ -37,7 +37,17 @@ fn cross_on(
     let ga = GpuTensor::upload(ctx, &a, a_shape, "a").unwrap();
     let (want, rows) = match a_win {
         Some(w) => (
-            reference::cross_layer(&a, a_shape, w, &x, x_shape, x_win, group).unwrap(),
+            reference::cross_layer(
+                &a,
+                a_shape,
+                w,
+                &x,
+                x_shape,
+                x_win,
+                group,
+                ChannelPooling::Sum,
+            )
+            .unwrap(),
             w.feature_len(a_shape.c),
         ),
         None => {
@@ -45,8 +55,17 @@ fn cross_on(
             let ones = vec![1.0; x_shape.n * x_shape.h * x_shape.w];
             let s1 = Shape4::new(x_shape.n, x_shape.h, x_shape.w, 1);
             (
-                reference::cross_layer(&ones, s1, LocalWindow::UNIT, &x, x_shape, x_win, group)
-                    .unwrap(),
+                reference::cross_layer(
+                    &ones,
+                    s1,
+                    LocalWindow::UNIT,
+                    &x,
+                    x_shape,
+                    x_win,
+                    group,
+                    ChannelPooling::Sum,
+                )
+                .unwrap(),
                 1,
             )
         }
@@ -61,7 +80,17 @@ fn cross_on(
     // Twice, the second accumulating: the result must be twice the sum.
     for acc in [false, true] {
         ctx.submit("t", |enc| {
-            k.record(ctx, enc, guidance, &gx, x_win, group, &out, acc)
+            k.record(
+                ctx,
+                enc,
+                guidance,
+                &gx,
+                x_win,
+                group,
+                ChannelPooling::Sum,
+                &out,
+                acc,
+            )
         })
         .unwrap();
     }
@@ -126,7 +155,7 @@ fn second_moment_gram_and_first_moment() {
         (4, win, "second moment, 3x1"),
         (1, LocalWindow::UNIT, "gram per image"),
     ] {
-        let want = reference::cross_layer(&x, s, w, &x, s, w, group).unwrap();
+        let want = reference::cross_layer(&x, s, w, &x, s, w, group, ChannelPooling::Sum).unwrap();
         let f = w.feature_len(s.c);
         let out = GpuFeatures::new(ctx, s.n / group, f, f, "m2").unwrap();
         ctx.submit("t", |enc| {
@@ -137,6 +166,7 @@ fn second_moment_gram_and_first_moment() {
                 &gx,
                 w,
                 group,
+                ChannelPooling::Sum,
                 &out,
                 false,
             )
@@ -285,4 +315,174 @@ fn sum_and_max_pooling_over_a_spatial_pyramid() {
             }
         }
     }
+}
+
+/// Max channel pooling on the GPU against the reference. Each f32 product is rounded once and
+/// rounding is monotonic, so the maximum of the rounded products is the reference's maximum
+/// (exact products in f64) rounded once: the two are equal, bit for bit. The guide has both
+/// signs (fc8 has no ReLU), so rows whose every product is negative test that staged units
+/// past a group's end (zeros) stay out of the maximum.
+#[allow(clippy::too_many_arguments)]
+fn max_cross_on(
+    ctx: &GpuContext,
+    a_shape: Shape4,
+    x_shape: Shape4,
+    x_win: LocalWindow,
+    group: usize,
+    seed: u64,
+    all_negative_rows: bool,
+    what: &str,
+) {
+    let x = relu_like(x_shape.len(), seed);
+    let a = random(a_shape.len(), seed + 1);
+    let gx = GpuTensor::upload(ctx, &x, x_shape, "x").unwrap();
+    let ga = GpuTensor::upload(ctx, &a, a_shape, "a").unwrap();
+    let unit = LocalWindow::UNIT;
+    let max = ChannelPooling::Max;
+    let want = reference::cross_layer(&a, a_shape, unit, &x, x_shape, x_win, group, max)
+        .unwrap()
+        .values;
+    let (rows, cols) = (a_shape.c, x_win.feature_len(x_shape.c));
+    let out = GpuFeatures::new(ctx, x_shape.n / group, rows, cols, "p").unwrap();
+    let k = CrossLayerKernel::new(ctx).unwrap();
+    let guidance = Guidance::Layer(&ga, unit);
+    ctx.submit("t", |enc| {
+        k.record(ctx, enc, guidance, &gx, x_win, group, max, &out, false)
+    })
+    .unwrap();
+    let got = out.download(ctx).unwrap();
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        // Bit for bit, except that a GPU may flush subnormal products to zero.
+        assert!(
+            g == w || (g - w).abs() < f32::MIN_POSITIVE,
+            "{what}: element {i}: gpu {g} vs reference {w}"
+        );
+    }
+    let negative = want.iter().filter(|&&v| v < 0.0).count();
+    let positive = want.iter().filter(|&&v| v > 0.0).count();
+    assert!(
+        positive > 0 && (negative > 0 || !all_negative_rows),
+        "{what}: {negative} negative and {positive} positive maxima: the case tests too little"
+    );
+    eprintln!("{what}: {} maxima equal, {negative} negative", want.len());
+    // Accumulating into an earlier result has no meaning for a maximum.
+    let e = ctx.submit("t", |enc| {
+        k.record(ctx, enc, guidance, &gx, x_win, group, max, &out, true)
+    });
+    assert!(e.is_err(), "{what}: max accepted accumulate");
+}
+
+#[test]
+fn max_channel_pooling_equals_the_reference() {
+    let ctx = gpu();
+    // Three units per image: fewer than one staged step (16), and rows of all-negative
+    // products; 70 x 67 crosses the 64 x 64 output tile on both sides.
+    max_cross_on(
+        ctx,
+        Shape4::new(2, 1, 3, 70),
+        Shape4::new(2, 1, 3, 67),
+        LocalWindow::UNIT,
+        1,
+        50,
+        true,
+        "max, 3 units",
+    );
+    // 35 units (two full steps and a partial one) with 3x3 local features (zero taps
+    // outside the map), and groups of two images.
+    max_cross_on(
+        ctx,
+        Shape4::new(4, 5, 7, 17),
+        Shape4::new(4, 5, 7, 5),
+        LocalWindow::new(3, 3).unwrap(),
+        2,
+        51,
+        false,
+        "max, 3x3 window, groups of 2",
+    );
+    // Split into image chunks by a small binding cap.
+    max_cross_on(
+        &gpu_with_binding_cap(8 * 1024),
+        Shape4::new(7, 3, 5, 24),
+        Shape4::new(7, 3, 5, 19),
+        LocalWindow::UNIT,
+        1,
+        52,
+        false,
+        "max, chunked",
+    );
+}
+
+/// FC-Conv's local features on the GPU: the signed square root of sums over receptive fields.
+/// Compared through the square (`v |v|`, so that sums near zero, where the square root is not
+/// Lipschitz, do not magnify rounding) against the sums: the f32 sum of T terms is within
+/// gamma(T) times the sum of |x| of the exact sum, and WGSL's sqrt is accurate to that of
+/// 1/inverseSqrt (2 + 2.5 ulp), which squaring doubles, plus half an ulp for the square itself:
+/// within 10 ulp of the sum.
+#[test]
+fn field_pooling_equals_the_reference() {
+    let ctx = gpu();
+    let k = RegionPoolKernel::new(ctx).unwrap();
+    let arch_fields = crosspool::model::Arch::Vgg16
+        .receptive_fields("conv5_3", "fc6", (17, 16), (2, 2))
+        .unwrap();
+    // Overlapping fields of VGG16's fc6 on an odd conv5_3 map, and hand-made ones down to
+    // one unit, on channels that are not a multiple of anything.
+    let hand = vec![[0, 1, 0, 1], [1, 4, 2, 3], [0, 5, 0, 4], [4, 5, 3, 4]];
+    for (s, fields, out_hw, what) in [
+        (
+            Shape4::new(3, 17, 16, 19),
+            arch_fields,
+            (2, 2),
+            "vgg16 fc6 fields",
+        ),
+        (Shape4::new(2, 5, 4, 3), hand, (1, 4), "hand-made fields"),
+    ] {
+        // Signed inputs: the square root must keep the sign of the sum.
+        let x = random(s.len(), 60);
+        let gx = GpuTensor::upload(ctx, &x, s, "x").unwrap();
+        let cells = GpuRegions::upload(ctx, &fields).unwrap();
+        let out_shape = Shape4::new(s.n, out_hw.0, out_hw.1, s.c);
+        let out = GpuTensor::new(ctx, out_shape, "fields").unwrap();
+        ctx.submit("t", |enc| k.record_fields(ctx, enc, &gx, &cells, &out))
+            .unwrap();
+        let got = out.download(ctx).unwrap();
+        let (rooted, sums) = reference::field_pool(&x, s, &fields);
+        assert_eq!(got.len(), rooted.len(), "{what}: length");
+        let terms = fields
+            .iter()
+            .map(|f| ((f[1] - f[0]) * (f[3] - f[2])) as usize)
+            .max()
+            .unwrap();
+        let gamma = f32_dot_error_bound(terms);
+        for (i, (&g, (&v, &m))) in got
+            .iter()
+            .zip(sums.values.iter().zip(&sums.magnitude))
+            .enumerate()
+        {
+            assert!(
+                g.signum() == v.signum() || v == 0.0 || g == 0.0,
+                "{what}: {i}: sign"
+            );
+            let err = (g * g.abs() - v).abs();
+            let tol = gamma * m + 10.0 * f32::EPSILON * v.abs();
+            assert!(
+                err <= tol,
+                "{what}: {i}: squared {} vs sum {v} (err {err:e} > {tol:e})",
+                g * g.abs()
+            );
+        }
+        assert!(
+            got.iter().any(|&v| v < 0.0) && got.iter().any(|&v| v > 0.0),
+            "{what}: both signs expected"
+        );
+    }
+    // A map that does not fit the fields is refused.
+    let s = Shape4::new(1, 4, 4, 2);
+    let gx = GpuTensor::upload(ctx, &random(s.len(), 1), s, "x").unwrap();
+    let cells = GpuRegions::upload(ctx, &[[0, 2, 0, 2]]).unwrap();
+    let wrong = GpuTensor::new(ctx, Shape4::new(1, 2, 1, 2), "o").unwrap();
+    assert!(ctx
+        .submit("t", |enc| k.record_fields(ctx, enc, &gx, &cells, &wrong))
+        .is_err());
 }

@@ -183,6 +183,7 @@ fn settings(rows: usize, cols: usize) -> ExtractSettings {
         weights_fingerprint: None,
         layers: vec!["conv5_2".into(), "conv5_3".into()],
         pooling: Pooling::CrossLayer,
+        channel_pooling: Default::default(),
         window: LocalWindow::UNIT,
         levels: 0,
         norm: NormPreset::Retrieval,

@@ -98,11 +98,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
         None => ModelWeights::synthetic(a.model, Some(t1))?,
     };
     let spec = FeatureSpec {
-        repr: Representation::CrossLayer {
-            local: t.into(),
-            guide: t1.into(),
-            window: crosspool::pooling::LocalWindow::UNIT,
-        },
+        repr: Representation::paper_default(a.model),
         norm: Normalization::PAPER,
     };
     let shape = Shape4::new(a.batch, a.size as usize, a.size as usize, 3);

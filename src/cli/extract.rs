@@ -8,7 +8,7 @@ use crosspool::input::{expand_inputs, DecodeLimits, DecodeMode, DecodeOptions};
 use crosspool::model::{Arch, ModelWeights};
 use crosspool::output::{OutputFormat, ShardWriter};
 use crosspool::pca::Pca;
-use crosspool::pooling::LocalWindow;
+use crosspool::pooling::{ChannelPooling, LocalWindow};
 use crosspool::shape::Shape4;
 use crosspool::store::settings::{feature_spec, value_name, SETTINGS_VERSION};
 use crosspool::store::shards::{image_identity, part_prefix, settings_file};
@@ -29,12 +29,17 @@ pub struct Args {
     #[arg(long, value_enum)]
     model: Option<Arch>,
     /// Layers t,t+1 to pool across [default: the paper's pair: vgg16 conv5_2,conv5_3; vgg19
-    /// conv5_3,conv5_4; alexnet conv4,conv5]. Baselines use the first.
+    /// conv5_3,conv5_4; alexnet conv4,conv5; with --pooling fc-conv the last conv layer and
+    /// fc6]. fc6,fc8 with a --pca of fc6 is the paper's FC-FC. Baselines use the first.
     #[arg(long, value_delimiter = ',')]
     layers: Vec<String>,
     /// Pooling method.
     #[arg(long, value_enum, default_value_t = Pooling::CrossLayer)]
     pooling: Pooling,
+    /// How cross-layer pooling combines the units: `sum` (the paper's method) or `max`
+    /// (P_k = max_i a_ik x_i, element-wise).
+    #[arg(long, value_enum, default_value_t = ChannelPooling::Sum)]
+    channel_pooling: ChannelPooling,
     /// Finest spatial-pyramid level for sum/max pooling (0: whole map; 2: 1+4+16 cells).
     #[arg(long, default_value_t = 0)]
     levels: u32,
@@ -171,12 +176,23 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     let started = std::time::Instant::now();
     let arch = ModelWeights::arch_of(&a.weights, a.model)?;
     let layers: Vec<String> = if a.layers.is_empty() {
-        let (t, t1) = arch.default_pair();
+        let (t, t1) = match a.pooling {
+            Pooling::FcConv => arch.fc_conv_pair(),
+            _ => arch.default_pair(),
+        };
         vec![t.into(), t1.into()]
     } else {
         a.layers.clone()
     };
-    let spec = feature_spec(arch, &layers, a.pooling, a.window, a.levels, a.norm)?;
+    let spec = feature_spec(
+        arch,
+        &layers,
+        a.pooling,
+        a.channel_pooling,
+        a.window,
+        a.levels,
+        a.norm,
+    )?;
     arch.check_input_size(a.size as usize, spec.deepest_layer(arch)?)?;
     let weights = ModelWeights::load(&a.weights, Some(arch), Some(spec.deepest_layer(arch)?))?;
     let pca = a.pca.as_deref().map(Pca::load).transpose()?;
@@ -208,6 +224,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         weights_fingerprint: Some(ModelWeights::fingerprint(&a.weights)?),
         layers,
         pooling: a.pooling,
+        channel_pooling: a.channel_pooling,
         window: a.window,
         levels: a.levels,
         norm: a.norm,

@@ -4,7 +4,7 @@
 
 use super::tensor::check_lengths;
 use crate::error::{Error, Result};
-use crate::pooling::{LocalWindow, Normalization, RegionPoolMode};
+use crate::pooling::{ChannelPooling, LocalWindow, Normalization, RegionPoolMode};
 use crate::shape::{MaxPool2dSpec, Shape4};
 use rayon::prelude::*;
 
@@ -77,7 +77,9 @@ fn unfold(x: &[f32], s: Shape4, win: LocalWindow, images: std::ops::Range<usize>
 }
 
 /// Cross-layer pooling `P = sum_i a_i x_i^T` over the units of each group of `group` images,
-/// into `out` (`[groups][a_len][x_len]`). `a = None` pools with a constant 1 (a_len 1).
+/// into `out` (`[groups][a_len][x_len]`); with [`ChannelPooling::Max`], the element-wise
+/// maximum of `a_i x_i^T` (f32 products, whose maximum equals the reference's exactly: rounding
+/// is monotonic). `a = None` pools with a constant 1 (a_len 1).
 #[allow(clippy::too_many_arguments)]
 pub fn cross_layer(
     a: Option<(&[f32], Shape4, LocalWindow)>,
@@ -85,6 +87,7 @@ pub fn cross_layer(
     x_shape: Shape4,
     x_win: LocalWindow,
     group: usize,
+    mode: ChannelPooling,
     out: &mut [f32],
 ) -> Result<()> {
     let bad = |why: String| Error::shape("cpu cross_layer", why);
@@ -122,6 +125,10 @@ pub fn cross_layer(
             dst.fill(0.0);
             continue;
         }
+        if mode == ChannelPooling::Max {
+            max_outer_products(&au, ka, &xu, kx, dst);
+            continue;
+        }
         // dst[ka x kx] = au^T [ka x units] * xu [units x kx]; au is units x ka row-major,
         // read transposed through its strides.
         // SAFETY: the strides stay inside au (units*ka), xu (units*kx) and dst (ka*kx).
@@ -149,6 +156,33 @@ pub fn cross_layer(
             );
         }
     }
+    Ok(())
+}
+
+/// `dst[k][j] = max over units u of a[u][k] * x[u][j]` (`a` is units x ka, `x` units x kx),
+/// rows in parallel.
+fn max_outer_products(a: &[f32], ka: usize, x: &[f32], kx: usize, dst: &mut [f32]) {
+    if kx == 0 {
+        return;
+    }
+    dst.par_chunks_mut(kx).enumerate().for_each(|(k, row)| {
+        row.fill(f32::NEG_INFINITY);
+        for (au, xu) in a.chunks_exact(ka).zip(x.chunks_exact(kx)) {
+            let ak = au[k];
+            for (r, &xj) in row.iter_mut().zip(xu) {
+                *r = r.max(ak * xj);
+            }
+        }
+    });
+}
+
+/// FC-Conv pooling's local features: `out[n][r][c]` = the signed square root of the sum of
+/// `x` over region r (a later layer's receptive fields, so `out` is NHWC on its grid), summed
+/// in f64 as the reference does.
+pub fn field_pool(x: &[f32], s: Shape4, regions: &[[u32; 4]], out: &mut [f32]) -> Result<()> {
+    region_pool(x, s, regions, RegionPoolMode::Sum, out)?;
+    out.par_iter_mut()
+        .for_each(|v| *v = ((*v as f64).signum() * (*v as f64).abs().sqrt()) as f32);
     Ok(())
 }
 

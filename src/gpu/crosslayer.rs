@@ -5,7 +5,7 @@ use super::plan::{plan_image_chunks, BandLimits, BindingWindow};
 use super::tensor::{GpuFeatures, GpuTensor};
 use super::{shaders, GpuContext, Kernel};
 use crate::error::{Error, Result};
-use crate::pooling::LocalWindow;
+use crate::pooling::{ChannelPooling, LocalWindow};
 
 /// Output rows per workgroup tile.
 pub const BM: u32 = 64;
@@ -38,6 +38,10 @@ pub struct CrossParams {
     x_feat: u32,
     out_base: u32,
     accumulate: u32,
+    channel_max: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 /// The guidance operand of a cross-layer sum.
@@ -65,7 +69,8 @@ impl CrossLayerKernel {
     }
 
     /// Records `out[g] (+)= sum over the units i of images g*G..(g+1)*G of a_i x_i^T`, with
-    /// `G = group_images`. `out` must have `images = n / G`, `rows` = the guidance feature
+    /// `G = group_images` (with [`ChannelPooling::Max`], the element-wise maximum of
+    /// `a_i x_i^T` instead). `out` must have `images = n / G`, `rows` = the guidance feature
     /// length and `cols` = the local feature length.
     #[allow(clippy::too_many_arguments)]
     pub fn record(
@@ -76,9 +81,15 @@ impl CrossLayerKernel {
         x: &GpuTensor,
         x_win: LocalWindow,
         group_images: usize,
+        mode: ChannelPooling,
         out: &GpuFeatures,
         accumulate: bool,
     ) -> Result<()> {
+        if accumulate && mode == ChannelPooling::Max {
+            return Err(Error::Config(
+                "max channel pooling cannot accumulate into an earlier sum".into(),
+            ));
+        }
         let xs = x.shape;
         let (a, a_win) = match guidance {
             Guidance::Layer(a, w) => (a, w),
@@ -160,6 +171,10 @@ impl CrossLayerKernel {
                 x_feat: x_feat as u32,
                 out_base: ow.base,
                 accumulate: accumulate as u32,
+                channel_max: (mode == ChannelPooling::Max) as u32,
+                _pad0: 0,
+                _pad1: 0,
+                _pad2: 0,
             };
             record(
                 ctx,
@@ -203,7 +218,11 @@ mod tests {
             x_win_w,
             x_feat,
             out_base,
-            accumulate
+            accumulate,
+            channel_max,
+            _pad0,
+            _pad1,
+            _pad2
         });
         assert_eq!(members, rust);
         for (name, v) in [("BM", BM), ("BN", BN), ("BK", BK)] {

@@ -20,9 +20,14 @@ pub struct RegionParams {
     regions: u32,
     base: u32,
     count: u32,
-    use_max: u32,
+    mode: u32,
     out_base: u32,
 }
+
+/// `RegionParams::mode` values (`mode` in the shader).
+const MODE_SUM: u32 = 0;
+const MODE_MAX: u32 = 1;
+const MODE_SUM_SQRT: u32 = 2;
 
 /// Regions `(y0, y1, x0, x1)` of a map uploaded once, to pool over batch after batch.
 pub struct GpuRegions {
@@ -72,21 +77,60 @@ impl RegionPoolKernel {
         out: &GpuFeatures,
     ) -> Result<()> {
         let s = x.shape;
-        let regions = gpu_regions.boxes();
-        if (out.images, out.rows, out.cols) != (s.n, regions.len(), s.c) {
+        let regions = gpu_regions.boxes().len();
+        if (out.images, out.rows, out.cols) != (s.n, regions, s.c) {
             return Err(Error::shape(
                 "region_pool",
                 format!(
-                    "output is {}x{}x{}, expected {}x{}x{}",
-                    out.images,
-                    out.rows,
-                    out.cols,
+                    "output is {}x{}x{}, expected {}x{regions}x{}",
+                    out.images, out.rows, out.cols, s.n, s.c
+                ),
+            ));
+        }
+        let mode = match mode {
+            RegionPoolMode::Sum => MODE_SUM,
+            RegionPoolMode::Max => MODE_MAX,
+        };
+        self.record_into(ctx, enc, x, gpu_regions, mode, &out.buffer)
+    }
+
+    /// Records FC-Conv pooling's local features: `out[n][y][x][c]` = the signed square root of
+    /// the sum of `x` over region `y * out.w + x` (the receptive field in `x` of `out`'s unit).
+    pub fn record_fields(
+        &self,
+        ctx: &GpuContext,
+        enc: &mut wgpu::CommandEncoder,
+        x: &GpuTensor,
+        fields: &GpuRegions,
+        out: &GpuTensor,
+    ) -> Result<()> {
+        let (s, o) = (x.shape, out.shape);
+        if (o.n, o.h * o.w, o.c) != (s.n, fields.boxes().len(), s.c) {
+            return Err(Error::shape(
+                "field_pool",
+                format!(
+                    "output is {o}, expected {} images, {} units and {} channels",
                     s.n,
-                    regions.len(),
+                    fields.boxes().len(),
                     s.c
                 ),
             ));
         }
+        self.record_into(ctx, enc, x, fields, MODE_SUM_SQRT, &out.buffer)
+    }
+
+    /// Records the kernel in `mode` over `x` into `out`, `n x regions x c` values.
+    fn record_into(
+        &self,
+        ctx: &GpuContext,
+        enc: &mut wgpu::CommandEncoder,
+        x: &GpuTensor,
+        gpu_regions: &GpuRegions,
+        mode: u32,
+        out: &GpuBuffer,
+    ) -> Result<()> {
+        let s = x.shape;
+        let regions = gpu_regions.boxes();
         if let Some(r) = regions
             .iter()
             .find(|r| r[0] >= r[1] || r[2] >= r[3] || r[1] as usize > s.h || r[3] as usize > s.w)
@@ -120,7 +164,7 @@ impl RegionPoolKernel {
                 regions: regions.len() as u32,
                 base: iw.base,
                 count: n as u32,
-                use_max: (mode == RegionPoolMode::Max) as u32,
+                mode,
                 out_base: ow.base,
             };
             let grid = grid_for(n.div_ceil(WORKGROUP as u64), ctx.max_workgroups());
@@ -132,7 +176,7 @@ impl RegionPoolKernel {
                 &[
                     iw.bind(&x.buffer),
                     Binding::whole(&gpu_regions.buffer),
-                    ow.bind(&out.buffer),
+                    ow.bind(out),
                 ],
                 grid,
             );
@@ -157,13 +201,17 @@ mod tests {
             regions,
             base,
             count,
-            use_max,
+            mode,
             out_base
         });
         assert_eq!(members, rust);
-        assert_eq!(
-            wgsl_u32_const(&shaders::REGION_POOL, "WORKGROUP"),
-            WORKGROUP
-        );
+        for (name, v) in [
+            ("WORKGROUP", WORKGROUP),
+            ("MODE_SUM", MODE_SUM),
+            ("MODE_MAX", MODE_MAX),
+            ("MODE_SUM_SQRT", MODE_SUM_SQRT),
+        ] {
+            assert_eq!(wgsl_u32_const(&shaders::REGION_POOL, name), v, "{name}");
+        }
     }
 }

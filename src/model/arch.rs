@@ -54,6 +54,15 @@ impl Arch {
         }
     }
 
+    /// The pair the paper's FC-Conv pooling uses: the last conv layer and fc6.
+    pub fn fc_conv_pair(self) -> (&'static str, &'static str) {
+        match self {
+            Arch::Vgg16 => ("conv5_3", "fc6"),
+            Arch::Vgg19 => ("conv5_4", "fc6"),
+            Arch::Alexnet => ("conv5", "fc6"),
+        }
+    }
+
     /// Input size the network was trained at.
     pub fn native_input(self) -> usize {
         224
@@ -115,6 +124,72 @@ impl Arch {
                 names.join(", ")
             ))
         })
+    }
+}
+
+impl Arch {
+    /// The receptive field, in `local`'s grid, of every unit of the later layer `guide`:
+    /// `(y0, y1, x0, x1)` half-open and clipped to the `local_hw` map, one per unit of the
+    /// `guide_hw` map, row-major. Each layer in between maps output rows `[o0, o1)` to input
+    /// rows `[o0 s - p, (o1 - 1) s - p + k)`. For VGG16's conv5_3 and fc6 (pool5 2x2/2, then
+    /// 7x7) that is the 14x14 block at (2y, 2x).
+    pub fn receptive_fields(
+        self,
+        local: &str,
+        guide: &str,
+        local_hw: (usize, usize),
+        guide_hw: (usize, usize),
+    ) -> Result<Vec<[u32; 4]>> {
+        let (t, t1) = (self.layer_index(local)?, self.layer_index(guide)?);
+        if t1 <= t {
+            return Err(Error::Config(format!(
+                "{guide} does not come after {local} in {}",
+                self.name()
+            )));
+        }
+        let layers = self.layers();
+        let windows: Vec<Window2d> = layers[t + 1..=t1]
+            .iter()
+            .map(|l| match &l.kind {
+                LayerKind::Conv { spec, .. } => spec.window,
+                LayerKind::MaxPool(p) => p.window,
+            })
+            .collect();
+        // Back through the layers from guide to local, one axis at a time.
+        let span = |o: usize, vertical: bool| -> (isize, isize) {
+            let (mut lo, mut hi) = (o as isize, o as isize + 1);
+            for w in windows.iter().rev() {
+                let (k, s, p) = if vertical {
+                    (w.kh, w.stride_h, w.pad_h)
+                } else {
+                    (w.kw, w.stride_w, w.pad_w)
+                };
+                let (k, s, p) = (k as isize, s as isize, p as isize);
+                (lo, hi) = (lo * s - p, (hi - 1) * s - p + k);
+            }
+            (lo, hi)
+        };
+        let clip = |(lo, hi): (isize, isize), n: usize| {
+            (
+                lo.clamp(0, n as isize) as u32,
+                hi.clamp(0, n as isize) as u32,
+            )
+        };
+        let mut fields = Vec::with_capacity(guide_hw.0 * guide_hw.1);
+        for y in 0..guide_hw.0 {
+            let (y0, y1) = clip(span(y, true), local_hw.0);
+            for x in 0..guide_hw.1 {
+                let (x0, x1) = clip(span(x, false), local_hw.1);
+                if y0 >= y1 || x0 >= x1 {
+                    return Err(Error::Config(format!(
+                        "unit ({y}, {x}) of {guide} sees no unit of the {}x{} map of {local}",
+                        local_hw.0, local_hw.1
+                    )));
+                }
+                fields.push([y0, y1, x0, x1]);
+            }
+        }
+        Ok(fields)
     }
 }
 
@@ -239,6 +314,43 @@ fn alexnet() -> Vec<Layer> {
 mod tests {
     use super::*;
     use crate::shape::Shape4;
+
+    #[test]
+    fn receptive_fields_of_fc6_on_conv5() {
+        // VGG16 at 256: conv5_3 16x16, pool5 8x8, fc6 2x2. fc6 (y, x) reads pool5 rows
+        // y..y+7, which read conv5_3 rows 2y..2y+14.
+        let f = Arch::Vgg16
+            .receptive_fields("conv5_3", "fc6", (16, 16), (2, 2))
+            .unwrap();
+        assert_eq!(
+            f,
+            vec![
+                [0, 14, 0, 14],
+                [0, 14, 2, 16],
+                [2, 16, 0, 14],
+                [2, 16, 2, 16]
+            ]
+        );
+        // An odd conv5_3 map (17x17 at 272): pool5 floors to 8, the last row is seen by none.
+        let f = Arch::Vgg16
+            .receptive_fields("conv5_3", "fc6", (17, 17), (2, 2))
+            .unwrap();
+        assert_eq!(f[3], [2, 16, 2, 16]);
+        // AlexNet conv5 (13x13 at 224) -> pool5 3x3/2 (6x6) -> fc6 6x6 (1x1): pool5 rows
+        // 0..6 read conv5 rows 0..2*5+3 = 13, the whole map.
+        let f = Arch::Alexnet
+            .receptive_fields("conv5", "fc6", (13, 13), (1, 1))
+            .unwrap();
+        assert_eq!(f, vec![[0, 13, 0, 13]]);
+        // Through a padded conv: conv5_2's field of a conv5_3 unit is 3x3, clipped at edges.
+        let f = Arch::Vgg16
+            .receptive_fields("conv5_2", "conv5_3", (4, 4), (4, 4))
+            .unwrap();
+        assert_eq!((f[0], f[5]), ([0, 2, 0, 2], [0, 3, 0, 3]));
+        assert!(Arch::Vgg16
+            .receptive_fields("fc6", "conv5_3", (2, 2), (16, 16))
+            .is_err());
+    }
 
     fn conv_tensors(arch: Arch) -> Vec<String> {
         arch.layers()

@@ -5,7 +5,7 @@
 //! runs or reads back goes through here.
 
 use crate::error::Result;
-use crate::pooling::{LocalWindow, Normalization, RegionPoolMode};
+use crate::pooling::{ChannelPooling, LocalWindow, Normalization, RegionPoolMode};
 use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4};
 use crate::weights::Conv2dWeights;
 
@@ -92,7 +92,8 @@ pub trait Backend {
         input: &Self::Tensor,
         output: &Self::Tensor,
     ) -> Result<()>;
-    /// `out[g] = sum over the units i of images g*G..(g+1)*G of a_i x_i^T` (G = `group`).
+    /// `out[g] = sum over the units i of images g*G..(g+1)*G of a_i x_i^T` (G = `group`), or
+    /// with [`ChannelPooling::Max`] their element-wise maximum.
     #[allow(clippy::too_many_arguments)]
     fn cross_layer(
         &self,
@@ -102,6 +103,7 @@ pub trait Backend {
         x: &Self::Tensor,
         x_win: LocalWindow,
         group: usize,
+        mode: ChannelPooling,
         out: &Self::Features,
     ) -> Result<()>;
     /// `out[n][r][c] = sum or max of x over region r`.
@@ -113,6 +115,16 @@ pub trait Backend {
         regions: &Self::Regions,
         mode: RegionPoolMode,
         out: &Self::Features,
+    ) -> Result<()>;
+    /// FC-Conv pooling's local features: `out[n][y][x][c]` = the signed square root of the sum
+    /// of `x` over region `y * out.w + x` of `fields` (the receptive field of `out`'s unit).
+    fn field_pool(
+        &self,
+        k: &Self::Kernels,
+        r: &mut Self::Recorder,
+        x: &Self::Tensor,
+        fields: &Self::Regions,
+        out: &Self::Tensor,
     ) -> Result<()>;
     /// Normalises every image of `f` in place.
     fn normalize(

@@ -4,7 +4,7 @@ use super::backend::{Backend, Guide};
 use crate::cpu::tensor::{lock, storage};
 use crate::cpu::{ops, CpuBackend, CpuConv2d, HostFeatures, HostStorage, HostTensor};
 use crate::error::Result;
-use crate::pooling::{LocalWindow, Normalization, RegionPoolMode};
+use crate::pooling::{ChannelPooling, LocalWindow, Normalization, RegionPoolMode};
 use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4};
 use crate::weights::Conv2dWeights;
 
@@ -132,6 +132,7 @@ impl Backend for CpuBackend {
         x: &HostTensor,
         x_win: LocalWindow,
         group: usize,
+        mode: ChannelPooling,
         out: &HostFeatures,
     ) -> Result<()> {
         let xv = x.values();
@@ -147,6 +148,7 @@ impl Backend for CpuBackend {
             x.shape,
             x_win,
             group,
+            mode,
             &mut dst[..i * r * c],
         )
     }
@@ -170,6 +172,24 @@ impl Backend for CpuBackend {
             mode,
             &mut dst[..i * r * c],
         )
+    }
+
+    fn field_pool(
+        &self,
+        _: &(),
+        _: &mut (),
+        x: &HostTensor,
+        fields: &Vec<[u32; 4]>,
+        out: &HostTensor,
+    ) -> Result<()> {
+        let (s, o) = (x.shape, out.shape);
+        if (o.n, o.h * o.w, o.c) != (s.n, fields.len(), s.c) {
+            return Err(crate::error::Error::shape(
+                "cpu field_pool",
+                format!("output {o} for {s} pooled over {} fields", fields.len()),
+            ));
+        }
+        with_io(x, out, |xv, dst| ops::field_pool(xv, s, fields, dst))
     }
 
     fn normalize(&self, _: &(), _: &mut (), f: &HostFeatures, norm: Normalization) -> Result<()> {

@@ -4,15 +4,16 @@
 use super::backend::{Backend, Guide};
 use super::network::{Network, Workspace};
 use crate::error::{Error, Result};
-use crate::features::{FeatureSpec, Representation};
+use crate::features::{FeatureSpec, GridMatch, Representation};
 use crate::gpu::GpuContext;
-use crate::model::ModelWeights;
+use crate::model::{Arch, ModelWeights};
 use crate::pca::Pca;
-use crate::pooling::{pyramid_regions, LocalWindow, RegionPoolMode};
+use crate::pooling::{pyramid_regions, ChannelPooling, LocalWindow, RegionPoolMode};
 use crate::shape::Shape4;
 
 /// A network, its pooling stage and the kernels they use, ready to extract features.
 pub struct Extractor<B: Backend = GpuContext> {
+    arch: Arch,
     net: Network<B>,
     spec: FeatureSpec,
     pca: Option<B::Conv>,
@@ -24,12 +25,22 @@ pub struct ExtractWorkspace<B: Backend = GpuContext> {
     input: Shape4,
     net: Workspace<B>,
     projected: Option<B::Tensor>,
+    /// FC-Conv pooling only: layer t pooled within each receptive field of layer t+1.
+    fields: Option<FieldPooling<B>>,
     /// Region pooling only: the pyramid's cells.
     regions: Option<B::Regions>,
     features: B::Features,
     /// Cross-layer only: per image, the sum of each channel of layer t+1 over the map, which
     /// retrieval uses to choose the query's pooling channels (the paper's eq. 3).
     guide_sums: Option<GuideSums<B>>,
+}
+
+/// Layer t summed within each receptive field of layer t+1 and square-rooted: the local
+/// features of FC-Conv pooling, a map on layer t+1's grid.
+struct FieldPooling<B: Backend> {
+    /// One region of layer t per unit of layer t+1, row-major.
+    fields: B::Regions,
+    pooled: B::Tensor,
 }
 
 /// Sums of every channel of layer t+1 over its whole map.
@@ -82,6 +93,18 @@ impl<B: Backend> Extractor<B> {
         pca: Option<&Pca>,
     ) -> Result<Self> {
         spec.validate(weights.arch)?;
+        let receptive = matches!(
+            spec.repr,
+            Representation::CrossLayer {
+                grid: GridMatch::ReceptiveField,
+                ..
+            }
+        );
+        if receptive && pca.is_some() {
+            return Err(Error::Config(
+                "FC-Conv pooling crosses layer t's sums over receptive fields, which a PCA fitted on layer t's units does not describe; leave out --pca".into(),
+            ));
+        }
         let pca = match pca {
             Some(p) => {
                 let local = spec.repr.local_layer();
@@ -104,6 +127,7 @@ impl<B: Backend> Extractor<B> {
             None => None,
         };
         Ok(Extractor {
+            arch: weights.arch,
             net: Network::new(ctx, weights)?,
             spec,
             pca,
@@ -128,13 +152,28 @@ impl<B: Backend> Extractor<B> {
         let layers = self.spec.repr.layers();
         let net = self.net.workspace(ctx, input, &layers)?;
         let shapes: Vec<Shape4> = net.outputs().iter().map(B::shape_of).collect();
-        let local = shapes[0];
-        if let [l, g] = shapes[..] {
-            if (l.h, l.w) != (g.h, g.w) {
-                return Err(Error::Config(format!(
-                    "layers {} and {} have different grids ({}x{} and {}x{}) and cannot be pooled across",
-                    layers[0], layers[1], l.h, l.w, g.h, g.w
-                )));
+        let mut local = shapes[0];
+        let mut fields = None;
+        if let Representation::CrossLayer { grid, .. } = &self.spec.repr {
+            let (l, g) = (shapes[0], shapes[1]);
+            match grid {
+                GridMatch::Same if (l.h, l.w) != (g.h, g.w) => {
+                    return Err(Error::Config(format!(
+                        "layers {} and {} have different grids ({}x{} and {}x{}) and cannot be pooled unit by unit (--pooling fc-conv pools the first within each receptive field of the second)",
+                        layers[0], layers[1], l.h, l.w, g.h, g.w
+                    )));
+                }
+                GridMatch::Same => {}
+                GridMatch::ReceptiveField => {
+                    let boxes =
+                        self.arch
+                            .receptive_fields(layers[0], layers[1], (l.h, l.w), (g.h, g.w))?;
+                    local = Shape4::new(l.n, g.h, g.w, l.c);
+                    fields = Some(FieldPooling {
+                        fields: ctx.regions(&boxes)?,
+                        pooled: ctx.tensor(local, "receptive-field sums")?,
+                    });
+                }
             }
         }
         let projected = match &self.pca {
@@ -187,6 +226,7 @@ impl<B: Backend> Extractor<B> {
             input,
             net,
             projected,
+            fields,
             regions,
             features,
             guide_sums,
@@ -195,9 +235,10 @@ impl<B: Backend> Extractor<B> {
 
     /// The local features pooled (layer t, or its PCA projection) and their window.
     fn local_features<'w>(&self, ws: &'w ExtractWorkspace<B>) -> (&'w B::Tensor, LocalWindow) {
-        match &ws.projected {
-            Some(t) => (t, LocalWindow::UNIT),
-            None => (&ws.net.outputs()[0], self.spec.repr.window()),
+        match (&ws.projected, &ws.fields) {
+            (Some(t), _) => (t, LocalWindow::UNIT),
+            (None, Some(f)) => (&f.pooled, LocalWindow::UNIT),
+            (None, None) => (&ws.net.outputs()[0], self.spec.repr.window()),
         }
     }
 
@@ -212,12 +253,13 @@ impl<B: Backend> Extractor<B> {
         let (x, win) = self.local_features(ws);
         let k = &self.kernels;
         match &self.spec.repr {
-            Representation::CrossLayer { .. } => {
+            Representation::CrossLayer { channel, .. } => {
                 let guide = Guide::Layer(&ws.net.outputs()[1], LocalWindow::UNIT);
-                ctx.cross_layer(k, r, guide, x, win, 1, out)
+                ctx.cross_layer(k, r, guide, x, win, 1, *channel, out)
             }
             Representation::Gram { .. } => {
-                ctx.cross_layer(k, r, Guide::Layer(x, win), x, win, 1, out)
+                let sum = ChannelPooling::Sum;
+                ctx.cross_layer(k, r, Guide::Layer(x, win), x, win, 1, sum, out)
             }
             Representation::Region { mode, .. } => {
                 ctx.region_pool(k, r, x, ws.regions()?, *mode, out)
@@ -247,6 +289,9 @@ impl<B: Backend> Extractor<B> {
         let outs = ws.net.outputs();
         if let (Some(p), Some(t)) = (&self.pca, &ws.projected) {
             ctx.conv(&self.kernels, r, p, &outs[0], t)?;
+        }
+        if let Some(f) = &ws.fields {
+            ctx.field_pool(&self.kernels, r, &outs[0], &f.fields, &f.pooled)?;
         }
         self.record_pooling(ctx, r, ws, &ws.features)?;
         if let Some(g) = &ws.guide_sums {
@@ -287,6 +332,13 @@ impl<B: Backend> Extractor<B> {
             timed("pca", flops, &mut |r| {
                 ctx.conv(&self.kernels, r, p, &outs[0], t)
             })?;
+        }
+        if let Some(f) = &ws.fields {
+            timed(
+                "field pooling",
+                B::shape_of(&outs[0]).len() as f64,
+                &mut |r| ctx.field_pool(&self.kernels, r, &outs[0], &f.fields, &f.pooled),
+            )?;
         }
         let (x, _) = self.local_features(ws);
         let xs = B::shape_of(x);

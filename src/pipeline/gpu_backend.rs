@@ -8,7 +8,7 @@ use crate::gpu::{
     Conv2dKernel, CrossLayerKernel, GpuBuffer, GpuContext, GpuConv2d, GpuFeatures, GpuRegions,
     GpuTensor, MaxPool2dKernel, NormalizeKernel, RegionPoolKernel,
 };
-use crate::pooling::{LocalWindow, Normalization, RegionPoolMode};
+use crate::pooling::{ChannelPooling, LocalWindow, Normalization, RegionPoolMode};
 use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4};
 use crate::weights::Conv2dWeights;
 
@@ -135,6 +135,7 @@ impl Backend for GpuContext {
         x: &GpuTensor,
         x_win: LocalWindow,
         group: usize,
+        mode: ChannelPooling,
         out: &GpuFeatures,
     ) -> Result<()> {
         let guidance = match guide {
@@ -142,7 +143,7 @@ impl Backend for GpuContext {
             Guide::Ones => Guidance::Ones,
         };
         k.cross
-            .record(self, r, guidance, x, x_win, group, out, false)
+            .record(self, r, guidance, x, x_win, group, mode, out, false)
     }
 
     fn region_pool(
@@ -155,6 +156,17 @@ impl Backend for GpuContext {
         out: &GpuFeatures,
     ) -> Result<()> {
         k.region.record(self, r, x, regions, mode, out)
+    }
+
+    fn field_pool(
+        &self,
+        k: &GpuKernels,
+        r: &mut wgpu::CommandEncoder,
+        x: &GpuTensor,
+        fields: &GpuRegions,
+        out: &GpuTensor,
+    ) -> Result<()> {
+        k.region.record_fields(self, r, x, fields, out)
     }
 
     fn normalize(

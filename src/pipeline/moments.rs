@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::gpu::GpuContext;
 use crate::model::ModelWeights;
 use crate::pca::MomentAccumulator;
-use crate::pooling::LocalWindow;
+use crate::pooling::{ChannelPooling, LocalWindow};
 use crate::shape::Shape4;
 
 /// Runs the network to `layer` and sums its local features and their outer products.
@@ -69,8 +69,17 @@ impl<B: Backend> Moments<B> {
             self.net.record(ctx, r, input, &ws.net)?;
             let x = &ws.net.outputs()[0];
             let k = &self.kernels;
-            ctx.cross_layer(k, r, Guide::Ones, x, win, n, &ws.sum)?;
-            ctx.cross_layer(k, r, Guide::Layer(x, win), x, win, n, &ws.second)
+            ctx.cross_layer(k, r, Guide::Ones, x, win, n, ChannelPooling::Sum, &ws.sum)?;
+            ctx.cross_layer(
+                k,
+                r,
+                Guide::Layer(x, win),
+                x,
+                win,
+                n,
+                ChannelPooling::Sum,
+                &ws.second,
+            )
         })?;
         let s = B::shape_of(&ws.net.outputs()[0]);
         acc.add(

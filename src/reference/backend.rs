@@ -3,12 +3,12 @@
 //! that the pipelines depend on the kernel entry points alone, and holds the GPU pipeline
 //! to the CPU one stage for stage. Slow (plain loops, f64 sums): for tests and small inputs.
 
-use super::{conv2d, cross_layer, max_pool2d, normalize, region_pool};
+use super::{conv2d, cross_layer, field_pool, max_pool2d, normalize, region_pool};
 use crate::cpu::tensor::{lock, storage};
 use crate::cpu::{HostFeatures, HostStorage, HostTensor};
 use crate::error::{Error, Result};
 use crate::pipeline::{Backend, Guide};
-use crate::pooling::{LocalWindow, Normalization, RegionPoolMode};
+use crate::pooling::{ChannelPooling, LocalWindow, Normalization, RegionPoolMode};
 use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4};
 use crate::weights::Conv2dWeights;
 
@@ -128,17 +128,26 @@ impl Backend for ReferenceBackend {
         x: &CpuTensor,
         x_win: LocalWindow,
         group: usize,
+        mode: ChannelPooling,
         out: &CpuFeatures,
     ) -> Result<()> {
         let xv = x.values();
         let r = match guide {
-            Guide::Layer(a, a_win) => {
-                cross_layer(&a.values(), a.shape, a_win, &xv, x.shape, x_win, group)?
-            }
+            Guide::Layer(a, a_win) => cross_layer(
+                &a.values(),
+                a.shape,
+                a_win,
+                &xv,
+                x.shape,
+                x_win,
+                group,
+                mode,
+            )?,
             Guide::Ones => {
                 let ones = Shape4::new(x.shape.n, x.shape.h, x.shape.w, 1);
                 let a = vec![1.0; ones.len()];
-                cross_layer(&a, ones, LocalWindow::UNIT, &xv, x.shape, x_win, group)?
+                let unit = LocalWindow::UNIT;
+                cross_layer(&a, ones, unit, &xv, x.shape, x_win, group, mode)?
             }
         };
         set_features("cross_layer", out, &r.values)
@@ -155,6 +164,24 @@ impl Backend for ReferenceBackend {
     ) -> Result<()> {
         let v = region_pool(&x.values(), x.shape, regions, mode);
         set_features("region_pool", out, &v)
+    }
+
+    fn field_pool(
+        &self,
+        _: &(),
+        _: &mut (),
+        x: &CpuTensor,
+        fields: &Vec<[u32; 4]>,
+        out: &CpuTensor,
+    ) -> Result<()> {
+        let (s, o) = (x.shape, out.shape);
+        if (o.n, o.h * o.w, o.c) != (s.n, fields.len(), s.c) {
+            return Err(Error::shape(
+                "field_pool",
+                format!("output {o} for {s} pooled over {} fields", fields.len()),
+            ));
+        }
+        out.write(&field_pool(&x.values(), s, fields).0)
     }
 
     fn normalize(&self, _: &(), _: &mut (), f: &CpuFeatures, norm: Normalization) -> Result<()> {

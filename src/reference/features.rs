@@ -1,9 +1,9 @@
 use super::Reduced;
 use crate::error::Result;
-use crate::features::{FeatureSpec, Representation};
+use crate::features::{FeatureSpec, GridMatch, Representation};
 use crate::model::ModelWeights;
 use crate::pca::Pca;
-use crate::pooling::{pyramid_regions, LocalWindow};
+use crate::pooling::{pyramid_regions, ChannelPooling, LocalWindow};
 use crate::shape::Shape4;
 
 /// The feature pipeline on the CPU: network, optional PCA projection, pooling and
@@ -23,15 +23,30 @@ pub fn features(
         let (s, r) = super::conv2d(&x, xs, &p.to_conv()?)?;
         (xs, x, win) = (s, r.values, LocalWindow::UNIT);
     }
+    if let Representation::CrossLayer {
+        local,
+        guide,
+        grid: GridMatch::ReceptiveField,
+        ..
+    } = &spec.repr
+    {
+        let gs = acts[1].0;
+        let fields = weights
+            .arch
+            .receptive_fields(local, guide, (xs.h, xs.w), (gs.h, gs.w))?;
+        x = super::field_pool(&x, xs, &fields).0;
+        xs = Shape4::new(xs.n, gs.h, gs.w, xs.c);
+    }
+    let sum = ChannelPooling::Sum;
     let (rows, cols, Reduced { mut values, .. }) = match &spec.repr {
-        Representation::CrossLayer { .. } => {
+        Representation::CrossLayer { channel, .. } => {
             let (gs, g) = &acts[1];
-            let r = super::cross_layer(g, *gs, LocalWindow::UNIT, &x, xs, win, 1)?;
+            let r = super::cross_layer(g, *gs, LocalWindow::UNIT, &x, xs, win, 1, *channel)?;
             (gs.c, win.feature_len(xs.c), r)
         }
         Representation::Gram { .. } => {
             let f = win.feature_len(xs.c);
-            (f, f, super::cross_layer(&x, xs, win, &x, xs, win, 1)?)
+            (f, f, super::cross_layer(&x, xs, win, &x, xs, win, 1, sum)?)
         }
         Representation::Region { mode, levels, .. } => {
             let regions = pyramid_regions(xs.h, xs.w, *levels)?;

@@ -15,7 +15,7 @@ pub use conv::conv2d;
 pub use features::features;
 pub use network::network_forward;
 pub use pool::max_pool2d;
-pub use pooling::{cross_layer, normalize, quantize, region_pool};
+pub use pooling::{cross_layer, field_pool, normalize, quantize, region_pool};
 pub use relu::relu;
 
 /// Result of a reference reduction: the values and, per element, the magnitude

@@ -1,6 +1,6 @@
 use super::Reduced;
 use crate::error::{Error, Result};
-use crate::pooling::{LocalWindow, Normalization, Quantization, RegionPoolMode};
+use crate::pooling::{ChannelPooling, LocalWindow, Normalization, Quantization, RegionPoolMode};
 use crate::shape::Shape4;
 
 /// Feature `f` of the local feature of unit (n, y, x): the window's (dy, dx, channel) entry,
@@ -17,7 +17,10 @@ fn local(x: &[f32], s: Shape4, win: LocalWindow, n: usize, y: usize, xx: usize, 
 }
 
 /// Cross-layer pooling `P = sum_i a_i x_i^T` over the units of each group of `group_images`
-/// images: returns `[groups][a_len][x_len]` with the magnitudes that bound its f32 error.
+/// images (or, with [`ChannelPooling::Max`], `P[k][j] = max_i a_ik x_ij`): returns
+/// `[groups][a_len][x_len]` with the magnitudes that bound its f32 error (for the maximum,
+/// `|P|`: it is one product, exact in f64, rounded once).
+#[allow(clippy::too_many_arguments)]
 pub fn cross_layer(
     a: &[f32],
     a_shape: Shape4,
@@ -26,6 +29,7 @@ pub fn cross_layer(
     x_shape: Shape4,
     x_win: LocalWindow,
     group_images: usize,
+    mode: ChannelPooling,
 ) -> Result<Reduced> {
     if (a_shape.n, a_shape.h, a_shape.w) != (x_shape.n, x_shape.h, x_shape.w) {
         return Err(Error::shape(
@@ -50,8 +54,12 @@ pub fn cross_layer(
     let mut mag = vec![0.0f64; ka * kx];
     let mut av = vec![0.0f64; ka];
     let mut xv = vec![0.0f64; kx];
+    let start = match mode {
+        ChannelPooling::Sum => 0.0,
+        ChannelPooling::Max => f64::NEG_INFINITY,
+    };
     for g in 0..groups {
-        acc.iter_mut().for_each(|v| *v = 0.0);
+        acc.iter_mut().for_each(|v| *v = start);
         mag.iter_mut().for_each(|v| *v = 0.0);
         for n in g * group_images..(g + 1) * group_images {
             for y in 0..a_shape.h {
@@ -63,10 +71,17 @@ pub fn cross_layer(
                         *v = local(x, x_shape, x_win, n, y, xx, f) as f64;
                     }
                     for (k, &ak) in av.iter().enumerate() {
+                        let row = &mut acc[k * kx..(k + 1) * kx];
+                        if mode == ChannelPooling::Max {
+                            // Every unit counts, zero products included.
+                            for (r, &xj) in row.iter_mut().zip(&xv) {
+                                *r = r.max(ak * xj);
+                            }
+                            continue;
+                        }
                         if ak == 0.0 {
                             continue;
                         }
-                        let row = &mut acc[k * kx..(k + 1) * kx];
                         let mrow = &mut mag[k * kx..(k + 1) * kx];
                         for ((r, m), &xj) in row.iter_mut().zip(mrow.iter_mut()).zip(&xv) {
                             *r += ak * xj;
@@ -79,7 +94,10 @@ pub fn cross_layer(
         let out = g * ka * kx;
         for i in 0..ka * kx {
             values[out + i] = acc[i] as f32;
-            magnitude[out + i] = mag[i] as f32;
+            magnitude[out + i] = match mode {
+                ChannelPooling::Sum => mag[i] as f32,
+                ChannelPooling::Max => acc[i].abs() as f32,
+            };
         }
     }
     Ok(Reduced { values, magnitude })
@@ -119,6 +137,27 @@ pub fn normalize(data: &mut [f32], rows: usize, cols: usize, norm: Normalization
 /// library uses too; the GPU kernel is held to it here.
 pub fn quantize(data: &[f32], cols: usize, q: Quantization) -> Vec<u32> {
     q.pack(data, cols)
+}
+
+/// The signed square root of the sum of each channel over each region `(y0, y1, x0, x1)`,
+/// `[n][regions][c]` (an NHWC map when the regions are a later layer's units, row-major): the
+/// local features FC-Conv pooling crosses with that layer. Also returns the sums and their
+/// magnitudes (sums of |x|), which bound the f32 error before the square root.
+pub fn field_pool(x: &[f32], s: Shape4, regions: &[[u32; 4]]) -> (Vec<f32>, Reduced) {
+    let sums = region_pool(x, s, regions, RegionPoolMode::Sum);
+    let abs: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+    let magnitude = region_pool(&abs, s, regions, RegionPoolMode::Sum);
+    let rooted = sums
+        .iter()
+        .map(|&v| ((v as f64).signum() * (v as f64).abs().sqrt()) as f32)
+        .collect();
+    (
+        rooted,
+        Reduced {
+            values: sums,
+            magnitude,
+        },
+    )
 }
 
 /// Sum or max of each channel over each region `(y0, y1, x0, x1)`: `[n][regions][c]`.

@@ -11,11 +11,11 @@
 //! says so.
 
 use crate::error::{Error, Result};
-use crate::features::{FeatureSpec, Representation};
+use crate::features::{FeatureSpec, GridMatch, Representation};
 use crate::input::DecodeMode;
 use crate::model::Arch;
 use crate::output::OutputFormat;
-use crate::pooling::{LocalWindow, Normalization, Quantization, RegionPoolMode};
+use crate::pooling::{ChannelPooling, LocalWindow, Normalization, Quantization, RegionPoolMode};
 use std::collections::{BTreeMap, HashMap};
 
 /// The settings format this crosspool writes, and the newest it reads.
@@ -30,8 +30,13 @@ pub const METADATA_KEY: &str = "crosspool.settings";
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum Pooling {
-    /// Cross-layer pooling (the paper's method) of the two --layers.
+    /// Cross-layer pooling (the paper's method) of the two --layers, on one grid (two conv
+    /// layers; fc6,fc8 for the paper's FC-FC).
     CrossLayer,
+    /// Cross-layer pooling of a conv layer and a later fully connected one (the paper's
+    /// FC-Conv, e.g. conv5_3,fc6): the conv layer summed within each receptive field of the
+    /// fc layer's units and square-rooted.
+    FcConv,
     /// Baseline: Gram matrix of the first layer's local features.
     Gram,
     /// Baseline: sum pooling of the first layer (over a pyramid with --levels).
@@ -91,6 +96,7 @@ pub fn feature_spec(
     arch: Arch,
     layers: &[String],
     pooling: Pooling,
+    channel: ChannelPooling,
     window: LocalWindow,
     levels: u32,
     norm: NormPreset,
@@ -101,16 +107,30 @@ pub fn feature_spec(
             .cloned()
             .ok_or_else(|| Error::Config("no layer given (--layers)".into()))
     };
+    if pooling != Pooling::CrossLayer && pooling != Pooling::FcConv && !channel.is_sum() {
+        return Err(Error::Config(format!(
+            "--channel-pooling {} applies to cross-layer pooling (--pooling cross-layer or fc-conv), not to --pooling {}",
+            value_name(&channel),
+            value_name(&pooling)
+        )));
+    }
     let repr = match pooling {
-        Pooling::CrossLayer => match layers {
+        Pooling::CrossLayer | Pooling::FcConv => match layers {
             [t, t1] => Representation::CrossLayer {
                 local: t.clone(),
                 guide: t1.clone(),
                 window,
+                channel,
+                grid: if pooling == Pooling::FcConv {
+                    GridMatch::ReceptiveField
+                } else {
+                    GridMatch::Same
+                },
             },
             _ => {
                 return Err(Error::Config(format!(
-                    "cross-layer pooling needs two layers (--layers t,t+1), got {}",
+                    "{} pooling needs two layers (--layers t,t+1), got {}",
+                    value_name(&pooling),
                     if layers.is_empty() {
                         "none".to_string()
                     } else {
@@ -178,6 +198,10 @@ pub struct ExtractSettings {
     pub layers: Vec<String>,
     /// Pooling method.
     pub pooling: Pooling,
+    /// Cross-layer pooling's combination over units; left out when it is the sum (as in
+    /// settings written before it existed, which read as the sum).
+    #[serde(default, skip_serializing_if = "ChannelPooling::is_sum")]
+    pub channel_pooling: ChannelPooling,
     /// Local-feature window on layer t.
     #[serde(with = "window_text")]
     pub window: LocalWindow,
@@ -207,6 +231,7 @@ impl ExtractSettings {
             self.arch,
             &self.layers,
             self.pooling,
+            self.channel_pooling,
             self.window,
             self.levels,
             self.norm,
@@ -303,16 +328,15 @@ impl ExtractSettings {
         let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
             return Vec::new();
         };
-        a.iter()
-            .filter(|(k, v)| {
-                let unknown = *k == "weights_fingerprint" && (v.is_null() || b[*k].is_null());
-                *k != "version" && !unknown && b.get(*k) != Some(*v)
-            })
-            .map(|(k, v)| {
-                format!(
-                    "{k}: {} before, {v} now",
-                    b.get(k).cloned().unwrap_or_default()
-                )
+        // Fields left out at their default are in one object only: take the keys of both.
+        let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        let null = serde_json::Value::Null;
+        keys.into_iter()
+            .filter_map(|k| {
+                let (v, before) = (a.get(k).unwrap_or(&null), b.get(k).unwrap_or(&null));
+                let unknown = k == "weights_fingerprint" && (v.is_null() || before.is_null());
+                (k != "version" && !unknown && v != before)
+                    .then(|| format!("{k}: {before} before, {v} now"))
             })
             .collect()
     }
@@ -348,6 +372,7 @@ impl ExtractSettings {
             weights_fingerprint: None,
             layers: get("layers")?.split(',').map(String::from).collect(),
             pooling: value("pooling", get("pooling")?)?,
+            channel_pooling: ChannelPooling::Sum,
             window: LocalWindow::parse(get("window")?)?,
             levels: number("levels")? as u32,
             norm: value("norm", get("norm")?)?,
@@ -388,6 +413,7 @@ mod tests {
             weights_fingerprint: Some("fnv1a64-words:0123456789abcdef:100".into()),
             layers: vec!["conv5_2".into(), "conv5_3".into()],
             pooling: Pooling::CrossLayer,
+            channel_pooling: ChannelPooling::Sum,
             window: LocalWindow::new(3, 3).unwrap(),
             levels: 0,
             norm: NormPreset::SqrtL2,
@@ -473,6 +499,40 @@ mod tests {
             other.differences(&sample()),
             vec!["size: 448 before, 224 now"]
         );
+    }
+
+    #[test]
+    fn channel_pooling_is_written_only_when_it_is_not_the_sum() {
+        let sum = sample();
+        assert!(!sum.to_json().contains("channel_pooling"));
+        let max = ExtractSettings {
+            channel_pooling: ChannelPooling::Max,
+            ..sample()
+        };
+        assert!(max.to_json().contains(r#""channel_pooling": "max""#));
+        assert_eq!(
+            ExtractSettings::from_json(&max.to_json(), "t").unwrap(),
+            max
+        );
+        assert!(!max.same_run(&sum));
+        // Named whichever side leaves it out.
+        let changed = vec![r#"channel_pooling: null before, "max" now"#];
+        assert_eq!(max.differences(&sum), changed);
+        assert_eq!(
+            sum.differences(&max),
+            vec![r#"channel_pooling: "max" before, null now"#]
+        );
+        let spec = max.spec().unwrap();
+        assert!(spec.repr.to_string().contains("max channel pooling"));
+        let gram = ExtractSettings {
+            pooling: Pooling::Gram,
+            ..max
+        };
+        assert!(gram
+            .spec()
+            .unwrap_err()
+            .to_string()
+            .contains("--channel-pooling"));
     }
 
     #[test]
