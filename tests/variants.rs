@@ -1,0 +1,224 @@
+//! The paper's remaining pooling variants end to end (section 4.3, Table 5): FC-FC (fc6 with
+//! a PCA x fc8 on the dense grid), FC-Conv (conv5 summed within fc6's receptive fields x fc6)
+//! and max channel pooling, on AlexNet with seeded weights including the classifier, at
+//! 287x287 where the fully connected layers run densely over a 3x3 grid. The GPU and the CPU
+//! backend are held to the CPU reference, and all three to an independent float64 computation
+//! from the paper's definitions (tests/golden/variants_alexnet_287.safetensors, written by
+//! tools/make_variant_golden.py with torchvision's AlexNet and numpy).
+
+mod common;
+
+use common::{gpu, random, rel_l2, safetensors_bytes, seeded_tensors_with, unsqrt};
+use crosspool::cpu::CpuBackend;
+use crosspool::features::{FeatureSpec, GridMatch, Representation};
+use crosspool::model::{Arch, ModelWeights};
+use crosspool::pca::Pca;
+use crosspool::pipeline::{Backend, Extractor};
+use crosspool::pooling::{ChannelPooling, LocalWindow, Normalization};
+use crosspool::reference;
+use crosspool::shape::Shape4;
+use safetensors::SafeTensors;
+use std::path::Path;
+
+const SIZE: usize = 287;
+const BATCH: usize = 2;
+const PCA_DIMS: usize = 64;
+
+/// Normwise error allowed against the reference and against float64 torchvision: the forward
+/// pass is within 1.8e-6 of torchvision (tests/golden.rs) and each pooled value is a sum of at
+/// most 9 terms or a maximum (exact), so the bound of tests/features.rs holds.
+const TOL: f64 = 1e-5;
+
+fn weights() -> ModelWeights {
+    let bytes = safetensors_bytes(&seeded_tensors_with(Arch::Alexnet, true), None);
+    ModelWeights::from_bytes(
+        &bytes,
+        Path::new("seeded"),
+        Some(Arch::Alexnet),
+        Some("fc8"),
+    )
+    .unwrap()
+}
+
+/// A seeded projection of fc6 standing in for a fitted PCA (the golden file's generator
+/// builds the same): mean |random(61)| / 100, components |random(62)| / 64. Non-negative
+/// components and a small mean project the non-negative fc6 activations without
+/// cancellation, so [`TOL`] applies; a centred PCA's conditioning is tested with the PCA
+/// itself (tests/features.rs).
+fn seeded_pca() -> Pca {
+    let feat = 4096;
+    Pca {
+        arch: "alexnet".into(),
+        layer: "fc6".into(),
+        window: LocalWindow::UNIT,
+        channels: feat,
+        mean: random(feat, 61).iter().map(|v| v.abs() / 100.0).collect(),
+        components: random(PCA_DIMS * feat, 62)
+            .iter()
+            .map(|v| v.abs() / 64.0)
+            .collect(),
+        eigenvalues: vec![0.0; feat],
+        dims: PCA_DIMS,
+        units: 0,
+    }
+}
+
+/// The three variants: golden name, spec, PCA.
+fn variants() -> Vec<(&'static str, FeatureSpec, Option<Pca>)> {
+    let spec = |local: &str, guide: &str, channel, grid, norm| FeatureSpec {
+        repr: Representation::CrossLayer {
+            local: local.into(),
+            guide: guide.into(),
+            window: LocalWindow::UNIT,
+            channel,
+            grid,
+        },
+        norm,
+    };
+    let (sum, max) = (ChannelPooling::Sum, ChannelPooling::Max);
+    let (paper, same) = (Normalization::PAPER, GridMatch::Same);
+    vec![
+        // Raw: fc8 has no ReLU, and a row whose guide nearly cancels is known only to f32's
+        // absolute accuracy, which L2 per row would magnify to the size of the others.
+        (
+            "fc_fc",
+            spec("fc6", "fc8", sum, same, Normalization::NONE),
+            Some(seeded_pca()),
+        ),
+        (
+            "fc_conv",
+            spec("conv5", "fc6", sum, GridMatch::ReceptiveField, paper),
+            None,
+        ),
+        (
+            "max_conv4_conv5",
+            spec("conv4", "conv5", max, same, paper),
+            None,
+        ),
+    ]
+}
+
+fn input() -> (Vec<f32>, Shape4) {
+    let shape = Shape4::new(BATCH, SIZE, SIZE, 3);
+    (random(shape.len(), 7), shape)
+}
+
+/// Features of the seeded input on backend `b`: `(rows, cols, values)`.
+fn extract_on<B: Backend>(
+    b: &B,
+    w: &ModelWeights,
+    spec: &FeatureSpec,
+    pca: Option<&Pca>,
+) -> (usize, usize, Vec<f32>) {
+    let (x, shape) = input();
+    let ex = Extractor::new(b, w, spec.clone(), pca).unwrap();
+    let ws = ex.workspace(b, shape).unwrap();
+    let t = b.tensor(shape, "input").unwrap();
+    b.write(&t, &x).unwrap();
+    let f = ex.extract(b, &t, &ws).unwrap();
+    let (_, rows, cols) = B::dims_of(f);
+    (rows, cols, b.download(f).unwrap())
+}
+
+/// The golden rows of variant `name`: `(row stride, rows of the full feature, values)`.
+fn golden(name: &str) -> (usize, usize, Vec<f32>) {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/variants_alexnet_287.safetensors");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    let number = |k: String| meta[&k].parse::<usize>().unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let values = bytemuck::pod_collect_to_vec(st.tensor(name).unwrap().data());
+    (
+        number(format!("{name}.row_stride")),
+        number(format!("{name}.rows")),
+        values,
+    )
+}
+
+/// Every `stride`-th row of each image's `[rows][cols]` feature.
+fn strided_rows(v: &[f32], rows: usize, cols: usize, stride: usize) -> Vec<f32> {
+    v.chunks(rows * cols)
+        .flat_map(|img| img.chunks(cols).step_by(stride).flatten().copied())
+        .collect()
+}
+
+fn assert_close(got: &[f32], want: &[f32], spec: &FeatureSpec, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    assert!(got.iter().all(|v| v.is_finite()), "{what}: non-finite");
+    assert!(want.iter().any(|&v| v != 0.0), "{what}: all zero");
+    let e = rel_l2(&unsqrt(got, spec), &unsqrt(want, spec));
+    eprintln!("{what}: {} values, rel err {e:.2e}", got.len());
+    assert!(e <= TOL, "{what}: rel err {e:e} > {TOL:e}");
+}
+
+#[test]
+fn variants_match_the_reference_and_an_independent_computation() {
+    let w = weights();
+    let cpu = CpuBackend::new();
+    for (name, spec, pca) in variants() {
+        let (x, shape) = input();
+        let (rows, cols, want) = reference::features(&w, &spec, pca.as_ref(), &x, shape).unwrap();
+        let (stride, golden_rows, golden) = golden(name);
+        assert_eq!(rows, golden_rows, "{name}: rows");
+        let expected_cols = match name {
+            "fc_fc" => PCA_DIMS,
+            "fc_conv" => 256,
+            _ => 256,
+        };
+        assert_eq!(cols, expected_cols, "{name}: cols");
+        assert_close(
+            &strided_rows(&want, rows, cols, stride),
+            &golden,
+            &spec,
+            &format!("{name}: reference vs independent float64"),
+        );
+        for (backend, got) in [
+            ("gpu", extract_on(gpu(), &w, &spec, pca.as_ref())),
+            ("cpu backend", extract_on(&cpu, &w, &spec, pca.as_ref())),
+        ] {
+            assert_eq!((got.0, got.1), (rows, cols), "{name} on {backend}: layout");
+            assert_close(
+                &got.2,
+                &want,
+                &spec,
+                &format!("{name} on {backend} vs reference"),
+            );
+            assert_close(
+                &strided_rows(&got.2, rows, cols, stride),
+                &golden,
+                &spec,
+                &format!("{name} on {backend} vs independent float64"),
+            );
+        }
+    }
+}
+
+#[test]
+fn variants_refuse_what_they_cannot_compute() {
+    let w = weights();
+    let ctx = gpu();
+    let shape = Shape4::new(1, SIZE, SIZE, 3);
+    // fc6 and conv5 live on different grids: unit-by-unit pooling names the way out.
+    let spec = FeatureSpec {
+        repr: Representation::cross_layer("conv5", "fc6", LocalWindow::UNIT),
+        norm: Normalization::PAPER,
+    };
+    let ex = Extractor::new(ctx, &w, spec, None).unwrap();
+    let e = ex.workspace(ctx, shape).err().unwrap().to_string();
+    assert!(e.contains("fc-conv"), "{e}");
+    // FC-Conv with a PCA of layer t's units, or with a window, is refused.
+    let (_, fc_conv, _) = variants().remove(1);
+    let e = Extractor::new(ctx, &w, fc_conv.clone(), Some(&seeded_pca()))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("--pca"), "{e}");
+    let mut windowed = fc_conv;
+    if let Representation::CrossLayer { window, .. } = &mut windowed.repr {
+        *window = LocalWindow::new(3, 3).unwrap();
+    }
+    let e = windowed.validate(Arch::Alexnet).unwrap_err().to_string();
+    assert!(e.contains("1x1"), "{e}");
+}
