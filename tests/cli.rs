@@ -336,6 +336,11 @@ fn fit_pca_on_the_cpu_backend_matches_the_gpu() {
         );
         let log = String::from_utf8_lossy(&out.stderr).to_string();
         assert_eq!(log.contains("CPU backend"), device == "cpu", "{log}");
+        // All 256 components from 4 x 25 local features: most carry no variance.
+        assert!(
+            log.contains("span at most 99 dimensions, so 157 of the 256 components"),
+            "{log}"
+        );
         Pca::load(&out_file).unwrap()
     };
     let (cpu, gpu) = (fit("cpu"), fit("gpu"));
@@ -348,4 +353,89 @@ fn fit_pca_on_the_cpu_backend_matches_the_gpu() {
         let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
         assert!(dot > 0.999, "component {k}: dot {dot}");
     }
+}
+
+#[test]
+fn pooling_variants_from_the_command_line() {
+    let tmp = temp_dir("variants");
+    let dir = &tmp.0;
+    let weights = dir.join("alexnet.safetensors");
+    let meta =
+        std::collections::HashMap::from([("crosspool.arch".to_string(), "alexnet".to_string())]);
+    let tensors = common::seeded_tensors_with(Arch::Alexnet, true);
+    std::fs::write(&weights, common::safetensors_bytes(&tensors, Some(meta))).unwrap();
+    let extract = |name: &str, args: &[&str]| {
+        let out_dir = dir.join(name);
+        let out = crosspool()
+            .args(["extract", "-q", "--size", "287", "--weights"])
+            .arg(&weights)
+            .args(args)
+            .arg("-o")
+            .arg(&out_dir)
+            .arg(photos())
+            .output()
+            .unwrap();
+        let settings = std::fs::read_to_string(out_dir.join("extract.json")).ok();
+        (
+            out,
+            settings.map(|s| serde_json::from_str::<serde_json::Value>(&s).unwrap()),
+        )
+    };
+    // FC-FC (here without a PCA), FC-Conv with its default layers, max channel pooling: at
+    // 287x287 the fc layers run over a 3x3 grid.
+    for (name, args, layers, rows, cols) in [
+        (
+            "fc-fc",
+            vec!["--layers", "fc6,fc8"],
+            ["fc6", "fc8"],
+            1000,
+            4096,
+        ),
+        (
+            "fc-conv",
+            vec!["--pooling", "fc-conv"],
+            ["conv5", "fc6"],
+            4096,
+            256,
+        ),
+        (
+            "max",
+            vec!["--channel-pooling", "max"],
+            ["conv4", "conv5"],
+            256,
+            256,
+        ),
+    ] {
+        let (out, settings) = extract(name, &args);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s = settings.unwrap();
+        assert_eq!(s["layers"], serde_json::json!(layers), "{name}");
+        assert_eq!(
+            (s["feature_rows"].clone(), s["feature_cols"].clone()),
+            (rows.into(), cols.into()),
+            "{name}"
+        );
+        assert_eq!(s.get("channel_pooling").is_some(), name == "max", "{name}");
+    }
+    // Resuming the max run with sum pooling is refused, naming the difference.
+    let (out, _) = extract("max", &["--resume"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success() && err.contains("channel_pooling"),
+        "{err}"
+    );
+    // Mistakes are named.
+    let (out, _) = extract("bad1", &["--pooling", "sum", "--channel-pooling", "max"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success() && err.contains("--channel-pooling"),
+        "{err}"
+    );
+    let (out, _) = extract("bad2", &["--layers", "conv5,fc6"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success() && err.contains("fc-conv"), "{err}");
 }

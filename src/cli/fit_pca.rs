@@ -159,6 +159,18 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
         channels,
         a.dims,
     )?;
+    // The centred covariance of n features has rank n - 1 at most: components past it carry
+    // no variance and their directions are arbitrary.
+    let rank = pca.units.saturating_sub(1);
+    if pca.dims as u64 > rank {
+        eprintln!(
+            "fit-pca: warning: {} local features span at most {rank} dimensions, so {} of the {} components kept carry no variance; fit on at least {} local features (more images, or a larger --size, which gives fully connected layers a denser grid)",
+            pca.units,
+            pca.dims as u64 - rank,
+            pca.dims,
+            pca.dims + 1
+        );
+    }
     pca.save(&a.out)?;
     let total: f64 = pca.eigenvalues.iter().map(|&v| v as f64).sum();
     let kept: f64 = pca.eigenvalues[..pca.dims].iter().map(|&v| v as f64).sum();
