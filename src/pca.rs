@@ -134,10 +134,7 @@ impl Pca {
             channels,
             mean: mean.iter().map(|&x| x as f32).collect(),
             components,
-            eigenvalues: order
-                .iter()
-                .map(|&k| values[k].max(0.0) as f32)
-                .collect(),
+            eigenvalues: order.iter().map(|&k| values[k].max(0.0) as f32).collect(),
             dims,
             units: m.count,
         })

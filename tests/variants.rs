@@ -111,10 +111,22 @@ fn extract_on<B: Backend>(
     pca: Option<&Pca>,
 ) -> (usize, usize, Vec<f32>) {
     let (x, shape) = input();
+    extract_with(b, w, spec, pca, &x, shape)
+}
+
+/// Features of input `x` on backend `b`: `(rows, cols, values)`.
+fn extract_with<B: Backend>(
+    b: &B,
+    w: &ModelWeights,
+    spec: &FeatureSpec,
+    pca: Option<&Pca>,
+    x: &[f32],
+    shape: Shape4,
+) -> (usize, usize, Vec<f32>) {
     let ex = Extractor::new(b, w, spec.clone(), pca).unwrap();
     let ws = ex.workspace(b, shape).unwrap();
     let t = b.tensor(shape, "input").unwrap();
-    b.write(&t, &x).unwrap();
+    b.write(&t, x).unwrap();
     let f = ex.extract(b, &t, &ws).unwrap();
     let (_, rows, cols) = B::dims_of(f);
     (rows, cols, b.download(f).unwrap())
@@ -122,8 +134,14 @@ fn extract_on<B: Backend>(
 
 /// The golden rows of variant `name`: `(row stride, rows of the full feature, values)`.
 fn golden(name: &str) -> (usize, usize, Vec<f32>) {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/variants_alexnet_287.safetensors");
+    golden_in("variants_alexnet_287.safetensors", name)
+}
+
+/// As [`golden`], from the golden file `file`.
+fn golden_in(file: &str, name: &str) -> (usize, usize, Vec<f32>) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(file);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
     let meta = meta.metadata().clone().unwrap();
@@ -192,6 +210,45 @@ fn variants_match_the_reference_and_an_independent_computation() {
                 &format!("{name} on {backend} vs independent float64"),
             );
         }
+    }
+}
+
+/// FC-Conv with the layers the paper names for VGG16 (conv5_3 x fc6) at 256x256, where fc6
+/// runs over a 2x2 grid of overlapping 14x14 fields of conv5_3, against the independent
+/// float64 computation. The reference is left out: its f64 loops would take minutes over
+/// VGG16 at this size; the AlexNet test above holds both backends to it.
+#[test]
+fn vgg16_fc_conv_matches_an_independent_computation() {
+    let bytes = safetensors_bytes(&seeded_tensors_with(Arch::Vgg16, true), None);
+    let seeded = Path::new("seeded");
+    let w = ModelWeights::from_bytes(&bytes, seeded, Some(Arch::Vgg16), Some("fc6")).unwrap();
+    drop(bytes);
+    let spec = FeatureSpec {
+        repr: Representation::CrossLayer {
+            local: "conv5_3".into(),
+            guide: "fc6".into(),
+            window: LocalWindow::UNIT,
+            channel: ChannelPooling::Sum,
+            grid: GridMatch::ReceptiveField,
+        },
+        norm: Normalization::PAPER,
+    };
+    let (stride, rows, golden) = golden_in("variants_vgg16_256.safetensors", "fc_conv");
+    let shape = Shape4::new(1, 256, 256, 3);
+    let x = random(shape.len(), 7);
+    for backend in ["gpu", "cpu backend"] {
+        let got = if backend == "gpu" {
+            extract_with(gpu(), &w, &spec, None, &x, shape)
+        } else {
+            extract_with(&CpuBackend::new(), &w, &spec, None, &x, shape)
+        };
+        assert_eq!((got.0, got.1), (rows, 512), "{backend}: layout");
+        assert_close(
+            &strided_rows(&got.2, rows, 512, stride),
+            &golden,
+            &spec,
+            &format!("vgg16 conv5_3 x fc6 on {backend} vs independent float64"),
+        );
     }
 }
 

@@ -23,6 +23,9 @@ up to the size of every other row; raw, the feature is held to a normwise bound 
 (the normalisation is tested on its own). Only every STRIDE-th row is stored, to keep the file small; rows are independent of each
 other under that normalisation, so the stored rows are exactly those of the full feature.
 
+It also writes tests/golden/variants_vgg16_256.safetensors: FC-Conv with the layers the
+paper names for VGG16 (conv5_3 x fc6), one image at 256x256.
+
 Needs torch, torchvision, numpy and safetensors (CPU is enough):
     python3 tools/make_variant_golden.py --out tests/golden
 """
@@ -124,6 +127,46 @@ def main():
         meta[f"{name}.row_stride"] = str(stride)
         meta[f"{name}.rows"] = str(p.shape[1])
     path = os.path.join(args.out, f"variants_alexnet_{SIZE}.safetensors")
+    save_file(tensors, path, metadata=meta)
+    print(path, {k: v.shape for k, v in tensors.items()})
+    vgg16_fc_conv(args.out)
+
+
+def vgg16_fc_conv(out_dir, size=256, stride=128):
+    """FC-Conv as the paper names it for VGG16: conv5_3 x fc6, one image at 256x256 (conv5_3
+    16x16, pool5 8x8, fc6 on a 2x2 grid), 4096 x 512, paper normalisation, every 128th row."""
+    model = torchvision.models.vgg16(weights=None)
+    model.load_state_dict(seeded_state_dict(model))
+    model = model.double().eval()
+    f = model.features
+    x = random(size * size * 3, 7).reshape(1, size, size, 3)
+    with torch.no_grad():
+        t = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).double()
+        conv5_3 = f[:30](t)  # after conv5_3's ReLU (features.29)
+        pool5 = f[30](conv5_3)
+        lin = model.classifier[0]
+        fc6 = F.relu(F.conv2d(pool5, lin.weight.reshape(4096, 512, 7, 7), lin.bias))
+    gh, gw = fc6.shape[2], fc6.shape[3]
+    assert (gh, gw) == (2, 2), (gh, gw)
+    c = conv5_3.numpy().transpose(0, 2, 3, 1)[0]
+    local = np.zeros((gh * gw, 512))
+    for y in range(gh):
+        for xx in range(gw):
+            rows = [r for r in field_rows(y, f[30], 7) if 0 <= r < c.shape[0]]
+            cols = [q for q in field_rows(xx, f[30], 7) if 0 <= q < c.shape[1]]
+            s = c[rows][:, cols].sum(axis=(0, 1))
+            local[y * gw + xx] = np.sign(s) * np.sqrt(np.abs(s))
+    f6 = fc6.numpy().transpose(0, 2, 3, 1).reshape(gh * gw, 4096)
+    p = paper_norm(f6.T @ local)[None]
+    meta = {
+        "arch": "vgg16", "size": str(size), "batch": "1", "dtype": "float64, stored f32",
+        "torch": torch.__version__, "torchvision": torchvision.__version__,
+        "weights": "tools/make_golden.py seeded_state_dict",
+        "fc_conv.row_stride": str(stride), "fc_conv.rows": str(p.shape[1]),
+        "fc_conv.norm": "paper",
+    }
+    tensors = {"fc_conv": np.ascontiguousarray(p[:, ::stride].astype(np.float32))}
+    path = os.path.join(out_dir, f"variants_vgg16_{size}.safetensors")
     save_file(tensors, path, metadata=meta)
     print(path, {k: v.shape for k, v in tensors.items()})
 
