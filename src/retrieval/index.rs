@@ -451,7 +451,9 @@ impl IndexBuilder {
                 Some(q)
             }
             Storage::Floats => stored,
-            Storage::Auto => stored.or((settings.pooling == crate::store::Pooling::CrossLayer)
+            Storage::Auto => stored.or(settings
+                .pooling
+                .is_cross_layer()
                 .then_some(Quantization::Bits1)),
         };
         Ok(IndexBuilder {

@@ -45,6 +45,13 @@ pub enum Pooling {
     Max,
 }
 
+impl Pooling {
+    /// Cross-layer pooling, on one grid or over receptive fields.
+    pub fn is_cross_layer(self) -> bool {
+        matches!(self, Pooling::CrossLayer | Pooling::FcConv)
+    }
+}
+
 /// Normalisation preset.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
@@ -107,7 +114,7 @@ pub fn feature_spec(
             .cloned()
             .ok_or_else(|| Error::Config("no layer given (--layers)".into()))
     };
-    if pooling != Pooling::CrossLayer && pooling != Pooling::FcConv && !channel.is_sum() {
+    if !pooling.is_cross_layer() && !channel.is_sum() {
         return Err(Error::Config(format!(
             "--channel-pooling {} applies to cross-layer pooling (--pooling cross-layer or fc-conv), not to --pooling {}",
             value_name(&channel),
