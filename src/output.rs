@@ -118,6 +118,8 @@ pub struct ShardWriter {
     stats: WriteStats,
     /// Held while the writer lives: one writer per part of a directory.
     _lock: Option<PartLock>,
+    /// Class labels to record in the manifests.
+    labels: Option<crate::store::labels::Labels>,
 }
 
 /// Writes `data` to a temporary name beside `path` and renames it, so that `path` is either
@@ -212,9 +214,16 @@ impl ShardWriter {
                 meta,
                 stats: WriteStats::default(),
                 _lock: lock,
+                labels: None,
             },
             done,
         ))
+    }
+
+    /// Records each image's label from `labels` in the manifests.
+    pub fn with_labels(mut self, labels: crate::store::labels::Labels) -> Self {
+        self.labels = Some(labels);
+        self
     }
 
     /// `[rows, values or words per row]` of each image's stored feature.
@@ -285,6 +294,13 @@ impl ShardWriter {
                     ManifestLine::ok(path, &name, n - 1)
                 }
                 Row::Failed { path, reason } => ManifestLine::failed(path, reason.clone()),
+            };
+            let path = match row {
+                Row::Ok { path, .. } | Row::Failed { path, .. } => path,
+            };
+            let line = ManifestLine {
+                label: self.labels.as_ref().and_then(|l| l.label_of(path)),
+                ..line
             };
             lines.push_str(
                 &serde_json::to_string(&line)

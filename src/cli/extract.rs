@@ -10,6 +10,7 @@ use crosspool::output::{OutputFormat, ShardWriter};
 use crosspool::pca::Pca;
 use crosspool::pooling::{ChannelPooling, LocalWindow};
 use crosspool::shape::Shape4;
+use crosspool::store::labels::{LabelSource, Labels};
 use crosspool::store::settings::{feature_spec, value_name, SETTINGS_VERSION};
 use crosspool::store::shards::{image_identity, part_prefix, settings_file};
 use crosspool::store::{ExtractSettings, NormPreset as Norm, Pooling};
@@ -66,6 +67,12 @@ pub struct Args {
     /// Images per GPU batch [default: from the device's buffer limit, at most 32].
     #[arg(long)]
     batch: Option<usize>,
+    /// Class labels to record in the manifests (for train-classifier): `folder` (each image's
+    /// parent folder name, as in ImageFolder), or a CSV (`path,label`) or JSON-lines
+    /// (`{"path": ..., "label": ...}`) file whose relative paths are relative to it. Every
+    /// image must have one.
+    #[arg(long)]
+    labels: Option<String>,
     /// Output directory.
     #[arg(long, short)]
     out: PathBuf,
@@ -205,6 +212,15 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         show_inputs(&a.inputs)
     );
     let (mut images, prefix) = select_part(listed, a.shard);
+    let labels = match &a.labels {
+        Some(src) => {
+            let labels = Labels::load(LabelSource::parse(src))?;
+            let paths: Vec<PathBuf> = images.iter().map(|(p, _)| p.clone()).collect();
+            labels.check_all_labelled(&paths)?;
+            Some(labels)
+        }
+        None => None,
+    };
 
     let engine = Engine::open(a.device, opts)?;
     let extractor = engine.extractor(&weights, spec.clone(), pca.as_ref())?;
@@ -236,6 +252,10 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         feature_cols,
     };
     let (writer, done) = ShardWriter::open(&a.out, &prefix, &settings, a.shard_rows, a.resume)?;
+    let writer = match labels {
+        Some(l) => writer.with_labels(l),
+        None => writer,
+    };
     let row_shape = writer.row_shape();
     let before = images.len();
     // Identity, not spelling: ./d/a.jpg and /abs/d/a.jpg are one image.

@@ -1,7 +1,9 @@
 //! The on-disk formats, in one place: the settings an extraction ran with ([`settings`]) and
-//! the names and manifests of feature shards ([`shards`]). Every command that writes or reads
+//! the names and manifests of feature shards ([`shards`]), and the class labels manifests
+//! record ([`labels`]). Every command that writes or reads
 //! an output directory or an index goes through these, so a format change is made here once.
 
+pub mod labels;
 pub mod settings;
 pub mod shards;
 

@@ -168,6 +168,9 @@ pub struct ManifestLine {
     /// Failed: why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The image's class, when the run was given labels (`extract --labels`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 impl ManifestLine {
@@ -181,6 +184,7 @@ impl ManifestLine {
             shard: Some(shard.into()),
             row: Some(row),
             reason: None,
+            label: None,
         }
     }
 
@@ -194,6 +198,7 @@ impl ManifestLine {
             shard: None,
             row: None,
             reason: Some(reason),
+            label: None,
         }
     }
 

@@ -1,0 +1,241 @@
+//! Class labels of images, recorded in the shard manifests by `extract --labels`: from a CSV
+//! (`path,label`) or JSON-lines (`{"path": ..., "label": ...}`) file, or from each image's
+//! parent folder name (the ImageFolder convention: `train/cat/1.jpg` is a `cat`).
+
+use super::shards::image_identity;
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Where labels come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LabelSource {
+    /// The name of each image's parent folder.
+    Folder,
+    /// A CSV or JSON-lines file; relative paths in it are relative to its own folder.
+    File(PathBuf),
+}
+
+impl LabelSource {
+    /// `folder`, or a file's path, as `--labels` takes it.
+    pub fn parse(s: &str) -> Self {
+        if s == "folder" {
+            LabelSource::Folder
+        } else {
+            LabelSource::File(PathBuf::from(s))
+        }
+    }
+}
+
+/// Labels, ready to look up by image.
+pub struct Labels {
+    source: LabelSource,
+    /// By [`image_identity`] (file sources only).
+    by_image: HashMap<PathBuf, String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonLabel {
+    path: String,
+    label: String,
+}
+
+impl Labels {
+    /// Reads the labels of `source`. A file naming an image that does not exist, an image
+    /// twice with two labels, or an empty label is an error that names the line.
+    pub fn load(source: LabelSource) -> Result<Self> {
+        let mut by_image = HashMap::new();
+        if let LabelSource::File(file) = &source {
+            let text = std::fs::read_to_string(file).map_err(Error::io(file))?;
+            let base = file.parent().unwrap_or(Path::new("."));
+            let json = matches!(
+                file.extension().and_then(|e| e.to_str()),
+                Some("jsonl" | "json")
+            );
+            let at = |n: usize, why: String| {
+                Error::Config(format!("{}:{}: {why}", file.display(), n + 1))
+            };
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty()
+                    || line.starts_with('#')
+                    || (!json && n == 0 && line == "path,label")
+                {
+                    continue;
+                }
+                let (path, label) = if json {
+                    let l: JsonLabel = serde_json::from_str(line).map_err(|e| {
+                        at(n, format!("not {{\"path\": ..., \"label\": ...}} ({e})"))
+                    })?;
+                    (l.path, l.label)
+                } else {
+                    let (p, l) = line
+                        .rsplit_once(',')
+                        .ok_or_else(|| at(n, "not of the form path,label".into()))?;
+                    (p.trim().to_string(), l.trim().to_string())
+                };
+                if label.is_empty() {
+                    return Err(at(n, format!("{path} has an empty label")));
+                }
+                let image = base.join(&path);
+                if !image.is_file() {
+                    return Err(at(
+                        n,
+                        format!(
+                            "labels {path}, which is not an image file here ({})",
+                            image.display()
+                        ),
+                    ));
+                }
+                let id = image_identity(&image);
+                if let Some(was) = by_image.insert(id, label.clone()) {
+                    if was != label {
+                        return Err(at(
+                            n,
+                            format!("labels {path} '{label}', and an earlier line '{was}'"),
+                        ));
+                    }
+                }
+            }
+            if by_image.is_empty() {
+                return Err(Error::Config(format!("{} labels no image", file.display())));
+            }
+        }
+        Ok(Labels { source, by_image })
+    }
+
+    /// The label of `image`, if it has one.
+    pub fn label_of(&self, image: &Path) -> Option<String> {
+        match &self.source {
+            LabelSource::Folder => image
+                .parent()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .filter(|n| !n.is_empty()),
+            LabelSource::File(_) => self.by_image.get(&image_identity(image)).cloned(),
+        }
+    }
+
+    /// Fails, naming a few, if any of `images` has no label.
+    pub fn check_all_labelled(&self, images: &[PathBuf]) -> Result<()> {
+        let missing: Vec<&PathBuf> = images
+            .iter()
+            .filter(|p| self.label_of(p).is_none())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let shown: Vec<String> = missing
+            .iter()
+            .take(5)
+            .map(|p| p.display().to_string())
+            .collect();
+        let from = match &self.source {
+            LabelSource::Folder => "a parent folder".to_string(),
+            LabelSource::File(f) => f.display().to_string(),
+        };
+        Err(Error::Config(format!(
+            "{} of {} images have no label in {from}, e.g. {}",
+            missing.len(),
+            images.len(),
+            shown.join(", ")
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch folder with `cat/1.jpg`, `cat/2.jpg`, `dog/3.jpg` (empty files: labels only
+    /// look at names).
+    fn scratch(name: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("crosspool-labels-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        for f in ["cat/1.jpg", "cat/2.jpg", "dog/3.jpg"] {
+            std::fs::create_dir_all(d.join(f).parent().unwrap()).unwrap();
+            std::fs::write(d.join(f), b"").unwrap();
+        }
+        d
+    }
+
+    fn load(dir: &Path, file: &str, text: &str) -> Result<Labels> {
+        let path = dir.join(file);
+        std::fs::write(&path, text).unwrap();
+        Labels::load(LabelSource::File(path))
+    }
+
+    #[test]
+    fn folder_csv_and_json_lines_agree() {
+        let d = scratch("agree");
+        let images: Vec<PathBuf> = ["cat/1.jpg", "cat/2.jpg", "dog/3.jpg"]
+            .iter()
+            .map(|f| d.join(f))
+            .collect();
+        let folder = Labels::load(LabelSource::parse("folder")).unwrap();
+        let csv = load(
+            &d,
+            "l.csv",
+            "path,label\ncat/1.jpg,cat\n# a comment\ncat/2.jpg , cat\n\ndog/3.jpg,dog\n",
+        )
+        .unwrap();
+        let absolute = d.join("dog/3.jpg").display().to_string();
+        let jsonl = load(
+            &d,
+            "l.jsonl",
+            &format!(
+                "{{\"path\":\"cat/1.jpg\",\"label\":\"cat\"}}\n{{\"path\":\"./cat/2.jpg\",\"label\":\"cat\"}}\n{{\"path\":{absolute:?},\"label\":\"dog\"}}\n"
+            ),
+        )
+        .unwrap();
+        for labels in [&folder, &csv, &jsonl] {
+            labels.check_all_labelled(&images).unwrap();
+            let got: Vec<String> = images.iter().map(|p| labels.label_of(p).unwrap()).collect();
+            assert_eq!(got, ["cat", "cat", "dog"]);
+        }
+        // The same image spelt another way has the same label.
+        let other = d.join("cat/../dog/3.jpg");
+        assert_eq!(csv.label_of(&other).as_deref(), Some("dog"));
+    }
+
+    #[test]
+    fn bad_label_files_name_the_line() {
+        let d = scratch("bad");
+        let cases = [
+            (
+                "cat/1.jpg,cat\ncat/9.jpg,cat\n",
+                "l.csv:2",
+                "not an image file",
+            ),
+            (
+                "cat/1.jpg,cat\ncat/1.jpg,dog\n",
+                "l.csv:2",
+                "earlier line 'cat'",
+            ),
+            ("cat/1.jpg,\n", "l.csv:1", "empty label"),
+            ("cat/1.jpg\n", "l.csv:1", "path,label"),
+            ("# nothing\n", "l.csv", "labels no image"),
+        ];
+        for (text, place, why) in cases {
+            let e = load(&d, "l.csv", text).err().expect(text).to_string();
+            assert!(e.contains(place) && e.contains(why), "{text:?}: {e}");
+        }
+        let e = load(&d, "l.jsonl", "{\"path\":\"cat/1.jpg\"}\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("l.jsonl:1"), "{e}");
+        // An image the file does not name is reported before any work is done.
+        let labels = load(&d, "l.csv", "cat/1.jpg,cat\n").unwrap();
+        let e = labels
+            .check_all_labelled(&[d.join("cat/1.jpg"), d.join("dog/3.jpg")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("1 of 2 images have no label") && e.contains("3.jpg"),
+            "{e}"
+        );
+    }
+}
