@@ -10,10 +10,12 @@
 //! - [`model`], [`features`], [`pca`]: networks, what to compute from them, PCA;
 //! - [`pipeline`]: whole computations (forward pass, extractor, PCA moments) from the kernels;
 //! - [`input`], [`store`], [`output`], [`extract`]: images in, the on-disk formats, shards
-//!   out, and the streaming job that joins them; [`retrieval`] builds on those;
+//!   out, and the streaming job that joins them; [`retrieval`] and [`classifier`] build on
+//!   those;
 //! - [`reference`]: the plain CPU oracle the tests hold every kernel against; no production
 //!   module uses it.
 
+pub mod classifier;
 pub mod cpu;
 pub mod error;
 pub mod extract;
