@@ -66,6 +66,14 @@ enum Command {
     Search(cli::retrieval::SearchArgs),
     /// Evaluate retrieval on an index against ground truth: mAP (Oxford's AP) and recall@1.
     Eval(cli::retrieval::EvalArgs),
+    /// Train a linear classifier (one-vs-rest SVMs or logistic regression, C chosen by
+    /// cross-validation) on labelled features (`extract --labels`).
+    TrainClassifier(cli::classify::TrainArgs),
+    /// Predict the class of every image of an extraction with a trained classifier.
+    Classify(cli::classify::ClassifyArgs),
+    /// Accuracy, mean per-class accuracy and the confusion matrix of a classifier on
+    /// labelled features.
+    Evaluate(cli::classify::EvaluateArgs),
     /// Concatenate an output directory's shards into one .npy file.
     ExportNpy {
         /// Output directory of `extract`.
@@ -131,6 +139,9 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
         }
         Command::Bench(args) => cli::bench::run(&opts, args)?,
+        Command::TrainClassifier(args) => cli::classify::run_train(args)?,
+        Command::Classify(args) => cli::classify::run_classify(args)?,
+        Command::Evaluate(args) => cli::classify::run_evaluate(args)?,
         Command::Index(args) => {
             if cli::retrieval::run_index(args)? > 0 {
                 return Ok(std::process::ExitCode::from(2));

@@ -1,6 +1,7 @@
 //! Subcommands with more than a few lines of their own.
 
 pub mod bench;
+pub mod classify;
 pub mod extract;
 pub mod fit_pca;
 pub mod retrieval;

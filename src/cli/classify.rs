@@ -1,0 +1,269 @@
+//! `crosspool train-classifier`, `classify` and `evaluate`: linear classifiers on the features
+//! of an extraction whose manifests carry labels (`extract --labels`).
+
+use anyhow::Context;
+use crosspool::classifier::cv::{select_c, DEFAULT_GRID};
+use crosspool::classifier::data::FeatureSet;
+use crosspool::classifier::metrics::Confusion;
+use crosspool::classifier::model::Classifier;
+use crosspool::classifier::{train, Examples, Kind, Tolerance};
+use crosspool::store::ExtractSettings;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Arguments of `train-classifier`.
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Output directory of `extract --labels ...` (every part of it is read).
+    features: PathBuf,
+    /// One-vs-rest linear SVMs (squared hinge, as LIBLINEAR) or multinomial logistic
+    /// regression.
+    #[arg(long, value_enum, default_value_t = Kind::Svm)]
+    model: Kind,
+    /// Regularisation constant; without it, C is chosen from --c-grid by cross-validation.
+    #[arg(long)]
+    c: Option<f64>,
+    /// The Cs to cross-validate [default: 1e-4,1e-3,...,100].
+    #[arg(long, value_delimiter = ',')]
+    c_grid: Vec<f64>,
+    /// Folds of the stratified cross-validation (fewer if a class has fewer examples).
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
+    /// The classifier file to write (safetensors).
+    #[arg(long, short)]
+    out: PathBuf,
+}
+
+/// Arguments of `evaluate`.
+#[derive(clap::Args)]
+pub struct EvaluateArgs {
+    /// The classifier (from `train-classifier`).
+    #[arg(long)]
+    classifier: PathBuf,
+    /// Output directory of `extract --labels ...` with the classifier's settings: the test set.
+    features: PathBuf,
+    /// Write the confusion matrix as a PNG here (rows: true class, columns: predicted, in
+    /// the classifier's class order; blue the right answers, red the confusions).
+    #[arg(long)]
+    confusion: Option<PathBuf>,
+    /// Print the results as JSON on standard output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `classify`.
+#[derive(clap::Args)]
+pub struct ClassifyArgs {
+    /// The classifier (from `train-classifier`).
+    #[arg(long)]
+    classifier: PathBuf,
+    /// Output directory of `extract` with the classifier's settings.
+    features: PathBuf,
+    /// Write the predictions here as JSON lines (`{"path", "class", "score"}`) [default:
+    /// standard output].
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+}
+
+/// Class indices for `labels`, with the sorted class names.
+fn class_indices(labels: &[&str]) -> (Vec<String>, Vec<usize>) {
+    let classes: Vec<String> = labels
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let y = labels
+        .iter()
+        .map(|l| {
+            classes
+                .iter()
+                .position(|c| c == l)
+                .expect("from the labels")
+        })
+        .collect();
+    (classes, y)
+}
+
+/// Runs `train-classifier`.
+pub fn run_train(a: TrainArgs) -> anyhow::Result<()> {
+    let set = FeatureSet::read(&a.features)?;
+    let labels = set.require_labels()?;
+    let (classes, y) = class_indices(&labels);
+    anyhow::ensure!(
+        classes.len() >= 2,
+        "{} holds one class only ('{}'): a classifier needs at least two",
+        a.features.display(),
+        classes.join("")
+    );
+    eprintln!(
+        "train-classifier: {} images of {} classes ({}), {} values each, {} failed in extraction (left out)",
+        set.len(),
+        classes.len(),
+        classes.join(", "),
+        set.d,
+        set.failed
+    );
+    let ex = Examples {
+        x: &set.x,
+        d: set.d,
+        y: &y,
+        classes: classes.len(),
+    };
+    let tol = Tolerance::default();
+    let (c, cv) = match a.c {
+        Some(c) => (c, Vec::new()),
+        None => {
+            let grid = if a.c_grid.is_empty() {
+                DEFAULT_GRID.to_vec()
+            } else {
+                a.c_grid.clone()
+            };
+            let (c, scores) = select_c(&ex, a.model, &grid, a.folds, tol)?;
+            for s in &scores {
+                eprintln!(
+                    "train-classifier: C {:<8} cross-validated accuracy {:.2}%",
+                    s.c,
+                    100.0 * s.accuracy
+                );
+            }
+            (c, scores)
+        }
+    };
+    let model = train(&ex, a.model, c, tol)?;
+    let right = (0..set.len())
+        .filter(|&i| model.predict(set.row(i)) == y[i])
+        .count();
+    let clf = Classifier {
+        model,
+        classes,
+        cv,
+        examples: set.len(),
+        settings: set.settings.clone(),
+    };
+    clf.save(&a.out)?;
+    println!(
+        "wrote {}: {} with C {c}, training accuracy {:.2}%",
+        a.out.display(),
+        crosspool::store::settings::value_name(&a.model),
+        100.0 * right as f64 / set.len() as f64
+    );
+    Ok(())
+}
+
+/// The features of `dir`, checked to be what `clf` was trained on.
+fn features_for(clf: &Classifier, dir: &Path) -> anyhow::Result<FeatureSet> {
+    let set = FeatureSet::read(dir)?;
+    let differences = feature_differences(&clf.settings, &set.settings);
+    anyhow::ensure!(
+        differences.is_empty(),
+        "the features in {} were extracted otherwise than the classifier's ({}); extract them with its settings",
+        dir.display(),
+        differences.join("; ")
+    );
+    Ok(set)
+}
+
+/// What makes two extractions' features differ, leaving out where the weights file lay (its
+/// content fingerprint is compared) and how the values were stored (f32 or f16).
+fn feature_differences(a: &ExtractSettings, b: &ExtractSettings) -> Vec<String> {
+    let same_weights =
+        a.weights_fingerprint.is_some() && a.weights_fingerprint == b.weights_fingerprint;
+    a.differences(b)
+        .into_iter()
+        .filter(|d| !(d.starts_with("format:") || (same_weights && d.starts_with("weights:"))))
+        .collect()
+}
+
+/// Runs `evaluate`.
+pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<()> {
+    let clf = Classifier::load(&a.classifier)?;
+    let set = features_for(&clf, &a.features)?;
+    let labels = set.require_labels()?;
+    let truth: Vec<usize> = labels
+        .iter()
+        .zip(&set.paths)
+        .map(|(l, p)| {
+            clf.class_index(l)
+                .with_context(|| format!("the label of {p}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let pairs: Vec<(usize, usize)> = (0..set.len())
+        .map(|i| (truth[i], clf.model.predict(set.row(i))))
+        .collect();
+    let cm = Confusion::new(clf.classes.len(), pairs);
+    if let Some(png) = &a.confusion {
+        cm.save_png(png)?;
+    }
+    let per_class = cm.per_class();
+    if a.json {
+        let per: serde_json::Map<String, serde_json::Value> = clf
+            .classes
+            .iter()
+            .zip(&per_class)
+            .map(|(c, v)| (c.clone(), serde_json::json!(v)))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "images": cm.total(),
+                "accuracy": cm.accuracy(),
+                "mean_per_class_accuracy": cm.mean_per_class(),
+                "per_class_accuracy": per,
+                "confusion": cm.counts,
+                "classes": clf.classes,
+                "failed_in_extraction": set.failed,
+            })
+        );
+        return Ok(());
+    }
+    println!(
+        "{} images: accuracy {:.2}%, mean per-class accuracy {:.2}%",
+        cm.total(),
+        100.0 * cm.accuracy(),
+        100.0 * cm.mean_per_class()
+    );
+    for (c, v) in clf.classes.iter().zip(&per_class) {
+        match v {
+            Some(v) => println!("  {c:<24} {:.2}%", 100.0 * v),
+            None => println!("  {c:<24} (no test images)"),
+        }
+    }
+    if set.failed > 0 {
+        println!(
+            "{} images failed in extraction and are not counted",
+            set.failed
+        );
+    }
+    Ok(())
+}
+
+/// Runs `classify`.
+pub fn run_classify(a: ClassifyArgs) -> anyhow::Result<()> {
+    let clf = Classifier::load(&a.classifier)?;
+    let set = features_for(&clf, &a.features)?;
+    let mut out: Box<dyn Write> = match &a.out {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    for i in 0..set.len() {
+        let scores = clf.model.scores(set.row(i));
+        let k = crosspool::classifier::linear::argmax(&scores);
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"path": set.paths[i], "class": clf.classes[k], "score": scores[k]})
+        )?;
+    }
+    out.flush()?;
+    if set.failed > 0 {
+        eprintln!(
+            "classify: {} images failed in extraction and have no prediction",
+            set.failed
+        );
+    }
+    Ok(())
+}
