@@ -140,7 +140,11 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Bench(args) => cli::bench::run(&opts, args)?,
         Command::TrainClassifier(args) => cli::classify::run_train(args)?,
-        Command::Classify(args) => cli::classify::run_classify(args)?,
+        Command::Classify(args) => {
+            if cli::classify::run_classify(&opts, args)? > 0 {
+                return Ok(std::process::ExitCode::from(2));
+            }
+        }
         Command::Evaluate(args) => cli::classify::run_evaluate(args)?,
         Command::Index(args) => {
             if cli::retrieval::run_index(args)? > 0 {

@@ -439,3 +439,260 @@ fn pooling_variants_from_the_command_line() {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success() && err.contains("fc-conv"), "{err}");
 }
+
+/// Runs crosspool with `args`; returns (exit code, stdout, stderr).
+fn run_crosspool(args: &[&std::ffi::OsStr]) -> (i32, String, String) {
+    let out = crosspool().args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+macro_rules! os_args {
+    ($($a:expr),* $(,)?) => { &[$(std::ffi::OsStr::new(&$a)),*] };
+}
+
+#[test]
+fn classifiers_from_labelled_images() {
+    let tmp = temp_dir("classify");
+    let dir = &tmp.0;
+    let weights = dir.join("alexnet.safetensors");
+    let meta =
+        std::collections::HashMap::from([("crosspool.arch".to_string(), "alexnet".to_string())]);
+    std::fs::write(&weights, seeded_weights_file(Arch::Alexnet, Some(meta))).unwrap();
+    let w = weights.display().to_string();
+    // Training images in ImageFolder layout (three views of each retrieval group); the
+    // degraded views are the test set, labelled by a CSV, with one unreadable image.
+    let retrieval = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/retrieval");
+    let groups = [
+        "astronaut",
+        "camera",
+        "chelsea",
+        "coffee",
+        "coins",
+        "rocket",
+    ];
+    let (train, test) = (dir.join("train"), dir.join("test"));
+    std::fs::create_dir_all(&test).unwrap();
+    let mut csv = String::from("path,label\n");
+    for g in groups {
+        std::fs::create_dir_all(train.join(g)).unwrap();
+        for view in ["", "_crop", "_rotate"] {
+            let name = format!("{g}{view}.jpg");
+            std::fs::copy(retrieval.join(&name), train.join(g).join(&name)).unwrap();
+        }
+        let name = format!("{g}_degrade.jpg");
+        std::fs::copy(retrieval.join(&name), test.join(&name)).unwrap();
+        csv += &format!("test/{name},{g}\n");
+    }
+    std::fs::write(test.join("broken.jpg"), b"not a jpeg").unwrap();
+    csv += "test/broken.jpg,coins\n";
+    let labels = dir.join("labels.csv");
+    std::fs::write(&labels, &csv).unwrap();
+    let extract = |inputs: &Path, labels: Option<&Path>, size: &str, out: &str| {
+        let out_dir = dir.join(out);
+        let mut args = vec![
+            "extract".into(),
+            "-q".into(),
+            "--size".into(),
+            size.into(),
+            "--weights".into(),
+            w.clone(),
+            "-o".into(),
+            out_dir.display().to_string(),
+        ];
+        if let Some(l) = labels {
+            args.extend(["--labels".into(), l.display().to_string()]);
+        }
+        args.push(inputs.display().to_string());
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        (run_crosspool(&args), out_dir)
+    };
+
+    let ((code, _, err), train_feats) = extract(&train, Some(Path::new("folder")), "160", "tr");
+    assert_eq!(code, 0, "{err}");
+    let manifest = std::fs::read_to_string(train_feats.join("shard-00000.jsonl")).unwrap();
+    for line in manifest.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let path = v["path"].as_str().unwrap();
+        let label = v["label"].as_str().unwrap();
+        assert!(path.contains(&format!("/{label}/")), "{line}");
+    }
+    let ((code, _, err), test_feats) = extract(&dir.clone(), Some(&labels), "160", "te");
+    // The folder holds more images than the CSV labels: refused before any work.
+    assert!(code == 1 && err.contains("have no label"), "{code} {err}");
+    assert!(!test_feats.join("extract.json").exists());
+    let ((code, _, err), test_feats) = extract(&test, Some(&labels), "160", "te");
+    assert_eq!(code, 2, "the broken image fails: {err}");
+
+    // The SVM, C by cross-validation: every C of the grid is reported.
+    let svm = dir.join("svm.safetensors");
+    let (code, out, err) = run_crosspool(os_args![
+        "train-classifier",
+        train_feats,
+        "--folds",
+        "3",
+        "-o",
+        svm
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err.matches("cross-validated accuracy").count(), 7, "{err}");
+    assert!(err.contains("18 images of 6 classes"), "{err}");
+    let train_accuracy: f64 = out
+        .split("training accuracy ")
+        .nth(1)
+        .and_then(|s| s.trim().trim_end_matches('%').parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    // evaluate on the training features reproduces that accuracy.
+    let (code, out, err) = run_crosspool(os_args![
+        "evaluate",
+        "--classifier",
+        svm,
+        train_feats,
+        "--json"
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!((v["accuracy"].as_f64().unwrap() * 100.0 - train_accuracy).abs() < 0.006);
+
+    // On the test set: the confusion matrix, accuracy and per-class accuracy agree with
+    // each other and with classify's predictions.
+    let png = dir.join("confusion.png");
+    let (code, out, err) = run_crosspool(os_args![
+        "evaluate",
+        "--classifier",
+        svm,
+        test_feats,
+        "--json",
+        "--confusion",
+        png
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["images"], 6);
+    assert_eq!(v["failed_in_extraction"], 1);
+    let cm: Vec<Vec<u64>> = serde_json::from_value(v["confusion"].clone()).unwrap();
+    let trace: u64 = (0..cm.len()).map(|i| cm[i][i]).sum();
+    let total: u64 = cm.iter().flatten().sum();
+    assert_eq!(total, 6);
+    assert_eq!(v["accuracy"].as_f64().unwrap(), trace as f64 / 6.0);
+    let img = image::open(&png).unwrap();
+    assert_eq!((img.width(), img.height()), (6 * 24 + 1, 6 * 24 + 1));
+    let classes: Vec<String> = serde_json::from_value(v["classes"].clone()).unwrap();
+    assert_eq!(classes, groups);
+
+    let preds = dir.join("preds.jsonl");
+    let (code, _, err) = run_crosspool(os_args![
+        "classify",
+        "--classifier",
+        svm,
+        test_feats,
+        "-o",
+        preds
+    ]);
+    assert_eq!(code, 2, "the broken image has no prediction: {err}");
+    let from_features = std::fs::read_to_string(&preds).unwrap();
+    let lines: Vec<serde_json::Value> = from_features
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 7);
+    let right = lines
+        .iter()
+        .filter(|l| {
+            l["class"].as_str().is_some_and(|c| {
+                l["path"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(&format!("{c}_degrade.jpg"))
+            })
+        })
+        .count() as u64;
+    assert_eq!(right, trace);
+    assert!(lines
+        .iter()
+        .any(|l| l["path"].as_str().unwrap().ends_with("broken.jpg") && l["error"].is_string()));
+    // classify on the images themselves extracts them with the classifier's settings: the
+    // same predictions, the same scores.
+    let (code, from_images, err) =
+        run_crosspool(os_args!["classify", "-q", "--classifier", svm, test]);
+    assert_eq!(code, 2, "{err}");
+    let sorted = |s: &str| {
+        let mut v: Vec<String> = s.lines().map(String::from).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(&from_images), sorted(&from_features));
+
+    // Logistic regression with a fixed C.
+    let lr = dir.join("lr.safetensors");
+    let (code, out, err) = run_crosspool(os_args![
+        "train-classifier",
+        train_feats,
+        "--model",
+        "logistic",
+        "--c",
+        "10",
+        "-o",
+        lr
+    ]);
+    assert!(
+        code == 0 && out.contains("logistic with C 10"),
+        "{out} {err}"
+    );
+    let (code, out, err) = run_crosspool(os_args!["evaluate", "--classifier", lr, test_feats]);
+    assert!(
+        code == 0 && out.contains("6 images: accuracy") && out.contains("1 images failed"),
+        "{out} {err}"
+    );
+
+    // Mistakes are named.
+    let bad = |args: &[&std::ffi::OsStr], why: &str| {
+        let (code, _, err) = run_crosspool(args);
+        assert!(code == 1 && err.contains(why), "{why}: {code} {err}");
+    };
+    let ((code, _, err), unlabelled) = extract(&test, None, "160", "unlabelled");
+    assert_eq!(code, 2, "{err}");
+    bad(
+        os_args!["train-classifier", unlabelled, "-o", dir.join("x")],
+        "has no label in its manifest",
+    );
+    let ((code, _, err), one_class) = extract(
+        &train.join("coins"),
+        Some(Path::new("folder")),
+        "160",
+        "one",
+    );
+    assert_eq!(code, 0, "{err}");
+    bad(
+        os_args!["train-classifier", one_class, "-o", dir.join("x")],
+        "one class only ('coins')",
+    );
+    let zebra = dir.join("zebra.csv");
+    std::fs::write(&zebra, csv.replace(",rocket", ",zebra")).unwrap();
+    let ((code, _, err), zebra_feats) = extract(&test, Some(&zebra), "160", "zebra");
+    assert_eq!(code, 2, "{err}");
+    bad(
+        os_args!["evaluate", "--classifier", svm, zebra_feats],
+        "class 'zebra' is not one the classifier knows",
+    );
+    let ((code, _, err), other_size) = extract(&test, Some(&labels), "192", "size");
+    assert_eq!(code, 2, "{err}");
+    bad(
+        os_args!["evaluate", "--classifier", svm, other_size],
+        "size",
+    );
+    let missing = dir.join("missing.csv");
+    std::fs::write(
+        &missing,
+        "test/astronaut_degrade.jpg,astronaut\ntest/nope.jpg,coins\n",
+    )
+    .unwrap();
+    let ((code, _, err), _) = extract(&test, Some(&missing), "160", "missing");
+    assert!(
+        code == 1 && err.contains("missing.csv:2") && err.contains("nope.jpg"),
+        "{err}"
+    );
+}

@@ -19,8 +19,8 @@ pub struct FeatureSet {
     pub paths: Vec<String>,
     /// Each image's label, if the run recorded one.
     pub labels: Vec<Option<String>>,
-    /// Images recorded as failed in the manifests (they have no feature).
-    pub failed: usize,
+    /// Images recorded as failed in the manifests (they have no feature): path and reason.
+    pub failed: Vec<(String, String)>,
 }
 
 impl FeatureSet {
@@ -95,7 +95,7 @@ impl FeatureSet {
                 d,
                 paths: Vec::new(),
                 labels: Vec::new(),
-                failed: 0,
+                failed: Vec::new(),
             });
             if !s.settings.same_run(&settings) {
                 return Err(Error::Config(format!(
@@ -106,7 +106,8 @@ impl FeatureSet {
             }
             for line in read_manifest(&shard.manifest)? {
                 let Some(row) = line.ok_row() else {
-                    s.failed += 1;
+                    let reason = line.reason.clone().unwrap_or_default();
+                    s.failed.push((line.path.clone(), reason));
                     continue;
                 };
                 let v = values

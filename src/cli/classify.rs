@@ -1,12 +1,15 @@
 //! `crosspool train-classifier`, `classify` and `evaluate`: linear classifiers on the features
 //! of an extraction whose manifests carry labels (`extract --labels`).
 
+use super::engine::Device;
 use anyhow::Context;
 use crosspool::classifier::cv::{select_c, DEFAULT_GRID};
 use crosspool::classifier::data::FeatureSet;
 use crosspool::classifier::metrics::Confusion;
 use crosspool::classifier::model::Classifier;
 use crosspool::classifier::{train, Examples, Kind, Tolerance};
+use crosspool::gpu::GpuOptions;
+use crosspool::store::shards::settings_file;
 use crosspool::store::ExtractSettings;
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -58,12 +61,22 @@ pub struct ClassifyArgs {
     /// The classifier (from `train-classifier`).
     #[arg(long)]
     classifier: PathBuf,
-    /// Output directory of `extract` with the classifier's settings.
-    features: PathBuf,
-    /// Write the predictions here as JSON lines (`{"path", "class", "score"}`) [default:
-    /// standard output].
+    /// An output directory of `extract` with the classifier's settings, or images
+    /// (files, directories, list files, as `extract` takes them), which are then extracted
+    /// with the classifier's recorded settings (its weights and PCA files must still be
+    /// where they were, unchanged).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Write the predictions here as JSON lines (`{"path", "class", "score"}`, or
+    /// `{"path", "error"}` for an image that could not be read) [default: standard output].
     #[arg(long, short)]
     out: Option<PathBuf>,
+    /// Where the network runs when images are given.
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    device: Device,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 /// Class indices for `labels`, with the sorted class names.
@@ -103,7 +116,7 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         classes.len(),
         classes.join(", "),
         set.d,
-        set.failed
+        set.failed.len()
     );
     let ex = Examples {
         x: &set.x,
@@ -213,7 +226,7 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<()> {
                 "per_class_accuracy": per,
                 "confusion": cm.counts,
                 "classes": clf.classes,
-                "failed_in_extraction": set.failed,
+                "failed_in_extraction": set.failed.len(),
             })
         );
         return Ok(());
@@ -230,19 +243,62 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<()> {
             None => println!("  {c:<24} (no test images)"),
         }
     }
-    if set.failed > 0 {
+    if !set.failed.is_empty() {
         println!(
             "{} images failed in extraction and are not counted",
-            set.failed
+            set.failed.len()
         );
     }
     Ok(())
 }
 
-/// Runs `classify`.
-pub fn run_classify(a: ClassifyArgs) -> anyhow::Result<()> {
+/// Whether `dir` is an output directory of `extract` (it holds a run's settings, of the whole
+/// run or of a part).
+fn is_feature_dir(dir: &Path) -> bool {
+    dir.is_dir()
+        && std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                e.file_name().to_str().is_some_and(|n| {
+                    n == settings_file("") || (n.starts_with("extract-") && n.ends_with(".json"))
+                })
+            })
+        })
+}
+
+/// A directory removed when dropped: where `classify` extracts images it is given.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `classify`; returns the number of images that could not be classified.
+pub fn run_classify(opts: &GpuOptions, a: ClassifyArgs) -> anyhow::Result<usize> {
     let clf = Classifier::load(&a.classifier)?;
-    let set = features_for(&clf, &a.features)?;
+    let (set, _scratch) = match a.inputs.as_slice() {
+        [dir] if is_feature_dir(dir) => (features_for(&clf, dir)?, None),
+        _ => {
+            let scratch = Scratch(std::env::temp_dir().join(format!(
+                "crosspool-classify-{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0)
+            )));
+            let args = super::extract::Args::like(
+                &clf.settings,
+                a.inputs.clone(),
+                scratch.0.clone(),
+                a.device,
+                a.quiet,
+            );
+            super::extract::run(opts, args).context("extracting the images to classify")?;
+            (features_for(&clf, &scratch.0)?, Some(scratch))
+        }
+    };
     let mut out: Box<dyn Write> = match &a.out {
         Some(p) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
@@ -258,12 +314,19 @@ pub fn run_classify(a: ClassifyArgs) -> anyhow::Result<()> {
             serde_json::json!({"path": set.paths[i], "class": clf.classes[k], "score": scores[k]})
         )?;
     }
+    for (path, reason) in &set.failed {
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"path": path, "error": reason})
+        )?;
+    }
     out.flush()?;
-    if set.failed > 0 {
+    if !set.failed.is_empty() {
         eprintln!(
-            "classify: {} images failed in extraction and have no prediction",
-            set.failed
+            "classify: {} images could not be read and have no prediction (their lines say why)",
+            set.failed.len()
         );
     }
-    Ok(())
+    Ok(set.failed.len())
 }

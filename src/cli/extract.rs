@@ -101,6 +101,45 @@ pub struct Args {
     json: bool,
 }
 
+impl Args {
+    /// Arguments that extract `inputs` into `out` as the run that wrote `s` did (network,
+    /// weights, layers, pooling, window, PCA, normalisation, size, decoding, format): for
+    /// commands that need features comparable to an earlier extraction's.
+    pub fn like(
+        s: &ExtractSettings,
+        inputs: Vec<PathBuf>,
+        out: PathBuf,
+        device: Device,
+        quiet: bool,
+    ) -> Self {
+        Args {
+            inputs,
+            weights: PathBuf::from(&s.weights),
+            model: Some(s.arch),
+            layers: s.layers.clone(),
+            pooling: s.pooling,
+            channel_pooling: s.channel_pooling,
+            levels: s.levels,
+            window: s.window,
+            size: s.size,
+            decode: Some(s.decode),
+            pca: s.pca.as_ref().map(PathBuf::from),
+            norm: s.norm,
+            format: s.format,
+            batch: None,
+            labels: None,
+            out,
+            max_file_bytes: crosspool::input::DEFAULT_MAX_FILE_BYTES,
+            shard_rows: 256,
+            resume: false,
+            shard: None,
+            device,
+            quiet,
+            json: false,
+        }
+    }
+}
+
 fn parse_part(s: &str) -> Result<(usize, usize), String> {
     let bad = || format!("'{s}' is not of the form I/N with 0 <= I < N");
     let (i, n) = s.split_once('/').ok_or_else(bad)?;
