@@ -538,7 +538,7 @@ fn classifiers_from_labelled_images() {
         svm
     ]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(err.matches("cross-validated accuracy").count(), 7, "{err}");
+    assert_eq!(err.matches("cross-validated accuracy").count(), 11, "{err}");
     assert!(err.contains("18 images of 6 classes"), "{err}");
     let train_accuracy: f64 = out
         .split("training accuracy ")

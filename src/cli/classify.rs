@@ -27,7 +27,7 @@ pub struct TrainArgs {
     /// Regularisation constant; without it, C is chosen from --c-grid by cross-validation.
     #[arg(long)]
     c: Option<f64>,
-    /// The Cs to cross-validate [default: 1e-4,1e-3,...,100].
+    /// The Cs to cross-validate [default: 1e-6,1e-5,...,1e4].
     #[arg(long, value_delimiter = ',')]
     c_grid: Vec<f64>,
     /// Folds of the stratified cross-validation (fewer if a class has fewer examples).
@@ -139,6 +139,14 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<()> {
                     "train-classifier: C {:<8} cross-validated accuracy {:.2}%",
                     s.c,
                     100.0 * s.accuracy
+                );
+            }
+            let (lo, hi) = grid
+                .iter()
+                .fold((f64::INFINITY, 0.0f64), |(l, h), &g| (l.min(g), h.max(g)));
+            if grid.len() > 1 && (c == lo || c == hi) {
+                eprintln!(
+                    "train-classifier: warning: C {c} is at the edge of the grid ({lo} .. {hi}); a wider --c-grid may find a better one"
                 );
             }
             (c, scores)
