@@ -5,6 +5,7 @@
 //! of the weights and a free bias (minimised with L-BFGS, as scikit-learn's default solver).
 //! Sums are accumulated in f64; features are read as the f32 they are stored in.
 
+use super::rng::Rng;
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 
@@ -299,25 +300,6 @@ fn softmax(z: &[f64]) -> Vec<f64> {
     let e: Vec<f64> = z.iter().map(|v| (v - m).exp()).collect();
     let s: f64 = e.iter().sum();
     e.iter().map(|v| v / s).collect()
-}
-
-/// Deterministic shuffles (SplitMix64): training is reproducible run to run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn shuffle(&mut self, v: &mut [usize]) {
-        for i in (1..v.len()).rev() {
-            v.swap(i, (self.next() % (i as u64 + 1)) as usize);
-        }
-    }
 }
 
 /// Class `k` against the rest by dual coordinate descent (Hsieh et al., ICML 2008; LIBLINEAR

@@ -8,11 +8,13 @@ pub mod backend;
 mod cpu_backend;
 pub mod extractor;
 mod gpu_backend;
+pub mod maps;
 pub mod moments;
 pub mod network;
 
 pub use backend::{Backend, Guide};
 pub use extractor::{ExtractWorkspace, Extractor};
 pub use gpu_backend::GpuKernels;
+pub use maps::{LayerMaps, LayerMapsWorkspace};
 pub use moments::{Moments, MomentsGpu, MomentsWorkspace};
 pub use network::{GpuNetwork, Network, Workspace};

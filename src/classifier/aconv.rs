@@ -1,0 +1,474 @@
+//! The paper's added convolutional layer for AConv pooling (journal version, section 3.4):
+//! a 1x1 convolution with few filters (100 in the paper) on a fully connected layer run as a
+//! dense convolution (fc6), trained on the target data through spatial max-pooling and a
+//! softmax (logistic regression) layer with the cross-entropy loss. Its ReLU activations then
+//! guide cross-layer pooling of fc6's local features.
+//!
+//! Per image, with `f_p` fc6's activations at position `p` of its map:
+//! `a_pi = relu(W_i·f_p + b_i)`, `m_i = max_p a_pi`, `z = V m + c`,
+//! `loss = −log softmax(z)_y`; the objective is the mean loss plus `λ/2 (|W|² + |V|²)`,
+//! minimised by minibatch SGD with momentum. Sums run in f64; maps are the f32 they are read
+//! back in.
+
+use super::rng::Rng;
+use crate::error::{Error, Result};
+use rayon::prelude::*;
+
+/// The layer's maps: `n` images of `units` positions of `d` values, with class indices.
+pub struct Maps<'a> {
+    /// `n * units * d` values, `[image][position][channel]`.
+    pub x: &'a [f32],
+    /// Positions per image.
+    pub units: usize,
+    /// Channels.
+    pub d: usize,
+    /// Class of each image, `0..classes`.
+    pub y: &'a [usize],
+    /// Number of classes.
+    pub classes: usize,
+}
+
+impl Maps<'_> {
+    fn len(&self) -> usize {
+        self.y.len()
+    }
+
+    fn image(&self, i: usize) -> &[f32] {
+        let s = self.units * self.d;
+        &self.x[i * s..(i + 1) * s]
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.units == 0 || self.d == 0 || self.x.len() != self.len() * self.units * self.d {
+            return Err(Error::Config(format!(
+                "{} values for {} maps of {} x {}",
+                self.x.len(),
+                self.len(),
+                self.units,
+                self.d
+            )));
+        }
+        if let Some(&c) = self.y.iter().find(|&&c| c >= self.classes) {
+            return Err(Error::Config(format!(
+                "class {c} of {} classes",
+                self.classes
+            )));
+        }
+        let present = (0..self.classes).filter(|&c| self.y.contains(&c)).count();
+        if present < 2 {
+            return Err(Error::Config(format!(
+                "training needs images of at least two classes; these {} have {present}",
+                self.len()
+            )));
+        }
+        if self.x.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Config("a map holds NaN or infinity".into()));
+        }
+        Ok(())
+    }
+}
+
+/// How to train.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Training {
+    /// Filters of the added layer.
+    pub filters: usize,
+    /// Passes over the training images.
+    pub epochs: usize,
+    /// SGD step size.
+    pub learning_rate: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// L2 penalty λ on the weights (not the biases).
+    pub weight_decay: f64,
+    /// Images per SGD step.
+    pub batch: usize,
+    /// Seed of the initial weights and the shuffles.
+    pub seed: u64,
+}
+
+impl Default for Training {
+    /// The paper's 100 filters, learning rate 0.01 and 50 epochs.
+    fn default() -> Self {
+        Training {
+            filters: 100,
+            epochs: 50,
+            learning_rate: 0.01,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            batch: 16,
+            seed: 1,
+        }
+    }
+}
+
+/// The added layer and its softmax head: parameters as one vector
+/// `[W (filters x d), b (filters), V (classes x filters), c (classes)]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AConvLayer {
+    /// Filters.
+    pub filters: usize,
+    /// Input channels.
+    pub d: usize,
+    /// Classes of the head.
+    pub classes: usize,
+    /// The parameters.
+    pub theta: Vec<f64>,
+}
+
+/// One image's forward pass: the pooled activations, where each filter's maximum lies (with
+/// its pre-activation), and the class logits.
+struct Forward {
+    pooled: Vec<f64>,
+    argmax: Vec<(usize, f64)>,
+    logits: Vec<f64>,
+}
+
+impl AConvLayer {
+    /// Initial parameters: `W` uniform in ±sqrt(6 / (d + filters)) (Glorot), biases and the
+    /// head zero.
+    pub fn init(filters: usize, d: usize, classes: usize, seed: u64) -> Self {
+        let mut rng = Rng(seed);
+        let limit = (6.0 / (d + filters) as f64).sqrt();
+        let mut theta = vec![0.0; filters * d + filters + classes * filters + classes];
+        for w in &mut theta[..filters * d] {
+            *w = (2.0 * rng.uniform() - 1.0) * limit;
+        }
+        AConvLayer {
+            filters,
+            d,
+            classes,
+            theta,
+        }
+    }
+
+    /// The convolution's weights `[filters][d]`.
+    pub fn weight(&self) -> &[f64] {
+        &self.theta[..self.filters * self.d]
+    }
+
+    /// The convolution's biases.
+    pub fn bias(&self) -> &[f64] {
+        let o = self.filters * self.d;
+        &self.theta[o..o + self.filters]
+    }
+
+    /// The head's weights `[classes][filters]` and biases.
+    pub fn head(&self) -> (&[f64], &[f64]) {
+        let o = self.filters * (self.d + 1);
+        let (v, c) = self.theta[o..].split_at(self.classes * self.filters);
+        (v, c)
+    }
+
+    /// The layer's activations on one map `[units][d]`: `[units][filters]`.
+    pub fn activations(&self, map: &[f32]) -> Vec<f64> {
+        let (w, b) = (self.weight(), self.bias());
+        map.chunks(self.d)
+            .flat_map(|f| {
+                (0..self.filters)
+                    .map(move |i| (dot(&w[i * self.d..(i + 1) * self.d], f) + b[i]).max(0.0))
+            })
+            .collect()
+    }
+
+    fn forward(&self, map: &[f32]) -> Forward {
+        let (w, b) = (self.weight(), self.bias());
+        let mut argmax = vec![(0usize, f64::NEG_INFINITY); self.filters];
+        for (p, f) in map.chunks(self.d).enumerate() {
+            for (i, best) in argmax.iter_mut().enumerate() {
+                let pre = dot(&w[i * self.d..(i + 1) * self.d], f) + b[i];
+                if pre > best.1 {
+                    *best = (p, pre);
+                }
+            }
+        }
+        let pooled: Vec<f64> = argmax.iter().map(|&(_, pre)| pre.max(0.0)).collect();
+        let (v, c) = self.head();
+        let logits = (0..self.classes)
+            .map(|k| {
+                v[k * self.filters..(k + 1) * self.filters]
+                    .iter()
+                    .zip(&pooled)
+                    .map(|(a, b)| a * b)
+                    .sum::<f64>()
+                    + c[k]
+            })
+            .collect();
+        Forward {
+            pooled,
+            argmax,
+            logits,
+        }
+    }
+
+    /// The predicted class of one map.
+    pub fn predict(&self, map: &[f32]) -> usize {
+        super::linear::argmax(&self.forward(map).logits)
+    }
+
+    /// The objective on `images` of `maps` (mean cross-entropy plus the L2 penalty) and its
+    /// gradient.
+    pub fn objective(
+        &self,
+        maps: &Maps<'_>,
+        images: &[usize],
+        weight_decay: f64,
+    ) -> (f64, Vec<f64>) {
+        let (f, nd) = (self.filters, self.filters * self.d);
+        let passes: Vec<(Forward, Vec<f64>)> = images
+            .par_iter()
+            .map(|&i| {
+                let fw = self.forward(maps.image(i));
+                let m = fw.logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = fw.logits.iter().map(|z| (z - m).exp()).collect();
+                let s: f64 = e.iter().sum();
+                let dz: Vec<f64> = e
+                    .iter()
+                    .enumerate()
+                    .map(|(k, v)| v / s - if k == maps.y[i] { 1.0 } else { 0.0 })
+                    .collect();
+                (fw, dz)
+            })
+            .collect();
+        let scale = 1.0 / images.len() as f64;
+        let mut grad = vec![0.0; self.theta.len()];
+        let mut loss = 0.0;
+        let (v, _) = self.head();
+        for (&i, (fw, dz)) in images.iter().zip(&passes) {
+            let y = maps.y[i];
+            let m = fw.logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = m + fw.logits.iter().map(|z| (z - m).exp()).sum::<f64>().ln();
+            loss += lse - fw.logits[y];
+            let map = maps.image(i);
+            for (k, &g) in dz.iter().enumerate() {
+                let g = g * scale;
+                let o = nd + f + k * f;
+                for (gv, &a) in grad[o..o + f].iter_mut().zip(&fw.pooled) {
+                    *gv += g * a;
+                }
+                grad[nd + f + self.classes * f + k] += g;
+            }
+            // Through the max and the ReLU: only each filter's maximum, where it is positive.
+            for (j, &(p, pre)) in fw.argmax.iter().enumerate() {
+                if pre <= 0.0 {
+                    continue;
+                }
+                let dm: f64 = (0..self.classes).map(|k| v[k * f + j] * dz[k]).sum::<f64>() * scale;
+                let fp = &map[p * self.d..(p + 1) * self.d];
+                for (gw, &x) in grad[j * self.d..(j + 1) * self.d].iter_mut().zip(fp) {
+                    *gw += dm * x as f64;
+                }
+                grad[nd + j] += dm;
+            }
+        }
+        let mut penalty = 0.0;
+        let head = nd + f..nd + f + self.classes * f;
+        for r in [0..nd, head] {
+            for (g, &t) in grad[r.clone()].iter_mut().zip(&self.theta[r]) {
+                *g += weight_decay * t;
+                penalty += t * t;
+            }
+        }
+        (loss * scale + 0.5 * weight_decay * penalty, grad)
+    }
+}
+
+fn dot(w: &[f64], x: &[f32]) -> f64 {
+    w.iter().zip(x).map(|(&a, &b)| a * b as f64).sum()
+}
+
+/// What one epoch of training reached.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Epoch {
+    /// 1-based.
+    pub epoch: usize,
+    /// The objective over all training images after the epoch.
+    pub objective: f64,
+    /// Training accuracy after the epoch.
+    pub accuracy: f64,
+}
+
+/// Trains the layer on `maps`; `progress` sees each epoch.
+pub fn train(
+    maps: &Maps<'_>,
+    t: &Training,
+    progress: &mut dyn FnMut(&Epoch),
+) -> Result<AConvLayer> {
+    maps.check()?;
+    if t.filters == 0 || t.epochs == 0 || t.batch == 0 {
+        return Err(Error::Config(
+            "filters, epochs and batch must be at least 1".into(),
+        ));
+    }
+    if !(t.learning_rate > 0.0 && (0.0..1.0).contains(&t.momentum) && t.weight_decay >= 0.0) {
+        return Err(Error::Config(format!(
+            "learning rate {} must be positive, momentum {} in [0, 1), weight decay {} at least 0",
+            t.learning_rate, t.momentum, t.weight_decay
+        )));
+    }
+    let mut layer = AConvLayer::init(t.filters, maps.d, maps.classes, t.seed);
+    let mut velocity = vec![0.0; layer.theta.len()];
+    let mut order: Vec<usize> = (0..maps.len()).collect();
+    let all = order.clone();
+    let mut rng = Rng(t.seed ^ 0x5EED);
+    for epoch in 1..=t.epochs {
+        rng.shuffle(&mut order);
+        for batch in order.chunks(t.batch) {
+            let (_, grad) = layer.objective(maps, batch, t.weight_decay);
+            for ((th, v), g) in layer.theta.iter_mut().zip(&mut velocity).zip(&grad) {
+                *v = t.momentum * *v - t.learning_rate * g;
+                *th += *v;
+            }
+        }
+        let (objective, _) = layer.objective(maps, &all, t.weight_decay);
+        if !objective.is_finite() {
+            return Err(Error::Config(format!(
+                "training diverged in epoch {epoch} (objective {objective}); try a smaller --learning-rate"
+            )));
+        }
+        let right = all
+            .iter()
+            .filter(|&&i| layer.predict(maps.image(i)) == maps.y[i])
+            .count();
+        progress(&Epoch {
+            epoch,
+            objective,
+            accuracy: right as f64 / maps.len() as f64,
+        });
+    }
+    Ok(layer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` maps of `units` x `d` values, two or three classes, each class brighter in its own
+    /// channels at one random position.
+    fn toy(n: usize, units: usize, d: usize, classes: usize) -> (Vec<f32>, Vec<usize>) {
+        let mut rng = Rng(3);
+        let y: Vec<usize> = (0..n).map(|i| i % classes).collect();
+        let mut x = Vec::with_capacity(n * units * d);
+        for &c in &y {
+            let hot = (rng.next() % units as u64) as usize;
+            for p in 0..units {
+                for j in 0..d {
+                    let base = rng.uniform() as f32;
+                    let signal = if p == hot && j % classes == c {
+                        2.0
+                    } else {
+                        0.0
+                    };
+                    x.push(base + signal);
+                }
+            }
+        }
+        (x, y)
+    }
+
+    #[test]
+    fn the_gradient_matches_central_differences() {
+        let (x, y) = toy(6, 5, 7, 3);
+        let maps = Maps {
+            x: &x,
+            units: 5,
+            d: 7,
+            y: &y,
+            classes: 3,
+        };
+        let mut layer = AConvLayer::init(4, 7, 3, 9);
+        // A head and biases away from zero, so that every term of the gradient is exercised.
+        let mut rng = Rng(5);
+        let o = 4 * 7;
+        for t in &mut layer.theta[o..] {
+            *t = rng.uniform() - 0.3;
+        }
+        let images: Vec<usize> = (0..6).collect();
+        let (_, grad) = layer.objective(&maps, &images, 0.01);
+        let h = 1e-6;
+        let mut worst: f64 = 0.0;
+        for (j, &g) in grad.iter().enumerate() {
+            let mut plus = layer.clone();
+            plus.theta[j] += h;
+            let mut minus = layer.clone();
+            minus.theta[j] -= h;
+            let numeric = (plus.objective(&maps, &images, 0.01).0
+                - minus.objective(&maps, &images, 0.01).0)
+                / (2.0 * h);
+            // Central differences err by O(h²) times the third derivative (~1e-12 here) plus
+            // the f64 rounding of the objective, 2^-52 |f| / h ≈ 2e-10 for |f| ≈ 1 (measured
+            // worst: 2.3e-10); the max and the ReLU are smooth here unless a step crosses a
+            // tie, which a random problem makes unlikely. A wrong term errs by O(1).
+            let err = (numeric - g).abs() / g.abs().max(1.0);
+            worst = worst.max(err);
+        }
+        assert!(worst < 1e-8, "largest relative gradient error {worst:e}");
+    }
+
+    #[test]
+    fn training_lowers_the_objective_and_learns_the_toy_classes() {
+        let (x, y) = toy(48, 6, 12, 3);
+        let maps = Maps {
+            x: &x,
+            units: 6,
+            d: 12,
+            y: &y,
+            classes: 3,
+        };
+        let t = Training {
+            filters: 8,
+            epochs: 40,
+            learning_rate: 0.05,
+            ..Training::default()
+        };
+        let mut epochs = Vec::new();
+        let layer = train(&maps, &t, &mut |e| epochs.push(e.clone())).unwrap();
+        let init = AConvLayer::init(8, 12, 3, t.seed);
+        let first = init
+            .objective(&maps, &(0..48).collect::<Vec<_>>(), t.weight_decay)
+            .0;
+        // A zero head gives every class 1/3; the penalty is on the initial W alone.
+        let w2: f64 = init.weight().iter().map(|w| w * w).sum();
+        let want = 3f64.ln() + 0.5 * t.weight_decay * w2;
+        assert!((first - want).abs() < 1e-12, "{first} != {want}");
+        let last = epochs.last().unwrap();
+        assert!(
+            last.objective < 0.25 * first,
+            "{first} -> {}",
+            last.objective
+        );
+        assert!(last.accuracy >= 0.95, "{last:?}");
+        assert_eq!(layer.activations(maps.image(0)).len(), 6 * 8);
+        // The same seed trains the same layer.
+        let again = train(&maps, &t, &mut |_| {}).unwrap();
+        assert_eq!(again, layer);
+    }
+
+    #[test]
+    fn bad_training_settings_are_refused() {
+        let (x, y) = toy(4, 2, 3, 2);
+        let maps = Maps {
+            x: &x,
+            units: 2,
+            d: 3,
+            y: &y,
+            classes: 2,
+        };
+        for t in [
+            Training {
+                learning_rate: 0.0,
+                ..Training::default()
+            },
+            Training {
+                filters: 0,
+                ..Training::default()
+            },
+        ] {
+            assert!(train(&maps, &t, &mut |_| {}).is_err());
+        }
+        let one = [0usize; 4];
+        let maps = Maps { y: &one, ..maps };
+        let e = train(&maps, &Training::default(), &mut |_| {}).unwrap_err();
+        assert!(e.to_string().contains("at least two classes"), "{e}");
+    }
+}
