@@ -69,6 +69,9 @@ enum Command {
     /// Train a linear classifier (one-vs-rest SVMs or logistic regression, C chosen by
     /// cross-validation) on labelled features (`extract --labels`).
     TrainClassifier(cli::classify::TrainArgs),
+    /// Train the paper's added 1x1 convolution (the AConv layer) on fc6's dense map of
+    /// labelled images, through max-pooling and a softmax with the cross-entropy loss.
+    TrainAconv(cli::aconv::Args),
     /// Predict the class of every image of an extraction with a trained classifier.
     Classify(cli::classify::ClassifyArgs),
     /// Accuracy, mean per-class accuracy and the confusion matrix of a classifier on
@@ -140,6 +143,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Bench(args) => cli::bench::run(&opts, args)?,
         Command::TrainClassifier(args) => cli::classify::run_train(args)?,
+        Command::TrainAconv(args) => cli::aconv::run(&opts, args)?,
         Command::Classify(args) => {
             if cli::classify::run_classify(&opts, args)? > 0 {
                 return Ok(std::process::ExitCode::from(2));

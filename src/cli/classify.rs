@@ -80,7 +80,7 @@ pub struct ClassifyArgs {
 }
 
 /// Class indices for `labels`, with the sorted class names.
-fn class_indices(labels: &[&str]) -> (Vec<String>, Vec<usize>) {
+pub(super) fn class_indices(labels: &[&str]) -> (Vec<String>, Vec<usize>) {
     let classes: Vec<String> = labels
         .iter()
         .map(|s| s.to_string())

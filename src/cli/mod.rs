@@ -1,5 +1,6 @@
 //! Subcommands with more than a few lines of their own.
 
+pub mod aconv;
 pub mod bench;
 pub mod classify;
 pub mod extract;

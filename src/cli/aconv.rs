@@ -1,0 +1,240 @@
+//! `crosspool train-aconv`: trains the paper's added 1x1 convolution on fc6's dense map of
+//! labelled images (the AConv layer that `extract --aconv` pools with).
+
+use super::engine::{Device, Engine};
+use crosspool::classifier::aconv::{self, Maps, Training};
+use crosspool::classifier::aconv_file::{AConvFile, AConvMeta};
+use crosspool::gpu::{GpuContext, GpuOptions};
+use crosspool::input::{expand_inputs, failure_reason, prepare, DecodeMode, DecodeOptions};
+use crosspool::model::{Arch, ModelWeights};
+use crosspool::pipeline::{Backend, LayerMaps, LayerMapsWorkspace};
+use crosspool::shape::Shape4;
+use crosspool::store::labels::{LabelSource, Labels};
+use crosspool::store::shards::image_identity;
+use rayon::prelude::*;
+use std::path::PathBuf;
+
+/// Arguments of `train-aconv`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Labelled training images: files, directories (searched recursively), list files.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Their labels: `folder` (each image's parent folder) or a CSV / JSON-lines file, as
+    /// `extract --labels` takes them.
+    #[arg(long)]
+    labels: String,
+    /// Safetensors weights file with the fully connected layers.
+    #[arg(long)]
+    weights: PathBuf,
+    /// Architecture, if the file's metadata does not name it.
+    #[arg(long, value_enum)]
+    model: Option<Arch>,
+    /// The layer whose dense map the added layer convolves.
+    #[arg(long, default_value = "fc6")]
+    layer: String,
+    /// Images are resized to SIZE x SIZE; fc6 then runs over a grid of (SIZE/32 - 6)^2
+    /// positions for VGG (8x8 at 448), which the max-pooling runs over.
+    #[arg(long, default_value_t = 448)]
+    size: u32,
+    /// JPEG decoding (see `extract --decode`); use the mode the features will be extracted with.
+    #[arg(long, value_enum, default_value_t = DecodeMode::Fast)]
+    decode: DecodeMode,
+    /// Filters of the added layer (the paper: 100).
+    #[arg(long, default_value_t = 100)]
+    filters: usize,
+    /// Passes over the training images (the paper: 50).
+    #[arg(long, default_value_t = 50)]
+    epochs: usize,
+    /// SGD step size (the paper: 0.01).
+    #[arg(long, default_value_t = 0.01)]
+    learning_rate: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    /// L2 penalty on the weights.
+    #[arg(long, default_value_t = 5e-4)]
+    weight_decay: f64,
+    /// Images per SGD step.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Seed of the initial weights and the shuffles.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Where the network runs (see `extract --device`); the training itself runs on the CPU.
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    device: Device,
+    /// The layer file to write (safetensors).
+    #[arg(long, short)]
+    out: PathBuf,
+}
+
+/// The maps of `layer` for `images`: `(maps, units, channels, the indices of the images read)`;
+/// an image that cannot be read is reported and left out.
+fn read_maps<B: Backend>(
+    backend: &B,
+    a: &Args,
+    weights: &ModelWeights,
+    images: &[PathBuf],
+) -> anyhow::Result<(Vec<f32>, usize, usize, Vec<usize>)> {
+    const BATCH: usize = 8;
+    let maps = LayerMaps::new(backend, weights, &a.layer)?;
+    let decode = DecodeOptions {
+        mode: a.decode,
+        ..DecodeOptions::default()
+    };
+    let mut buffers: Option<(usize, LayerMapsWorkspace<B>, B::Tensor)> = None;
+    let (mut all, mut read, mut units, mut channels) = (Vec::new(), Vec::new(), 0, 0);
+    for (c, chunk) in images.chunks(BATCH).enumerate() {
+        let prepared: Vec<_> = chunk
+            .par_iter()
+            .map(|p| prepare(p, a.size, &weights.preprocess, decode))
+            .collect();
+        let mut x = Vec::new();
+        let mut n = 0;
+        for (j, (p, r)) in chunk.iter().zip(prepared).enumerate() {
+            match r {
+                Ok(v) => {
+                    x.extend(v);
+                    read.push(c * BATCH + j);
+                    n += 1;
+                }
+                Err(e) => eprintln!(
+                    "train-aconv: {}: {} (left out)",
+                    p.display(),
+                    failure_reason(&e)
+                ),
+            }
+        }
+        if n > 0 {
+            let shape = Shape4::new(n, a.size as usize, a.size as usize, 3);
+            if buffers.as_ref().is_none_or(|(m, _, _)| *m != n) {
+                buffers = Some((
+                    n,
+                    maps.workspace(backend, shape)?,
+                    backend.tensor(shape, "images")?,
+                ));
+            }
+            let (_, ws, input) = buffers.as_ref().expect("set above");
+            let s = maps.shape(ws);
+            (units, channels) = (s.h * s.w, s.c);
+            backend.write(input, &x)?;
+            all.extend(maps.run(backend, input, ws)?);
+        }
+        eprintln!(
+            "train-aconv: {} maps of {}/{} images",
+            a.layer,
+            (c * BATCH + chunk.len()),
+            images.len()
+        );
+    }
+    Ok((all, units, channels, read))
+}
+
+/// Runs `train-aconv`.
+pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    let images: Vec<PathBuf> = expand_inputs(&a.inputs)?
+        .into_iter()
+        .filter(|p| seen.insert(image_identity(p)))
+        .collect();
+    anyhow::ensure!(!images.is_empty(), "no images found in the inputs given");
+    let labels = Labels::load(LabelSource::parse(&a.labels))?;
+    labels.check_all_labelled(&images)?;
+    let names: Vec<String> = images
+        .iter()
+        .map(|p| labels.label_of(p).expect("checked above"))
+        .collect();
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (classes, y) = super::classify::class_indices(&name_refs);
+    anyhow::ensure!(
+        classes.len() >= 2,
+        "the images hold one class only ('{}'): training needs at least two",
+        classes.join("")
+    );
+    let arch = ModelWeights::arch_of(&a.weights, a.model)?;
+    arch.check_input_size(a.size as usize, &a.layer)?;
+    let weights = ModelWeights::load(&a.weights, Some(arch), Some(&a.layer))?;
+    let engine = Engine::open(a.device, opts)?;
+    eprintln!(
+        "train-aconv: {} images of {} classes, {arch} {} at {}x{}, on {}",
+        images.len(),
+        classes.len(),
+        a.layer,
+        a.size,
+        a.size,
+        engine.describe()
+    );
+    let (x, units, d, read) = match &engine {
+        Engine::Gpu(ctx) => read_maps::<GpuContext>(ctx, &a, &weights, &images)?,
+        Engine::Cpu(cpu) => read_maps(cpu, &a, &weights, &images)?,
+    };
+    anyhow::ensure!(
+        !read.is_empty(),
+        "none of the {} images could be read",
+        images.len()
+    );
+    if read.len() < images.len() {
+        eprintln!(
+            "train-aconv: {} image(s) could not be read and were left out",
+            images.len() - read.len()
+        );
+    }
+    let y: Vec<usize> = read.iter().map(|&i| y[i]).collect();
+    let maps = Maps {
+        x: &x,
+        units,
+        d,
+        y: &y,
+        classes: classes.len(),
+    };
+    let training = Training {
+        filters: a.filters,
+        epochs: a.epochs,
+        learning_rate: a.learning_rate,
+        momentum: a.momentum,
+        weight_decay: a.weight_decay,
+        batch: a.batch,
+        seed: a.seed,
+    };
+    eprintln!(
+        "train-aconv: {} filters on {units} positions of {d} channels, {} epochs of SGD",
+        a.filters, a.epochs
+    );
+    let mut epochs = Vec::new();
+    let layer = aconv::train(&maps, &training, &mut |e| {
+        eprintln!(
+            "train-aconv: epoch {:>3}  objective {:.5}  training accuracy {:.2}%",
+            e.epoch,
+            e.objective,
+            100.0 * e.accuracy
+        );
+        epochs.push(e.clone());
+    })?;
+    let last = epochs.last().map(|e| e.accuracy).unwrap_or(0.0);
+    let file = AConvFile {
+        layer,
+        meta: AConvMeta {
+            version: 1,
+            arch,
+            layer: a.layer.clone(),
+            weights: image_identity(&a.weights).display().to_string(),
+            weights_fingerprint: ModelWeights::fingerprint(&a.weights)?,
+            size: a.size,
+            decode: a.decode,
+            classes,
+            images: read.len(),
+            training,
+            epochs,
+        },
+    };
+    file.save(&a.out)?;
+    println!(
+        "wrote {}: {} filters on {} of {arch}, training accuracy {:.2}%",
+        a.out.display(),
+        a.filters,
+        a.layer,
+        100.0 * last
+    );
+    Ok(())
+}
