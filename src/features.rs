@@ -53,7 +53,17 @@ pub enum GridMatch {
     ReceptiveField,
 }
 
+/// The guide layer name of AConv pooling: the 1x1 convolution that `train-aconv` adds on top
+/// of the local layer (fc6), run on it, supplies the pooling channels (`--layers fc6,aconv`).
+pub const ADDED_GUIDE: &str = "aconv";
+
 impl Representation {
+    /// Whether the pooling channels come from the added layer ([`ADDED_GUIDE`]) run on the
+    /// local layer, not from a layer of the network.
+    pub fn added_guide(&self) -> bool {
+        matches!(self, Representation::CrossLayer { guide, .. } if guide == ADDED_GUIDE)
+    }
+
     /// The paper's default for `arch`: cross-layer pooling of its default layer pair, 1x1.
     pub fn paper_default(arch: Arch) -> Self {
         let (t, t1) = arch.default_pair();
@@ -91,9 +101,10 @@ impl Representation {
         }
     }
 
-    /// Layers the network must produce.
+    /// Layers the network must produce (the local layer alone when the added layer guides).
     pub fn layers(&self) -> Vec<&str> {
         match self {
+            Representation::CrossLayer { local, .. } if self.added_guide() => vec![local],
             Representation::CrossLayer { local, guide, .. } => vec![local, guide],
             Representation::Gram { local, .. } | Representation::Region { local, .. } => {
                 vec![local]
@@ -181,6 +192,19 @@ impl FeatureSpec {
                     self.repr.layers()[1]
                 )));
             }
+        }
+        if self.repr.added_guide()
+            && matches!(
+                self.repr,
+                Representation::CrossLayer {
+                    grid: GridMatch::ReceptiveField,
+                    ..
+                }
+            )
+        {
+            return Err(Error::Config(
+                "the added AConv layer runs on the local layer's own grid: use --pooling cross-layer with --layers fc6,aconv".into(),
+            ));
         }
         if let Representation::CrossLayer {
             window,

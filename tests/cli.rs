@@ -696,3 +696,156 @@ fn classifiers_from_labelled_images() {
         "{err}"
     );
 }
+
+#[test]
+fn aconv_from_the_command_line() {
+    let tmp = temp_dir("aconv");
+    let dir = &tmp.0;
+    let tensors = common::seeded_tensors_with(Arch::Alexnet, true);
+    let meta =
+        std::collections::HashMap::from([("crosspool.arch".to_string(), "alexnet".to_string())]);
+    let weights = dir.join("alexnet.safetensors");
+    std::fs::write(
+        &weights,
+        common::safetensors_bytes(&tensors, Some(meta.clone())),
+    )
+    .unwrap();
+    // Three classes of the scene set, five images each.
+    let scenes = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/scenes/train");
+    let classes = ["Aqua", "Kite", "Path"];
+    let dirs: Vec<PathBuf> = classes.iter().map(|c| scenes.join(c)).collect();
+    let ac = dir.join("layer.aconv");
+    let mut args: Vec<std::ffi::OsString> = [
+        "train-aconv",
+        "--labels",
+        "folder",
+        "--size",
+        "287",
+        "--filters",
+        "8",
+        "--epochs",
+        "3",
+        "--weights",
+    ]
+    .iter()
+    .map(Into::into)
+    .collect();
+    args.push(weights.clone().into());
+    args.extend(["-o".into(), ac.clone().into()]);
+    args.extend(dirs.iter().map(|d| d.clone().into()));
+    let out = crosspool().args(&args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("15 images of 3 classes"), "{err}");
+    assert_eq!(err.matches("training accuracy").count(), 3, "{err}");
+    assert!(
+        err.contains("8 filters on 9 positions of 4096 channels"),
+        "{err}"
+    );
+
+    // Its activations guide the pooling of fc6: 8 rows of 4096.
+    let feats = dir.join("feats");
+    let out = crosspool()
+        .args([
+            "extract",
+            "-q",
+            "--size",
+            "287",
+            "--labels",
+            "folder",
+            "--weights",
+        ])
+        .arg(&weights)
+        .arg("--aconv")
+        .arg(&ac)
+        .arg("-o")
+        .arg(&feats)
+        .args(&dirs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(feats.join("extract.json")).unwrap())
+            .unwrap();
+    assert_eq!(s["layers"], serde_json::json!(["fc6", "aconv"]));
+    assert_eq!(
+        (s["feature_rows"].clone(), s["feature_cols"].clone()),
+        (8.into(), 4096.into())
+    );
+    assert!(s["aconv"].as_str().unwrap().ends_with("layer.aconv"));
+    // A classifier on them, and classify on the images, which extracts with the layer.
+    let clf = dir.join("clf");
+    let out = crosspool()
+        .args(["train-classifier", "--c", "1", "-o"])
+        .arg(&clf)
+        .arg(&feats)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = crosspool()
+        .args(["classify", "-q", "--classifier"])
+        .arg(&clf)
+        .arg(&dirs[0])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5);
+
+    // Mistakes are named: one class; the layer with other weights; --layers fc6,aconv alone.
+    let one = crosspool()
+        .args([
+            "train-aconv",
+            "--labels",
+            "folder",
+            "--size",
+            "287",
+            "--weights",
+        ])
+        .arg(&weights)
+        .arg("-o")
+        .arg(dir.join("x"))
+        .arg(&dirs[0])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&one.stderr);
+    assert!(
+        !one.status.success() && err.contains("one class only ('Aqua')"),
+        "{err}"
+    );
+    let other = dir.join("other.safetensors");
+    let mut meta2 = meta;
+    meta2.insert("note".into(), "another file".into());
+    std::fs::write(&other, common::safetensors_bytes(&tensors, Some(meta2))).unwrap();
+    for (w, extra, why) in [
+        (
+            &other,
+            vec!["--aconv", ac.to_str().unwrap()],
+            "other weights",
+        ),
+        (&weights, vec!["--layers", "fc6,aconv"], "--aconv FILE"),
+    ] {
+        let out = crosspool()
+            .args(["extract", "-q", "--size", "287", "--weights"])
+            .arg(w)
+            .args(&extra)
+            .arg("-o")
+            .arg(dir.join("bad"))
+            .arg(&dirs[0])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{why}: {err}");
+    }
+}

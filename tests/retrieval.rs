@@ -190,6 +190,7 @@ fn settings(rows: usize, cols: usize) -> ExtractSettings {
         size: 224,
         decode: crosspool::input::DecodeMode::Exact,
         pca: None,
+        aconv: None,
         format: OutputFormat::F32,
         feature_rows: rows,
         feature_cols: cols,

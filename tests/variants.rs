@@ -1,6 +1,6 @@
 //! The paper's remaining pooling variants end to end (section 4.3, Table 5): FC-FC (fc6 with
 //! a PCA x fc8 on the dense grid), FC-Conv (conv5 summed within fc6's receptive fields x fc6)
-//! and max channel pooling, on AlexNet with seeded weights including the classifier, at
+//! max channel pooling and AConv pooling (fc6 x an added 1x1 layer), on AlexNet with seeded weights including the classifier, at
 //! 287x287 where the fully connected layers run densely over a 3x3 grid. The GPU and the CPU
 //! backend are held to the CPU reference, and all three to an independent float64 computation
 //! from the paper's definitions (tests/golden/variants_alexnet_287.safetensors, written by
@@ -17,6 +17,7 @@ use crosspool::pipeline::{Backend, Extractor};
 use crosspool::pooling::{ChannelPooling, LocalWindow, Normalization};
 use crosspool::reference;
 use crosspool::shape::Shape4;
+use crosspool::weights::Conv2dWeights;
 use safetensors::SafeTensors;
 use std::path::Path;
 
@@ -111,19 +112,24 @@ fn extract_on<B: Backend>(
     pca: Option<&Pca>,
 ) -> (usize, usize, Vec<f32>) {
     let (x, shape) = input();
-    extract_with(b, w, spec, pca, &x, shape)
+    extract_with(b, w, spec, pca, None, &x, shape)
 }
 
-/// Features of input `x` on backend `b`: `(rows, cols, values)`.
+/// Features of input `x` on backend `b`, with an added AConv layer if given: `(rows, cols,
+/// values)`.
 fn extract_with<B: Backend>(
     b: &B,
     w: &ModelWeights,
     spec: &FeatureSpec,
     pca: Option<&Pca>,
+    aconv: Option<&Conv2dWeights>,
     x: &[f32],
     shape: Shape4,
 ) -> (usize, usize, Vec<f32>) {
-    let ex = Extractor::new(b, w, spec.clone(), pca).unwrap();
+    let mut ex = Extractor::new(b, w, spec.clone(), pca).unwrap();
+    if let Some(c) = aconv {
+        ex = ex.with_aconv(b, c).unwrap();
+    }
     let ws = ex.workspace(b, shape).unwrap();
     let t = b.tensor(shape, "input").unwrap();
     b.write(&t, x).unwrap();
@@ -238,9 +244,9 @@ fn vgg16_fc_conv_matches_an_independent_computation() {
     let x = random(shape.len(), 7);
     for backend in ["gpu", "cpu backend"] {
         let got = if backend == "gpu" {
-            extract_with(gpu(), &w, &spec, None, &x, shape)
+            extract_with(gpu(), &w, &spec, None, None, &x, shape)
         } else {
-            extract_with(&CpuBackend::new(), &w, &spec, None, &x, shape)
+            extract_with(&CpuBackend::new(), &w, &spec, None, None, &x, shape)
         };
         assert_eq!((got.0, got.1), (rows, 512), "{backend}: layout");
         assert_close(
@@ -278,4 +284,135 @@ fn variants_refuse_what_they_cannot_compute() {
     }
     let e = windowed.validate(Arch::Alexnet).unwrap_err().to_string();
     assert!(e.contains("1x1"), "{e}");
+}
+
+/// AConv pooling (`--layers fc6,aconv`): fc6's local features, PCA-reduced, pooled with the
+/// ReLU activations of an added 1x1 layer (seeded here; `train-aconv` trains it) run on fc6,
+/// on AlexNet at 287x287 (a 3x3 grid). The GPU and the CPU backend are held to the reference,
+/// and the reference's added layer, pooling and normalisation to a float64 computation from
+/// the definitions, on the reference's fc6.
+#[test]
+fn aconv_pooling_matches_the_reference_and_a_float64_computation() {
+    use crosspool::classifier::aconv::{AConvLayer, Training};
+    use crosspool::classifier::aconv_file::{AConvFile, AConvMeta};
+    const FILTERS: usize = 12;
+    let w = weights();
+    // Weights of either sign, and positive biases, so that most activations are positive and
+    // some are cut by the ReLU.
+    let mut layer = AConvLayer::init(FILTERS, 4096, 2, 3);
+    let b0 = FILTERS * 4096;
+    for (i, t) in layer.theta[b0..b0 + FILTERS].iter_mut().enumerate() {
+        *t = 0.05 * (i % 4) as f64;
+    }
+    let file = AConvFile {
+        layer,
+        meta: AConvMeta {
+            version: 1,
+            arch: Arch::Alexnet,
+            layer: "fc6".into(),
+            weights: "seeded".into(),
+            weights_fingerprint: String::new(),
+            size: SIZE as u32,
+            decode: crosspool::input::DecodeMode::Exact,
+            classes: vec!["a".into(), "b".into()],
+            images: 0,
+            training: Training::default(),
+            epochs: vec![],
+        },
+    };
+    let conv = file.to_conv().unwrap();
+    let spec = FeatureSpec {
+        repr: Representation::cross_layer("fc6", "aconv", LocalWindow::UNIT),
+        norm: Normalization::PAPER,
+    };
+    let pca = seeded_pca();
+    let (x, shape) = input();
+    let (rows, cols, want) =
+        reference::features_with_aconv(&w, &spec, Some(&pca), Some(&conv), &x, shape).unwrap();
+    assert_eq!((rows, cols), (FILTERS, PCA_DIMS));
+
+    // Float64 from the definitions: a_ik = relu(W_k f_i + b_k), x_i = C (f_i - mean),
+    // P_k = sum_i a_ik x_i, then L2 per row and the signed square root.
+    let fc6 = reference::network_forward(&w, &x, shape, &["fc6"]).unwrap();
+    let (fs, f) = &fc6[0];
+    let units = fs.h * fs.w;
+    assert_eq!(units, 9);
+    let mut independent = Vec::new();
+    let mut cut = 0;
+    for img in f.chunks(units * 4096) {
+        let mut p = vec![0.0f64; FILTERS * PCA_DIMS];
+        for fi in img.chunks(4096) {
+            let xi: Vec<f64> = (0..PCA_DIMS)
+                .map(|d| {
+                    let c = &pca.components[d * 4096..(d + 1) * 4096];
+                    c.iter()
+                        .zip(fi)
+                        .zip(&pca.mean)
+                        .map(|((&c, &v), &m)| c as f64 * (v as f64 - m as f64))
+                        .sum()
+                })
+                .collect();
+            for k in 0..FILTERS {
+                let wk = &file.layer.weight()[k * 4096..(k + 1) * 4096];
+                let pre: f64 = wk
+                    .iter()
+                    .zip(fi)
+                    .map(|(&a, &v)| a as f32 as f64 * v as f64)
+                    .sum::<f64>()
+                    + file.layer.bias()[k] as f32 as f64;
+                if pre <= 0.0 {
+                    cut += 1;
+                }
+                let a = pre.max(0.0);
+                for d in 0..PCA_DIMS {
+                    p[k * PCA_DIMS + d] += a * xi[d];
+                }
+            }
+        }
+        for row in p.chunks(PCA_DIMS) {
+            let n = row.iter().map(|v| v * v).sum::<f64>().sqrt();
+            independent.extend(row.iter().map(|&v| {
+                let v = if n > 0.0 { v / n } else { 0.0 };
+                (v.signum() * v.abs().sqrt()) as f32
+            }));
+        }
+    }
+    assert!(
+        cut > 0 && cut < BATCH * units * FILTERS,
+        "the ReLU cuts {cut} of {} activations",
+        BATCH * units * FILTERS
+    );
+    assert_close(&want, &independent, &spec, "aconv: reference vs float64");
+    let cpu = CpuBackend::new();
+    for (backend, got) in [
+        (
+            "gpu",
+            extract_with(gpu(), &w, &spec, Some(&pca), Some(&conv), &x, shape),
+        ),
+        (
+            "cpu backend",
+            extract_with(&cpu, &w, &spec, Some(&pca), Some(&conv), &x, shape),
+        ),
+    ] {
+        assert_eq!((got.0, got.1), (rows, cols), "aconv on {backend}: layout");
+        assert_close(
+            &got.2,
+            &want,
+            &spec,
+            &format!("aconv on {backend} vs reference"),
+        );
+    }
+    // Without the layer, or with it on features that do not use it, the extractor says so.
+    let ctx = gpu();
+    let ex = Extractor::new(ctx, &w, spec.clone(), Some(&pca)).unwrap();
+    let e = ex.workspace(ctx, shape).err().unwrap().to_string();
+    assert!(e.contains("--aconv"), "{e}");
+    let (_, other, _) = variants().remove(2);
+    let e = Extractor::new(ctx, &w, other, None)
+        .unwrap()
+        .with_aconv(ctx, &conv)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("--layers conv4,aconv"), "{e}");
 }

@@ -7,7 +7,8 @@ use crosspool::features::FeatureSpec;
 use crosspool::gpu::{GpuContext, GpuOptions};
 use crosspool::model::ModelWeights;
 use crosspool::pca::Pca;
-use crosspool::pipeline::Extractor;
+use crosspool::pipeline::{Backend, Extractor};
+use crosspool::weights::Conv2dWeights;
 
 /// Where a command computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -62,15 +63,27 @@ impl Engine {
         weights: &ModelWeights,
         spec: FeatureSpec,
         pca: Option<&Pca>,
+        aconv: Option<&Conv2dWeights>,
     ) -> anyhow::Result<DeviceExtractor<'_>> {
+        fn make<B: Backend>(
+            b: &B,
+            weights: &ModelWeights,
+            spec: FeatureSpec,
+            pca: Option<&Pca>,
+            aconv: Option<&Conv2dWeights>,
+        ) -> crosspool::error::Result<Box<Extractor<B>>> {
+            let ex = Extractor::new(b, weights, spec, pca)?;
+            Ok(Box::new(match aconv {
+                Some(c) => ex.with_aconv(b, c)?,
+                None => ex,
+            }))
+        }
         Ok(match self {
             Engine::Gpu(ctx) => {
                 let ctx: &GpuContext = ctx;
-                DeviceExtractor::Gpu(ctx, Box::new(Extractor::new(ctx, weights, spec, pca)?))
+                DeviceExtractor::Gpu(ctx, make(ctx, weights, spec, pca, aconv)?)
             }
-            Engine::Cpu(cpu) => {
-                DeviceExtractor::Cpu(cpu, Box::new(Extractor::new(cpu, weights, spec, pca)?))
-            }
+            Engine::Cpu(cpu) => DeviceExtractor::Cpu(cpu, make(cpu, weights, spec, pca, aconv)?),
         })
     }
 }

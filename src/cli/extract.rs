@@ -1,8 +1,9 @@
 //! `crosspool extract`: images in, feature shards out.
 
 use super::engine::{Device, Engine};
+use crosspool::classifier::aconv_file::AConvFile;
 use crosspool::extract::{self, ExtractConfig};
-use crosspool::features::FeatureSpec;
+use crosspool::features::{FeatureSpec, ADDED_GUIDE};
 use crosspool::gpu::GpuOptions;
 use crosspool::input::{expand_inputs, DecodeLimits, DecodeMode, DecodeOptions};
 use crosspool::model::{Arch, ModelWeights};
@@ -58,6 +59,10 @@ pub struct Args {
     /// PCA of the local features (from `crosspool fit-pca`).
     #[arg(long)]
     pca: Option<PathBuf>,
+    /// The added AConv layer (from `crosspool train-aconv`) whose activations guide the
+    /// pooling of its layer's local features: `--layers fc6,aconv` (the default with it).
+    #[arg(long)]
+    aconv: Option<PathBuf>,
     /// Normalisation.
     #[arg(long, value_enum, default_value_t = Norm::Paper)]
     norm: Norm,
@@ -124,6 +129,7 @@ impl Args {
             size: s.size,
             decode: Some(s.decode),
             pca: s.pca.as_ref().map(PathBuf::from),
+            aconv: s.aconv.as_ref().map(PathBuf::from),
             norm: s.norm,
             format: s.format,
             batch: None,
@@ -217,18 +223,60 @@ fn progress_bar(quiet: bool, len: usize) -> indicatif::ProgressBar {
     b
 }
 
+/// The AConv layer as a convolution, checked against the run: trained on this network's
+/// `spec` local layer with these weights (their content), and at this size (a warning if
+/// not: the 1x1 layer runs at any size, but was trained on another grid).
+fn check_aconv(
+    ac: &AConvFile,
+    a: &Args,
+    arch: Arch,
+    spec: &FeatureSpec,
+) -> anyhow::Result<crosspool::weights::Conv2dWeights> {
+    let path = a.aconv.as_deref().map(Path::display);
+    let path = path.map(|p| p.to_string()).unwrap_or_default();
+    anyhow::ensure!(
+        spec.repr.added_guide(),
+        "--aconv {path} is given but --layers {} does not pool with it (use --layers {},{ADDED_GUIDE})",
+        a.layers.join(","),
+        ac.meta.layer
+    );
+    anyhow::ensure!(
+        ac.meta.arch == arch && ac.meta.layer == spec.repr.local_layer(),
+        "{path} was trained on {} {}, but the features pool {arch} {}",
+        ac.meta.arch,
+        ac.meta.layer,
+        spec.repr.local_layer()
+    );
+    anyhow::ensure!(
+        ac.meta.weights_fingerprint == ModelWeights::fingerprint(&a.weights)?,
+        "{path} was trained on the map of other weights ({}) than {}",
+        ac.meta.weights,
+        a.weights.display()
+    );
+    if ac.meta.size != a.size {
+        eprintln!(
+            "extract: warning: {path} was trained at {0}x{0}; these features are extracted at {1}x{1}",
+            ac.meta.size, a.size
+        );
+    }
+    Ok(ac.to_conv()?)
+}
+
 /// Runs `extract`; returns the number of images that failed.
 pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     let started = std::time::Instant::now();
     let arch = ModelWeights::arch_of(&a.weights, a.model)?;
-    let layers: Vec<String> = if a.layers.is_empty() {
-        let (t, t1) = match a.pooling {
-            Pooling::FcConv => arch.fc_conv_pair(),
-            _ => arch.default_pair(),
-        };
-        vec![t.into(), t1.into()]
-    } else {
-        a.layers.clone()
+    let aconv = a.aconv.as_deref().map(AConvFile::load).transpose()?;
+    let layers: Vec<String> = match (&aconv, a.layers.is_empty()) {
+        (Some(ac), true) => vec![ac.meta.layer.clone(), ADDED_GUIDE.into()],
+        (None, true) => {
+            let (t, t1) = match a.pooling {
+                Pooling::FcConv => arch.fc_conv_pair(),
+                _ => arch.default_pair(),
+            };
+            vec![t.into(), t1.into()]
+        }
+        (_, false) => a.layers.clone(),
     };
     let spec = feature_spec(
         arch,
@@ -241,6 +289,10 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     )?;
     arch.check_input_size(a.size as usize, spec.deepest_layer(arch)?)?;
     let weights = ModelWeights::load(&a.weights, Some(arch), Some(spec.deepest_layer(arch)?))?;
+    let aconv_conv = match &aconv {
+        Some(ac) => Some(check_aconv(ac, &a, arch, &spec)?),
+        None => None,
+    };
     let pca = a.pca.as_deref().map(Pca::load).transpose()?;
 
     let (listed, duplicates) = distinct_images(expand_inputs(&a.inputs)?);
@@ -262,7 +314,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     };
 
     let engine = Engine::open(a.device, opts)?;
-    let extractor = engine.extractor(&weights, spec.clone(), pca.as_ref())?;
+    let extractor = engine.extractor(&weights, spec.clone(), pca.as_ref(), aconv_conv.as_ref())?;
     let (feature_rows, feature_cols) = extractor.feature_shape(a.size as usize)?;
     let batch = a
         .batch
@@ -286,6 +338,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         size: a.size,
         decode,
         pca: a.pca.as_deref().map(absolute),
+        aconv: a.aconv.as_deref().map(absolute),
         format: a.format,
         feature_rows,
         feature_cols,

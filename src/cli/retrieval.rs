@@ -3,6 +3,7 @@
 
 use super::engine::{Device, Engine};
 use anyhow::Context;
+use crosspool::classifier::aconv_file::AConvFile;
 use crosspool::extract::{self, ExtractConfig};
 use crosspool::gpu::{GpuContext, GpuDatabase, GpuOptions, ScoreKernel};
 use crosspool::input::{DecodeLimits, DecodeOptions};
@@ -241,8 +242,13 @@ pub fn run_search(opts: &GpuOptions, a: SearchArgs) -> anyhow::Result<usize> {
         .as_deref()
         .map(|p| Pca::load(std::path::Path::new(p)))
         .transpose()?;
+    let aconv = recipe
+        .aconv
+        .as_deref()
+        .map(|p| AConvFile::load(std::path::Path::new(p))?.to_conv())
+        .transpose()?;
     let engine = Engine::open(a.score.device, opts)?;
-    let extractor = engine.extractor(&weights, spec, pca.as_ref())?;
+    let extractor = engine.extractor(&weights, spec, pca.as_ref(), aconv.as_ref())?;
     let cfg = ExtractConfig {
         size: recipe.size,
         batch: a.query.len().clamp(1, 8),

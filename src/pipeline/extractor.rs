@@ -4,12 +4,13 @@
 use super::backend::{Backend, Guide};
 use super::network::{Network, Workspace};
 use crate::error::{Error, Result};
-use crate::features::{FeatureSpec, GridMatch, Representation};
+use crate::features::{FeatureSpec, GridMatch, Representation, ADDED_GUIDE};
 use crate::gpu::GpuContext;
 use crate::model::{Arch, ModelWeights};
 use crate::pca::Pca;
 use crate::pooling::{pyramid_regions, ChannelPooling, LocalWindow, RegionPoolMode};
 use crate::shape::Shape4;
+use crate::weights::Conv2dWeights;
 
 /// A network, its pooling stage and the kernels they use, ready to extract features.
 pub struct Extractor<B: Backend = GpuContext> {
@@ -17,6 +18,8 @@ pub struct Extractor<B: Backend = GpuContext> {
     net: Network<B>,
     spec: FeatureSpec,
     pca: Option<B::Conv>,
+    /// AConv pooling only: the added 1x1 convolution whose activations guide the pooling.
+    aconv: Option<B::Conv>,
     kernels: B::Kernels,
 }
 
@@ -30,6 +33,8 @@ pub struct ExtractWorkspace<B: Backend = GpuContext> {
     /// Region pooling only: the pyramid's cells.
     regions: Option<B::Regions>,
     features: B::Features,
+    /// AConv pooling only: the added layer's activations on the local layer.
+    added_guide: Option<B::Tensor>,
     /// Cross-layer only: per image, the sum of each channel of layer t+1 over the map, which
     /// retrieval uses to choose the query's pooling channels (the paper's eq. 3).
     guide_sums: Option<GuideSums<B>>,
@@ -131,8 +136,23 @@ impl<B: Backend> Extractor<B> {
             net: Network::new(ctx, weights)?,
             spec,
             pca,
+            aconv: None,
             kernels: ctx.kernels()?,
         })
+    }
+
+    /// Adds the AConv layer (from `train-aconv`) that the spec's [`crate::features::ADDED_GUIDE`]
+    /// names: a convolution on the local layer whose activations guide the pooling.
+    pub fn with_aconv(mut self, ctx: &B, conv: &Conv2dWeights) -> Result<Self> {
+        if !self.spec.repr.added_guide() {
+            return Err(Error::Config(format!(
+                "an AConv layer was given but the features ({}) do not pool with it (--layers {},{ADDED_GUIDE})",
+                self.spec.repr,
+                self.spec.repr.local_layer()
+            )));
+        }
+        self.aconv = Some(ctx.conv_layer(conv)?);
+        Ok(self)
     }
 
     /// The feature spec.
@@ -151,7 +171,21 @@ impl<B: Backend> Extractor<B> {
     pub fn workspace(&self, ctx: &B, input: Shape4) -> Result<ExtractWorkspace<B>> {
         let layers = self.spec.repr.layers();
         let net = self.net.workspace(ctx, input, &layers)?;
-        let shapes: Vec<Shape4> = net.outputs().iter().map(B::shape_of).collect();
+        let mut shapes: Vec<Shape4> = net.outputs().iter().map(B::shape_of).collect();
+        let added_guide = match (&self.aconv, self.spec.repr.added_guide()) {
+            (Some(conv), true) => {
+                let t = ctx.tensor(B::conv_spec(conv).output_shape(shapes[0])?, "aconv activations")?;
+                shapes.push(B::shape_of(&t));
+                Some(t)
+            }
+            (None, true) => {
+                return Err(Error::Config(format!(
+                    "the features pool with the added AConv layer ({}) but none was given (--aconv FILE from train-aconv)",
+                    self.spec.repr
+                )))
+            }
+            _ => None,
+        };
         let mut local = shapes[0];
         let mut fields = None;
         if let Representation::CrossLayer { grid, .. } = &self.spec.repr {
@@ -229,8 +263,16 @@ impl<B: Backend> Extractor<B> {
             fields,
             regions,
             features,
+            added_guide,
             guide_sums,
         })
+    }
+
+    /// The guide of cross-layer pooling: layer t+1, or the added AConv layer's activations.
+    fn guide<'w>(&self, ws: &'w ExtractWorkspace<B>) -> &'w B::Tensor {
+        ws.added_guide
+            .as_ref()
+            .unwrap_or_else(|| &ws.net.outputs()[1])
     }
 
     /// The local features pooled (layer t, or its PCA projection) and their window.
@@ -254,7 +296,7 @@ impl<B: Backend> Extractor<B> {
         let k = &self.kernels;
         match &self.spec.repr {
             Representation::CrossLayer { channel, .. } => {
-                let guide = Guide::Layer(&ws.net.outputs()[1], LocalWindow::UNIT);
+                let guide = Guide::Layer(self.guide(ws), LocalWindow::UNIT);
                 ctx.cross_layer(k, r, guide, x, win, 1, *channel, out)
             }
             Representation::Gram { .. } => {
@@ -293,12 +335,15 @@ impl<B: Backend> Extractor<B> {
         if let Some(f) = &ws.fields {
             ctx.field_pool(&self.kernels, r, &outs[0], &f.fields, &f.pooled)?;
         }
+        if let (Some(c), Some(t)) = (&self.aconv, &ws.added_guide) {
+            ctx.conv(&self.kernels, r, c, &outs[0], t)?;
+        }
         self.record_pooling(ctx, r, ws, &ws.features)?;
         if let Some(g) = &ws.guide_sums {
             ctx.region_pool(
                 &self.kernels,
                 r,
-                &outs[1],
+                self.guide(ws),
                 &g.whole_map,
                 RegionPoolMode::Sum,
                 &g.sums,
@@ -339,6 +384,12 @@ impl<B: Backend> Extractor<B> {
                 B::shape_of(&outs[0]).len() as f64,
                 &mut |r| ctx.field_pool(&self.kernels, r, &outs[0], &f.fields, &f.pooled),
             )?;
+        }
+        if let (Some(c), Some(t)) = (&self.aconv, &ws.added_guide) {
+            let flops = B::conv_spec(c).flops(B::shape_of(&outs[0]))?;
+            timed("aconv", flops, &mut |r| {
+                ctx.conv(&self.kernels, r, c, &outs[0], t)
+            })?;
         }
         let (x, _) = self.local_features(ws);
         let xs = B::shape_of(x);

@@ -1,10 +1,11 @@
 use super::Reduced;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::features::{FeatureSpec, GridMatch, Representation};
 use crate::model::ModelWeights;
 use crate::pca::Pca;
 use crate::pooling::{pyramid_regions, ChannelPooling, LocalWindow};
 use crate::shape::Shape4;
+use crate::weights::Conv2dWeights;
 
 /// The feature pipeline on the CPU: network, optional PCA projection, pooling and
 /// normalisation. Returns `(rows, cols, values)` with values `[n][rows][cols]`.
@@ -15,8 +16,28 @@ pub fn features(
     input: &[f32],
     shape: Shape4,
 ) -> Result<(usize, usize, Vec<f32>)> {
+    features_with_aconv(weights, spec, pca, None, input, shape)
+}
+
+/// [`features`], with the added AConv layer when the spec pools with it: its activations on
+/// the local layer are the guide.
+pub fn features_with_aconv(
+    weights: &ModelWeights,
+    spec: &FeatureSpec,
+    pca: Option<&Pca>,
+    aconv: Option<&Conv2dWeights>,
+    input: &[f32],
+    shape: Shape4,
+) -> Result<(usize, usize, Vec<f32>)> {
     let layers = spec.repr.layers();
-    let acts = super::network_forward(weights, input, shape, &layers)?;
+    let mut acts = super::network_forward(weights, input, shape, &layers)?;
+    if spec.repr.added_guide() {
+        let conv = aconv.ok_or_else(|| {
+            Error::Config("the features pool with the added AConv layer; none was given".into())
+        })?;
+        let (s, r) = super::conv2d(&acts[0].1, acts[0].0, conv)?;
+        acts.push((s, r.values));
+    }
     let (mut xs, mut x) = acts[0].clone();
     let mut win = spec.repr.window();
     if let Some(p) = pca {

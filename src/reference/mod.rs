@@ -12,7 +12,7 @@ mod relu;
 
 pub use backend::{CpuFeatures, CpuTensor, ReferenceBackend};
 pub use conv::conv2d;
-pub use features::features;
+pub use features::{features, features_with_aconv};
 pub use network::network_forward;
 pub use pool::max_pool2d;
 pub use pooling::{cross_layer, field_pool, normalize, quantize, region_pool};

@@ -223,6 +223,10 @@ pub struct ExtractSettings {
     pub decode: DecodeMode,
     /// PCA file, absolute, if one was applied.
     pub pca: Option<String>,
+    /// AConv layer file (from `train-aconv`), absolute, when it guides the pooling
+    /// (`--layers fc6,aconv`); left out otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aconv: Option<String>,
     /// Stored format.
     pub format: OutputFormat,
     /// Rows of each image's feature (pooling channels, regions).
@@ -386,6 +390,7 @@ impl ExtractSettings {
             size: number("size")? as u32,
             decode: DecodeMode::Exact,
             pca: (!pca.is_empty()).then(|| pca.to_string()),
+            aconv: None,
             format,
             feature_rows: number("feature_rows")?,
             feature_cols: number("feature_cols")?,
@@ -427,6 +432,7 @@ mod tests {
             size: 448,
             decode: DecodeMode::Fast,
             pca: None,
+            aconv: None,
             format: OutputFormat::Bits1,
             feature_rows: 512,
             feature_cols: 4608,
