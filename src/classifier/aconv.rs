@@ -12,7 +12,6 @@
 
 use super::rng::Rng;
 use crate::error::{Error, Result};
-use rayon::prelude::*;
 
 /// The layer's maps: `n` images of `units` positions of `d` values, with class indices.
 pub struct Maps<'a> {
@@ -160,25 +159,80 @@ impl AConvLayer {
         (v, c)
     }
 
+    /// Pre-activations `W f + b` of `rows` positions `x` (`[rows][d]`): `[rows][filters]`, by an
+    /// f64 GEMM (exact enough for the gradient check, and the cost of training).
+    fn pre_activations(&self, x: &[f32], rows: usize) -> Vec<f64> {
+        let (d, f) = (self.d, self.filters);
+        let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let mut pre: Vec<f64> = (0..rows)
+            .flat_map(|_| self.bias().iter().copied())
+            .collect();
+        // SAFETY: pre is rows x f (row-major), x64 rows x d, the weights f x d read as their
+        // transpose d x f (row stride 1, column stride d); every index stays inside.
+        unsafe {
+            gemm::gemm(
+                rows,
+                f,
+                d,
+                pre.as_mut_ptr(),
+                1,
+                f as isize,
+                true,
+                x64.as_ptr(),
+                1,
+                d as isize,
+                self.weight().as_ptr(),
+                d as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(rayon::current_num_threads()),
+            );
+        }
+        pre
+    }
+
     /// The layer's activations on one map `[units][d]`: `[units][filters]`.
     pub fn activations(&self, map: &[f32]) -> Vec<f64> {
-        let (w, b) = (self.weight(), self.bias());
-        map.chunks(self.d)
-            .flat_map(|f| {
-                (0..self.filters)
-                    .map(move |i| (dot(&w[i * self.d..(i + 1) * self.d], f) + b[i]).max(0.0))
-            })
-            .collect()
+        let mut a = self.pre_activations(map, map.len() / self.d);
+        a.iter_mut().for_each(|v| *v = v.max(0.0));
+        a
+    }
+
+    /// The forward pass of each of `maps`' `images`.
+    fn forward_all(&self, maps: &Maps<'_>, images: &[usize]) -> Vec<Forward> {
+        // Images per GEMM: enough rows to keep the cores busy, few enough to bound the f64
+        // copy (16 x 64 positions x 4096 values = 32 MiB).
+        const CHUNK: usize = 16;
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(CHUNK) {
+            let x: Vec<f32> = chunk
+                .iter()
+                .flat_map(|&i| maps.image(i).iter().copied())
+                .collect();
+            let pre = self.pre_activations(&x, chunk.len() * maps.units);
+            out.extend(
+                pre.chunks(maps.units * self.filters)
+                    .map(|p| self.head_forward(p)),
+            );
+        }
+        out
     }
 
     fn forward(&self, map: &[f32]) -> Forward {
-        let (w, b) = (self.weight(), self.bias());
+        self.head_forward(&self.pre_activations(map, map.len() / self.d))
+    }
+
+    /// Max-pooling, ReLU and the head on one image's pre-activations `[units][filters]`.
+    fn head_forward(&self, pre: &[f64]) -> Forward {
         let mut argmax = vec![(0usize, f64::NEG_INFINITY); self.filters];
-        for (p, f) in map.chunks(self.d).enumerate() {
-            for (i, best) in argmax.iter_mut().enumerate() {
-                let pre = dot(&w[i * self.d..(i + 1) * self.d], f) + b[i];
-                if pre > best.1 {
-                    *best = (p, pre);
+        for (p, row) in pre.chunks(self.filters).enumerate() {
+            for (best, &v) in argmax.iter_mut().zip(row) {
+                if v > best.1 {
+                    *best = (p, v);
                 }
             }
         }
@@ -206,6 +260,22 @@ impl AConvLayer {
         super::linear::argmax(&self.forward(map).logits)
     }
 
+    /// The objective on `images` of `maps` and the share of them predicted right.
+    pub fn evaluate(&self, maps: &Maps<'_>, images: &[usize], weight_decay: f64) -> (f64, f64) {
+        let mut loss = 0.0;
+        let mut right = 0;
+        for (fw, &i) in self.forward_all(maps, images).iter().zip(images) {
+            let m = fw.logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = m + fw.logits.iter().map(|z| (z - m).exp()).sum::<f64>().ln();
+            loss += lse - fw.logits[maps.y[i]];
+            right += usize::from(super::linear::argmax(&fw.logits) == maps.y[i]);
+        }
+        let (v, _) = self.head();
+        let penalty: f64 = self.weight().iter().chain(v).map(|t| t * t).sum();
+        let n = images.len() as f64;
+        (loss / n + 0.5 * weight_decay * penalty, right as f64 / n)
+    }
+
     /// The objective on `images` of `maps` (mean cross-entropy plus the L2 penalty) and its
     /// gradient.
     pub fn objective(
@@ -215,10 +285,11 @@ impl AConvLayer {
         weight_decay: f64,
     ) -> (f64, Vec<f64>) {
         let (f, nd) = (self.filters, self.filters * self.d);
-        let passes: Vec<(Forward, Vec<f64>)> = images
-            .par_iter()
-            .map(|&i| {
-                let fw = self.forward(maps.image(i));
+        let passes: Vec<(Forward, Vec<f64>)> = self
+            .forward_all(maps, images)
+            .into_iter()
+            .zip(images)
+            .map(|(fw, &i)| {
                 let m = fw.logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let e: Vec<f64> = fw.logits.iter().map(|z| (z - m).exp()).collect();
                 let s: f64 = e.iter().sum();
@@ -273,10 +344,6 @@ impl AConvLayer {
     }
 }
 
-fn dot(w: &[f64], x: &[f32]) -> f64 {
-    w.iter().zip(x).map(|(&a, &b)| a * b as f64).sum()
-}
-
 /// What one epoch of training reached.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Epoch {
@@ -320,20 +387,16 @@ pub fn train(
                 *th += *v;
             }
         }
-        let (objective, _) = layer.objective(maps, &all, t.weight_decay);
+        let (objective, accuracy) = layer.evaluate(maps, &all, t.weight_decay);
         if !objective.is_finite() {
             return Err(Error::Config(format!(
                 "training diverged in epoch {epoch} (objective {objective}); try a smaller --learning-rate"
             )));
         }
-        let right = all
-            .iter()
-            .filter(|&&i| layer.predict(maps.image(i)) == maps.y[i])
-            .count();
         progress(&Epoch {
             epoch,
             objective,
-            accuracy: right as f64 / maps.len() as f64,
+            accuracy,
         });
     }
     Ok(layer)
@@ -432,6 +495,14 @@ mod tests {
         let want = 3f64.ln() + 0.5 * t.weight_decay * w2;
         assert!((first - want).abs() < 1e-12, "{first} != {want}");
         let last = epochs.last().unwrap();
+        let every: Vec<usize> = (0..48).collect();
+        let (objective, accuracy) = layer.evaluate(&maps, &every, t.weight_decay);
+        assert!((objective - layer.objective(&maps, &every, t.weight_decay).0).abs() < 1e-12);
+        let right = every
+            .iter()
+            .filter(|&&i| layer.predict(maps.image(i)) == y[i])
+            .count();
+        assert_eq!(accuracy, right as f64 / 48.0);
         assert!(
             last.objective < 0.25 * first,
             "{first} -> {}",
