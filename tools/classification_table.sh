@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The classification table of the README, in one run: cross-layer pooling (1x1 and 3x3 local
-# features, sum and max over units) against the SPoC, MAC and single-layer Gram baselines on
+# features, sum and max over units; AConv when the weights have fc layers) against the SPoC,
+# MAC and single-layer Gram baselines on
 # tests/data/scenes (17 classes; 5 training and 5 test views each, from disjoint halves of
 # each photograph), every representation with the same classifier: one-vs-rest linear SVMs,
 # C by 5-fold cross-validation on the training views. Writes docs/classification.{json,md}.
@@ -24,33 +25,47 @@ trap 'rm -rf "$work"' EXIT
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$work}"
 size=224
 
-# name | extract flags | PCA (window:dims, or -)
+# name | extract flags | PCA (window:dims, or -) | size
 methods=(
-  "cross-layer 1x1 (conv5_2 x conv5_3)|--pooling cross-layer|-"
-  "cross-layer 3x3, PCA 4608->512 (conv5_2 x conv5_3)|--pooling cross-layer --window 3x3|3x3:512"
-  "cross-layer 1x1, max over units (conv5_2 x conv5_3)|--pooling cross-layer --channel-pooling max|-"
-  "SPoC: sum pooling of conv5_3, L2|--pooling sum --layers conv5_3 --norm l2|-"
-  "MAC: max pooling of conv5_3, L2|--pooling max --layers conv5_3 --norm l2|-"
-  "Gram matrix of conv5_3|--pooling gram --layers conv5_3|-"
+  "cross-layer 1x1 (conv5_2 x conv5_3)|--pooling cross-layer|-|$size"
+  "cross-layer 3x3, PCA 4608->512 (conv5_2 x conv5_3)|--pooling cross-layer --window 3x3|3x3:512|$size"
+  "cross-layer 1x1, max over units (conv5_2 x conv5_3)|--pooling cross-layer --channel-pooling max|-|$size"
+  "SPoC: sum pooling of conv5_3, L2|--pooling sum --layers conv5_3 --norm l2|-|$size"
+  "MAC: max pooling of conv5_3, L2|--pooling max --layers conv5_3 --norm l2|-|$size"
+  "Gram matrix of conv5_3|--pooling gram --layers conv5_3|-|$size"
 )
+# AConv (the paper's setting: fc6 at 448, an 8x8 grid for VGG16, PCA to 2,000 dimensions, an
+# added layer of 100 filters trained on the training views) needs weights with fc layers.
+if "$bin" model-info --weights "$weights" --size 448 | grep -E '^ +fc6 ' | grep -qv 'not in file'; then
+  methods+=("AConv: fc6 (PCA 4096->2000) x added 1x1 layer (100 filters), at 448|--aconv ACONV|fc6:2000|448")
+else
+  echo "classification_table: $weights has no fc layers: no AConv row" >&2
+fi
 rows="$work/rows.jsonl"
 : >"$rows"
 i=0
 for m in "${methods[@]}"; do
-  IFS='|' read -r name flags pca <<<"$m"
+  IFS='|' read -r name flags pca msize <<<"$m"
   i=$((i + 1))
   # shellcheck disable=SC2206
   f=($flags)
+  if [ "${f[0]}" = "--aconv" ]; then
+    "$bin" train-aconv --weights "$weights" --size "$msize" --labels folder "${extra[@]}" \
+      -o "$work/layer$i.aconv" "$data/train" >"$work/$i-aconv.out" 2>"$work/$i-aconv.err"
+    f=(--aconv "$work/layer$i.aconv")
+  fi
   pca_flags=()
   if [ "$pca" != "-" ]; then
     window="${pca%%:*}"
     dims="${pca##*:}"
-    "$bin" fit-pca --weights "$weights" --size "$size" --window "$window" --dims "$dims" \
-      "${extra[@]}" -o "$work/pca$i.safetensors" "$data/train" >/dev/null
+    layer_flags=(--window "$window")
+    [ "$window" = fc6 ] && layer_flags=(--layer fc6)
+    "$bin" fit-pca --weights "$weights" --size "$msize" "${layer_flags[@]}" --dims "$dims" \
+      "${extra[@]}" -o "$work/pca$i.safetensors" "$data/train" >/dev/null 2>"$work/$i-pca.err"
     pca_flags=(--pca "$work/pca$i.safetensors")
   fi
   for split in train test; do
-    "$bin" extract -q --json --weights "$weights" --size "$size" --labels folder \
+    "$bin" extract -q --json --weights "$weights" --size "$msize" --labels folder \
       "${f[@]}" "${pca_flags[@]}" "${extra[@]}" -o "$work/$i-$split" "$data/$split" \
       >"$work/$i-$split.json"
   done
