@@ -731,6 +731,9 @@ fn aconv_from_the_command_line() {
     .map(Into::into)
     .collect();
     args.push(weights.clone().into());
+    // The added layer's forward pass on the GPU (software Vulkan in CI); the CPU path is
+    // what `extract` below and the unit tests run.
+    args.extend(["--device".into(), "gpu".into()]);
     args.extend(["-o".into(), ac.clone().into()]);
     args.extend(dirs.iter().map(|d| d.clone().into()));
     let out = crosspool().args(&args).output().unwrap();

@@ -416,3 +416,60 @@ fn aconv_pooling_matches_the_reference_and_a_float64_computation() {
         .to_string();
     assert!(e.contains("--layers conv4,aconv"), "{e}");
 }
+
+/// The AConv layer's pre-activations during training on a backend (what `train-aconv` uses on
+/// a GPU) against the host's f64 GEMM, on odd shapes: 517 channels, 17 filters, maps of 3x5,
+/// 5 images. Each entry is an f32 sum of 518 products of f32-rounded weights, so it lies
+/// within gamma_518 + 2^-24 of the sum of their magnitudes.
+#[test]
+fn aconv_pre_activations_on_a_backend_match_the_host() {
+    use crosspool::classifier::aconv::{AConvLayer, HostF64, PreActivations};
+    use crosspool::pipeline::DevicePreActivations;
+    let (d, filters, grid, n) = (517, 17, (3, 5), 5);
+    let rows = n * grid.0 * grid.1;
+    let mut layer = AConvLayer::init(filters, d, 2, 8);
+    let b0 = filters * d;
+    for (t, r) in layer.theta[b0..b0 + filters]
+        .iter_mut()
+        .zip(random(filters, 9))
+    {
+        *t = r as f64;
+    }
+    let x = random(rows * d, 10);
+    let host = HostF64.pre_activations(&layer, &x, rows).unwrap();
+    let bound = reference::f32_dot_error_bound(d + 1) as f64 + f32::EPSILON as f64 / 2.0;
+    let cpu = CpuBackend::new();
+    let on_gpu = DevicePreActivations::new(gpu(), grid)
+        .unwrap()
+        .pre_activations(&layer, &x, rows)
+        .unwrap();
+    let on_cpu = DevicePreActivations::new(&cpu, grid)
+        .unwrap()
+        .pre_activations(&layer, &x, rows)
+        .unwrap();
+    for (backend, got) in [("gpu", on_gpu), ("cpu backend", on_cpu)] {
+        assert_eq!(got.len(), rows * filters, "{backend}");
+        let mut worst: f64 = 0.0;
+        for (r, xr) in x.chunks(d).enumerate() {
+            for i in 0..filters {
+                let w = &layer.weight()[i * d..(i + 1) * d];
+                let magnitude = w
+                    .iter()
+                    .zip(xr)
+                    .map(|(&a, &b)| (a as f32 as f64 * b as f64).abs())
+                    .sum::<f64>()
+                    + layer.bias()[i].abs();
+                let err = (got[r * filters + i] - host[r * filters + i]).abs();
+                worst = worst.max(err / (bound * magnitude));
+            }
+        }
+        eprintln!("aconv pre-activations on {backend}: worst error {worst:.3} of the bound");
+        assert!(worst <= 1.0, "{backend}: {worst}");
+    }
+    // Positions that do not make whole maps are refused.
+    let e = DevicePreActivations::new(gpu(), grid)
+        .unwrap()
+        .pre_activations(&layer, &x[..d], 1)
+        .unwrap_err();
+    assert!(e.to_string().contains("maps of 3x5"), "{e}");
+}

@@ -12,6 +12,8 @@
 
 use super::rng::Rng;
 use crate::error::{Error, Result};
+use crate::shape::{Conv2dSpec, Window2d};
+use crate::weights::Conv2dWeights;
 
 /// The layer's maps: `n` images of `units` positions of `d` values, with class indices.
 pub struct Maps<'a> {
@@ -115,6 +117,59 @@ pub struct AConvLayer {
     pub theta: Vec<f64>,
 }
 
+/// Computes the added layer's pre-activations `W f + b` of `rows` positions `x` (`[rows][d]`):
+/// `[rows][filters]`. Training calls it for every minibatch; the rest (max-pooling, the head,
+/// the gradient) runs on the host in f64.
+pub trait PreActivations {
+    /// The pre-activations of `layer` on `x`.
+    fn pre_activations(&self, layer: &AConvLayer, x: &[f32], rows: usize) -> Result<Vec<f64>>;
+}
+
+/// On the host, as an f64 GEMM: exact enough for the gradient check.
+pub struct HostF64;
+
+impl PreActivations for HostF64 {
+    fn pre_activations(&self, layer: &AConvLayer, x: &[f32], rows: usize) -> Result<Vec<f64>> {
+        let (d, f) = (layer.d, layer.filters);
+        if x.len() != rows * d {
+            return Err(Error::shape(
+                "aconv pre-activations",
+                format!("{} values for {rows} positions of {d}", x.len()),
+            ));
+        }
+        let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let mut pre: Vec<f64> = (0..rows)
+            .flat_map(|_| layer.bias().iter().copied())
+            .collect();
+        // SAFETY: pre is rows x f (row-major), x64 rows x d, the weights f x d read as their
+        // transpose d x f (row stride 1, column stride d); every index stays inside.
+        unsafe {
+            gemm::gemm(
+                rows,
+                f,
+                d,
+                pre.as_mut_ptr(),
+                1,
+                f as isize,
+                true,
+                x64.as_ptr(),
+                1,
+                d as isize,
+                layer.weight().as_ptr(),
+                d as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(rayon::current_num_threads()),
+            );
+        }
+        Ok(pre)
+    }
+}
+
 /// One image's forward pass: the pooled activations, where each filter's maximum lies (with
 /// its pre-activation), and the class logits.
 struct Forward {
@@ -159,52 +214,43 @@ impl AConvLayer {
         (v, c)
     }
 
-    /// Pre-activations `W f + b` of `rows` positions `x` (`[rows][d]`): `[rows][filters]`, by an
-    /// f64 GEMM (exact enough for the gradient check, and the cost of training).
-    fn pre_activations(&self, x: &[f32], rows: usize) -> Vec<f64> {
-        let (d, f) = (self.d, self.filters);
-        let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-        let mut pre: Vec<f64> = (0..rows)
-            .flat_map(|_| self.bias().iter().copied())
-            .collect();
-        // SAFETY: pre is rows x f (row-major), x64 rows x d, the weights f x d read as their
-        // transpose d x f (row stride 1, column stride d); every index stays inside.
-        unsafe {
-            gemm::gemm(
-                rows,
-                f,
-                d,
-                pre.as_mut_ptr(),
-                1,
-                f as isize,
-                true,
-                x64.as_ptr(),
-                1,
-                d as isize,
-                self.weight().as_ptr(),
-                d as isize,
-                1,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::Rayon(rayon::current_num_threads()),
-            );
-        }
-        pre
+    /// The layer as a 1x1 convolution, with or without its ReLU.
+    pub fn to_conv(&self, relu: bool) -> Result<Conv2dWeights> {
+        let spec = Conv2dSpec {
+            in_c: self.d,
+            out_c: self.filters,
+            window: Window2d {
+                kh: 1,
+                kw: 1,
+                stride_h: 1,
+                stride_w: 1,
+                pad_h: 0,
+                pad_w: 0,
+            },
+            relu,
+        };
+        Conv2dWeights::new(
+            spec,
+            self.weight().iter().map(|&v| v as f32).collect(),
+            self.bias().iter().map(|&v| v as f32).collect(),
+        )
     }
 
     /// The layer's activations on one map `[units][d]`: `[units][filters]`.
-    pub fn activations(&self, map: &[f32]) -> Vec<f64> {
-        let mut a = self.pre_activations(map, map.len() / self.d);
+    pub fn activations(&self, map: &[f32]) -> Result<Vec<f64>> {
+        let mut a = HostF64.pre_activations(self, map, map.len() / self.d)?;
         a.iter_mut().for_each(|v| *v = v.max(0.0));
-        a
+        Ok(a)
     }
 
     /// The forward pass of each of `maps`' `images`.
-    fn forward_all(&self, maps: &Maps<'_>, images: &[usize]) -> Vec<Forward> {
-        // Images per GEMM: enough rows to keep the cores busy, few enough to bound the f64
+    fn forward_all(
+        &self,
+        maps: &Maps<'_>,
+        images: &[usize],
+        engine: &dyn PreActivations,
+    ) -> Result<Vec<Forward>> {
+        // Images per call: enough rows to keep the cores busy, few enough to bound the f64
         // copy (16 x 64 positions x 4096 values = 32 MiB).
         const CHUNK: usize = 16;
         let mut out = Vec::with_capacity(images.len());
@@ -213,17 +259,13 @@ impl AConvLayer {
                 .iter()
                 .flat_map(|&i| maps.image(i).iter().copied())
                 .collect();
-            let pre = self.pre_activations(&x, chunk.len() * maps.units);
+            let pre = engine.pre_activations(self, &x, chunk.len() * maps.units)?;
             out.extend(
                 pre.chunks(maps.units * self.filters)
                     .map(|p| self.head_forward(p)),
             );
         }
-        out
-    }
-
-    fn forward(&self, map: &[f32]) -> Forward {
-        self.head_forward(&self.pre_activations(map, map.len() / self.d))
+        Ok(out)
     }
 
     /// Max-pooling, ReLU and the head on one image's pre-activations `[units][filters]`.
@@ -256,15 +298,22 @@ impl AConvLayer {
     }
 
     /// The predicted class of one map.
-    pub fn predict(&self, map: &[f32]) -> usize {
-        super::linear::argmax(&self.forward(map).logits)
+    pub fn predict(&self, map: &[f32]) -> Result<usize> {
+        let pre = HostF64.pre_activations(self, map, map.len() / self.d)?;
+        Ok(super::linear::argmax(&self.head_forward(&pre).logits))
     }
 
     /// The objective on `images` of `maps` and the share of them predicted right.
-    pub fn evaluate(&self, maps: &Maps<'_>, images: &[usize], weight_decay: f64) -> (f64, f64) {
+    pub fn evaluate(
+        &self,
+        maps: &Maps<'_>,
+        images: &[usize],
+        weight_decay: f64,
+        engine: &dyn PreActivations,
+    ) -> Result<(f64, f64)> {
         let mut loss = 0.0;
         let mut right = 0;
-        for (fw, &i) in self.forward_all(maps, images).iter().zip(images) {
+        for (fw, &i) in self.forward_all(maps, images, engine)?.iter().zip(images) {
             let m = fw.logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let lse = m + fw.logits.iter().map(|z| (z - m).exp()).sum::<f64>().ln();
             loss += lse - fw.logits[maps.y[i]];
@@ -273,7 +322,7 @@ impl AConvLayer {
         let (v, _) = self.head();
         let penalty: f64 = self.weight().iter().chain(v).map(|t| t * t).sum();
         let n = images.len() as f64;
-        (loss / n + 0.5 * weight_decay * penalty, right as f64 / n)
+        Ok((loss / n + 0.5 * weight_decay * penalty, right as f64 / n))
     }
 
     /// The objective on `images` of `maps` (mean cross-entropy plus the L2 penalty) and its
@@ -283,10 +332,11 @@ impl AConvLayer {
         maps: &Maps<'_>,
         images: &[usize],
         weight_decay: f64,
-    ) -> (f64, Vec<f64>) {
+        engine: &dyn PreActivations,
+    ) -> Result<(f64, Vec<f64>)> {
         let (f, nd) = (self.filters, self.filters * self.d);
         let passes: Vec<(Forward, Vec<f64>)> = self
-            .forward_all(maps, images)
+            .forward_all(maps, images, engine)?
             .into_iter()
             .zip(images)
             .map(|(fw, &i)| {
@@ -340,7 +390,7 @@ impl AConvLayer {
                 penalty += t * t;
             }
         }
-        (loss * scale + 0.5 * weight_decay * penalty, grad)
+        Ok((loss * scale + 0.5 * weight_decay * penalty, grad))
     }
 }
 
@@ -355,10 +405,12 @@ pub struct Epoch {
     pub accuracy: f64,
 }
 
-/// Trains the layer on `maps`; `progress` sees each epoch.
+/// Trains the layer on `maps`, its pre-activations computed by `engine`; `progress` sees
+/// each epoch.
 pub fn train(
     maps: &Maps<'_>,
     t: &Training,
+    engine: &dyn PreActivations,
     progress: &mut dyn FnMut(&Epoch),
 ) -> Result<AConvLayer> {
     maps.check()?;
@@ -381,13 +433,13 @@ pub fn train(
     for epoch in 1..=t.epochs {
         rng.shuffle(&mut order);
         for batch in order.chunks(t.batch) {
-            let (_, grad) = layer.objective(maps, batch, t.weight_decay);
+            let (_, grad) = layer.objective(maps, batch, t.weight_decay, engine)?;
             for ((th, v), g) in layer.theta.iter_mut().zip(&mut velocity).zip(&grad) {
                 *v = t.momentum * *v - t.learning_rate * g;
                 *th += *v;
             }
         }
-        let (objective, accuracy) = layer.evaluate(maps, &all, t.weight_decay);
+        let (objective, accuracy) = layer.evaluate(maps, &all, t.weight_decay, engine)?;
         if !objective.is_finite() {
             return Err(Error::Config(format!(
                 "training diverged in epoch {epoch} (objective {objective}); try a smaller --learning-rate"
@@ -447,7 +499,7 @@ mod tests {
             *t = rng.uniform() - 0.3;
         }
         let images: Vec<usize> = (0..6).collect();
-        let (_, grad) = layer.objective(&maps, &images, 0.01);
+        let (_, grad) = layer.objective(&maps, &images, 0.01, &HostF64).unwrap();
         let h = 1e-6;
         let mut worst: f64 = 0.0;
         for (j, &g) in grad.iter().enumerate() {
@@ -455,8 +507,8 @@ mod tests {
             plus.theta[j] += h;
             let mut minus = layer.clone();
             minus.theta[j] -= h;
-            let numeric = (plus.objective(&maps, &images, 0.01).0
-                - minus.objective(&maps, &images, 0.01).0)
+            let numeric = (plus.objective(&maps, &images, 0.01, &HostF64).unwrap().0
+                - minus.objective(&maps, &images, 0.01, &HostF64).unwrap().0)
                 / (2.0 * h);
             // Central differences err by O(h²) times the third derivative (~1e-12 here) plus
             // the f64 rounding of the objective, 2^-52 |f| / h ≈ 2e-10 for |f| ≈ 1 (measured
@@ -485,10 +537,16 @@ mod tests {
             ..Training::default()
         };
         let mut epochs = Vec::new();
-        let layer = train(&maps, &t, &mut |e| epochs.push(e.clone())).unwrap();
+        let layer = train(&maps, &t, &HostF64, &mut |e| epochs.push(e.clone())).unwrap();
         let init = AConvLayer::init(8, 12, 3, t.seed);
         let first = init
-            .objective(&maps, &(0..48).collect::<Vec<_>>(), t.weight_decay)
+            .objective(
+                &maps,
+                &(0..48).collect::<Vec<_>>(),
+                t.weight_decay,
+                &HostF64,
+            )
+            .unwrap()
             .0;
         // A zero head gives every class 1/3; the penalty is on the initial W alone.
         let w2: f64 = init.weight().iter().map(|w| w * w).sum();
@@ -496,11 +554,17 @@ mod tests {
         assert!((first - want).abs() < 1e-12, "{first} != {want}");
         let last = epochs.last().unwrap();
         let every: Vec<usize> = (0..48).collect();
-        let (objective, accuracy) = layer.evaluate(&maps, &every, t.weight_decay);
-        assert!((objective - layer.objective(&maps, &every, t.weight_decay).0).abs() < 1e-12);
+        let (objective, accuracy) = layer
+            .evaluate(&maps, &every, t.weight_decay, &HostF64)
+            .unwrap();
+        let direct = layer
+            .objective(&maps, &every, t.weight_decay, &HostF64)
+            .unwrap()
+            .0;
+        assert!((objective - direct).abs() < 1e-12);
         let right = every
             .iter()
-            .filter(|&&i| layer.predict(maps.image(i)) == y[i])
+            .filter(|&&i| layer.predict(maps.image(i)).unwrap() == y[i])
             .count();
         assert_eq!(accuracy, right as f64 / 48.0);
         assert!(
@@ -509,9 +573,9 @@ mod tests {
             last.objective
         );
         assert!(last.accuracy >= 0.95, "{last:?}");
-        assert_eq!(layer.activations(maps.image(0)).len(), 6 * 8);
+        assert_eq!(layer.activations(maps.image(0)).unwrap().len(), 6 * 8);
         // The same seed trains the same layer.
-        let again = train(&maps, &t, &mut |_| {}).unwrap();
+        let again = train(&maps, &t, &HostF64, &mut |_| {}).unwrap();
         assert_eq!(again, layer);
     }
 
@@ -535,11 +599,11 @@ mod tests {
                 ..Training::default()
             },
         ] {
-            assert!(train(&maps, &t, &mut |_| {}).is_err());
+            assert!(train(&maps, &t, &HostF64, &mut |_| {}).is_err());
         }
         let one = [0usize; 4];
         let maps = Maps { y: &one, ..maps };
-        let e = train(&maps, &Training::default(), &mut |_| {}).unwrap_err();
+        let e = train(&maps, &Training::default(), &HostF64, &mut |_| {}).unwrap_err();
         assert!(e.to_string().contains("at least two classes"), "{e}");
     }
 }

@@ -9,7 +9,6 @@ use super::aconv::{AConvLayer, Epoch, Training};
 use crate::error::{Error, Result};
 use crate::input::DecodeMode;
 use crate::model::Arch;
-use crate::shape::{Conv2dSpec, Window2d};
 use crate::weights::Conv2dWeights;
 use std::collections::HashMap;
 use std::path::Path;
@@ -61,25 +60,7 @@ fn f32s(v: &[f64]) -> Vec<u8> {
 impl AConvFile {
     /// The added layer as a convolution: 1x1, its filters, ReLU.
     pub fn to_conv(&self) -> Result<Conv2dWeights> {
-        let l = &self.layer;
-        let spec = Conv2dSpec {
-            in_c: l.d,
-            out_c: l.filters,
-            window: Window2d {
-                kh: 1,
-                kw: 1,
-                stride_h: 1,
-                stride_w: 1,
-                pad_h: 0,
-                pad_w: 0,
-            },
-            relu: true,
-        };
-        Conv2dWeights::new(
-            spec,
-            l.weight().iter().map(|&v| v as f32).collect(),
-            l.bias().iter().map(|&v| v as f32).collect(),
-        )
+        self.layer.to_conv(true)
     }
 
     /// Writes the file (the parameters rounded to f32).

@@ -2,12 +2,12 @@
 //! labelled images (the AConv layer that `extract --aconv` pools with).
 
 use super::engine::{Device, Engine};
-use crosspool::classifier::aconv::{self, Maps, Training};
+use crosspool::classifier::aconv::{self, HostF64, Maps, PreActivations, Training};
 use crosspool::classifier::aconv_file::{AConvFile, AConvMeta};
 use crosspool::gpu::{GpuContext, GpuOptions};
 use crosspool::input::{expand_inputs, failure_reason, prepare, DecodeMode, DecodeOptions};
 use crosspool::model::{Arch, ModelWeights};
-use crosspool::pipeline::{Backend, LayerMaps, LayerMapsWorkspace};
+use crosspool::pipeline::{Backend, DevicePreActivations, LayerMaps, LayerMapsWorkspace};
 use crosspool::shape::Shape4;
 use crosspool::store::labels::{LabelSource, Labels};
 use crosspool::store::shards::image_identity;
@@ -61,7 +61,8 @@ pub struct Args {
     /// Seed of the initial weights and the shuffles.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Where the network runs (see `extract --device`); the training itself runs on the CPU.
+    /// Where the network and the added layer's forward pass run (see `extract --device`); the
+    /// max-pooling, the head and the gradient run on the CPU.
     #[arg(long, value_enum, default_value_t = Device::Auto)]
     device: Device,
     /// The layer file to write (safetensors).
@@ -69,14 +70,24 @@ pub struct Args {
     out: PathBuf,
 }
 
-/// The maps of `layer` for `images`: `(maps, units, channels, the indices of the images read)`;
-/// an image that cannot be read is reported and left out.
+/// The maps of a layer for a list of images.
+struct ReadMaps {
+    /// `[image][position][channel]`.
+    x: Vec<f32>,
+    /// `(h, w)` of each map.
+    grid: (usize, usize),
+    channels: usize,
+    /// Indices of the images read (into the list).
+    read: Vec<usize>,
+}
+
+/// The maps of `layer` for `images`; an image that cannot be read is reported and left out.
 fn read_maps<B: Backend>(
     backend: &B,
     a: &Args,
     weights: &ModelWeights,
     images: &[PathBuf],
-) -> anyhow::Result<(Vec<f32>, usize, usize, Vec<usize>)> {
+) -> anyhow::Result<ReadMaps> {
     const BATCH: usize = 8;
     let maps = LayerMaps::new(backend, weights, &a.layer)?;
     let decode = DecodeOptions {
@@ -84,7 +95,7 @@ fn read_maps<B: Backend>(
         ..DecodeOptions::default()
     };
     let mut buffers: Option<(usize, LayerMapsWorkspace<B>, B::Tensor)> = None;
-    let (mut all, mut read, mut units, mut channels) = (Vec::new(), Vec::new(), 0, 0);
+    let (mut all, mut read, mut grid, mut channels) = (Vec::new(), Vec::new(), (0, 0), 0);
     for (c, chunk) in images.chunks(BATCH).enumerate() {
         let prepared: Vec<_> = chunk
             .par_iter()
@@ -117,7 +128,7 @@ fn read_maps<B: Backend>(
             }
             let (_, ws, input) = buffers.as_ref().expect("set above");
             let s = maps.shape(ws);
-            (units, channels) = (s.h * s.w, s.c);
+            (grid, channels) = ((s.h, s.w), s.c);
             backend.write(input, &x)?;
             all.extend(maps.run(backend, input, ws)?);
         }
@@ -128,7 +139,12 @@ fn read_maps<B: Backend>(
             images.len()
         );
     }
-    Ok((all, units, channels, read))
+    Ok(ReadMaps {
+        x: all,
+        grid,
+        channels,
+        read,
+    })
 }
 
 /// Runs `train-aconv`.
@@ -165,7 +181,12 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
         a.size,
         engine.describe()
     );
-    let (x, units, d, read) = match &engine {
+    let ReadMaps {
+        x,
+        grid,
+        channels: d,
+        read,
+    } = match &engine {
         Engine::Gpu(ctx) => read_maps::<GpuContext>(ctx, &a, &weights, &images)?,
         Engine::Cpu(cpu) => read_maps(cpu, &a, &weights, &images)?,
     };
@@ -181,6 +202,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
         );
     }
     let y: Vec<usize> = read.iter().map(|&i| y[i]).collect();
+    let units = grid.0 * grid.1;
     let maps = Maps {
         x: &x,
         units,
@@ -198,11 +220,26 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
         seed: a.seed,
     };
     eprintln!(
-        "train-aconv: {} filters on {units} positions of {d} channels, {} epochs of SGD",
-        a.filters, a.epochs
+        "train-aconv: {} filters on {units} positions of {d} channels, {} epochs of SGD, the layer on {}",
+        a.filters,
+        a.epochs,
+        match &engine {
+            Engine::Gpu(_) => "the GPU (f32)",
+            Engine::Cpu(_) => "the CPU (f64)",
+        }
     );
     let mut epochs = Vec::new();
-    let layer = aconv::train(&maps, &training, &mut |e| {
+    // The layer's GEMM runs on the GPU when there is one (f32), else on the host in f64.
+    let device;
+    let pre: &dyn PreActivations = match &engine {
+        Engine::Gpu(ctx) => {
+            let ctx: &GpuContext = ctx;
+            device = DevicePreActivations::new(ctx, grid)?;
+            &device
+        }
+        Engine::Cpu(_) => &HostF64,
+    };
+    let layer = aconv::train(&maps, &training, pre, &mut |e| {
         eprintln!(
             "train-aconv: epoch {:>3}  objective {:.5}  training accuracy {:.2}%",
             e.epoch,

@@ -1,10 +1,12 @@
-//! A layer's activation map read back to the host, for training on it (the AConv layer).
+//! A layer's activation map read back to the host, for training on it (the AConv layer), and
+//! the AConv layer's pre-activations computed on a backend.
 //! The map comes back through region pooling with one region per unit, so no operation
 //! beyond the tested kernel entry points is needed.
 
 use super::backend::Backend;
 use super::network::{Network, Workspace};
-use crate::error::Result;
+use crate::classifier::aconv::{AConvLayer, PreActivations};
+use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::model::ModelWeights;
 use crate::pooling::RegionPoolMode;
@@ -69,5 +71,68 @@ impl<B: Backend> LayerMaps<B> {
             )
         })?;
         ctx.download(&ws.maps)
+    }
+}
+
+/// The AConv layer's pre-activations on a backend (for training on the GPU): the positions
+/// are uploaded as a map of `h x w` per image, the layer runs as a 1x1 convolution without
+/// its ReLU, and the result comes back through one region per unit, in f32.
+pub struct DevicePreActivations<'a, B: Backend = GpuContext> {
+    ctx: &'a B,
+    kernels: B::Kernels,
+    grid: (usize, usize),
+}
+
+impl<'a, B: Backend> DevicePreActivations<'a, B> {
+    /// For maps of `grid` `(h, w)` positions per image.
+    pub fn new(ctx: &'a B, grid: (usize, usize)) -> Result<Self> {
+        Ok(DevicePreActivations {
+            ctx,
+            kernels: ctx.kernels()?,
+            grid,
+        })
+    }
+}
+
+impl<B: Backend> PreActivations for DevicePreActivations<'_, B> {
+    fn pre_activations(&self, layer: &AConvLayer, x: &[f32], rows: usize) -> Result<Vec<f64>> {
+        let (h, w) = self.grid;
+        let units = h * w;
+        if units == 0 || !rows.is_multiple_of(units) || x.len() != rows * layer.d {
+            return Err(Error::shape(
+                "aconv pre-activations",
+                format!(
+                    "{} values for {rows} positions of {} in maps of {h}x{w}",
+                    x.len(),
+                    layer.d
+                ),
+            ));
+        }
+        let ctx = self.ctx;
+        let shape = Shape4::new(rows / units, h, w, layer.d);
+        let input = ctx.tensor(shape, "aconv input")?;
+        ctx.write(&input, x)?;
+        let conv = ctx.conv_layer(&layer.to_conv(false)?)?;
+        let out = ctx.tensor(
+            B::conv_spec(&conv).output_shape(shape)?,
+            "aconv pre-activations",
+        )?;
+        let boxes: Vec<[u32; 4]> = (0..h as u32)
+            .flat_map(|y| (0..w as u32).map(move |x| [y, y + 1, x, x + 1]))
+            .collect();
+        let units_regions = ctx.regions(&boxes)?;
+        let pre = ctx.features(shape.n, units, layer.filters, "aconv pre-activations")?;
+        ctx.submit("aconv pre-activations", &mut |r| {
+            ctx.conv(&self.kernels, r, &conv, &input, &out)?;
+            ctx.region_pool(
+                &self.kernels,
+                r,
+                &out,
+                &units_regions,
+                RegionPoolMode::Sum,
+                &pre,
+            )
+        })?;
+        Ok(ctx.download(&pre)?.into_iter().map(f64::from).collect())
     }
 }

@@ -15,6 +15,6 @@ pub mod network;
 pub use backend::{Backend, Guide};
 pub use extractor::{ExtractWorkspace, Extractor};
 pub use gpu_backend::GpuKernels;
-pub use maps::{LayerMaps, LayerMapsWorkspace};
+pub use maps::{DevicePreActivations, LayerMaps, LayerMapsWorkspace};
 pub use moments::{Moments, MomentsGpu, MomentsWorkspace};
 pub use network::{GpuNetwork, Network, Workspace};
