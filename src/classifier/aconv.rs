@@ -49,23 +49,7 @@ impl Maps<'_> {
                 self.d
             )));
         }
-        if let Some(&c) = self.y.iter().find(|&&c| c >= self.classes) {
-            return Err(Error::Config(format!(
-                "class {c} of {} classes",
-                self.classes
-            )));
-        }
-        let present = (0..self.classes).filter(|&c| self.y.contains(&c)).count();
-        if present < 2 {
-            return Err(Error::Config(format!(
-                "training needs images of at least two classes; these {} have {present}",
-                self.len()
-            )));
-        }
-        if self.x.iter().any(|v| !v.is_finite()) {
-            return Err(Error::Config("a map holds NaN or infinity".into()));
-        }
-        Ok(())
+        super::check_training_data(self.x, self.y, self.classes, "maps")
     }
 }
 

@@ -10,7 +10,6 @@ use crate::error::{Error, Result};
 use crate::input::DecodeMode;
 use crate::model::Arch;
 use crate::weights::Conv2dWeights;
-use std::collections::HashMap;
 use std::path::Path;
 
 /// The metadata key.
@@ -53,10 +52,6 @@ pub struct AConvFile {
     pub meta: AConvMeta,
 }
 
-fn f32s(v: &[f64]) -> Vec<u8> {
-    v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect()
-}
-
 impl AConvFile {
     /// The added layer as a convolution: 1x1, its filters, ReLU.
     pub fn to_conv(&self) -> Result<Conv2dWeights> {
@@ -68,79 +63,49 @@ impl AConvFile {
         let l = &self.layer;
         let json = serde_json::to_string(&self.meta).map_err(|e| Error::Config(e.to_string()))?;
         let (v, c) = l.head();
-        let data = [
-            ("weight", vec![l.filters, l.d, 1, 1], f32s(l.weight())),
-            ("bias", vec![l.filters], f32s(l.bias())),
-            ("head.weight", vec![l.classes, l.filters], f32s(v)),
-            ("head.bias", vec![l.classes], f32s(c)),
-        ];
-        let tensors = data
-            .iter()
-            .map(|(name, shape, bytes)| {
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                    .map(|t| (name.to_string(), t))
-                    .map_err(|e| Error::Config(e.to_string()))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let bytes = safetensors::serialize(
-            tensors,
-            Some(HashMap::from([(METADATA_KEY.to_string(), json)])),
+        let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        super::file::save(
+            path,
+            METADATA_KEY,
+            json,
+            &[
+                ("weight", vec![l.filters, l.d, 1, 1], f32s(l.weight())),
+                ("bias", vec![l.filters], f32s(l.bias())),
+                ("head.weight", vec![l.classes, l.filters], f32s(v)),
+                ("head.bias", vec![l.classes], f32s(c)),
+            ],
         )
-        .map_err(|e| Error::Config(e.to_string()))?;
-        crate::output::write_atomic(path, &bytes)
     }
 
     /// Reads a file [`AConvFile::save`] wrote.
     pub fn load(path: &Path) -> Result<Self> {
-        let bad = |m: String| Error::BadFile {
-            path: path.display().to_string(),
-            what: "AConv layer",
-            message: m,
-        };
-        let bytes = std::fs::read(path).map_err(Error::io(path))?;
-        let (_, meta) =
-            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
-        let json = meta
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(METADATA_KEY))
-            .ok_or_else(|| {
-                bad(format!(
-                    "no {METADATA_KEY} metadata: not written by crosspool train-aconv"
-                ))
-            })?;
-        let meta: AConvMeta = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+        let mut file = super::file::load(path, "AConv layer", METADATA_KEY, "train-aconv")?;
+        let meta: AConvMeta =
+            serde_json::from_str(&file.json).map_err(|e| file.bad(e.to_string()))?;
         if meta.version != 1 {
-            return Err(bad(format!(
+            return Err(file.bad(format!(
                 "AConv format {} (this crosspool reads 1)",
                 meta.version
             )));
         }
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
-        let floats = |name: &str| -> Result<(Vec<usize>, Vec<f64>)> {
-            let t = st
-                .tensor(name)
-                .map_err(|_| bad(format!("no tensor '{name}'")))?;
-            if t.dtype() != safetensors::Dtype::F32 {
-                return Err(bad(format!("'{name}' is not f32")));
-            }
-            let v: Vec<f32> = bytemuck::pod_collect_to_vec(t.data());
-            Ok((t.shape().to_vec(), v.into_iter().map(f64::from).collect()))
+        let mut f64s = |name: &str| -> Result<(Vec<usize>, Vec<f64>)> {
+            let (shape, v) = file.take(name)?;
+            Ok((shape, v.into_iter().map(f64::from).collect()))
         };
-        let (ws, w) = floats("weight")?;
-        let (bs, b) = floats("bias")?;
-        let (vs, v) = floats("head.weight")?;
-        let (cs, c) = floats("head.bias")?;
+        let (ws, w) = f64s("weight")?;
+        let (bs, b) = f64s("bias")?;
+        let (vs, v) = f64s("head.weight")?;
+        let (cs, c) = f64s("head.bias")?;
         let (f, k) = (bs.first().copied().unwrap_or(0), meta.classes.len());
         let d = ws.get(1).copied().unwrap_or(0);
         if ws != [f, d, 1, 1] || vs != [k, f] || cs != [k] || f == 0 || d == 0 {
-            return Err(bad(format!(
+            return Err(file.bad(format!(
                 "tensor shapes weight {ws:?}, bias {bs:?}, head.weight {vs:?}, head.bias {cs:?} do not fit {k} classes"
             )));
         }
         let theta = [w, b, v, c].concat();
         if theta.iter().any(|x| !x.is_finite()) {
-            return Err(bad("a parameter is NaN or infinite".into()));
+            return Err(file.bad("a parameter is NaN or infinite".into()));
         }
         Ok(AConvFile {
             layer: AConvLayer {

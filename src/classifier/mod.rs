@@ -9,9 +9,38 @@ pub mod aconv;
 pub mod aconv_file;
 pub mod cv;
 pub mod data;
+mod file;
 pub mod linear;
 pub mod metrics;
 pub mod model;
 mod rng;
 
 pub use linear::{train, train_with, Examples, Gram, Kind, LinearModel, Tolerance};
+
+use crate::error::{Error, Result};
+
+/// Checks training data: every class index below `classes`, at least two classes present,
+/// every value finite. `what` names the items in messages ("vectors", "maps").
+pub(crate) fn check_training_data(
+    x: &[f32],
+    y: &[usize],
+    classes: usize,
+    what: &str,
+) -> Result<()> {
+    if let Some(&c) = y.iter().find(|&&c| c >= classes) {
+        return Err(Error::Config(format!("class {c} of {classes} classes")));
+    }
+    let present = (0..classes).filter(|&c| y.contains(&c)).count();
+    if present < 2 {
+        return Err(Error::Config(format!(
+            "training needs examples of at least two classes; these {} {what} have {present}",
+            y.len()
+        )));
+    }
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(Error::Config(format!(
+            "one of the {what} holds NaN or infinity"
+        )));
+    }
+    Ok(())
+}

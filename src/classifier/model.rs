@@ -7,7 +7,6 @@ use super::cv::CvScore;
 use super::linear::{Kind, LinearModel};
 use crate::error::{Error, Result};
 use crate::store::ExtractSettings;
-use std::collections::HashMap;
 use std::path::Path;
 
 /// The metadata key.
@@ -66,70 +65,35 @@ impl Classifier {
         };
         let json = serde_json::to_string(&meta).map_err(|e| Error::Config(e.to_string()))?;
         let k = self.classes.len();
-        let (w, b): (Vec<u8>, Vec<u8>) = (
-            bytemuck::cast_slice(&self.model.weights).to_vec(),
-            bytemuck::cast_slice(&self.model.bias).to_vec(),
-        );
-        fn view(shape: Vec<usize>, data: &[u8]) -> Result<safetensors::tensor::TensorView<'_>> {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, data)
-                .map_err(|e| Error::Config(e.to_string()))
-        }
-        let tensors = vec![
-            ("weights".to_string(), view(vec![k, self.model.d], &w)?),
-            ("bias".to_string(), view(vec![k], &b)?),
-        ];
-        let bytes = safetensors::serialize(
-            tensors,
-            Some(HashMap::from([(METADATA_KEY.to_string(), json)])),
+        super::file::save(
+            path,
+            METADATA_KEY,
+            json,
+            &[
+                ("weights", vec![k, self.model.d], self.model.weights.clone()),
+                ("bias", vec![k], self.model.bias.clone()),
+            ],
         )
-        .map_err(|e| Error::Config(e.to_string()))?;
-        crate::output::write_atomic(path, &bytes)
     }
 
     /// Reads a file [`Classifier::save`] wrote.
     pub fn load(path: &Path) -> Result<Self> {
-        let bad = |m: String| Error::BadFile {
-            path: path.display().to_string(),
-            what: "classifier",
-            message: m,
-        };
-        let bytes = std::fs::read(path).map_err(Error::io(path))?;
-        let (_, meta) =
-            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
-        let json = meta
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(METADATA_KEY))
-            .ok_or_else(|| {
-                bad(format!(
-                    "no {METADATA_KEY} metadata: not written by crosspool train-classifier"
-                ))
-            })?;
-        let m: Meta = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+        let mut file = super::file::load(path, "classifier", METADATA_KEY, "train-classifier")?;
+        let m: Meta = serde_json::from_str(&file.json).map_err(|e| file.bad(e.to_string()))?;
         if m.version != 1 {
-            return Err(bad(format!(
+            return Err(file.bad(format!(
                 "classifier format {} (this crosspool reads 1)",
                 m.version
             )));
         }
         let settings =
             ExtractSettings::from_json(&m.settings.to_string(), &path.display().to_string())?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
-        let floats = |name: &str| -> Result<(Vec<usize>, Vec<f32>)> {
-            let t = st
-                .tensor(name)
-                .map_err(|_| bad(format!("no tensor '{name}'")))?;
-            if t.dtype() != safetensors::Dtype::F32 {
-                return Err(bad(format!("'{name}' is not f32")));
-            }
-            Ok((t.shape().to_vec(), bytemuck::pod_collect_to_vec(t.data())))
-        };
-        let (ws, weights) = floats("weights")?;
-        let (bs, bias) = floats("bias")?;
+        let (ws, weights) = file.take("weights")?;
+        let (bs, bias) = file.take("bias")?;
         let k = m.classes.len();
         let d = settings.feature_rows * settings.feature_cols;
         if ws != [k, d] || bs != [k] {
-            return Err(bad(format!(
+            return Err(file.bad(format!(
                 "tensor shapes weights {ws:?}, bias {bs:?} do not fit {k} classes of features of length {d}"
             )));
         }
