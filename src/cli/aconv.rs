@@ -5,13 +5,12 @@ use super::engine::{Device, Engine};
 use crosspool::classifier::aconv::{self, HostF64, Maps, PreActivations, Training};
 use crosspool::classifier::aconv_file::{AConvFile, AConvMeta};
 use crosspool::gpu::{GpuContext, GpuOptions};
-use crosspool::input::{expand_inputs, failure_reason, prepare, DecodeMode, DecodeOptions};
+use crosspool::input::{expand_inputs, DecodeMode, DecodeOptions};
 use crosspool::model::{Arch, ModelWeights};
 use crosspool::pipeline::{Backend, DevicePreActivations, LayerMaps, LayerMapsWorkspace};
 use crosspool::shape::Shape4;
 use crosspool::store::labels::{LabelSource, Labels};
 use crosspool::store::shards::image_identity;
-use rayon::prelude::*;
 use std::path::PathBuf;
 
 /// Arguments of `train-aconv`.
@@ -97,26 +96,10 @@ fn read_maps<B: Backend>(
     let mut buffers: Option<(usize, LayerMapsWorkspace<B>, B::Tensor)> = None;
     let (mut all, mut read, mut grid, mut channels) = (Vec::new(), Vec::new(), (0, 0), 0);
     for (c, chunk) in images.chunks(BATCH).enumerate() {
-        let prepared: Vec<_> = chunk
-            .par_iter()
-            .map(|p| prepare(p, a.size, &weights.preprocess, decode))
-            .collect();
-        let mut x = Vec::new();
-        let mut n = 0;
-        for (j, (p, r)) in chunk.iter().zip(prepared).enumerate() {
-            match r {
-                Ok(v) => {
-                    x.extend(v);
-                    read.push(c * BATCH + j);
-                    n += 1;
-                }
-                Err(e) => eprintln!(
-                    "train-aconv: {}: {} (left out)",
-                    p.display(),
-                    failure_reason(&e)
-                ),
-            }
-        }
+        let (x, ok) =
+            super::decode_batch(chunk, a.size, &weights.preprocess, decode, "train-aconv");
+        read.extend(ok.iter().map(|j| c * BATCH + j));
+        let n = ok.len();
         if n > 0 {
             let shape = Shape4::new(n, a.size as usize, a.size as usize, 3);
             if buffers.as_ref().is_none_or(|(m, _, _)| *m != n) {

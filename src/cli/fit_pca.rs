@@ -2,13 +2,12 @@
 
 use super::engine::{Device, Engine};
 use crosspool::gpu::{GpuContext, GpuOptions};
-use crosspool::input::{expand_inputs, failure_reason, prepare, DecodeMode, DecodeOptions};
+use crosspool::input::{expand_inputs, DecodeMode, DecodeOptions};
 use crosspool::model::{Arch, ModelWeights};
 use crosspool::pca::{MomentAccumulator, Pca};
 use crosspool::pipeline::{Backend, Moments, MomentsWorkspace};
 use crosspool::pooling::LocalWindow;
 use crosspool::shape::Shape4;
-use rayon::prelude::*;
 use std::path::PathBuf;
 
 /// Arguments of `fit-pca`.
@@ -72,28 +71,9 @@ fn accumulate<B: Backend>(
     let mut channels = 0;
     let (mut seen, mut failed) = (0, 0);
     for chunk in images.chunks(a.batch) {
-        let prepared: Vec<_> = chunk
-            .par_iter()
-            .map(|p| prepare(p, a.size, &weights.preprocess, decode))
-            .collect();
-        let mut x = Vec::new();
-        let mut n = 0;
-        for (p, r) in chunk.iter().zip(prepared) {
-            match r {
-                Ok(v) => {
-                    x.extend(v);
-                    n += 1;
-                }
-                Err(e) => {
-                    eprintln!(
-                        "fit-pca: {}: {} (left out)",
-                        p.display(),
-                        failure_reason(&e)
-                    );
-                    failed += 1;
-                }
-            }
-        }
+        let (x, ok) = super::decode_batch(chunk, a.size, &weights.preprocess, decode, "fit-pca");
+        let n = ok.len();
+        failed += chunk.len() - n;
         seen += chunk.len();
         if n > 0 {
             let shape = Shape4::new(n, a.size as usize, a.size as usize, 3);

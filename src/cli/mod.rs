@@ -13,3 +13,35 @@ pub fn parse_window(s: &str) -> Result<crosspool::pooling::LocalWindow, String> 
 }
 
 pub mod engine;
+
+/// Decodes and preprocesses `images` on all cores for a batch: the values of those read, in
+/// order, and their indices in `images`. One that cannot be read is reported as
+/// `"{command}: PATH: REASON (left out)"` and left out.
+pub fn decode_batch(
+    images: &[std::path::PathBuf],
+    size: u32,
+    pre: &crosspool::model::Preprocess,
+    decode: crosspool::input::DecodeOptions,
+    command: &str,
+) -> (Vec<f32>, Vec<usize>) {
+    use rayon::prelude::*;
+    let prepared: Vec<_> = images
+        .par_iter()
+        .map(|p| crosspool::input::prepare(p, size, pre, decode))
+        .collect();
+    let (mut x, mut read) = (Vec::new(), Vec::new());
+    for (j, (p, r)) in images.iter().zip(prepared).enumerate() {
+        match r {
+            Ok(v) => {
+                x.extend(v);
+                read.push(j);
+            }
+            Err(e) => eprintln!(
+                "{command}: {}: {} (left out)",
+                p.display(),
+                crosspool::input::failure_reason(&e)
+            ),
+        }
+    }
+    (x, read)
+}
