@@ -16,6 +16,23 @@ fn photos() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/photos")
 }
 
+/// Seeded AlexNet weights (with the fully connected layers when `fc`) written to
+/// `dir/alexnet.safetensors`, the architecture named in the metadata.
+fn alexnet_file(dir: &Path, fc: bool) -> PathBuf {
+    let weights = dir.join("alexnet.safetensors");
+    let tensors = common::seeded_tensors_with(Arch::Alexnet, fc);
+    std::fs::write(
+        &weights,
+        common::safetensors_bytes(&tensors, Some(alexnet_meta())),
+    )
+    .unwrap();
+    weights
+}
+
+fn alexnet_meta() -> std::collections::HashMap<String, String> {
+    std::collections::HashMap::from([("crosspool.arch".to_string(), "alexnet".to_string())])
+}
+
 #[test]
 fn info_names_the_adapter_and_the_cpu_backend() {
     let out = crosspool()
@@ -52,10 +69,7 @@ fn info_names_the_adapter_and_the_cpu_backend() {
 fn fit_pca_on_photos_writes_a_loadable_pca() {
     let tmp = temp_dir("pca");
     let dir = &tmp.0;
-    let weights = dir.join("alexnet.safetensors");
-    let meta =
-        std::collections::HashMap::from([("crosspool.arch".to_string(), "alexnet".to_string())]);
-    std::fs::write(&weights, seeded_weights_file(Arch::Alexnet, Some(meta))).unwrap();
+    let weights = alexnet_file(dir, false);
     let out_file = dir.join("pca.safetensors");
     let out = crosspool()
         .args([
@@ -315,10 +329,7 @@ fn bench_times_decoding_alone() {
 fn fit_pca_on_the_cpu_backend_matches_the_gpu() {
     let tmp = temp_dir("pca-devices");
     let dir = &tmp.0;
-    let weights = dir.join("alexnet.safetensors");
-    let meta =
-        std::collections::HashMap::from([("crosspool.arch".to_string(), "alexnet".to_string())]);
-    std::fs::write(&weights, seeded_weights_file(Arch::Alexnet, Some(meta))).unwrap();
+    let weights = alexnet_file(dir, false);
     let fit = |device: &str| {
         let out_file = dir.join(format!("pca-{device}.safetensors"));
         let out = crosspool()
@@ -359,11 +370,7 @@ fn fit_pca_on_the_cpu_backend_matches_the_gpu() {
 fn pooling_variants_from_the_command_line() {
     let tmp = temp_dir("variants");
     let dir = &tmp.0;
-    let weights = dir.join("alexnet.safetensors");
-    let meta =
-        std::collections::HashMap::from([("crosspool.arch".to_string(), "alexnet".to_string())]);
-    let tensors = common::seeded_tensors_with(Arch::Alexnet, true);
-    std::fs::write(&weights, common::safetensors_bytes(&tensors, Some(meta))).unwrap();
+    let weights = alexnet_file(dir, true);
     let extract = |name: &str, args: &[&str]| {
         let out_dir = dir.join(name);
         let out = crosspool()
@@ -458,10 +465,7 @@ macro_rules! os_args {
 fn classifiers_from_labelled_images() {
     let tmp = temp_dir("classify");
     let dir = &tmp.0;
-    let weights = dir.join("alexnet.safetensors");
-    let meta =
-        std::collections::HashMap::from([("crosspool.arch".to_string(), "alexnet".to_string())]);
-    std::fs::write(&weights, seeded_weights_file(Arch::Alexnet, Some(meta))).unwrap();
+    let weights = alexnet_file(dir, false);
     let w = weights.display().to_string();
     // Training images in ImageFolder layout (three views of each retrieval group); the
     // degraded views are the test set, labelled by a CSV, with one unreadable image.
@@ -701,15 +705,7 @@ fn classifiers_from_labelled_images() {
 fn aconv_from_the_command_line() {
     let tmp = temp_dir("aconv");
     let dir = &tmp.0;
-    let tensors = common::seeded_tensors_with(Arch::Alexnet, true);
-    let meta =
-        std::collections::HashMap::from([("crosspool.arch".to_string(), "alexnet".to_string())]);
-    let weights = dir.join("alexnet.safetensors");
-    std::fs::write(
-        &weights,
-        common::safetensors_bytes(&tensors, Some(meta.clone())),
-    )
-    .unwrap();
+    let weights = alexnet_file(dir, true);
     // Three classes of the scene set, five images each.
     let scenes = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/scenes/train");
     let classes = ["Aqua", "Kite", "Path"];
@@ -828,9 +824,10 @@ fn aconv_from_the_command_line() {
         "{err}"
     );
     let other = dir.join("other.safetensors");
-    let mut meta2 = meta;
-    meta2.insert("note".into(), "another file".into());
-    std::fs::write(&other, common::safetensors_bytes(&tensors, Some(meta2))).unwrap();
+    let mut meta = alexnet_meta();
+    meta.insert("note".into(), "another file".into());
+    let tensors = common::seeded_tensors_with(Arch::Alexnet, true);
+    std::fs::write(&other, common::safetensors_bytes(&tensors, Some(meta))).unwrap();
     for (w, extra, why) in [
         (
             &other,
