@@ -15,7 +15,8 @@ struct Cli {
     /// GPU backend to use.
     #[arg(long, global = true, value_enum, default_value_t = BackendChoice::Auto, env = "CROSSPOOL_BACKEND")]
     backend: BackendChoice,
-    /// Use the adapter whose name contains this text (case-insensitive), e.g. "llvmpipe".
+    /// Use the adapter with this index in `crosspool info --list` (e.g. 3, to tell GPUs of
+    /// one model apart), or whose name contains this text (case-insensitive), e.g. "llvmpipe".
     #[arg(long, global = true, env = "CROSSPOOL_ADAPTER")]
     adapter: Option<String>,
     /// Compile shaders without wgpu's injected bounds and division checks (faster; every
@@ -35,6 +36,9 @@ enum Command {
         /// Fail if no GPU adapter opens (software ones count).
         #[arg(long)]
         require_gpu: bool,
+        /// List every adapter the backend reaches, with the index `--adapter` accepts.
+        #[arg(long)]
+        list: bool,
     },
     /// Check a weights file and list the network's layers and their output shapes.
     ModelInfo {
@@ -129,7 +133,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             || std::env::var("CROSSPOOL_UNCHECKED_SHADERS").is_ok_and(|v| v == "1"),
     };
     match cli.command {
-        Command::Info { require_gpu } => cli::engine::info(&opts, require_gpu)?,
+        Command::Info { require_gpu, list } => cli::engine::info(&opts, require_gpu, list)?,
         Command::ModelInfo {
             weights,
             model,

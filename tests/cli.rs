@@ -54,6 +54,35 @@ fn info_names_the_adapter_and_the_cpu_backend() {
         "{text}"
     );
     assert!(text.contains("--device auto runs on: "), "{text}");
+    // Every adapter with its index; --adapter takes the index and opens that adapter.
+    let out = crosspool().args(["info", "--list"]).output().unwrap();
+    let list = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{list}");
+    let first = list.lines().next().unwrap_or_default();
+    let (index, rest) = first.trim_start().split_once("  ").unwrap();
+    assert_eq!(index, "0", "{list}");
+    let name = rest.split("  (").next().unwrap();
+    let out = crosspool()
+        .args(["--adapter", "0", "info", "--require-gpu"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && shown.contains(&format!("adapter:    {name}")),
+        "{shown}"
+    );
+    let count = list.lines().count();
+    let out = crosspool()
+        .args(["--adapter", &count.to_string(), "info", "--require-gpu"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(&format!("with index {count}"))
+            && err.contains("0: "),
+        "{err}"
+    );
     // A bad kernel name is refused with the accepted ones.
     let out = crosspool()
         .arg("info")

@@ -100,8 +100,28 @@ fn cpu_description(cpu: &CpuBackend) -> String {
 }
 
 /// `crosspool info`: the CPU backend, the GPU adapter (or why none opens), and what
-/// `--device auto` picks. With `require_gpu`, an error if no adapter opens.
-pub fn info(opts: &GpuOptions, require_gpu: bool) -> anyhow::Result<()> {
+/// `--device auto` picks. With `require_gpu`, an error if no adapter opens; with `list`,
+/// every adapter with its index instead.
+pub fn info(opts: &GpuOptions, require_gpu: bool, list: bool) -> anyhow::Result<()> {
+    if list {
+        let adapters = GpuContext::list_adapters(opts.backend);
+        anyhow::ensure!(
+            !adapters.is_empty() || !require_gpu,
+            "no GPU adapter found (backend {:?})",
+            opts.backend
+        );
+        if adapters.is_empty() {
+            println!("no GPU adapter found");
+        }
+        for a in adapters {
+            let i = &a.info;
+            println!(
+                "{:>3}  {}  ({:?}, {:?}, driver {} {})",
+                a.index, i.name, i.backend, i.device_type, i.driver, i.driver_info
+            );
+        }
+        return Ok(());
+    }
     println!("CPU backend");
     if let Some(model) = cpu_model() {
         println!("cpu:        {model}");

@@ -63,7 +63,8 @@ impl BackendChoice {
 pub struct GpuOptions {
     /// Backend filter.
     pub backend: BackendChoice,
-    /// Case-insensitive substring of the adapter name to require (e.g. "llvmpipe", "nvidia").
+    /// The adapter to use: its index in [`GpuContext::list_adapters`] (`crosspool info
+    /// --list`), or a case-insensitive substring of its name (e.g. "llvmpipe", "nvidia").
     pub adapter: Option<String>,
     /// Cap the bytes bound to one storage binding below the adapter's limit. Kernels split
     /// their work to fit whatever cap is in force; tests lower it to exercise that splitting.
@@ -97,6 +98,15 @@ impl GpuOptions {
             unchecked_shaders: std::env::var("CROSSPOOL_UNCHECKED_SHADERS").is_ok_and(|v| v == "1"),
         })
     }
+}
+
+/// An adapter as `crosspool info --list` shows it.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    /// Its index, which `--adapter` accepts.
+    pub index: usize,
+    /// Name, backend, type and driver.
+    pub info: wgpu::AdapterInfo,
 }
 
 /// An open device with its queue and what we know about the adapter.
@@ -143,44 +153,68 @@ impl GpuContext {
         pollster::block_on(Self::new_async(opts))
     }
 
-    async fn new_async(opts: &GpuOptions) -> Result<Self> {
-        let mut adapters = Vec::new();
-        // For `auto`, GL is only a fallback: initialising EGL is slow and noisy where Vulkan
-        // works, so each group gets its own instance, created only if needed.
-        for group in opts.backend.probe_order() {
+    /// The adapters `backend` reaches, in the order wgpu enumerates them: the order of
+    /// `crosspool info --list`, whose indices `--adapter` accepts. For `auto`, GL is only a
+    /// fallback: initialising EGL is slow and noisy where Vulkan works, so each group gets its
+    /// own instance, created only if needed.
+    async fn enumerate(backend: BackendChoice) -> Vec<wgpu::Adapter> {
+        for group in backend.probe_order() {
             let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
             desc.backends = group;
-            adapters = wgpu::Instance::new(desc).enumerate_adapters(group).await;
+            let adapters = wgpu::Instance::new(desc).enumerate_adapters(group).await;
             if !adapters.is_empty() {
-                break;
+                return adapters;
             }
         }
+        Vec::new()
+    }
+
+    /// Every adapter `backend` reaches, with its index for `--adapter`.
+    pub fn list_adapters(backend: BackendChoice) -> Vec<AdapterSummary> {
+        pollster::block_on(Self::enumerate(backend))
+            .iter()
+            .enumerate()
+            .map(|(index, a)| AdapterSummary {
+                index,
+                info: a.get_info(),
+            })
+            .collect()
+    }
+
+    async fn new_async(opts: &GpuOptions) -> Result<Self> {
+        let adapters = Self::enumerate(opts.backend).await;
         let seen: Vec<String> = adapters
             .iter()
-            .map(|a| {
+            .enumerate()
+            .map(|(n, a)| {
                 let i = a.get_info();
-                format!("{} ({:?})", i.name, i.backend)
+                format!("{n}: {} ({:?})", i.name, i.backend)
             })
             .collect();
         let wanted = opts.adapter.as_ref().map(|s| s.to_lowercase());
+        let index = wanted.as_ref().and_then(|w| w.trim().parse::<usize>().ok());
         let adapter = adapters
             .into_iter()
-            .filter(|a| match &wanted {
-                Some(w) => a.get_info().name.to_lowercase().contains(w),
-                None => true,
+            .enumerate()
+            .filter(|(n, a)| match (&wanted, index) {
+                (_, Some(i)) => *n == i,
+                (Some(w), None) => a.get_info().name.to_lowercase().contains(w),
+                (None, None) => true,
             })
+            .map(|(_, a)| a)
             .min_by_key(|a| {
                 let i = a.get_info();
                 (type_rank(i.device_type), backend_rank(i.backend))
             })
             .ok_or_else(|| Error::NoAdapter {
                 backend: opts.backend.name().to_string(),
-                detail: match &wanted {
+                detail: match (&wanted, index) {
                     _ if seen.is_empty() => format!(". {INSTALL_HINT}"),
-                    Some(w) => {
+                    (_, Some(i)) => format!(" with index {i} (found: {})", seen.join(", ")),
+                    (Some(w), None) => {
                         format!(" with a name containing '{w}' (found: {})", seen.join(", "))
                     }
-                    None => format!(" (found: {})", seen.join(", ")),
+                    (None, None) => format!(" (found: {})", seen.join(", ")),
                 },
             })?;
         let info = adapter.get_info();
