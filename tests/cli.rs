@@ -878,3 +878,91 @@ fn aconv_from_the_command_line() {
         assert!(!out.status.success() && err.contains(why), "{why}: {err}");
     }
 }
+
+#[test]
+fn extract_on_several_devices_gives_the_rows_of_one() {
+    use crosspool::classifier::data::FeatureSet;
+    let tmp = temp_dir("devices");
+    let dir = &tmp.0;
+    let weights = alexnet_file(dir, false);
+    // The retrieval photos and an unreadable file, in batches of 2: 20 batches that two
+    // devices (here two devices on software Vulkan's one adapter) take turns with.
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let retrieval = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/retrieval");
+    for e in std::fs::read_dir(&retrieval).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "jpg") {
+            std::fs::copy(&p, images.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(images.join("broken.jpg"), b"not a jpeg").unwrap();
+    let extract = |name: &str, how: &[&str]| {
+        let out_dir = dir.join(name);
+        let out = crosspool()
+            .args([
+                "extract",
+                "-q",
+                "--size",
+                "160",
+                "--batch",
+                "2",
+                "--weights",
+            ])
+            .arg(&weights)
+            .args(how)
+            .arg("-o")
+            .arg(&out_dir)
+            .arg(&images)
+            .output()
+            .unwrap();
+        (out, out_dir)
+    };
+    let (one, one_dir) = extract("one", &["--device", "gpu"]);
+    assert_eq!(
+        one.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    let (two, two_dir) = extract("two", &["--devices", "0,0"]);
+    assert_eq!(
+        two.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&two.stderr)
+    );
+    let (a, b) = (
+        FeatureSet::read(&one_dir).unwrap(),
+        FeatureSet::read(&two_dir).unwrap(),
+    );
+    assert_eq!(a.len(), 37);
+    assert_eq!(a.paths, b.paths);
+    assert_eq!(a.failed, b.failed);
+    assert_eq!(a.failed.len(), 1);
+    assert!(a
+        .x
+        .iter()
+        .zip(&b.x)
+        .all(|(p, q)| p.to_bits() == q.to_bits()));
+    assert_eq!(a.x.len(), b.x.len());
+    let manifest = |d: &Path| std::fs::read_to_string(d.join("shard-00000.jsonl")).unwrap();
+    assert_eq!(manifest(&one_dir), manifest(&two_dir));
+    // Mistakes are named.
+    for (how, why, code) in [
+        (vec!["--devices", "9"], "GPU 9 of --devices", 1),
+        (vec!["--devices", "0", "--device", "cpu"], "--device cpu", 1),
+        (
+            vec!["--devices", "first"],
+            "adapter indices such as 0,2,3",
+            64,
+        ),
+    ] {
+        let (out, _) = extract("bad", &how);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.code() == Some(code) && err.contains(why),
+            "{how:?}: {err}"
+        );
+    }
+}

@@ -88,6 +88,55 @@ impl Engine {
     }
 }
 
+/// GPUs for `--devices`: every adapter, or adapter indices.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceList {
+    /// Every adapter the backend reaches.
+    All,
+    /// These indices of `crosspool info --list`, in this order.
+    Indices(Vec<usize>),
+}
+
+/// Parses `--devices`: `all` or comma-separated adapter indices.
+pub fn parse_devices(s: &str) -> Result<DeviceList, String> {
+    if s.trim() == "all" {
+        return Ok(DeviceList::All);
+    }
+    let indices = s
+        .split(',')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| format!("'{s}' is not `all` or adapter indices such as 0,2,3"))?;
+    if indices.is_empty() {
+        return Err("no device given".into());
+    }
+    Ok(DeviceList::Indices(indices))
+}
+
+/// Opens the GPUs of `list`, each its own device.
+pub fn open_gpus(list: &DeviceList, opts: &GpuOptions) -> anyhow::Result<Vec<Engine>> {
+    let indices = match list {
+        DeviceList::Indices(v) => v.clone(),
+        DeviceList::All => {
+            let n = GpuContext::list_adapters(opts.backend).len();
+            anyhow::ensure!(n > 0, "--devices all: no GPU adapter found");
+            (0..n).collect()
+        }
+    };
+    indices
+        .iter()
+        .map(|&i| {
+            let o = GpuOptions {
+                adapter: Some(i.to_string()),
+                ..opts.clone()
+            };
+            let ctx =
+                GpuContext::new(&o).with_context(|| format!("opening GPU {i} of --devices"))?;
+            Ok(Engine::Gpu(Box::new(ctx)))
+        })
+        .collect()
+}
+
 /// The CPU backend in words: threads and convolution kernel.
 fn cpu_description(cpu: &CpuBackend) -> String {
     let kernel = cpu
@@ -188,7 +237,7 @@ impl DeviceExtractor<'_> {
     }
 
     /// What computes batches for `cfg` on this device.
-    pub fn runner(&self, cfg: &ExtractConfig) -> anyhow::Result<Box<dyn BatchRunner + '_>> {
+    pub fn runner(&self, cfg: &ExtractConfig) -> anyhow::Result<Box<dyn BatchRunner + Send + '_>> {
         Ok(match self {
             DeviceExtractor::Gpu(ctx, ex) => Box::new(GpuRunner::new(ctx, ex, cfg)?),
             DeviceExtractor::Cpu(cpu, ex) => Box::new(CpuRunner::new(cpu, ex, cfg)),

@@ -98,6 +98,12 @@ pub struct Args {
     /// Where the network runs.
     #[arg(long, value_enum, default_value_t = Device::Auto)]
     device: Device,
+    /// Run on several GPUs at once: `all`, or adapter indices from `crosspool info --list`
+    /// (`0,2,3`; an index twice opens that GPU twice). Decoding and writing are shared, each
+    /// GPU takes the next batch when it is free, and the output is the same rows in the same
+    /// order as on one device.
+    #[arg(long, value_parser = super::engine::parse_devices)]
+    devices: Option<super::engine::DeviceList>,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -140,6 +146,7 @@ impl Args {
             resume: false,
             shard: None,
             device,
+            devices: None,
             quiet,
             json: false,
         }
@@ -313,12 +320,26 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         None => None,
     };
 
-    let engine = Engine::open(a.device, opts)?;
-    let extractor = engine.extractor(&weights, spec.clone(), pca.as_ref(), aconv_conv.as_ref())?;
+    let engines = match &a.devices {
+        None => vec![Engine::open(a.device, opts)?],
+        Some(list) => {
+            anyhow::ensure!(
+                a.device != Device::Cpu,
+                "--devices names GPUs; it does not go with --device cpu"
+            );
+            super::engine::open_gpus(list, opts)?
+        }
+    };
+    let engine = &engines[0];
+    let extractors = engines
+        .iter()
+        .map(|e| e.extractor(&weights, spec.clone(), pca.as_ref(), aconv_conv.as_ref()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let extractor = &extractors[0];
     let (feature_rows, feature_cols) = extractor.feature_shape(a.size as usize)?;
     let batch = a
         .batch
-        .unwrap_or_else(|| default_batch(&engine, &weights, &spec, a.size));
+        .unwrap_or_else(|| default_batch(engine, &weights, &spec, a.size));
     anyhow::ensure!(batch > 0, "--batch must be at least 1");
     let decode = a
         .decode
@@ -355,6 +376,11 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     let skipped = before - images.len();
     let images: Vec<PathBuf> = images.into_iter().map(|(p, _)| p).collect();
 
+    let described = engines
+        .iter()
+        .map(Engine::describe)
+        .collect::<Vec<_>>()
+        .join(" + ");
     let bar = progress_bar(a.quiet, images.len());
     if !a.quiet {
         eprintln!(
@@ -366,7 +392,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
             a.size,
             a.size,
             value_name(&decode),
-            engine.describe()
+            described
         );
     }
     let cfg = ExtractConfig {
@@ -388,9 +414,12 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         }
     };
     let n_new = images.len();
-    let mut runner = extractor.runner(&cfg)?;
-    let stats = extract::run_on(
-        runner.as_mut(),
+    let mut runners = extractors
+        .iter()
+        .map(|x| x.runner(&cfg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let stats = extract::run_on_devices(
+        runners.iter_mut().map(|r| r.as_mut()).collect(),
         weights.preprocess,
         images,
         writer,
@@ -407,7 +436,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     };
     print_summary(
         &a,
-        &engine.describe(),
+        &described,
         &counts,
         &stats,
         row_shape,
