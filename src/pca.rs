@@ -68,6 +68,24 @@ impl MomentAccumulator {
         }
         self.count += count;
     }
+
+    /// Adds the sums of `other` (another device's share of the same fit).
+    pub fn merge(&mut self, other: &MomentAccumulator) -> Result<()> {
+        if other.feat != self.feat {
+            return Err(Error::Config(format!(
+                "moments of features of length {} and {} cannot be added",
+                self.feat, other.feat
+            )));
+        }
+        for (a, b) in self.sum.iter_mut().zip(&other.sum) {
+            *a += b;
+        }
+        for (a, b) in self.second.iter_mut().zip(&other.second) {
+            *a += b;
+        }
+        self.count += other.count;
+        Ok(())
+    }
 }
 
 impl Pca {

@@ -355,14 +355,16 @@ fn bench_times_decoding_alone() {
 /// tolerance of the moments, and the leading components (well separated eigenvalues) the same
 /// directions.
 #[test]
-fn fit_pca_on_the_cpu_backend_matches_the_gpu() {
+fn fit_pca_on_the_cpu_backend_and_on_two_devices_matches_one_gpu() {
     let tmp = temp_dir("pca-devices");
     let dir = &tmp.0;
     let weights = alexnet_file(dir, false);
-    let fit = |device: &str| {
-        let out_file = dir.join(format!("pca-{device}.safetensors"));
+    let fit = |name: &str, how: &[&str]| {
+        let out_file = dir.join(format!("pca-{name}.safetensors"));
         let out = crosspool()
-            .args(["fit-pca", "--size", "99", "--device", device, "--weights"])
+            .args(["fit-pca", "--size", "99"])
+            .args(how)
+            .arg("--weights")
             .arg(&weights)
             .arg("-o")
             .arg(&out_file)
@@ -375,7 +377,7 @@ fn fit_pca_on_the_cpu_backend_matches_the_gpu() {
             String::from_utf8_lossy(&out.stderr)
         );
         let log = String::from_utf8_lossy(&out.stderr).to_string();
-        assert_eq!(log.contains("CPU backend"), device == "cpu", "{log}");
+        assert_eq!(log.contains("CPU backend"), name == "cpu", "{log}");
         // All 256 components from 4 x 25 local features: most carry no variance.
         assert!(
             log.contains("span at most 99 dimensions, so 157 of the 256 components"),
@@ -383,7 +385,8 @@ fn fit_pca_on_the_cpu_backend_matches_the_gpu() {
         );
         Pca::load(&out_file).unwrap()
     };
-    let (cpu, gpu) = (fit("cpu"), fit("gpu"));
+    let device = |d: &'static str| ["--device", d];
+    let (cpu, gpu) = (fit("cpu", &device("cpu")), fit("gpu", &device("gpu")));
     assert_eq!(cpu.units, gpu.units);
     assert!(common::rel_l2(&cpu.mean, &gpu.mean) <= 1e-5);
     assert!(common::rel_l2(&cpu.eigenvalues, &gpu.eigenvalues) <= 1e-5);
@@ -393,6 +396,24 @@ fn fit_pca_on_the_cpu_backend_matches_the_gpu() {
         let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
         assert!(dot > 0.999, "component {k}: dot {dot}");
     }
+    // Two devices (twice the one adapter here), a batch each in turn, their f64 sums added in
+    // device order: the same f32 batch sums as one device, added in another order, so each
+    // stored f32 value is within an ulp or two of the one-device fit.
+    let one = fit("one", &["--device", "gpu", "--batch", "1"]);
+    let two = fit("two", &["--devices", "0,0", "--batch", "1"]);
+    assert_eq!(one.units, two.units);
+    let ulps = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs() / x.abs().max(f32::MIN_POSITIVE) / f32::EPSILON)
+            .fold(0f32, f32::max)
+    };
+    let (m, e) = (
+        ulps(&one.mean, &two.mean),
+        ulps(&one.eigenvalues[..8], &two.eigenvalues[..8]),
+    );
+    eprintln!("fit-pca on two devices: mean within {m} ulp, top eigenvalues within {e} ulp");
+    assert!(m <= 2.0 && e <= 2.0, "{m} {e}");
 }
 
 #[test]

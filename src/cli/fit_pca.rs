@@ -49,16 +49,23 @@ pub struct Args {
     /// Where the network runs (see `extract --device`).
     #[arg(long, value_enum, default_value_t = Device::Auto)]
     device: Device,
+    /// Fit on several GPUs at once (see `extract --devices`): each takes every N-th batch,
+    /// and their sums are added in device order.
+    #[arg(long, value_parser = super::engine::parse_devices)]
+    devices: Option<super::engine::DeviceList>,
 }
 
-/// The moments of `layer`'s local features over `images` on `backend`, the layer's channels
-/// and how many images could not be read (reported and left out).
+/// The moments of `layer`'s local features over part `(k, n)` of `images` (batches k, k + n,
+/// ...) on `backend`, the layer's channels and how many images could not be read (reported
+/// and left out); progress lines start with `label`.
 fn accumulate<B: Backend>(
     backend: &B,
     a: &Args,
     weights: &ModelWeights,
     layer: &str,
     images: &[PathBuf],
+    (k, n): (usize, usize),
+    label: &str,
 ) -> anyhow::Result<(Option<MomentAccumulator>, usize, usize)> {
     let moments = Moments::new(backend, weights, layer, a.window)?;
     let mut acc: Option<MomentAccumulator> = None;
@@ -70,7 +77,9 @@ fn accumulate<B: Backend>(
     let mut buffers: Option<(usize, MomentsWorkspace<B>, B::Tensor)> = None;
     let mut channels = 0;
     let (mut seen, mut failed) = (0, 0);
-    for chunk in images.chunks(a.batch) {
+    let mine: Vec<&[PathBuf]> = images.chunks(a.batch).skip(k).step_by(n).collect();
+    let total: usize = mine.iter().map(|c| c.len()).sum();
+    for chunk in mine {
         let (x, ok) = super::decode_batch(chunk, a.size, &weights.preprocess, decode, "fit-pca");
         let n = ok.len();
         failed += chunk.len() - n;
@@ -91,7 +100,7 @@ fn accumulate<B: Backend>(
             backend.write(input, &x)?;
             moments.add_batch(backend, input, ws, acc)?;
         }
-        eprintln!("fit-pca: {seen}/{} images", images.len());
+        eprintln!("fit-pca: {label}{seen}/{total} images");
     }
     Ok((acc, channels, failed))
 }
@@ -108,7 +117,16 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| arch.default_pair().0.to_string());
     arch.check_input_size(a.size as usize, &layer)?;
     let weights = ModelWeights::load(&a.weights, Some(arch), Some(&layer))?;
-    let engine = Engine::open(a.device, opts)?;
+    let engines = match &a.devices {
+        None => vec![Engine::open(a.device, opts)?],
+        Some(list) => {
+            anyhow::ensure!(
+                a.device != Device::Cpu,
+                "--devices names GPUs; it does not go with --device cpu"
+            );
+            super::engine::open_gpus(list, opts)?
+        }
+    };
     eprintln!(
         "fit-pca: {} {layer} {} on {} images at {}x{}, {}",
         weights.arch,
@@ -116,12 +134,56 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
         images.len(),
         a.size,
         a.size,
-        engine.describe()
+        engines
+            .iter()
+            .map(Engine::describe)
+            .collect::<Vec<_>>()
+            .join(" + ")
     );
-    let (acc, channels, failed) = match &engine {
-        Engine::Gpu(ctx) => accumulate::<GpuContext>(ctx, &a, &weights, &layer, &images)?,
-        Engine::Cpu(cpu) => accumulate(cpu, &a, &weights, &layer, &images)?,
-    };
+    let n = engines.len();
+    let parts = std::thread::scope(|scope| {
+        let handles: Vec<_> = engines
+            .iter()
+            .enumerate()
+            .map(|(k, engine)| {
+                let (a, weights, layer, images) = (&a, &weights, &layer, &images);
+                scope.spawn(move || {
+                    let label = if n > 1 {
+                        format!("GPU {k}: ")
+                    } else {
+                        String::new()
+                    };
+                    match engine {
+                        Engine::Gpu(ctx) => {
+                            accumulate::<GpuContext>(ctx, a, weights, layer, images, (k, n), &label)
+                        }
+                        Engine::Cpu(cpu) => {
+                            accumulate(cpu, a, weights, layer, images, (k, n), &label)
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a fit-pca device thread panicked")))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    // Added in device order: the same devices give the same fit.
+    let (mut acc, mut channels, mut failed) = (None::<MomentAccumulator>, 0, 0);
+    for (part, c, f) in parts {
+        failed += f;
+        if let Some(p) = part {
+            channels = c;
+            match &mut acc {
+                Some(total) => total.merge(&p)?,
+                None => acc = Some(p),
+            }
+        }
+    }
     if failed > 0 {
         eprintln!("fit-pca: {failed} image(s) could not be read and were left out");
     }
