@@ -2,9 +2,8 @@
 //! manifests, with its stored feature as one vector and the label `extract --labels` wrote.
 
 use crate::error::{Error, Result};
-use crate::store::shards::{finished_shards, read_manifest, tensor_floats};
+use crate::store::shards::{bad_shard, for_each_shard, tensor_floats};
 use crate::store::ExtractSettings;
-use safetensors::SafeTensors;
 use std::path::Path;
 
 /// The features of one extraction, one vector per image.
@@ -57,73 +56,47 @@ impl FeatureSet {
     /// Reads every finished shard of `dir` (all parts). Features stored as sign codes, a
     /// non-finite value, or shards of different settings are errors.
     pub fn read(dir: &Path) -> Result<Self> {
-        let shards = finished_shards(dir, None)?;
-        if shards.is_empty() {
-            return Err(Error::Config(format!(
-                "{} holds no finished feature shards (run crosspool extract --out {} first)",
-                dir.display(),
-                dir.display()
-            )));
-        }
-        let mut set: Option<FeatureSet> = None;
-        for shard in shards {
-            let path = &shard.data;
-            let bad = |m: String| Error::BadFile {
-                path: path.display().to_string(),
-                what: "feature shard",
-                message: m,
-            };
-            let bytes = std::fs::read(path).map_err(Error::io(path))?;
-            let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
-            let settings = ExtractSettings::from_metadata(
-                meta.metadata().as_ref().unwrap_or(&Default::default()),
-                &path.display().to_string(),
-            )?;
-            let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
-            let t = st.tensor("features").map_err(|_| {
+        let (mut x, mut paths, mut labels, mut failed) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let settings = for_each_shard(dir, |shard| {
+            let path = shard.path;
+            let t = shard.tensors.tensor("features").map_err(|_| {
                 Error::Config(format!(
                     "{} holds sign codes, not floats: a linear classifier needs features extracted with --format f32 or f16",
                     path.display()
                 ))
             })?;
             let values =
-                tensor_floats(&t).ok_or_else(|| bad("features are not f32 or f16".into()))?;
-            let d = settings.feature_rows * settings.feature_cols;
-            let s = set.get_or_insert_with(|| FeatureSet {
-                settings: settings.clone(),
-                x: Vec::new(),
-                d,
-                paths: Vec::new(),
-                labels: Vec::new(),
-                failed: Vec::new(),
-            });
-            if !s.settings.same_run(&settings) {
-                return Err(Error::Config(format!(
-                    "{} comes from an extraction with other settings ({})",
-                    path.display(),
-                    settings.differences(&s.settings).join("; ")
-                )));
-            }
-            for line in read_manifest(&shard.manifest)? {
+                tensor_floats(&t).ok_or_else(|| bad_shard(path, "features are not f32 or f16"))?;
+            let d = shard.settings.feature_rows * shard.settings.feature_cols;
+            for line in shard.lines {
                 let Some(row) = line.ok_row() else {
                     let reason = line.reason.clone().unwrap_or_default();
-                    s.failed.push((line.path.clone(), reason));
+                    failed.push((line.path, reason));
                     continue;
                 };
-                let v = values
-                    .get(row * d..(row + 1) * d)
-                    .ok_or_else(|| bad(format!("row {row} of {} is missing", line.path)))?;
+                let v = values.get(row * d..(row + 1) * d).ok_or_else(|| {
+                    bad_shard(path, format!("row {row} of {} is missing", line.path))
+                })?;
                 if v.iter().any(|x| !x.is_finite()) {
-                    return Err(bad(format!(
-                        "the feature of {} holds NaN or infinity",
-                        line.path
-                    )));
+                    return Err(bad_shard(
+                        path,
+                        format!("the feature of {} holds NaN or infinity", line.path),
+                    ));
                 }
-                s.x.extend_from_slice(v);
-                s.paths.push(line.path.clone());
-                s.labels.push(line.label.clone());
+                x.extend_from_slice(v);
+                paths.push(line.path);
+                labels.push(line.label);
             }
-        }
-        Ok(set.expect("at least one shard"))
+            Ok(())
+        })?;
+        Ok(FeatureSet {
+            d: settings.feature_rows * settings.feature_cols,
+            settings,
+            x,
+            paths,
+            labels,
+            failed,
+        })
     }
 }

@@ -113,8 +113,26 @@ pub fn parse_devices(s: &str) -> Result<DeviceList, String> {
     Ok(DeviceList::Indices(indices))
 }
 
+/// The engines a command runs on: one for `--device`, or with `--devices` one per GPU named.
+pub fn open_engines(
+    device: Device,
+    devices: Option<&DeviceList>,
+    opts: &GpuOptions,
+) -> anyhow::Result<Vec<Engine>> {
+    match devices {
+        None => Ok(vec![Engine::open(device, opts)?]),
+        Some(list) => {
+            anyhow::ensure!(
+                device != Device::Cpu,
+                "--devices names GPUs; it does not go with --device cpu"
+            );
+            open_gpus(list, opts)
+        }
+    }
+}
+
 /// Opens the GPUs of `list`, each its own device.
-pub fn open_gpus(list: &DeviceList, opts: &GpuOptions) -> anyhow::Result<Vec<Engine>> {
+fn open_gpus(list: &DeviceList, opts: &GpuOptions) -> anyhow::Result<Vec<Engine>> {
     let indices = match list {
         DeviceList::Indices(v) => v.clone(),
         DeviceList::All => {

@@ -238,6 +238,7 @@ fn check_aconv(
     a: &Args,
     arch: Arch,
     spec: &FeatureSpec,
+    weights_fingerprint: &str,
 ) -> anyhow::Result<crosspool::weights::Conv2dWeights> {
     let path = a.aconv.as_deref().map(Path::display);
     let path = path.map(|p| p.to_string()).unwrap_or_default();
@@ -255,7 +256,7 @@ fn check_aconv(
         spec.repr.local_layer()
     );
     anyhow::ensure!(
-        ac.meta.weights_fingerprint == ModelWeights::fingerprint(&a.weights)?,
+        ac.meta.weights_fingerprint == weights_fingerprint,
         "{path} was trained on the map of other weights ({}) than {}",
         ac.meta.weights,
         a.weights.display()
@@ -296,8 +297,10 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     )?;
     arch.check_input_size(a.size as usize, spec.deepest_layer(arch)?)?;
     let weights = ModelWeights::load(&a.weights, Some(arch), Some(spec.deepest_layer(arch)?))?;
+    // Read once: it hashes the whole file.
+    let weights_fingerprint = ModelWeights::fingerprint(&a.weights)?;
     let aconv_conv = match &aconv {
-        Some(ac) => Some(check_aconv(ac, &a, arch, &spec)?),
+        Some(ac) => Some(check_aconv(ac, &a, arch, &spec, &weights_fingerprint)?),
         None => None,
     };
     let pca = a.pca.as_deref().map(Pca::load).transpose()?;
@@ -320,16 +323,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         None => None,
     };
 
-    let engines = match &a.devices {
-        None => vec![Engine::open(a.device, opts)?],
-        Some(list) => {
-            anyhow::ensure!(
-                a.device != Device::Cpu,
-                "--devices names GPUs; it does not go with --device cpu"
-            );
-            super::engine::open_gpus(list, opts)?
-        }
-    };
+    let engines = super::engine::open_engines(a.device, a.devices.as_ref(), opts)?;
     let engine = &engines[0];
     let extractors = engines
         .iter()
@@ -349,7 +343,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         version: SETTINGS_VERSION,
         arch,
         weights: absolute(&a.weights),
-        weights_fingerprint: Some(ModelWeights::fingerprint(&a.weights)?),
+        weights_fingerprint: Some(weights_fingerprint),
         layers,
         pooling: a.pooling,
         channel_pooling: a.channel_pooling,

@@ -117,16 +117,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| arch.default_pair().0.to_string());
     arch.check_input_size(a.size as usize, &layer)?;
     let weights = ModelWeights::load(&a.weights, Some(arch), Some(&layer))?;
-    let engines = match &a.devices {
-        None => vec![Engine::open(a.device, opts)?],
-        Some(list) => {
-            anyhow::ensure!(
-                a.device != Device::Cpu,
-                "--devices names GPUs; it does not go with --device cpu"
-            );
-            super::engine::open_gpus(list, opts)?
-        }
-    };
+    let engines = super::engine::open_engines(a.device, a.devices.as_ref(), opts)?;
     eprintln!(
         "fit-pca: {} {layer} {} on {} images at {}x{}, {}",
         weights.arch,

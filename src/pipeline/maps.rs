@@ -11,6 +11,9 @@ use crate::gpu::GpuContext;
 use crate::model::ModelWeights;
 use crate::pooling::RegionPoolMode;
 use crate::shape::Shape4;
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// Runs the network to `layer` and reads its activations back.
 pub struct LayerMaps<B: Backend = GpuContext> {
@@ -41,11 +44,8 @@ impl<B: Backend> LayerMaps<B> {
     pub fn workspace(&self, ctx: &B, input: Shape4) -> Result<LayerMapsWorkspace<B>> {
         let net = self.net.workspace(ctx, input, &[&self.layer])?;
         let s = B::shape_of(&net.outputs()[0]);
-        let boxes: Vec<[u32; 4]> = (0..s.h as u32)
-            .flat_map(|y| (0..s.w as u32).map(move |x| [y, y + 1, x, x + 1]))
-            .collect();
         Ok(LayerMapsWorkspace {
-            units: ctx.regions(&boxes)?,
+            units: ctx.regions(&unit_regions(s.h, s.w))?,
             maps: ctx.features(input.n, s.h * s.w, s.c, "layer maps")?,
             net,
         })
@@ -81,6 +81,16 @@ pub struct DevicePreActivations<'a, B: Backend = GpuContext> {
     ctx: &'a B,
     kernels: B::Kernels,
     grid: (usize, usize),
+    units: B::Regions,
+    /// Input, output and read-back buffers by `(images, channels, filters)`: made once, then
+    /// reused by every minibatch of that shape (only the weights are uploaded anew).
+    buffers: Mutex<HashMap<(usize, usize, usize), PreBuffers<B>>>,
+}
+
+struct PreBuffers<B: Backend> {
+    input: B::Tensor,
+    out: B::Tensor,
+    pre: B::Features,
 }
 
 impl<'a, B: Backend> DevicePreActivations<'a, B> {
@@ -90,6 +100,8 @@ impl<'a, B: Backend> DevicePreActivations<'a, B> {
             ctx,
             kernels: ctx.kernels()?,
             grid,
+            units: ctx.regions(&unit_regions(grid.0, grid.1))?,
+            buffers: Mutex::new(HashMap::new()),
         })
     }
 }
@@ -110,29 +122,38 @@ impl<B: Backend> PreActivations for DevicePreActivations<'_, B> {
         }
         let ctx = self.ctx;
         let shape = Shape4::new(rows / units, h, w, layer.d);
-        let input = ctx.tensor(shape, "aconv input")?;
-        ctx.write(&input, x)?;
         let conv = ctx.conv_layer(&layer.to_conv(false)?)?;
-        let out = ctx.tensor(
-            B::conv_spec(&conv).output_shape(shape)?,
-            "aconv pre-activations",
-        )?;
-        let boxes: Vec<[u32; 4]> = (0..h as u32)
-            .flat_map(|y| (0..w as u32).map(move |x| [y, y + 1, x, x + 1]))
-            .collect();
-        let units_regions = ctx.regions(&boxes)?;
-        let pre = ctx.features(shape.n, units, layer.filters, "aconv pre-activations")?;
+        let mut buffers = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
+        let b = match buffers.entry((shape.n, layer.d, layer.filters)) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(PreBuffers {
+                input: ctx.tensor(shape, "aconv input")?,
+                out: ctx.tensor(
+                    B::conv_spec(&conv).output_shape(shape)?,
+                    "aconv pre-activations",
+                )?,
+                pre: ctx.features(shape.n, units, layer.filters, "aconv pre-activations")?,
+            }),
+        };
+        ctx.write(&b.input, x)?;
         ctx.submit("aconv pre-activations", &mut |r| {
-            ctx.conv(&self.kernels, r, &conv, &input, &out)?;
+            ctx.conv(&self.kernels, r, &conv, &b.input, &b.out)?;
             ctx.region_pool(
                 &self.kernels,
                 r,
-                &out,
-                &units_regions,
+                &b.out,
+                &self.units,
                 RegionPoolMode::Sum,
-                &pre,
+                &b.pre,
             )
         })?;
-        Ok(ctx.download(&pre)?.into_iter().map(f64::from).collect())
+        Ok(ctx.download(&b.pre)?.into_iter().map(f64::from).collect())
     }
+}
+
+/// One region per unit of an `h x w` map, row-major: pooling over them reads the map back.
+fn unit_regions(h: usize, w: usize) -> Vec<[u32; 4]> {
+    (0..h as u32)
+        .flat_map(|y| (0..w as u32).map(move |x| [y, y + 1, x, x + 1]))
+        .collect()
 }

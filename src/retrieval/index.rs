@@ -14,13 +14,13 @@
 use crate::error::{Error, Result};
 use crate::output::write_atomic;
 use crate::pooling::Quantization;
-use crate::store::shards::{finished_shards, read_manifest, tensor_floats};
+use crate::store::shards::{bad_shard, for_each_shard, tensor_floats};
 use crate::store::ExtractSettings;
 use rayon::prelude::*;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The stored features.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,14 +68,6 @@ pub struct BuildStats {
     /// `(image path, shard and row, what is wrong)`. One such row would wreck every query's
     /// ranking.
     pub rejected: Vec<(String, String)>,
-}
-
-fn bad_shard(path: &Path, message: impl Into<String>) -> Error {
-    Error::BadFile {
-        path: path.display().to_string(),
-        what: "feature shard",
-        message: message.into(),
-    }
 }
 
 fn bad_index(path: &Path, message: impl Into<String>) -> Error {
@@ -179,46 +171,23 @@ impl RetrievalIndex {
     /// stored codes are taken as they are (`Storage::Codes`, if given, must name their
     /// format).
     pub fn build(dir: &Path, storage: Storage) -> Result<(Self, BuildStats)> {
-        let shards = finished_shards(dir, None)?;
-        if shards.is_empty() {
-            return Err(Error::Config(format!(
-                "{} holds no finished feature shards (run crosspool extract --out {} first)",
-                dir.display(),
-                dir.display()
-            )));
-        }
-        let mut builder: Option<(IndexBuilder, PathBuf)> = None;
-        for shard in shards {
-            let lines = read_manifest(&shard.manifest)?;
-            let ok_rows: Vec<(String, usize)> = lines
+        let mut builder: Option<IndexBuilder> = None;
+        for_each_shard(dir, |shard| {
+            let ok_rows: Vec<(String, usize)> = shard
+                .lines
                 .iter()
                 .filter_map(|l| l.ok_row().map(|r| (l.path.clone(), r)))
                 .collect();
-            let failed = lines.len() - ok_rows.len();
-            let path = &shard.data;
-            let bytes = std::fs::read(path).map_err(Error::io(path))?;
-            let (_, meta) =
-                SafeTensors::read_metadata(&bytes).map_err(|e| bad_shard(path, e.to_string()))?;
-            let settings = ExtractSettings::from_metadata(
-                meta.metadata().as_ref().unwrap_or(&Default::default()),
-                &path.display().to_string(),
-            )?;
-            let st =
-                SafeTensors::deserialize(&bytes).map_err(|e| bad_shard(path, e.to_string()))?;
-            let (b, first) = builder
-                .get_or_insert((IndexBuilder::new(settings.clone(), storage)?, path.clone()));
-            if !b.settings.same_run(&settings) {
-                return Err(Error::Config(format!(
-                    "{} and {} come from extractions with different settings ({}); index them separately",
-                    first.display(),
-                    path.display(),
-                    settings.differences(&b.settings).join("; ")
-                )));
-            }
-            b.add_shard(path, &st, &ok_rows)?;
+            let failed = shard.lines.len() - ok_rows.len();
+            let b = match &mut builder {
+                Some(b) => b,
+                None => builder.insert(IndexBuilder::new(shard.settings.clone(), storage)?),
+            };
+            b.add_shard(shard.path, &shard.tensors, &ok_rows)?;
             b.stats.failed += failed;
-        }
-        let (b, _) = builder.expect("at least one shard");
+            Ok(())
+        })?;
+        let b = builder.expect("for_each_shard fails on a directory without shards");
         Ok(b.finish())
     }
 

@@ -325,6 +325,74 @@ pub fn finished_shards(dir: &Path, prefix: Option<&str>) -> Result<Vec<FinishedS
     Ok(out)
 }
 
+/// An error about the feature shard at `path`.
+pub fn bad_shard(path: &Path, message: impl Into<String>) -> Error {
+    Error::BadFile {
+        path: path.display().to_string(),
+        what: "feature shard",
+        message: message.into(),
+    }
+}
+
+/// One finished shard, read: its file, the settings in its metadata, its manifest and its
+/// tensors.
+pub struct ShardContents<'a> {
+    /// The `.safetensors` file.
+    pub path: &'a Path,
+    /// The settings it was extracted with.
+    pub settings: super::ExtractSettings,
+    /// Its manifest, one line per image, in input order.
+    pub lines: Vec<ManifestLine>,
+    /// Its tensors.
+    pub tensors: safetensors::SafeTensors<'a>,
+}
+
+/// Reads every finished shard of `dir` (all parts, in order) and hands each to `f`. A
+/// directory without finished shards, an unreadable shard, or shards extracted with
+/// different settings are errors. Returns the settings.
+pub fn for_each_shard(
+    dir: &Path,
+    mut f: impl FnMut(ShardContents<'_>) -> Result<()>,
+) -> Result<super::ExtractSettings> {
+    use safetensors::SafeTensors;
+    let shards = finished_shards(dir, None)?;
+    let mut first: Option<(super::ExtractSettings, PathBuf)> = None;
+    for shard in &shards {
+        let path = &shard.data;
+        let bytes = std::fs::read(path).map_err(Error::io(path))?;
+        let (_, meta) =
+            SafeTensors::read_metadata(&bytes).map_err(|e| bad_shard(path, e.to_string()))?;
+        let settings = super::ExtractSettings::from_metadata(
+            meta.metadata().as_ref().unwrap_or(&Default::default()),
+            &path.display().to_string(),
+        )?;
+        let (s0, p0) = first.get_or_insert_with(|| (settings.clone(), path.clone()));
+        if !s0.same_run(&settings) {
+            return Err(Error::Config(format!(
+                "{} and {} come from extractions with different settings ({}); read them separately",
+                p0.display(),
+                path.display(),
+                settings.differences(s0).join("; ")
+            )));
+        }
+        let tensors =
+            SafeTensors::deserialize(&bytes).map_err(|e| bad_shard(path, e.to_string()))?;
+        f(ShardContents {
+            path,
+            settings,
+            lines: read_manifest(&shard.manifest)?,
+            tensors,
+        })?;
+    }
+    first.map(|(s, _)| s).ok_or_else(|| {
+        Error::Config(format!(
+            "{} holds no finished feature shards (run crosspool extract --out {} first)",
+            dir.display(),
+            dir.display()
+        ))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
