@@ -387,7 +387,12 @@ fn decode_jpeg_scaled(
         s.jpeg = Some(Decompressor::new().ok()?);
     }
     let dec = s.jpeg.as_mut()?;
-    let header = dec.read_header(bytes).ok()?;
+    // A decompressor that reported an error is dropped, not reused: after a failed header
+    // read it decoded the thread's next image wrongly (features off by half their scale).
+    let Ok(header) = dec.read_header(bytes) else {
+        s.jpeg = None;
+        return None;
+    };
     let (w, h) = (
         u32::try_from(header.width).ok()?,
         u32::try_from(header.height).ok()?,
@@ -404,7 +409,10 @@ fn decode_jpeg_scaled(
         return None;
     }
     let factor = ScalingFactor::new(1, denom as usize);
-    dec.set_scaling_factor(factor).ok()?;
+    if dec.set_scaling_factor(factor).is_err() {
+        s.jpeg = None;
+        return None;
+    }
     let (sw, sh) = (factor.scale(header.width), factor.scale(header.height));
     s.pixels.resize(sw * sh * 3, 0);
     let image = turbojpeg::Image {
@@ -414,7 +422,10 @@ fn decode_jpeg_scaled(
         height: sh,
         format: PixelFormat::RGB,
     };
-    dec.decompress(bytes, image).ok()?;
+    if dec.decompress(bytes, image).is_err() {
+        s.jpeg = None;
+        return None;
+    }
     let resized = resize_into(&mut s.resizer, sw as u32, sh as u32, &s.pixels, size);
     Some(resized.map(|rgb| upright_square(rgb, size, jpeg_orientation(bytes))))
 }

@@ -287,3 +287,18 @@ fn small_images_and_other_formats_decode_exactly_in_fast_mode() {
         );
     }
 }
+
+#[test]
+fn a_failed_jpeg_leaves_the_next_decode_on_its_thread_unchanged() {
+    // Each decoding thread keeps its libjpeg-turbo decompressor; one that had failed on a
+    // file once decoded the thread's next photo wrongly.
+    let tmp = temp_dir("decode-after-failure");
+    let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/photos/chelsea.jpg");
+    let broken = tmp.0.join("broken.jpg");
+    std::fs::write(&broken, b"\xff\xd8\xff not really a jpeg").unwrap();
+    let fast = opts(DecodeMode::Fast);
+    let before = decode_resized(&photo, 96, fast).unwrap();
+    assert!(decode_resized(&broken, 96, fast).is_err());
+    let after = decode_resized(&photo, 96, fast).unwrap();
+    assert!(before == after, "{:?}", diff(&before, &after));
+}
