@@ -5,7 +5,7 @@
 use crate::cpu::{CpuBackend, HostTensor};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuPacked, GpuTensor, QuantizeKernel};
-use crate::input::{failure_reason, prepare, DecodeOptions};
+use crate::input::{failure_reason, prepare_source, DecodeOptions, ImageSource};
 use crate::model::Preprocess;
 use crate::output::{OutputFormat, Row, RowData, RowSink};
 use crate::pipeline::{Backend, ExtractWorkspace, Extractor};
@@ -13,7 +13,6 @@ use crate::pooling::Quantization;
 use crate::shape::Shape4;
 use rayon::prelude::*;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::mpsc::sync_channel;
 
 /// Settings of one extraction run.
@@ -29,9 +28,10 @@ pub struct ExtractConfig {
     pub decode: DecodeOptions,
 }
 
-/// One decoded batch: per image, its path and its preprocessed pixels or why it failed.
+/// One decoded batch: per image, where it is from and its preprocessed pixels or why it
+/// failed.
 struct Decoded {
-    items: Vec<(PathBuf, std::result::Result<Vec<f32>, String>)>,
+    items: Vec<(ImageSource, std::result::Result<Vec<f32>, String>)>,
 }
 
 /// Computes the features of one batch of preprocessed images on some device.
@@ -48,7 +48,7 @@ pub fn run<W: RowSink>(
     ctx: &GpuContext,
     extractor: &Extractor,
     preprocess: Preprocess,
-    images: Vec<PathBuf>,
+    images: impl IntoIterator<Item = impl Into<ImageSource>>,
     writer: W,
     cfg: &ExtractConfig,
     progress: &(dyn Fn(usize, usize) + Sync),
@@ -61,11 +61,12 @@ pub fn run<W: RowSink>(
 pub fn run_on<W: RowSink>(
     runner: &mut (dyn BatchRunner + Send),
     preprocess: Preprocess,
-    images: Vec<PathBuf>,
+    images: impl IntoIterator<Item = impl Into<ImageSource>>,
     writer: W,
     cfg: &ExtractConfig,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<W::Done> {
+    let images = images.into_iter().map(Into::into).collect();
     run_on_devices(vec![runner], preprocess, images, writer, cfg, progress)
 }
 
@@ -75,7 +76,7 @@ pub fn run_on<W: RowSink>(
 pub fn run_on_devices<'a, W: RowSink>(
     runners: Vec<&mut (dyn BatchRunner + Send + 'a)>,
     preprocess: Preprocess,
-    images: Vec<PathBuf>,
+    images: Vec<ImageSource>,
     writer: W,
     cfg: &ExtractConfig,
     progress: &(dyn Fn(usize, usize) + Sync),
@@ -102,8 +103,8 @@ pub fn run_on_devices<'a, W: RowSink>(
                 let items = chunk
                     .par_iter()
                     .map(|p| {
-                        let r =
-                            prepare(p, size, &preprocess, decode).map_err(|e| failure_reason(&e));
+                        let r = prepare_source(p, size, &preprocess, decode)
+                            .map_err(|e| failure_reason(&e));
                         (p.clone(), r)
                     })
                     .collect();
@@ -376,13 +377,13 @@ fn join_rows(d: Decoded, features: Vec<RowData>, guide: Vec<Vec<f32>>) -> Vec<Ro
     let mut guide = guide.into_iter();
     d.items
         .into_iter()
-        .map(|(path, r)| match r {
+        .map(|(source, r)| match r {
             Ok(_) => Row::Ok {
-                path,
+                source,
                 values: feats.next().expect("one feature per decoded image"),
                 guide_mean: guide.next(),
             },
-            Err(reason) => Row::Failed { path, reason },
+            Err(reason) => Row::Failed { source, reason },
         })
         .collect()
 }
@@ -425,10 +426,12 @@ mod tests {
         }
     }
 
-    fn inputs() -> (Vec<PathBuf>, ExtractConfig) {
+    fn inputs() -> (Vec<ImageSource>, ExtractConfig) {
         let photos = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/photos");
         let names = ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"];
-        let images = (0..24).map(|i| photos.join(names[i % 4])).collect();
+        let images = (0..24)
+            .map(|i| ImageSource::File(photos.join(names[i % 4])))
+            .collect();
         let cfg = ExtractConfig {
             size: 32,
             batch: 1,
@@ -459,11 +462,11 @@ mod tests {
         let alone = run_on(&mut one, pre, images.clone(), Vec::new(), &cfg, &|_, _| {}).unwrap();
         let key = |r: &Row| match r {
             Row::Ok {
-                path,
+                source,
                 values: RowData::F32(v),
                 ..
-            } => (path.clone(), v[0].to_bits()),
-            Row::Failed { path, reason } => panic!("{}: {reason}", path.display()),
+            } => (source.clone(), v[0].to_bits()),
+            Row::Failed { source, reason } => panic!("{}: {reason}", source.name().display()),
             Row::Ok { .. } => panic!("codes where floats were asked for"),
         };
         let got: Vec<_> = rows.iter().map(key).collect();

@@ -4,10 +4,11 @@
 //! The file layout and names are defined in [`crate::store`].
 
 use crate::error::{Error, Result};
+use crate::input::{ImageId, ImageSource};
 use crate::pooling::Quantization;
 use crate::store::shards::{
-    finished_shards, image_identity, lock_part, parse_part_prefix, read_manifest, settings_file,
-    shard_file, tensor_floats, PartLock,
+    finished_shards, lock_part, parse_part_prefix, read_manifest, settings_file, shard_file,
+    tensor_floats, PartLock,
 };
 use crate::store::{ExtractSettings, ManifestLine};
 use safetensors::Dtype;
@@ -46,12 +47,12 @@ pub enum Row {
     /// Its feature: f32 values (for F32/F16) or packed words (for Sign2/Bits1), and for
     /// cross-layer features the mean activation of each channel of layer t+1.
     Ok {
-        path: PathBuf,
+        source: ImageSource,
         values: RowData,
         guide_mean: Option<Vec<f32>>,
     },
     /// Why it has no feature.
-    Failed { path: PathBuf, reason: String },
+    Failed { source: ImageSource, reason: String },
 }
 
 /// Feature data of one image.
@@ -145,7 +146,7 @@ impl ShardWriter {
         settings: &ExtractSettings,
         shard_rows: usize,
         resume: bool,
-    ) -> Result<(Self, HashSet<PathBuf>)> {
+    ) -> Result<(Self, HashSet<ImageId>)> {
         std::fs::create_dir_all(dir).map_err(Error::write(dir))?;
         let lock = lock_part(dir, prefix)?;
         check_same_split(dir, prefix)?;
@@ -184,7 +185,7 @@ impl ShardWriter {
             }
             for shard in &finished {
                 for line in read_manifest(&shard.manifest)? {
-                    done.insert(image_identity(&line.image_path()?));
+                    done.insert(line.identity()?);
                 }
                 next = next.max(shard.index + 1);
             }
@@ -260,7 +261,7 @@ impl ShardWriter {
         for row in &rows {
             let line = match row {
                 Row::Ok {
-                    path,
+                    source,
                     values,
                     guide_mean,
                 } => {
@@ -268,7 +269,7 @@ impl ShardWriter {
                         if g.len() != d1 {
                             return Err(Error::Config(format!(
                                 "{}: {} guidance means for {d1} pooling channels",
-                                path.display(),
+                                source.name().display(),
                                 g.len()
                             )));
                         }
@@ -291,15 +292,19 @@ impl ShardWriter {
                         }
                     }
                     n += 1;
-                    ManifestLine::ok(path, &name, n - 1)
+                    ManifestLine::ok(source, &name, n - 1)
                 }
-                Row::Failed { path, reason } => ManifestLine::failed(path, reason.clone()),
+                Row::Failed { source, reason } => ManifestLine::failed(source, reason.clone()),
             };
-            let path = match row {
-                Row::Ok { path, .. } | Row::Failed { path, .. } => path,
+            let source = match row {
+                Row::Ok { source, .. } | Row::Failed { source, .. } => source,
             };
             let line = ManifestLine {
-                label: self.labels.as_ref().and_then(|l| l.label_of(path)),
+                label: self
+                    .labels
+                    .as_ref()
+                    .zip(source.file())
+                    .and_then(|(l, p)| l.label_of(p)),
                 ..line
             };
             lines.push_str(
@@ -440,7 +445,7 @@ fn check_finite(
     let image = read_manifest(manifest)?
         .into_iter()
         .find(|l| l.ok_row() == Some(row))
-        .map_or_else(|| "an unknown image".to_string(), |l| l.path);
+        .map_or_else(|| "an unknown image".to_string(), |l| l.name());
     Err(Error::BadFile {
         path: path.display().to_string(),
         what: "feature shard",

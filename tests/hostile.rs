@@ -144,7 +144,7 @@ fn non_finite_rows_are_named_and_kept_out() {
     ];
     for (p, v) in rows {
         w.push(Row::Ok {
-            path: p.into(),
+            source: crosspool::input::ImageSource::File(p.into()),
             values: RowData::F32(v.to_vec()),
             guide_mean: None,
         })
@@ -317,7 +317,7 @@ fn export_npy_joins_the_parts_of_a_job_array() {
     for (part, prefix) in ["part0of2-", "part1of2-"].iter().enumerate() {
         let (mut w, _) = ShardWriter::open(&d.0, prefix, &s, 10, false).unwrap();
         w.push(Row::Ok {
-            path: format!("{part}.jpg").into(),
+            source: crosspool::input::ImageSource::File(format!("{part}.jpg").into()),
             values: RowData::F32(vec![part as f32; 4]),
             guide_mean: None,
         })
@@ -574,7 +574,7 @@ fn damaged_indexes_and_shards_are_named_as_such() {
     let (mut w, _) =
         crosspool::output::ShardWriter::open(&parts, "", &sum_settings(), 10, false).unwrap();
     w.push(crosspool::output::Row::Failed {
-        path: "x.jpg".into(),
+        source: crosspool::input::ImageSource::File("x.jpg".into()),
         reason: "test".into(),
     })
     .unwrap();

@@ -248,7 +248,7 @@ fn fake_extraction(dir: &Path, rows: usize, cols: usize) -> Vec<(String, Vec<f32
             let path = format!("img/{part}-{i}.jpg");
             if part == 1 && i == 1 {
                 w.push(Row::Failed {
-                    path: path.into(),
+                    source: crosspool::input::ImageSource::File(path.into()),
                     reason: "broken".into(),
                 })
                 .unwrap();
@@ -260,7 +260,7 @@ fn fake_extraction(dir: &Path, rows: usize, cols: usize) -> Vec<(String, Vec<f32
                 .map(|x| x.abs())
                 .collect();
             w.push(Row::Ok {
-                path: path.clone().into(),
+                source: crosspool::input::ImageSource::File(path.clone().into()),
                 values: RowData::F32(v.clone()),
                 guide_mean: Some(g.clone()),
             })

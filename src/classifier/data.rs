@@ -14,7 +14,8 @@ pub struct FeatureSet {
     pub x: Vec<f32>,
     /// Vector length (`feature_rows * feature_cols`).
     pub d: usize,
-    /// Each image's path, as its manifest line holds it.
+    /// Each image's name: its path as its manifest line holds it, `TAR/MEMBER` for a tar
+    /// member.
     pub paths: Vec<String>,
     /// Each image's label, if the run recorded one.
     pub labels: Vec<Option<String>>,
@@ -72,20 +73,20 @@ impl FeatureSet {
             for line in shard.lines {
                 let Some(row) = line.ok_row() else {
                     let reason = line.reason.clone().unwrap_or_default();
-                    failed.push((line.path, reason));
+                    failed.push((line.name(), reason));
                     continue;
                 };
                 let v = values.get(row * d..(row + 1) * d).ok_or_else(|| {
-                    bad_shard(path, format!("row {row} of {} is missing", line.path))
+                    bad_shard(path, format!("row {row} of {} is missing", line.name()))
                 })?;
                 if v.iter().any(|x| !x.is_finite()) {
                     return Err(bad_shard(
                         path,
-                        format!("the feature of {} holds NaN or infinity", line.path),
+                        format!("the feature of {} holds NaN or infinity", line.name()),
                     ));
                 }
                 x.extend_from_slice(v);
-                paths.push(line.path);
+                paths.push(line.name());
                 labels.push(line.label);
             }
             Ok(())

@@ -5,7 +5,7 @@ use super::engine::{Device, Engine};
 use crosspool::classifier::aconv::{self, HostF64, Maps, PreActivations, Training};
 use crosspool::classifier::aconv_file::{AConvFile, AConvMeta};
 use crosspool::gpu::{GpuContext, GpuOptions};
-use crosspool::input::{expand_inputs, DecodeMode, DecodeOptions};
+use crosspool::input::{expand_inputs, DecodeMode, DecodeOptions, ImageSource};
 use crosspool::model::{Arch, ModelWeights};
 use crosspool::pipeline::{Backend, DevicePreActivations, LayerMaps, LayerMapsWorkspace};
 use crosspool::shape::Shape4;
@@ -96,8 +96,9 @@ fn read_maps<B: Backend>(
     let mut buffers: Option<(usize, LayerMapsWorkspace<B>, B::Tensor)> = None;
     let (mut all, mut read, mut grid, mut channels) = (Vec::new(), Vec::new(), (0, 0), 0);
     for (c, chunk) in images.chunks(BATCH).enumerate() {
+        let chunk: Vec<ImageSource> = chunk.iter().cloned().map(ImageSource::File).collect();
         let (x, ok) =
-            super::decode_batch(chunk, a.size, &weights.preprocess, decode, "train-aconv");
+            super::decode_batch(&chunk, a.size, &weights.preprocess, decode, "train-aconv");
         read.extend(ok.iter().map(|j| c * BATCH + j));
         let n = ok.len();
         if n > 0 {

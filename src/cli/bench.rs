@@ -5,7 +5,9 @@ use super::engine::{Device, Engine};
 use anyhow::Context;
 use crosspool::features::{FeatureSpec, Representation};
 use crosspool::gpu::{GpuContext, GpuOptions};
-use crosspool::input::{collect_images, prepare, DecodeMode, DecodeOptions};
+use crosspool::input::{
+    collect_images, expand_sources, prepare_source, DecodeMode, DecodeOptions, ImageSource,
+};
 use crosspool::model::{Arch, ModelWeights, Preprocess};
 use crosspool::pipeline::Extractor;
 use crosspool::pipeline::{Backend, ExtractWorkspace};
@@ -248,7 +250,7 @@ fn bench_input(
         return Ok((x, None));
     };
     let paths = images_in(dir)?;
-    let batch: Vec<PathBuf> = paths.iter().cycle().take(a.batch).cloned().collect();
+    let batch: Vec<ImageSource> = paths.iter().cycle().take(a.batch).cloned().collect();
     let mut times = Vec::new();
     let mut out = Vec::new();
     for _ in 0..a.iters.min(5) {
@@ -259,9 +261,9 @@ fn bench_input(
     Ok((out, Some(a.batch as f64 / median(times))))
 }
 
-/// The images under `dir`, at least one.
-fn images_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let paths = collect_images(std::slice::from_ref(&dir.to_path_buf()))?;
+/// The images under `dir` (tar shards' members included), at least one.
+fn images_in(dir: &Path) -> anyhow::Result<Vec<ImageSource>> {
+    let paths = expand_sources(collect_images(std::slice::from_ref(&dir.to_path_buf()))?);
     anyhow::ensure!(!paths.is_empty(), "no images in {}", dir.display());
     Ok(paths)
 }
@@ -269,7 +271,7 @@ fn images_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 /// Every image of `paths` through the input path on the current thread pool, and the
 /// seconds it took.
 fn prepare_all(
-    paths: &[PathBuf],
+    paths: &[ImageSource],
     size: u32,
     pre: &Preprocess,
     mode: DecodeMode,
@@ -281,7 +283,7 @@ fn prepare_all(
     let t0 = Instant::now();
     let out = paths
         .par_iter()
-        .map(|p| prepare(p, size, pre, opts))
+        .map(|p| prepare_source(p, size, pre, opts))
         .collect::<crosspool::Result<_>>()?;
     Ok((out, t0.elapsed().as_secs_f64()))
 }
@@ -335,7 +337,7 @@ fn decode_only(a: &Args) -> anyhow::Result<()> {
     let paths = images_in(dir)?;
     // Every preprocessing costs the same (a scale and shift per value); no model is needed.
     let pre = Preprocess::TORCHVISION;
-    let pass = |paths: &[PathBuf]| -> anyhow::Result<f64> {
+    let pass = |paths: &[ImageSource]| -> anyhow::Result<f64> {
         let (done, secs) = prepare_all(paths, a.size, &pre, a.decode)?;
         Ok(done.len() as f64 / secs)
     };

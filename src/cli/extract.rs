@@ -5,7 +5,9 @@ use crosspool::classifier::aconv_file::AConvFile;
 use crosspool::extract::{self, ExtractConfig};
 use crosspool::features::{FeatureSpec, ADDED_GUIDE};
 use crosspool::gpu::GpuOptions;
-use crosspool::input::{expand_inputs, DecodeLimits, DecodeMode, DecodeOptions};
+use crosspool::input::{
+    expand_inputs, expand_sources, DecodeLimits, DecodeMode, DecodeOptions, ImageId, ImageSource,
+};
 use crosspool::model::{Arch, ModelWeights};
 use crosspool::output::{OutputFormat, ShardWriter};
 use crosspool::pca::Pca;
@@ -20,8 +22,10 @@ use std::path::{Path, PathBuf};
 /// Arguments of `extract`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Images, directories (searched recursively), list files (*.txt / *.list: one path per
-    /// line), or `-` to read paths from standard input.
+    /// Images, WebDataset tar shards (*.tar: each image member is an image, its sample's
+    /// .json/.txt/.cls carried into the manifest), directories (searched recursively for
+    /// both), list files (*.txt / *.list: one path per line), patterns the shell did not
+    /// expand ('shards/*.tar'), or `-` to read paths from standard input.
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
     /// Safetensors weights file.
@@ -167,15 +171,15 @@ fn parse_part(s: &str) -> Result<(usize, usize), String> {
 }
 
 /// The images in order, each once by identity (another spelling of a path, or a link to a
-/// file already listed, names the same image) and with that identity, and how many inputs
-/// repeated one.
-fn distinct_images(images: Vec<PathBuf>) -> (Vec<(PathBuf, PathBuf)>, usize) {
+/// file already listed, names the same image; so does a tar listed twice) and with that
+/// identity, and how many inputs repeated one.
+fn distinct_images(images: Vec<ImageSource>) -> (Vec<(ImageSource, ImageId)>, usize) {
     let mut seen = std::collections::HashSet::new();
     let before = images.len();
-    let kept: Vec<(PathBuf, PathBuf)> = images
+    let kept: Vec<(ImageSource, ImageId)> = images
         .into_iter()
         .map(|p| {
-            let id = image_identity(&p);
+            let id = p.identity();
             (p, id)
         })
         .filter(|(_, id)| seen.insert(id.clone()))
@@ -305,7 +309,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     };
     let pca = a.pca.as_deref().map(Pca::load).transpose()?;
 
-    let (listed, duplicates) = distinct_images(expand_inputs(&a.inputs)?);
+    let (listed, duplicates) = distinct_images(expand_sources(expand_inputs(&a.inputs)?));
     let total_listed = listed.len();
     anyhow::ensure!(
         total_listed > 0,
@@ -316,7 +320,16 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     let labels = match &a.labels {
         Some(src) => {
             let labels = Labels::load(LabelSource::parse(src))?;
-            let paths: Vec<PathBuf> = images.iter().map(|(p, _)| p.clone()).collect();
+            if let Some((m, _)) = images.iter().find(|(s, _)| s.file().is_none()) {
+                anyhow::bail!(
+                    "--labels names image files, and {} is a tar member: a tar's samples carry their labels in their sidecars (.cls, .json), which the manifest records",
+                    m.name().display()
+                );
+            }
+            let paths: Vec<PathBuf> = images
+                .iter()
+                .filter_map(|(p, _)| p.file().map(Path::to_path_buf))
+                .collect();
             labels.check_all_labelled(&paths)?;
             Some(labels)
         }
@@ -368,7 +381,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     // Identity, not spelling: ./d/a.jpg and /abs/d/a.jpg are one image.
     images.retain(|(_, id)| !done.contains(id));
     let skipped = before - images.len();
-    let images: Vec<PathBuf> = images.into_iter().map(|(p, _)| p).collect();
+    let images: Vec<ImageSource> = images.into_iter().map(|(p, _)| p).collect();
 
     let described = engines
         .iter()

@@ -2,7 +2,7 @@
 
 use super::engine::{Device, Engine};
 use crosspool::gpu::{GpuContext, GpuOptions};
-use crosspool::input::{expand_inputs, DecodeMode, DecodeOptions};
+use crosspool::input::{expand_inputs, expand_sources, DecodeMode, DecodeOptions, ImageSource};
 use crosspool::model::{Arch, ModelWeights};
 use crosspool::pca::{MomentAccumulator, Pca};
 use crosspool::pipeline::{Backend, Moments, MomentsWorkspace};
@@ -63,7 +63,7 @@ fn accumulate<B: Backend>(
     a: &Args,
     weights: &ModelWeights,
     layer: &str,
-    images: &[PathBuf],
+    images: &[ImageSource],
     (k, n): (usize, usize),
     label: &str,
 ) -> anyhow::Result<(Option<MomentAccumulator>, usize, usize)> {
@@ -77,7 +77,7 @@ fn accumulate<B: Backend>(
     let mut buffers: Option<(usize, MomentsWorkspace<B>, B::Tensor)> = None;
     let mut channels = 0;
     let (mut seen, mut failed) = (0, 0);
-    let mine: Vec<&[PathBuf]> = images.chunks(a.batch).skip(k).step_by(n).collect();
+    let mine: Vec<&[ImageSource]> = images.chunks(a.batch).skip(k).step_by(n).collect();
     let total: usize = mine.iter().map(|c| c.len()).sum();
     for chunk in mine {
         let (x, ok) = super::decode_batch(chunk, a.size, &weights.preprocess, decode, "fit-pca");
@@ -108,7 +108,8 @@ fn accumulate<B: Backend>(
 /// Runs `fit-pca`.
 pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
     anyhow::ensure!(a.batch > 0, "--batch must be at least 1");
-    let images = expand_inputs(&a.inputs)?;
+    // Tar shards' image members are read in place, as by extract.
+    let images = expand_sources(expand_inputs(&a.inputs)?);
     anyhow::ensure!(!images.is_empty(), "no images found in the inputs given");
     let arch = ModelWeights::arch_of(&a.weights, a.model)?;
     let layer = a

@@ -16,9 +16,9 @@ pub mod engine;
 
 /// Decodes and preprocesses `images` on all cores for a batch: the values of those read, in
 /// order, and their indices in `images`. One that cannot be read is reported as
-/// `"{command}: PATH: REASON (left out)"` and left out.
+/// `"{command}: NAME: REASON (left out)"` and left out.
 pub fn decode_batch(
-    images: &[std::path::PathBuf],
+    images: &[crosspool::input::ImageSource],
     size: u32,
     pre: &crosspool::model::Preprocess,
     decode: crosspool::input::DecodeOptions,
@@ -27,7 +27,7 @@ pub fn decode_batch(
     use rayon::prelude::*;
     let prepared: Vec<_> = images
         .par_iter()
-        .map(|p| crosspool::input::prepare(p, size, pre, decode))
+        .map(|p| crosspool::input::prepare_source(p, size, pre, decode))
         .collect();
     let (mut x, mut read) = (Vec::new(), Vec::new());
     for (j, (p, r)) in images.iter().zip(prepared).enumerate() {
@@ -38,7 +38,7 @@ pub fn decode_batch(
             }
             Err(e) => eprintln!(
                 "{command}: {}: {} (left out)",
-                p.display(),
+                p.name().display(),
                 crosspool::input::failure_reason(&e)
             ),
         }

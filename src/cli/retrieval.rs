@@ -84,7 +84,7 @@ pub struct ScoreArgs {
 pub struct SearchArgs {
     #[command(flatten)]
     score: ScoreArgs,
-    /// Query images.
+    /// Query images (image files, or tar shards whose images are each a query).
     #[arg(long, required = true, num_args = 1..)]
     query: Vec<PathBuf>,
     /// Results per query.
@@ -262,7 +262,7 @@ pub fn run_search(opts: &GpuOptions, a: SearchArgs) -> anyhow::Result<usize> {
     let rows = extract::run_on(
         runner.as_mut(),
         weights.preprocess,
-        a.query.clone(),
+        crosspool::input::expand_sources(a.query.clone()),
         Vec::new(),
         &cfg,
         &|_, _| {},
@@ -274,7 +274,7 @@ pub fn run_search(opts: &GpuOptions, a: SearchArgs) -> anyhow::Result<usize> {
     for row in rows {
         match row {
             Row::Ok {
-                path,
+                source,
                 values: RowData::F32(v),
                 guide_mean,
             } => {
@@ -285,15 +285,18 @@ pub fn run_search(opts: &GpuOptions, a: SearchArgs) -> anyhow::Result<usize> {
                     index.rows,
                     index.cols
                 );
-                names.push(path.display().to_string());
+                names.push(source.name().display().to_string());
                 codes.extend(index.encode_query(v));
                 guide.push(guide_mean);
             }
-            Row::Ok { path, .. } => {
-                anyhow::bail!("{}: unexpected packed query feature", path.display())
+            Row::Ok { source, .. } => {
+                anyhow::bail!(
+                    "{}: unexpected packed query feature",
+                    source.name().display()
+                )
             }
-            Row::Failed { path, reason } => {
-                eprintln!("search: {}: {reason}", path.display());
+            Row::Failed { source, reason } => {
+                eprintln!("search: {}: {reason}", source.name().display());
                 failed += 1;
             }
         }

@@ -176,7 +176,7 @@ impl RetrievalIndex {
             let ok_rows: Vec<(String, usize)> = shard
                 .lines
                 .iter()
-                .filter_map(|l| l.ok_row().map(|r| (l.path.clone(), r)))
+                .filter_map(|l| l.ok_row().map(|r| (l.name(), r)))
                 .collect();
             let failed = shard.lines.len() - ok_rows.len();
             let b = match &mut builder {

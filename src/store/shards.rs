@@ -7,6 +7,7 @@
 //!   order. It is written last, so a shard counts as finished exactly when it exists.
 
 use crate::error::{Error, Result};
+use crate::input::{ImageId, ImageSource};
 use std::path::{Path, PathBuf};
 
 /// The file-name prefix of part `i` of `n` of a job array.
@@ -171,38 +172,87 @@ pub struct ManifestLine {
     /// The image's class, when the run was given labels (`extract --labels`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// A tar shard's image: the member's name (`path` is then the tar's). Absent, with an
+    /// `offset`, for a part of the tar that could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    /// A tar member: its WebDataset sample key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// A tar member: the byte offset of its header in the tar (of the unreadable part).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// A tar member: the other members of its sample, by field (`json`, `txt`, `cls`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecars: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ManifestLine {
-    /// An image with a feature at `row` of `shard`.
-    pub fn ok(path: &Path, shard: &str, row: usize) -> Self {
+    /// The line of `source`, with the status and nothing else yet.
+    fn of(source: &ImageSource, status: Status) -> Self {
+        let (path, member) = match source {
+            ImageSource::File(p) => (p.as_path(), None),
+            ImageSource::Member(m) => (&*m.tar, Some(m)),
+        };
         let (path, path_bytes) = path_text(path);
         ManifestLine {
             path,
             path_bytes,
-            status: Status::Ok,
-            shard: Some(shard.into()),
-            row: Some(row),
+            status,
+            shard: None,
+            row: None,
             reason: None,
             label: None,
+            member: member.and_then(|m| m.member.clone()),
+            key: member.and_then(|m| m.key.clone()),
+            offset: member.map(|m| m.offset),
+            sidecars: member
+                .filter(|m| !m.sidecars.is_empty())
+                .map(|m| (*m.sidecars).clone()),
+        }
+    }
+
+    /// An image with a feature at `row` of `shard`.
+    pub fn ok(source: &ImageSource, shard: &str, row: usize) -> Self {
+        ManifestLine {
+            shard: Some(shard.into()),
+            row: Some(row),
+            ..Self::of(source, Status::Ok)
         }
     }
 
     /// An image without a feature, and why.
-    pub fn failed(path: &Path, reason: String) -> Self {
-        let (path, path_bytes) = path_text(path);
+    pub fn failed(source: &ImageSource, reason: String) -> Self {
         ManifestLine {
-            path,
-            path_bytes,
-            status: Status::Failed,
-            shard: None,
-            row: None,
             reason: Some(reason),
-            label: None,
+            ..Self::of(source, Status::Failed)
         }
     }
 
-    /// The image's path, exactly as it was given.
+    /// How the line names its image: the path as recorded, `TAR/MEMBER` for a tar member,
+    /// `TAR at byte N` for a part of a tar that could not be read.
+    pub fn name(&self) -> String {
+        match (&self.member, self.offset) {
+            (Some(m), _) => format!("{}/{m}", self.path),
+            (None, Some(o)) => format!("{} at byte {o}", self.path),
+            (None, None) => self.path.clone(),
+        }
+    }
+
+    /// The identity of the image the line records (see [`ImageSource::identity`]).
+    pub fn identity(&self) -> Result<ImageId> {
+        let path = image_identity(&self.image_path()?);
+        Ok(match self.offset {
+            Some(offset) => ImageId::Member {
+                tar: path,
+                offset,
+                member: self.member.clone(),
+            },
+            None => ImageId::File(path),
+        })
+    }
+
+    /// The image's path (a tar member's tar), exactly as it was given.
     pub fn image_path(&self) -> Result<PathBuf> {
         path_from_line(&self.path, self.path_bytes.as_deref()).ok_or_else(|| {
             Error::Config(format!(
@@ -403,7 +453,10 @@ mod tests {
         use std::os::unix::ffi::OsStrExt;
         let a = Path::new(std::ffi::OsStr::from_bytes(b"d/caf\xe8.jpg"));
         let b = Path::new(std::ffi::OsStr::from_bytes(b"d/caf\xe9.jpg"));
-        let (la, lb) = (ManifestLine::ok(a, "s", 0), ManifestLine::ok(b, "s", 1));
+        let (la, lb) = (
+            ManifestLine::ok(&a.into(), "s", 0),
+            ManifestLine::ok(&b.into(), "s", 1),
+        );
         assert_eq!(la.path, "d/caf\\xe8.jpg");
         assert_ne!(la.path, lb.path);
         for (line, want) in [(la, a), (lb, b)] {
@@ -411,7 +464,7 @@ mod tests {
             let back: ManifestLine = serde_json::from_str(&text).unwrap();
             assert_eq!(back.image_path().unwrap(), want);
         }
-        let plain = ManifestLine::ok(Path::new("d/café.jpg"), "s", 0);
+        let plain = ManifestLine::ok(&Path::new("d/café.jpg").into(), "s", 0);
         assert_eq!(plain.path_bytes, None);
         assert_eq!(plain.image_path().unwrap(), Path::new("d/café.jpg"));
     }
@@ -438,7 +491,7 @@ mod tests {
         let line: ManifestLine = serde_json::from_str(old).unwrap();
         assert_eq!(
             line,
-            ManifestLine::ok(Path::new("a.jpg"), "shard-00000.safetensors", 0)
+            ManifestLine::ok(&Path::new("a.jpg").into(), "shard-00000.safetensors", 0)
         );
         let old = r#"{"path":"b.jpg","reason":"empty file","status":"failed"}"#;
         let line: ManifestLine = serde_json::from_str(old).unwrap();

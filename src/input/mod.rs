@@ -11,6 +11,11 @@
 //! most of the inverse DCT and colour work, then resizes that, and turns the small result
 //! upright. Everything else, and [`DecodeMode::Exact`], decodes at full size.
 
+mod source;
+pub mod webdataset;
+
+pub use source::{expand_sources, ImageId, ImageSource};
+
 use crate::error::{Error, Result};
 use crate::model::Preprocess;
 use std::cell::RefCell;
@@ -149,9 +154,9 @@ fn image_err(path: &Path, reason: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Reads `path` within the limits; an empty file is an error.
-fn read_image_file(path: &Path, limits: DecodeLimits) -> Result<Vec<u8>> {
-    let bytes = read_capped(path, limits.max_file_bytes)?;
+/// Reads `path` whole, at most `cap` bytes; an empty file is an error.
+fn read_image_file(path: &Path, cap: u64) -> Result<Vec<u8>> {
+    let bytes = read_capped(path, cap)?;
     if bytes.is_empty() {
         return Err(image_err(path, "empty file"));
     }
@@ -160,7 +165,7 @@ fn read_image_file(path: &Path, limits: DecodeLimits) -> Result<Vec<u8>> {
 
 /// Decodes `path` to upright 8-bit RGB at full size: `(width, height, pixels)`.
 pub fn decode_rgb(path: &Path, limits: DecodeLimits) -> Result<(u32, u32, Vec<u8>)> {
-    let bytes = read_image_file(path, limits)?;
+    let bytes = read_image_file(path, limits.max_file_bytes)?;
     decode_bytes(path, &bytes, limits)
 }
 
@@ -359,16 +364,27 @@ pub fn jpeg_scale_denominator(w: u32, h: u32, size: u32) -> u32 {
 
 /// Decodes `path` and resizes it to upright `size` x `size` 8-bit RGB.
 pub fn decode_resized(path: &Path, size: u32, opts: DecodeOptions) -> Result<Vec<u8>> {
-    let bytes = read_image_file(path, opts.limits)?;
+    let bytes = read_image_file(path, opts.limits.max_file_bytes)?;
+    decode_resized_bytes(path, &bytes, size, opts)
+}
+
+/// Decodes the image file `bytes` (named `name` in errors) and resizes it to upright
+/// `size` x `size` 8-bit RGB.
+fn decode_resized_bytes(
+    name: &Path,
+    bytes: &[u8],
+    size: u32,
+    opts: DecodeOptions,
+) -> Result<Vec<u8>> {
     // A file cut short makes libjpeg-turbo warn, and the full-size path then reports it.
     if opts.mode == DecodeMode::Fast && bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         if let Some(rgb) =
-            SCRATCH.with_borrow_mut(|s| decode_jpeg_scaled(&bytes, size, opts.limits, s))
+            SCRATCH.with_borrow_mut(|s| decode_jpeg_scaled(bytes, size, opts.limits, s))
         {
             return rgb;
         }
     }
-    decode_full_resized(path, &bytes, size, opts.limits)
+    decode_full_resized(name, bytes, size, opts.limits)
 }
 
 /// A JPEG decoded by libjpeg-turbo at reduced DCT scale, resized and turned upright; `None`
@@ -482,6 +498,25 @@ pub fn prepare(path: &Path, size: u32, pre: &Preprocess, opts: DecodeOptions) ->
     Ok(out)
 }
 
+/// [`prepare`] for an image file or tar member.
+pub fn prepare_source(
+    source: &ImageSource,
+    size: u32,
+    pre: &Preprocess,
+    opts: DecodeOptions,
+) -> Result<Vec<f32>> {
+    let rgb = match source {
+        ImageSource::File(p) => decode_resized(p, size, opts)?,
+        ImageSource::Member(m) => {
+            let bytes = m.read(opts.limits.max_file_bytes)?;
+            decode_resized_bytes(&m.name(), &bytes, size, opts)?
+        }
+    };
+    let mut out = Vec::with_capacity((size * size * 3) as usize);
+    pre.apply(&rgb, &mut out);
+    Ok(out)
+}
+
 /// Why an image could not be prepared, as recorded in a manifest: the decoder's or the file
 /// system's reason, without the path (the manifest line names it).
 pub fn failure_reason(e: &Error) -> String {
@@ -567,10 +602,11 @@ fn walk(
     entries.sort_by_key(|e| e.path());
     for e in entries {
         let p = e.path();
-        let is_image = p
-            .extension()
-            .and_then(|x| x.to_str())
-            .is_some_and(|x| IMAGE_EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()));
+        // Tar shards are read as WebDataset shards (see [`expand_sources`]).
+        let is_image = webdataset::is_tar(&p)
+            || p.extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| IMAGE_EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()));
         // Follows symlinks. A dangling link named like an image is kept, to be recorded as
         // failed with the reason rather than vanish.
         match std::fs::metadata(&p) {
@@ -624,9 +660,46 @@ pub fn expand_inputs(inputs: &[std::path::PathBuf]) -> Result<Vec<std::path::Pat
     for p in paths {
         if p.is_dir() {
             out.extend(collect_images(&[p])?);
+        } else if let Some(matches) = glob_matches(&p)? {
+            for m in matches {
+                if m.is_dir() {
+                    out.extend(collect_images(&[m])?);
+                } else {
+                    out.push(m);
+                }
+            }
         } else {
             out.push(p);
         }
     }
     Ok(out)
+}
+
+/// The paths a pattern that the shell did not expand matches (`'shards/*.tar'`, quoted), in
+/// sorted order: `None` if `p` exists or has no `*`, `?` or `[`. A pattern that matches
+/// nothing is an error, not an empty input.
+fn glob_matches(p: &Path) -> Result<Option<Vec<std::path::PathBuf>>> {
+    let Some(text) = p.to_str() else {
+        return Ok(None);
+    };
+    if p.exists() || !text.contains(['*', '?', '[']) {
+        return Ok(None);
+    }
+    let bad = |reason: String| Error::Io {
+        path: text.to_string(),
+        reason: std::io::Error::new(std::io::ErrorKind::NotFound, reason),
+    };
+    let paths = glob::glob(text).map_err(|e| bad(format!("not a valid pattern: {e}")))?;
+    let mut found = Vec::new();
+    for entry in paths {
+        found.push(entry.map_err(|e| Error::Io {
+            path: e.path().display().to_string(),
+            reason: std::io::Error::new(e.error().kind(), e.error().to_string()),
+        })?);
+    }
+    if found.is_empty() {
+        return Err(bad("no file matches this pattern".into()));
+    }
+    found.sort();
+    Ok(Some(found))
 }
