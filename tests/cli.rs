@@ -351,6 +351,63 @@ fn bench_times_decoding_alone() {
     assert_eq!(out.status.code(), Some(64));
 }
 
+/// `bench --devices` times the devices together after the first alone: a rate per device, and
+/// a combined rate that is the images of all over the time until the last finished.
+#[test]
+fn bench_times_several_devices_together() {
+    let bench = |devices: &str| {
+        crosspool()
+            .args([
+                "bench", "--model", "alexnet", "--size", "64", "--batch", "2",
+            ])
+            .args([
+                "--iters",
+                "2",
+                "--warmup",
+                "1",
+                "--json",
+                "--devices",
+                devices,
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = bench("0,0");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let g = &r["together"];
+    let rates: Vec<f64> = g["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["images_per_second"].as_f64().unwrap())
+        .collect();
+    assert_eq!(rates.len(), 2, "{r}");
+    let combined = g["images_per_second"].as_f64().unwrap();
+    let (sum, min) = (
+        rates.iter().sum::<f64>(),
+        rates.iter().cloned().fold(f64::MAX, f64::min),
+    );
+    // The wall time is at least each device's time, and the starts are held together.
+    assert!(
+        combined <= sum * 1.0001 && combined >= 0.8 * 2.0 * min,
+        "{r}"
+    );
+    let one = r["images_per_second"].as_f64().unwrap();
+    let scaling = g["scaling_over_one"].as_f64().unwrap();
+    assert!((scaling - combined / one).abs() < 1e-9 * scaling, "{r}");
+    let out = bench("7");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(1) && err.contains("GPU 7 of --devices"),
+        "{err}"
+    );
+}
+
 /// `fit-pca --device cpu` fits what the GPU fits: the same mean and eigenvalues within the f32
 /// tolerance of the moments, and the leading components (well separated eigenvalues) the same
 /// directions.

@@ -53,6 +53,12 @@ pub struct Args {
     /// software ones included).
     #[arg(long, value_enum, default_value_t = Device::Gpu)]
     device: Device,
+    /// Also time several GPUs together (`all`, or indices from `crosspool info --list`): the
+    /// first is measured alone as usual, then every one runs --iters whole batches at the
+    /// same time, as `extract --devices` drives them; reports their combined images/s and
+    /// the scaling over the first alone.
+    #[arg(long, value_parser = super::engine::parse_devices)]
+    devices: Option<super::engine::DeviceList>,
     /// Print the results as JSON on standard output.
     #[arg(long)]
     json: bool,
@@ -105,26 +111,117 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
     };
     let shape = Shape4::new(a.batch, a.size as usize, a.size as usize, 3);
     let (x, decode_ips) = bench_input(&a, shape, &weights.preprocess)?;
-    let engine = Engine::open(a.device, opts)?;
-    let m = match &engine {
+    let engines = super::engine::open_engines(a.device, a.devices.as_ref(), opts)?;
+    let engine = &engines[0];
+    let m = match engine {
         Engine::Gpu(ctx) => {
             let peak = FP32_PEAK_TFLOPS
                 .iter()
                 .find(|(n, _)| ctx.info.name.contains(n))
                 .map(|(_, p)| *p);
-            measure::<GpuContext>(ctx, &a, &weights, spec, &x, shape, peak)?
+            measure::<GpuContext>(ctx, &a, &weights, spec.clone(), &x, shape, peak)?
         }
-        Engine::Cpu(cpu) => measure(cpu, &a, &weights, spec, &x, shape, None)?,
+        Engine::Cpu(cpu) => measure(cpu, &a, &weights, spec.clone(), &x, shape, None)?,
+    };
+    let together = match a.devices {
+        Some(_) => Some(measure_together(&engines, &a, &weights, &spec, &x, shape)?),
+        None => None,
     };
     report(
         &a,
         &engine.describe(),
         &m,
+        together.as_ref(),
         decode_ips,
         (t, t1),
         opts.unchecked_shaders,
     );
     Ok(())
+}
+
+/// Several devices timed together: per device its name and seconds for --iters batches.
+struct Together {
+    devices: Vec<(String, f64)>,
+    /// From the common start until the last device finished.
+    wall: f64,
+}
+
+/// Every engine runs --warmup, then (all starting together) --iters whole batches of `x`:
+/// write, extract, read back, each on its own thread, as `extract --devices` runs them.
+fn measure_together(
+    engines: &[Engine],
+    a: &Args,
+    weights: &ModelWeights,
+    spec: &FeatureSpec,
+    x: &[f32],
+    shape: Shape4,
+) -> anyhow::Result<Together> {
+    fn run<B: Backend>(
+        backend: &B,
+        a: &Args,
+        weights: &ModelWeights,
+        spec: &FeatureSpec,
+        x: &[f32],
+        shape: Shape4,
+        start: &std::sync::Barrier,
+    ) -> anyhow::Result<(Instant, Instant)> {
+        let ex = Extractor::new(backend, weights, spec.clone(), None)?;
+        let ws = ex.workspace(backend, shape)?;
+        let input = backend.tensor(shape, "input")?;
+        for _ in 0..a.warmup.max(1) {
+            backend.write(&input, x)?;
+            backend.download(ex.extract(backend, &input, &ws)?)?;
+        }
+        start.wait();
+        let t0 = Instant::now();
+        for _ in 0..a.iters {
+            backend.write(&input, x)?;
+            backend.download(ex.extract(backend, &input, &ws)?)?;
+        }
+        Ok((t0, Instant::now()))
+    }
+    let start = std::sync::Barrier::new(engines.len());
+    let times: Vec<anyhow::Result<(Instant, Instant)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = engines
+            .iter()
+            .map(|e| {
+                let start = &start;
+                scope.spawn(move || {
+                    let r = match e {
+                        Engine::Gpu(ctx) => {
+                            run::<GpuContext>(ctx, a, weights, spec, x, shape, start)
+                        }
+                        Engine::Cpu(cpu) => run(cpu, a, weights, spec, x, shape, start),
+                    };
+                    // A device that failed before the start must not hold the others back.
+                    if r.is_err() {
+                        start.wait();
+                    }
+                    r
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a device thread panicked")))
+            })
+            .collect()
+    });
+    let mut devices = Vec::new();
+    let (mut first, mut last) = (None::<Instant>, None::<Instant>);
+    for (k, (e, t)) in engines.iter().zip(times).enumerate() {
+        let (t0, t1) = t.with_context(|| format!("timing GPU {k} of --devices"))?;
+        first = Some(first.map_or(t0, |f| f.min(t0)));
+        last = Some(last.map_or(t1, |l| l.max(t1)));
+        devices.push((e.describe(), (t1 - t0).as_secs_f64()));
+    }
+    let wall = match (first, last) {
+        (Some(f), Some(l)) => (l - f).as_secs_f64(),
+        _ => anyhow::bail!("no device to time"),
+    };
+    Ok(Together { devices, wall })
 }
 
 /// Times whole batches on `backend` as the extract command runs them: input written, one
@@ -161,6 +258,7 @@ fn report(
     a: &Args,
     device: &str,
     m: &Measured,
+    together: Option<&Together>,
     decode_ips: Option<f64>,
     (t, t1): (&str, &str),
     unchecked_shaders: bool,
@@ -192,6 +290,20 @@ fn report(
         },
         "stages_ms": stages.iter().map(|(n, s, f)| serde_json::json!({"stage": n, "ms": s * 1e3, "gflops": if *s > 0.0 { f / s / 1e9 } else { 0.0 }})).collect::<Vec<_>>(),
     });
+    let one_alone = a.batch as f64 / t_total;
+    let together = together.map(|g| {
+        let images = (a.batch * a.iters) as f64;
+        let combined = images * g.devices.len() as f64 / g.wall;
+        serde_json::json!({
+            "devices": g.devices.iter().map(|(d, s)| serde_json::json!({"device": d, "images_per_second": images / s})).collect::<Vec<_>>(),
+            "images_per_second": combined,
+            "scaling_over_one": combined / one_alone,
+        })
+    });
+    let mut report = report;
+    if let Some(g) = &together {
+        report["together"] = g.clone();
+    }
     if a.json {
         println!("{report}");
         return;
@@ -233,6 +345,21 @@ fn report(
             s * 1e3,
             if *s > 0.0 { f / s / 1e9 } else { 0.0 }
         );
+    }
+    if let Some(g) = together {
+        let devices = g["devices"].as_array().map_or(0, Vec::len);
+        println!(
+            "together: {:.1} images/s end to end on {devices} devices at once, {:.2}x the first alone",
+            g["images_per_second"].as_f64().unwrap_or(0.0),
+            g["scaling_over_one"].as_f64().unwrap_or(0.0)
+        );
+        for (k, d) in g["devices"].as_array().into_iter().flatten().enumerate() {
+            println!(
+                "  GPU {k}: {:.1} images/s ({})",
+                d["images_per_second"].as_f64().unwrap_or(0.0),
+                d["device"].as_str().unwrap_or("")
+            );
+        }
     }
 }
 
