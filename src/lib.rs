@@ -17,6 +17,7 @@
 
 pub mod classifier;
 pub mod cpu;
+pub mod engine;
 pub mod error;
 pub mod extract;
 pub mod features;

@@ -12,7 +12,6 @@ use crosspool::model::{Arch, ModelWeights};
 use crosspool::output::{OutputFormat, ShardWriter};
 use crosspool::pca::Pca;
 use crosspool::pooling::{ChannelPooling, LocalWindow};
-use crosspool::shape::Shape4;
 use crosspool::store::labels::{LabelSource, Labels};
 use crosspool::store::settings::{feature_spec, value_name, SETTINGS_VERSION};
 use crosspool::store::shards::{image_identity, part_prefix, settings_file};
@@ -341,12 +340,12 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     let extractors = engines
         .iter()
         .map(|e| e.extractor(&weights, spec.clone(), pca.as_ref(), aconv_conv.as_ref()))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<crosspool::Result<Vec<_>>>()?;
     let extractor = &extractors[0];
     let (feature_rows, feature_cols) = extractor.feature_shape(a.size as usize)?;
     let batch = a
         .batch
-        .unwrap_or_else(|| default_batch(engine, &weights, &spec, a.size));
+        .unwrap_or_else(|| engine.default_batch(&weights, &spec, a.size));
     anyhow::ensure!(batch > 0, "--batch must be at least 1");
     let decode = a
         .decode
@@ -424,7 +423,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     let mut runners = extractors
         .iter()
         .map(|x| x.runner(&cfg))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<crosspool::Result<Vec<_>>>()?;
     let stats = extract::run_on_devices(
         runners.iter_mut().map(|r| r.as_mut()).collect(),
         weights.preprocess,
@@ -524,34 +523,4 @@ fn show_inputs(inputs: &[PathBuf]) -> String {
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// The default batch: as many images as fit a quarter of the GPU's largest buffer (at most
-/// 1 GiB, at most 32); on the CPU backend, 4 (larger batches are no faster there).
-fn default_batch(engine: &Engine, weights: &ModelWeights, spec: &FeatureSpec, size: u32) -> usize {
-    let ctx = match engine {
-        Engine::Gpu(ctx) => ctx,
-        Engine::Cpu(_) => return 4,
-    };
-    let mut s = Shape4::new(1, size as usize, size as usize, 3);
-    let mut largest = s.bytes_f32();
-    let last = spec
-        .deepest_layer(weights.arch)
-        .and_then(|l| weights.arch.layer_index(l))
-        .unwrap_or(0);
-    for layer in weights.arch.layers().iter().take(last + 1) {
-        let next = match &layer.kind {
-            crosspool::model::LayerKind::Conv { spec, .. } => spec.output_shape(s),
-            crosspool::model::LayerKind::MaxPool(p) => p.output_shape(s),
-        };
-        match next {
-            Ok(n) => {
-                s = n;
-                largest = largest.max(s.bytes_f32());
-            }
-            Err(_) => break,
-        }
-    }
-    let budget = (ctx.limits.max_buffer_size / 4).min(1 << 30);
-    ((budget / largest.max(1)) as usize).clamp(1, 32)
 }

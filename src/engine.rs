@@ -1,0 +1,225 @@
+//! Where work runs: a GPU adapter or the native CPU backend (`--device`, `--devices`), and
+//! the feature extractor on it. The command line and the Python package open devices here.
+
+use crate::cpu::{ConvKernel, CpuBackend};
+use crate::error::{Error, Result};
+use crate::extract::{BatchRunner, CpuRunner, ExtractConfig, GpuRunner};
+use crate::features::FeatureSpec;
+use crate::gpu::{GpuContext, GpuOptions};
+use crate::model::ModelWeights;
+use crate::pca::Pca;
+use crate::pipeline::{Backend, Extractor};
+use crate::shape::Shape4;
+use crate::weights::Conv2dWeights;
+
+/// Where a command computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Device {
+    /// A real GPU if there is one; the CPU backend when the only adapter is a software one
+    /// (lavapipe, llvmpipe, WARP) or none opens.
+    Auto,
+    /// The GPU adapter that --backend / --adapter pick, software ones included.
+    Gpu,
+    /// The native CPU backend, on all cores.
+    Cpu,
+}
+
+/// The device a command computes on.
+pub enum Engine {
+    /// A GPU adapter (boxed: a context is large, the CPU variant small).
+    Gpu(Box<GpuContext>),
+    /// The native CPU backend, its convolution kernel resolved from `CROSSPOOL_CPU_CONV`.
+    Cpu(CpuBackend),
+}
+
+impl Engine {
+    /// Opens `device`.
+    pub fn open(device: Device, opts: &GpuOptions) -> Result<Self> {
+        // A bad CROSSPOOL_CPU_CONV fails here, before any work, whichever device runs.
+        let cpu = Engine::Cpu(CpuBackend::with_conv_kernel(ConvKernel::from_env()?));
+        match device {
+            Device::Cpu => Ok(cpu),
+            Device::Gpu => Ok(Engine::Gpu(Box::new(GpuContext::new(opts)?))),
+            Device::Auto => match GpuContext::new(opts) {
+                Ok(ctx) if ctx.info.device_type != wgpu::DeviceType::Cpu => {
+                    Ok(Engine::Gpu(Box::new(ctx)))
+                }
+                _ => Ok(cpu),
+            },
+        }
+    }
+
+    /// The device in words, for logs and JSON summaries.
+    pub fn describe(&self) -> String {
+        match self {
+            Engine::Gpu(ctx) => ctx.describe(),
+            Engine::Cpu(cpu) => cpu_description(cpu),
+        }
+    }
+
+    /// The feature extractor for `spec` on this device.
+    pub fn extractor(
+        &self,
+        weights: &ModelWeights,
+        spec: FeatureSpec,
+        pca: Option<&Pca>,
+        aconv: Option<&Conv2dWeights>,
+    ) -> Result<DeviceExtractor<'_>> {
+        fn make<B: Backend>(
+            b: &B,
+            weights: &ModelWeights,
+            spec: FeatureSpec,
+            pca: Option<&Pca>,
+            aconv: Option<&Conv2dWeights>,
+        ) -> Result<Box<Extractor<B>>> {
+            let ex = Extractor::new(b, weights, spec, pca)?;
+            Ok(Box::new(match aconv {
+                Some(c) => ex.with_aconv(b, c)?,
+                None => ex,
+            }))
+        }
+        Ok(match self {
+            Engine::Gpu(ctx) => {
+                let ctx: &GpuContext = ctx;
+                DeviceExtractor::Gpu(ctx, make(ctx, weights, spec, pca, aconv)?)
+            }
+            Engine::Cpu(cpu) => DeviceExtractor::Cpu(cpu, make(cpu, weights, spec, pca, aconv)?),
+        })
+    }
+}
+
+/// GPUs for `--devices`: every adapter, or adapter indices.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceList {
+    /// Every adapter the backend reaches.
+    All,
+    /// These indices of `crosspool info --list`, in this order.
+    Indices(Vec<usize>),
+}
+
+/// Parses `--devices`: `all` or comma-separated adapter indices.
+pub fn parse_devices(s: &str) -> std::result::Result<DeviceList, String> {
+    if s.trim() == "all" {
+        return Ok(DeviceList::All);
+    }
+    let indices = s
+        .split(',')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|_| format!("'{s}' is not `all` or adapter indices such as 0,2,3"))?;
+    if indices.is_empty() {
+        return Err("no device given".into());
+    }
+    Ok(DeviceList::Indices(indices))
+}
+
+/// The engines a command runs on: one for `--device`, or with `--devices` one per GPU named.
+pub fn open_engines(
+    device: Device,
+    devices: Option<&DeviceList>,
+    opts: &GpuOptions,
+) -> Result<Vec<Engine>> {
+    match devices {
+        None => Ok(vec![Engine::open(device, opts)?]),
+        Some(_) if device == Device::Cpu => Err(Error::Config(
+            "--devices names GPUs; it does not go with --device cpu".into(),
+        )),
+        Some(list) => open_gpus(list, opts),
+    }
+}
+
+/// Opens the GPUs of `list`, each its own device.
+fn open_gpus(list: &DeviceList, opts: &GpuOptions) -> Result<Vec<Engine>> {
+    let indices = match list {
+        DeviceList::Indices(v) => v.clone(),
+        DeviceList::All => {
+            let n = GpuContext::list_adapters(opts.backend).len();
+            if n == 0 {
+                return Err(Error::Config("--devices all: no GPU adapter found".into()));
+            }
+            (0..n).collect()
+        }
+    };
+    indices
+        .iter()
+        .map(|&i| {
+            let o = GpuOptions {
+                adapter: Some(i.to_string()),
+                ..opts.clone()
+            };
+            let ctx = GpuContext::new(&o)
+                .map_err(|e| Error::Config(format!("opening GPU {i} of --devices: {e}")))?;
+            Ok(Engine::Gpu(Box::new(ctx)))
+        })
+        .collect()
+}
+
+/// The CPU backend in words: threads and convolution kernel.
+fn cpu_description(cpu: &CpuBackend) -> String {
+    let kernel = cpu
+        .conv_kernel()
+        .map_or_else(|e| format!("({e})"), |k| k.name());
+    format!(
+        "CPU backend, {} threads, {kernel} convolutions",
+        rayon::current_num_threads(),
+    )
+}
+
+/// A feature extractor on the GPU or the CPU backend.
+pub enum DeviceExtractor<'a> {
+    /// On a GPU adapter.
+    Gpu(&'a GpuContext, Box<Extractor<GpuContext>>),
+    /// On the CPU backend.
+    Cpu(&'a CpuBackend, Box<Extractor<CpuBackend>>),
+}
+
+impl DeviceExtractor<'_> {
+    /// `(rows, cols)` of one image's feature at `size` x `size`.
+    pub fn feature_shape(&self, size: usize) -> Result<(usize, usize)> {
+        Ok(match self {
+            DeviceExtractor::Gpu(ctx, ex) => ex.feature_shape(*ctx, size)?,
+            DeviceExtractor::Cpu(cpu, ex) => ex.feature_shape(*cpu, size)?,
+        })
+    }
+
+    /// What computes batches for `cfg` on this device.
+    pub fn runner(&self, cfg: &ExtractConfig) -> Result<Box<dyn BatchRunner + Send + '_>> {
+        Ok(match self {
+            DeviceExtractor::Gpu(ctx, ex) => Box::new(GpuRunner::new(ctx, ex, cfg)?),
+            DeviceExtractor::Cpu(cpu, ex) => Box::new(CpuRunner::new(cpu, ex, cfg)),
+        })
+    }
+}
+
+impl Engine {
+    /// The default batch for `spec` at `size` x `size`: as many images as fit a quarter of the
+    /// GPU's largest buffer (at most 1 GiB, at most 32); on the CPU backend, 4 (larger
+    /// batches are no faster there).
+    pub fn default_batch(&self, weights: &ModelWeights, spec: &FeatureSpec, size: u32) -> usize {
+        let ctx = match self {
+            Engine::Gpu(ctx) => ctx,
+            Engine::Cpu(_) => return 4,
+        };
+        let mut s = Shape4::new(1, size as usize, size as usize, 3);
+        let mut largest = s.bytes_f32();
+        let last = spec
+            .deepest_layer(weights.arch)
+            .and_then(|l| weights.arch.layer_index(l))
+            .unwrap_or(0);
+        for layer in weights.arch.layers().iter().take(last + 1) {
+            let next = match &layer.kind {
+                crate::model::LayerKind::Conv { spec, .. } => spec.output_shape(s),
+                crate::model::LayerKind::MaxPool(p) => p.output_shape(s),
+            };
+            match next {
+                Ok(n) => {
+                    s = n;
+                    largest = largest.max(s.bytes_f32());
+                }
+                Err(_) => break,
+            }
+        }
+        let budget = (ctx.limits.max_buffer_size / 4).min(1 << 30);
+        ((budget / largest.max(1)) as usize).clamp(1, 32)
+    }
+}
