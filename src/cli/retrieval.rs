@@ -5,14 +5,15 @@ use super::engine::{Device, Engine};
 use anyhow::Context;
 use crosspool::classifier::aconv_file::AConvFile;
 use crosspool::extract::{self, ExtractConfig};
-use crosspool::gpu::{GpuContext, GpuDatabase, GpuOptions, ScoreKernel};
+use crosspool::gpu::GpuOptions;
 use crosspool::input::{DecodeLimits, DecodeOptions};
 use crosspool::model::ModelWeights;
 use crosspool::output::{OutputFormat, Row, RowData};
 use crosspool::pca::Pca;
 use crosspool::pooling::Quantization;
-use crosspool::retrieval::eval::{average_precision, hit_at_1, load_ground_truth};
-use crosspool::retrieval::score::{rank, score_index_parallel, select_channels};
+use crosspool::retrieval::eval::load_ground_truth;
+use crosspool::retrieval::score::rank;
+use crosspool::retrieval::search::{channel_selection, evaluate, Scorer};
 use crosspool::retrieval::{RetrievalIndex, Storage};
 use std::path::PathBuf;
 
@@ -109,32 +110,6 @@ pub struct EvalArgs {
     cpu: bool,
 }
 
-/// Eq. 3 against every image of an index, on the GPU scoring kernel (index uploaded once) or
-/// on the CPU's cores. The scores are the same integers (codes) or f64 sums (floats) on both.
-enum Scorer<'a> {
-    Gpu(&'a GpuContext, Box<(GpuDatabase, ScoreKernel)>),
-    Cpu(&'a RetrievalIndex),
-}
-
-impl<'a> Scorer<'a> {
-    fn new(engine: &'a Engine, index: &'a RetrievalIndex) -> anyhow::Result<Self> {
-        Ok(match engine {
-            Engine::Gpu(ctx) => {
-                Scorer::Gpu(ctx, Box::new((index.upload(ctx)?, ScoreKernel::new(ctx)?)))
-            }
-            Engine::Cpu(_) => Scorer::Cpu(index),
-        })
-    }
-
-    /// `[q][images]` scores of `queries` (`[q][rows][row_len]`) over the channels `sel`.
-    fn score(&self, queries: &[u32], sel: &[u32], ksel: usize) -> anyhow::Result<Vec<f32>> {
-        Ok(match self {
-            Scorer::Gpu(ctx, gpu) => gpu.1.score(ctx, &gpu.0, queries, sel, ksel)?,
-            Scorer::Cpu(index) => score_index_parallel(index, queries, sel, ksel),
-        })
-    }
-}
-
 /// Runs `index`; returns the number of images left out because their values are corrupt.
 pub fn run_index(a: IndexArgs) -> anyhow::Result<usize> {
     let storage = match a.binarize {
@@ -180,31 +155,6 @@ pub fn run_index(a: IndexArgs) -> anyhow::Result<usize> {
         eprintln!("index: left out {path}: {why}");
     }
     Ok(stats.rejected.len())
-}
-
-/// The channels each query compares, flattened `[queries][ksel]`, and `ksel`.
-fn selections(
-    index: &RetrievalIndex,
-    guide: &[Option<Vec<f32>>],
-    channels: Option<Channels>,
-) -> anyhow::Result<(Vec<u32>, usize)> {
-    let k = match (channels, index.guide_mean.is_some()) {
-        (Some(Channels(k)), true) => k,
-        (None, true) => Some(50),
-        (Some(Channels(Some(_))), false) => anyhow::bail!(
-            "this index has no layer t+1 activations (it is not cross-layer), so channels cannot be selected; use -k all"
-        ),
-        (_, false) => None,
-    };
-    let ksel = k.unwrap_or(index.rows).min(index.rows);
-    let mut sel = Vec::with_capacity(guide.len() * ksel);
-    for g in guide {
-        match g {
-            Some(m) => sel.extend(select_channels(m, k)),
-            None => sel.extend(0..ksel as u32),
-        }
-    }
-    Ok((sel, ksel))
 }
 
 fn load_index(path: &std::path::Path) -> anyhow::Result<RetrievalIndex> {
@@ -304,7 +254,7 @@ pub fn run_search(opts: &GpuOptions, a: SearchArgs) -> anyhow::Result<usize> {
     if names.is_empty() {
         return Ok(failed);
     }
-    let (sel, ksel) = selections(&index, &guide, a.score.channels)?;
+    let (sel, ksel) = channel_selection(&index, &guide, a.score.channels.map(|c| c.0))?;
     let scores = Scorer::new(&engine, &index)?.score(&codes, &sel, ksel)?;
     let device = engine.describe();
     if !a.score.json {
@@ -341,73 +291,46 @@ pub fn run_search(opts: &GpuOptions, a: SearchArgs) -> anyhow::Result<usize> {
 pub fn run_eval(opts: &GpuOptions, a: EvalArgs) -> anyhow::Result<()> {
     let index = load_index(&a.score.index)?;
     let truth = load_ground_truth(&a.ground_truth, &index.paths)?;
-    let per = index.rows * index.row_len();
-    let all = index.words();
-    let mut queries = Vec::with_capacity(truth.len() * per);
-    let mut guide = Vec::new();
-    for t in &truth {
-        queries.extend_from_slice(&all[t.query * per..(t.query + 1) * per]);
-        guide.push(index.guide_mean_of(t.query).map(<[f32]>::to_vec));
-    }
-    let (sel, ksel) = selections(&index, &guide, a.score.channels)?;
     let device = if a.cpu { Device::Cpu } else { a.score.device };
     let engine = Engine::open(device, opts)?;
     let scorer = Scorer::new(&engine, &index)?;
-    // Untimed first pass: pipeline compilation and first-touch allocation.
-    scorer.score(&queries[..per], &sel[..ksel], ksel)?;
-    let t = std::time::Instant::now();
-    let scores = scorer.score(&queries, &sel, ksel)?;
-    let (seconds, device) = (t.elapsed().as_secs_f64(), engine.describe());
-    let n = index.len();
-    let (mut ap_sum, mut hits) = (0.0, 0usize);
-    let mut per_query = Vec::new();
-    for (q, t) in truth.iter().enumerate() {
-        let ranking = rank(&scores[q * n..(q + 1) * n], n, Some(t.query));
-        let ap = average_precision(&ranking, t);
-        let hit = hit_at_1(&ranking, t);
-        ap_sum += ap;
-        hits += hit as usize;
-        per_query
-            .push(serde_json::json!({"query": index.paths[t.query], "ap": ap, "hit_at_1": hit}));
-    }
-    let nq = truth.len() as f64;
-    let summary = serde_json::json!({
-        "index": a.score.index.display().to_string(),
-        "images": n,
-        "queries": truth.len(),
-        "channels": ksel,
-        "rows": index.rows,
-        "kind": index.kind(),
-        "bytes_per_image": index.bytes_per_image(),
-        "map": ap_sum / nq,
-        "recall_at_1": hits as f64 / nq,
-        "device": device,
-        "score_seconds": seconds,
-        "comparisons_per_second": if seconds > 0.0 { nq * n as f64 / seconds } else { 0.0 },
-        "per_query": per_query,
-    });
+    let e = evaluate(&index, &truth, &scorer, a.score.channels.map(|c| c.0))?;
+    let (seconds, device) = (e.seconds, engine.describe());
+    let (n, nq) = (index.len(), truth.len() as f64);
+    let per_second = if seconds > 0.0 {
+        nq * n as f64 / seconds
+    } else {
+        0.0
+    };
     if a.score.json {
+        let summary = serde_json::json!({
+            "index": a.score.index.display().to_string(),
+            "images": n,
+            "queries": truth.len(),
+            "channels": e.channels,
+            "rows": index.rows,
+            "kind": index.kind(),
+            "bytes_per_image": index.bytes_per_image(),
+            "map": e.map,
+            "recall_at_1": e.recall_at_1,
+            "device": device,
+            "score_seconds": seconds,
+            "comparisons_per_second": per_second,
+            "per_query": e.per_query.iter().map(|q| serde_json::json!({"query": q.name, "ap": q.ap, "hit_at_1": q.hit_at_1})).collect::<Vec<_>>(),
+        });
         println!("{summary}");
     } else {
         println!(
             "mAP {:.4}  recall@1 {:.4}  ({} queries, {} images, {} of {} channels, {} bytes/image)",
-            ap_sum / nq,
-            hits as f64 / nq,
+            e.map,
+            e.recall_at_1,
             truth.len(),
             n,
-            ksel,
+            e.channels,
             index.rows,
             index.bytes_per_image()
         );
-        println!(
-            "scoring: {:.3} s on {device}, {:.3e} image comparisons/s",
-            seconds,
-            if seconds > 0.0 {
-                nq * n as f64 / seconds
-            } else {
-                0.0
-            }
-        );
+        println!("scoring: {seconds:.3} s on {device}, {per_second:.3e} image comparisons/s");
     }
     Ok(())
 }

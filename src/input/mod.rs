@@ -14,7 +14,7 @@
 mod source;
 pub mod webdataset;
 
-pub use source::{expand_sources, ImageId, ImageSource};
+pub use source::{expand_sources, ImageId, ImageSource, RgbPixels};
 
 use crate::error::{Error, Result};
 use crate::model::Preprocess;
@@ -510,6 +510,17 @@ pub fn prepare_source(
         ImageSource::Member(m) => {
             let bytes = m.read(opts.limits.max_file_bytes)?;
             decode_resized_bytes(&m.name(), &bytes, size, opts)?
+        }
+        ImageSource::Pixels(p) => {
+            let (w, h) = (p.width, p.height);
+            if w == 0 || h == 0 || p.rgb.len() as u64 != w as u64 * h as u64 * 3 {
+                return Err(image_err(
+                    Path::new(&p.name),
+                    format!("{} values for a {h} x {w} x 3 image", p.rgb.len()),
+                ));
+            }
+            // The resize a decoded file goes through, so an array equals its file.
+            SCRATCH.with_borrow_mut(|s| resize_into(&mut s.resizer, w, h, &p.rgb, size))?
         }
     };
     let mut out = Vec::with_capacity((size * size * 3) as usize);

@@ -1,7 +1,6 @@
 //! Where an image's bytes come from: a file, or a member of a WebDataset tar shard.
 
 use super::webdataset::{index_tar, is_tar, TarEntry};
-use crate::error::Result;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,6 +11,21 @@ pub enum ImageSource {
     File(PathBuf),
     /// An image member of a tar shard (or a part of one that could not be read).
     Member(Arc<TarEntry>),
+    /// Decoded pixels in memory (an array handed over by the Python package).
+    Pixels(Arc<RgbPixels>),
+}
+
+/// An upright 8-bit RGB image in memory, row-major `height x width x 3`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RgbPixels {
+    /// How messages name it.
+    pub name: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// `height * width * 3` values.
+    pub rgb: Vec<u8>,
 }
 
 impl From<PathBuf> for ImageSource {
@@ -41,6 +55,8 @@ pub enum ImageId {
         /// The member's name, `None` for a part that could not be read.
         member: Option<String>,
     },
+    /// Pixels in memory, by the name they were given.
+    Memory(String),
 }
 
 impl ImageSource {
@@ -49,6 +65,7 @@ impl ImageSource {
         match self {
             ImageSource::File(p) => p.clone(),
             ImageSource::Member(m) => m.name(),
+            ImageSource::Pixels(p) => PathBuf::from(&p.name),
         }
     }
 
@@ -56,7 +73,7 @@ impl ImageSource {
     pub fn file(&self) -> Option<&Path> {
         match self {
             ImageSource::File(p) => Some(p),
-            ImageSource::Member(_) => None,
+            ImageSource::Member(_) | ImageSource::Pixels(_) => None,
         }
     }
 
@@ -69,14 +86,7 @@ impl ImageSource {
                 offset: m.offset,
                 member: m.member.clone(),
             },
-        }
-    }
-
-    /// Its bytes, at most `cap` of them (an empty input is an error).
-    pub fn read(&self, cap: u64) -> Result<Vec<u8>> {
-        match self {
-            ImageSource::File(p) => super::read_image_file(p, cap),
-            ImageSource::Member(m) => m.read(cap),
+            ImageSource::Pixels(p) => ImageId::Memory(p.name.clone()),
         }
     }
 }

@@ -5,5 +5,6 @@
 pub mod eval;
 pub mod index;
 pub mod score;
+pub mod search;
 
 pub use index::{BuildStats, IndexData, RetrievalIndex, Storage};

@@ -190,9 +190,14 @@ pub struct ManifestLine {
 impl ManifestLine {
     /// The line of `source`, with the status and nothing else yet.
     fn of(source: &ImageSource, status: Status) -> Self {
+        let named;
         let (path, member) = match source {
             ImageSource::File(p) => (p.as_path(), None),
             ImageSource::Member(m) => (&*m.tar, Some(m)),
+            ImageSource::Pixels(p) => {
+                named = PathBuf::from(&p.name);
+                (named.as_path(), None)
+            }
         };
         let (path, path_bytes) = path_text(path);
         ManifestLine {
