@@ -223,3 +223,59 @@ impl Engine {
         ((budget / largest.max(1)) as usize).clamp(1, 32)
     }
 }
+
+/// An engine and its feature extractor, owned together: for holders that keep one for long,
+/// such as the Python package's `Extractor`.
+pub enum OwnedExtractor {
+    /// On a GPU adapter.
+    Gpu(Box<GpuContext>, Box<Extractor<GpuContext>>),
+    /// On the CPU backend.
+    Cpu(CpuBackend, Box<Extractor<CpuBackend>>),
+}
+
+impl Engine {
+    /// This engine with the feature extractor for `spec` (see [`Engine::extractor`]).
+    pub fn into_extractor(
+        self,
+        weights: &ModelWeights,
+        spec: FeatureSpec,
+        pca: Option<&Pca>,
+    ) -> Result<OwnedExtractor> {
+        Ok(match self {
+            Engine::Gpu(ctx) => {
+                let ex = Box::new(Extractor::new(&*ctx, weights, spec, pca)?);
+                OwnedExtractor::Gpu(ctx, ex)
+            }
+            Engine::Cpu(cpu) => {
+                let ex = Box::new(Extractor::new(&cpu, weights, spec, pca)?);
+                OwnedExtractor::Cpu(cpu, ex)
+            }
+        })
+    }
+}
+
+impl OwnedExtractor {
+    /// The device in words.
+    pub fn describe(&self) -> String {
+        match self {
+            OwnedExtractor::Gpu(ctx, _) => ctx.describe(),
+            OwnedExtractor::Cpu(cpu, _) => cpu_description(cpu),
+        }
+    }
+
+    /// `(rows, cols)` of one image's feature at `size` x `size`.
+    pub fn feature_shape(&self, size: usize) -> Result<(usize, usize)> {
+        match self {
+            OwnedExtractor::Gpu(ctx, ex) => ex.feature_shape(&**ctx, size),
+            OwnedExtractor::Cpu(cpu, ex) => ex.feature_shape(cpu, size),
+        }
+    }
+
+    /// What computes batches for `cfg`.
+    pub fn runner(&self, cfg: &ExtractConfig) -> Result<Box<dyn BatchRunner + Send + '_>> {
+        Ok(match self {
+            OwnedExtractor::Gpu(ctx, ex) => Box::new(GpuRunner::new(ctx, ex, cfg)?),
+            OwnedExtractor::Cpu(cpu, ex) => Box::new(CpuRunner::new(cpu, ex, cfg)),
+        })
+    }
+}

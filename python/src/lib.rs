@@ -1,0 +1,558 @@
+//! `crosspool._crosspool`: the Python extension over the crosspool library, the same code the
+//! command line runs. The Python package (`python/crosspool/`) wraps it in its public API.
+
+use crosspool::engine::{Device, Engine, OwnedExtractor};
+use crosspool::extract::{self, ExtractConfig};
+use crosspool::gpu::{BackendChoice, GpuOptions};
+use crosspool::input::{DecodeMode, DecodeOptions, ImageSource, RgbPixels};
+use crosspool::model::{Arch, ModelWeights, Preprocess};
+use crosspool::output::{OutputFormat, Row, RowData};
+use crosspool::pca::Pca;
+use crosspool::pooling::{ChannelPooling, LocalWindow};
+use crosspool::retrieval::eval::load_ground_truth;
+use crosspool::retrieval::score::rank;
+use crosspool::retrieval::search::{channel_selection, evaluate, Scorer};
+use crosspool::retrieval::RetrievalIndex;
+use crosspool::store::settings::feature_spec;
+use crosspool::store::{NormPreset, Pooling};
+use numpy::{PyArray, PyArrayMethods, PyReadonlyArray3, PyUntypedArrayMethods};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::prelude::*;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+create_exception!(
+    _crosspool,
+    CrosspoolError,
+    PyException,
+    "An error from crosspool, with the message the command line prints."
+);
+
+/// The library's error as the command line words it.
+fn error(e: impl std::fmt::Display) -> PyErr {
+    CrosspoolError::new_err(e.to_string())
+}
+
+/// `value` as the `flag`'s enum, by the names the command line accepts.
+fn parse<T: clap::ValueEnum>(flag: &str, value: &str) -> PyResult<T> {
+    T::from_str(value, true).map_err(|_| {
+        let names: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
+            .collect();
+        PyValueError::new_err(format!(
+            "{flag}='{value}' is not one of: {}",
+            names.join(", ")
+        ))
+    })
+}
+
+/// Features of a list of images, computed on a GPU or the CPU backend.
+#[pyclass(module = "crosspool._crosspool")]
+struct Extractor {
+    pipeline: OwnedExtractor,
+    preprocess: Preprocess,
+    cfg: ExtractConfig,
+    /// `[rows, values or words per row]` of each stored feature.
+    row_shape: [usize; 2],
+}
+
+#[pymethods]
+impl Extractor {
+    #[new]
+    #[pyo3(signature = (
+        weights, *, model=None, layers=None, pooling="cross-layer", channel_pooling="sum",
+        levels=0, window="1x1", size=224, decode="fast", pca=None, norm="paper",
+        format="f32", batch=None, device="auto", adapter=None, backend=None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        weights: PathBuf,
+        model: Option<&str>,
+        layers: Option<Vec<String>>,
+        pooling: &str,
+        channel_pooling: &str,
+        levels: u32,
+        window: &str,
+        size: u32,
+        decode: &str,
+        pca: Option<PathBuf>,
+        norm: &str,
+        format: &str,
+        batch: Option<usize>,
+        device: &str,
+        adapter: Option<String>,
+        backend: Option<&str>,
+    ) -> PyResult<Self> {
+        let model: Option<Arch> = model.map(|m| parse("model", m)).transpose()?;
+        let pooling: Pooling = parse("pooling", pooling)?;
+        let channel_pooling: ChannelPooling = parse("channel_pooling", channel_pooling)?;
+        let decode: DecodeMode = parse("decode", decode)?;
+        let norm: NormPreset = parse("norm", norm)?;
+        let format: OutputFormat = parse("format", format)?;
+        let device: Device = parse("device", device)?;
+        let window =
+            LocalWindow::parse(window).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let mut opts = GpuOptions::from_env().map_err(error)?;
+        if let Some(b) = backend {
+            opts.backend = parse::<BackendChoice>("backend", b)?;
+        }
+        if adapter.is_some() {
+            opts.adapter = adapter;
+        }
+        if batch == Some(0) {
+            return Err(PyValueError::new_err("batch must be at least 1"));
+        }
+        let arch = ModelWeights::arch_of(&weights, model).map_err(error)?;
+        let layers = match layers {
+            Some(l) if !l.is_empty() => l,
+            _ => {
+                let (t, t1) = match pooling {
+                    Pooling::FcConv => arch.fc_conv_pair(),
+                    _ => arch.default_pair(),
+                };
+                vec![t.to_string(), t1.to_string()]
+            }
+        };
+        let spec = feature_spec(
+            arch,
+            &layers,
+            pooling,
+            channel_pooling,
+            window,
+            levels,
+            norm,
+        )
+        .map_err(error)?;
+        let deepest = spec.deepest_layer(arch).map_err(error)?;
+        arch.check_input_size(size as usize, deepest)
+            .map_err(error)?;
+        let weights = ModelWeights::load(&weights, Some(arch), Some(deepest)).map_err(error)?;
+        let pca = pca.as_deref().map(Pca::load).transpose().map_err(error)?;
+        let engine = Engine::open(device, &opts).map_err(error)?;
+        let batch = batch.unwrap_or_else(|| engine.default_batch(&weights, &spec, size));
+        let pipeline = engine
+            .into_extractor(&weights, spec, pca.as_ref())
+            .map_err(error)?;
+        let (rows, cols) = pipeline.feature_shape(size as usize).map_err(error)?;
+        let row_shape = [rows, format.codes().map_or(cols, |q| q.words_per_row(cols))];
+        Ok(Extractor {
+            pipeline,
+            preprocess: weights.preprocess,
+            cfg: ExtractConfig {
+                size,
+                batch,
+                format,
+                decode: DecodeOptions {
+                    mode: decode,
+                    ..DecodeOptions::default()
+                },
+            },
+            row_shape,
+        })
+    }
+
+    /// The device in words.
+    #[getter]
+    fn device(&self) -> String {
+        self.pipeline.describe()
+    }
+
+    /// `(rows, cols)` of each stored feature (cols in 32-bit words for sign codes).
+    #[getter]
+    fn feature_shape(&self) -> (usize, usize) {
+        (self.row_shape[0], self.row_shape[1])
+    }
+
+    /// Images per batch.
+    #[getter]
+    fn batch(&self) -> usize {
+        self.cfg.batch
+    }
+
+    /// The stored format's name (`f32`, `f16`, `sign2`, `bits1`).
+    #[getter]
+    fn format(&self) -> String {
+        crosspool::store::settings::value_name(&self.cfg.format)
+    }
+
+    /// Features of `items` (paths or HxWx3 uint8 arrays), computed with the GIL released.
+    /// Returns `(features, guide_mean, indices, failures)`: features `[n_ok, rows, cols]` of
+    /// the items read, in order; their layer t+1 means `[n_ok, rows]` (cross-layer) or
+    /// `None`; the item index of each feature; `(index, name, reason)` for each item that
+    /// failed. `progress(done, total)` is called after each batch.
+    #[pyo3(signature = (items, progress=None))]
+    #[allow(clippy::type_complexity)]
+    fn extract<'py>(
+        &self,
+        py: Python<'py>,
+        items: Vec<Bound<'py, PyAny>>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<(
+        Bound<'py, PyAny>,
+        Option<Bound<'py, PyAny>>,
+        Vec<usize>,
+        Vec<(usize, String, String)>,
+    )> {
+        let callback_error: Mutex<Option<PyErr>> = Mutex::new(None);
+        let report_progress = |done: usize, _failed: usize, total: usize| {
+            let Some(cb) = &progress else { return };
+            Python::attach(|py| {
+                if let Err(e) = cb.call1(py, (done, total)) {
+                    let mut slot = callback_error.lock().unwrap_or_else(|p| p.into_inner());
+                    slot.get_or_insert(e);
+                }
+            });
+        };
+        // An array of the wrong shape fails as its own item; anything that is neither a path
+        // nor an array is a programming error, raised.
+        let mut sources = Vec::with_capacity(items.len());
+        let mut refused = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match source_of(i, item)? {
+                Ok(s) => sources.push((i, s)),
+                Err(reason) => refused.push((i, format!("<array {i}>"), reason)),
+            }
+        }
+        let total = items.len();
+        let (positions, sources): (Vec<usize>, Vec<ImageSource>) = sources.into_iter().unzip();
+        let offset = refused.len();
+        let report = |done: usize, failed: usize| report_progress(done + offset, failed, total);
+        let rows: Vec<Row> = py
+            .detach(|| -> crosspool::Result<Vec<Row>> {
+                let mut runner = self.pipeline.runner(&self.cfg)?;
+                extract::run_on(
+                    runner.as_mut(),
+                    self.preprocess,
+                    sources,
+                    Vec::new(),
+                    &self.cfg,
+                    &report,
+                )
+            })
+            .map_err(error)?;
+        if let Some(e) = callback_error
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+        {
+            return Err(e);
+        }
+        self.arrays(py, rows, &positions, refused)
+    }
+}
+
+impl Extractor {
+    /// The rows of a run as numpy arrays, indices and failures.
+    #[allow(clippy::type_complexity)]
+    /// `positions`: each row's item index; `refused`: items that failed before the run.
+    fn arrays<'py>(
+        &self,
+        py: Python<'py>,
+        rows: Vec<Row>,
+        positions: &[usize],
+        refused: Vec<(usize, String, String)>,
+    ) -> PyResult<(
+        Bound<'py, PyAny>,
+        Option<Bound<'py, PyAny>>,
+        Vec<usize>,
+        Vec<(usize, String, String)>,
+    )> {
+        let [r, c] = self.row_shape;
+        let (mut floats, mut words, mut guide) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut indices, mut failures) = (Vec::new(), refused);
+        let mut all_guided = true;
+        for (&i, row) in positions.iter().zip(rows) {
+            match row {
+                Row::Ok {
+                    values, guide_mean, ..
+                } => {
+                    match values {
+                        RowData::F32(v) => floats.extend(v),
+                        RowData::Words(w) => words.extend(w),
+                    }
+                    match guide_mean {
+                        Some(g) => guide.extend(g),
+                        None => all_guided = false,
+                    }
+                    indices.push(i);
+                }
+                Row::Failed { source, reason } => {
+                    failures.push((i, source.name().display().to_string(), reason))
+                }
+            }
+        }
+        failures.sort_by_key(|f| f.0);
+        let n = indices.len();
+        let features = match self.cfg.format {
+            OutputFormat::F32 => PyArray::from_vec(py, floats).reshape([n, r, c])?.into_any(),
+            OutputFormat::F16 => {
+                let halves: Vec<half::f16> = floats.into_iter().map(half::f16::from_f32).collect();
+                PyArray::from_vec(py, halves).reshape([n, r, c])?.into_any()
+            }
+            OutputFormat::Sign2 | OutputFormat::Bits1 => {
+                PyArray::from_vec(py, words).reshape([n, r, c])?.into_any()
+            }
+        };
+        let guide = (all_guided && !guide.is_empty())
+            .then(|| PyArray::from_vec(py, guide).reshape([n, r]))
+            .transpose()?
+            .map(Bound::into_any);
+        Ok((features, guide, indices, failures))
+    }
+}
+
+/// Item `i` of an `extract` list as an image source: an HxWx3 uint8 array, or a path. An
+/// array of another shape or type is `Err(reason)`, to be recorded as that item's failure;
+/// an item that is neither is a `TypeError`.
+fn source_of(i: usize, item: &Bound<'_, PyAny>) -> PyResult<Result<ImageSource, String>> {
+    if let Ok(a) = item.extract::<PyReadonlyArray3<'_, u8>>() {
+        let shape = a.shape();
+        if shape[2] != 3 || shape[0] == 0 || shape[1] == 0 {
+            return Ok(Err(format!(
+                "an array image must be height x width x 3 (RGB) uint8, not {shape:?}"
+            )));
+        }
+        let (Ok(height), Ok(width)) = (u32::try_from(shape[0]), u32::try_from(shape[1])) else {
+            return Ok(Err(format!("an array of shape {shape:?} is too large")));
+        };
+        // as_slice also accepts Fortran order, whose memory is not row-major.
+        let rgb: Vec<u8> = match a.as_slice() {
+            Ok(s) if a.is_c_contiguous() => s.to_vec(),
+            _ => a.as_array().iter().copied().collect(),
+        };
+        return Ok(Ok(ImageSource::Pixels(std::sync::Arc::new(RgbPixels {
+            name: format!("<array {i}>"),
+            width,
+            height,
+            rgb,
+        }))));
+    }
+    if item.hasattr("__array_interface__")? {
+        let (shape, dtype) = (item.getattr("shape")?, item.getattr("dtype")?);
+        return Ok(Err(format!(
+            "an array image must be height x width x 3 (RGB) uint8, not {shape} {dtype}"
+        )));
+    }
+    match item.extract::<PathBuf>() {
+        Ok(p) => Ok(Ok(ImageSource::File(p))),
+        Err(_) => Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "item {i}: not a path or an HxWx3 uint8 array ({})",
+            item.get_type()
+                .name()
+                .map_or_else(|_| "?".into(), |n| n.to_string())
+        ))),
+    }
+}
+
+/// Where a shard's tensors lie in its file, for memory-mapping: per tensor its name, dtype
+/// (numpy's spelling), shape and byte offset; and the manifest's lines as JSON text.
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+fn shard_layout(
+    dir: PathBuf,
+) -> PyResult<
+    Vec<(
+        String,
+        Vec<(String, String, Vec<usize>, usize)>,
+        Vec<String>,
+    )>,
+> {
+    use crosspool::store::shards::{finished_shards, read_manifest};
+    let shards = finished_shards(&dir, None).map_err(error)?;
+    if shards.is_empty() {
+        return Err(error(format!(
+            "{} holds no finished shards (run crosspool extract --out {} first)",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    let mut out = Vec::new();
+    for shard in shards {
+        let path = &shard.data;
+        let file = std::fs::File::open(path)
+            .map_err(|e| error(format!("cannot read {}: {e}", path.display())))?;
+        // SAFETY: the map is read only while the file is open here; shards are written
+        // under a temporary name and renamed, never changed in place.
+        let map = unsafe { memmap2::Mmap::map(&file) }
+            .map_err(|e| error(format!("cannot map {}: {e}", path.display())))?;
+        let (header, meta) = safetensors::SafeTensors::read_metadata(&map)
+            .map_err(|e| error(format!("feature shard {}: {e}", path.display())))?;
+        let mut tensors = Vec::new();
+        for (name, info) in meta.tensors() {
+            let dtype = match info.dtype {
+                safetensors::Dtype::F32 => "<f4",
+                safetensors::Dtype::F16 => "<f2",
+                safetensors::Dtype::U32 => "<u4",
+                other => {
+                    return Err(error(format!(
+                        "feature shard {}: tensor {name} is {other:?}",
+                        path.display()
+                    )))
+                }
+            };
+            tensors.push((
+                name,
+                dtype.to_string(),
+                info.shape.clone(),
+                8 + header + info.data_offsets.0,
+            ));
+        }
+        tensors.sort();
+        let lines = read_manifest(&shard.manifest)
+            .map_err(error)?
+            .iter()
+            .map(|l| {
+                let mut v = serde_json::to_value(l).map_err(error)?;
+                v["name"] = serde_json::Value::String(l.name());
+                Ok(v.to_string())
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        out.push((path.display().to_string(), tensors, lines));
+    }
+    Ok(out)
+}
+
+/// A retrieval index directory (from `crosspool index`), scored with eq. 3.
+#[pyclass(module = "crosspool._crosspool")]
+struct Index {
+    index: RetrievalIndex,
+    engine: Engine,
+}
+
+#[pymethods]
+impl Index {
+    #[new]
+    #[pyo3(signature = (path, *, device="auto"))]
+    fn new(path: PathBuf, device: &str) -> PyResult<Self> {
+        let device: Device = parse("device", device)?;
+        let index = RetrievalIndex::load(&path)
+            .map_err(|e| error(format!("loading the index {}: {e}", path.display())))?;
+        if index.is_empty() {
+            return Err(error(format!(
+                "the index {} holds no images",
+                path.display()
+            )));
+        }
+        let opts = GpuOptions::from_env().map_err(error)?;
+        let engine = Engine::open(device, &opts).map_err(error)?;
+        Ok(Index { index, engine })
+    }
+
+    /// Each image's name, in index order.
+    #[getter]
+    fn names(&self) -> Vec<String> {
+        self.index.paths.clone()
+    }
+
+    fn __len__(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The device in words.
+    #[getter]
+    fn device(&self) -> String {
+        self.engine.describe()
+    }
+
+    /// The `top` images for each query feature (`[q, rows, cols]` f32, from an Extractor with
+    /// the index's settings) and its layer t+1 means (`[q, rows]`, for channel selection):
+    /// per query a list of `(index, score)`. `channels`: `None` for the default, `0` for all.
+    #[pyo3(signature = (features, guide_mean=None, *, top=10, channels=None))]
+    fn search(
+        &self,
+        py: Python<'_>,
+        features: numpy::PyReadonlyArray3<'_, f32>,
+        guide_mean: Option<numpy::PyReadonlyArray2<'_, f32>>,
+        top: usize,
+        channels: Option<usize>,
+    ) -> PyResult<Vec<Vec<(usize, f32)>>> {
+        let shape = features.shape();
+        let (q, rows, cols) = (shape[0], shape[1], shape[2]);
+        if (rows, cols) != (self.index.rows, self.index.cols) {
+            return Err(error(format!(
+                "the query features are {rows} x {cols}, the index {} x {}: the index was built from other settings",
+                self.index.rows, self.index.cols
+            )));
+        }
+        let values = features.as_array();
+        let guide: Vec<Option<Vec<f32>>> = match &guide_mean {
+            Some(g) => {
+                let g = g.as_array();
+                if g.shape() != [q, rows] {
+                    return Err(PyValueError::new_err(format!(
+                        "guide_mean must be {q} x {rows}, not {:?}",
+                        g.shape()
+                    )));
+                }
+                g.outer_iter().map(|r| Some(r.to_vec())).collect()
+            }
+            None => vec![None; q],
+        };
+        let mut codes = Vec::new();
+        for k in 0..q {
+            let v: Vec<f32> = values
+                .slice(numpy::ndarray::s![k, .., ..])
+                .iter()
+                .copied()
+                .collect();
+            codes.extend(self.index.encode_query(v));
+        }
+        let channels = channels.map(|k| (k > 0).then_some(k));
+        let (index, engine) = (&self.index, &self.engine);
+        let scores = py
+            .detach(|| -> crosspool::Result<Vec<f32>> {
+                let (sel, ksel) = channel_selection(index, &guide, channels)?;
+                Scorer::new(engine, index)?.score(&codes, &sel, ksel)
+            })
+            .map_err(error)?;
+        let n = self.index.len();
+        Ok((0..q)
+            .map(|k| {
+                let s = &scores[k * n..(k + 1) * n];
+                rank(s, top, None).into_iter().map(|i| (i, s[i])).collect()
+            })
+            .collect())
+    }
+
+    /// mAP and recall@1 against a ground-truth file (see `crosspool eval`): a dict with `map`,
+    /// `recall_at_1`, `channels`, `seconds` and `per_query` (name, ap, hit_at_1).
+    #[pyo3(signature = (ground_truth, *, channels=None))]
+    fn eval<'py>(
+        &self,
+        py: Python<'py>,
+        ground_truth: PathBuf,
+        channels: Option<usize>,
+    ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let truth = load_ground_truth(&ground_truth, &self.index.paths).map_err(error)?;
+        let channels = channels.map(|k| (k > 0).then_some(k));
+        let (index, engine) = (&self.index, &self.engine);
+        let e = py
+            .detach(|| {
+                let scorer = Scorer::new(engine, index)?;
+                evaluate(index, &truth, &scorer, channels)
+            })
+            .map_err(error)?;
+        let d = pyo3::types::PyDict::new(py);
+        d.set_item("map", e.map)?;
+        d.set_item("recall_at_1", e.recall_at_1)?;
+        d.set_item("channels", e.channels)?;
+        d.set_item("seconds", e.seconds)?;
+        let per: Vec<(String, f64, bool)> = e
+            .per_query
+            .into_iter()
+            .map(|q| (q.name, q.ap, q.hit_at_1))
+            .collect();
+        d.set_item("per_query", per)?;
+        Ok(d)
+    }
+}
+
+#[pymodule]
+fn _crosspool(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("CrosspoolError", m.py().get_type::<CrosspoolError>())?;
+    m.add_class::<Extractor>()?;
+    m.add_class::<Index>()?;
+    m.add_function(wrap_pyfunction!(shard_layout, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,246 @@
+"""The Python package held to the command line it shares its library with.
+
+Run by tools/test_python.sh (and so by CI) against a wheel installed in a fresh virtual
+environment. Needs the real VGG16 (tools/fetch_weights.sh) and the built `crosspool` binary
+(CROSSPOOL_BIN, default target/release/crosspool).
+"""
+
+import json
+import os
+import struct
+import subprocess
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import crosspool
+
+REPO = Path(__file__).resolve().parents[2]
+WEIGHTS = REPO / "weights" / "vgg16_hed.safetensors"
+PHOTOS = REPO / "tests" / "data" / "photos"
+RETRIEVAL = REPO / "tests" / "data" / "retrieval"
+BIN = Path(os.environ.get("CROSSPOOL_BIN", REPO / "target" / "release" / "crosspool"))
+SIZE = "160"
+
+
+def cli(*args, check=True):
+    """Runs the crosspool binary; its completed process."""
+    p = subprocess.run([str(BIN), *map(str, args)], capture_output=True, text=True)
+    if check and p.returncode not in (0, 2):
+        raise AssertionError(f"crosspool {' '.join(map(str, args))}: {p.stderr}")
+    return p
+
+
+def bits(a):
+    """The array's exact bits, for bit-for-bit comparisons of floats."""
+    a = np.ascontiguousarray(a)
+    return a.view({2: np.uint16, 4: np.uint32}[a.dtype.itemsize])
+
+
+def write_png(path, rgb):
+    """A minimal 8-bit RGB PNG (no filter), so the test needs nothing but numpy."""
+    h, w, _ = rgb.shape
+    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))
+
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+    png += chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    Path(path).write_bytes(png)
+
+
+def photo_like(h, w, seed=0):
+    """A smooth image with some texture: gradients plus low noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.stack([x * 255 / w, y * 255 / h, (x + y) * 127 / (w + h)], axis=-1)
+    img += rng.normal(0, 12, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """The sample photos with an empty file and a missing one among them."""
+    d = tmp_path_factory.mktemp("inputs")
+    (d / "empty.jpg").write_bytes(b"")
+    names = sorted(p for p in PHOTOS.glob("*.jpg"))
+    return [names[0], d / "empty.jpg", names[1], d / "missing.jpg", *names[2:]]
+
+
+@pytest.mark.parametrize(
+    "device,fmt", [("cpu", "f32"), ("cpu", "f16"), ("cpu", "bits1"), ("gpu", "f32")]
+)
+def test_features_equal_the_command_lines_bit_for_bit(tmp_path, inputs, device, fmt):
+    items = inputs if device == "cpu" else inputs[:3]
+    out = tmp_path / "feats"
+    p = cli("extract", "-q", "--device", device, "--size", SIZE, "--batch", "2",
+            "--format", fmt, "--weights", WEIGHTS, "-o", out, *items)
+    assert p.returncode == 2, p.stderr  # some inputs failed
+    ex = crosspool.Extractor(WEIGHTS, size=int(SIZE), batch=2, format=fmt, device=device)
+    got = ex.extract([str(i) for i in items])
+    shards = crosspool.read_shards(out)
+    assert got.features.dtype == shards.features.dtype
+    assert got.features.shape == shards.features.shape
+    assert np.array_equal(bits(got.features), bits(shards.features))
+    assert np.array_equal(bits(got.guide_mean), bits(shards.guide_mean))
+    # The same items failed for the same reasons; the others kept their order.
+    cli_failed = [(r["path"], r["reason"]) for r in shards.failures]
+    assert [(f.item, f.reason) for f in got.failures] == cli_failed
+    assert [str(items[i]) for i in got.indices] == shards.names
+    assert [f.index for f in got.failures] == [1, 3][: len(got.failures)]
+
+
+def test_an_array_equals_its_file_after_the_same_resize(tmp_path):
+    rgb = photo_like(300, 420)
+    png = tmp_path / "image.png"
+    write_png(png, rgb)
+    ex = crosspool.Extractor(WEIGHTS, size=int(SIZE), device="cpu")
+    out = ex.extract([png, rgb, np.asfortranarray(rgb)])
+    assert out.indices == [0, 1, 2] and not out.failures
+    assert np.array_equal(bits(out.features[0]), bits(out.features[1]))
+    assert np.array_equal(bits(out.features[0]), bits(out.features[2]))
+    # Control: another image differs.
+    other = ex.extract([photo_like(300, 420, seed=1)])
+    assert not np.array_equal(out.features[0], other.features[0])
+
+
+def test_a_failing_item_is_reported_and_never_loses_the_others(tmp_path):
+    good = sorted(PHOTOS.glob("*.jpg"))[:2]
+    ex = crosspool.Extractor(WEIGHTS, size=int(SIZE), device="cpu", batch=3)
+    alone = ex.extract(good)
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    items = [
+        tmp_path / "broken.jpg",
+        good[0],
+        np.zeros((40, 40, 4), np.uint8),
+        np.zeros((40, 40, 3), np.float32),
+        tmp_path / "missing.png",
+        good[1],
+    ]
+    out = ex.extract(items)
+    assert out.indices == [1, 5]
+    assert np.array_equal(bits(out.features), bits(alone.features))
+    reasons = {f.index: (f.item, f.reason) for f in out.failures}
+    assert sorted(reasons) == [0, 2, 3, 4]
+    assert reasons[0][0].endswith("broken.jpg")
+    assert "truncated JPEG" in reasons[0][1]
+    assert reasons[2] == ("<array 2>", reasons[2][1]) and "height x width x 3" in reasons[2][1]
+    assert "uint8" in reasons[3][1]
+    assert "No such file" in reasons[4][1]
+    with pytest.raises(TypeError, match="item 0: not a path"):
+        ex.extract([42])
+
+
+def test_progress_is_reported_and_the_gil_is_released():
+    photos = sorted(PHOTOS.glob("*.jpg")) * 3
+    ex = crosspool.Extractor(WEIGHTS, size=int(SIZE), device="cpu", batch=2)
+    calls = []
+    ex.extract(photos, progress=lambda done, total: calls.append((done, total)))
+    assert calls and calls[-1] == (12, 12)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+    class Bar:  # what tqdm offers
+        total, n = None, 0
+
+        def update(self, k):
+            self.n += k
+
+    bar = Bar()
+    ex.extract(photos, progress=bar)
+    assert (bar.total, bar.n) == (12, 12)
+
+    # A Python thread keeps running while the features are computed: it leaves timestamps
+    # in the middle half of the call (the GIL held would stop it for the whole call, and let
+    # it run only before and after).
+    stamps, stop = [], threading.Event()
+
+    def count():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            if i % 1000 == 0:
+                stamps.append(time.perf_counter())
+
+    t = threading.Thread(target=count)
+    t.start()
+    try:
+        t0 = time.perf_counter()
+        ex.extract(photos)
+        t1 = time.perf_counter()
+    finally:
+        stop.set()
+        t.join()
+    lo, hi = t0 + 0.25 * (t1 - t0), t0 + 0.75 * (t1 - t0)
+    assert sum(lo < s < hi for s in stamps) >= 10, (t1 - t0, len(stamps))
+
+
+def test_errors_carry_the_command_lines_message(tmp_path):
+    missing = tmp_path / "nothing.safetensors"
+    with pytest.raises(crosspool.CrosspoolError) as e:
+        crosspool.Extractor(missing)
+    p = cli("extract", "--weights", missing, "-o", tmp_path / "o", PHOTOS, check=False)
+    assert p.returncode == 1
+    assert str(e.value) in p.stderr, (str(e.value), p.stderr)
+    with pytest.raises(ValueError, match="format='f64' is not one of: f32, f16, sign2, bits1"):
+        crosspool.Extractor(WEIGHTS, format="f64")
+    with pytest.raises(crosspool.CrosspoolError, match="holds no finished shards"):
+        crosspool.read_shards(tmp_path)
+
+
+def test_read_shards_maps_one_shard_and_joins_several(tmp_path):
+    photos = sorted(PHOTOS.glob("*.jpg"))
+    for name, rows in [("one", "16"), ("three", "2")]:
+        cli("extract", "-q", "--device", "cpu", "--size", SIZE, "--shard-rows", rows,
+            "--weights", WEIGHTS, "-o", tmp_path / name, *photos)
+    one, three = crosspool.read_shards(tmp_path / "one"), crosspool.read_shards(tmp_path / "three")
+    assert isinstance(one.features, np.memmap)
+    assert np.array_equal(bits(one.features), bits(three.features))
+    assert one.names == three.names == [str(p) for p in photos]
+    assert [r["index"] for r in three.rows] == [0, 1, 2, 3]
+
+
+def test_index_search_and_eval_agree_with_the_command_line(tmp_path):
+    feats, idx = tmp_path / "feats", tmp_path / "idx"
+    cli("extract", "-q", "--device", "cpu", "--size", SIZE, "--norm", "retrieval",
+        "--weights", WEIGHTS, "-o", feats, RETRIEVAL)
+    cli("index", feats, "--out", idx)
+    gt = RETRIEVAL / "groundtruth.jsonl"
+    want = json.loads(cli("eval", "--json", "--device", "cpu", "--index", idx,
+                          "--ground-truth", gt, "-k", "50").stdout)
+    index = crosspool.Index(idx, device="cpu")
+    assert len(index) == want["images"]
+    got = index.eval(gt, channels=50)
+    assert got["map"] == want["map"] and got["recall_at_1"] == want["recall_at_1"]
+    assert [(n, ap, h) for n, ap, h in got["per_query"]] == [
+        (q["query"], q["ap"], q["hit_at_1"]) for q in want["per_query"]
+    ]
+    queries = [RETRIEVAL / "chelsea_rotate.jpg", PHOTOS / "coffee.jpg"]
+    lines = cli("search", "--json", "--device", "cpu", "--index", idx, "--top", "4",
+                "--query", *queries).stdout.splitlines()
+    ex = crosspool.Extractor(WEIGHTS, size=int(SIZE), norm="retrieval", device="cpu")
+    hits = index.search(ex.extract(queries), top=4)
+    for line, mine in zip(lines, hits):
+        theirs = [(r["path"], r["score"]) for r in json.loads(line)["results"]]
+        assert mine == theirs
+    assert hits[0][0][0].endswith("chelsea_rotate.jpg")
+
+
+def readme_python_example():
+    text = (REPO / "README.md").read_text()
+    marker = "run as written by python/tests/test_crosspool.py"
+    block = text[text.index(marker):].split("```python\n", 1)[1]
+    return block[: block.index("```")]
+
+
+def test_the_readme_example_runs_as_written(monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    exec(compile(readme_python_example(), "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "(4, 512, 512)" in printed and "[0, 1, 2, 4]" in printed, printed
+    assert "Failure(index=3" in printed, printed
