@@ -5,7 +5,9 @@ torchvision's VGG16/VGG19/AlexNet trunk up to the paper's layer pair (random wei
 does not depend on them), cross-layer pooling as a batched matrix product P = A X^T, per-channel
 L2 and signed square root; the same input size and batch, on CUDA if present, else the CPU.
 Times a whole batch as `crosspool bench` does: upload, compute, download, median of --iters.
-On CUDA: PyTorch's default (cuDNN convolutions in TF32 on Ampere and later) and strict fp32.
+On CUDA, set up as a performance-minded user would (torch.backends.cudnn.benchmark on,
+channels_last, pinned host memory, non-blocking copies): strict fp32, PyTorch's default
+(cuDNN convolutions in TF32 on Ampere and later) and fp16 autocast.
 On the CPU (`--threads N` as `torch.set_num_threads`): the default NCHW layout, channels_last
 (oneDNN's fastest layout, what a performance-minded user picks) and, with --compile,
 channels_last under torch.compile.
@@ -24,9 +26,12 @@ import torchvision
 PAIRS = {"vgg16": (28, 30), "vgg19": (34, 36), "alexnet": (10, 12)}
 
 
-def run(model, size, batch, iters, warmup, device, tf32, channels_last=False, compiled=False):
+def run(model, size, batch, iters, warmup, device, tf32, channels_last=False, compiled=False,
+        fp16=False):
     torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cuda.matmul.allow_tf32 = tf32
+    # cuDNN times its algorithms on the first batch of each shape and keeps the fastest.
+    torch.backends.cudnn.benchmark = device == "cuda"
     net = getattr(torchvision.models, model)(weights=None).features.eval().to(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(memory_format=fmt)
@@ -48,9 +53,9 @@ def run(model, size, batch, iters, warmup, device, tf32, channels_last=False, co
 
     def step():
         x = x_host.to(device, non_blocking=True)
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(device, dtype=torch.float16, enabled=fp16):
             p = compute(x)
-        return p.cpu()
+        return p.float().cpu()
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for _ in range(warmup):
@@ -64,13 +69,17 @@ def run(model, size, batch, iters, warmup, device, tf32, channels_last=False, co
         times.append(time.perf_counter() - t0)
     times.sort()
     t = times[len(times) // 2]
-    return {"tf32": tf32, "channels_last": channels_last, "compiled": compiled,
-            "images_per_second": batch / t, "ms_per_batch": t * 1e3}
+    return {"tf32": tf32, "channels_last": channels_last, "compiled": compiled, "fp16": fp16,
+            "cudnn_benchmark": device == "cuda", "images_per_second": batch / t,
+            "ms_per_batch": t * 1e3}
 
 
 def label(r):
     """A result's setting in words."""
-    parts = ["TF32 (default)" if r["tf32"] else "fp32"]
+    if r.get("fp16"):
+        parts = ["fp16 autocast"]
+    else:
+        parts = ["TF32 (default)" if r["tf32"] else "fp32"]
     if r.get("channels_last"):
         parts.append("channels_last")
     if r.get("compiled"):
@@ -95,7 +104,9 @@ def main():
     common = (args.model, args.size, args.batch, args.iters, args.warmup, args.device)
     if args.device == "cuda":
         name = torch.cuda.get_device_name()
-        results = [run(*common, tf32) for tf32 in (True, False)]
+        results = [run(*common, False, channels_last=True),
+                   run(*common, True, channels_last=True),
+                   run(*common, True, channels_last=True, fp16=True)]
     else:
         name = f"cpu, {torch.get_num_threads()} threads"
         results = [run(*common, False), run(*common, False, channels_last=True)]
