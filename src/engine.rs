@@ -182,6 +182,16 @@ impl DeviceExtractor<'_> {
         })
     }
 
+    /// Batches in flight by default: two on a GPU (one computes while the other's input is
+    /// written or its features read back), one on the CPU backend (a batch takes every
+    /// core).
+    pub fn default_in_flight(&self) -> usize {
+        match self {
+            DeviceExtractor::Gpu(..) => 2,
+            DeviceExtractor::Cpu(..) => 1,
+        }
+    }
+
     /// What computes batches for `cfg` on this device.
     pub fn runner(&self, cfg: &ExtractConfig) -> Result<Box<dyn BatchRunner + Send + '_>> {
         Ok(match self {
@@ -268,6 +278,14 @@ impl OwnedExtractor {
         match self {
             OwnedExtractor::Gpu(ctx, ex) => ex.feature_shape(&**ctx, size),
             OwnedExtractor::Cpu(cpu, ex) => ex.feature_shape(cpu, size),
+        }
+    }
+
+    /// Batches in flight by default (see [`DeviceExtractor::default_in_flight`]).
+    pub fn default_in_flight(&self) -> usize {
+        match self {
+            OwnedExtractor::Gpu(..) => 2,
+            OwnedExtractor::Cpu(..) => 1,
         }
     }
 

@@ -351,61 +351,62 @@ fn bench_times_decoding_alone() {
     assert_eq!(out.status.code(), Some(64));
 }
 
-/// `bench --devices` times the devices together after the first alone: a rate per device, and
-/// a combined rate that is the images of all over the time until the last finished.
+/// `bench --devices` and `--in-flight` time streams of batches together after one batch at a
+/// time: a rate per device, and a combined rate that is the images of all over the time
+/// until the last stream finished.
 #[test]
-fn bench_times_several_devices_together() {
-    let bench = |devices: &str| {
+fn bench_times_several_devices_and_batches_in_flight() {
+    let bench = |extra: &[&str]| {
         crosspool()
             .args([
                 "bench", "--model", "alexnet", "--size", "64", "--batch", "2",
             ])
-            .args([
-                "--iters",
-                "2",
-                "--warmup",
-                "1",
-                "--json",
-                "--devices",
-                devices,
-            ])
+            .args(["--iters", "2", "--warmup", "1", "--json"])
+            .args(extra)
             .output()
             .unwrap()
     };
-    let out = bench("0,0");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let g = &r["together"];
-    let rates: Vec<f64> = g["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["images_per_second"].as_f64().unwrap())
-        .collect();
-    assert_eq!(rates.len(), 2, "{r}");
-    let combined = g["images_per_second"].as_f64().unwrap();
-    let (sum, min) = (
-        rates.iter().sum::<f64>(),
-        rates.iter().cloned().fold(f64::MAX, f64::min),
-    );
-    // The wall time is at least each device's time, and the starts are held together.
-    assert!(
-        combined <= sum * 1.0001 && combined >= 0.8 * 2.0 * min,
-        "{r}"
-    );
-    let one = r["images_per_second"].as_f64().unwrap();
-    let scaling = g["scaling_over_one"].as_f64().unwrap();
-    assert!((scaling - combined / one).abs() < 1e-9 * scaling, "{r}");
-    let out = bench("7");
+    let overlapped = |extra: &[&str], devices: usize, in_flight: u64| {
+        let out = bench(extra);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let g = r["overlapped"].clone();
+        assert_eq!(g["in_flight"].as_u64(), Some(in_flight), "{r}");
+        let rates: Vec<f64> = g["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["images_per_second"].as_f64().unwrap())
+            .collect();
+        assert_eq!(rates.len(), devices, "{r}");
+        let combined = g["images_per_second"].as_f64().unwrap();
+        let sum: f64 = rates.iter().sum();
+        let min = rates.iter().cloned().fold(f64::MAX, f64::min);
+        // The wall time is at least each stream's time, and the starts are held together.
+        assert!(
+            combined <= sum * 1.0001 && combined >= 0.8 * devices as f64 * min,
+            "{r}"
+        );
+        let one = r["images_per_second"].as_f64().unwrap();
+        let scaling = g["scaling_over_one"].as_f64().unwrap();
+        assert!((scaling - combined / one).abs() < 1e-9 * scaling, "{r}");
+    };
+    overlapped(&["--devices", "0,0", "--in-flight", "1"], 2, 1);
+    // On one GPU, two batches in flight by default.
+    overlapped(&[], 1, 2);
+    let out = bench(&["--devices", "7"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.code() == Some(1) && err.contains("GPU 7 of --devices"),
         "{err}"
     );
+    let out = bench(&["--in-flight", "1"]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r.get("overlapped").is_none(), "{r}");
 }
 
 /// `fit-pca --device cpu` fits what the GPU fits: the same mean and eigenvalues within the f32
@@ -996,7 +997,8 @@ fn extract_on_several_devices_gives_the_rows_of_one() {
             .unwrap();
         (out, out_dir)
     };
-    let (one, one_dir) = extract("one", &["--device", "gpu"]);
+    // One batch at a time on one GPU: the reference.
+    let (one, one_dir) = extract("one", &["--device", "gpu", "--in-flight", "1"]);
     assert_eq!(
         one.status.code(),
         Some(2),
@@ -1026,9 +1028,25 @@ fn extract_on_several_devices_gives_the_rows_of_one() {
     assert_eq!(a.x.len(), b.x.len());
     let manifest = |d: &Path| std::fs::read_to_string(d.join("shard-00000.jsonl")).unwrap();
     assert_eq!(manifest(&one_dir), manifest(&two_dir));
+    // Three batches in flight on one GPU (one context, three sets of buffers) give the same.
+    let (three, three_dir) = extract("three", &["--device", "gpu", "--in-flight", "3"]);
+    assert_eq!(three.status.code(), Some(2));
+    let c = FeatureSet::read(&three_dir).unwrap();
+    assert_eq!((&a.paths, &a.failed), (&c.paths, &c.failed));
+    assert!(a
+        .x
+        .iter()
+        .zip(&c.x)
+        .all(|(p, q)| p.to_bits() == q.to_bits()));
+    assert_eq!(manifest(&one_dir), manifest(&three_dir));
     // Mistakes are named.
     for (how, why, code) in [
         (vec!["--devices", "9"], "GPU 9 of --devices", 1),
+        (
+            vec!["--in-flight", "0"],
+            "--in-flight must be at least 1",
+            1,
+        ),
         (vec!["--devices", "0", "--device", "cpu"], "--device cpu", 1),
         (
             vec!["--devices", "first"],

@@ -91,7 +91,8 @@ class Extractor:
     ``pca`` (a file from ``crosspool fit-pca``), ``norm`` (``paper``, ``retrieval``, ...),
     ``format`` (``f32``, ``f16``, ``sign2``, ``bits1``), ``batch`` (default from the
     device), ``device`` (``auto``, ``gpu``, ``cpu``), and ``model``, ``pooling``,
-    ``channel_pooling``, ``levels``, ``window``, ``decode``, ``adapter``, ``backend``. The
+    ``channel_pooling``, ``levels``, ``window``, ``decode``, ``adapter``, ``backend``,
+    ``in_flight`` (batches in flight on a GPU, default 2). The
     network's weights are loaded onto the device once; :meth:`extract` can be called many
     times.
     """
@@ -115,6 +116,7 @@ class Extractor:
         decode: str = "fast",
         adapter: Optional[str] = None,
         backend: Optional[str] = None,
+        in_flight: Optional[int] = None,
     ) -> None:
         self._ex = _crosspool.Extractor(
             os.fspath(weights),
@@ -133,6 +135,7 @@ class Extractor:
             device=device,
             adapter=adapter,
             backend=backend,
+            in_flight=in_flight,
         )
 
     @property

@@ -56,6 +56,8 @@ struct Extractor {
     cfg: ExtractConfig,
     /// `[rows, values or words per row]` of each stored feature.
     row_shape: [usize; 2],
+    /// Batches in flight (see `extract --in-flight`).
+    in_flight: usize,
 }
 
 #[pymethods]
@@ -64,7 +66,7 @@ impl Extractor {
     #[pyo3(signature = (
         weights, *, model=None, layers=None, pooling="cross-layer", channel_pooling="sum",
         levels=0, window="1x1", size=224, decode="fast", pca=None, norm="paper",
-        format="f32", batch=None, device="auto", adapter=None, backend=None
+        format="f32", batch=None, device="auto", adapter=None, backend=None, in_flight=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -84,6 +86,7 @@ impl Extractor {
         device: &str,
         adapter: Option<String>,
         backend: Option<&str>,
+        in_flight: Option<usize>,
     ) -> PyResult<Self> {
         let model: Option<Arch> = model.map(|m| parse("model", m)).transpose()?;
         let pooling: Pooling = parse("pooling", pooling)?;
@@ -103,6 +106,9 @@ impl Extractor {
         }
         if batch == Some(0) {
             return Err(PyValueError::new_err("batch must be at least 1"));
+        }
+        if in_flight == Some(0) {
+            return Err(PyValueError::new_err("in_flight must be at least 1"));
         }
         let arch = ModelWeights::arch_of(&weights, model).map_err(error)?;
         let layers = match layers {
@@ -138,7 +144,6 @@ impl Extractor {
         let (rows, cols) = pipeline.feature_shape(size as usize).map_err(error)?;
         let row_shape = [rows, format.codes().map_or(cols, |q| q.words_per_row(cols))];
         Ok(Extractor {
-            pipeline,
             preprocess: weights.preprocess,
             cfg: ExtractConfig {
                 size,
@@ -150,6 +155,8 @@ impl Extractor {
                 },
             },
             row_shape,
+            in_flight: in_flight.unwrap_or_else(|| pipeline.default_in_flight()),
+            pipeline,
         })
     }
 
@@ -221,9 +228,11 @@ impl Extractor {
         let report = |done: usize, failed: usize| report_progress(done + offset, failed, total);
         let rows: Vec<Row> = py
             .detach(|| -> crosspool::Result<Vec<Row>> {
-                let mut runner = self.pipeline.runner(&self.cfg)?;
-                extract::run_on(
-                    runner.as_mut(),
+                let mut runners = (0..self.in_flight)
+                    .map(|_| self.pipeline.runner(&self.cfg))
+                    .collect::<crosspool::Result<Vec<_>>>()?;
+                extract::run_on_devices(
+                    runners.iter_mut().map(|r| r.as_mut()).collect(),
                     self.preprocess,
                     sources,
                     Vec::new(),

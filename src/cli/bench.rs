@@ -59,6 +59,12 @@ pub struct Args {
     /// the scaling over the first alone.
     #[arg(long, value_parser = super::engine::parse_devices)]
     devices: Option<super::engine::DeviceList>,
+    /// Batches in flight per device in the overlapped pass (as `extract --in-flight`): after
+    /// the batches timed one at a time, each device runs this many streams of whole batches
+    /// at once, so that one's upload and readback overlap another's compute [default: 2 on a
+    /// GPU, 1 on the CPU backend; the pass runs when it or --devices asks for more than one].
+    #[arg(long)]
+    in_flight: Option<usize>,
     /// Print the results as JSON on standard output.
     #[arg(long)]
     json: bool,
@@ -123,9 +129,20 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
         }
         Engine::Cpu(cpu) => measure(cpu, &a, &weights, spec.clone(), &x, shape, None)?,
     };
-    let together = match a.devices {
-        Some(_) => Some(measure_together(&engines, &a, &weights, &spec, &x, shape)?),
-        None => None,
+    anyhow::ensure!(a.in_flight != Some(0), "--in-flight must be at least 1");
+    let in_flight = a.in_flight.unwrap_or(match engine {
+        Engine::Gpu(_) => 2,
+        Engine::Cpu(_) => 1,
+    });
+    let streams: Vec<(usize, &Engine)> = engines
+        .iter()
+        .enumerate()
+        .flat_map(|(k, e)| std::iter::repeat_n((k, e), in_flight))
+        .collect();
+    let together = if streams.len() > 1 {
+        Some(measure_together(&streams, &a, &weights, &spec, &x, shape)?)
+    } else {
+        None
     };
     report(
         &a,
@@ -139,17 +156,21 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Several devices timed together: per device its name and seconds for --iters batches.
+/// Streams of batches timed together: per stream its device's index and name and its
+/// seconds for --iters batches.
 struct Together {
-    devices: Vec<(String, f64)>,
-    /// From the common start until the last device finished.
+    streams: Vec<(usize, String, f64)>,
+    /// Streams per device.
+    in_flight: usize,
+    /// From the common start until the last stream finished.
     wall: f64,
 }
 
-/// Every engine runs --warmup, then (all starting together) --iters whole batches of `x`:
-/// write, extract, read back, each on its own thread, as `extract --devices` runs them.
+/// Every stream (a device, as often as it has batches in flight) runs --warmup, then (all
+/// starting together) --iters whole batches of `x`: write, extract, read back, each on its
+/// own thread with its own buffers, as `extract --devices --in-flight` runs them.
 fn measure_together(
-    engines: &[Engine],
+    streams: &[(usize, &Engine)],
     a: &Args,
     weights: &ModelWeights,
     spec: &FeatureSpec,
@@ -180,11 +201,11 @@ fn measure_together(
         }
         Ok((t0, Instant::now()))
     }
-    let start = std::sync::Barrier::new(engines.len());
+    let start = std::sync::Barrier::new(streams.len());
     let times: Vec<anyhow::Result<(Instant, Instant)>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = engines
+        let handles: Vec<_> = streams
             .iter()
-            .map(|e| {
+            .map(|&(_, e)| {
                 let start = &start;
                 scope.spawn(move || {
                     let r = match e {
@@ -209,19 +230,24 @@ fn measure_together(
             })
             .collect()
     });
-    let mut devices = Vec::new();
+    let mut timed = Vec::new();
     let (mut first, mut last) = (None::<Instant>, None::<Instant>);
-    for (k, (e, t)) in engines.iter().zip(times).enumerate() {
+    for (&(k, e), t) in streams.iter().zip(times) {
         let (t0, t1) = t.with_context(|| format!("timing GPU {k} of --devices"))?;
         first = Some(first.map_or(t0, |f| f.min(t0)));
         last = Some(last.map_or(t1, |l| l.max(t1)));
-        devices.push((e.describe(), (t1 - t0).as_secs_f64()));
+        timed.push((k, e.describe(), (t1 - t0).as_secs_f64()));
     }
     let wall = match (first, last) {
         (Some(f), Some(l)) => (l - f).as_secs_f64(),
         _ => anyhow::bail!("no device to time"),
     };
-    Ok(Together { devices, wall })
+    let devices = streams.iter().map(|s| s.0).max().map_or(1, |k| k + 1);
+    Ok(Together {
+        streams: timed,
+        in_flight: streams.len() / devices,
+        wall,
+    })
 }
 
 /// Times whole batches on `backend` as the extract command runs them: input written, one
@@ -293,16 +319,29 @@ fn report(
     let one_alone = a.batch as f64 / t_total;
     let together = together.map(|g| {
         let images = (a.batch * a.iters) as f64;
-        let combined = images * g.devices.len() as f64 / g.wall;
+        let combined = images * g.streams.len() as f64 / g.wall;
+        // A device's rate: its streams' images over the longest of its streams.
+        let devices = g.streams.len() / g.in_flight.max(1);
+        let per_device: Vec<serde_json::Value> = (0..devices)
+            .map(|k| {
+                let mine: Vec<_> = g.streams.iter().filter(|s| s.0 == k).collect();
+                let secs = mine.iter().map(|s| s.2).fold(0.0, f64::max);
+                serde_json::json!({
+                    "device": mine.first().map(|s| s.1.clone()),
+                    "images_per_second": images * mine.len() as f64 / secs,
+                })
+            })
+            .collect();
         serde_json::json!({
-            "devices": g.devices.iter().map(|(d, s)| serde_json::json!({"device": d, "images_per_second": images / s})).collect::<Vec<_>>(),
+            "in_flight": g.in_flight,
+            "devices": per_device,
             "images_per_second": combined,
             "scaling_over_one": combined / one_alone,
         })
     });
     let mut report = report;
     if let Some(g) = &together {
-        report["together"] = g.clone();
+        report["overlapped"] = g.clone();
     }
     if a.json {
         println!("{report}");
@@ -349,8 +388,9 @@ fn report(
     if let Some(g) = together {
         let devices = g["devices"].as_array().map_or(0, Vec::len);
         println!(
-            "together: {:.1} images/s end to end on {devices} devices at once, {:.2}x the first alone",
+            "overlapped: {:.1} images/s end to end, {} batches in flight on each of {devices} device(s), {:.2}x one batch at a time on the first",
             g["images_per_second"].as_f64().unwrap_or(0.0),
+            g["in_flight"],
             g["scaling_over_one"].as_f64().unwrap_or(0.0)
         );
         for (k, d) in g["devices"].as_array().into_iter().flatten().enumerate() {

@@ -107,6 +107,11 @@ pub struct Args {
     /// order as on one device.
     #[arg(long, value_parser = super::engine::parse_devices)]
     devices: Option<super::engine::DeviceList>,
+    /// Batches in flight per GPU, each with its own buffers: while one computes, the next is
+    /// uploaded and the one before read back [default: 2 on a GPU, 1 on the CPU backend].
+    /// 1 halves the GPU memory a run takes.
+    #[arg(long)]
+    in_flight: Option<usize>,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -150,6 +155,7 @@ impl Args {
             shard: None,
             device,
             devices: None,
+            in_flight: None,
             quiet,
             json: false,
         }
@@ -420,10 +426,13 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         }
     };
     let n_new = images.len();
-    let mut runners = extractors
-        .iter()
-        .map(|x| x.runner(&cfg))
-        .collect::<crosspool::Result<Vec<_>>>()?;
+    anyhow::ensure!(a.in_flight != Some(0), "--in-flight must be at least 1");
+    let mut runners = Vec::new();
+    for x in &extractors {
+        for _ in 0..a.in_flight.unwrap_or_else(|| x.default_in_flight()) {
+            runners.push(x.runner(&cfg)?);
+        }
+    }
     let stats = extract::run_on_devices(
         runners.iter_mut().map(|r| r.as_mut()).collect(),
         weights.preprocess,

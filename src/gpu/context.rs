@@ -278,6 +278,22 @@ impl GpuContext {
         )
     }
 
+    /// Waits for the submission `index` (and the work before it on the queue), not for
+    /// later submissions from other threads: a batch's readback need not wait for the next
+    /// batch another thread has already submitted.
+    pub fn wait_for(&self, index: wgpu::SubmissionIndex, during: &str) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map(|_| ())
+            .map_err(|e| Error::Gpu {
+                during: during.to_string(),
+                message: e.to_string(),
+            })
+    }
+
     /// Waits for all submitted work and reports any error the device raised.
     pub fn wait(&self, during: &str) -> Result<()> {
         self.device

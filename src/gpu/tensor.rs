@@ -214,21 +214,20 @@ pub(crate) fn download_pod<T: bytemuck::Pod>(
         return Ok(Vec::new());
     }
     let staging = ctx.staging(bytes)?;
-    ctx.checked("downloading", || {
+    let submitted = ctx.checked("downloading", || {
         let mut enc = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("download"),
             });
         enc.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
-        ctx.queue.submit([enc.finish()]);
-        Ok(())
+        Ok(ctx.queue.submit([enc.finish()]))
     })?;
     let (tx, rx) = std::sync::mpsc::channel();
     staging.map_async(wgpu::MapMode::Read, .., move |r| {
         let _ = tx.send(r);
     });
-    ctx.wait("download")?;
+    ctx.wait_for(submitted, "download")?;
     rx.recv()
         .map_err(|e| Error::Gpu {
             during: "download".into(),
