@@ -4,7 +4,7 @@ mod common;
 
 use common::{assert_reduction_close, gpu, gpu_with_binding_cap, random};
 use crosspool::gpu::plan::{plan_row_bands, BandLimits};
-use crosspool::gpu::{Conv2dKernel, GpuContext, GpuConv2d, GpuTensor};
+use crosspool::gpu::{Conv2dKernel, ConvTile, GpuContext, GpuConv2d, GpuTensor};
 use crosspool::reference;
 use crosspool::shape::{Conv2dSpec, Shape4, Window2d};
 use crosspool::weights::Conv2dWeights;
@@ -19,17 +19,25 @@ fn layer(spec: Conv2dSpec, seed: u64) -> Conv2dWeights {
     Conv2dWeights::new(spec, w, random(spec.out_c, seed + 1)).unwrap()
 }
 
+/// Holds every tile configuration of the kernel to the reference on this shape.
 fn check_on(ctx: &GpuContext, input_shape: Shape4, spec: Conv2dSpec, seed: u64, what: &str) {
     let w = layer(spec, seed);
     let x = random(input_shape.len(), seed + 2);
     let (out_shape, want) = reference::conv2d(&x, input_shape, &w).unwrap();
-    let kernel = Conv2dKernel::new(ctx).unwrap();
     let gl = GpuConv2d::upload(ctx, &w).unwrap();
     let gx = GpuTensor::upload(ctx, &x, input_shape, "input").unwrap();
-    let gy = kernel.run(ctx, &gl, &gx).unwrap();
-    assert_eq!(gy.shape, out_shape);
-    let got = gy.download(ctx).unwrap();
-    assert_reduction_close(&got, &want, spec.k_total() + 1, what);
+    for tile in [ConvTile::Small, ConvTile::Large] {
+        let kernel = Conv2dKernel::with_tile(ctx, Some(tile)).unwrap();
+        let gy = kernel.run(ctx, &gl, &gx).unwrap();
+        assert_eq!(gy.shape, out_shape);
+        let got = gy.download(ctx).unwrap();
+        assert_reduction_close(
+            &got,
+            &want,
+            spec.k_total() + 1,
+            &format!("{what}, {tile:?}"),
+        );
+    }
 }
 
 fn check(input: Shape4, spec: Conv2dSpec, seed: u64, what: &str) {

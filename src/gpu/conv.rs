@@ -8,6 +8,79 @@ use crate::error::{Error, Result};
 use crate::shape::Conv2dSpec;
 use crate::weights::Conv2dWeights;
 
+/// The workgroup tiles `conv2d.wgsl` (64 x 64, 4 x 4 per thread) and `conv2d_large.wgsl`
+/// (128 x 128, 8 x 8 per thread) compute; both produce the same convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvTile {
+    /// 64 x 64 outputs per workgroup, 16-deep slices.
+    Small,
+    /// 128 x 128 outputs per workgroup, 8-deep slices: more FMAs per load where the layer
+    /// gives enough workgroups to fill the GPU.
+    Large,
+}
+
+/// Workgroups the large tile must still give for a layer to use it on a GPU: two waves on
+/// one of some 130 compute units (an H100 has 132). A guess to be replaced by timing (issue
+/// 13's autotuning); `CROSSPOOL_CONV_TILE=small|large` forces one tile.
+pub const LARGE_TILE_MIN_WORKGROUPS: u64 = 264;
+
+/// [`LARGE_TILE_MIN_WORKGROUPS`] for `ctx`: on a software adapter (lavapipe), whose compute
+/// units are the CPU's threads, four workgroups a thread (measured there: the large tile
+/// doubles conv3_1 and conv4_1 from 6.8 and 6.4 to 13.3 and 12.0 GFLOP/s).
+pub fn large_tile_min_workgroups(ctx: &GpuContext) -> u64 {
+    if ctx.info.device_type == wgpu::DeviceType::Cpu {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        4 * threads as u64
+    } else {
+        LARGE_TILE_MIN_WORKGROUPS
+    }
+}
+
+impl ConvTile {
+    /// Output pixels and channels per workgroup.
+    pub fn dims(self) -> (u32, u32) {
+        match self {
+            ConvTile::Small => (BM, BN),
+            ConvTile::Large => (LARGE_BM, LARGE_BN),
+        }
+    }
+
+    /// The tile for a GEMM of `m` output pixels by `n` output channels: large where it still
+    /// gives `min_workgroups`, small otherwise.
+    pub fn for_gemm(m: u64, n: u64, min_workgroups: u64) -> Self {
+        let (bm, bn) = (LARGE_BM as u64, LARGE_BN as u64);
+        if n >= bn && m.div_ceil(bm) * n.div_ceil(bn) >= min_workgroups {
+            ConvTile::Large
+        } else {
+            ConvTile::Small
+        }
+    }
+
+    /// The tile `CROSSPOOL_CONV_TILE` forces (`small`, `large`), or `None` for the choice
+    /// per layer (unset or `auto`).
+    pub fn from_env() -> Result<Option<Self>> {
+        match std::env::var("CROSSPOOL_CONV_TILE").as_deref() {
+            Err(_) | Ok("") | Ok("auto") => Ok(None),
+            Ok("small") => Ok(Some(ConvTile::Small)),
+            Ok("large") => Ok(Some(ConvTile::Large)),
+            Ok(other) => Err(Error::Config(format!(
+                "CROSSPOOL_CONV_TILE={other} is not one of auto, small, large"
+            ))),
+        }
+    }
+}
+
+/// Output pixels per workgroup tile of the large kernel.
+pub const LARGE_BM: u32 = 128;
+/// Output channels per workgroup tile of the large kernel.
+pub const LARGE_BN: u32 = 128;
+/// Reduction depth per step of the large kernel.
+pub const LARGE_BK: u32 = 8;
+/// Output pixels per thread of the large kernel.
+pub const LARGE_TM: u32 = 8;
+/// Output channels per thread of the large kernel.
+pub const LARGE_TN: u32 = 8;
+
 /// Output pixels per workgroup tile (GEMM M).
 pub const BM: u32 = 64;
 /// Output channels per workgroup tile (GEMM N).
@@ -115,16 +188,41 @@ impl GpuConv2d {
     }
 }
 
-/// The compiled convolution pipeline; one per device, shared by all layers.
+/// The compiled convolution pipelines, one per tile; one per device, shared by all layers.
 pub struct Conv2dKernel {
-    kernel: Kernel,
+    small: Kernel,
+    large: Kernel,
+    /// A tile forced for every layer, else chosen per layer.
+    forced: Option<ConvTile>,
+    /// Workgroups a layer must give with the large tile to use it.
+    min_large_workgroups: u64,
 }
 
 impl Conv2dKernel {
-    /// Compiles the kernel.
+    /// Compiles the kernels; the tile is chosen per layer unless `CROSSPOOL_CONV_TILE`
+    /// forces one.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
+        Self::with_tile(ctx, ConvTile::from_env()?)
+    }
+
+    /// Compiles the kernels, with `tile` forced for every layer (`None`: chosen per layer).
+    pub fn with_tile(ctx: &GpuContext, tile: Option<ConvTile>) -> Result<Self> {
         Ok(Conv2dKernel {
-            kernel: ctx.kernel(&shaders::CONV2D, "main")?,
+            small: ctx.kernel(&shaders::CONV2D, "main")?,
+            large: ctx.kernel(&shaders::CONV2D_LARGE, "main")?,
+            forced: tile,
+            min_large_workgroups: large_tile_min_workgroups(ctx),
+        })
+    }
+
+    /// The tile this kernel runs a layer producing `out` (one slice of `n` channels) with.
+    pub fn tile_for(&self, out: crate::shape::Shape4, n: usize) -> ConvTile {
+        self.forced.unwrap_or_else(|| {
+            ConvTile::for_gemm(
+                (out.n * out.h * out.w) as u64,
+                n as u64,
+                self.min_large_workgroups,
+            )
         })
     }
 
@@ -174,6 +272,12 @@ impl Conv2dKernel {
             );
             let m = (band.out_rows * out.w) as u32;
             for slice in &layer.slices {
+                let tile = self.tile_for(out, slice.n);
+                let (bm, bn) = tile.dims();
+                let kernel = match tile {
+                    ConvTile::Small => &self.small,
+                    ConvTile::Large => &self.large,
+                };
                 let params = ConvParams {
                     in_h: input.shape.h as u32,
                     in_w: input.shape.w as u32,
@@ -203,7 +307,7 @@ impl Conv2dKernel {
                 record(
                     ctx,
                     enc,
-                    &self.kernel,
+                    kernel,
                     &params,
                     &[
                         iw.bind(&input.buffer),
@@ -211,7 +315,7 @@ impl Conv2dKernel {
                         Binding::whole(&slice.bias),
                         ow.bind(&output.buffer),
                     ],
-                    (m.div_ceil(BM), (slice.n as u32).div_ceil(BN), 1),
+                    (m.div_ceil(bm), (slice.n as u32).div_ceil(bn), 1),
                 );
             }
         }
@@ -262,6 +366,48 @@ mod tests {
             _pad2
         });
         assert_eq!(members, rust);
+    }
+
+    #[test]
+    fn large_tile_constants_match_wgsl() {
+        let large = &shaders::CONV2D_LARGE;
+        for (name, v) in [
+            ("BM", LARGE_BM),
+            ("BN", LARGE_BN),
+            ("BK", LARGE_BK),
+            ("TM", LARGE_TM),
+            ("TN", LARGE_TN),
+            ("THREADS", THREADS),
+            ("WG_X", WG_X),
+            ("WG_Y", WG_Y),
+        ] {
+            assert_eq!(wgsl_u32_const(large, name), v, "{name}");
+        }
+        // 16 x 16 threads, an 8 x 8 block each, 4 A and 4 B loads per slice each.
+        assert_eq!(LARGE_BM, 16 * LARGE_TM);
+        assert_eq!(LARGE_BN, 16 * LARGE_TN);
+        assert_eq!(LARGE_BM * LARGE_BK, 4 * THREADS);
+        assert_eq!(LARGE_BN * LARGE_BK, 4 * THREADS);
+        assert_eq!(wgsl_u32_const(large, "A_ROW"), LARGE_BM / 4 + 1);
+        assert_eq!(wgsl_u32_const(large, "B_ROW"), LARGE_BN / 4);
+        let (members, size) = wgsl_struct_layout(large, "ConvParams");
+        assert_eq!(
+            (members, size),
+            wgsl_struct_layout(&shaders::CONV2D, "ConvParams")
+        );
+    }
+
+    #[test]
+    fn the_large_tile_is_chosen_where_it_fills_the_gpu() {
+        // VGG16 at 224: conv3_1 at batch 8 (M = 8 * 56 * 56, N = 256) gives 392 large tiles.
+        let gpu = LARGE_TILE_MIN_WORKGROUPS;
+        assert_eq!(ConvTile::for_gemm(8 * 56 * 56, 256, gpu), ConvTile::Large);
+        // conv5 at batch 8 (M = 8 * 14 * 14, N = 512) would give 52: small tiles.
+        assert_eq!(ConvTile::for_gemm(8 * 14 * 14, 512, gpu), ConvTile::Small);
+        // ... except where the compute units are few (a CPU's threads).
+        assert_eq!(ConvTile::for_gemm(8 * 14 * 14, 512, 8), ConvTile::Large);
+        // conv1 (N = 64) is narrower than the large tile.
+        assert_eq!(ConvTile::for_gemm(32 * 224 * 224, 64, 1), ConvTile::Small);
     }
 
     #[test]

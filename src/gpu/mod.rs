@@ -26,7 +26,7 @@ mod tensor;
 pub use buffer::{Binding, GpuBuffer};
 pub use cache::{GpuCounters, Kernel};
 pub use context::{AdapterSummary, BackendChoice, GpuContext, GpuOptions};
-pub use conv::{Conv2dKernel, GpuConv2d};
+pub use conv::{Conv2dKernel, ConvTile, GpuConv2d};
 pub use crosslayer::CrossLayerKernel;
 pub use normalize::NormalizeKernel;
 pub use pool::MaxPool2dKernel;

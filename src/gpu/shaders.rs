@@ -23,6 +23,8 @@ macro_rules! shader {
 
 /// Implicit-GEMM convolution with bias and optional ReLU.
 pub const CONV2D: Shader = shader!("conv2d.wgsl");
+/// The 128 x 128 tile variant of [`CONV2D`].
+pub const CONV2D_LARGE: Shader = shader!("conv2d_large.wgsl");
 /// Max pooling.
 pub const MAXPOOL2D: Shader = shader!("maxpool2d.wgsl");
 /// In-place ReLU.
@@ -42,6 +44,7 @@ pub const SCORE: Shader = shader!("score.wgsl");
 /// Every shader the crate ships; a test checks this matches the files in `shaders/`.
 pub const ALL: &[Shader] = &[
     CONV2D,
+    CONV2D_LARGE,
     CROSSLAYER,
     MAXPOOL2D,
     NORMALIZE,
@@ -153,6 +156,7 @@ pub(crate) mod tests {
         let flat = |n: u32| [n, 1, 1];
         let table: &[(&Shader, &str, [u32; 3])] = &[
             (&CONV2D, "main", [conv::WG_X, conv::WG_Y, 1]),
+            (&CONV2D_LARGE, "main", [conv::WG_X, conv::WG_Y, 1]),
             (&CROSSLAYER, "main", [crosslayer::WG_X, crosslayer::WG_Y, 1]),
             (&MAXPOOL2D, "main", flat(pool::WORKGROUP)),
             (&NORMALIZE, "rows", flat(normalize::WORKGROUP)),

@@ -1,0 +1,209 @@
+// 2-D convolution as an implicit GEMM, the large-tile variant of conv2d.wgsl (read that file
+// first: the GEMM, the parameters and the output are the same). A workgroup of 16 x 16
+// threads computes a 128 x 128 tile of C from 8-deep slices, each thread an 8 x 8 block held
+// in sixteen named vec4 accumulators: per slice and thread, 4 gathers of A, 4 loads of B and
+// 512 FMAs, against 4, 4 and 256 in the 64 x 64 kernel, so the large layers of VGG (conv2_x
+// to conv4_x, where M and N give enough workgroups) spend more of their time in FMAs. The
+// host picks this kernel per layer (src/gpu/conv.rs, ConvTile).
+
+// Keep in step with `ConvParams` in src/gpu/conv.rs (checked by a test).
+struct ConvParams {
+    in_h: u32,
+    in_w: u32,
+    in_c: u32,
+    in_base: u32,   // element index of input flat row in_row0 within the input binding
+    out_h: u32,
+    out_w: u32,
+    out_c: u32,
+    out_base: u32,  // element index of output flat row out_row0 within the output binding
+    kh: u32,
+    kw: u32,
+    stride_h: u32,
+    stride_w: u32,
+    pad_h: u32,
+    pad_w: u32,
+    k_total: u32,
+    relu: u32,
+    out_row0: u32,  // first output flat row (n * out_h + oy) of this band
+    out_rows: u32,
+    in_row0: u32,   // first input flat row (n * in_h + y) present in the input binding
+    out_stride: u32, // channels per output pixel; out_c is this dispatch's slice of them
+    out_c0: u32,    // first output channel of the slice
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+// Keep in step with the constants of the same names in src/gpu/conv.rs (checked by a test).
+const BM: u32 = 128u;
+const BN: u32 = 128u;
+const BK: u32 = 8u;
+const WG_X: u32 = 16u;
+const WG_Y: u32 = 16u;
+const TM: u32 = 8u;
+const TN: u32 = 8u;
+const THREADS: u32 = 256u;
+// Row stride of a_tile in vec4s: BM / 4 plus one of padding (see conv2d.wgsl).
+const A_ROW: u32 = 33u;
+const B_ROW: u32 = 32u;   // BN / 4
+
+@group(0) @binding(0) var<uniform> p: ConvParams;
+@group(0) @binding(1) var<storage, read> input: array<f32>;
+@group(0) @binding(2) var<storage, read> weights: array<f32>;   // [k_total][out_c] of the slice
+@group(0) @binding(3) var<storage, read> bias: array<f32>;      // [out_c] of the slice
+@group(0) @binding(4) var<storage, read_write> output: array<f32>;
+
+var<workgroup> a_tile: array<vec4<f32>, 264>;  // [BK][A_ROW], vec4 = 4 consecutive m
+var<workgroup> b_tile: array<vec4<f32>, 256>;  // [BK][B_ROW], vec4 = 4 consecutive n
+
+fn store_output(m: u32, n: u32, v: vec4<f32>) {
+    if (m >= p.out_rows * p.out_w) {
+        return;
+    }
+    var r = v + vec4<f32>(
+        bias[min(n, p.out_c - 1u)],
+        bias[min(n + 1u, p.out_c - 1u)],
+        bias[min(n + 2u, p.out_c - 1u)],
+        bias[min(n + 3u, p.out_c - 1u)],
+    );
+    if (p.relu != 0u) {
+        r = max(r, vec4<f32>(0.0));
+    }
+    let base = p.out_base + m * p.out_stride + p.out_c0 + n;
+    for (var j = 0u; j < 4u; j++) {
+        if (n + j < p.out_c) {
+            output[base + j] = r[j];
+        }
+    }
+}
+
+@compute @workgroup_size(WG_X, WG_Y)
+fn main(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    let m_total = p.out_rows * p.out_w;
+    let m0 = wid.x * BM;
+    let n0 = wid.y * BN;
+
+    // This thread gathers A elements (m = a_m + 32 j, k = a_k) for j < 4.
+    let a_k = li % BK;
+    let a_m = li / BK;
+    var a_iy0: array<i32, 4>;
+    var a_ix0: array<i32, 4>;
+    var a_row: array<i32, 4>;
+    var a_ok: array<bool, 4>;
+    for (var j = 0u; j < 4u; j++) {
+        let m = m0 + a_m + 32u * j;
+        a_ok[j] = m < m_total;
+        let q = p.out_row0 + m / p.out_w;
+        let ox = m % p.out_w;
+        let img = q / p.out_h;
+        let oy = q % p.out_h;
+        a_iy0[j] = i32(oy * p.stride_h) - i32(p.pad_h);
+        a_ix0[j] = i32(ox * p.stride_w) - i32(p.pad_w);
+        a_row[j] = i32(img * p.in_h) - i32(p.in_row0);
+    }
+    // This thread loads B elements (k = b_k + 2 j, n = b_n) for j < 4: coalesced along n.
+    let b_n = li % BN;
+    let b_k = li / BN;
+    let b_ok = n0 + b_n < p.out_c;
+
+    var acc00 = vec4<f32>(0.0);
+    var acc01 = vec4<f32>(0.0);
+    var acc10 = vec4<f32>(0.0);
+    var acc11 = vec4<f32>(0.0);
+    var acc20 = vec4<f32>(0.0);
+    var acc21 = vec4<f32>(0.0);
+    var acc30 = vec4<f32>(0.0);
+    var acc31 = vec4<f32>(0.0);
+    var acc40 = vec4<f32>(0.0);
+    var acc41 = vec4<f32>(0.0);
+    var acc50 = vec4<f32>(0.0);
+    var acc51 = vec4<f32>(0.0);
+    var acc60 = vec4<f32>(0.0);
+    var acc61 = vec4<f32>(0.0);
+    var acc70 = vec4<f32>(0.0);
+    var acc71 = vec4<f32>(0.0);
+
+    // k = k0 + a_k as (ky, kx, c), advanced by compares (see conv2d.wgsl).
+    let kw_c = p.kw * p.in_c;
+    var ky = i32(a_k / kw_c);
+    var kx = i32((a_k % kw_c) / p.in_c);
+    var c = a_k % p.in_c;
+    for (var k0 = 0u; k0 < p.k_total; k0 += BK) {
+        let k_ok = k0 + a_k < p.k_total;
+        for (var j = 0u; j < 4u; j++) {
+            let iy = a_iy0[j] + ky;
+            let ix = a_ix0[j] + kx;
+            var v = 0.0;
+            if (a_ok[j] && k_ok && iy >= 0 && iy < i32(p.in_h) && ix >= 0 && ix < i32(p.in_w)) {
+                v = input[u32((a_row[j] + iy) * i32(p.in_w) + ix) * p.in_c + c + p.in_base];
+            }
+            let m = a_m + 32u * j;
+            a_tile[a_k * A_ROW + m / 4u][m % 4u] = v;
+        }
+        c += BK;
+        while (c >= p.in_c) {
+            c -= p.in_c;
+            kx += 1;
+            if (kx == i32(p.kw)) {
+                kx = 0;
+                ky += 1;
+            }
+        }
+        for (var j = 0u; j < 4u; j++) {
+            let kk = k0 + b_k + 2u * j;
+            var v = 0.0;
+            if (kk < p.k_total && b_ok) {
+                v = weights[kk * p.out_c + n0 + b_n];
+            }
+            b_tile[(b_k + 2u * j) * B_ROW + b_n / 4u][b_n % 4u] = v;
+        }
+        workgroupBarrier();
+
+        for (var kk = 0u; kk < BK; kk++) {
+            let a0 = a_tile[kk * A_ROW + 2u * lid.y];
+            let a1 = a_tile[kk * A_ROW + 2u * lid.y + 1u];
+            let b0 = b_tile[kk * B_ROW + 2u * lid.x];
+            let b1 = b_tile[kk * B_ROW + 2u * lid.x + 1u];
+            acc00 = fma(vec4<f32>(a0.x), b0, acc00);
+            acc01 = fma(vec4<f32>(a0.x), b1, acc01);
+            acc10 = fma(vec4<f32>(a0.y), b0, acc10);
+            acc11 = fma(vec4<f32>(a0.y), b1, acc11);
+            acc20 = fma(vec4<f32>(a0.z), b0, acc20);
+            acc21 = fma(vec4<f32>(a0.z), b1, acc21);
+            acc30 = fma(vec4<f32>(a0.w), b0, acc30);
+            acc31 = fma(vec4<f32>(a0.w), b1, acc31);
+            acc40 = fma(vec4<f32>(a1.x), b0, acc40);
+            acc41 = fma(vec4<f32>(a1.x), b1, acc41);
+            acc50 = fma(vec4<f32>(a1.y), b0, acc50);
+            acc51 = fma(vec4<f32>(a1.y), b1, acc51);
+            acc60 = fma(vec4<f32>(a1.z), b0, acc60);
+            acc61 = fma(vec4<f32>(a1.z), b1, acc61);
+            acc70 = fma(vec4<f32>(a1.w), b0, acc70);
+            acc71 = fma(vec4<f32>(a1.w), b1, acc71);
+        }
+        workgroupBarrier();
+    }
+
+    let m = m0 + lid.y * TM;
+    let n = n0 + lid.x * TN;
+    store_output(m + 0u, n, acc00);
+    store_output(m + 0u, n + 4u, acc01);
+    store_output(m + 1u, n, acc10);
+    store_output(m + 1u, n + 4u, acc11);
+    store_output(m + 2u, n, acc20);
+    store_output(m + 2u, n + 4u, acc21);
+    store_output(m + 3u, n, acc30);
+    store_output(m + 3u, n + 4u, acc31);
+    store_output(m + 4u, n, acc40);
+    store_output(m + 4u, n + 4u, acc41);
+    store_output(m + 5u, n, acc50);
+    store_output(m + 5u, n + 4u, acc51);
+    store_output(m + 6u, n, acc60);
+    store_output(m + 6u, n + 4u, acc61);
+    store_output(m + 7u, n, acc70);
+    store_output(m + 7u, n + 4u, acc71);
+}
