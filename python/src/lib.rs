@@ -48,6 +48,15 @@ fn parse<T: clap::ValueEnum>(flag: &str, value: &str) -> PyResult<T> {
     })
 }
 
+/// What `extract` returns: features, guide means (or `None`), the item index of each
+/// feature, and `(index, name, reason)` of each item that failed.
+type Extracted<'py> = (
+    Bound<'py, PyAny>,
+    Option<Bound<'py, PyAny>>,
+    Vec<usize>,
+    Vec<(usize, String, String)>,
+);
+
 /// Features of a list of images, computed on a GPU or the CPU backend.
 #[pyclass(module = "crosspool._crosspool")]
 struct Extractor {
@@ -190,18 +199,12 @@ impl Extractor {
     /// `None`; the item index of each feature; `(index, name, reason)` for each item that
     /// failed. `progress(done, total)` is called after each batch.
     #[pyo3(signature = (items, progress=None))]
-    #[allow(clippy::type_complexity)]
     fn extract<'py>(
         &self,
         py: Python<'py>,
         items: Vec<Bound<'py, PyAny>>,
         progress: Option<Py<PyAny>>,
-    ) -> PyResult<(
-        Bound<'py, PyAny>,
-        Option<Bound<'py, PyAny>>,
-        Vec<usize>,
-        Vec<(usize, String, String)>,
-    )> {
+    ) -> PyResult<Extracted<'py>> {
         let callback_error: Mutex<Option<PyErr>> = Mutex::new(None);
         let report_progress = |done: usize, _failed: usize, total: usize| {
             let Some(cb) = &progress else { return };
@@ -253,7 +256,6 @@ impl Extractor {
 
 impl Extractor {
     /// The rows of a run as numpy arrays, indices and failures.
-    #[allow(clippy::type_complexity)]
     /// `positions`: each row's item index; `refused`: items that failed before the run.
     fn arrays<'py>(
         &self,
@@ -261,12 +263,7 @@ impl Extractor {
         rows: Vec<Row>,
         positions: &[usize],
         refused: Vec<(usize, String, String)>,
-    ) -> PyResult<(
-        Bound<'py, PyAny>,
-        Option<Bound<'py, PyAny>>,
-        Vec<usize>,
-        Vec<(usize, String, String)>,
-    )> {
+    ) -> PyResult<Extracted<'py>> {
         let [r, c] = self.row_shape;
         let (mut floats, mut words, mut guide) = (Vec::new(), Vec::new(), Vec::new());
         let (mut indices, mut failures) = (Vec::new(), refused);
