@@ -300,11 +300,7 @@ impl ShardWriter {
                 Row::Ok { source, .. } | Row::Failed { source, .. } => source,
             };
             let line = ManifestLine {
-                label: self
-                    .labels
-                    .as_ref()
-                    .zip(source.file())
-                    .and_then(|(l, p)| l.label_of(p)),
+                label: self.labels.as_ref().and_then(|l| l.label_of_source(source)),
                 ..line
             };
             lines.push_str(

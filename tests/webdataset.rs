@@ -276,3 +276,82 @@ fn the_readme_commands_for_shards_and_devices_run_as_written() {
         }
     }
 }
+
+#[test]
+fn labels_come_from_a_samples_sidecar() {
+    let tmp = temp_dir("wds-labels");
+    let dir = &tmp.0;
+    let weights = alexnet(dir);
+    let sample = |k: &str, photo_name: &str, side: &[(&str, &[u8])]| {
+        let mut m = vec![(format!("a/{k}.jpg"), photo(photo_name))];
+        m.extend(side.iter().map(|(f, v)| (format!("a/{k}.{f}"), v.to_vec())));
+        m
+    };
+    let mut members = sample("0", "astronaut.jpg", &[("cls", b"cat\n")]);
+    let labelled_json = [
+        sample(
+            "1",
+            "chelsea.jpg",
+            &[("cls", b"dog"), ("json", br#"{"label": "hound", "id": 5}"#)],
+        ),
+        sample("2", "coffee.jpg", &[("json", br#"{"label": 7}"#)]),
+    ]
+    .concat();
+    members.extend(labelled_json.iter().cloned());
+    let write = |name: &str, m: &[(String, Vec<u8>)]| {
+        let refs: Vec<(&str, Vec<u8>)> = m.iter().map(|(n, d)| (n.as_str(), d.clone())).collect();
+        let path = dir.join(name);
+        std::fs::write(&path, tar_of(&refs)).unwrap();
+        path
+    };
+    let all = write("all.tar", &members);
+    // Every image must have a label: the one without a .cls is named.
+    let o = Command::new(env!("CARGO_BIN_EXE_crosspool"))
+        .args([
+            "extract",
+            "-q",
+            "--device",
+            "cpu",
+            "--size",
+            "96",
+            "--labels",
+            "sidecar:cls",
+        ])
+        .arg("--weights")
+        .arg(&weights)
+        .arg("-o")
+        .arg(dir.join("refused"))
+        .arg(&all)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("1 of 3 images have no label in the sidecar .cls") && err.contains("a/2.jpg"),
+        "{err}"
+    );
+    // A key of the JSON sidecar; numbers are labels too. The .cls text is trimmed.
+    let json = write("json.tar", &labelled_json);
+    let out = dir.join("json");
+    let (code, _) = extract(
+        &weights,
+        &out,
+        &["--labels", "sidecar:json:label"],
+        &[&json],
+    );
+    assert_eq!(code, 0);
+    let set = FeatureSet::read(&out).unwrap();
+    assert_eq!(
+        set.labels,
+        [Some("hound".to_string()), Some("7".to_string())]
+    );
+    let out = dir.join("cls");
+    let first_two = write("two.tar", &members[..members.len() - 3]);
+    let (code, _) = extract(&weights, &out, &["--labels", "sidecar:cls"], &[&first_two]);
+    assert_eq!(code, 0);
+    let set = FeatureSet::read(&out).unwrap();
+    assert_eq!(
+        set.labels,
+        [Some("cat".to_string()), Some("dog".to_string())]
+    );
+}

@@ -76,9 +76,11 @@ pub struct Args {
     #[arg(long)]
     batch: Option<usize>,
     /// Class labels to record in the manifests (for train-classifier): `folder` (each image's
-    /// parent folder name, as in ImageFolder), or a CSV (`path,label`) or JSON-lines
-    /// (`{"path": ..., "label": ...}`) file whose relative paths are relative to it. Every
-    /// image must have one.
+    /// parent folder name, as in ImageFolder), a CSV (`path,label`) or JSON-lines
+    /// (`{"path": ..., "label": ...}`) file whose relative paths are relative to it, or for
+    /// tar shards `sidecar:FIELD` (the text of each sample's `.FIELD`, e.g. `sidecar:cls`)
+    /// or `sidecar:FIELD:KEY` (a key of its JSON, e.g. `sidecar:json:label`). Every image
+    /// must have one.
     #[arg(long)]
     labels: Option<String>,
     /// Output directory.
@@ -325,17 +327,8 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     let labels = match &a.labels {
         Some(src) => {
             let labels = Labels::load(LabelSource::parse(src))?;
-            if let Some((m, _)) = images.iter().find(|(s, _)| s.file().is_none()) {
-                anyhow::bail!(
-                    "--labels names image files, and {} is a tar member: a tar's samples carry their labels in their sidecars (.cls, .json), which the manifest records",
-                    m.name().display()
-                );
-            }
-            let paths: Vec<PathBuf> = images
-                .iter()
-                .filter_map(|(p, _)| p.file().map(Path::to_path_buf))
-                .collect();
-            labels.check_all_labelled(&paths)?;
+            let sources: Vec<ImageSource> = images.iter().map(|(s, _)| s.clone()).collect();
+            labels.check_all_sources_labelled(&sources)?;
             Some(labels)
         }
         None => None,

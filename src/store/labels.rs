@@ -1,9 +1,11 @@
 //! Class labels of images, recorded in the shard manifests by `extract --labels`: from a CSV
-//! (`path,label`) or JSON-lines (`{"path": ..., "label": ...}`) file, or from each image's
-//! parent folder name (the ImageFolder convention: `train/cat/1.jpg` is a `cat`).
+//! (`path,label`) or JSON-lines (`{"path": ..., "label": ...}`) file, from each image's
+//! parent folder name (the ImageFolder convention: `train/cat/1.jpg` is a `cat`), or for the
+//! images of WebDataset tars from a sidecar of their sample (`.cls`, or a key of `.json`).
 
 use super::shards::image_identity;
 use crate::error::{Error, Result};
+use crate::input::ImageSource;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -14,15 +16,46 @@ pub enum LabelSource {
     Folder,
     /// A CSV or JSON-lines file; relative paths in it are relative to its own folder.
     File(PathBuf),
+    /// A tar sample's sidecar `field` (`cls`: the text of `KEY.cls`), or with `key` that key
+    /// of the JSON sidecar `field` (`json`, `label`).
+    Sidecar {
+        /// The sidecar's field (its extension).
+        field: String,
+        /// A key of its JSON object.
+        key: Option<String>,
+    },
 }
 
 impl LabelSource {
-    /// `folder`, or a file's path, as `--labels` takes it.
+    /// `folder`, `sidecar:FIELD`, `sidecar:FIELD:KEY`, or a file's path, as `--labels` takes
+    /// it.
     pub fn parse(s: &str) -> Self {
         if s == "folder" {
-            LabelSource::Folder
-        } else {
-            LabelSource::File(PathBuf::from(s))
+            return LabelSource::Folder;
+        }
+        if let Some(rest) = s.strip_prefix("sidecar:") {
+            let (field, key) = match rest.split_once(':') {
+                Some((f, k)) => (f, Some(k.to_string())),
+                None => (rest, None),
+            };
+            return LabelSource::Sidecar {
+                field: field.to_string(),
+                key,
+            };
+        }
+        LabelSource::File(PathBuf::from(s))
+    }
+
+    /// Where the labels come from, in words.
+    fn describe(&self) -> String {
+        match self {
+            LabelSource::Folder => "a parent folder".to_string(),
+            LabelSource::File(f) => f.display().to_string(),
+            LabelSource::Sidecar { field, key: None } => format!("the sidecar .{field}"),
+            LabelSource::Sidecar {
+                field,
+                key: Some(k),
+            } => format!("key {k} of the sidecar .{field}"),
         }
     }
 }
@@ -105,7 +138,7 @@ impl Labels {
         Ok(Labels { source, by_image })
     }
 
-    /// The label of `image`, if it has one.
+    /// The label of the image file `image`, if it has one.
     pub fn label_of(&self, image: &Path) -> Option<String> {
         match &self.source {
             LabelSource::Folder => image
@@ -114,39 +147,92 @@ impl Labels {
                 .map(|n| n.to_string_lossy().into_owned())
                 .filter(|n| !n.is_empty()),
             LabelSource::File(_) => self.by_image.get(&image_identity(image)).cloned(),
+            LabelSource::Sidecar { .. } => None,
         }
     }
 
-    /// Fails, naming a few, if any of `images` has no label.
-    pub fn check_all_labelled(&self, images: &[PathBuf]) -> Result<()> {
-        let missing: Vec<&PathBuf> = images
+    /// The label of `source`: a file's as [`Labels::label_of`] gives it, a tar member's from
+    /// its sample's sidecar (text, or a JSON string or number; blank is none).
+    pub fn label_of_source(&self, source: &ImageSource) -> Option<String> {
+        let (LabelSource::Sidecar { field, key }, ImageSource::Member(m)) = (&self.source, source)
+        else {
+            return source.file().and_then(|p| self.label_of(p));
+        };
+        let mut v = m.sidecars.get(field)?;
+        if let Some(k) = key {
+            v = v.get(k)?;
+        }
+        let text = match v {
+            serde_json::Value::String(s) => s.trim().to_string(),
+            serde_json::Value::Number(n) => n.to_string(),
+            _ => return None,
+        };
+        (!text.is_empty()).then_some(text)
+    }
+
+    /// Fails, naming a few, if any of `images` has no label. Parts of tars that hold no
+    /// readable member need none: they are recorded as failed.
+    pub fn check_all_sources_labelled(&self, images: &[ImageSource]) -> Result<()> {
+        let unreadable =
+            |s: &ImageSource| matches!(s, ImageSource::Member(m) if m.problem.is_some());
+        let missing: Vec<String> = images
             .iter()
-            .filter(|p| self.label_of(p).is_none())
+            .filter(|s| !unreadable(s) && self.label_of_source(s).is_none())
+            .map(|s| s.name().display().to_string())
             .collect();
+        self.missing_error(&missing, images.len())
+    }
+
+    fn missing_error(&self, missing: &[String], of: usize) -> Result<()> {
         if missing.is_empty() {
             return Ok(());
         }
-        let shown: Vec<String> = missing
-            .iter()
-            .take(5)
-            .map(|p| p.display().to_string())
-            .collect();
-        let from = match &self.source {
-            LabelSource::Folder => "a parent folder".to_string(),
-            LabelSource::File(f) => f.display().to_string(),
-        };
+        let shown: Vec<&str> = missing.iter().take(5).map(String::as_str).collect();
         Err(Error::Config(format!(
-            "{} of {} images have no label in {from}, e.g. {}",
+            "{} of {of} images have no label in {}, e.g. {}",
             missing.len(),
-            images.len(),
+            self.source.describe(),
             shown.join(", ")
         )))
+    }
+
+    /// Fails, naming a few, if any of the image files `images` has no label.
+    pub fn check_all_labelled(&self, images: &[PathBuf]) -> Result<()> {
+        let missing: Vec<String> = images
+            .iter()
+            .filter(|p| self.label_of(p).is_none())
+            .map(|p| p.display().to_string())
+            .collect();
+        self.missing_error(&missing, images.len())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_sources_parse_as_the_flag_takes_them() {
+        assert_eq!(LabelSource::parse("folder"), LabelSource::Folder);
+        assert_eq!(
+            LabelSource::parse("sidecar:cls"),
+            LabelSource::Sidecar {
+                field: "cls".into(),
+                key: None
+            }
+        );
+        assert_eq!(
+            LabelSource::parse("sidecar:json:label"),
+            LabelSource::Sidecar {
+                field: "json".into(),
+                key: Some("label".into())
+            }
+        );
+        assert_eq!(
+            LabelSource::parse("labels.csv"),
+            LabelSource::File("labels.csv".into())
+        );
+    }
 
     /// A scratch folder with `cat/1.jpg`, `cat/2.jpg`, `dog/3.jpg` (empty files: labels only
     /// look at names).
