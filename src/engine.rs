@@ -65,19 +65,6 @@ impl Engine {
         pca: Option<&Pca>,
         aconv: Option<&Conv2dWeights>,
     ) -> Result<DeviceExtractor<'_>> {
-        fn make<B: Backend>(
-            b: &B,
-            weights: &ModelWeights,
-            spec: FeatureSpec,
-            pca: Option<&Pca>,
-            aconv: Option<&Conv2dWeights>,
-        ) -> Result<Box<Extractor<B>>> {
-            let ex = Extractor::new(b, weights, spec, pca)?;
-            Ok(Box::new(match aconv {
-                Some(c) => ex.with_aconv(b, c)?,
-                None => ex,
-            }))
-        }
         Ok(match self {
             Engine::Gpu(ctx) => {
                 let ctx: &GpuContext = ctx;
@@ -86,6 +73,42 @@ impl Engine {
             Engine::Cpu(cpu) => DeviceExtractor::Cpu(cpu, make(cpu, weights, spec, pca, aconv)?),
         })
     }
+
+    /// This engine with the feature extractor for `spec`, owned together (see
+    /// [`Engine::extractor`]).
+    pub fn into_extractor(
+        self,
+        weights: &ModelWeights,
+        spec: FeatureSpec,
+        pca: Option<&Pca>,
+        aconv: Option<&Conv2dWeights>,
+    ) -> Result<OwnedExtractor> {
+        Ok(match self {
+            Engine::Gpu(ctx) => {
+                let ex = make(&*ctx, weights, spec, pca, aconv)?;
+                OwnedExtractor::Gpu(ctx, ex)
+            }
+            Engine::Cpu(cpu) => {
+                let ex = make(&cpu, weights, spec, pca, aconv)?;
+                OwnedExtractor::Cpu(cpu, ex)
+            }
+        })
+    }
+}
+
+/// The extractor for `spec` on `b`, with the added AConv layer if one is given.
+fn make<B: Backend>(
+    b: &B,
+    weights: &ModelWeights,
+    spec: FeatureSpec,
+    pca: Option<&Pca>,
+    aconv: Option<&Conv2dWeights>,
+) -> Result<Box<Extractor<B>>> {
+    let ex = Extractor::new(b, weights, spec, pca)?;
+    Ok(Box::new(match aconv {
+        Some(c) => ex.with_aconv(b, c)?,
+        None => ex,
+    }))
 }
 
 /// GPUs for `--devices`: every adapter, or adapter indices.
@@ -174,34 +197,73 @@ pub enum DeviceExtractor<'a> {
 }
 
 impl DeviceExtractor<'_> {
-    /// `(rows, cols)` of one image's feature at `size` x `size`.
-    pub fn feature_shape(&self, size: usize) -> Result<(usize, usize)> {
-        Ok(match self {
-            DeviceExtractor::Gpu(ctx, ex) => ex.feature_shape(*ctx, size)?,
-            DeviceExtractor::Cpu(cpu, ex) => ex.feature_shape(*cpu, size)?,
-        })
+    /// The extractor and its backend, borrowed.
+    pub fn view(&self) -> ExtractorRef<'_> {
+        match self {
+            DeviceExtractor::Gpu(ctx, ex) => ExtractorRef::Gpu(ctx, ex),
+            DeviceExtractor::Cpu(cpu, ex) => ExtractorRef::Cpu(cpu, ex),
+        }
+    }
+}
+
+/// A feature extractor and the backend it runs on, borrowed from a [`DeviceExtractor`] or an
+/// [`OwnedExtractor`]: what describes the device and computes batches.
+#[derive(Clone, Copy)]
+pub enum ExtractorRef<'a> {
+    /// On a GPU adapter.
+    Gpu(&'a GpuContext, &'a Extractor<GpuContext>),
+    /// On the CPU backend.
+    Cpu(&'a CpuBackend, &'a Extractor<CpuBackend>),
+}
+
+impl<'a> ExtractorRef<'a> {
+    /// The device in words.
+    pub fn describe(self) -> String {
+        match self {
+            ExtractorRef::Gpu(ctx, _) => ctx.describe(),
+            ExtractorRef::Cpu(cpu, _) => cpu_description(cpu),
+        }
     }
 
-    /// Batches in flight by default: two on a GPU (one computes while the other's input is
-    /// written or its features read back), one on the CPU backend (a batch takes every
-    /// core).
-    pub fn default_in_flight(&self) -> usize {
+    /// `(rows, cols)` of one image's feature at `size` x `size`.
+    pub fn feature_shape(self, size: usize) -> Result<(usize, usize)> {
         match self {
-            DeviceExtractor::Gpu(..) => 2,
-            DeviceExtractor::Cpu(..) => 1,
+            ExtractorRef::Gpu(ctx, ex) => ex.feature_shape(ctx, size),
+            ExtractorRef::Cpu(cpu, ex) => ex.feature_shape(cpu, size),
+        }
+    }
+
+    /// Batches in flight by default on this device (see [`Engine::default_in_flight`]).
+    pub fn default_in_flight(self) -> usize {
+        match self {
+            ExtractorRef::Gpu(..) => GPU_IN_FLIGHT,
+            ExtractorRef::Cpu(..) => 1,
         }
     }
 
     /// What computes batches for `cfg` on this device.
-    pub fn runner(&self, cfg: &ExtractConfig) -> Result<Box<dyn BatchRunner + Send + '_>> {
+    pub fn runner(self, cfg: &ExtractConfig) -> Result<Box<dyn BatchRunner + Send + 'a>> {
         Ok(match self {
-            DeviceExtractor::Gpu(ctx, ex) => Box::new(GpuRunner::new(ctx, ex, cfg)?),
-            DeviceExtractor::Cpu(cpu, ex) => Box::new(CpuRunner::new(cpu, ex, cfg)),
+            ExtractorRef::Gpu(ctx, ex) => Box::new(GpuRunner::new(ctx, ex, cfg)?),
+            ExtractorRef::Cpu(cpu, ex) => Box::new(CpuRunner::new(cpu, ex, cfg)),
         })
     }
 }
 
+/// Batches in flight by default on a GPU: one computes while the other's input is written
+/// or its features read back.
+const GPU_IN_FLIGHT: usize = 2;
+
 impl Engine {
+    /// Batches in flight by default: [`GPU_IN_FLIGHT`] on a GPU, one on the CPU backend (a
+    /// batch takes every core).
+    pub fn default_in_flight(&self) -> usize {
+        match self {
+            Engine::Gpu(_) => GPU_IN_FLIGHT,
+            Engine::Cpu(_) => 1,
+        }
+    }
+
     /// The default batch for `spec` at `size` x `size`: as many images as fit a quarter of the
     /// GPU's largest buffer (at most 1 GiB, at most 32); on the CPU backend, 4 (larger
     /// batches are no faster there).
@@ -243,57 +305,12 @@ pub enum OwnedExtractor {
     Cpu(CpuBackend, Box<Extractor<CpuBackend>>),
 }
 
-impl Engine {
-    /// This engine with the feature extractor for `spec` (see [`Engine::extractor`]).
-    pub fn into_extractor(
-        self,
-        weights: &ModelWeights,
-        spec: FeatureSpec,
-        pca: Option<&Pca>,
-    ) -> Result<OwnedExtractor> {
-        Ok(match self {
-            Engine::Gpu(ctx) => {
-                let ex = Box::new(Extractor::new(&*ctx, weights, spec, pca)?);
-                OwnedExtractor::Gpu(ctx, ex)
-            }
-            Engine::Cpu(cpu) => {
-                let ex = Box::new(Extractor::new(&cpu, weights, spec, pca)?);
-                OwnedExtractor::Cpu(cpu, ex)
-            }
-        })
-    }
-}
-
 impl OwnedExtractor {
-    /// The device in words.
-    pub fn describe(&self) -> String {
+    /// The extractor and its backend, borrowed.
+    pub fn view(&self) -> ExtractorRef<'_> {
         match self {
-            OwnedExtractor::Gpu(ctx, _) => ctx.describe(),
-            OwnedExtractor::Cpu(cpu, _) => cpu_description(cpu),
+            OwnedExtractor::Gpu(ctx, ex) => ExtractorRef::Gpu(ctx, ex),
+            OwnedExtractor::Cpu(cpu, ex) => ExtractorRef::Cpu(cpu, ex),
         }
-    }
-
-    /// `(rows, cols)` of one image's feature at `size` x `size`.
-    pub fn feature_shape(&self, size: usize) -> Result<(usize, usize)> {
-        match self {
-            OwnedExtractor::Gpu(ctx, ex) => ex.feature_shape(&**ctx, size),
-            OwnedExtractor::Cpu(cpu, ex) => ex.feature_shape(cpu, size),
-        }
-    }
-
-    /// Batches in flight by default (see [`DeviceExtractor::default_in_flight`]).
-    pub fn default_in_flight(&self) -> usize {
-        match self {
-            OwnedExtractor::Gpu(..) => 2,
-            OwnedExtractor::Cpu(..) => 1,
-        }
-    }
-
-    /// What computes batches for `cfg`.
-    pub fn runner(&self, cfg: &ExtractConfig) -> Result<Box<dyn BatchRunner + Send + '_>> {
-        Ok(match self {
-            OwnedExtractor::Gpu(ctx, ex) => Box::new(GpuRunner::new(ctx, ex, cfg)?),
-            OwnedExtractor::Cpu(cpu, ex) => Box::new(CpuRunner::new(cpu, ex, cfg)),
-        })
     }
 }

@@ -32,6 +32,11 @@ pub enum OutputFormat {
 }
 
 impl OutputFormat {
+    /// Values (floats) or 32-bit words (codes) a row of `cols` values is stored in.
+    pub fn stored_cols(self, cols: usize) -> usize {
+        self.codes().map_or(cols, |q| q.words_per_row(cols))
+    }
+
     /// The sign code the format stores, if it is one.
     pub fn codes(self) -> Option<Quantization> {
         match self {
@@ -193,10 +198,7 @@ impl ShardWriter {
         write_atomic(&settings_path, settings.to_json().as_bytes())?;
         let row_shape = [
             settings.feature_rows,
-            match settings.codes() {
-                Some(q) => q.words_per_row(settings.feature_cols),
-                None => settings.feature_cols,
-            },
+            settings.format.stored_cols(settings.feature_cols),
         ];
         let mut meta = settings.to_metadata();
         meta.insert(

@@ -13,7 +13,7 @@ use crosspool::retrieval::eval::load_ground_truth;
 use crosspool::retrieval::score::rank;
 use crosspool::retrieval::search::{channel_selection, evaluate, Scorer};
 use crosspool::retrieval::RetrievalIndex;
-use crosspool::store::settings::feature_spec;
+use crosspool::store::settings::{default_layers, feature_spec};
 use crosspool::store::{NormPreset, Pooling};
 use numpy::{PyArray, PyArrayMethods, PyReadonlyArray3, PyUntypedArrayMethods};
 use pyo3::create_exception;
@@ -122,13 +122,7 @@ impl Extractor {
         let arch = ModelWeights::arch_of(&weights, model).map_err(error)?;
         let layers = match layers {
             Some(l) if !l.is_empty() => l,
-            _ => {
-                let (t, t1) = match pooling {
-                    Pooling::FcConv => arch.fc_conv_pair(),
-                    _ => arch.default_pair(),
-                };
-                vec![t.to_string(), t1.to_string()]
-            }
+            _ => default_layers(arch, pooling),
         };
         let spec = feature_spec(
             arch,
@@ -148,10 +142,13 @@ impl Extractor {
         let engine = Engine::open(device, &opts).map_err(error)?;
         let batch = batch.unwrap_or_else(|| engine.default_batch(&weights, &spec, size));
         let pipeline = engine
-            .into_extractor(&weights, spec, pca.as_ref())
+            .into_extractor(&weights, spec, pca.as_ref(), None)
             .map_err(error)?;
-        let (rows, cols) = pipeline.feature_shape(size as usize).map_err(error)?;
-        let row_shape = [rows, format.codes().map_or(cols, |q| q.words_per_row(cols))];
+        let (rows, cols) = pipeline
+            .view()
+            .feature_shape(size as usize)
+            .map_err(error)?;
+        let row_shape = [rows, format.stored_cols(cols)];
         Ok(Extractor {
             preprocess: weights.preprocess,
             cfg: ExtractConfig {
@@ -164,7 +161,7 @@ impl Extractor {
                 },
             },
             row_shape,
-            in_flight: in_flight.unwrap_or_else(|| pipeline.default_in_flight()),
+            in_flight: in_flight.unwrap_or_else(|| pipeline.view().default_in_flight()),
             pipeline,
         })
     }
@@ -172,7 +169,7 @@ impl Extractor {
     /// The device in words.
     #[getter]
     fn device(&self) -> String {
-        self.pipeline.describe()
+        self.pipeline.view().describe()
     }
 
     /// `(rows, cols)` of each stored feature (cols in 32-bit words for sign codes).
@@ -232,7 +229,7 @@ impl Extractor {
         let rows: Vec<Row> = py
             .detach(|| -> crosspool::Result<Vec<Row>> {
                 let mut runners = (0..self.in_flight)
-                    .map(|_| self.pipeline.runner(&self.cfg))
+                    .map(|_| self.pipeline.view().runner(&self.cfg))
                     .collect::<crosspool::Result<Vec<_>>>()?;
                 extract::run_on_devices(
                     runners.iter_mut().map(|r| r.as_mut()).collect(),

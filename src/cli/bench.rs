@@ -130,10 +130,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
         Engine::Cpu(cpu) => measure(cpu, &a, &weights, spec.clone(), &x, shape, None)?,
     };
     anyhow::ensure!(a.in_flight != Some(0), "--in-flight must be at least 1");
-    let in_flight = a.in_flight.unwrap_or(match engine {
-        Engine::Gpu(_) => 2,
-        Engine::Cpu(_) => 1,
-    });
+    let in_flight = a.in_flight.unwrap_or_else(|| engine.default_in_flight());
     let streams: Vec<(usize, &Engine)> = engines
         .iter()
         .enumerate()

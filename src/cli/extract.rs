@@ -13,7 +13,7 @@ use crosspool::output::{OutputFormat, ShardWriter};
 use crosspool::pca::Pca;
 use crosspool::pooling::{ChannelPooling, LocalWindow};
 use crosspool::store::labels::{LabelSource, Labels};
-use crosspool::store::settings::{feature_spec, value_name, SETTINGS_VERSION};
+use crosspool::store::settings::{default_layers, feature_spec, value_name, SETTINGS_VERSION};
 use crosspool::store::shards::{image_identity, part_prefix, settings_file};
 use crosspool::store::{ExtractSettings, NormPreset as Norm, Pooling};
 use std::path::{Path, PathBuf};
@@ -288,13 +288,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     let aconv = a.aconv.as_deref().map(AConvFile::load).transpose()?;
     let layers: Vec<String> = match (&aconv, a.layers.is_empty()) {
         (Some(ac), true) => vec![ac.meta.layer.clone(), ADDED_GUIDE.into()],
-        (None, true) => {
-            let (t, t1) = match a.pooling {
-                Pooling::FcConv => arch.fc_conv_pair(),
-                _ => arch.default_pair(),
-            };
-            vec![t.into(), t1.into()]
-        }
+        (None, true) => default_layers(arch, a.pooling),
         (_, false) => a.layers.clone(),
     };
     let spec = feature_spec(
@@ -327,8 +321,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     let labels = match &a.labels {
         Some(src) => {
             let labels = Labels::load(LabelSource::parse(src))?;
-            let sources: Vec<ImageSource> = images.iter().map(|(s, _)| s.clone()).collect();
-            labels.check_all_sources_labelled(&sources)?;
+            labels.check_all_sources_labelled(images.iter().map(|(s, _)| s))?;
             Some(labels)
         }
         None => None,
@@ -341,7 +334,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         .map(|e| e.extractor(&weights, spec.clone(), pca.as_ref(), aconv_conv.as_ref()))
         .collect::<crosspool::Result<Vec<_>>>()?;
     let extractor = &extractors[0];
-    let (feature_rows, feature_cols) = extractor.feature_shape(a.size as usize)?;
+    let (feature_rows, feature_cols) = extractor.view().feature_shape(a.size as usize)?;
     let batch = a
         .batch
         .unwrap_or_else(|| engine.default_batch(&weights, &spec, a.size));
@@ -422,8 +415,8 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     anyhow::ensure!(a.in_flight != Some(0), "--in-flight must be at least 1");
     let mut runners = Vec::new();
     for x in &extractors {
-        for _ in 0..a.in_flight.unwrap_or_else(|| x.default_in_flight()) {
-            runners.push(x.runner(&cfg)?);
+        for _ in 0..a.in_flight.unwrap_or_else(|| x.view().default_in_flight()) {
+            runners.push(x.view().runner(&cfg)?);
         }
     }
     let stats = extract::run_on_devices(

@@ -282,22 +282,21 @@ impl GpuContext {
     /// later submissions from other threads: a batch's readback need not wait for the next
     /// batch another thread has already submitted.
     pub fn wait_for(&self, index: wgpu::SubmissionIndex, during: &str) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(index),
-                timeout: None,
-            })
-            .map(|_| ())
-            .map_err(|e| Error::Gpu {
-                during: during.to_string(),
-                message: e.to_string(),
-            })
+        self.poll_until(Some(index), during)
     }
 
     /// Waits for all submitted work and reports any error the device raised.
     pub fn wait(&self, during: &str) -> Result<()> {
+        self.poll_until(None, during)
+    }
+
+    /// Blocks until `submission` (or, without one, the latest) has completed.
+    fn poll_until(&self, submission: Option<wgpu::SubmissionIndex>, during: &str) -> Result<()> {
         self.device
-            .poll(wgpu::PollType::wait_indefinitely())
+            .poll(wgpu::PollType::Wait {
+                submission_index: submission,
+                timeout: None,
+            })
             .map(|_| ())
             .map_err(|e| Error::Gpu {
                 during: during.to_string(),

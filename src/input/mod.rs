@@ -492,10 +492,14 @@ fn upright_square(
 /// The one input path: decodes `path`, resizes it to `size` x `size` and preprocesses it
 /// into network input (`size * size * 3` values, HWC). Every command goes through here.
 pub fn prepare(path: &Path, size: u32, pre: &Preprocess, opts: DecodeOptions) -> Result<Vec<f32>> {
-    let rgb = decode_resized(path, size, opts)?;
-    let mut out = Vec::with_capacity((size * size * 3) as usize);
-    pre.apply(&rgb, &mut out);
-    Ok(out)
+    Ok(network_input(&decode_resized(path, size, opts)?, pre))
+}
+
+/// `rgb` (resized) preprocessed into network input.
+fn network_input(rgb: &[u8], pre: &Preprocess) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rgb.len());
+    pre.apply(rgb, &mut out);
+    out
 }
 
 /// [`prepare`] for an image file or tar member.
@@ -523,9 +527,7 @@ pub fn prepare_source(
             SCRATCH.with_borrow_mut(|s| resize_into(&mut s.resizer, w, h, &p.rgb, size))?
         }
     };
-    let mut out = Vec::with_capacity((size * size * 3) as usize);
-    pre.apply(&rgb, &mut out);
-    Ok(out)
+    Ok(network_input(&rgb, pre))
 }
 
 /// Why an image could not be prepared, as recorded in a manifest: the decoder's or the file
@@ -669,18 +671,12 @@ pub fn expand_inputs(inputs: &[std::path::PathBuf]) -> Result<Vec<std::path::Pat
     }
     let mut out = Vec::new();
     for p in paths {
-        if p.is_dir() {
-            out.extend(collect_images(&[p])?);
-        } else if let Some(matches) = glob_matches(&p)? {
-            for m in matches {
-                if m.is_dir() {
-                    out.extend(collect_images(&[m])?);
-                } else {
-                    out.push(m);
-                }
+        for p in glob_matches(&p)?.unwrap_or_else(|| vec![p]) {
+            if p.is_dir() {
+                out.extend(collect_images(&[p])?);
+            } else {
+                out.push(p);
             }
-        } else {
-            out.push(p);
         }
     }
     Ok(out)

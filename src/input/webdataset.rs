@@ -191,19 +191,41 @@ pub fn index_tar(path: &Path) -> Result<Vec<TarEntry>> {
 }
 
 impl TarEntry {
-    /// The one entry of a tar that cannot be read at all, and why.
-    pub fn unreadable_tar(path: &Path, reason: String) -> Self {
+    /// An entry of the tar `tar` (identity `tar_identity`) whose header is at `offset`, before
+    /// its data and sidecars are known.
+    fn at(
+        tar: Arc<Path>,
+        tar_identity: Arc<Path>,
+        member: Option<String>,
+        offset: u64,
+        problem: Option<String>,
+    ) -> Self {
         TarEntry {
-            tar: Arc::from(path),
-            tar_identity: Arc::from(crate::store::shards::image_identity(path).as_path()),
-            member: None,
-            key: None,
-            offset: 0,
-            data_offset: 0,
+            tar,
+            tar_identity,
+            key: member
+                .as_deref()
+                .and_then(key_and_field)
+                .map(|(k, _)| k.to_string()),
+            member,
+            offset,
+            data_offset: offset + BLOCK,
             size: 0,
             sidecars: Arc::default(),
-            problem: Some(reason),
+            problem,
         }
+    }
+
+    /// The one entry of a tar that cannot be read at all, and why.
+    pub fn unreadable_tar(path: &Path, reason: String) -> Self {
+        let identity = crate::store::shards::image_identity(path);
+        TarEntry::at(
+            Arc::from(path),
+            Arc::from(identity.as_path()),
+            None,
+            0,
+            Some(reason),
+        )
     }
 }
 
@@ -221,20 +243,8 @@ struct Walk {
 
 impl Walk {
     fn entry(&self, member: Option<String>, offset: u64, problem: Option<String>) -> TarEntry {
-        TarEntry {
-            tar: self.tar.clone(),
-            tar_identity: self.tar_identity.clone(),
-            key: member
-                .as_deref()
-                .and_then(key_and_field)
-                .map(|(k, _)| k.to_string()),
-            member,
-            offset,
-            data_offset: offset + BLOCK,
-            size: 0,
-            sidecars: Arc::default(),
-            problem,
-        }
+        let (tar, identity) = (self.tar.clone(), self.tar_identity.clone());
+        TarEntry::at(tar, identity, member, offset, problem)
     }
 
     /// Records a part of the tar that holds no readable member.
@@ -391,16 +401,16 @@ impl Walk {
     /// Adds a member to the sample being gathered, first closing that sample if the member
     /// starts another.
     fn add_member(&mut self, m: RawMember) {
-        let key = key_and_field(&m.name).map(|(k, _)| k.to_string());
-        let same = self
-            .sample
-            .first()
-            .and_then(|f| key_and_field(&f.name))
-            .map(|(k, _)| k.to_string());
-        if key.is_none() || key != same {
+        let key = key_and_field(&m.name).map(|(k, _)| k);
+        let current = self.sample.first().and_then(|f| key_and_field(&f.name));
+        let (keyed, same) = (
+            key.is_some(),
+            key.is_some() && key == current.map(|(k, _)| k),
+        );
+        if !same {
             self.end_sample();
         }
-        if key.is_some() {
+        if keyed {
             self.sample.push(m);
         }
     }

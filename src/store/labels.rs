@@ -172,15 +172,19 @@ impl Labels {
 
     /// Fails, naming a few, if any of `images` has no label. Parts of tars that hold no
     /// readable member need none: they are recorded as failed.
-    pub fn check_all_sources_labelled(&self, images: &[ImageSource]) -> Result<()> {
-        let unreadable =
-            |s: &ImageSource| matches!(s, ImageSource::Member(m) if m.problem.is_some());
-        let missing: Vec<String> = images
-            .iter()
-            .filter(|s| !unreadable(s) && self.label_of_source(s).is_none())
-            .map(|s| s.name().display().to_string())
-            .collect();
-        self.missing_error(&missing, images.len())
+    pub fn check_all_sources_labelled<'s>(
+        &self,
+        images: impl IntoIterator<Item = &'s ImageSource>,
+    ) -> Result<()> {
+        let (mut missing, mut total) = (Vec::new(), 0);
+        for s in images {
+            total += 1;
+            let unreadable = matches!(s, ImageSource::Member(m) if m.problem.is_some());
+            if !unreadable && self.label_of_source(s).is_none() {
+                missing.push(s.name().display().to_string());
+            }
+        }
+        self.missing_error(&missing, total)
     }
 
     fn missing_error(&self, missing: &[String], of: usize) -> Result<()> {

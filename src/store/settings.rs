@@ -98,6 +98,16 @@ pub fn value_name<V: clap::ValueEnum>(v: &V) -> String {
         .unwrap_or_default()
 }
 
+/// The layers `extract` pools when `--layers` is not given: the paper's pair for `arch`, or
+/// for FC-Conv pooling its last conv layer and fc6.
+pub fn default_layers(arch: Arch, pooling: Pooling) -> Vec<String> {
+    let (t, t1) = match pooling {
+        Pooling::FcConv => arch.fc_conv_pair(),
+        _ => arch.default_pair(),
+    };
+    vec![t.to_string(), t1.to_string()]
+}
+
 /// The feature that `extract`'s flags describe, checked against `arch`.
 pub fn feature_spec(
     arch: Arch,
