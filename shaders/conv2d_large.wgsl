@@ -34,6 +34,14 @@ struct ConvParams {
     _pad2: u32,
 }
 
+// Storage types of the input, output and weights, and the largest magnitude an activation may
+// take. These four lines are the f32 kernel; the host compiles the f16-storage variants by
+// rewriting them (src/gpu/conv.rs, ConvTypes): the sums stay f32 either way.
+alias in_t = f32;
+alias out_t = f32;
+alias w_t = f32;
+const ACT_LIMIT: f32 = 3.40282347e38;
+
 // Keep in step with the constants of the same names in src/gpu/conv.rs (checked by a test).
 const BM: u32 = 128u;
 const BN: u32 = 128u;
@@ -48,10 +56,13 @@ const A_ROW: u32 = 33u;
 const B_ROW: u32 = 32u;   // BN / 4
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
-@group(0) @binding(2) var<storage, read> weights: array<f32>;   // [k_total][out_c] of the slice
+@group(0) @binding(1) var<storage, read> input: array<in_t>;
+@group(0) @binding(2) var<storage, read> weights: array<w_t>;   // [k_total][out_c] of the slice
 @group(0) @binding(3) var<storage, read> bias: array<f32>;      // [out_c] of the slice
-@group(0) @binding(4) var<storage, read_write> output: array<f32>;
+@group(0) @binding(4) var<storage, read_write> output: array<out_t>;
+// Per image of the batch, non-zero once one of its outputs exceeded ACT_LIMIT (f16's 65504 in
+// the f16 variants): such an image's features are reported as failed, never silently infinite.
+@group(0) @binding(5) var<storage, read_write> overflow: array<atomic<u32>>;
 
 var<workgroup> a_tile: array<vec4<f32>, 264>;  // [BK][A_ROW], vec4 = 4 consecutive m
 var<workgroup> b_tile: array<vec4<f32>, 256>;  // [BK][B_ROW], vec4 = 4 consecutive n
@@ -69,10 +80,14 @@ fn store_output(m: u32, n: u32, v: vec4<f32>) {
     if (p.relu != 0u) {
         r = max(r, vec4<f32>(0.0));
     }
+    if (any(abs(r) > vec4<f32>(ACT_LIMIT))) {
+        let img = (p.out_row0 + m / p.out_w) / p.out_h;
+        atomicOr(&overflow[min(img, arrayLength(&overflow) - 1u)], 1u);
+    }
     let base = p.out_base + m * p.out_stride + p.out_c0 + n;
     for (var j = 0u; j < 4u; j++) {
         if (n + j < p.out_c) {
-            output[base + j] = r[j];
+            output[base + j] = out_t(r[j]);
         }
     }
 }
@@ -139,7 +154,7 @@ fn main(
             let ix = a_ix0[j] + kx;
             var v = 0.0;
             if (a_ok[j] && k_ok && iy >= 0 && iy < i32(p.in_h) && ix >= 0 && ix < i32(p.in_w)) {
-                v = input[u32((a_row[j] + iy) * i32(p.in_w) + ix) * p.in_c + c + p.in_base];
+                v = f32(input[u32((a_row[j] + iy) * i32(p.in_w) + ix) * p.in_c + c + p.in_base]);
             }
             let m = a_m + 32u * j;
             a_tile[a_k * A_ROW + m / 4u][m % 4u] = v;
@@ -157,7 +172,7 @@ fn main(
             let kk = k0 + b_k + 2u * j;
             var v = 0.0;
             if (kk < p.k_total && b_ok) {
-                v = weights[kk * p.out_c + n0 + b_n];
+                v = f32(weights[kk * p.out_c + n0 + b_n]);
             }
             b_tile[(b_k + 2u * j) * B_ROW + b_n / 4u][b_n % 4u] = v;
         }

@@ -24,9 +24,14 @@ struct PoolParams {
 
 const WORKGROUP: u32 = 256u;
 
+// Storage types of the input and output: the f32 kernel; the host compiles the f16 variants
+// by rewriting these lines (src/gpu/pool.rs). A maximum is exact in either type.
+alias in_t = f32;
+alias out_t = f32;
+
 @group(0) @binding(0) var<uniform> p: PoolParams;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
-@group(0) @binding(2) var<storage, read_write> output: array<f32>;
+@group(0) @binding(1) var<storage, read> input: array<in_t>;
+@group(0) @binding(2) var<storage, read_write> output: array<out_t>;
 
 @compute @workgroup_size(WORKGROUP)
 fn main(
@@ -59,7 +64,7 @@ fn main(
             if (ix < 0 || ix >= i32(p.in_w)) {
                 continue;
             }
-            let v = input[u32((row + iy) * i32(p.in_w) + ix) * p.c + c + p.in_base];
+            let v = f32(input[u32((row + iy) * i32(p.in_w) + ix) * p.c + c + p.in_base]);
             // The first real element initialises the max so -inf inputs survive unchanged.
             if (!seen || v > best) {
                 best = v;
@@ -67,5 +72,5 @@ fn main(
             seen = true;
         }
     }
-    output[p.out_base + e] = best;
+    output[p.out_base + e] = out_t(best);
 }

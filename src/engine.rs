@@ -5,7 +5,7 @@ use crate::cpu::{ConvKernel, CpuBackend};
 use crate::error::{Error, Result};
 use crate::extract::{BatchRunner, CpuRunner, ExtractConfig, GpuRunner};
 use crate::features::FeatureSpec;
-use crate::gpu::{GpuContext, GpuOptions};
+use crate::gpu::{Dtype, GpuContext, GpuOptions};
 use crate::model::ModelWeights;
 use crate::pca::Pca;
 use crate::pipeline::{Backend, Extractor};
@@ -22,6 +22,21 @@ pub enum Device {
     Gpu,
     /// The native CPU backend, on all cores.
     Cpu,
+}
+
+/// How a GPU stores weights and activations between layers (`--precision`). Sums are f32
+/// in every case.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Precision {
+    /// f32 throughout: the features the tests hold to the reference within f32 rounding.
+    #[default]
+    F32,
+    /// f16 weights and intermediate activations (the layers the features read stay f32);
+    /// needs a GPU with shader-f16. An image whose activations overflow f16 fails.
+    F16,
+    /// f16 on a hardware GPU with shader-f16, f32 elsewhere (software adapters and the CPU
+    /// backend, where f16 storage gains nothing).
+    Auto,
 }
 
 /// The device a command computes on.
@@ -57,20 +72,63 @@ impl Engine {
         }
     }
 
-    /// The feature extractor for `spec` on this device.
+    /// The storage `precision` gives on this device.
+    pub fn storage_for(&self, precision: Precision) -> Result<Dtype> {
+        match (self, precision) {
+            (_, Precision::F32) => Ok(Dtype::F32),
+            (Engine::Cpu(_), Precision::F16) => Err(Error::Config(
+                "--precision f16 runs on a GPU with shader-f16; the CPU backend computes in f32 (use --device gpu, or --precision f32)".into(),
+            )),
+            (Engine::Cpu(_), Precision::Auto) => Ok(Dtype::F32),
+            (Engine::Gpu(ctx), Precision::F16) => {
+                ctx.require_f16("--precision f16")?;
+                Ok(Dtype::F16)
+            }
+            (Engine::Gpu(ctx), Precision::Auto) => Ok(
+                if ctx.has_f16() && ctx.info.device_type != wgpu::DeviceType::Cpu {
+                    Dtype::F16
+                } else {
+                    Dtype::F32
+                },
+            ),
+        }
+    }
+
+    /// What `precision` runs on this device, in words (`crosspool info`). On a device with
+    /// cooperative matrices this runs their check against the scalar f16 kernel.
+    pub fn precision_path(&self, precision: Precision) -> String {
+        match (self.storage_for(precision), self) {
+            (Err(e), _) => format!("unavailable: {e}"),
+            (Ok(Dtype::F32), _) => "f32 storage and sums".into(),
+            (Ok(Dtype::F16), Engine::Gpu(ctx)) => {
+                match crate::gpu::Conv2dKernel::new(ctx).map(|k| k.cooperative(ctx)) {
+                    Ok(Ok(())) => "f16 storage, f32 sums; convolutions on cooperative matrices (tensor cores), checked against the scalar f16 kernel on this device".into(),
+                    Ok(Err(why)) => format!("f16 storage, f32 sums on the scalar kernels ({why})"),
+                    Err(e) => format!("unavailable: {e}"),
+                }
+            }
+            (Ok(Dtype::F16), Engine::Cpu(_)) => {
+                "unavailable: the CPU backend computes in f32".into()
+            }
+        }
+    }
+
+    /// The feature extractor for `spec` on this device, the network stored as `storage`.
     pub fn extractor(
         &self,
         weights: &ModelWeights,
         spec: FeatureSpec,
         pca: Option<&Pca>,
         aconv: Option<&Conv2dWeights>,
+        storage: Dtype,
     ) -> Result<DeviceExtractor<'_>> {
+        let e = (weights, spec, pca, aconv, storage);
         Ok(match self {
             Engine::Gpu(ctx) => {
                 let ctx: &GpuContext = ctx;
-                DeviceExtractor::Gpu(ctx, make(ctx, weights, spec, pca, aconv)?)
+                DeviceExtractor::Gpu(ctx, make(ctx, e)?)
             }
-            Engine::Cpu(cpu) => DeviceExtractor::Cpu(cpu, make(cpu, weights, spec, pca, aconv)?),
+            Engine::Cpu(cpu) => DeviceExtractor::Cpu(cpu, make(cpu, e)?),
         })
     }
 
@@ -82,33 +140,52 @@ impl Engine {
         spec: FeatureSpec,
         pca: Option<&Pca>,
         aconv: Option<&Conv2dWeights>,
+        storage: Dtype,
     ) -> Result<OwnedExtractor> {
+        let e = (weights, spec, pca, aconv, storage);
         Ok(match self {
             Engine::Gpu(ctx) => {
-                let ex = make(&*ctx, weights, spec, pca, aconv)?;
+                let ex = make(&*ctx, e)?;
                 OwnedExtractor::Gpu(ctx, ex)
             }
             Engine::Cpu(cpu) => {
-                let ex = make(&cpu, weights, spec, pca, aconv)?;
+                let ex = make(&cpu, e)?;
                 OwnedExtractor::Cpu(cpu, ex)
             }
         })
     }
 }
 
+/// What an extractor is made from: weights, feature, PCA, AConv layer, network storage.
+type ExtractorParts<'a> = (
+    &'a ModelWeights,
+    FeatureSpec,
+    Option<&'a Pca>,
+    Option<&'a Conv2dWeights>,
+    Dtype,
+);
+
 /// The extractor for `spec` on `b`, with the added AConv layer if one is given.
-fn make<B: Backend>(
-    b: &B,
-    weights: &ModelWeights,
-    spec: FeatureSpec,
-    pca: Option<&Pca>,
-    aconv: Option<&Conv2dWeights>,
-) -> Result<Box<Extractor<B>>> {
-    let ex = Extractor::new(b, weights, spec, pca)?;
+fn make<B: Backend>(b: &B, parts: ExtractorParts<'_>) -> Result<Box<Extractor<B>>> {
+    let (weights, spec, pca, aconv, storage) = parts;
+    let ex = Extractor::with_storage(b, weights, spec, pca, storage)?;
     Ok(Box::new(match aconv {
         Some(c) => ex.with_aconv(b, c)?,
         None => ex,
     }))
+}
+
+/// The storage `precision` gives on every one of `engines`, the same on all so that every
+/// device computes the same features: where `auto` would differ between them, f32.
+pub fn storage_on_all(engines: &[Engine], precision: Precision) -> Result<Dtype> {
+    let each = engines
+        .iter()
+        .map(|e| e.storage_for(precision))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(match each.split_first() {
+        Some((first, rest)) if rest.iter().all(|d| d == first) => *first,
+        _ => Dtype::F32,
+    })
 }
 
 /// GPUs for `--devices`: every adapter, or adapter indices.

@@ -34,12 +34,19 @@ struct Decoded {
     items: Vec<(ImageSource, std::result::Result<Vec<f32>, String>)>,
 }
 
+/// What a batch gives: per image, its feature row (packed if the run stores codes) or why it
+/// has none (an activation overflowed f16), and for cross-layer features every image's layer
+/// t+1 channel means.
+pub type BatchRows = (Vec<std::result::Result<RowData, String>>, Vec<Vec<f32>>);
+
 /// Computes the features of one batch of preprocessed images on some device.
 pub trait BatchRunner {
-    /// Per image of `images` (preprocessed pixels, one slice each): its feature row (packed
-    /// if the run stores codes) and, for cross-layer features, its layer t+1 channel means.
-    fn run(&mut self, images: &[&[f32]]) -> Result<(Vec<RowData>, Vec<Vec<f32>>)>;
+    /// The rows of `images` (preprocessed pixels, one slice each), in order.
+    fn run(&mut self, images: &[&[f32]]) -> Result<BatchRows>;
 }
+
+/// Why an image whose activations overflowed f16 has no features.
+pub const F16_OVERFLOW: &str = "an activation exceeded f16's range (65504) under --precision f16, so its features would be infinite; extract it with --precision f32";
 
 /// Runs `extractor` on the GPU over `images`, handing every result to `writer` in input
 /// order (a [`crate::output::ShardWriter`], or a `Vec<Row>` to keep them), finishes it and
@@ -236,7 +243,7 @@ impl<'a> GpuRunner<'a> {
 }
 
 impl BatchRunner for GpuRunner<'_> {
-    fn run(&mut self, images: &[&[f32]]) -> Result<(Vec<RowData>, Vec<Vec<f32>>)> {
+    fn run(&mut self, images: &[&[f32]]) -> Result<BatchRows> {
         let coder = self.coder.as_ref().map(|(q, k)| (*q, k));
         let b = match self.buffers.entry(images.len()) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -281,7 +288,7 @@ impl<'a> CpuRunner<'a> {
 }
 
 impl BatchRunner for CpuRunner<'_> {
-    fn run(&mut self, images: &[&[f32]]) -> Result<(Vec<RowData>, Vec<Vec<f32>>)> {
+    fn run(&mut self, images: &[&[f32]]) -> Result<BatchRows> {
         let cpu = self.cpu;
         let shape = Shape4::new(images.len(), self.size as usize, self.size as usize, 3);
         let (input, ws) = match self.buffers.entry(images.len()) {
@@ -300,8 +307,8 @@ impl BatchRunner for CpuRunner<'_> {
             .chunks(per_image)
             .take(n)
             .map(|c| match self.quantize {
-                Some(q) => RowData::Words(q.pack(c, cols)),
-                None => RowData::F32(c.to_vec()),
+                Some(q) => Ok(RowData::Words(q.pack(c, cols))),
+                None => Ok(RowData::F32(c.to_vec())),
             })
             .collect();
         Ok((features, guide_rows(ws.guide_means(cpu)?, images.len())))
@@ -345,7 +352,7 @@ impl BatchBuffers {
         extractor: &Extractor,
         images: &[&[f32]],
         quantize: Option<(Quantization, &QuantizeKernel)>,
-    ) -> Result<(Vec<RowData>, Vec<Vec<f32>>)> {
+    ) -> Result<BatchRows> {
         self.input.write(ctx, &images.concat())?;
         let f = extractor.extract(ctx, &self.input, &self.workspace)?;
         let features = match (quantize, &self.packed) {
@@ -355,7 +362,7 @@ impl BatchBuffers {
                 words
                     .chunks(packed.rows * packed.words_per_row)
                     .map(|c| RowData::Words(c.to_vec()))
-                    .collect()
+                    .collect::<Vec<_>>()
             }
             _ => f
                 .download(ctx)?
@@ -363,6 +370,15 @@ impl BatchBuffers {
                 .map(|c| RowData::F32(c.to_vec()))
                 .collect(),
         };
+        let overflowed = self.workspace.overflowed(ctx)?;
+        let features = features
+            .into_iter()
+            .zip(overflowed)
+            .map(|(row, over)| match over {
+                false => Ok(row),
+                true => Err(F16_OVERFLOW.to_string()),
+            })
+            .collect();
         Ok((
             features,
             guide_rows(self.workspace.guide_means(ctx)?, images.len()),
@@ -372,17 +388,27 @@ impl BatchBuffers {
 
 /// One row per image of the batch, in input order: the next feature for each decoded image,
 /// the reason for each failed one (counted in `failed`).
-fn join_rows(d: Decoded, features: Vec<RowData>, guide: Vec<Vec<f32>>) -> Vec<Row> {
+fn join_rows(
+    d: Decoded,
+    features: Vec<std::result::Result<RowData, String>>,
+    guide: Vec<Vec<f32>>,
+) -> Vec<Row> {
     let mut feats = features.into_iter();
     let mut guide = guide.into_iter();
     d.items
         .into_iter()
         .map(|(source, r)| match r {
-            Ok(_) => Row::Ok {
-                source,
-                values: feats.next().expect("one feature per decoded image"),
-                guide_mean: guide.next(),
-            },
+            Ok(_) => {
+                let (values, guide_mean) = (feats.next(), guide.next());
+                match values.expect("one feature per decoded image") {
+                    Ok(values) => Row::Ok {
+                        source,
+                        values,
+                        guide_mean,
+                    },
+                    Err(reason) => Row::Failed { source, reason },
+                }
+            }
             Err(reason) => Row::Failed { source, reason },
         })
         .collect()
@@ -403,7 +429,7 @@ mod tests {
     }
 
     impl BatchRunner for Probe {
-        fn run(&mut self, images: &[&[f32]]) -> Result<(Vec<RowData>, Vec<Vec<f32>>)> {
+        fn run(&mut self, images: &[&[f32]]) -> Result<BatchRows> {
             std::thread::sleep(self.delay);
             self.batches += 1;
             if self.fail_at == Some(self.batches) {
@@ -411,7 +437,10 @@ mod tests {
             }
             self.ran += images.len();
             Ok((
-                images.iter().map(|x| RowData::F32(vec![x[0]])).collect(),
+                images
+                    .iter()
+                    .map(|x| Ok(RowData::F32(vec![x[0]])))
+                    .collect(),
                 Vec::new(),
             ))
         }

@@ -131,6 +131,8 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         max_binding_bytes: None,
         unchecked_shaders: cli.unchecked_shaders
             || std::env::var("CROSSPOOL_UNCHECKED_SHADERS").is_ok_and(|v| v == "1"),
+        no_cooperative_matrix: std::env::var("CROSSPOOL_NO_COOPERATIVE_MATRIX")
+            .is_ok_and(|v| v == "1"),
     };
     match cli.command {
         Command::Info { require_gpu, list } => cli::engine::info(&opts, require_gpu, list)?,

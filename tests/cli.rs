@@ -54,6 +54,13 @@ fn info_names_the_adapter_and_the_cpu_backend() {
         "{text}"
     );
     assert!(text.contains("--device auto runs on: "), "{text}");
+    // Which path each --precision takes: software Vulkan has shader-f16, and auto stays f32
+    // there (f16 storage gains nothing on a CPU).
+    assert!(
+        text.contains("  f16   f16 storage, f32 sums on the scalar kernels (this adapter lacks cooperative matrices")
+            && text.contains("  auto  f32 storage"),
+        "{text}"
+    );
     // Every adapter with its index; --adapter takes the index and opens that adapter.
     let out = crosspool().args(["info", "--list"]).output().unwrap();
     let list = String::from_utf8_lossy(&out.stdout).to_string();

@@ -132,6 +132,7 @@ fn non_finite_rows_are_named_and_kept_out() {
         pca: None,
         aconv: None,
         format: OutputFormat::F32,
+        precision: Default::default(),
         feature_rows: 1,
         feature_cols: 4,
     };
@@ -240,6 +241,7 @@ fn sum_settings() -> crosspool::store::ExtractSettings {
         pca: None,
         aconv: None,
         format: crosspool::output::OutputFormat::F32,
+        precision: Default::default(),
         feature_rows: 1,
         feature_cols: 4,
     }

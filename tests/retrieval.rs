@@ -192,6 +192,7 @@ fn settings(rows: usize, cols: usize) -> ExtractSettings {
         pca: None,
         aconv: None,
         format: OutputFormat::F32,
+        precision: Default::default(),
         feature_rows: rows,
         feature_cols: cols,
     }

@@ -92,7 +92,9 @@ class Extractor:
     ``format`` (``f32``, ``f16``, ``sign2``, ``bits1``), ``batch`` (default from the
     device), ``device`` (``auto``, ``gpu``, ``cpu``), and ``model``, ``pooling``,
     ``channel_pooling``, ``levels``, ``window``, ``decode``, ``adapter``, ``backend``,
-    ``in_flight`` (batches in flight on a GPU, default 2). The
+    ``in_flight`` (batches in flight on a GPU, default 2), ``precision`` (``f32``, ``f16``:
+    f16 storage on a GPU with shader-f16, an item whose activations overflow f16 failing;
+    ``auto``). The
     network's weights are loaded onto the device once; :meth:`extract` can be called many
     times.
     """
@@ -117,6 +119,7 @@ class Extractor:
         adapter: Optional[str] = None,
         backend: Optional[str] = None,
         in_flight: Optional[int] = None,
+        precision: str = "f32",
     ) -> None:
         self._ex = _crosspool.Extractor(
             os.fspath(weights),
@@ -136,6 +139,7 @@ class Extractor:
             adapter=adapter,
             backend=backend,
             in_flight=in_flight,
+            precision=precision,
         )
 
     @property

@@ -1,7 +1,7 @@
 //! `crosspool._crosspool`: the Python extension over the crosspool library, the same code the
 //! command line runs. The Python package (`python/crosspool/`) wraps it in its public API.
 
-use crosspool::engine::{Device, Engine, OwnedExtractor};
+use crosspool::engine::{Device, Engine, OwnedExtractor, Precision};
 use crosspool::extract::{self, ExtractConfig};
 use crosspool::gpu::{BackendChoice, GpuOptions};
 use crosspool::input::{DecodeMode, DecodeOptions, ImageSource, RgbPixels};
@@ -75,7 +75,8 @@ impl Extractor {
     #[pyo3(signature = (
         weights, *, model=None, layers=None, pooling="cross-layer", channel_pooling="sum",
         levels=0, window="1x1", size=224, decode="fast", pca=None, norm="paper",
-        format="f32", batch=None, device="auto", adapter=None, backend=None, in_flight=None
+        format="f32", batch=None, device="auto", adapter=None, backend=None, in_flight=None,
+        precision="f32"
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -96,7 +97,9 @@ impl Extractor {
         adapter: Option<String>,
         backend: Option<&str>,
         in_flight: Option<usize>,
+        precision: &str,
     ) -> PyResult<Self> {
+        let precision: Precision = parse("precision", precision)?;
         let model: Option<Arch> = model.map(|m| parse("model", m)).transpose()?;
         let pooling: Pooling = parse("pooling", pooling)?;
         let channel_pooling: ChannelPooling = parse("channel_pooling", channel_pooling)?;
@@ -141,8 +144,9 @@ impl Extractor {
         let pca = pca.as_deref().map(Pca::load).transpose().map_err(error)?;
         let engine = Engine::open(device, &opts).map_err(error)?;
         let batch = batch.unwrap_or_else(|| engine.default_batch(&weights, &spec, size));
+        let storage = engine.storage_for(precision).map_err(error)?;
         let pipeline = engine
-            .into_extractor(&weights, spec, pca.as_ref(), None)
+            .into_extractor(&weights, spec, pca.as_ref(), None, storage)
             .map_err(error)?;
         let (rows, cols) = pipeline
             .view()

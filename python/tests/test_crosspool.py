@@ -74,15 +74,23 @@ def inputs(tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    "device,fmt", [("cpu", "f32"), ("cpu", "f16"), ("cpu", "bits1"), ("gpu", "f32")]
+    "device,fmt,precision",
+    [
+        ("cpu", "f32", "f32"),
+        ("cpu", "f16", "f32"),
+        ("cpu", "bits1", "f32"),
+        ("gpu", "f32", "f32"),
+        ("gpu", "f32", "f16"),
+    ],
 )
-def test_features_equal_the_command_lines_bit_for_bit(tmp_path, inputs, device, fmt):
+def test_features_equal_the_command_lines_bit_for_bit(tmp_path, inputs, device, fmt, precision):
     items = inputs if device == "cpu" else inputs[:3]
     out = tmp_path / "feats"
     p = cli("extract", "-q", "--device", device, "--size", SIZE, "--batch", "2",
-            "--format", fmt, "--weights", WEIGHTS, "-o", out, *items)
+            "--format", fmt, "--precision", precision, "--weights", WEIGHTS, "-o", out, *items)
     assert p.returncode == 2, p.stderr  # some inputs failed
-    ex = crosspool.Extractor(WEIGHTS, size=int(SIZE), batch=2, format=fmt, device=device)
+    ex = crosspool.Extractor(WEIGHTS, size=int(SIZE), batch=2, format=fmt, device=device,
+                             precision=precision)
     got = ex.extract([str(i) for i in items])
     shards = crosspool.read_shards(out)
     assert got.features.dtype == shards.features.dtype

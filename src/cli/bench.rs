@@ -1,10 +1,10 @@
 //! `crosspool bench`: per-stage times, images/s and GFLOP/s of the feature pipeline on this
 //! device.
 
-use super::engine::{Device, Engine};
+use super::engine::{storage_on_all, Device, Engine, Precision};
 use anyhow::Context;
 use crosspool::features::{FeatureSpec, Representation};
-use crosspool::gpu::{GpuContext, GpuOptions};
+use crosspool::gpu::{Dtype, GpuContext, GpuOptions};
 use crosspool::input::{
     collect_images, expand_sources, prepare_source, DecodeMode, DecodeOptions, ImageSource,
 };
@@ -65,6 +65,10 @@ pub struct Args {
     /// GPU, 1 on the CPU backend; the pass runs when it or --devices asks for more than one].
     #[arg(long)]
     in_flight: Option<usize>,
+    /// How the GPU stores weights and activations between layers (see `extract
+    /// --precision`).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
     /// Print the results as JSON on standard output.
     #[arg(long)]
     json: bool,
@@ -81,6 +85,8 @@ struct Measured {
     /// Each stage alone: (name, seconds, FLOPs).
     stages: Vec<(String, f64, f64)>,
     peak_tflops: Option<f64>,
+    /// How the network stored weights and activations.
+    storage: Dtype,
 }
 
 /// Datasheet FP32 (non-tensor) peaks, for the share of peak; matched on the adapter's name.
@@ -119,15 +125,16 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
     let (x, decode_ips) = bench_input(&a, shape, &weights.preprocess)?;
     let engines = super::engine::open_engines(a.device, a.devices.as_ref(), opts)?;
     let engine = &engines[0];
+    let storage = storage_on_all(&engines, a.precision)?;
     let m = match engine {
         Engine::Gpu(ctx) => {
             let peak = FP32_PEAK_TFLOPS
                 .iter()
                 .find(|(n, _)| ctx.info.name.contains(n))
                 .map(|(_, p)| *p);
-            measure::<GpuContext>(ctx, &a, &weights, spec.clone(), &x, shape, peak)?
+            measure::<GpuContext>(ctx, &a, (&weights, storage), spec.clone(), &x, shape, peak)?
         }
-        Engine::Cpu(cpu) => measure(cpu, &a, &weights, spec.clone(), &x, shape, None)?,
+        Engine::Cpu(cpu) => measure(cpu, &a, (&weights, storage), spec.clone(), &x, shape, None)?,
     };
     anyhow::ensure!(a.in_flight != Some(0), "--in-flight must be at least 1");
     let in_flight = a.in_flight.unwrap_or_else(|| engine.default_in_flight());
@@ -137,7 +144,14 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
         .flat_map(|(k, e)| std::iter::repeat_n((k, e), in_flight))
         .collect();
     let together = if streams.len() > 1 {
-        Some(measure_together(&streams, &a, &weights, &spec, &x, shape)?)
+        Some(measure_together(
+            &streams,
+            &a,
+            (&weights, storage),
+            &spec,
+            &x,
+            shape,
+        )?)
     } else {
         None
     };
@@ -169,7 +183,7 @@ struct Together {
 fn measure_together(
     streams: &[(usize, &Engine)],
     a: &Args,
-    weights: &ModelWeights,
+    (weights, storage): (&ModelWeights, Dtype),
     spec: &FeatureSpec,
     x: &[f32],
     shape: Shape4,
@@ -177,13 +191,13 @@ fn measure_together(
     fn run<B: Backend>(
         backend: &B,
         a: &Args,
-        weights: &ModelWeights,
+        (weights, storage): (&ModelWeights, Dtype),
         spec: &FeatureSpec,
         x: &[f32],
         shape: Shape4,
         start: &std::sync::Barrier,
     ) -> anyhow::Result<(Instant, Instant)> {
-        let ex = Extractor::new(backend, weights, spec.clone(), None)?;
+        let ex = Extractor::with_storage(backend, weights, spec.clone(), None, storage)?;
         let ws = ex.workspace(backend, shape)?;
         let input = backend.tensor(shape, "input")?;
         for _ in 0..a.warmup.max(1) {
@@ -207,9 +221,9 @@ fn measure_together(
                 scope.spawn(move || {
                     let r = match e {
                         Engine::Gpu(ctx) => {
-                            run::<GpuContext>(ctx, a, weights, spec, x, shape, start)
+                            run::<GpuContext>(ctx, a, (weights, storage), spec, x, shape, start)
                         }
-                        Engine::Cpu(cpu) => run(cpu, a, weights, spec, x, shape, start),
+                        Engine::Cpu(cpu) => run(cpu, a, (weights, storage), spec, x, shape, start),
                     };
                     // A device that failed before the start must not hold the others back.
                     if r.is_err() {
@@ -252,13 +266,13 @@ fn measure_together(
 fn measure<B: Backend>(
     backend: &B,
     a: &Args,
-    weights: &ModelWeights,
+    (weights, storage): (&ModelWeights, Dtype),
     spec: FeatureSpec,
     x: &[f32],
     shape: Shape4,
     peak_tflops: Option<f64>,
 ) -> anyhow::Result<Measured> {
-    let ex = Extractor::new(backend, weights, spec, None)?;
+    let ex = Extractor::with_storage(backend, weights, spec, None, storage)?;
     let ws = ex.workspace(backend, shape)?;
     let input = backend.tensor(shape, "input")?;
     backend.write(&input, x)?;
@@ -273,6 +287,7 @@ fn measure<B: Backend>(
         download: median(timed.download),
         stages: ex.profile(backend, &input, &ws)?,
         peak_tflops,
+        storage,
     })
 }
 
@@ -286,6 +301,7 @@ fn report(
     (t, t1): (&str, &str),
     unchecked_shaders: bool,
 ) {
+    let storage = m.storage;
     let (t_total, t_compute, t_up, t_down) = (m.total, m.compute, m.upload, m.download);
     let stages = &m.stages;
     let flops: f64 = stages.iter().map(|s| s.2).sum();
@@ -293,6 +309,7 @@ fn report(
     let peak = m.peak_tflops;
     let report = serde_json::json!({
         "device": device,
+        "precision": storage,
         "model": a.model.name(),
         "layers": [t, t1],
         "size": a.size,
@@ -346,8 +363,13 @@ fn report(
     }
     println!("device:   {device}");
     println!(
-        "pipeline: {} {t} x {t1}, {}x{}, batch {}, {} timed batches (median)",
-        a.model, a.size, a.size, a.batch, a.iters
+        "pipeline: {} {t} x {t1}, {}x{}, batch {}, {} timed batches (median), {} storage",
+        a.model,
+        a.size,
+        a.size,
+        a.batch,
+        a.iters,
+        storage.wgsl()
     );
     println!(
         "images/s: {:.1} end to end (upload + compute + download), {:.1} compute only",

@@ -1,9 +1,10 @@
 //! `--device`: the devices of [`crosspool::engine`], and `crosspool info`.
 
 use crosspool::cpu::ConvKernel;
-pub use crosspool::engine::{open_engines, parse_devices, Device, DeviceList, Engine};
-use crosspool::gpu::GpuContext;
-use crosspool::gpu::GpuOptions;
+pub use crosspool::engine::{
+    open_engines, parse_devices, storage_on_all, Device, DeviceList, Engine, Precision,
+};
+use crosspool::gpu::{GpuContext, GpuOptions};
 
 /// `crosspool info`: the CPU backend, the GPU adapter (or why none opens), and what
 /// `--device auto` picks. With `require_gpu`, an error if no adapter opens; with `list`,
@@ -48,7 +49,14 @@ pub fn info(opts: &GpuOptions, require_gpu: bool, list: bool) -> anyhow::Result<
     let auto = match GpuContext::new(opts) {
         Ok(ctx) => {
             print!("{}", ctx.report());
-            if ctx.info.device_type == wgpu::DeviceType::Cpu {
+            let software = ctx.info.device_type == wgpu::DeviceType::Cpu;
+            let gpu = Engine::Gpu(Box::new(ctx));
+            println!("precision (--precision, on this GPU):");
+            for p in [Precision::F32, Precision::F16, Precision::Auto] {
+                let name = format!("{p:?}").to_lowercase();
+                println!("  {name:<5} {}", gpu.precision_path(p));
+            }
+            if software {
                 "cpu (the only adapter is a software one)"
             } else {
                 "gpu"

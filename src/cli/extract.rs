@@ -1,10 +1,10 @@
 //! `crosspool extract`: images in, feature shards out.
 
-use super::engine::{Device, Engine};
+use super::engine::{storage_on_all, Device, Engine, Precision};
 use crosspool::classifier::aconv_file::AConvFile;
 use crosspool::extract::{self, ExtractConfig};
 use crosspool::features::{FeatureSpec, ADDED_GUIDE};
-use crosspool::gpu::GpuOptions;
+use crosspool::gpu::{Dtype, GpuOptions};
 use crosspool::input::{
     expand_inputs, expand_sources, DecodeLimits, DecodeMode, DecodeOptions, ImageId, ImageSource,
 };
@@ -114,6 +114,12 @@ pub struct Args {
     /// 1 halves the GPU memory a run takes.
     #[arg(long)]
     in_flight: Option<usize>,
+    /// How the GPU stores weights and activations between layers (sums are f32 in all):
+    /// f32; f16 (needs shader-f16; the layers the features read stay f32, and an image
+    /// whose activations pass f16's range fails, naming why); auto: f16 on a hardware GPU
+    /// that has shader-f16, else f32. Recorded in extract.json.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -158,6 +164,10 @@ impl Args {
             device,
             devices: None,
             in_flight: None,
+            precision: match s.precision {
+                Dtype::F32 => Precision::F32,
+                Dtype::F16 => Precision::F16,
+            },
             quiet,
             json: false,
         }
@@ -329,9 +339,18 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
 
     let engines = super::engine::open_engines(a.device, a.devices.as_ref(), opts)?;
     let engine = &engines[0];
+    let precision = storage_on_all(&engines, a.precision)?;
     let extractors = engines
         .iter()
-        .map(|e| e.extractor(&weights, spec.clone(), pca.as_ref(), aconv_conv.as_ref()))
+        .map(|e| {
+            e.extractor(
+                &weights,
+                spec.clone(),
+                pca.as_ref(),
+                aconv_conv.as_ref(),
+                precision,
+            )
+        })
         .collect::<crosspool::Result<Vec<_>>>()?;
     let extractor = &extractors[0];
     let (feature_rows, feature_cols) = extractor.view().feature_shape(a.size as usize)?;
@@ -358,6 +377,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         decode,
         pca: a.pca.as_deref().map(absolute),
         aconv: a.aconv.as_deref().map(absolute),
+        precision,
         format: a.format,
         feature_rows,
         feature_cols,

@@ -1,7 +1,8 @@
 //! `crosspool fit-pca`.
 
-use super::engine::{Device, Engine};
-use crosspool::gpu::{GpuContext, GpuOptions};
+use super::engine::{storage_on_all, Device, Engine, Precision};
+use crosspool::extract::F16_OVERFLOW;
+use crosspool::gpu::{Dtype, GpuContext, GpuOptions};
 use crosspool::input::{expand_inputs, expand_sources, DecodeMode, DecodeOptions, ImageSource};
 use crosspool::model::{Arch, ModelWeights};
 use crosspool::pca::{MomentAccumulator, Pca};
@@ -53,6 +54,10 @@ pub struct Args {
     /// and their sums are added in device order.
     #[arg(long, value_parser = super::engine::parse_devices)]
     devices: Option<super::engine::DeviceList>,
+    /// How the GPU stores weights and activations between layers (see `extract
+    /// --precision`); images whose activations overflow f16 are reported and left out.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
 }
 
 /// The moments of `layer`'s local features over part `(k, n)` of `images` (batches k, k + n,
@@ -61,13 +66,13 @@ pub struct Args {
 fn accumulate<B: Backend>(
     backend: &B,
     a: &Args,
-    weights: &ModelWeights,
+    (weights, storage): (&ModelWeights, Dtype),
     layer: &str,
     images: &[ImageSource],
     (k, n): (usize, usize),
     label: &str,
 ) -> anyhow::Result<(Option<MomentAccumulator>, usize, usize)> {
-    let moments = Moments::new(backend, weights, layer, a.window)?;
+    let moments = Moments::with_storage(backend, weights, layer, a.window, storage)?;
     let mut acc: Option<MomentAccumulator> = None;
     let decode = DecodeOptions {
         mode: a.decode,
@@ -79,12 +84,15 @@ fn accumulate<B: Backend>(
     let (mut seen, mut failed) = (0, 0);
     let mine: Vec<&[ImageSource]> = images.chunks(a.batch).skip(k).step_by(n).collect();
     let total: usize = mine.iter().map(|c| c.len()).sum();
+    let per_image = (a.size * a.size * 3) as usize;
     for chunk in mine {
-        let (x, ok) = super::decode_batch(chunk, a.size, &weights.preprocess, decode, "fit-pca");
-        let n = ok.len();
-        failed += chunk.len() - n;
+        let (mut x, mut ok) =
+            super::decode_batch(chunk, a.size, &weights.preprocess, decode, "fit-pca");
+        failed += chunk.len() - ok.len();
         seen += chunk.len();
-        if n > 0 {
+        // Until the batch adds up: images that overflow f16 are left out and the rest rerun.
+        while !ok.is_empty() {
+            let n = ok.len();
             let shape = Shape4::new(n, a.size as usize, a.size as usize, 3);
             if buffers.as_ref().is_none_or(|(m, _, _)| *m != n) {
                 buffers = Some((
@@ -98,7 +106,17 @@ fn accumulate<B: Backend>(
             let acc =
                 acc.get_or_insert_with(|| MomentAccumulator::new(a.window.feature_len(channels)));
             backend.write(input, &x)?;
-            moments.add_batch(backend, input, ws, acc)?;
+            let overflowed = moments.add_batch(backend, input, ws, acc)?;
+            if overflowed.is_empty() {
+                break;
+            }
+            for &i in overflowed.iter().rev() {
+                let name = chunk[ok[i]].name();
+                eprintln!("fit-pca: {}: {F16_OVERFLOW} (left out)", name.display());
+                ok.remove(i);
+                x.drain(i * per_image..(i + 1) * per_image);
+                failed += 1;
+            }
         }
         eprintln!("fit-pca: {label}{seen}/{total} images");
     }
@@ -132,13 +150,15 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(" + ")
     );
+    let storage = storage_on_all(&engines, a.precision)?;
     let n = engines.len();
     let parts = std::thread::scope(|scope| {
         let handles: Vec<_> = engines
             .iter()
             .enumerate()
             .map(|(k, engine)| {
-                let (a, weights, layer, images) = (&a, &weights, &layer, &images);
+                let (a, layer, images) = (&a, &layer, &images);
+                let weights = (&weights, storage);
                 scope.spawn(move || {
                     let label = if n > 1 {
                         format!("GPU {k}: ")
@@ -177,7 +197,9 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
         }
     }
     if failed > 0 {
-        eprintln!("fit-pca: {failed} image(s) could not be read and were left out");
+        eprintln!(
+            "fit-pca: {failed} image(s) could not be read or overflowed f16, and were left out"
+        );
     }
     anyhow::ensure!(
         acc.is_some(),

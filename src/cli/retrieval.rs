@@ -1,7 +1,7 @@
 //! `crosspool index`, `crosspool search` and `crosspool eval`: retrieval over extracted
 //! features with the paper's eq. 3.
 
-use super::engine::{Device, Engine};
+use super::engine::{Device, Engine, Precision};
 use anyhow::Context;
 use crosspool::classifier::aconv_file::AConvFile;
 use crosspool::extract::{self, ExtractConfig};
@@ -94,6 +94,10 @@ pub struct SearchArgs {
     /// Weights file [default: the one the index was extracted with].
     #[arg(long)]
     weights: Option<PathBuf>,
+    /// How the GPU stores the queries' network (see `extract --precision`) [default: as the
+    /// index was extracted].
+    #[arg(long, value_enum)]
+    precision: Option<Precision>,
 }
 
 /// Arguments of `eval`.
@@ -198,7 +202,11 @@ pub fn run_search(opts: &GpuOptions, a: SearchArgs) -> anyhow::Result<usize> {
         .map(|p| AConvFile::load(std::path::Path::new(p))?.to_conv())
         .transpose()?;
     let engine = Engine::open(a.score.device, opts)?;
-    let extractor = engine.extractor(&weights, spec, pca.as_ref(), aconv.as_ref())?;
+    let storage = match a.precision {
+        Some(p) => engine.storage_for(p)?,
+        None => recipe.precision,
+    };
+    let extractor = engine.extractor(&weights, spec, pca.as_ref(), aconv.as_ref(), storage)?;
     let cfg = ExtractConfig {
         size: recipe.size,
         batch: a.query.len().clamp(1, 8),

@@ -74,6 +74,9 @@ pub struct GpuOptions {
     /// against the reference, but a kernel bug would then be undefined behaviour on the GPU
     /// rather than a clamped read, so this is off unless asked for.
     pub unchecked_shaders: bool,
+    /// Leave cooperative matrices off even where the adapter has them
+    /// (`CROSSPOOL_NO_COOPERATIVE_MATRIX=1`): f16 then runs the scalar f16 kernels.
+    pub no_cooperative_matrix: bool,
 }
 
 impl GpuOptions {
@@ -96,6 +99,8 @@ impl GpuOptions {
                 .filter(|s| !s.is_empty()),
             max_binding_bytes: None,
             unchecked_shaders: std::env::var("CROSSPOOL_UNCHECKED_SHADERS").is_ok_and(|v| v == "1"),
+            no_cooperative_matrix: std::env::var("CROSSPOOL_NO_COOPERATIVE_MATRIX")
+                .is_ok_and(|v| v == "1"),
         })
     }
 }
@@ -123,6 +128,12 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     binding_cap: u64,
     pub(crate) unchecked_shaders: bool,
+    /// Whether the device has cooperative matrices enabled in the one configuration
+    /// `conv2d_coop.wgsl` uses (see [`coop_matrix_fits`]).
+    pub(crate) cooperative_matrix: bool,
+    /// Whether the cooperative-matrix convolution agreed with the scalar f16 one on this
+    /// device (checked once, on first use), or why it is not used.
+    pub(crate) coop_verdict: std::sync::OnceLock<std::result::Result<(), String>>,
     pub(crate) caches: ContextCaches,
 }
 
@@ -219,13 +230,30 @@ impl GpuContext {
             })?;
         let info = adapter.get_info();
         let adapter_features = adapter.features();
+        let coop = coop_matrix_fits(&adapter, &info) && !opts.no_cooperative_matrix;
+        let mut required = adapter_features & wgpu::Features::SHADER_F16;
+        if coop {
+            required |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        }
         let limits = adapter.limits();
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("crosspool"),
-                required_features: wgpu::Features::empty(),
+                // f16 storage where the adapter has it: `--precision f16` needs it, and
+                // enabling it changes nothing for f32 kernels; cooperative matrices where
+                // `conv2d_coop.wgsl` can run.
+                required_features: required,
                 required_limits: limits.clone(),
-                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                experimental_features: if coop {
+                    // SAFETY: wgpu marks cooperative matrices experimental: its validation does
+                    // not check a shader's matrix configuration against the device's. Ours
+                    // uses only the configuration `coop_matrix_fits` found listed, and its
+                    // results are compared with the scalar f16 kernel's on this device before
+                    // any layer uses it (`Conv2dKernel`).
+                    unsafe { wgpu::ExperimentalFeatures::enabled() }
+                } else {
+                    wgpu::ExperimentalFeatures::disabled()
+                },
                 memory_hints: wgpu::MemoryHints::Performance,
                 trace: wgpu::Trace::Off,
             })
@@ -247,8 +275,31 @@ impl GpuContext {
             limits,
             binding_cap,
             unchecked_shaders: opts.unchecked_shaders,
+            cooperative_matrix: coop,
+            coop_verdict: std::sync::OnceLock::new(),
             caches: ContextCaches::default(),
         })
+    }
+
+    /// Whether the device has the cooperative matrices `conv2d_coop.wgsl` needs.
+    pub fn has_cooperative_matrix(&self) -> bool {
+        self.cooperative_matrix
+    }
+
+    /// Whether the device runs shaders with f16 types (`SHADER_F16`).
+    pub fn has_f16(&self) -> bool {
+        self.device.features().contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// Fails, naming `what`, unless the device has f16 shaders.
+    pub fn require_f16(&self, what: &str) -> Result<()> {
+        if self.has_f16() {
+            return Ok(());
+        }
+        Err(Error::Config(format!(
+            "{what} need the shader-f16 feature, which {} ({:?}) lacks; use --precision f32",
+            self.info.name, self.info.backend
+        )))
     }
 
     /// Largest number of bytes one storage binding may cover, a multiple of 4.
@@ -383,4 +434,20 @@ impl GpuContext {
     pub(crate) fn return_staging(&self, b: wgpu::Buffer) {
         lock(&self.caches.staging).give(b);
     }
+}
+
+/// Whether `adapter` can run `conv2d_coop.wgsl`: cooperative matrices and f16, subgroups of
+/// exactly 32 invocations (one per workgroup), and the 16 x 16 x 16 f16 x f16 -> f32
+/// configuration listed (wgpu does not check a shader's configuration against the list).
+fn coop_matrix_fits(adapter: &wgpu::Adapter, info: &wgpu::AdapterInfo) -> bool {
+    let f = adapter.features();
+    use wgpu::CooperativeScalarType as T;
+    f.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16)
+        && info.subgroup_min_size == super::conv::COOP_WG
+        && info.subgroup_max_size == super::conv::COOP_WG
+        && adapter.cooperative_matrix_properties().iter().any(|p| {
+            (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
+                && p.ab_type == T::F16
+                && p.cr_type == T::F32
+        })
 }

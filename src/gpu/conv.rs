@@ -2,21 +2,27 @@
 
 use super::dispatch::record;
 use super::plan::{plan_row_bands, BandLimits, BindingWindow};
-use super::tensor::{storage_from_slice, GpuTensor};
+use super::tensor::{storage_from_f16, storage_from_slice, Dtype, GpuTensor};
 use super::{shaders, Binding, GpuBuffer, GpuContext, Kernel};
 use crate::error::{Error, Result};
 use crate::shape::Conv2dSpec;
 use crate::weights::Conv2dWeights;
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// The workgroup tiles `conv2d.wgsl` (64 x 64, 4 x 4 per thread) and `conv2d_large.wgsl`
 /// (128 x 128, 8 x 8 per thread) compute; both produce the same convolution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConvTile {
     /// 64 x 64 outputs per workgroup, 16-deep slices.
     Small,
     /// 128 x 128 outputs per workgroup, 8-deep slices: more FMAs per load where the layer
     /// gives enough workgroups to fill the GPU.
     Large,
+    /// 64 x 64 outputs per workgroup of one subgroup, on cooperative matrices (tensor
+    /// cores): layers with f16 weights, on devices that have them and pass the check
+    /// against the scalar f16 kernel.
+    Coop,
 }
 
 /// Workgroups the large tile must still give for a layer to use it on a GPU: two waves on
@@ -42,6 +48,7 @@ impl ConvTile {
         match self {
             ConvTile::Small => (BM, BN),
             ConvTile::Large => (LARGE_BM, LARGE_BN),
+            ConvTile::Coop => (COOP_BM, COOP_BN),
         }
     }
 
@@ -56,16 +63,26 @@ impl ConvTile {
         }
     }
 
-    /// The tile `CROSSPOOL_CONV_TILE` forces (`small`, `large`), or `None` for the choice
-    /// per layer (unset or `auto`).
+    /// The tile `CROSSPOOL_CONV_TILE` forces (`small`, `large`, `coop`: for the layers
+    /// with f16 weights), or `None` for the choice per layer (unset or `auto`).
     pub fn from_env() -> Result<Option<Self>> {
         match std::env::var("CROSSPOOL_CONV_TILE").as_deref() {
             Err(_) | Ok("") | Ok("auto") => Ok(None),
             Ok("small") => Ok(Some(ConvTile::Small)),
             Ok("large") => Ok(Some(ConvTile::Large)),
+            Ok("coop") => Ok(Some(ConvTile::Coop)),
             Ok(other) => Err(Error::Config(format!(
-                "CROSSPOOL_CONV_TILE={other} is not one of auto, small, large"
+                "CROSSPOOL_CONV_TILE={other} is not one of auto, small, large, coop"
             ))),
+        }
+    }
+
+    /// The WGSL source of this tile's kernel.
+    fn shader(self) -> &'static shaders::Shader {
+        match self {
+            ConvTile::Small => &shaders::CONV2D,
+            ConvTile::Large => &shaders::CONV2D_LARGE,
+            ConvTile::Coop => &shaders::CONV2D_COOP,
         }
     }
 }
@@ -80,6 +97,16 @@ pub const LARGE_BK: u32 = 8;
 pub const LARGE_TM: u32 = 8;
 /// Output channels per thread of the large kernel.
 pub const LARGE_TN: u32 = 8;
+
+/// Invocations per workgroup of the cooperative-matrix kernel: one subgroup, which must be
+/// exactly this wide.
+pub const COOP_WG: u32 = 32;
+/// Output pixels per workgroup tile of the cooperative-matrix kernel.
+pub const COOP_BM: u32 = 64;
+/// Output channels per workgroup tile of the cooperative-matrix kernel.
+pub const COOP_BN: u32 = 64;
+/// Reduction depth per step of the cooperative-matrix kernel (one 16 x 16 x 16 product).
+pub const COOP_BK: u32 = 16;
 
 /// Output pixels per workgroup tile (GEMM M).
 pub const BM: u32 = 64;
@@ -128,11 +155,71 @@ pub struct ConvParams {
     _pad2: u32,
 }
 
+/// The storage types a convolution kernel variant reads and writes (its sums are f32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvTypes {
+    /// Input activations.
+    pub input: Dtype,
+    /// Output activations.
+    pub output: Dtype,
+    /// Weights. f16 weights mark an f16 layer, whose every output must fit f16's range
+    /// (whatever its own output type: it may feed an f16 tensor later).
+    pub weights: Dtype,
+}
+
+impl ConvTypes {
+    /// The line rewrites that make this variant of `conv2d.wgsl` / `conv2d_large.wgsl`.
+    fn rewrites(self) -> [(&'static str, String); 4] {
+        [
+            (
+                "alias in_t = f32;",
+                format!("alias in_t = {};", self.input.wgsl()),
+            ),
+            (
+                "alias out_t = f32;",
+                format!("alias out_t = {};", self.output.wgsl()),
+            ),
+            (
+                "alias w_t = f32;",
+                format!("alias w_t = {};", self.weights.wgsl()),
+            ),
+            (
+                "const ACT_LIMIT: f32 = 3.40282347e38;",
+                match self.weights {
+                    Dtype::F32 => "const ACT_LIMIT: f32 = 3.40282347e38;".into(),
+                    Dtype::F16 => format!("const ACT_LIMIT: f32 = {F16_MAX:.1};"),
+                },
+            ),
+        ]
+    }
+
+    /// `tile`'s kernel specialised to these types. The cooperative-matrix kernel takes f16
+    /// weights only, so it has no weights type or range to set.
+    pub fn shader(self, tile: ConvTile) -> Result<shaders::Shader> {
+        let r = self.rewrites();
+        let pairs: Vec<(&str, &str)> = match tile {
+            ConvTile::Coop if self.weights != Dtype::F16 => {
+                return Err(Error::Config(
+                    "the cooperative-matrix convolution takes f16 weights only".into(),
+                ))
+            }
+            ConvTile::Coop => r[..2].iter().map(|(a, b)| (*a, b.as_str())).collect(),
+            _ => r.iter().map(|(a, b)| (*a, b.as_str())).collect(),
+        };
+        tile.shader().specialise(&pairs)
+    }
+}
+
+/// The largest finite f16.
+pub const F16_MAX: f32 = 65504.0;
+
 /// A convolution layer's weights on the GPU, in the kernel's `[K][n]` layout, split by output
 /// channel into slices whose weights each fit one storage binding.
 pub struct GpuConv2d {
     /// Geometry.
     pub spec: Conv2dSpec,
+    /// How the weights are stored (the bias is f32 either way).
+    pub dtype: Dtype,
     slices: Vec<ChannelSlice>,
 }
 
@@ -144,10 +231,18 @@ struct ChannelSlice {
 }
 
 impl GpuConv2d {
-    /// Reorders and uploads `w`.
+    /// Reorders and uploads `w` in f32.
     pub fn upload(ctx: &GpuContext, w: &Conv2dWeights) -> Result<Self> {
+        Self::upload_as(ctx, w, Dtype::F32)
+    }
+
+    /// Reorders and uploads `w`, its weights stored as `dtype` (f16 rounds to nearest).
+    pub fn upload_as(ctx: &GpuContext, w: &Conv2dWeights, dtype: Dtype) -> Result<Self> {
+        if dtype == Dtype::F16 {
+            ctx.require_f16("f16 convolution weights")?;
+        }
         let s = w.spec;
-        let column_bytes = s.k_total() as u64 * 4;
+        let column_bytes = s.k_total() as u64 * dtype.bytes();
         let fit = (ctx.binding_cap() / column_bytes) as usize;
         if fit == 0 {
             return Err(Error::DeviceLimit {
@@ -175,11 +270,18 @@ impl GpuConv2d {
             slices.push(ChannelSlice {
                 c0,
                 n,
-                weights: storage_from_slice(ctx, &w.to_gemm_kn(c0, n), "conv weights")?,
+                weights: match dtype {
+                    Dtype::F32 => storage_from_slice(ctx, &w.to_gemm_kn(c0, n), "conv weights")?,
+                    Dtype::F16 => storage_from_f16(ctx, &w.to_gemm_kn(c0, n), "conv weights")?,
+                },
                 bias: storage_from_slice(ctx, &w.bias[c0..c0 + n], "conv bias")?,
             });
         }
-        Ok(GpuConv2d { spec: s, slices })
+        Ok(GpuConv2d {
+            spec: s,
+            dtype,
+            slices,
+        })
     }
 
     /// Number of output-channel slices the weights were split into.
@@ -188,10 +290,12 @@ impl GpuConv2d {
     }
 }
 
-/// The compiled convolution pipelines, one per tile; one per device, shared by all layers.
+/// The compiled convolution pipelines, one per tile and storage types (compiled on first
+/// use); one per device, shared by all layers.
 pub struct Conv2dKernel {
-    small: Kernel,
-    large: Kernel,
+    variants: Mutex<HashMap<(ConvTile, ConvTypes), Kernel>>,
+    /// Bound as the overflow flags where the caller keeps none.
+    no_flags: GpuBuffer,
     /// A tile forced for every layer, else chosen per layer.
     forced: Option<ConvTile>,
     /// Workgroups a layer must give with the large tile to use it.
@@ -207,23 +311,133 @@ impl Conv2dKernel {
 
     /// Compiles the kernels, with `tile` forced for every layer (`None`: chosen per layer).
     pub fn with_tile(ctx: &GpuContext, tile: Option<ConvTile>) -> Result<Self> {
-        Ok(Conv2dKernel {
-            small: ctx.kernel(&shaders::CONV2D, "main")?,
-            large: ctx.kernel(&shaders::CONV2D_LARGE, "main")?,
+        let k = Conv2dKernel {
+            variants: Mutex::new(HashMap::new()),
+            no_flags: ctx.storage_buffer(4, "conv overflow flags (unread)")?,
             forced: tile,
             min_large_workgroups: large_tile_min_workgroups(ctx),
-        })
+        };
+        // The f32 kernels now, so that a broken shader fails here rather than mid-run.
+        let f32s = ConvTypes {
+            input: Dtype::F32,
+            output: Dtype::F32,
+            weights: Dtype::F32,
+        };
+        k.kernel(ctx, ConvTile::Small, f32s)?;
+        k.kernel(ctx, ConvTile::Large, f32s)?;
+        Ok(k)
     }
 
-    /// The tile this kernel runs a layer producing `out` (one slice of `n` channels) with.
+    /// The pipeline for `tile` and `types`, compiled on first use.
+    fn kernel(&self, ctx: &GpuContext, tile: ConvTile, types: ConvTypes) -> Result<Kernel> {
+        let mut held = self.variants.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = held.get(&(tile, types)) {
+            return Ok(k.clone());
+        }
+        let k = ctx.kernel(&types.shader(tile)?, "main")?;
+        held.insert((tile, types), k.clone());
+        Ok(k)
+    }
+
+    /// The tile this kernel runs a layer producing `out` (one slice of `n` channels) with,
+    /// for weights stored as f32 (cooperative matrices take f16 weights only).
     pub fn tile_for(&self, out: crate::shape::Shape4, n: usize) -> ConvTile {
-        self.forced.unwrap_or_else(|| {
-            ConvTile::for_gemm(
+        match self.forced {
+            Some(t) if t != ConvTile::Coop => t,
+            _ => ConvTile::for_gemm(
                 (out.n * out.h * out.w) as u64,
                 n as u64,
                 self.min_large_workgroups,
+            ),
+        }
+    }
+
+    /// The tile for a layer with weights stored as `weights`: the cooperative-matrix kernel
+    /// for f16 weights where the device has it and it passed its check, else
+    /// [`Conv2dKernel::tile_for`].
+    fn tile_for_layer(
+        &self,
+        ctx: &GpuContext,
+        weights: Dtype,
+        out: crate::shape::Shape4,
+        n: usize,
+    ) -> Result<ConvTile> {
+        if weights == Dtype::F16 {
+            match (self.forced, self.cooperative(ctx)) {
+                (Some(ConvTile::Coop) | None, Ok(())) => return Ok(ConvTile::Coop),
+                (Some(ConvTile::Coop), Err(why)) => {
+                    return Err(Error::Config(format!("CROSSPOOL_CONV_TILE=coop: {why}")))
+                }
+                _ => {}
+            }
+        }
+        Ok(self.tile_for(out, n))
+    }
+
+    /// Whether layers with f16 weights run on cooperative matrices on `ctx`, or why not. The
+    /// first call on a device that has them compares the kernel with the scalar f16 kernel
+    /// (`verify_cooperative`); the verdict holds for the device's life.
+    pub fn cooperative(&self, ctx: &GpuContext) -> std::result::Result<(), String> {
+        if !ctx.cooperative_matrix {
+            return Err(
+                "this adapter lacks cooperative matrices in 16x16x16 f16 x f16 -> f32 with subgroups of 32 (or CROSSPOOL_NO_COOPERATIVE_MATRIX=1)"
+                    .into(),
+            );
+        }
+        ctx.coop_verdict
+            .get_or_init(|| {
+                self.verify_cooperative(ctx)
+                    .unwrap_or_else(|e| Err(e.to_string()))
+            })
+            .clone()
+    }
+
+    /// Runs the cooperative-matrix kernel and the scalar f16 kernel on the same f16 data, on
+    /// an odd shape (ragged tiles in M, N and K), and compares them within the bound both
+    /// must meet: each is within `gamma_n * sum |w x|` of the exact sum of the same products,
+    /// so they are within twice that of each other. `sum |w x|` comes from the scalar kernel
+    /// on |x| and |w|. Ok(Err) when they disagree.
+    fn verify_cooperative(&self, ctx: &GpuContext) -> Result<std::result::Result<(), String>> {
+        let spec = Conv2dSpec {
+            in_c: 19,
+            out_c: 70,
+            window: crate::shape::Window2d::square(3, 1, 1),
+            relu: false,
+        };
+        let shape = crate::shape::Shape4::new(2, 9, 11, spec.in_c);
+        // Deterministic values in [-1, 1) (a 64-bit LCG), scaled as He initialisation would.
+        let mut s = 0x853c_49e6_748f_ea9bu64;
+        let mut next = move || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        let scale = (2.0 / spec.k_total() as f32).sqrt();
+        let w: Vec<f32> = (0..spec.weight_len()).map(|_| next() * scale).collect();
+        let x: Vec<f32> = (0..shape.len()).map(|_| next()).collect();
+        let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<_>>();
+        let zero_bias = vec![0.0; spec.out_c];
+        let layer = |w: Vec<f32>| -> Result<GpuConv2d> {
+            GpuConv2d::upload_as(
+                ctx,
+                &Conv2dWeights::new(spec, w, zero_bias.clone())?,
+                Dtype::F16,
             )
-        })
+        };
+        let run = |tile: ConvTile, layer: &GpuConv2d, x: &[f32]| -> Result<Vec<f32>> {
+            let input = GpuTensor::upload_as(ctx, x, shape, Dtype::F16, "coop check input")?;
+            let out = GpuTensor::new(ctx, spec.output_shape(shape)?, "coop check output")?;
+            ctx.submit("checking the cooperative-matrix kernel", |enc| {
+                self.record_with(ctx, enc, Some(tile), layer, (&input, &out), None)
+            })?;
+            out.download(ctx)
+        };
+        let (signed, magnitude) = (layer(w.clone())?, layer(abs(&w))?);
+        let coop = run(ConvTile::Coop, &signed, &x)?;
+        let scalar = run(ConvTile::Small, &signed, &x)?;
+        let mag = run(ConvTile::Small, &magnitude, &abs(&x))?;
+        Ok(agree_within_sum_bound(&coop, &scalar, &mag, spec.k_total()))
     }
 
     /// Records `output = conv(input)` into `enc`, split into row bands that fit the device's
@@ -235,6 +449,36 @@ impl Conv2dKernel {
         layer: &GpuConv2d,
         input: &GpuTensor,
         output: &GpuTensor,
+    ) -> Result<()> {
+        self.record_flagged(ctx, enc, layer, input, output, None)
+    }
+
+    /// [`Conv2dKernel::record`], and for every image of the batch whose outputs exceed the
+    /// layer's range (f16's 65504 for a layer with f16 weights, else only infinities), sets
+    /// that image's u32 in `overflow` non-zero (`overflow` holds one per image of the batch;
+    /// the caller clears it).
+    pub fn record_flagged(
+        &self,
+        ctx: &GpuContext,
+        enc: &mut wgpu::CommandEncoder,
+        layer: &GpuConv2d,
+        input: &GpuTensor,
+        output: &GpuTensor,
+        overflow: Option<&GpuBuffer>,
+    ) -> Result<()> {
+        self.record_with(ctx, enc, None, layer, (input, output), overflow)
+    }
+
+    /// [`Conv2dKernel::record_flagged`] with `tile` (or, if `None`, the tile chosen per
+    /// layer and slice).
+    fn record_with(
+        &self,
+        ctx: &GpuContext,
+        enc: &mut wgpu::CommandEncoder,
+        tile: Option<ConvTile>,
+        layer: &GpuConv2d,
+        (input, output): (&GpuTensor, &GpuTensor),
+        overflow: Option<&GpuBuffer>,
     ) -> Result<()> {
         let spec = layer.spec;
         let out = spec.output_shape(input.shape)?;
@@ -259,25 +503,34 @@ impl Conv2dKernel {
         let in_row = (input.shape.w * input.shape.c) as u64;
         let out_row = (out.w * out.c) as u64;
         let w = spec.window;
+        let types = ConvTypes {
+            input: input.dtype,
+            output: output.dtype,
+            weights: layer.dtype,
+        };
+        let flags = overflow.unwrap_or(&self.no_flags);
         for band in bands {
-            let iw = BindingWindow::new(
+            // The planner sized bands for f32; f16 windows are half as large, so they fit too.
+            let iw = BindingWindow::of(
                 band.in_row0 as u64 * in_row,
                 band.in_rows as u64 * in_row,
                 limits.align,
+                input.dtype.bytes(),
             );
-            let ow = BindingWindow::new(
+            let ow = BindingWindow::of(
                 band.out_row0 as u64 * out_row,
                 band.out_rows as u64 * out_row,
                 limits.align,
+                output.dtype.bytes(),
             );
             let m = (band.out_rows * out.w) as u32;
             for slice in &layer.slices {
-                let tile = self.tile_for(out, slice.n);
-                let (bm, bn) = tile.dims();
-                let kernel = match tile {
-                    ConvTile::Small => &self.small,
-                    ConvTile::Large => &self.large,
+                let tile = match tile {
+                    Some(t) => t,
+                    None => self.tile_for_layer(ctx, layer.dtype, out, slice.n)?,
                 };
+                let (bm, bn) = tile.dims();
+                let kernel = self.kernel(ctx, tile, types)?;
                 let params = ConvParams {
                     in_h: input.shape.h as u32,
                     in_w: input.shape.w as u32,
@@ -307,13 +560,14 @@ impl Conv2dKernel {
                 record(
                     ctx,
                     enc,
-                    kernel,
+                    &kernel,
                     &params,
                     &[
                         iw.bind(&input.buffer),
                         Binding::whole(&slice.weights),
                         Binding::whole(&slice.bias),
                         ow.bind(&output.buffer),
+                        Binding::whole(flags),
                     ],
                     (m.div_ceil(bm), (slice.n as u32).div_ceil(bn), 1),
                 );
@@ -324,16 +578,65 @@ impl Conv2dKernel {
 
     /// Allocates the output, runs the convolution and submits it.
     pub fn run(&self, ctx: &GpuContext, layer: &GpuConv2d, input: &GpuTensor) -> Result<GpuTensor> {
-        let output = GpuTensor::new(ctx, layer.spec.output_shape(input.shape)?, "conv output")?;
+        self.run_as(ctx, layer, input, Dtype::F32)
+    }
+
+    /// [`Conv2dKernel::run`] with the output stored as `dtype`.
+    pub fn run_as(
+        &self,
+        ctx: &GpuContext,
+        layer: &GpuConv2d,
+        input: &GpuTensor,
+        dtype: Dtype,
+    ) -> Result<GpuTensor> {
+        let shape = layer.spec.output_shape(input.shape)?;
+        let output = GpuTensor::with_dtype(ctx, shape, dtype, "conv output")?;
         ctx.submit("conv2d", |enc| self.record(ctx, enc, layer, input, &output))?;
         Ok(output)
     }
 }
 
+/// Whether `got` (one kernel's outputs) equals `other` (another's, from the same f16
+/// products) within `2 gamma_n * magnitude` per element (`magnitude`: the sum of the absolute
+/// products) plus an f32 ulp of each: the bound two f32 sums of the same n terms, in any
+/// order, meet between themselves. The first element outside it, if any, in words.
+pub fn agree_within_sum_bound(
+    got: &[f32],
+    other: &[f32],
+    magnitude: &[f32],
+    terms: usize,
+) -> std::result::Result<(), String> {
+    if got.len() != other.len() || got.len() != magnitude.len() {
+        return Err(format!(
+            "{} outputs against {} ({} magnitudes)",
+            got.len(),
+            other.len(),
+            magnitude.len()
+        ));
+    }
+    let u = f32::EPSILON as f64 / 2.0;
+    let nu = terms as f64 * u;
+    let gamma = nu / (1.0 - nu);
+    for (i, ((&g, &o), &m)) in got.iter().zip(other).zip(magnitude).enumerate() {
+        let tol = 2.0 * gamma * m as f64 + (g.abs().max(o.abs()) as f64) * f32::EPSILON as f64;
+        let err = (g as f64 - o as f64).abs();
+        // A NaN on either side is a disagreement.
+        if err.is_nan() || err > tol {
+            return Err(format!(
+                "the cooperative-matrix kernel gave {g} where the scalar f16 kernel gave {o} (output {i}, bound {tol:e})"
+            ));
+        }
+    }
+    if other.iter().all(|&v| v == 0.0) {
+        return Err("the scalar f16 kernel gave only zeros, so nothing was compared".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::shaders::tests::{wgsl_struct_layout, wgsl_u32_const};
+    use crate::gpu::shaders::tests::{assert_valid_spirv, wgsl_struct_layout, wgsl_u32_const};
 
     #[test]
     fn params_match_wgsl_struct() {
@@ -395,6 +698,132 @@ mod tests {
             (members, size),
             wgsl_struct_layout(&shaders::CONV2D, "ConvParams")
         );
+    }
+
+    #[test]
+    fn every_storage_variant_validates_and_keeps_the_params() {
+        let both = [Dtype::F32, Dtype::F16];
+        for (tile, shader) in [
+            (ConvTile::Small, &shaders::CONV2D),
+            (ConvTile::Large, &shaders::CONV2D_LARGE),
+        ] {
+            for input in both {
+                for output in both {
+                    for weights in both {
+                        let t = ConvTypes {
+                            input,
+                            output,
+                            weights,
+                        };
+                        let v = t.shader(tile).unwrap();
+                        assert_valid_spirv(&v);
+                        assert_eq!(
+                            v.needs_f16(),
+                            t != ConvTypes {
+                                input: Dtype::F32,
+                                output: Dtype::F32,
+                                weights: Dtype::F32
+                            }
+                        );
+                        assert_eq!(
+                            wgsl_struct_layout(&v, "ConvParams"),
+                            wgsl_struct_layout(shader, "ConvParams")
+                        );
+                        let limit = if weights == Dtype::F16 {
+                            "65504.0"
+                        } else {
+                            "3.40282347e38"
+                        };
+                        assert!(
+                            v.source
+                                .contains(&format!("const ACT_LIMIT: f32 = {limit};")),
+                            "{t:?}"
+                        );
+                    }
+                }
+            }
+        }
+        // A rewrite of a line the shader lacks is an error, not a silent no-op.
+        assert!(shaders::CONV2D
+            .specialise(&[("alias nothing = f32;", "alias nothing = f16;")])
+            .is_err());
+    }
+
+    /// The cooperative-matrix kernel cannot run on software Vulkan, so CI holds it to what can
+    /// be checked without a GPU: every storage variant validates with naga and translates to
+    /// SPIR-V that spirv-val accepts (naga 30's writer has panicked on some cooperative
+    /// stores, and emitted device-scope atomics the memory model it declares forbids), and
+    /// its parameters and constants are the host's.
+    #[test]
+    fn cooperative_kernel_validates_and_translates_to_spirv() {
+        let coop = &shaders::CONV2D_COOP;
+        assert!(coop.needs_cooperative_matrix() && coop.needs_f16());
+        for input in [Dtype::F32, Dtype::F16] {
+            for output in [Dtype::F32, Dtype::F16] {
+                let t = ConvTypes {
+                    input,
+                    output,
+                    weights: Dtype::F16,
+                };
+                let v = t.shader(ConvTile::Coop).unwrap();
+                assert_eq!(v.source.matches("enable f16;").count(), 1, "{t:?}");
+                assert_valid_spirv(&v);
+                assert_eq!(
+                    wgsl_struct_layout(&v, "ConvParams"),
+                    wgsl_struct_layout(&shaders::CONV2D, "ConvParams")
+                );
+            }
+        }
+        for (name, v) in [
+            ("BM", COOP_BM),
+            ("BN", COOP_BN),
+            ("BK", COOP_BK),
+            ("WG", COOP_WG),
+        ] {
+            assert_eq!(wgsl_u32_const(coop, name), v, "{name}");
+        }
+        // 4 x 4 accumulators of 16 x 16 cover the tile; the gather gives every invocation
+        // BM / 2 pixels of one k, the weight load BK * BN / WG values.
+        assert_eq!((COOP_BM / 16, COOP_BN / 16, COOP_BK), (4, 4, 16));
+        assert_eq!(COOP_WG, 2 * COOP_BK);
+        // f32 weights are refused rather than read as f16.
+        let f32s = ConvTypes {
+            input: Dtype::F16,
+            output: Dtype::F16,
+            weights: Dtype::F32,
+        };
+        assert!(f32s.shader(ConvTile::Coop).is_err());
+    }
+
+    #[test]
+    fn kernels_agree_within_twice_the_sum_bound_and_no_further() {
+        let n = 100;
+        let gamma = f32_gamma(n);
+        let mag = [10.0f32, 1.0, 0.5];
+        let exact = [3.0f32, -0.25, 0.125];
+        // Just inside 2 gamma * magnitude: agree.
+        let near: Vec<f32> = exact
+            .iter()
+            .zip(&mag)
+            .map(|(v, m)| v + 1.9 * gamma * m)
+            .collect();
+        assert_eq!(agree_within_sum_bound(&near, &exact, &mag, n), Ok(()));
+        // Three times it on one output: that output is named.
+        let mut far = exact.to_vec();
+        far[1] += 3.0 * gamma * mag[1];
+        let e = agree_within_sum_bound(&far, &exact, &mag, n).unwrap_err();
+        assert!(e.contains("output 1"), "{e}");
+        // NaN never agrees; all zeros prove nothing; lengths must match.
+        let mut nan = exact.to_vec();
+        nan[2] = f32::NAN;
+        assert!(agree_within_sum_bound(&nan, &exact, &mag, n).is_err());
+        assert!(agree_within_sum_bound(&[0.0; 3], &[0.0; 3], &mag, n).is_err());
+        assert!(agree_within_sum_bound(&exact[..2], &exact, &mag, n).is_err());
+    }
+
+    fn f32_gamma(n: usize) -> f32 {
+        let nu = n as f64 * (f32::EPSILON as f64 / 2.0);
+        (nu / (1.0 - nu)) as f32
     }
 
     #[test]

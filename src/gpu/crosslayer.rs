@@ -90,11 +90,13 @@ impl CrossLayerKernel {
                 "max channel pooling cannot accumulate into an earlier sum".into(),
             ));
         }
+        x.expect_f32("cross-layer pooling")?;
         let xs = x.shape;
         let (a, a_win) = match guidance {
             Guidance::Layer(a, w) => (a, w),
             Guidance::Ones => (x, LocalWindow::UNIT),
         };
+        a.expect_f32("cross-layer pooling")?;
         let a_c = match guidance {
             Guidance::Layer(a, _) => a.shape.c,
             Guidance::Ones => 0,

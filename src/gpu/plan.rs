@@ -18,19 +18,25 @@ pub struct BindingWindow {
     pub offset: u64,
     /// Bytes bound.
     pub size: u64,
-    /// Index (in f32 elements) of the first wanted element within the binding.
+    /// Index (in elements) of the first wanted element within the binding.
     pub base: u32,
 }
 
 impl BindingWindow {
     /// The window covering f32 elements `[start, start + len)` with offset aligned to `align`.
     pub fn new(start: u64, len: u64, align: u64) -> Self {
-        let start_b = start * 4;
+        Self::of(start, len, align, 4)
+    }
+
+    /// The window covering elements `[start, start + len)` of `elem` bytes each, with offset
+    /// aligned to `align` and size rounded up to whole 4-byte words (as bindings must be).
+    pub fn of(start: u64, len: u64, align: u64, elem: u64) -> Self {
+        let start_b = start * elem;
         let offset = start_b / align * align;
         BindingWindow {
             offset,
-            size: (start_b + len.max(1) * 4) - offset,
-            base: ((start_b - offset) / 4) as u32,
+            size: (start_b + len.max(1) * elem).next_multiple_of(4) - offset,
+            base: ((start_b - offset) / elem) as u32,
         }
     }
 

@@ -2,7 +2,7 @@
 
 use super::dispatch::{grid_for, record};
 use super::plan::{plan_row_bands, BandLimits, BindingWindow};
-use super::tensor::GpuTensor;
+use super::tensor::{Dtype, GpuTensor};
 use super::{shaders, GpuContext, Kernel};
 use crate::error::{Error, Result};
 use crate::shape::MaxPool2dSpec;
@@ -32,17 +32,36 @@ pub struct PoolParams {
     count: u32,
 }
 
-/// The compiled max-pool pipeline.
+/// The compiled max-pool pipelines, by (input, output) storage type; the f32 one compiled at
+/// once, the others on first use.
 pub struct MaxPool2dKernel {
-    kernel: Kernel,
+    variants: std::sync::Mutex<std::collections::HashMap<(Dtype, Dtype), Kernel>>,
 }
 
 impl MaxPool2dKernel {
     /// Compiles the kernel.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        Ok(MaxPool2dKernel {
-            kernel: ctx.kernel(&shaders::MAXPOOL2D, "main")?,
-        })
+        let k = MaxPool2dKernel {
+            variants: Default::default(),
+        };
+        k.kernel(ctx, Dtype::F32, Dtype::F32)?;
+        Ok(k)
+    }
+
+    fn kernel(&self, ctx: &GpuContext, input: Dtype, output: Dtype) -> Result<Kernel> {
+        let mut held = self.variants.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = held.get(&(input, output)) {
+            return Ok(k.clone());
+        }
+        let (i, o) = (
+            format!("alias in_t = {};", input.wgsl()),
+            format!("alias out_t = {};", output.wgsl()),
+        );
+        let shader = shaders::MAXPOOL2D
+            .specialise(&[("alias in_t = f32;", &i), ("alias out_t = f32;", &o)])?;
+        let k = ctx.kernel(&shader, "main")?;
+        held.insert((input, output), k.clone());
+        Ok(k)
     }
 
     /// Records `output = max_pool(input)`, split into bands that fit the binding limit.
@@ -75,16 +94,20 @@ impl MaxPool2dKernel {
         let w = spec.window;
         let in_row = (input.shape.w * input.shape.c) as u64;
         let out_row = (out.w * out.c) as u64;
+        let kernel = self.kernel(ctx, input.dtype, output.dtype)?;
         for band in plan_row_bands("max_pool2d", input.shape, out, &w, limits)? {
-            let iw = BindingWindow::new(
+            // Sized for f32 by the planner: f16 windows are smaller and fit too.
+            let iw = BindingWindow::of(
                 band.in_row0 as u64 * in_row,
                 band.in_rows as u64 * in_row,
                 limits.align,
+                input.dtype.bytes(),
             );
-            let ow = BindingWindow::new(
+            let ow = BindingWindow::of(
                 band.out_row0 as u64 * out_row,
                 band.out_rows as u64 * out_row,
                 limits.align,
+                output.dtype.bytes(),
             );
             let count = band.out_rows as u64 * out_row;
             let params = PoolParams {
@@ -108,7 +131,7 @@ impl MaxPool2dKernel {
             record(
                 ctx,
                 enc,
-                &self.kernel,
+                &kernel,
                 &params,
                 &[iw.bind(&input.buffer), ow.bind(&output.buffer)],
                 grid_for(count.div_ceil(WORKGROUP as u64), ctx.max_workgroups()),
@@ -135,7 +158,7 @@ impl MaxPool2dKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::shaders::tests::{wgsl_struct_layout, wgsl_u32_const};
+    use crate::gpu::shaders::tests::{assert_valid_spirv, wgsl_struct_layout, wgsl_u32_const};
 
     #[test]
     fn params_match_wgsl_struct() {
@@ -161,5 +184,21 @@ mod tests {
         });
         assert_eq!(members, rust);
         assert_eq!(wgsl_u32_const(&shaders::MAXPOOL2D, "WORKGROUP"), WORKGROUP);
+    }
+
+    #[test]
+    fn every_storage_variant_translates_to_valid_spirv() {
+        for i in [Dtype::F32, Dtype::F16] {
+            for o in [Dtype::F32, Dtype::F16] {
+                let (a, b) = (
+                    format!("alias in_t = {};", i.wgsl()),
+                    format!("alias out_t = {};", o.wgsl()),
+                );
+                let v = shaders::MAXPOOL2D
+                    .specialise(&[("alias in_t = f32;", &a), ("alias out_t = f32;", &b)])
+                    .unwrap();
+                assert_valid_spirv(&v);
+            }
+        }
     }
 }

@@ -104,6 +104,7 @@ impl RegionPoolKernel {
         fields: &GpuRegions,
         out: &GpuTensor,
     ) -> Result<()> {
+        out.expect_f32("field pooling")?;
         let (s, o) = (x.shape, out.shape);
         if (o.n, o.h * o.w, o.c) != (s.n, fields.boxes().len(), s.c) {
             return Err(Error::shape(
@@ -129,6 +130,7 @@ impl RegionPoolKernel {
         mode: u32,
         out: &GpuBuffer,
     ) -> Result<()> {
+        x.expect_f32("region pooling")?;
         let s = x.shape;
         let regions = gpu_regions.boxes();
         if let Some(r) = regions

@@ -39,6 +39,7 @@ impl ReluKernel {
         enc: &mut wgpu::CommandEncoder,
         t: &GpuTensor,
     ) -> Result<()> {
+        t.expect_f32("relu")?;
         let limits = BandLimits {
             binding_cap: ctx.binding_cap(),
             align: ctx.binding_alignment(),

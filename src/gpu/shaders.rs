@@ -25,6 +25,8 @@ macro_rules! shader {
 pub const CONV2D: Shader = shader!("conv2d.wgsl");
 /// The 128 x 128 tile variant of [`CONV2D`].
 pub const CONV2D_LARGE: Shader = shader!("conv2d_large.wgsl");
+/// [`CONV2D`] on cooperative matrices (tensor cores): f16 operands, f32 sums.
+pub const CONV2D_COOP: Shader = shader!("conv2d_coop.wgsl");
 /// Max pooling.
 pub const MAXPOOL2D: Shader = shader!("maxpool2d.wgsl");
 /// In-place ReLU.
@@ -45,6 +47,7 @@ pub const SCORE: Shader = shader!("score.wgsl");
 pub const ALL: &[Shader] = &[
     CONV2D,
     CONV2D_LARGE,
+    CONV2D_COOP,
     CROSSLAYER,
     MAXPOOL2D,
     NORMALIZE,
@@ -54,23 +57,117 @@ pub const ALL: &[Shader] = &[
     SCORE,
 ];
 
+/// Variants made by [`Shader::specialise`], by (shader, rewrites): each is made once and kept
+/// for the life of the process (a handful of types per kernel), so that kernels can name them
+/// with `'static` strings as they do the embedded sources.
+type VariantKey = (&'static str, Vec<(String, String)>);
+static VARIANTS: std::sync::OnceLock<
+    std::sync::Mutex<std::collections::HashMap<VariantKey, Shader>>,
+> = std::sync::OnceLock::new();
+
 impl Shader {
+    /// This shader with whole lines rewritten: each `(from, to)` replaces the one line equal
+    /// to `from` (it must occur exactly once), and `enable f16;` is put first when a rewrite
+    /// names f16. Kernels use it for their storage-type variants (`alias in_t = f32;` ->
+    /// `alias in_t = f16;`), so that every variant is the one reviewed source.
+    pub fn specialise(&self, rewrites: &[(&str, &str)]) -> Result<Shader> {
+        if rewrites.iter().all(|(from, to)| from == to) {
+            return Ok(*self);
+        }
+        let key: VariantKey = (
+            self.name,
+            rewrites
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        );
+        let variants = VARIANTS.get_or_init(Default::default);
+        let mut held = variants.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = held.get(&key) {
+            return Ok(*s);
+        }
+        let mut lines: Vec<&str> = self.source.lines().collect();
+        for (from, to) in rewrites {
+            let at: Vec<usize> = (0..lines.len()).filter(|&i| lines[i] == *from).collect();
+            if at.len() != 1 {
+                return Err(Error::Shader {
+                    name: self.name,
+                    message: format!(
+                        "specialising: the line `{from}` occurs {} times, not once",
+                        at.len()
+                    ),
+                });
+            }
+            lines[at[0]] = to;
+        }
+        let f16 = rewrites.iter().any(|(_, to)| to.contains("f16")) && !self.needs_f16();
+        let source = format!(
+            "{}{}\n",
+            if f16 { "enable f16;\n" } else { "" },
+            lines.join("\n")
+        );
+        let name = format!(
+            "{}[{}]",
+            self.name,
+            rewrites
+                .iter()
+                .filter(|(a, b)| a != b)
+                .map(|(_, b)| b.trim_end_matches(';'))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let shader = Shader {
+            name: Box::leak(name.into_boxed_str()),
+            source: Box::leak(source.into_boxed_str()),
+        };
+        held.insert(key, shader);
+        Ok(shader)
+    }
+
+    /// Whether the source declares `enable f16;` (it then needs the device's SHADER_F16).
+    pub fn needs_f16(&self) -> bool {
+        self.source.lines().any(|l| l == "enable f16;")
+    }
+
+    /// Whether the source uses cooperative matrices (the device's experimental
+    /// EXPERIMENTAL_COOPERATIVE_MATRIX).
+    pub fn needs_cooperative_matrix(&self) -> bool {
+        self.source
+            .lines()
+            .any(|l| l == "enable wgpu_cooperative_matrix;")
+    }
+
+    /// The naga capabilities the source needs.
+    pub fn capabilities(&self) -> naga::valid::Capabilities {
+        let mut caps = naga::valid::Capabilities::empty();
+        if self.needs_f16() {
+            caps |= naga::valid::Capabilities::SHADER_FLOAT16;
+        }
+        if self.needs_cooperative_matrix() {
+            caps |= naga::valid::Capabilities::COOPERATIVE_MATRIX;
+        }
+        caps
+    }
+
     /// Parses and validates the source with naga, as wgpu will before compiling it.
     pub fn validate(&self) -> Result<naga::Module> {
+        Ok(self.validate_info()?.0)
+    }
+
+    /// [`Shader::validate`], with the validator's module info (what a backend writer needs).
+    pub fn validate_info(&self) -> Result<(naga::Module, naga::valid::ModuleInfo)> {
         let module = naga::front::wgsl::parse_str(self.source).map_err(|e| Error::Shader {
             name: self.name,
             message: e.emit_to_string(self.source),
         })?;
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::empty(),
-        )
-        .validate(&module)
-        .map_err(|e| Error::Shader {
-            name: self.name,
-            message: e.emit_to_string(self.source),
-        })?;
-        Ok(module)
+        let info =
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), self.capabilities())
+                .validate(&module)
+                .map_err(|e| Error::Shader {
+                    name: self.name,
+                    message: e.emit_to_string(self.source),
+                })?;
+        Ok((module, info))
     }
 
     /// Compiles entry point `entry` into a compute pipeline whose bind group layout is
@@ -125,6 +222,67 @@ pub(crate) mod tests {
         }
     }
 
+    /// SPIRV-Tools' validator: `SPIRV_VAL`, else the one `tools/install_spirv_val.sh` puts
+    /// in tools/.spirv-venv (a distribution's may predate cooperative matrices).
+    fn spirv_val() -> std::path::PathBuf {
+        let path = std::env::var_os("SPIRV_VAL")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tools/.spirv-venv/bin/spirv-val")
+            });
+        assert!(
+            path.exists(),
+            "{} is missing: run bash tools/install_spirv_val.sh (or set SPIRV_VAL)",
+            path.display()
+        );
+        path
+    }
+
+    /// Translates `shader` to SPIR-V with naga, as wgpu's Vulkan backend does, and has
+    /// spirv-val check it: the one check of a kernel that no CI adapter can run. The target
+    /// environment is SPIR-V 1.5 rather than Vulkan's, whose rule VUID-10684 rejects the
+    /// ArrayStride naga puts on every workgroup array (drivers accept it).
+    pub(crate) fn assert_valid_spirv(shader: &Shader) {
+        let (module, info) = shader
+            .validate_info()
+            .unwrap_or_else(|e| panic!("{}: {e}", shader.name));
+        let options = naga::back::spv::Options {
+            lang_version: (1, 3),
+            ..Default::default()
+        };
+        let words = naga::back::spv::write_vec(&module, &info, &options, None)
+            .unwrap_or_else(|e| panic!("{}: writing SPIR-V: {e}", shader.name));
+        let file =
+            std::env::temp_dir().join(format!("crosspool-{}-{:016x}.spv", std::process::id(), {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                shader.source.hash(&mut h);
+                h.finish()
+            }));
+        std::fs::write(&file, bytemuck::cast_slice(&words)).unwrap();
+        let out = std::process::Command::new(spirv_val())
+            .args(["--target-env", "spv1.5"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&file);
+        assert!(
+            out.status.success(),
+            "{}: spirv-val: {}{}",
+            shader.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn every_shader_translates_to_valid_spirv() {
+        for s in ALL {
+            assert_valid_spirv(s);
+        }
+    }
+
     #[test]
     fn every_file_in_shaders_dir_is_compiled_in() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
@@ -157,6 +315,7 @@ pub(crate) mod tests {
         let table: &[(&Shader, &str, [u32; 3])] = &[
             (&CONV2D, "main", [conv::WG_X, conv::WG_Y, 1]),
             (&CONV2D_LARGE, "main", [conv::WG_X, conv::WG_Y, 1]),
+            (&CONV2D_COOP, "main", [conv::COOP_WG, 1, 1]),
             (&CROSSLAYER, "main", [crosslayer::WG_X, crosslayer::WG_Y, 1]),
             (&MAXPOOL2D, "main", flat(pool::WORKGROUP)),
             (&NORMALIZE, "rows", flat(normalize::WORKGROUP)),

@@ -5,20 +5,85 @@ use super::GpuContext;
 use crate::error::{Error, Result};
 use crate::shape::Shape4;
 
-/// An NHWC f32 activation in one GPU storage buffer; clones are views of the same buffer.
+/// How a tensor's values are stored. Arithmetic is f32 either way; f16 storage (with the
+/// device's SHADER_F16) halves the memory traffic of activations and weights.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    /// IEEE binary32.
+    #[default]
+    F32,
+    /// IEEE binary16: 11 significant bits, largest finite value 65504.
+    F16,
+}
+
+impl Dtype {
+    /// Bytes per value.
+    pub fn bytes(self) -> u64 {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F16 => 2,
+        }
+    }
+
+    /// Whether this is f32 (for serde's `skip_serializing_if`).
+    pub fn is_f32(&self) -> bool {
+        *self == Dtype::F32
+    }
+
+    /// The WGSL scalar type.
+    pub fn wgsl(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F16 => "f16",
+        }
+    }
+}
+
+/// An NHWC activation in one GPU storage buffer; clones are views of the same buffer.
 #[derive(Clone)]
 pub struct GpuTensor {
-    /// The storage buffer, `shape.bytes_f32()` long.
+    /// The storage buffer, at least `shape.len() * dtype.bytes()` long.
     pub buffer: GpuBuffer,
     /// Logical shape.
     pub shape: Shape4,
+    /// How the values are stored.
+    pub dtype: Dtype,
 }
 
 impl GpuTensor {
-    /// An uninitialised (zeroed by wgpu) tensor of `shape`.
+    /// An uninitialised (zeroed by wgpu) f32 tensor of `shape`.
     pub fn new(ctx: &GpuContext, shape: Shape4, label: &str) -> Result<Self> {
-        let buffer = create_storage(ctx, shape.bytes_f32(), label)?;
-        Ok(GpuTensor { buffer, shape })
+        Self::with_dtype(ctx, shape, Dtype::F32, label)
+    }
+
+    /// An uninitialised (zeroed by wgpu) tensor of `shape` stored as `dtype`.
+    pub fn with_dtype(ctx: &GpuContext, shape: Shape4, dtype: Dtype, label: &str) -> Result<Self> {
+        let buffer = create_storage(ctx, shape.len() as u64 * dtype.bytes(), label)?;
+        Ok(GpuTensor {
+            buffer,
+            shape,
+            dtype,
+        })
+    }
+
+    /// A view of `shape` stored as `dtype` at the start of `buffer` (which must hold it).
+    pub fn view(buffer: &GpuBuffer, shape: Shape4, dtype: Dtype) -> Self {
+        GpuTensor {
+            buffer: buffer.clone(),
+            shape,
+            dtype,
+        }
+    }
+
+    /// Fails unless the tensor is stored as f32 (for kernels that read only f32).
+    pub fn expect_f32(&self, op: &'static str) -> Result<()> {
+        match self.dtype {
+            Dtype::F32 => Ok(()),
+            Dtype::F16 => Err(Error::shape(op, "takes f32 tensors, not f16".to_string())),
+        }
     }
 
     /// Copies `data` (NHWC) to a new tensor.
@@ -29,10 +94,33 @@ impl GpuTensor {
         Ok(t)
     }
 
+    /// Copies `data` (NHWC) to a new tensor stored as `dtype` (f16 rounds to nearest).
+    pub fn upload_as(
+        ctx: &GpuContext,
+        data: &[f32],
+        shape: Shape4,
+        dtype: Dtype,
+        label: &str,
+    ) -> Result<Self> {
+        check_len(data, shape)?;
+        match dtype {
+            Dtype::F32 => Self::upload(ctx, data, shape, label),
+            Dtype::F16 => {
+                ctx.require_f16("f16 tensors")?;
+                Ok(GpuTensor {
+                    buffer: storage_from_f16(ctx, data, label)?,
+                    shape,
+                    dtype,
+                })
+            }
+        }
+    }
+
     /// Overwrites the tensor with `data` (NHWC, exactly its length), before the next
     /// submission runs.
     pub fn write(&self, ctx: &GpuContext, data: &[f32]) -> Result<()> {
         check_len(data, self.shape)?;
+        self.expect_f32("upload")?;
         ctx.queue
             .write_buffer(&self.buffer, 0, bytemuck::cast_slice(data));
         Ok(())
@@ -40,7 +128,16 @@ impl GpuTensor {
 
     /// Reads the tensor back to the host, waiting for all work submitted before.
     pub fn download(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
-        download_f32(ctx, &self.buffer, self.shape.len())
+        match self.dtype {
+            Dtype::F32 => download_f32(ctx, &self.buffer, self.shape.len()),
+            Dtype::F16 => {
+                let words: Vec<u16> = download_pod(ctx, &self.buffer, self.shape.len())?;
+                Ok(words
+                    .into_iter()
+                    .map(|b| half::f16::from_bits(b).to_f32())
+                    .collect())
+            }
+        }
     }
 }
 
@@ -179,7 +276,8 @@ pub(crate) fn create_storage(ctx: &GpuContext, bytes: u64, label: &str) -> Resul
             Ok(ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
                 // wgpu rejects zero-sized bindings; a 4-byte minimum keeps empty tensors legal.
-                size: bytes.max(4),
+                // Storage bindings are whole 4-byte words, so an odd count of f16 is rounded up.
+                size: bytes.max(4).next_multiple_of(4),
                 usage: wgpu::BufferUsages::STORAGE
                     | wgpu::BufferUsages::COPY_DST
                     | wgpu::BufferUsages::COPY_SRC,
@@ -198,6 +296,22 @@ pub(crate) fn storage_from_slice(ctx: &GpuContext, data: &[f32], label: &str) ->
     Ok(buffer)
 }
 
+/// Uploads `data` as f16 (rounded to nearest) to a new storage buffer.
+pub(crate) fn storage_from_f16(ctx: &GpuContext, data: &[f32], label: &str) -> Result<GpuBuffer> {
+    let mut halves: Vec<u16> = data
+        .iter()
+        .map(|&v| half::f16::from_f32(v).to_bits())
+        .collect();
+    // Writes move whole 4-byte words.
+    if halves.len() % 2 == 1 {
+        halves.push(0);
+    }
+    let buffer = create_storage(ctx, halves.len() as u64 * 2, label)?;
+    ctx.queue
+        .write_buffer(&buffer, 0, bytemuck::cast_slice(&halves));
+    Ok(buffer)
+}
+
 /// Copies the first `len` f32 of `src` to the host.
 pub(crate) fn download_f32(ctx: &GpuContext, src: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
     download_pod(ctx, src, len)
@@ -213,14 +327,16 @@ pub(crate) fn download_pod<T: bytemuck::Pod>(
     if bytes == 0 {
         return Ok(Vec::new());
     }
-    let staging = ctx.staging(bytes)?;
+    // Copies move whole 4-byte words (buffers are sized to match: `create_storage`).
+    let copied = bytes.next_multiple_of(4);
+    let staging = ctx.staging(copied)?;
     let submitted = ctx.checked("downloading", || {
         let mut enc = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("download"),
             });
-        enc.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
+        enc.copy_buffer_to_buffer(src, 0, &staging, 0, copied);
         Ok(ctx.queue.submit([enc.finish()]))
     })?;
     let (tx, rx) = std::sync::mpsc::channel();

@@ -4,7 +4,8 @@
 //! native CPU backend would implement them the same way. Everything a pipeline allocates,
 //! runs or reads back goes through here.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::gpu::Dtype;
 use crate::pooling::{ChannelPooling, LocalWindow, Normalization, RegionPoolMode};
 use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4};
 use crate::weights::Conv2dWeights;
@@ -45,6 +46,12 @@ pub trait Backend {
     fn scratch(&self, values: usize, label: &str) -> Result<Self::Scratch>;
     /// A tensor of `shape` living at the start of `s` (which must be large enough).
     fn view(s: &Self::Scratch, shape: Shape4) -> Self::Tensor;
+    /// A tensor of `shape` stored as `dtype` at the start of `s`. Only backends whose
+    /// [`Backend::conv_layer_as`] accepts f16 are asked for f16 views.
+    fn view_as(s: &Self::Scratch, shape: Shape4, dtype: Dtype) -> Self::Tensor {
+        debug_assert_eq!(dtype, Dtype::F32, "f16 view on an f32-only backend");
+        Self::view(s, shape)
+    }
     /// Zeroed features for `images` matrices of `rows` x `cols`.
     fn features(
         &self,
@@ -57,6 +64,16 @@ pub trait Backend {
     fn dims_of(f: &Self::Features) -> (usize, usize, usize);
     /// A convolution layer ready to run.
     fn conv_layer(&self, w: &Conv2dWeights) -> Result<Self::Conv>;
+    /// A convolution layer whose weights (and the activations between such layers) are
+    /// stored as `dtype`; backends without f16 storage refuse f16.
+    fn conv_layer_as(&self, w: &Conv2dWeights, dtype: Dtype) -> Result<Self::Conv> {
+        match dtype {
+            Dtype::F32 => self.conv_layer(w),
+            Dtype::F16 => Err(Error::Config(
+                "f16 precision runs on a GPU with shader-f16; this backend computes in f32 (use --precision f32)".into(),
+            )),
+        }
+    }
     /// Its geometry.
     fn conv_spec(c: &Self::Conv) -> Conv2dSpec;
     /// Regions `(y0, y1, x0, x1)` ready to pool over.
@@ -83,6 +100,28 @@ pub trait Backend {
         input: &Self::Tensor,
         output: &Self::Tensor,
     ) -> Result<()>;
+    /// [`Backend::conv`], also setting image `i`'s flag in `overflow` (`[images][1][1]`,
+    /// read as u32 bits) when one of its outputs exceeds the layer's storage range. Backends
+    /// that store only f32 have nothing to flag.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_flagged(
+        &self,
+        k: &Self::Kernels,
+        r: &mut Self::Recorder,
+        layer: &Self::Conv,
+        input: &Self::Tensor,
+        output: &Self::Tensor,
+        overflow: &Self::Features,
+    ) -> Result<()> {
+        let _ = overflow;
+        self.conv(k, r, layer, input, output)
+    }
+    /// Zeroes the overflow flags `f` before the recorded work that follows (backends whose
+    /// [`Backend::conv_flagged`] never sets one keep them zero from creation).
+    fn reset_overflow(&self, r: &mut Self::Recorder, f: &Self::Features) -> Result<()> {
+        let _ = (r, f);
+        Ok(())
+    }
     /// `output = max_pool(input)`.
     fn max_pool(
         &self,

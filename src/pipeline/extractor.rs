@@ -5,7 +5,7 @@ use super::backend::{Backend, Guide};
 use super::network::{Network, Workspace};
 use crate::error::{Error, Result};
 use crate::features::{FeatureSpec, GridMatch, Representation, ADDED_GUIDE};
-use crate::gpu::GpuContext;
+use crate::gpu::{Dtype, GpuContext};
 use crate::model::{Arch, ModelWeights};
 use crate::pca::Pca;
 use crate::pooling::{pyramid_regions, ChannelPooling, LocalWindow, RegionPoolMode};
@@ -73,6 +73,12 @@ impl<B: Backend> ExtractWorkspace<B> {
         &self.features
     }
 
+    /// Per image of the last batch, whether an activation overflowed f16 (all false in f32;
+    /// waits for the work).
+    pub fn overflowed(&self, ctx: &B) -> Result<Vec<bool>> {
+        self.net.overflowed(ctx)
+    }
+
     /// Cross-layer features only: the mean activation of every channel of layer t+1 for each
     /// image of the last batch, `[images][D_{t+1}]`, read back (waits for the work).
     pub fn guide_means(&self, ctx: &B) -> Result<Option<Vec<f32>>> {
@@ -96,6 +102,18 @@ impl<B: Backend> Extractor<B> {
         weights: &ModelWeights,
         spec: FeatureSpec,
         pca: Option<&Pca>,
+    ) -> Result<Self> {
+        Self::with_storage(ctx, weights, spec, pca, Dtype::F32)
+    }
+
+    /// [`Extractor::new`] with the network's weights and intermediate activations stored as
+    /// `storage`. The layers the features read, the PCA and the pooling stay f32.
+    pub fn with_storage(
+        ctx: &B,
+        weights: &ModelWeights,
+        spec: FeatureSpec,
+        pca: Option<&Pca>,
+        storage: Dtype,
     ) -> Result<Self> {
         spec.validate(weights.arch)?;
         let receptive = matches!(
@@ -133,7 +151,7 @@ impl<B: Backend> Extractor<B> {
         };
         Ok(Extractor {
             arch: weights.arch,
-            net: Network::new(ctx, weights)?,
+            net: Network::with_storage(ctx, weights, storage)?,
             spec,
             pca,
             aconv: None,
@@ -153,6 +171,11 @@ impl<B: Backend> Extractor<B> {
         }
         self.aconv = Some(ctx.conv_layer(conv)?);
         Ok(self)
+    }
+
+    /// How the network stores weights and intermediate activations.
+    pub fn storage(&self) -> Dtype {
+        self.net.storage()
     }
 
     /// The feature spec.

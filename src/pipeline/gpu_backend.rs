@@ -5,8 +5,8 @@ use super::backend::{Backend, Guide};
 use crate::error::Result;
 use crate::gpu::crosslayer::Guidance;
 use crate::gpu::{
-    Conv2dKernel, CrossLayerKernel, GpuBuffer, GpuContext, GpuConv2d, GpuFeatures, GpuRegions,
-    GpuTensor, MaxPool2dKernel, NormalizeKernel, RegionPoolKernel,
+    Conv2dKernel, CrossLayerKernel, Dtype, GpuBuffer, GpuContext, GpuConv2d, GpuFeatures,
+    GpuRegions, GpuTensor, MaxPool2dKernel, NormalizeKernel, RegionPoolKernel,
 };
 use crate::pooling::{ChannelPooling, LocalWindow, Normalization, RegionPoolMode};
 use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4};
@@ -53,10 +53,11 @@ impl Backend for GpuContext {
     }
 
     fn view(s: &GpuBuffer, shape: Shape4) -> GpuTensor {
-        GpuTensor {
-            buffer: s.clone(),
-            shape,
-        }
+        GpuTensor::view(s, shape, Dtype::F32)
+    }
+
+    fn view_as(s: &GpuBuffer, shape: Shape4, dtype: Dtype) -> GpuTensor {
+        GpuTensor::view(s, shape, dtype)
     }
 
     fn features(
@@ -75,6 +76,10 @@ impl Backend for GpuContext {
 
     fn conv_layer(&self, w: &Conv2dWeights) -> Result<GpuConv2d> {
         GpuConv2d::upload(self, w)
+    }
+
+    fn conv_layer_as(&self, w: &Conv2dWeights, dtype: Dtype) -> Result<GpuConv2d> {
+        GpuConv2d::upload_as(self, w, dtype)
     }
 
     fn conv_spec(c: &GpuConv2d) -> Conv2dSpec {
@@ -114,6 +119,24 @@ impl Backend for GpuContext {
         output: &GpuTensor,
     ) -> Result<()> {
         k.conv.record(self, r, layer, input, output)
+    }
+
+    fn conv_flagged(
+        &self,
+        k: &GpuKernels,
+        r: &mut wgpu::CommandEncoder,
+        layer: &GpuConv2d,
+        input: &GpuTensor,
+        output: &GpuTensor,
+        overflow: &GpuFeatures,
+    ) -> Result<()> {
+        k.conv
+            .record_flagged(self, r, layer, input, output, Some(&overflow.buffer))
+    }
+
+    fn reset_overflow(&self, r: &mut wgpu::CommandEncoder, f: &GpuFeatures) -> Result<()> {
+        r.clear_buffer(&f.buffer, 0, None);
+        Ok(())
     }
 
     fn max_pool(

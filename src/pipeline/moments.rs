@@ -3,7 +3,7 @@
 use super::backend::{Backend, Guide};
 use super::network::{Network, Workspace};
 use crate::error::Result;
-use crate::gpu::GpuContext;
+use crate::gpu::{Dtype, GpuContext};
 use crate::model::ModelWeights;
 use crate::pca::MomentAccumulator;
 use crate::pooling::{ChannelPooling, LocalWindow};
@@ -30,9 +30,20 @@ pub struct MomentsWorkspace<B: Backend = GpuContext> {
 impl<B: Backend> Moments<B> {
     /// Prepares to accumulate moments of `layer`'s local features over `window`.
     pub fn new(ctx: &B, weights: &ModelWeights, layer: &str, window: LocalWindow) -> Result<Self> {
+        Self::with_storage(ctx, weights, layer, window, Dtype::F32)
+    }
+
+    /// [`Moments::new`] with the network stored as `storage` (see [`Network::with_storage`]).
+    pub fn with_storage(
+        ctx: &B,
+        weights: &ModelWeights,
+        layer: &str,
+        window: LocalWindow,
+        storage: Dtype,
+    ) -> Result<Self> {
         weights.arch.layer_index(layer)?;
         Ok(Moments {
-            net: Network::new(ctx, weights)?,
+            net: Network::with_storage(ctx, weights, storage)?,
             kernels: ctx.kernels()?,
             layer: layer.into(),
             window,
@@ -56,13 +67,15 @@ impl<B: Backend> Moments<B> {
     }
 
     /// Runs one batch and adds its sums to `acc` (read back in f32, accumulated in f64).
+    /// Returns the images of the batch whose activations overflowed f16 (f16 storage only):
+    /// if there are any, nothing was added, and the caller may run the batch without them.
     pub fn add_batch(
         &self,
         ctx: &B,
         input: &B::Tensor,
         ws: &MomentsWorkspace<B>,
         acc: &mut MomentAccumulator,
-    ) -> Result<()> {
+    ) -> Result<Vec<usize>> {
         let n = B::shape_of(input).n;
         let win = self.window;
         ctx.submit("pca moments", &mut |r| {
@@ -81,12 +94,19 @@ impl<B: Backend> Moments<B> {
                 &ws.second,
             )
         })?;
+        let overflowed: Vec<usize> = (ws.net.overflowed(ctx)?.iter().enumerate())
+            .filter(|(_, &o)| o)
+            .map(|(i, _)| i)
+            .collect();
+        if !overflowed.is_empty() {
+            return Ok(overflowed);
+        }
         let s = B::shape_of(&ws.net.outputs()[0]);
         acc.add(
             &ctx.download(&ws.sum)?,
             &ctx.download(&ws.second)?,
             (s.n * s.h * s.w) as u64,
         );
-        Ok(())
+        Ok(Vec::new())
     }
 }

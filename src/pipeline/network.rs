@@ -4,7 +4,7 @@
 
 use super::backend::Backend;
 use crate::error::{Error, Result};
-use crate::gpu::GpuContext;
+use crate::gpu::{Dtype, GpuContext};
 use crate::model::{Arch, LayerKind, ModelWeights};
 use crate::shape::{MaxPool2dSpec, Shape4};
 
@@ -21,6 +21,9 @@ pub struct Network<B: Backend = GpuContext> {
     names: Vec<String>,
     layers: Vec<NetLayer<B>>,
     kernels: B::Kernels,
+    /// How weights and the activations between layers are stored; the input and the
+    /// requested layers' outputs are f32 either way.
+    storage: Dtype,
 }
 
 /// The network on the GPU.
@@ -34,18 +37,27 @@ pub struct Workspace<B: Backend = GpuContext> {
     scratch: [B::Scratch; 2],
     outputs: Vec<B::Tensor>,
     shapes: Vec<Shape4>,
+    /// f16 storage only: per image, non-zero once an activation overflowed f16.
+    overflow: Option<B::Features>,
 }
 
 impl<B: Backend> Network<B> {
-    /// Uploads the loaded layers of `weights`, including the pooling layers between them.
+    /// Uploads the loaded layers of `weights`, including the pooling layers between them, in
+    /// f32.
     pub fn new(ctx: &B, weights: &ModelWeights) -> Result<Self> {
+        Self::with_storage(ctx, weights, Dtype::F32)
+    }
+
+    /// [`Network::new`] with weights and intermediate activations stored as `storage` (sums
+    /// are f32 either way; the requested layers come out in f32).
+    pub fn with_storage(ctx: &B, weights: &ModelWeights, storage: Dtype) -> Result<Self> {
         let mut names = Vec::new();
         let mut layers = Vec::new();
         // Every layer up to the first whose weights were not loaded (pooling needs none).
         for layer in weights.arch.layers() {
             let ready = match &layer.kind {
                 LayerKind::Conv { .. } => match weights.layer(&layer.name) {
-                    Some(w) => NetLayer::Conv(ctx.conv_layer(w)?),
+                    Some(w) => NetLayer::Conv(ctx.conv_layer_as(w, storage)?),
                     None => break,
                 },
                 LayerKind::MaxPool(spec) => NetLayer::Pool(*spec),
@@ -58,7 +70,13 @@ impl<B: Backend> Network<B> {
             names,
             layers,
             kernels: ctx.kernels()?,
+            storage,
         })
+    }
+
+    /// How weights and intermediate activations are stored.
+    pub fn storage(&self) -> Dtype {
+        self.storage
     }
 
     /// Names of the layers available, in order.
@@ -136,12 +154,17 @@ impl<B: Backend> Network<B> {
             .iter()
             .map(|&i| ctx.tensor(shapes[i], &self.names[i]))
             .collect::<Result<_>>()?;
+        let overflow = match self.storage {
+            Dtype::F32 => None,
+            Dtype::F16 => Some(ctx.features(input.n, 1, 1, "f16 overflow flags")?),
+        };
         Ok(Workspace {
             input,
             wanted,
             scratch,
             outputs,
             shapes,
+            overflow,
         })
     }
 
@@ -165,8 +188,11 @@ impl<B: Backend> Network<B> {
         input: &B::Tensor,
         ws: &Workspace<B>,
     ) -> Result<()> {
+        if let Some(f) = &ws.overflow {
+            ctx.reset_overflow(r, f)?;
+        }
         for (i, (prev, out)) in self.layer_io(input, ws)?.iter().enumerate() {
-            self.record_layer(ctx, r, i, prev, out)?;
+            self.record_layer(ctx, r, i, prev, out, ws)?;
         }
         Ok(())
     }
@@ -185,7 +211,7 @@ impl<B: Backend> Network<B> {
         for (i, (prev, next)) in self.layer_io(input, ws)?.iter().enumerate() {
             let t = std::time::Instant::now();
             ctx.submit("profile layer", &mut |r| {
-                self.record_layer(ctx, r, i, prev, next)
+                self.record_layer(ctx, r, i, prev, next, ws)
             })?;
             ctx.wait("profile layer")?;
             let flops = match &self.layers[i] {
@@ -231,7 +257,7 @@ impl<B: Backend> Network<B> {
         for i in 0..=last {
             let out = match ws.wanted.iter().position(|&w| w == i) {
                 Some(k) => ws.outputs[k].clone(),
-                None => B::view(&ws.scratch[i % 2], ws.shapes[i]),
+                None => B::view_as(&ws.scratch[i % 2], ws.shapes[i], self.storage),
             };
             io.push((prev, out.clone()));
             prev = out;
@@ -246,9 +272,13 @@ impl<B: Backend> Network<B> {
         i: usize,
         prev: &B::Tensor,
         out: &B::Tensor,
+        ws: &Workspace<B>,
     ) -> Result<()> {
         match &self.layers[i] {
-            NetLayer::Conv(c) => ctx.conv(&self.kernels, r, c, prev, out),
+            NetLayer::Conv(c) => match &ws.overflow {
+                Some(f) => ctx.conv_flagged(&self.kernels, r, c, prev, out, f),
+                None => ctx.conv(&self.kernels, r, c, prev, out),
+            },
             NetLayer::Pool(p) => ctx.max_pool(&self.kernels, r, *p, prev, out),
         }
     }
@@ -258,5 +288,14 @@ impl<B: Backend> Workspace<B> {
     /// The wanted activations, in the order requested (valid after a forward pass).
     pub fn outputs(&self) -> &[B::Tensor] {
         &self.outputs
+    }
+
+    /// Per image of the last batch, whether an activation overflowed the storage type (f16's
+    /// 65504), which makes its features meaningless; all false in f32 (waits for the work).
+    pub fn overflowed(&self, ctx: &B) -> Result<Vec<bool>> {
+        match &self.overflow {
+            None => Ok(vec![false; self.input.n]),
+            Some(f) => Ok(ctx.download(f)?.iter().map(|v| v.to_bits() != 0).collect()),
+        }
     }
 }

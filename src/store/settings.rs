@@ -12,6 +12,7 @@
 
 use crate::error::{Error, Result};
 use crate::features::{FeatureSpec, GridMatch, Representation};
+use crate::gpu::Dtype;
 use crate::input::DecodeMode;
 use crate::model::Arch;
 use crate::output::OutputFormat;
@@ -239,6 +240,10 @@ pub struct ExtractSettings {
     pub aconv: Option<String>,
     /// Stored format.
     pub format: OutputFormat,
+    /// How the network stored weights and activations between layers (`--precision`);
+    /// left out when f32, as in settings written before f16 existed.
+    #[serde(default, skip_serializing_if = "Dtype::is_f32")]
+    pub precision: Dtype,
     /// Rows of each image's feature (pooling channels, regions).
     pub feature_rows: usize,
     /// Values per row before any packing.
@@ -402,6 +407,7 @@ impl ExtractSettings {
             pca: (!pca.is_empty()).then(|| pca.to_string()),
             aconv: None,
             format,
+            precision: Dtype::F32,
             feature_rows: number("feature_rows")?,
             feature_cols: number("feature_cols")?,
         })
@@ -444,6 +450,7 @@ mod tests {
             pca: None,
             aconv: None,
             format: OutputFormat::Bits1,
+            precision: Dtype::F32,
             feature_rows: 512,
             feature_cols: 4608,
         }
@@ -468,12 +475,31 @@ mod tests {
 
     #[test]
     fn round_trips_through_json_and_metadata() {
-        let s = sample();
-        assert_eq!(ExtractSettings::from_json(&s.to_json(), "t").unwrap(), s);
-        assert_eq!(
-            ExtractSettings::from_metadata(&s.to_metadata(), "t").unwrap(),
-            s
-        );
+        let f16 = ExtractSettings {
+            precision: Dtype::F16,
+            ..sample()
+        };
+        for s in [sample(), f16] {
+            assert_eq!(ExtractSettings::from_json(&s.to_json(), "t").unwrap(), s);
+            assert_eq!(
+                ExtractSettings::from_metadata(&s.to_metadata(), "t").unwrap(),
+                s
+            );
+        }
+    }
+
+    #[test]
+    fn precision_is_written_only_when_f16() {
+        let v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        assert!(v.get("precision").is_none(), "{v}");
+        let f16 = ExtractSettings {
+            precision: Dtype::F16,
+            ..sample()
+        };
+        let v: serde_json::Value = serde_json::from_str(&f16.to_json()).unwrap();
+        assert_eq!(v["precision"], "f16");
+        // A run in another precision is another run (resume refuses to mix them).
+        assert!(!f16.same_run(&sample()));
     }
 
     #[test]
