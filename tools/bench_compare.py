@@ -86,6 +86,8 @@ def main():
     ap.add_argument("--tag", default="local", help="names the output files: bench_TAG.md/.json/.png")
     ap.add_argument("--out", default="docs")
     ap.add_argument("--unchecked", action="store_true", help="also time crosspool --unchecked-shaders")
+    ap.add_argument("--no-f16", action="store_true",
+                    help="on a GPU, leave out the crosspool --precision f16 rows (timed by default)")
     ap.add_argument("--render", action="store_true",
                     help="only rewrite the table and plot from docs/bench_TAG.json (same other flags)")
     args = ap.parse_args()
@@ -109,6 +111,9 @@ def main():
         variants.append(("crosspool, gemm kernel (before)", [], {**env, "CROSSPOOL_CPU_CONV": "gemm"}))
     if args.unchecked:
         variants.append(("crosspool unchecked", ["--unchecked-shaders"], env))
+    if args.device != "cpu" and not args.no_f16:
+        # f16 storage (on cooperative matrices where the GPU has them and they pass their check).
+        variants.append(("crosspool f16", ["--precision", "f16"], env))
     rows = []
     for b in args.batches:
         runs = {}

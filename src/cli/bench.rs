@@ -87,6 +87,8 @@ struct Measured {
     peak_tflops: Option<f64>,
     /// How the network stored weights and activations.
     storage: Dtype,
+    /// What --precision runs on the device, in words (`crosspool info`'s line).
+    precision_path: String,
 }
 
 /// Datasheet FP32 (non-tensor) peaks, for the share of peak; matched on the adapter's name.
@@ -126,7 +128,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
     let engines = super::engine::open_engines(a.device, a.devices.as_ref(), opts)?;
     let engine = &engines[0];
     let storage = storage_on_all(&engines, a.precision)?;
-    let m = match engine {
+    let mut m = match engine {
         Engine::Gpu(ctx) => {
             let peak = FP32_PEAK_TFLOPS
                 .iter()
@@ -136,6 +138,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
         }
         Engine::Cpu(cpu) => measure(cpu, &a, (&weights, storage), spec.clone(), &x, shape, None)?,
     };
+    m.precision_path = engine.precision_path(a.precision);
     anyhow::ensure!(a.in_flight != Some(0), "--in-flight must be at least 1");
     let in_flight = a.in_flight.unwrap_or_else(|| engine.default_in_flight());
     let streams: Vec<(usize, &Engine)> = engines
@@ -288,6 +291,7 @@ fn measure<B: Backend>(
         stages: ex.profile(backend, &input, &ws)?,
         peak_tflops,
         storage,
+        precision_path: String::new(),
     })
 }
 
@@ -310,6 +314,7 @@ fn report(
     let report = serde_json::json!({
         "device": device,
         "precision": storage,
+        "precision_path": m.precision_path,
         "model": a.model.name(),
         "layers": [t, t1],
         "size": a.size,
@@ -371,6 +376,7 @@ fn report(
         a.iters,
         storage.wgsl()
     );
+    println!("kernels:  {}", m.precision_path);
     println!(
         "images/s: {:.1} end to end (upload + compute + download), {:.1} compute only",
         a.batch as f64 / t_total,
