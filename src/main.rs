@@ -3,7 +3,7 @@
 mod cli;
 
 use clap::{Parser, Subcommand};
-use crosspool::gpu::{BackendChoice, GpuOptions};
+use crosspool::gpu::{autotune::Autotune, BackendChoice, GpuOptions};
 use crosspool::model::{Arch, LayerKind, ModelWeights};
 use crosspool::shape::Shape4;
 use std::path::PathBuf;
@@ -24,6 +24,16 @@ struct Cli {
     /// CROSSPOOL_UNCHECKED_SHADERS=1.
     #[arg(long, global = true)]
     unchecked_shaders: bool,
+    /// Choose each convolution's tile by timing the candidates once per layer shape, batch
+    /// and device, as cuDNN's benchmark mode does, keeping the winners in the cache file:
+    /// auto does so on hardware GPUs, not on software adapters.
+    #[arg(long, global = true, value_enum, default_value_t = Autotune::Auto, env = "CROSSPOOL_AUTOTUNE")]
+    autotune: Autotune,
+    /// The autotuning cache file [default: conv-tiles.json in crosspool's folder of the user's
+    /// cache directory, e.g. ~/.cache/crosspool/]. An unreadable or corrupt one is ignored
+    /// with a warning and replaced.
+    #[arg(long, global = true, env = "CROSSPOOL_AUTOTUNE_CACHE")]
+    autotune_cache: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -133,6 +143,8 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             || std::env::var("CROSSPOOL_UNCHECKED_SHADERS").is_ok_and(|v| v == "1"),
         no_cooperative_matrix: std::env::var("CROSSPOOL_NO_COOPERATIVE_MATRIX")
             .is_ok_and(|v| v == "1"),
+        autotune: cli.autotune,
+        autotune_cache: cli.autotune_cache,
     };
     match cli.command {
         Command::Info { require_gpu, list } => cli::engine::info(&opts, require_gpu, list)?,

@@ -1,5 +1,6 @@
 //! Choosing an adapter and opening a device with the limits crosspool needs.
 
+use super::autotune::Autotune;
 use super::buffer::{Binding, GpuBuffer};
 use super::cache::{ContextCaches, Counters, GpuCounters, Kernel};
 use super::shaders::Shader;
@@ -77,6 +78,11 @@ pub struct GpuOptions {
     /// Leave cooperative matrices off even where the adapter has them
     /// (`CROSSPOOL_NO_COOPERATIVE_MATRIX=1`): f16 then runs the scalar f16 kernels.
     pub no_cooperative_matrix: bool,
+    /// Whether convolution tiles are chosen by timing (`CROSSPOOL_AUTOTUNE`).
+    pub autotune: Autotune,
+    /// Where the timed choices are kept (`CROSSPOOL_AUTOTUNE_CACHE`; default
+    /// [`super::autotune::default_cache_path`]).
+    pub autotune_cache: Option<std::path::PathBuf>,
 }
 
 impl GpuOptions {
@@ -101,6 +107,17 @@ impl GpuOptions {
             unchecked_shaders: std::env::var("CROSSPOOL_UNCHECKED_SHADERS").is_ok_and(|v| v == "1"),
             no_cooperative_matrix: std::env::var("CROSSPOOL_NO_COOPERATIVE_MATRIX")
                 .is_ok_and(|v| v == "1"),
+            autotune: match std::env::var("CROSSPOOL_AUTOTUNE") {
+                Ok(v) if !v.is_empty() => Autotune::from_str(&v, true).map_err(|_| {
+                    Error::Config(format!(
+                        "CROSSPOOL_AUTOTUNE={v} is not one of auto, on, off"
+                    ))
+                })?,
+                _ => Autotune::Auto,
+            },
+            autotune_cache: std::env::var_os("CROSSPOOL_AUTOTUNE_CACHE")
+                .filter(|s| !s.is_empty())
+                .map(std::path::PathBuf::from),
         })
     }
 }
@@ -134,6 +151,8 @@ pub struct GpuContext {
     /// Whether the cooperative-matrix convolution agreed with the scalar f16 one on this
     /// device (checked once, on first use), or why it is not used.
     pub(crate) coop_verdict: std::sync::OnceLock<std::result::Result<(), String>>,
+    /// Where timed tile choices are kept, if convolution tiles are chosen by timing here.
+    pub(crate) autotune: Option<Option<std::path::PathBuf>>,
     pub(crate) caches: ContextCaches,
 }
 
@@ -262,6 +281,15 @@ impl GpuContext {
                 adapter: info.name.clone(),
                 reason,
             })?;
+        let autotune = match opts.autotune {
+            Autotune::Off => None,
+            Autotune::Auto if info.device_type == wgpu::DeviceType::Cpu => None,
+            Autotune::Auto | Autotune::On => Some(
+                opts.autotune_cache
+                    .clone()
+                    .or_else(super::autotune::default_cache_path),
+            ),
+        };
         let adapter_cap = limits.max_storage_buffer_binding_size;
         let binding_cap = opts
             .max_binding_bytes
@@ -277,6 +305,7 @@ impl GpuContext {
             unchecked_shaders: opts.unchecked_shaders,
             cooperative_matrix: coop,
             coop_verdict: std::sync::OnceLock::new(),
+            autotune,
             caches: ContextCaches::default(),
         })
     }

@@ -77,6 +77,22 @@ impl ConvTile {
         }
     }
 
+    /// The tile's name (as `CROSSPOOL_CONV_TILE` and the autotuning cache spell it).
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvTile::Small => "small",
+            ConvTile::Large => "large",
+            ConvTile::Coop => "coop",
+        }
+    }
+
+    /// The tile named `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [ConvTile::Small, ConvTile::Large, ConvTile::Coop]
+            .into_iter()
+            .find(|t| t.name() == name)
+    }
+
     /// The WGSL source of this tile's kernel.
     fn shader(self) -> &'static shaders::Shader {
         match self {
@@ -374,6 +390,53 @@ impl Conv2dKernel {
         Ok(self.tile_for(out, n))
     }
 
+    /// The tile timing picks for `layer` on this input and output (see [`super::autotune`]):
+    /// each candidate (both tiles, and cooperative matrices for f16 weights where they
+    /// passed their check) runs the whole layer once to warm up, then twice in one
+    /// submission of enough repetitions to last some 5 ms, the faster repetition counting.
+    fn tuned_tile(
+        &self,
+        ctx: &GpuContext,
+        cache: Option<&std::path::Path>,
+        layer: &GpuConv2d,
+        input: &GpuTensor,
+        output: &GpuTensor,
+    ) -> Result<ConvTile> {
+        let (s, w, i) = (layer.spec, layer.spec.window, &ctx.info);
+        let key = format!(
+            "{} ({:?}, {:04x}:{:04x}, {} {}) | in {}x{}x{}x{} {:?} | {}x{} s{}x{} p{}x{} -> {} | weights {:?}, out {:?}",
+            i.name, i.backend, i.vendor, i.device, i.driver, i.driver_info,
+            input.shape.n, input.shape.h, input.shape.w, input.shape.c, input.dtype,
+            w.kh, w.kw, w.stride_h, w.stride_w, w.pad_h, w.pad_w, s.out_c,
+            layer.dtype, output.dtype,
+        );
+        super::autotune::choose(cache, &key, || {
+            let mut candidates = vec![ConvTile::Small, ConvTile::Large];
+            if layer.dtype == Dtype::F16 && self.cooperative(ctx).is_ok() {
+                candidates.push(ConvTile::Coop);
+            }
+            let run = |tile: ConvTile, reps: usize| -> Result<f64> {
+                let t0 = std::time::Instant::now();
+                ctx.submit("autotuning a convolution", |enc| {
+                    for _ in 0..reps {
+                        self.record_with(ctx, enc, Some(tile), layer, (input, output), None)?;
+                    }
+                    Ok(())
+                })?;
+                ctx.wait("autotuning a convolution")?;
+                Ok(t0.elapsed().as_secs_f64() / reps as f64)
+            };
+            candidates
+                .into_iter()
+                .map(|tile| {
+                    let once = run(tile, 1)?;
+                    let reps = ((0.005 / once.max(1e-6)).ceil() as usize).clamp(1, 64);
+                    Ok((tile, run(tile, reps)?.min(run(tile, reps)?)))
+                })
+                .collect()
+        })
+    }
+
     /// Whether layers with f16 weights run on cooperative matrices on `ctx`, or why not. The
     /// first call on a device that has them compares the kernel with the scalar f16 kernel
     /// (`verify_cooperative`); the verdict holds for the device's life.
@@ -509,6 +572,12 @@ impl Conv2dKernel {
             weights: layer.dtype,
         };
         let flags = overflow.unwrap_or(&self.no_flags);
+        let tile = match (tile, &ctx.autotune) {
+            (None, Some(cache)) if self.forced.is_none() => {
+                Some(self.tuned_tile(ctx, cache.as_deref(), layer, input, output)?)
+            }
+            _ => tile,
+        };
         for band in bands {
             // The planner sized bands for f32; f16 windows are half as large, so they fit too.
             let iw = BindingWindow::of(

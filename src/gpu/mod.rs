@@ -5,6 +5,7 @@
 //! leaf modules (`error`, `shape`, `weights`, `pooling`). Whole pipelines built from these
 //! kernels (a network's forward pass, feature extraction, PCA moments) live in `pipeline`.
 
+pub mod autotune;
 mod buffer;
 mod cache;
 mod checked;
