@@ -13,6 +13,10 @@
 // is one vec4 load of A (a broadcast within the row of threads), one vec4 load of B and four
 // vec4 FMAs; accumulators are named variables, never a dynamically indexed array, which
 // drivers may place in slow local memory.
+//
+// Split-K (k_chunk != 0): workgroup layer z sums only its chunk of K and writes the raw sums
+// to `partial`; conv2d_splitk_reduce.wgsl then adds the layers up, with the epilogue. Layers
+// whose M x N gives too few workgroups for the GPU (conv5 at small batches) fill it that way.
 
 // Keep in step with `ConvParams` in src/gpu/conv.rs (checked by a test).
 struct ConvParams {
@@ -37,7 +41,7 @@ struct ConvParams {
     in_row0: u32,   // first input flat row (n * in_h + y) present in the input binding
     out_stride: u32, // channels per output pixel; out_c is this dispatch's slice of them
     out_c0: u32,    // first output channel of the slice
-    _pad0: u32,
+    k_chunk: u32,   // split-K (conv2d.wgsl only): K per workgroup layer z, a multiple of BK; 0: whole K
     _pad1: u32,
     _pad2: u32,
 }
@@ -73,12 +77,24 @@ const B_ROW: u32 = 16u;   // BN / 4
 // Per image of the batch, non-zero once one of its outputs exceeded ACT_LIMIT (f16's 65504 in
 // the f16 variants): such an image's features are reported as failed, never silently infinite.
 @group(0) @binding(5) var<storage, read_write> overflow: array<atomic<u32>>;
+// Split-K only: each workgroup layer z's raw sums, [z][m][out_c] of this band and slice, which
+// conv2d_splitk_reduce.wgsl adds up (with bias, ReLU and the flag) into the output.
+@group(0) @binding(6) var<storage, read_write> partial: array<f32>;
 
 var<workgroup> a_tile: array<vec4<f32>, 272>;  // [BK][A_ROW], vec4 = 4 consecutive m
 var<workgroup> b_tile: array<vec4<f32>, 256>;  // [BK][B_ROW], vec4 = 4 consecutive n
 
-fn store_output(m: u32, n: u32, v: vec4<f32>) {
+fn store_output(m: u32, n: u32, v: vec4<f32>, z: u32) {
     if (m >= p.out_rows * p.out_w) {
+        return;
+    }
+    if (p.k_chunk != 0u) {
+        let base = (z * p.out_rows * p.out_w + m) * p.out_c + n;
+        for (var j = 0u; j < 4u; j++) {
+            if (n + j < p.out_c) {
+                partial[base + j] = v[j];
+            }
+        }
         return;
     }
     var r = v + vec4<f32>(
@@ -145,13 +161,16 @@ fn main(
     // BK per slice with compares: integer division by a runtime value costs tens of
     // instructions on GPUs, four per slice against 256 FMAs.
     let kw_c = p.kw * p.in_c;
-    var ky = i32(a_k / kw_c);
-    var kx = i32((a_k % kw_c) / p.in_c);
-    var c = a_k % p.in_c;
-    for (var k0 = 0u; k0 < p.k_total; k0 += BK) {
+    // Split-K: workgroup layer z sums k in [k_begin, k_end) only.
+    let k_begin = wid.z * p.k_chunk;
+    let k_end = select(p.k_total, min(k_begin + p.k_chunk, p.k_total), p.k_chunk != 0u);
+    var ky = i32((k_begin + a_k) / kw_c);
+    var kx = i32(((k_begin + a_k) % kw_c) / p.in_c);
+    var c = (k_begin + a_k) % p.in_c;
+    for (var k0 = k_begin; k0 < k_end; k0 += BK) {
         // Gather the A slice.
         let k = k0 + a_k;
-        let k_ok = k < p.k_total;
+        let k_ok = k < k_end;
         for (var j = 0u; j < 4u; j++) {
             let iy = a_iy0[j] + ky;
             let ix = a_ix0[j] + kx;
@@ -176,7 +195,7 @@ fn main(
         for (var j = 0u; j < 4u; j++) {
             let kk = k0 + b_k + 4u * j;
             var v = 0.0;
-            if (kk < p.k_total && b_ok) {
+            if (kk < k_end && b_ok) {
                 v = f32(weights[kk * p.out_c + n0 + b_n]);
             }
             b_tile[(b_k + 4u * j) * B_ROW + b_n / 4u][b_n % 4u] = v;
@@ -196,8 +215,8 @@ fn main(
 
     let m = m0 + lid.y * TM;
     let n = n0 + lid.x * TN;
-    store_output(m, n, acc0);
-    store_output(m + 1u, n, acc1);
-    store_output(m + 2u, n, acc2);
-    store_output(m + 3u, n, acc3);
+    store_output(m, n, acc0, wid.z);
+    store_output(m + 1u, n, acc1, wid.z);
+    store_output(m + 2u, n, acc2, wid.z);
+    store_output(m + 3u, n, acc3, wid.z);
 }

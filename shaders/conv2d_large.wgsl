@@ -29,7 +29,7 @@ struct ConvParams {
     in_row0: u32,   // first input flat row (n * in_h + y) present in the input binding
     out_stride: u32, // channels per output pixel; out_c is this dispatch's slice of them
     out_c0: u32,    // first output channel of the slice
-    _pad0: u32,
+    k_chunk: u32,   // split-K (conv2d.wgsl only): K per workgroup layer z, a multiple of BK; 0: whole K
     _pad1: u32,
     _pad2: u32,
 }

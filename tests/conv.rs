@@ -26,7 +26,12 @@ fn check_on(ctx: &GpuContext, input_shape: Shape4, spec: Conv2dSpec, seed: u64, 
     let (out_shape, want) = reference::conv2d(&x, input_shape, &w).unwrap();
     let gl = GpuConv2d::upload(ctx, &w).unwrap();
     let gx = GpuTensor::upload(ctx, &x, input_shape, "input").unwrap();
-    for tile in [ConvTile::Small, ConvTile::Large] {
+    for tile in [
+        ConvTile::Small,
+        ConvTile::Large,
+        ConvTile::SplitK(2),
+        ConvTile::SplitK(5),
+    ] {
         let kernel = Conv2dKernel::with_tile(ctx, Some(tile)).unwrap();
         let gy = kernel.run(ctx, &gl, &gx).unwrap();
         assert_eq!(gy.shape, out_shape);

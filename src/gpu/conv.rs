@@ -1,8 +1,9 @@
 //! Host side of `shaders/conv2d.wgsl`: uploading layer weights and recording convolutions.
 
+use super::dispatch::grid_for;
 use super::dispatch::record;
 use super::plan::{plan_row_bands, BandLimits, BindingWindow};
-use super::tensor::{storage_from_f16, storage_from_slice, Dtype, GpuTensor};
+use super::tensor::{storage_from_f16, storage_from_slice, Dtype, GpuTensor, Scratch};
 use super::{shaders, Binding, GpuBuffer, GpuContext, Kernel};
 use crate::error::{Error, Result};
 use crate::shape::Conv2dSpec;
@@ -23,6 +24,9 @@ pub enum ConvTile {
     /// cores): layers with f16 weights, on devices that have them and pass the check
     /// against the scalar f16 kernel.
     Coop,
+    /// The small tile with K split over this many workgroup layers (at least 2), their sums
+    /// added by a second pass: for layers whose M x N gives too few workgroups.
+    SplitK(u32),
 }
 
 /// Workgroups the large tile must still give for a layer to use it on a GPU: two waves on
@@ -46,10 +50,30 @@ impl ConvTile {
     /// Output pixels and channels per workgroup.
     pub fn dims(self) -> (u32, u32) {
         match self {
-            ConvTile::Small => (BM, BN),
+            ConvTile::Small | ConvTile::SplitK(_) => (BM, BN),
             ConvTile::Large => (LARGE_BM, LARGE_BN),
             ConvTile::Coop => (COOP_BM, COOP_BN),
         }
+    }
+
+    /// For the small tile on a GEMM of `m` x `n` x `k` that gives fewer than half of
+    /// `min_workgroups` workgroups, the split of K into 2, 4, 8 or 16 layers (each of at
+    /// least four BK-deep slices) that first gives `min_workgroups`, or the deepest allowed;
+    /// else (or if K is too short to split) the small tile.
+    pub fn split_for_gemm(m: u64, n: u64, k: u64, min_workgroups: u64) -> Self {
+        let tiles = m.div_ceil(BM as u64) * n.div_ceil(BN as u64);
+        if tiles * 2 >= min_workgroups {
+            return ConvTile::Small;
+        }
+        let allowed: Vec<u32> = [2u32, 4, 8, 16]
+            .into_iter()
+            .filter(|&s| k >= 4 * BK as u64 * s as u64)
+            .collect();
+        allowed
+            .iter()
+            .find(|&&s| tiles * s as u64 >= min_workgroups)
+            .or(allowed.last())
+            .map_or(ConvTile::Small, |&s| ConvTile::SplitK(s))
     }
 
     /// The tile for a GEMM of `m` output pixels by `n` output channels: large where it still
@@ -63,40 +87,47 @@ impl ConvTile {
         }
     }
 
-    /// The tile `CROSSPOOL_CONV_TILE` forces (`small`, `large`, `coop`: for the layers
-    /// with f16 weights), or `None` for the choice per layer (unset or `auto`).
+    /// The tile `CROSSPOOL_CONV_TILE` forces (`small`, `large`, `splitN`, `coop`: for the
+    /// layers with f16 weights), or `None` for the choice per layer (unset or `auto`).
     pub fn from_env() -> Result<Option<Self>> {
         match std::env::var("CROSSPOOL_CONV_TILE").as_deref() {
             Err(_) | Ok("") | Ok("auto") => Ok(None),
-            Ok("small") => Ok(Some(ConvTile::Small)),
-            Ok("large") => Ok(Some(ConvTile::Large)),
-            Ok("coop") => Ok(Some(ConvTile::Coop)),
-            Ok(other) => Err(Error::Config(format!(
-                "CROSSPOOL_CONV_TILE={other} is not one of auto, small, large, coop"
-            ))),
+            Ok(name) => Self::from_name(name).map(Some).ok_or_else(|| {
+                Error::Config(format!(
+                    "CROSSPOOL_CONV_TILE={name} is not one of auto, small, large, split2 .. split64, coop"
+                ))
+            }),
         }
     }
 
     /// The tile's name (as `CROSSPOOL_CONV_TILE` and the autotuning cache spell it).
-    pub fn name(self) -> &'static str {
+    pub fn name(self) -> String {
         match self {
-            ConvTile::Small => "small",
-            ConvTile::Large => "large",
-            ConvTile::Coop => "coop",
+            ConvTile::Small => "small".into(),
+            ConvTile::Large => "large".into(),
+            ConvTile::Coop => "coop".into(),
+            ConvTile::SplitK(s) => format!("split{s}"),
         }
     }
 
-    /// The tile named `name`.
+    /// The tile named `name` (`splitN` for N from 2 to 64).
     pub fn from_name(name: &str) -> Option<Self> {
-        [ConvTile::Small, ConvTile::Large, ConvTile::Coop]
-            .into_iter()
-            .find(|t| t.name() == name)
+        match name {
+            "small" => Some(ConvTile::Small),
+            "large" => Some(ConvTile::Large),
+            "coop" => Some(ConvTile::Coop),
+            _ => name
+                .strip_prefix("split")
+                .and_then(|s| s.parse::<u32>().ok())
+                .filter(|s| (2..=64).contains(s))
+                .map(ConvTile::SplitK),
+        }
     }
 
     /// The WGSL source of this tile's kernel.
     fn shader(self) -> &'static shaders::Shader {
         match self {
-            ConvTile::Small => &shaders::CONV2D,
+            ConvTile::Small | ConvTile::SplitK(_) => &shaders::CONV2D,
             ConvTile::Large => &shaders::CONV2D_LARGE,
             ConvTile::Coop => &shaders::CONV2D_COOP,
         }
@@ -166,9 +197,30 @@ pub struct ConvParams {
     in_row0: u32,
     out_stride: u32,
     out_c0: u32,
-    _pad0: u32,
+    k_chunk: u32,
     _pad1: u32,
     _pad2: u32,
+}
+
+/// Threads per workgroup of `conv2d_splitk_reduce.wgsl`.
+pub const REDUCE_WORKGROUP: u32 = 256;
+
+/// Uniform block of `conv2d_splitk_reduce.wgsl`; field order and types match the WGSL struct.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ReduceParams {
+    count: u32,
+    out_c: u32,
+    out_w: u32,
+    out_h: u32,
+    out_row0: u32,
+    out_base: u32,
+    out_stride: u32,
+    out_c0: u32,
+    splits: u32,
+    relu: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 /// The storage types a convolution kernel variant reads and writes (its sums are f32).
@@ -310,12 +362,20 @@ impl GpuConv2d {
 /// use); one per device, shared by all layers.
 pub struct Conv2dKernel {
     variants: Mutex<HashMap<(ConvTile, ConvTypes), Kernel>>,
+    /// Split-K's second pass, by (output type, weights type).
+    reduce: Mutex<HashMap<(Dtype, Dtype), Kernel>>,
+    /// Split-K's partial sums.
+    partial: Scratch,
     /// Bound as the overflow flags where the caller keeps none.
     no_flags: GpuBuffer,
+    /// Bound as the partial sums of the small tile's dispatches that do not split K.
+    no_partial: GpuBuffer,
     /// A tile forced for every layer, else chosen per layer.
     forced: Option<ConvTile>,
     /// Workgroups a layer must give with the large tile to use it.
     min_large_workgroups: u64,
+    /// Whether the size rule splits K of layers that leave the GPU half idle.
+    split_by_rule: bool,
 }
 
 impl Conv2dKernel {
@@ -329,9 +389,13 @@ impl Conv2dKernel {
     pub fn with_tile(ctx: &GpuContext, tile: Option<ConvTile>) -> Result<Self> {
         let k = Conv2dKernel {
             variants: Mutex::new(HashMap::new()),
+            reduce: Mutex::new(HashMap::new()),
+            partial: Scratch::new("split-K partial sums"),
             no_flags: ctx.storage_buffer(4, "conv overflow flags (unread)")?,
+            no_partial: ctx.storage_buffer(4, "split-K partial sums (unused)")?,
             forced: tile,
             min_large_workgroups: large_tile_min_workgroups(ctx),
+            split_by_rule: ctx.info.device_type != wgpu::DeviceType::Cpu,
         };
         // The f32 kernels now, so that a broken shader fails here rather than mid-run.
         let f32s = ConvTypes {
@@ -355,16 +419,44 @@ impl Conv2dKernel {
         Ok(k)
     }
 
-    /// The tile this kernel runs a layer producing `out` (one slice of `n` channels) with,
-    /// for weights stored as f32 (cooperative matrices take f16 weights only).
-    pub fn tile_for(&self, out: crate::shape::Shape4, n: usize) -> ConvTile {
+    /// Split-K's second pass for outputs of `output` type from a layer of `weights` type.
+    fn reduce_kernel(&self, ctx: &GpuContext, output: Dtype, weights: Dtype) -> Result<Kernel> {
+        let mut held = self.reduce.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = held.get(&(output, weights)) {
+            return Ok(k.clone());
+        }
+        let types = ConvTypes {
+            input: output,
+            output,
+            weights,
+        };
+        let r = types.rewrites();
+        // The reduction stores and flags as the convolution would: its out_t and range lines.
+        let shader = shaders::CONV2D_SPLITK_REDUCE
+            .specialise(&[(r[1].0, r[1].1.as_str()), (r[3].0, r[3].1.as_str())])?;
+        let k = ctx.kernel(&shader, "main")?;
+        held.insert((output, weights), k.clone());
+        Ok(k)
+    }
+
+    /// The tile this kernel runs a layer of `spec` producing `out` (one slice of `n`
+    /// channels) with, by the size rule: the large tile where it fills the GPU, else the
+    /// small one, with K split where even that leaves the GPU half idle (on hardware GPUs:
+    /// on software adapters a thread per workgroup layer gains nothing). Cooperative
+    /// matrices are chosen by [`Conv2dKernel::tile_for_layer`].
+    fn tile_for(&self, spec: Conv2dSpec, out: crate::shape::Shape4, n: usize) -> ConvTile {
+        let m = (out.n * out.h * out.w) as u64;
         match self.forced {
             Some(t) if t != ConvTile::Coop => t,
-            _ => ConvTile::for_gemm(
-                (out.n * out.h * out.w) as u64,
-                n as u64,
-                self.min_large_workgroups,
-            ),
+            _ => match ConvTile::for_gemm(m, n as u64, self.min_large_workgroups) {
+                ConvTile::Small if self.split_by_rule => ConvTile::split_for_gemm(
+                    m,
+                    n as u64,
+                    spec.k_total() as u64,
+                    self.min_large_workgroups,
+                ),
+                t => t,
+            },
         }
     }
 
@@ -375,6 +467,7 @@ impl Conv2dKernel {
         &self,
         ctx: &GpuContext,
         weights: Dtype,
+        spec: Conv2dSpec,
         out: crate::shape::Shape4,
         n: usize,
     ) -> Result<ConvTile> {
@@ -387,13 +480,14 @@ impl Conv2dKernel {
                 _ => {}
             }
         }
-        Ok(self.tile_for(out, n))
+        Ok(self.tile_for(spec, out, n))
     }
 
     /// The tile timing picks for `layer` on this input and output (see [`super::autotune`]):
-    /// each candidate (both tiles, and cooperative matrices for f16 weights where they
-    /// passed their check) runs the whole layer once to warm up, then twice in one
-    /// submission of enough repetitions to last some 5 ms, the faster repetition counting.
+    /// each candidate (both tiles, splits of K around the size rule's where the small tile
+    /// leaves the GPU half idle, and cooperative matrices for f16 weights where they passed
+    /// their check) runs the whole layer once to warm up, then twice in one submission of
+    /// enough repetitions to last some 5 ms, the faster repetition counting.
     fn tuned_tile(
         &self,
         ctx: &GpuContext,
@@ -412,6 +506,19 @@ impl Conv2dKernel {
         );
         super::autotune::choose(cache, &key, || {
             let mut candidates = vec![ConvTile::Small, ConvTile::Large];
+            // Splits of K where the small tile leaves a GPU half idle (as the rule would).
+            let m = (input.shape.n * output.shape.h * output.shape.w) as u64;
+            let k = s.k_total() as u64;
+            if let ConvTile::SplitK(by_rule) =
+                ConvTile::split_for_gemm(m, s.out_c as u64, k, self.min_large_workgroups)
+            {
+                candidates.extend(
+                    [by_rule / 2, by_rule, by_rule * 2]
+                        .into_iter()
+                        .filter(|&layers| layers >= 2 && k >= 4 * BK as u64 * layers as u64)
+                        .map(ConvTile::SplitK),
+                );
+            }
             if layer.dtype == Dtype::F16 && self.cooperative(ctx).is_ok() {
                 candidates.push(ConvTile::Coop);
             }
@@ -596,10 +703,30 @@ impl Conv2dKernel {
             for slice in &layer.slices {
                 let tile = match tile {
                     Some(t) => t,
-                    None => self.tile_for_layer(ctx, layer.dtype, out, slice.n)?,
+                    None => self.tile_for_layer(ctx, layer.dtype, spec, out, slice.n)?,
+                };
+                // Split-K: K in chunks of whole BK slices, one workgroup layer each, while
+                // the partial sums fit one binding (else the small tile without a split).
+                let k_total = spec.k_total() as u64;
+                let split = match tile {
+                    ConvTile::SplitK(s) => {
+                        let chunk = k_total.div_ceil(s as u64).next_multiple_of(BK as u64);
+                        let layers = k_total.div_ceil(chunk);
+                        let bytes = layers * m as u64 * slice.n as u64 * 4;
+                        (layers > 1 && bytes <= ctx.binding_cap()).then_some((chunk, layers, bytes))
+                    }
+                    _ => None,
+                };
+                let tile = match (tile, split) {
+                    (ConvTile::SplitK(_), None) => ConvTile::Small,
+                    _ => tile,
                 };
                 let (bm, bn) = tile.dims();
                 let kernel = self.kernel(ctx, tile, types)?;
+                let partial = match split {
+                    Some((_, _, bytes)) => Some(self.partial.at_least(ctx, bytes)?),
+                    None => None,
+                };
                 let params = ConvParams {
                     in_h: input.shape.h as u32,
                     in_w: input.shape.w as u32,
@@ -622,24 +749,71 @@ impl Conv2dKernel {
                     in_row0: band.in_row0 as u32,
                     out_stride: out.c as u32,
                     out_c0: slice.c0 as u32,
-                    _pad0: 0,
+                    k_chunk: split.map_or(0, |(chunk, _, _)| chunk as u32),
                     _pad1: 0,
                     _pad2: 0,
                 };
+                let partial_binding = match (&partial, split) {
+                    (Some(p), Some((_, _, bytes))) => Binding {
+                        buffer: p,
+                        offset: 0,
+                        size: bytes,
+                    },
+                    _ => Binding::whole(&self.no_partial),
+                };
+                let mut bindings = vec![
+                    iw.bind(&input.buffer),
+                    Binding::whole(&slice.weights),
+                    Binding::whole(&slice.bias),
+                    ow.bind(&output.buffer),
+                    Binding::whole(flags),
+                ];
+                // Only the small tile's kernel declares the partial sums.
+                if tile == ConvTile::Small || split.is_some() {
+                    bindings.push(partial_binding);
+                }
+                let layers = split.map_or(1, |(_, l, _)| l as u32);
                 record(
                     ctx,
                     enc,
                     &kernel,
                     &params,
-                    &[
-                        iw.bind(&input.buffer),
-                        Binding::whole(&slice.weights),
-                        Binding::whole(&slice.bias),
-                        ow.bind(&output.buffer),
-                        Binding::whole(flags),
-                    ],
-                    (m.div_ceil(bm), (slice.n as u32).div_ceil(bn), 1),
+                    &bindings,
+                    (m.div_ceil(bm), (slice.n as u32).div_ceil(bn), layers),
                 );
+                if split.is_some() {
+                    let count = m as u64 * slice.n as u64;
+                    let reduce = ReduceParams {
+                        count: count as u32,
+                        out_c: slice.n as u32,
+                        out_w: out.w as u32,
+                        out_h: out.h as u32,
+                        out_row0: band.out_row0 as u32,
+                        out_base: ow.base,
+                        out_stride: out.c as u32,
+                        out_c0: slice.c0 as u32,
+                        splits: layers,
+                        relu: spec.relu as u32,
+                        _pad0: 0,
+                        _pad1: 0,
+                    };
+                    record(
+                        ctx,
+                        enc,
+                        &self.reduce_kernel(ctx, output.dtype, layer.dtype)?,
+                        &reduce,
+                        &[
+                            partial_binding,
+                            Binding::whole(&slice.bias),
+                            ow.bind(&output.buffer),
+                            Binding::whole(flags),
+                        ],
+                        grid_for(
+                            count.div_ceil(REDUCE_WORKGROUP as u64),
+                            ctx.max_workgroups(),
+                        ),
+                    );
+                }
             }
         }
         Ok(())
@@ -733,11 +907,67 @@ mod tests {
             in_row0,
             out_stride,
             out_c0,
-            _pad0,
+            k_chunk,
             _pad1,
             _pad2
         });
         assert_eq!(members, rust);
+        let (members, size) = wgsl_struct_layout(&shaders::CONV2D_SPLITK_REDUCE, "ReduceParams");
+        assert_eq!(size as usize, std::mem::size_of::<ReduceParams>());
+        let rust = crate::field_offsets!(ReduceParams {
+            count,
+            out_c,
+            out_w,
+            out_h,
+            out_row0,
+            out_base,
+            out_stride,
+            out_c0,
+            splits,
+            relu,
+            _pad0,
+            _pad1
+        });
+        assert_eq!(members, rust);
+        assert_eq!(
+            wgsl_u32_const(&shaders::CONV2D_SPLITK_REDUCE, "WORKGROUP"),
+            REDUCE_WORKGROUP
+        );
+    }
+
+    #[test]
+    fn k_is_split_where_the_small_tile_leaves_the_gpu_half_idle() {
+        let gpu = LARGE_TILE_MIN_WORKGROUPS;
+        // VGG16's conv5 at 224, batch 1: M = 196, N = 512 gives 4 x 8 = 32 small tiles; K =
+        // 4608 is split 16 ways for 512 workgroups (8 would give 256, short of 264).
+        assert_eq!(
+            ConvTile::split_for_gemm(196, 512, 4608, gpu),
+            ConvTile::SplitK(16)
+        );
+        // At batch 8 (25 x 8 = 200 tiles, over half of 264) the small tile alone.
+        assert_eq!(
+            ConvTile::split_for_gemm(8 * 196, 512, 4608, gpu),
+            ConvTile::Small
+        );
+        // A short K is not split into chunks of fewer than four slices: 2 ways at most here.
+        assert_eq!(
+            ConvTile::split_for_gemm(64, 64, 128, gpu),
+            ConvTile::SplitK(2)
+        );
+        assert_eq!(ConvTile::split_for_gemm(64, 64, 127, gpu), ConvTile::Small);
+        // Names round-trip, as CROSSPOOL_CONV_TILE and the autotuning cache spell them.
+        for t in [
+            ConvTile::Small,
+            ConvTile::Large,
+            ConvTile::Coop,
+            ConvTile::SplitK(2),
+            ConvTile::SplitK(16),
+        ] {
+            assert_eq!(ConvTile::from_name(&t.name()), Some(t));
+        }
+        for bad in ["split1", "split65", "split", "splitx", "medium"] {
+            assert_eq!(ConvTile::from_name(bad), None, "{bad}");
+        }
     }
 
     #[test]

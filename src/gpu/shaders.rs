@@ -25,6 +25,8 @@ macro_rules! shader {
 pub const CONV2D: Shader = shader!("conv2d.wgsl");
 /// The 128 x 128 tile variant of [`CONV2D`].
 pub const CONV2D_LARGE: Shader = shader!("conv2d_large.wgsl");
+/// Split-K's second pass for [`CONV2D`]: adds up the partial sums, with the epilogue.
+pub const CONV2D_SPLITK_REDUCE: Shader = shader!("conv2d_splitk_reduce.wgsl");
 /// [`CONV2D`] on cooperative matrices (tensor cores): f16 operands, f32 sums.
 pub const CONV2D_COOP: Shader = shader!("conv2d_coop.wgsl");
 /// Max pooling.
@@ -48,6 +50,7 @@ pub const ALL: &[Shader] = &[
     CONV2D,
     CONV2D_LARGE,
     CONV2D_COOP,
+    CONV2D_SPLITK_REDUCE,
     CROSSLAYER,
     MAXPOOL2D,
     NORMALIZE,
@@ -316,6 +319,7 @@ pub(crate) mod tests {
             (&CONV2D, "main", [conv::WG_X, conv::WG_Y, 1]),
             (&CONV2D_LARGE, "main", [conv::WG_X, conv::WG_Y, 1]),
             (&CONV2D_COOP, "main", [conv::COOP_WG, 1, 1]),
+            (&CONV2D_SPLITK_REDUCE, "main", flat(conv::REDUCE_WORKGROUP)),
             (&CROSSLAYER, "main", [crosslayer::WG_X, crosslayer::WG_Y, 1]),
             (&MAXPOOL2D, "main", flat(pool::WORKGROUP)),
             (&NORMALIZE, "rows", flat(normalize::WORKGROUP)),
