@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{assert_reduction_close, gpu, gpu_with_binding_cap, random};
+use common::{assert_reduction_close, conv, gpu, gpu_with_binding_cap, random};
 use crosspool::gpu::plan::{plan_row_bands, BandLimits};
 use crosspool::gpu::{Conv2dKernel, ConvTile, GpuContext, GpuConv2d, GpuTensor};
 use crosspool::reference;
@@ -47,15 +47,6 @@ fn check_on(ctx: &GpuContext, input_shape: Shape4, spec: Conv2dSpec, seed: u64, 
 
 fn check(input: Shape4, spec: Conv2dSpec, seed: u64, what: &str) {
     check_on(gpu(), input, spec, seed, what);
-}
-
-fn conv(in_c: usize, out_c: usize, window: Window2d, relu: bool) -> Conv2dSpec {
-    Conv2dSpec {
-        in_c,
-        out_c,
-        window,
-        relu,
-    }
 }
 
 #[test]

@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{gpu, gpu_with_binding_cap, random};
+use common::{conv, gpu, gpu_with_binding_cap, random};
 use crosspool::gpu::{
     Conv2dKernel, ConvTile, Dtype, GpuContext, GpuConv2d, GpuTensor, MaxPool2dKernel, F16_MAX,
 };
@@ -93,15 +93,6 @@ fn check_on(ctx: &GpuContext, input: Shape4, spec: Conv2dSpec, seed: u64, what: 
                 assert_close(&got, &want, spec.k_total() + 1, out_t, &name);
             }
         }
-    }
-}
-
-fn conv(in_c: usize, out_c: usize, window: Window2d, relu: bool) -> Conv2dSpec {
-    Conv2dSpec {
-        in_c,
-        out_c,
-        window,
-        relu,
     }
 }
 

@@ -230,3 +230,18 @@ pub fn unsqrt(v: &[f32], spec: &crosspool::features::FeatureSpec) -> Vec<f32> {
         v.to_vec()
     }
 }
+
+/// A convolution's geometry: `in_c` to `out_c` channels over `window`, with or without ReLU.
+pub fn conv(
+    in_c: usize,
+    out_c: usize,
+    window: crosspool::shape::Window2d,
+    relu: bool,
+) -> crosspool::shape::Conv2dSpec {
+    crosspool::shape::Conv2dSpec {
+        in_c,
+        out_c,
+        window,
+        relu,
+    }
+}
