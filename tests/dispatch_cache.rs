@@ -7,7 +7,7 @@ mod common;
 use common::{fresh_gpu, seeded_weights_file};
 use crosspool::extract::{self, ExtractConfig};
 use crosspool::features::FeatureSpec;
-use crosspool::gpu::{GpuContext, GpuCounters, GpuTensor, ReluKernel};
+use crosspool::gpu::{Dtype, GpuContext, GpuCounters, GpuTensor, ReluKernel};
 use crosspool::input::DecodeOptions;
 use crosspool::model::{Arch, ModelWeights};
 use crosspool::output::{OutputFormat, Row};
@@ -60,8 +60,16 @@ fn extract_photos(ctx: &GpuContext, ex: &Extractor, w: &ModelWeights, n: usize) 
     delta(ctx.counters(), before)
 }
 
+/// In f32 and in f16 storage (whose kernels compile on first use, and whose overflow flags
+/// are read back after every batch).
 #[test]
 fn a_stream_of_batches_creates_nothing_per_batch() {
+    for storage in [Dtype::F32, Dtype::F16] {
+        stream_creates_nothing_per_batch(storage);
+    }
+}
+
+fn stream_creates_nothing_per_batch(storage: Dtype) {
     let ctx = fresh_gpu();
     let arch = Arch::Alexnet;
     let w = ModelWeights::from_bytes(
@@ -75,7 +83,7 @@ fn a_stream_of_batches_creates_nothing_per_batch() {
         repr: crosspool::features::Representation::paper_default(arch),
         norm: Normalization::RETRIEVAL,
     };
-    let ex = Extractor::new(&ctx, &w, spec, None).unwrap();
+    let ex = Extractor::with_storage(&ctx, &w, spec, None, storage).unwrap();
     let compiled = ctx.counters().pipelines;
     assert!(compiled >= 4, "the extractor compiles its kernels up front");
 
@@ -89,18 +97,18 @@ fn a_stream_of_batches_creates_nothing_per_batch() {
     assert_eq!(
         five.pipelines + one.pipelines,
         0,
-        "no kernel is compiled twice"
+        "{storage:?}: no kernel is compiled twice"
     );
     assert!(one.bind_groups > 0);
     assert_eq!(
         five.bind_groups, one.bind_groups,
-        "five batches bind no more than one"
+        "{storage:?}: five batches bind no more than one"
     );
-    assert_eq!(five.storage_buffers, one.storage_buffers);
+    assert_eq!(five.storage_buffers, one.storage_buffers, "{storage:?}");
     assert_eq!(
         five.staging_buffers + one.staging_buffers,
         0,
-        "downloads reuse the staging buffers of the first run"
+        "{storage:?}: downloads reuse the staging buffers of the first run"
     );
     // Each run's workspace dies with it, and its bind groups with it: the cache holds what
     // one run needs, not what every run ever bound.

@@ -146,6 +146,11 @@ impl<B: Backend> Network<B> {
             .map(|(_, s)| s.len())
             .max()
             .unwrap_or(1);
+        // Scratch is counted in f32 values; f16 activations take half as many bytes.
+        let scratch_values = match self.storage {
+            Dtype::F32 => scratch_values,
+            Dtype::F16 => scratch_values.div_ceil(2),
+        };
         let scratch = [
             ctx.scratch(scratch_values, "activations A")?,
             ctx.scratch(scratch_values, "activations B")?,
