@@ -54,6 +54,13 @@ const THREADS: u32 = 256u;
 // Row stride of a_tile in vec4s: BM / 4 plus one of padding (see conv2d.wgsl).
 const A_ROW: u32 = 33u;
 const B_ROW: u32 = 32u;   // BN / 4
+const A_STAGE: u32 = 264u;  // BK * A_ROW: one slice of a_tile
+const B_STAGE: u32 = 256u;  // BK * B_ROW
+// Slices staged at once. 1: load a slice, barrier, multiply, barrier. 2 (the host's
+// "large2" variant rewrites this line): the next slice's global loads are issued into
+// registers before this one is multiplied, then stored into the other half of the tiles,
+// with one barrier a slice.
+const STAGES: u32 = 1u;
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> input: array<in_t>;
@@ -64,8 +71,43 @@ const B_ROW: u32 = 32u;   // BN / 4
 // the f16 variants): such an image's features are reported as failed, never silently infinite.
 @group(0) @binding(5) var<storage, read_write> overflow: array<atomic<u32>>;
 
-var<workgroup> a_tile: array<vec4<f32>, 264>;  // [BK][A_ROW], vec4 = 4 consecutive m
-var<workgroup> b_tile: array<vec4<f32>, 256>;  // [BK][B_ROW], vec4 = 4 consecutive n
+var<workgroup> a_tile: array<vec4<f32>, 528>;  // [2][BK][A_ROW], vec4 = 4 consecutive m
+var<workgroup> b_tile: array<vec4<f32>, 512>;  // [2][BK][B_ROW], vec4 = 4 consecutive n
+
+// This thread's 4 gathered A values of slice k (pixels a_m + 32 j) or 0 where out of range.
+fn gather_a(k_ok: bool, ky: i32, kx: i32, c: u32, iy0: array<i32, 4>, ix0: array<i32, 4>,
+            row: array<i32, 4>, ok: array<bool, 4>) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j++) {
+        let iy = iy0[j] + ky;
+        let ix = ix0[j] + kx;
+        if (ok[j] && k_ok && iy >= 0 && iy < i32(p.in_h) && ix >= 0 && ix < i32(p.in_w)) {
+            v[j] = f32(input[u32((row[j] + iy) * i32(p.in_w) + ix) * p.in_c + c + p.in_base]);
+        }
+    }
+    return v;
+}
+
+// This thread's 4 B values of the slice at k0 (k = k0 + b_k + 2 j, n = n0 + b_n).
+fn load_b(k0: u32, b_k: u32, b_n: u32, n0: u32, b_ok: bool) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j++) {
+        let kk = k0 + b_k + 2u * j;
+        if (kk < p.k_total && b_ok) {
+            v[j] = f32(weights[kk * p.out_c + n0 + b_n]);
+        }
+    }
+    return v;
+}
+
+// Stores gathered values into stage `s` of the tiles.
+fn stage_tiles(s: u32, a: vec4<f32>, a_k: u32, a_m: u32, b: vec4<f32>, b_k: u32, b_n: u32) {
+    for (var j = 0u; j < 4u; j++) {
+        let m = a_m + 32u * j;
+        a_tile[s * A_STAGE + a_k * A_ROW + m / 4u][m % 4u] = a[j];
+        b_tile[s * B_STAGE + (b_k + 2u * j) * B_ROW + b_n / 4u][b_n % 4u] = b[j];
+    }
+}
 
 fn store_output(m: u32, n: u32, v: vec4<f32>) {
     if (m >= p.out_rows * p.out_w) {
@@ -142,23 +184,14 @@ fn main(
     var acc70 = vec4<f32>(0.0);
     var acc71 = vec4<f32>(0.0);
 
-    // k = k0 + a_k as (ky, kx, c), advanced by compares (see conv2d.wgsl).
+    // k = k0 + a_k as (ky, kx, c), advanced by compares (see conv2d.wgsl) after each gather.
     let kw_c = p.kw * p.in_c;
     var ky = i32(a_k / kw_c);
     var kx = i32((a_k % kw_c) / p.in_c);
     var c = a_k % p.in_c;
-    for (var k0 = 0u; k0 < p.k_total; k0 += BK) {
-        let k_ok = k0 + a_k < p.k_total;
-        for (var j = 0u; j < 4u; j++) {
-            let iy = a_iy0[j] + ky;
-            let ix = a_ix0[j] + kx;
-            var v = 0.0;
-            if (a_ok[j] && k_ok && iy >= 0 && iy < i32(p.in_h) && ix >= 0 && ix < i32(p.in_w)) {
-                v = f32(input[u32((a_row[j] + iy) * i32(p.in_w) + ix) * p.in_c + c + p.in_base]);
-            }
-            let m = a_m + 32u * j;
-            a_tile[a_k * A_ROW + m / 4u][m % 4u] = v;
-        }
+    if (STAGES == 2u) {
+        let a = gather_a(a_k < p.k_total, ky, kx, c, a_iy0, a_ix0, a_row, a_ok);
+        stage_tiles(0u, a, a_k, a_m, load_b(0u, b_k, b_n, n0, b_ok), b_k, b_n);
         c += BK;
         while (c >= p.in_c) {
             c -= p.in_c;
@@ -168,21 +201,39 @@ fn main(
                 ky += 1;
             }
         }
-        for (var j = 0u; j < 4u; j++) {
-            let kk = k0 + b_k + 2u * j;
-            var v = 0.0;
-            if (kk < p.k_total && b_ok) {
-                v = f32(weights[kk * p.out_c + n0 + b_n]);
-            }
-            b_tile[(b_k + 2u * j) * B_ROW + b_n / 4u][b_n % 4u] = v;
-        }
         workgroupBarrier();
+    }
+    for (var k0 = 0u; k0 < p.k_total; k0 += BK) {
+        // With one stage, this slice is loaded now; with two, it was staged by the previous
+        // step and the next one's loads are issued before the multiplication.
+        let s = select(0u, (k0 / BK) % 2u, STAGES == 2u);
+        let next = select(k0, k0 + BK, STAGES == 2u);
+        let loading = next < p.k_total;
+        var a = vec4<f32>(0.0);
+        var b = vec4<f32>(0.0);
+        if (loading) {
+            a = gather_a(next + a_k < p.k_total, ky, kx, c, a_iy0, a_ix0, a_row, a_ok);
+            b = load_b(next, b_k, b_n, n0, b_ok);
+            c += BK;
+            while (c >= p.in_c) {
+                c -= p.in_c;
+                kx += 1;
+                if (kx == i32(p.kw)) {
+                    kx = 0;
+                    ky += 1;
+                }
+            }
+        }
+        if (STAGES == 1u) {
+            stage_tiles(0u, a, a_k, a_m, b, b_k, b_n);
+            workgroupBarrier();
+        }
 
         for (var kk = 0u; kk < BK; kk++) {
-            let a0 = a_tile[kk * A_ROW + 2u * lid.y];
-            let a1 = a_tile[kk * A_ROW + 2u * lid.y + 1u];
-            let b0 = b_tile[kk * B_ROW + 2u * lid.x];
-            let b1 = b_tile[kk * B_ROW + 2u * lid.x + 1u];
+            let a0 = a_tile[s * A_STAGE + kk * A_ROW + 2u * lid.y];
+            let a1 = a_tile[s * A_STAGE + kk * A_ROW + 2u * lid.y + 1u];
+            let b0 = b_tile[s * B_STAGE + kk * B_ROW + 2u * lid.x];
+            let b1 = b_tile[s * B_STAGE + kk * B_ROW + 2u * lid.x + 1u];
             acc00 = fma(vec4<f32>(a0.x), b0, acc00);
             acc01 = fma(vec4<f32>(a0.x), b1, acc01);
             acc10 = fma(vec4<f32>(a0.y), b0, acc10);
@@ -199,6 +250,9 @@ fn main(
             acc61 = fma(vec4<f32>(a1.z), b1, acc61);
             acc70 = fma(vec4<f32>(a1.w), b0, acc70);
             acc71 = fma(vec4<f32>(a1.w), b1, acc71);
+        }
+        if (STAGES == 2u && loading) {
+            stage_tiles(1u - s, a, a_k, a_m, b, b_k, b_n);
         }
         workgroupBarrier();
     }

@@ -29,6 +29,7 @@ fn check_on(ctx: &GpuContext, input_shape: Shape4, spec: Conv2dSpec, seed: u64, 
     for tile in [
         ConvTile::Small,
         ConvTile::Large,
+        ConvTile::Large2,
         ConvTile::SplitK(2),
         ConvTile::SplitK(5),
     ] {

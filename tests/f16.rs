@@ -84,7 +84,12 @@ fn check_on(ctx: &GpuContext, input: Shape4, spec: Conv2dSpec, seed: u64, what: 
     for in_t in [Dtype::F32, Dtype::F16] {
         let gx = GpuTensor::upload_as(ctx, &x, input, in_t, "input").unwrap();
         for out_t in [Dtype::F32, Dtype::F16] {
-            for tile in [ConvTile::Small, ConvTile::Large, ConvTile::SplitK(3)] {
+            for tile in [
+                ConvTile::Small,
+                ConvTile::Large,
+                ConvTile::Large2,
+                ConvTile::SplitK(3),
+            ] {
                 let kernel = Conv2dKernel::with_tile(ctx, Some(tile)).unwrap();
                 let gy = kernel.run_as(ctx, &gl, &gx, out_t).unwrap();
                 assert_eq!((gy.shape, gy.dtype), (out_shape, out_t));

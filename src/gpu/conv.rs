@@ -20,6 +20,10 @@ pub enum ConvTile {
     /// 128 x 128 outputs per workgroup, 8-deep slices: more FMAs per load where the layer
     /// gives enough workgroups to fill the GPU.
     Large,
+    /// [`ConvTile::Large`] double-buffered: each slice's global loads are issued before the
+    /// previous slice is multiplied, one barrier a slice. A candidate for autotuning (the
+    /// size rule does not pick it: it is untimed on GPUs).
+    Large2,
     /// 64 x 64 outputs per workgroup of one subgroup, on cooperative matrices (tensor
     /// cores): layers with f16 weights, on devices that have them and pass the check
     /// against the scalar f16 kernel.
@@ -51,7 +55,7 @@ impl ConvTile {
     pub fn dims(self) -> (u32, u32) {
         match self {
             ConvTile::Small | ConvTile::SplitK(_) => (BM, BN),
-            ConvTile::Large => (LARGE_BM, LARGE_BN),
+            ConvTile::Large | ConvTile::Large2 => (LARGE_BM, LARGE_BN),
             ConvTile::Coop => (COOP_BM, COOP_BN),
         }
     }
@@ -105,6 +109,7 @@ impl ConvTile {
         match self {
             ConvTile::Small => "small".into(),
             ConvTile::Large => "large".into(),
+            ConvTile::Large2 => "large2".into(),
             ConvTile::Coop => "coop".into(),
             ConvTile::SplitK(s) => format!("split{s}"),
         }
@@ -115,6 +120,7 @@ impl ConvTile {
         match name {
             "small" => Some(ConvTile::Small),
             "large" => Some(ConvTile::Large),
+            "large2" => Some(ConvTile::Large2),
             "coop" => Some(ConvTile::Coop),
             _ => name
                 .strip_prefix("split")
@@ -128,7 +134,7 @@ impl ConvTile {
     fn shader(self) -> &'static shaders::Shader {
         match self {
             ConvTile::Small | ConvTile::SplitK(_) => &shaders::CONV2D,
-            ConvTile::Large => &shaders::CONV2D_LARGE,
+            ConvTile::Large | ConvTile::Large2 => &shaders::CONV2D_LARGE,
             ConvTile::Coop => &shaders::CONV2D_COOP,
         }
     }
@@ -265,7 +271,7 @@ impl ConvTypes {
     /// weights only, so it has no weights type or range to set.
     pub fn shader(self, tile: ConvTile) -> Result<shaders::Shader> {
         let r = self.rewrites();
-        let pairs: Vec<(&str, &str)> = match tile {
+        let mut pairs: Vec<(&str, &str)> = match tile {
             ConvTile::Coop if self.weights != Dtype::F16 => {
                 return Err(Error::Config(
                     "the cooperative-matrix convolution takes f16 weights only".into(),
@@ -274,6 +280,9 @@ impl ConvTypes {
             ConvTile::Coop => r[..2].iter().map(|(a, b)| (*a, b.as_str())).collect(),
             _ => r.iter().map(|(a, b)| (*a, b.as_str())).collect(),
         };
+        if tile == ConvTile::Large2 {
+            pairs.push(("const STAGES: u32 = 1u;", "const STAGES: u32 = 2u;"));
+        }
         tile.shader().specialise(&pairs)
     }
 }
@@ -505,7 +514,7 @@ impl Conv2dKernel {
             layer.dtype, output.dtype,
         );
         super::autotune::choose(cache, &key, || {
-            let mut candidates = vec![ConvTile::Small, ConvTile::Large];
+            let mut candidates = vec![ConvTile::Small, ConvTile::Large, ConvTile::Large2];
             // Splits of K where the small tile leaves a GPU half idle (as the rule would).
             let m = (input.shape.n * output.shape.h * output.shape.w) as u64;
             let k = s.k_total() as u64;
@@ -959,6 +968,7 @@ mod tests {
         for t in [
             ConvTile::Small,
             ConvTile::Large,
+            ConvTile::Large2,
             ConvTile::Coop,
             ConvTile::SplitK(2),
             ConvTile::SplitK(16),
@@ -1005,6 +1015,7 @@ mod tests {
         for (tile, shader) in [
             (ConvTile::Small, &shaders::CONV2D),
             (ConvTile::Large, &shaders::CONV2D_LARGE),
+            (ConvTile::Large2, &shaders::CONV2D_LARGE),
         ] {
             for input in both {
                 for output in both {
