@@ -3,6 +3,7 @@
 mod common;
 
 use common::{assert_reduction_close, conv, gpu, gpu_with_binding_cap, random};
+use crosspool::gpu::conv::WHOLE_K_MAX;
 use crosspool::gpu::plan::{plan_row_bands, BandLimits};
 use crosspool::gpu::{Conv2dKernel, ConvTile, GpuContext, GpuConv2d, GpuTensor};
 use crosspool::reference;
@@ -26,13 +27,18 @@ fn check_on(ctx: &GpuContext, input_shape: Shape4, spec: Conv2dSpec, seed: u64, 
     let (out_shape, want) = reference::conv2d(&x, input_shape, &w).unwrap();
     let gl = GpuConv2d::upload(ctx, &w).unwrap();
     let gx = GpuTensor::upload(ctx, &x, input_shape, "input").unwrap();
+    // The whole-K tile only takes layers with K up to WHOLE_K_MAX.
+    let whole = (spec.k_total() <= WHOLE_K_MAX as usize).then_some(ConvTile::Whole);
     for tile in [
         ConvTile::Small,
         ConvTile::Large,
         ConvTile::Large2,
         ConvTile::SplitK(2),
         ConvTile::SplitK(5),
-    ] {
+    ]
+    .into_iter()
+    .chain(whole)
+    {
         let kernel = Conv2dKernel::with_tile(ctx, Some(tile)).unwrap();
         let gy = kernel.run(ctx, &gl, &gx).unwrap();
         assert_eq!(gy.shape, out_shape);
@@ -231,5 +237,21 @@ fn weights_split_by_output_channel_under_small_binding_cap() {
         spec,
         15,
         "64-channel slices, fc-like 1x1 output",
+    );
+}
+
+/// A first layer (RGB, K = 27 <= WHOLE_K_MAX, so every tile including the whole-K one runs
+/// it) with a stride, padding, two channel tiles and row bands under a small binding cap.
+#[test]
+fn rgb_first_layer_strided_in_row_bands() {
+    let ctx = gpu_with_binding_cap(4 * 1024);
+    let spec = conv(3, 70, Window2d::square(3, 2, 1), true);
+    assert!(spec.k_total() <= WHOLE_K_MAX as usize);
+    check_on(
+        &ctx,
+        Shape4::new(2, 19, 15, 3),
+        spec,
+        16,
+        "3x3 s2 3->70 banded",
     );
 }

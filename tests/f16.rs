@@ -14,6 +14,7 @@
 mod common;
 
 use common::{conv, gpu, gpu_with_binding_cap, random};
+use crosspool::gpu::conv::WHOLE_K_MAX;
 use crosspool::gpu::{
     Conv2dKernel, ConvTile, Dtype, GpuContext, GpuConv2d, GpuTensor, MaxPool2dKernel, F16_MAX,
 };
@@ -84,12 +85,16 @@ fn check_on(ctx: &GpuContext, input: Shape4, spec: Conv2dSpec, seed: u64, what: 
     for in_t in [Dtype::F32, Dtype::F16] {
         let gx = GpuTensor::upload_as(ctx, &x, input, in_t, "input").unwrap();
         for out_t in [Dtype::F32, Dtype::F16] {
+            let whole = (spec.k_total() <= WHOLE_K_MAX as usize).then_some(ConvTile::Whole);
             for tile in [
                 ConvTile::Small,
                 ConvTile::Large,
                 ConvTile::Large2,
                 ConvTile::SplitK(3),
-            ] {
+            ]
+            .into_iter()
+            .chain(whole)
+            {
                 let kernel = Conv2dKernel::with_tile(ctx, Some(tile)).unwrap();
                 let gy = kernel.run_as(ctx, &gl, &gx, out_t).unwrap();
                 assert_eq!((gy.shape, gy.dtype), (out_shape, out_t));

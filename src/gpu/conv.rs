@@ -31,7 +31,13 @@ pub enum ConvTile {
     /// The small tile with K split over this many workgroup layers (at least 2), their sums
     /// added by a second pass: for layers whose M x N gives too few workgroups.
     SplitK(u32),
+    /// 64 x 64 outputs per workgroup with all of K (at most [`WHOLE_K_MAX`]) staged at once:
+    /// the RGB first layer.
+    Whole,
 }
+
+/// The deepest K [`ConvTile::Whole`] stages (`K_MAX` in `conv2d_whole_k.wgsl`).
+pub const WHOLE_K_MAX: u32 = 32;
 
 /// Workgroups the large tile must still give for a layer to use it on a GPU: two waves on
 /// one of some 130 compute units (an H100 has 132). A guess to be replaced by timing (issue
@@ -54,7 +60,7 @@ impl ConvTile {
     /// Output pixels and channels per workgroup.
     pub fn dims(self) -> (u32, u32) {
         match self {
-            ConvTile::Small | ConvTile::SplitK(_) => (BM, BN),
+            ConvTile::Small | ConvTile::SplitK(_) | ConvTile::Whole => (BM, BN),
             ConvTile::Large | ConvTile::Large2 => (LARGE_BM, LARGE_BN),
             ConvTile::Coop => (COOP_BM, COOP_BN),
         }
@@ -110,6 +116,7 @@ impl ConvTile {
             ConvTile::Small => "small".into(),
             ConvTile::Large => "large".into(),
             ConvTile::Large2 => "large2".into(),
+            ConvTile::Whole => "whole".into(),
             ConvTile::Coop => "coop".into(),
             ConvTile::SplitK(s) => format!("split{s}"),
         }
@@ -121,6 +128,7 @@ impl ConvTile {
             "small" => Some(ConvTile::Small),
             "large" => Some(ConvTile::Large),
             "large2" => Some(ConvTile::Large2),
+            "whole" => Some(ConvTile::Whole),
             "coop" => Some(ConvTile::Coop),
             _ => name
                 .strip_prefix("split")
@@ -135,6 +143,7 @@ impl ConvTile {
         match self {
             ConvTile::Small | ConvTile::SplitK(_) => &shaders::CONV2D,
             ConvTile::Large | ConvTile::Large2 => &shaders::CONV2D_LARGE,
+            ConvTile::Whole => &shaders::CONV2D_WHOLE_K,
             ConvTile::Coop => &shaders::CONV2D_COOP,
         }
     }
@@ -449,14 +458,17 @@ impl Conv2dKernel {
     }
 
     /// The tile this kernel runs a layer of `spec` producing `out` (one slice of `n`
-    /// channels) with, by the size rule: the large tile where it fills the GPU, else the
-    /// small one, with K split where even that leaves the GPU half idle (on hardware GPUs:
-    /// on software adapters a thread per workgroup layer gains nothing). Cooperative
-    /// matrices are chosen by [`Conv2dKernel::tile_for_layer`].
+    /// channels) with, by the size rule: the whole-K tile where K fits its stage (it does
+    /// the small tile's work less the zero padding of K and a barrier: twice as fast on
+    /// lavapipe's conv1_1), else the large tile where it fills the GPU, else the small one,
+    /// with K split where even that leaves the GPU half idle (on hardware GPUs: on software
+    /// adapters a thread per workgroup layer gains nothing). Cooperative matrices are chosen
+    /// by [`Conv2dKernel::tile_for_layer`].
     fn tile_for(&self, spec: Conv2dSpec, out: crate::shape::Shape4, n: usize) -> ConvTile {
         let m = (out.n * out.h * out.w) as u64;
         match self.forced {
             Some(t) if t != ConvTile::Coop => t,
+            _ if spec.k_total() <= WHOLE_K_MAX as usize => ConvTile::Whole,
             _ => match ConvTile::for_gemm(m, n as u64, self.min_large_workgroups) {
                 ConvTile::Small if self.split_by_rule => ConvTile::split_for_gemm(
                     m,
@@ -515,6 +527,9 @@ impl Conv2dKernel {
         );
         super::autotune::choose(cache, &key, || {
             let mut candidates = vec![ConvTile::Small, ConvTile::Large, ConvTile::Large2];
+            if s.k_total() <= WHOLE_K_MAX as usize {
+                candidates.push(ConvTile::Whole);
+            }
             // Splits of K where the small tile leaves a GPU half idle (as the rule would).
             let m = (input.shape.n * output.shape.h * output.shape.w) as u64;
             let k = s.k_total() as u64;
@@ -728,6 +743,7 @@ impl Conv2dKernel {
                 };
                 let tile = match (tile, split) {
                     (ConvTile::SplitK(_), None) => ConvTile::Small,
+                    (ConvTile::Whole, _) if k_total > WHOLE_K_MAX as u64 => ConvTile::Small,
                     _ => tile,
                 };
                 let (bm, bn) = tile.dims();
@@ -969,6 +985,7 @@ mod tests {
             ConvTile::Small,
             ConvTile::Large,
             ConvTile::Large2,
+            ConvTile::Whole,
             ConvTile::Coop,
             ConvTile::SplitK(2),
             ConvTile::SplitK(16),
@@ -1016,6 +1033,7 @@ mod tests {
             (ConvTile::Small, &shaders::CONV2D),
             (ConvTile::Large, &shaders::CONV2D_LARGE),
             (ConvTile::Large2, &shaders::CONV2D_LARGE),
+            (ConvTile::Whole, &shaders::CONV2D_WHOLE_K),
         ] {
             for input in both {
                 for output in both {
@@ -1147,6 +1165,29 @@ mod tests {
         assert_eq!(ConvTile::for_gemm(8 * 14 * 14, 512, 8), ConvTile::Large);
         // conv1 (N = 64) is narrower than the large tile.
         assert_eq!(ConvTile::for_gemm(32 * 224 * 224, 64, 1), ConvTile::Small);
+    }
+
+    #[test]
+    fn whole_k_constants_match_wgsl() {
+        let whole = &shaders::CONV2D_WHOLE_K;
+        for (name, v) in [
+            ("BM", BM),
+            ("BN", BN),
+            ("K_MAX", WHOLE_K_MAX),
+            ("WG_X", WG_X),
+            ("WG_Y", WG_Y),
+            ("THREADS", THREADS),
+        ] {
+            assert_eq!(wgsl_u32_const(whole, name), v, "{name}");
+        }
+        // 256 threads stage K_MAX x 64 of A and of B, 8 values each; a 4 x 4 block a thread.
+        assert_eq!(WHOLE_K_MAX * BM, 8 * THREADS);
+        assert_eq!(WHOLE_K_MAX * BN, 8 * THREADS);
+        assert_eq!(wgsl_u32_const(whole, "A_ROW"), BM / 4 + 1);
+        assert_eq!(
+            wgsl_struct_layout(whole, "ConvParams"),
+            wgsl_struct_layout(&shaders::CONV2D, "ConvParams")
+        );
     }
 
     #[test]

@@ -25,6 +25,8 @@ macro_rules! shader {
 pub const CONV2D: Shader = shader!("conv2d.wgsl");
 /// The 128 x 128 tile variant of [`CONV2D`].
 pub const CONV2D_LARGE: Shader = shader!("conv2d_large.wgsl");
+/// [`CONV2D`] for layers whose whole K fits one stage (the RGB first layer).
+pub const CONV2D_WHOLE_K: Shader = shader!("conv2d_whole_k.wgsl");
 /// Split-K's second pass for [`CONV2D`]: adds up the partial sums, with the epilogue.
 pub const CONV2D_SPLITK_REDUCE: Shader = shader!("conv2d_splitk_reduce.wgsl");
 /// [`CONV2D`] on cooperative matrices (tensor cores): f16 operands, f32 sums.
@@ -51,6 +53,7 @@ pub const ALL: &[Shader] = &[
     CONV2D_LARGE,
     CONV2D_COOP,
     CONV2D_SPLITK_REDUCE,
+    CONV2D_WHOLE_K,
     CROSSLAYER,
     MAXPOOL2D,
     NORMALIZE,
@@ -256,13 +259,13 @@ pub(crate) mod tests {
         };
         let words = naga::back::spv::write_vec(&module, &info, &options, None)
             .unwrap_or_else(|e| panic!("{}: writing SPIR-V: {e}", shader.name));
-        let file =
-            std::env::temp_dir().join(format!("crosspool-{}-{:016x}.spv", std::process::id(), {
-                use std::hash::{Hash, Hasher};
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                shader.source.hash(&mut h);
-                h.finish()
-            }));
+        // One file per call: tests on parallel threads may check the same shader.
+        static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let file = std::env::temp_dir().join(format!(
+            "crosspool-{}-{}.spv",
+            std::process::id(),
+            CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         std::fs::write(&file, bytemuck::cast_slice(&words)).unwrap();
         let out = std::process::Command::new(spirv_val())
             .args(["--target-env", "spv1.5"])
@@ -320,6 +323,7 @@ pub(crate) mod tests {
             (&CONV2D_LARGE, "main", [conv::WG_X, conv::WG_Y, 1]),
             (&CONV2D_COOP, "main", [conv::COOP_WG, 1, 1]),
             (&CONV2D_SPLITK_REDUCE, "main", flat(conv::REDUCE_WORKGROUP)),
+            (&CONV2D_WHOLE_K, "main", [conv::WG_X, conv::WG_Y, 1]),
             (&CROSSLAYER, "main", [crosslayer::WG_X, crosslayer::WG_Y, 1]),
             (&MAXPOOL2D, "main", flat(pool::WORKGROUP)),
             (&NORMALIZE, "rows", flat(normalize::WORKGROUP)),
