@@ -17,7 +17,7 @@ pub enum Autotune {
     Auto,
     /// Time the candidates of every new layer shape, also on software adapters.
     On,
-    /// Never time: the tile follows the size rule (`ConvTile::for_gemm`).
+    /// Never time: each layer's tile follows the size rule (README, design notes).
     Off,
 }
 

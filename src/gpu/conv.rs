@@ -505,10 +505,11 @@ impl Conv2dKernel {
     }
 
     /// The tile timing picks for `layer` on this input and output (see [`super::autotune`]):
-    /// each candidate (both tiles, splits of K around the size rule's where the small tile
-    /// leaves the GPU half idle, and cooperative matrices for f16 weights where they passed
-    /// their check) runs the whole layer once to warm up, then twice in one submission of
-    /// enough repetitions to last some 5 ms, the faster repetition counting.
+    /// each candidate (the small, large and double-buffered large tiles, the whole-K one
+    /// where K fits, splits of K around the size rule's where the small tile leaves the GPU
+    /// half idle, and cooperative matrices for f16 weights where they passed their check)
+    /// runs the whole layer once to warm up, then twice in one submission of enough
+    /// repetitions to last some 5 ms, the faster repetition counting.
     fn tuned_tile(
         &self,
         ctx: &GpuContext,
