@@ -6,41 +6,7 @@
 // to conv4_x, where M and N give enough workgroups) spend more of their time in FMAs. The
 // host picks this kernel per layer (src/gpu/conv.rs, ConvTile).
 
-// Keep in step with `ConvParams` in src/gpu/conv.rs (checked by a test).
-struct ConvParams {
-    in_h: u32,
-    in_w: u32,
-    in_c: u32,
-    in_base: u32,   // element index of input flat row in_row0 within the input binding
-    out_h: u32,
-    out_w: u32,
-    out_c: u32,
-    out_base: u32,  // element index of output flat row out_row0 within the output binding
-    kh: u32,
-    kw: u32,
-    stride_h: u32,
-    stride_w: u32,
-    pad_h: u32,
-    pad_w: u32,
-    k_total: u32,
-    relu: u32,
-    out_row0: u32,  // first output flat row (n * out_h + oy) of this band
-    out_rows: u32,
-    in_row0: u32,   // first input flat row (n * in_h + y) present in the input binding
-    out_stride: u32, // channels per output pixel; out_c is this dispatch's slice of them
-    out_c0: u32,    // first output channel of the slice
-    k_chunk: u32,   // split-K (conv2d.wgsl only): K per workgroup layer z, a multiple of BK; 0: whole K
-    _pad1: u32,
-    _pad2: u32,
-}
-
-// Storage types of the input, output and weights, and the largest magnitude an activation may
-// take. These four lines are the f32 kernel; the host compiles the f16-storage variants by
-// rewriting them (src/gpu/conv.rs, ConvTypes): the sums stay f32 either way.
-alias in_t = f32;
-alias out_t = f32;
-alias w_t = f32;
-const ACT_LIMIT: f32 = 3.40282347e38;
+// ConvParams, the storage types, bindings 0-5 and store_output: include/conv2d_prelude.wgsl.
 
 // Keep in step with the constants of the same names in src/gpu/conv.rs (checked by a test).
 const BM: u32 = 128u;
@@ -61,15 +27,6 @@ const B_STAGE: u32 = 256u;  // BK * B_ROW
 // registers before this one is multiplied, then stored into the other half of the tiles,
 // with one barrier a slice.
 const STAGES: u32 = 1u;
-
-@group(0) @binding(0) var<uniform> p: ConvParams;
-@group(0) @binding(1) var<storage, read> input: array<in_t>;
-@group(0) @binding(2) var<storage, read> weights: array<w_t>;   // [k_total][out_c] of the slice
-@group(0) @binding(3) var<storage, read> bias: array<f32>;      // [out_c] of the slice
-@group(0) @binding(4) var<storage, read_write> output: array<out_t>;
-// Per image of the batch, non-zero once one of its outputs exceeded ACT_LIMIT (f16's 65504 in
-// the f16 variants): such an image's features are reported as failed, never silently infinite.
-@group(0) @binding(5) var<storage, read_write> overflow: array<atomic<u32>>;
 
 var<workgroup> a_tile: array<vec4<f32>, 528>;  // [2][BK][A_ROW], vec4 = 4 consecutive m
 var<workgroup> b_tile: array<vec4<f32>, 512>;  // [2][BK][B_ROW], vec4 = 4 consecutive n
@@ -106,31 +63,6 @@ fn stage_tiles(s: u32, a: vec4<f32>, a_k: u32, a_m: u32, b: vec4<f32>, b_k: u32,
         let m = a_m + 32u * j;
         a_tile[s * A_STAGE + a_k * A_ROW + m / 4u][m % 4u] = a[j];
         b_tile[s * B_STAGE + (b_k + 2u * j) * B_ROW + b_n / 4u][b_n % 4u] = b[j];
-    }
-}
-
-fn store_output(m: u32, n: u32, v: vec4<f32>) {
-    if (m >= p.out_rows * p.out_w) {
-        return;
-    }
-    var r = v + vec4<f32>(
-        bias[min(n, p.out_c - 1u)],
-        bias[min(n + 1u, p.out_c - 1u)],
-        bias[min(n + 2u, p.out_c - 1u)],
-        bias[min(n + 3u, p.out_c - 1u)],
-    );
-    if (p.relu != 0u) {
-        r = max(r, vec4<f32>(0.0));
-    }
-    if (any(abs(r) > vec4<f32>(ACT_LIMIT))) {
-        let img = (p.out_row0 + m / p.out_w) / p.out_h;
-        atomicOr(&overflow[min(img, arrayLength(&overflow) - 1u)], 1u);
-    }
-    let base = p.out_base + m * p.out_stride + p.out_c0 + n;
-    for (var j = 0u; j < 4u; j++) {
-        if (n + j < p.out_c) {
-            output[base + j] = out_t(r[j]);
-        }
     }
 }
 

@@ -19,14 +19,25 @@ macro_rules! shader {
             source: include_str!(concat!("../../shaders/", $file)),
         }
     };
+    // A source with a shared part put in front (WGSL has no includes): `shaders/include/`.
+    ($file:literal, $prelude:literal) => {
+        Shader {
+            name: $file,
+            source: concat!(
+                include_str!(concat!("../../shaders/include/", $prelude)),
+                "\n",
+                include_str!(concat!("../../shaders/", $file))
+            ),
+        }
+    };
 }
 
 /// Implicit-GEMM convolution with bias and optional ReLU.
-pub const CONV2D: Shader = shader!("conv2d.wgsl");
+pub const CONV2D: Shader = shader!("conv2d.wgsl", "conv2d_prelude.wgsl");
 /// The 128 x 128 tile variant of [`CONV2D`].
-pub const CONV2D_LARGE: Shader = shader!("conv2d_large.wgsl");
+pub const CONV2D_LARGE: Shader = shader!("conv2d_large.wgsl", "conv2d_prelude.wgsl");
 /// [`CONV2D`] for layers whose whole K fits one stage (the RGB first layer).
-pub const CONV2D_WHOLE_K: Shader = shader!("conv2d_whole_k.wgsl");
+pub const CONV2D_WHOLE_K: Shader = shader!("conv2d_whole_k.wgsl", "conv2d_prelude.wgsl");
 /// Split-K's second pass for [`CONV2D`]: adds up the partial sums, with the epilogue.
 pub const CONV2D_SPLITK_REDUCE: Shader = shader!("conv2d_splitk_reduce.wgsl");
 /// [`CONV2D`] on cooperative matrices (tensor cores): f16 operands, f32 sums.

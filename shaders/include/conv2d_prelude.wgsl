@@ -1,0 +1,74 @@
+// What conv2d.wgsl, conv2d_large.wgsl and conv2d_whole_k.wgsl share, put in front of each by
+// the host (src/gpu/shaders.rs): the parameters, the storage types, the bindings and the
+// epilogue that adds the bias, applies ReLU, flags overflow and stores a row of 4 outputs.
+
+// Keep in step with `ConvParams` in src/gpu/conv.rs (checked by a test).
+struct ConvParams {
+    in_h: u32,
+    in_w: u32,
+    in_c: u32,
+    in_base: u32,   // element index of input flat row in_row0 within the input binding
+    out_h: u32,
+    out_w: u32,
+    out_c: u32,
+    out_base: u32,  // element index of output flat row out_row0 within the output binding
+    kh: u32,
+    kw: u32,
+    stride_h: u32,
+    stride_w: u32,
+    pad_h: u32,
+    pad_w: u32,
+    k_total: u32,
+    relu: u32,
+    out_row0: u32,  // first output flat row (n * out_h + oy) of this band
+    out_rows: u32,
+    in_row0: u32,   // first input flat row (n * in_h + y) present in the input binding
+    out_stride: u32, // channels per output pixel; out_c is this dispatch's slice of them
+    out_c0: u32,    // first output channel of the slice
+    k_chunk: u32,   // split-K (conv2d.wgsl only): K per workgroup layer z, a multiple of BK; 0: whole K
+    _pad1: u32,
+    _pad2: u32,
+}
+
+// Storage types of the input, output and weights, and the largest magnitude an activation may
+// take. These four lines are the f32 kernel; the host compiles the f16-storage variants by
+// rewriting them (src/gpu/conv.rs, ConvTypes): the sums stay f32 either way.
+alias in_t = f32;
+alias out_t = f32;
+alias w_t = f32;
+const ACT_LIMIT: f32 = 3.40282347e38;
+
+@group(0) @binding(0) var<uniform> p: ConvParams;
+@group(0) @binding(1) var<storage, read> input: array<in_t>;
+@group(0) @binding(2) var<storage, read> weights: array<w_t>;   // [k_total][out_c] of the slice
+@group(0) @binding(3) var<storage, read> bias: array<f32>;      // [out_c] of the slice
+@group(0) @binding(4) var<storage, read_write> output: array<out_t>;
+// Per image of the batch, non-zero once one of its outputs exceeded ACT_LIMIT (f16's 65504 in
+// the f16 variants): such an image's features are reported as failed, never silently infinite.
+@group(0) @binding(5) var<storage, read_write> overflow: array<atomic<u32>>;
+
+// Stores v + bias (after ReLU if asked) at output pixel m, channels n .. n + 3 of the slice.
+fn store_output(m: u32, n: u32, v: vec4<f32>) {
+    if (m >= p.out_rows * p.out_w) {
+        return;
+    }
+    var r = v + vec4<f32>(
+        bias[min(n, p.out_c - 1u)],
+        bias[min(n + 1u, p.out_c - 1u)],
+        bias[min(n + 2u, p.out_c - 1u)],
+        bias[min(n + 3u, p.out_c - 1u)],
+    );
+    if (p.relu != 0u) {
+        r = max(r, vec4<f32>(0.0));
+    }
+    if (any(abs(r) > vec4<f32>(ACT_LIMIT))) {
+        let img = (p.out_row0 + m / p.out_w) / p.out_h;
+        atomicOr(&overflow[min(img, arrayLength(&overflow) - 1u)], 1u);
+    }
+    let base = p.out_base + m * p.out_stride + p.out_c0 + n;
+    for (var j = 0u; j < 4u; j++) {
+        if (n + j < p.out_c) {
+            output[base + j] = out_t(r[j]);
+        }
+    }
+}
