@@ -123,16 +123,7 @@ fn main(
             let m = a_m + 16u * j;
             a_tile[a_k * A_ROW + m / 4u][m % 4u] = v;
         }
-        // Advance to k + BK: at most ceil(BK / in_c) steps (one where in_c >= BK).
-        c += BK;
-        while (c >= p.in_c) {
-            c -= p.in_c;
-            kx += 1;
-            if (kx == i32(p.kw)) {
-                kx = 0;
-                ky += 1;
-            }
-        }
+        advance_k(BK, &ky, &kx, &c);
         // Load the B slice.
         for (var j = 0u; j < 4u; j++) {
             let kk = k0 + b_k + 4u * j;

@@ -124,15 +124,7 @@ fn main(
     if (STAGES == 2u) {
         let a = gather_a(a_k < p.k_total, ky, kx, c, a_iy0, a_ix0, a_row, a_ok);
         stage_tiles(0u, a, a_k, a_m, load_b(0u, b_k, b_n, n0, b_ok), b_k, b_n);
-        c += BK;
-        while (c >= p.in_c) {
-            c -= p.in_c;
-            kx += 1;
-            if (kx == i32(p.kw)) {
-                kx = 0;
-                ky += 1;
-            }
-        }
+        advance_k(BK, &ky, &kx, &c);
         workgroupBarrier();
     }
     for (var k0 = 0u; k0 < p.k_total; k0 += BK) {
@@ -146,15 +138,7 @@ fn main(
         if (loading) {
             a = gather_a(next + a_k < p.k_total, ky, kx, c, a_iy0, a_ix0, a_row, a_ok);
             b = load_b(next, b_k, b_n, n0, b_ok);
-            c += BK;
-            while (c >= p.in_c) {
-                c -= p.in_c;
-                kx += 1;
-                if (kx == i32(p.kw)) {
-                    kx = 0;
-                    ky += 1;
-                }
-            }
+            advance_k(BK, &ky, &kx, &c);
         }
         if (STAGES == 1u) {
             stage_tiles(0u, a, a_k, a_m, b, b_k, b_n);

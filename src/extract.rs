@@ -374,9 +374,12 @@ impl BatchBuffers {
         let features = features
             .into_iter()
             .zip(overflowed)
-            .map(|(row, over)| match over {
-                false => Ok(row),
-                true => Err(F16_OVERFLOW.to_string()),
+            .map(|(row, over)| {
+                if over {
+                    Err(F16_OVERFLOW.to_string())
+                } else {
+                    Ok(row)
+                }
             })
             .collect();
         Ok((

@@ -135,16 +135,15 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    // The variables the flags do not cover come from the library's reading of them.
+    let env = GpuOptions::from_env()?;
     let opts = GpuOptions {
         backend: cli.backend,
         adapter: cli.adapter,
-        max_binding_bytes: None,
-        unchecked_shaders: cli.unchecked_shaders
-            || std::env::var("CROSSPOOL_UNCHECKED_SHADERS").is_ok_and(|v| v == "1"),
-        no_cooperative_matrix: std::env::var("CROSSPOOL_NO_COOPERATIVE_MATRIX")
-            .is_ok_and(|v| v == "1"),
+        unchecked_shaders: cli.unchecked_shaders || env.unchecked_shaders,
         autotune: cli.autotune,
         autotune_cache: cli.autotune_cache,
+        ..env
     };
     match cli.command {
         Command::Info { require_gpu, list } => cli::engine::info(&opts, require_gpu, list)?,

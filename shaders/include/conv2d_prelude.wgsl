@@ -72,3 +72,18 @@ fn store_output(m: u32, n: u32, v: vec4<f32>) {
         }
     }
 }
+
+// Advances this thread's k, kept as (ky, kx, c), by `step`: at most ceil(step / in_c)
+// compares (one where in_c >= step). Integer division by a runtime value costs tens of
+// instructions on GPUs, so k is divided out once and then walked.
+fn advance_k(step: u32, ky: ptr<function, i32>, kx: ptr<function, i32>, c: ptr<function, u32>) {
+    *c += step;
+    while (*c >= p.in_c) {
+        *c -= p.in_c;
+        *kx += 1;
+        if (*kx == i32(p.kw)) {
+            *kx = 0;
+            *ky += 1;
+        }
+    }
+}

@@ -31,11 +31,9 @@ pub fn default_cache_path() -> Option<PathBuf> {
     dirs::cache_dir().map(|d| d.join("crosspool").join("conv-tiles.json"))
 }
 
-/// Tiles chosen so far, by key, and where they are kept.
+/// Tiles chosen so far, by key.
 struct Tuned {
-    /// The cache file (none: the choices live only as long as the process).
-    path: Option<PathBuf>,
-    /// The file's entries as read, plus this process's choices.
+    /// The cache files' entries as read, plus this process's choices.
     tiles: BTreeMap<String, ConvTile>,
     /// Files read already, so that each is read (and a corrupt one warned about) once.
     loaded: Vec<PathBuf>,
@@ -47,7 +45,6 @@ fn tuned() -> &'static Mutex<Tuned> {
     static TUNED: OnceLock<Mutex<Tuned>> = OnceLock::new();
     TUNED.get_or_init(|| {
         Mutex::new(Tuned {
-            path: None,
             tiles: BTreeMap::new(),
             loaded: Vec::new(),
         })
@@ -72,7 +69,6 @@ pub fn choose(
             }
         }
     }
-    t.path = cache.map(Path::to_path_buf);
     if let Some(tile) = t.tiles.get(key) {
         return Ok(*tile);
     }
@@ -83,7 +79,7 @@ pub fn choose(
         .map(|(tile, _)| *tile)
         .ok_or_else(|| Error::Config("autotuning: no candidate tile to time".into()))?;
     t.tiles.insert(key.to_string(), best);
-    if let Some(p) = &t.path {
+    if let Some(p) = cache {
         if let Err(e) = write_cache(p, &t.tiles) {
             warn(&format!(
                 "could not save the tuned tiles to {}: {e} (they are kept for this run)",

@@ -310,11 +310,6 @@ impl GpuContext {
         })
     }
 
-    /// Whether the device has the cooperative matrices `conv2d_coop.wgsl` needs.
-    pub fn has_cooperative_matrix(&self) -> bool {
-        self.cooperative_matrix
-    }
-
     /// Whether the device runs shaders with f16 types (`SHADER_F16`).
     pub fn has_f16(&self) -> bool {
         self.device.features().contains(wgpu::Features::SHADER_F16)

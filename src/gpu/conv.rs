@@ -251,20 +251,30 @@ pub struct ConvTypes {
 }
 
 impl ConvTypes {
-    /// The line rewrites that make this variant of `conv2d.wgsl` / `conv2d_large.wgsl`.
+    /// The line rewrites that make this variant of the scalar kernels (the prelude's lines).
     fn rewrites(self) -> [(&'static str, String); 4] {
+        let [out_t, limit] = self.epilogue_rewrites();
         [
             (
                 "alias in_t = f32;",
                 format!("alias in_t = {};", self.input.wgsl()),
             ),
-            (
-                "alias out_t = f32;",
-                format!("alias out_t = {};", self.output.wgsl()),
-            ),
+            out_t,
             (
                 "alias w_t = f32;",
                 format!("alias w_t = {};", self.weights.wgsl()),
+            ),
+            limit,
+        ]
+    }
+
+    /// The rewrites of what the epilogue stores and checks: the output type, and the range
+    /// of a layer of these weights (also those of split-K's reduction).
+    fn epilogue_rewrites(self) -> [(&'static str, String); 2] {
+        [
+            (
+                "alias out_t = f32;",
+                format!("alias out_t = {};", self.output.wgsl()),
             ),
             (
                 "const ACT_LIMIT: f32 = 3.40282347e38;",
@@ -394,6 +404,9 @@ pub struct Conv2dKernel {
     min_large_workgroups: u64,
     /// Whether the size rule splits K of layers that leave the GPU half idle.
     split_by_rule: bool,
+    /// Tiles autotuning chose for this kernel's layers, so that later batches find theirs
+    /// without the process-wide cache's lock and key text.
+    tuned: Mutex<HashMap<(Conv2dSpec, crate::shape::Shape4, ConvTypes), ConvTile>>,
 }
 
 impl Conv2dKernel {
@@ -414,6 +427,7 @@ impl Conv2dKernel {
             forced: tile,
             min_large_workgroups: large_tile_min_workgroups(ctx),
             split_by_rule: ctx.info.device_type != wgpu::DeviceType::Cpu,
+            tuned: Mutex::new(HashMap::new()),
         };
         // The f32 kernels now, so that a broken shader fails here rather than mid-run.
         let f32s = ConvTypes {
@@ -443,15 +457,15 @@ impl Conv2dKernel {
         if let Some(k) = held.get(&(output, weights)) {
             return Ok(k.clone());
         }
-        let types = ConvTypes {
+        // The reduction stores and flags as the convolution would.
+        let r = ConvTypes {
             input: output,
             output,
             weights,
-        };
-        let r = types.rewrites();
-        // The reduction stores and flags as the convolution would: its out_t and range lines.
+        }
+        .epilogue_rewrites();
         let shader = shaders::CONV2D_SPLITK_REDUCE
-            .specialise(&[(r[1].0, r[1].1.as_str()), (r[3].0, r[3].1.as_str())])?;
+            .specialise(&[(r[0].0, r[0].1.as_str()), (r[1].0, r[1].1.as_str())])?;
         let k = ctx.kernel(&shader, "main")?;
         held.insert((output, weights), k.clone());
         Ok(k)
@@ -518,6 +532,20 @@ impl Conv2dKernel {
         input: &GpuTensor,
         output: &GpuTensor,
     ) -> Result<ConvTile> {
+        let types = ConvTypes {
+            input: input.dtype,
+            output: output.dtype,
+            weights: layer.dtype,
+        };
+        let memo = (layer.spec, input.shape, types);
+        if let Some(t) = self
+            .tuned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&memo)
+        {
+            return Ok(*t);
+        }
         let (s, w, i) = (layer.spec, layer.spec.window, &ctx.info);
         let key = format!(
             "{} ({:?}, {:04x}:{:04x}, {} {}) | in {}x{}x{}x{} {:?} | {}x{} s{}x{} p{}x{} -> {} | weights {:?}, out {:?}",
@@ -526,7 +554,7 @@ impl Conv2dKernel {
             w.kh, w.kw, w.stride_h, w.stride_w, w.pad_h, w.pad_w, s.out_c,
             layer.dtype, output.dtype,
         );
-        super::autotune::choose(cache, &key, || {
+        let tile = super::autotune::choose(cache, &key, || {
             let mut candidates = vec![ConvTile::Small, ConvTile::Large, ConvTile::Large2];
             if s.k_total() <= WHOLE_K_MAX as usize {
                 candidates.push(ConvTile::Whole);
@@ -566,7 +594,12 @@ impl Conv2dKernel {
                     Ok((tile, run(tile, reps)?.min(run(tile, reps)?)))
                 })
                 .collect()
-        })
+        })?;
+        self.tuned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(memo, tile);
+        Ok(tile)
     }
 
     /// Whether layers with f16 weights run on cooperative matrices on `ctx`, or why not. The
