@@ -18,18 +18,14 @@ use crosspool::gpu::conv::WHOLE_K_MAX;
 use crosspool::gpu::{
     Conv2dKernel, ConvTile, Dtype, GpuContext, GpuConv2d, GpuTensor, MaxPool2dKernel, F16_MAX,
 };
-use crosspool::reference::{self, f32_dot_error_bound, Reduced};
+use crosspool::reference::compare::{within_sum_bound, Accumulation, Rounding};
+use crosspool::reference::{self, Reduced};
 use crosspool::shape::{Conv2dSpec, MaxPool2dSpec, Shape4, Window2d};
 use crosspool::weights::Conv2dWeights;
 
 /// `v` as the GPU reads it after an f16 upload: rounded to nearest, subnormals flushed.
 fn as_f16(v: f32) -> f32 {
-    let h = half::f16::from_f32(v).to_f32();
-    if h.abs() < f32::from(half::f16::MIN_POSITIVE) {
-        0.0
-    } else {
-        h
-    }
+    crosspool::reference::compare::as_read_from_f16(v)
 }
 
 fn round_all(v: &[f32]) -> Vec<f32> {
@@ -48,30 +44,18 @@ fn layer(spec: Conv2dSpec, seed: u64) -> Conv2dWeights {
 
 /// The f32 bound of `assert_reduction_close`, plus, for f16 outputs, one f16 ulp or a flush.
 fn assert_close(got: &[f32], want: &Reduced, terms: usize, out: Dtype, what: &str) {
-    assert_eq!(got.len(), want.values.len(), "{what}: length");
-    let gamma = f32_dot_error_bound(terms);
-    let mut worst = 0.0f32;
-    for (i, (&g, (&r, &m))) in got
-        .iter()
-        .zip(want.values.iter().zip(&want.magnitude))
-        .enumerate()
-    {
-        let sum_tol = gamma * m + r.abs() * f32::EPSILON;
-        let tol = match out {
-            Dtype::F32 => sum_tol,
-            Dtype::F16 => sum_tol + (r.abs() + sum_tol) * 2f32.powi(-10) + 2f32.powi(-14),
-        };
-        let err = (g - r).abs();
-        assert!(
-            err <= tol,
-            "{what}: element {i}: gpu {g} vs reference {r} (|err| {err:e} > tol {tol:e})"
-        );
-        worst = worst.max(err / tol);
+    let rounding = match out {
+        Dtype::F32 => Rounding::F32,
+        Dtype::F16 => Rounding::F16,
+    };
+    let a = within_sum_bound(got, want, terms, rounding, Accumulation::Nearest);
+    if let Some(why) = &a.failure {
+        panic!("{what}: {why}");
     }
-    assert!(got.iter().any(|&v| v != 0.0), "{what}: all zeros");
     eprintln!(
-        "{what}: {} outputs, worst error {worst:.3} of the bound",
-        got.len()
+        "{what}: {} outputs, worst error {:.3} of the bound",
+        got.len(),
+        a.worst
     );
 }
 

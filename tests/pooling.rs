@@ -12,6 +12,7 @@ use crosspool::gpu::{
 use crosspool::pooling::{
     pyramid_regions, ChannelPooling, LocalWindow, Normalization, Quantization, RegionPoolMode,
 };
+use crosspool::reference::compare::roots_within_sum_bound;
 use crosspool::reference::{self, f32_dot_error_bound, Reduced};
 use crosspool::shape::Shape4;
 
@@ -413,12 +414,9 @@ fn max_channel_pooling_equals_the_reference() {
     );
 }
 
-/// FC-Conv's local features on the GPU: the signed square root of sums over receptive fields.
-/// Compared through the square (`v |v|`, so that sums near zero, where the square root is not
-/// Lipschitz, do not magnify rounding) against the sums: the f32 sum of T terms is within
-/// gamma(T) times the sum of |x| of the exact sum, and WGSL's sqrt is accurate to that of
-/// 1/inverseSqrt (2 + 2.5 ulp), which squaring doubles, plus half an ulp for the square itself:
-/// within 10 ulp of the sum.
+/// FC-Conv's local features on the GPU: the signed square root of sums over receptive fields,
+/// compared through the square against the sums (`compare::roots_within_sum_bound` derives
+/// the bound).
 #[test]
 fn field_pooling_equals_the_reference() {
     let ctx = gpu();
@@ -454,24 +452,8 @@ fn field_pooling_equals_the_reference() {
             .map(|f| ((f[1] - f[0]) * (f[3] - f[2])) as usize)
             .max()
             .unwrap();
-        let gamma = f32_dot_error_bound(terms);
-        for (i, (&g, (&v, &m))) in got
-            .iter()
-            .zip(sums.values.iter().zip(&sums.magnitude))
-            .enumerate()
-        {
-            assert!(
-                g.signum() == v.signum() || v == 0.0 || g == 0.0,
-                "{what}: {i}: sign"
-            );
-            let err = (g * g.abs() - v).abs();
-            let tol = gamma * m + 10.0 * f32::EPSILON * v.abs();
-            assert!(
-                err <= tol,
-                "{what}: {i}: squared {} vs sum {v} (err {err:e} > {tol:e})",
-                g * g.abs()
-            );
-        }
+        let a = roots_within_sum_bound(&got, &sums, terms);
+        assert!(a.passed(), "{what}: {:?}", a.failure);
         assert!(
             got.iter().any(|&v| v < 0.0) && got.iter().any(|&v| v > 0.0),
             "{what}: both signs expected"

@@ -3,6 +3,7 @@
 //! They favour obviousness over speed: direct loops, f64 accumulation, no tiling.
 
 mod backend;
+pub mod compare;
 mod conv;
 mod features;
 mod network;

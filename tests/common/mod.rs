@@ -5,7 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use crosspool::gpu::{GpuContext, GpuOptions};
-use crosspool::reference::{f32_dot_error_bound, Reduced};
+use crosspool::reference::{compare, Reduced};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -65,51 +65,31 @@ pub fn gpu_with_binding_cap(cap: u64) -> GpuContext {
     ctx
 }
 
-/// Deterministic values in [-1, 1) (SplitMix64), so failures reproduce.
+/// Deterministic values in [-1, 1) (SplitMix64), so failures reproduce: the library's, which
+/// `crosspool selftest` uses too.
 pub fn random(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
-    (0..len)
-        .map(|_| {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    compare::seeded_values(len, seed)
 }
 
 /// Asserts that `gpu` equals the reference within the f32 summation bound for `terms` products
-/// per output, scaled by each output's magnitude, plus half an ulp for rounding the reference.
+/// per output, scaled by each output's magnitude, plus half an ulp for rounding the reference
+/// ([`compare::within_sum_bound`], the bound `crosspool selftest` holds kernels to).
 pub fn assert_reduction_close(gpu: &[f32], want: &Reduced, terms: usize, what: &str) {
-    assert_eq!(gpu.len(), want.values.len(), "{what}: length");
-    let gamma = f32_dot_error_bound(terms);
-    let mut worst = (0.0f32, 0usize);
-    for (i, (&g, (&r, &m))) in gpu
-        .iter()
-        .zip(want.values.iter().zip(&want.magnitude))
-        .enumerate()
-    {
-        let tol = gamma * m + r.abs() * f32::EPSILON;
-        let err = (g - r).abs();
-        assert!(
-            err <= tol,
-            "{what}: element {i}: gpu {g} vs reference {r} (|err| {err:e} > tol {tol:e}, magnitude {m:e})"
-        );
-        if tol > 0.0 && err / tol > worst.0 {
-            worst = (err / tol, i);
-        }
-    }
-    assert!(
-        gpu.iter().any(|&v| v != 0.0),
-        "{what}: output is all zeros, so the test proves nothing"
+    let a = compare::within_sum_bound(
+        gpu,
+        want,
+        terms,
+        compare::Rounding::F32,
+        compare::Accumulation::Nearest,
     );
+    if let Some(why) = &a.failure {
+        panic!("{what}: {why}");
+    }
     eprintln!(
         "{what}: {} outputs, worst error {:.3} of the bound (element {})",
         gpu.len(),
-        worst.0,
-        worst.1
+        a.worst,
+        a.at
     );
 }
 
@@ -201,13 +181,7 @@ pub fn seeded_weights_file(
 /// `‖a − b‖₂ / ‖b‖₂`, accumulated in f64.
 pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
-    let num: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
-        .sum();
-    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (num / den).sqrt()
+    compare::rel_l2(a, b)
 }
 
 /// The seeded trunk weights of `arch` (no classifier), loaded.
