@@ -16,6 +16,15 @@ impl GpuContext {
         let _ = writeln!(s, "backend:    {:?}", i.backend);
         let _ = writeln!(s, "type:       {:?}", i.device_type);
         let _ = writeln!(s, "driver:     {} {}", i.driver, i.driver_info);
+        if let Some(dir) = super::shaders::override_dir() {
+            // Never run edited kernels unknowingly.
+            let _ = writeln!(
+                s,
+                "shaders:    from {} ({})",
+                dir.display(),
+                super::shaders::SHADER_DIR_VAR
+            );
+        }
         let _ = writeln!(
             s,
             "vendor:     0x{:04x}  device: 0x{:04x}",

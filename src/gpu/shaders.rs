@@ -10,6 +10,25 @@ pub struct Shader {
     pub name: &'static str,
     /// Its text.
     pub source: &'static str,
+    /// For a source embedded from `shaders/`: its file and the prelude put in front of it,
+    /// which `CROSSPOOL_SHADER_DIR` can replace; `None` for a variant made from one.
+    files: Option<(&'static str, Option<&'static str>)>,
+}
+
+/// The environment variable naming a folder laid out as `shaders/` whose files replace the
+/// embedded ones: to try an edited kernel (say, under `crosspool selftest`) without
+/// rebuilding.
+pub const SHADER_DIR_VAR: &str = "CROSSPOOL_SHADER_DIR";
+
+/// The folder [`SHADER_DIR_VAR`] names, read once per process.
+pub fn override_dir() -> Option<&'static std::path::Path> {
+    static DIR: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        std::env::var_os(SHADER_DIR_VAR)
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+    })
+    .as_deref()
 }
 
 macro_rules! shader {
@@ -17,6 +36,7 @@ macro_rules! shader {
         Shader {
             name: $file,
             source: include_str!(concat!("../../shaders/", $file)),
+            files: Some(($file, None)),
         }
     };
     // A source with a shared part put in front (WGSL has no includes): `shaders/include/`.
@@ -28,6 +48,7 @@ macro_rules! shader {
                 "\n",
                 include_str!(concat!("../../shaders/", $file))
             ),
+            files: Some(($file, Some($prelude))),
         }
     };
 }
@@ -83,13 +104,55 @@ static VARIANTS: std::sync::OnceLock<
 > = std::sync::OnceLock::new();
 
 impl Shader {
+    /// This shader as it is compiled: its files read from [`SHADER_DIR_VAR`]'s folder where
+    /// that is set (each file once per process), else itself. A file missing there is an
+    /// error, so that no run mixes edited and embedded kernels unknowingly.
+    pub fn effective(&self) -> Result<Shader> {
+        let (Some((file, prelude)), Some(dir)) = (self.files, override_dir()) else {
+            return Ok(*self);
+        };
+        type Read = std::collections::HashMap<&'static str, &'static str>;
+        static READ: std::sync::OnceLock<std::sync::Mutex<Read>> = std::sync::OnceLock::new();
+        let mut held = READ
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(source) = held.get(file) {
+            return Ok(Shader {
+                source,
+                files: None,
+                ..*self
+            });
+        }
+        let read = |rel: String| {
+            let path = dir.join(&rel);
+            std::fs::read_to_string(&path).map_err(|e| Error::Shader {
+                name: self.name,
+                message: format!("{SHADER_DIR_VAR}: reading {}: {e}", path.display()),
+            })
+        };
+        let body = read(file.to_string())?;
+        let source = match prelude {
+            Some(p) => format!("{}\n{body}", read(format!("include/{p}"))?),
+            None => body,
+        };
+        let source: &'static str = Box::leak(source.into_boxed_str());
+        held.insert(file, source);
+        Ok(Shader {
+            source,
+            files: None,
+            ..*self
+        })
+    }
+
     /// This shader with whole lines rewritten: each `(from, to)` replaces the one line equal
     /// to `from` (it must occur exactly once), and `enable f16;` is put first when a rewrite
     /// names f16. Kernels use it for their storage-type variants (`alias in_t = f32;` ->
     /// `alias in_t = f16;`), so that every variant is the one reviewed source.
     pub fn specialise(&self, rewrites: &[(&str, &str)]) -> Result<Shader> {
+        let base = self.effective()?;
         if rewrites.iter().all(|(from, to)| from == to) {
-            return Ok(*self);
+            return Ok(base);
         }
         let key: VariantKey = (
             self.name,
@@ -103,7 +166,7 @@ impl Shader {
         if let Some(s) = held.get(&key) {
             return Ok(*s);
         }
-        let mut lines: Vec<&str> = self.source.lines().collect();
+        let mut lines: Vec<&str> = base.source.lines().collect();
         for (from, to) in rewrites {
             let at: Vec<usize> = (0..lines.len()).filter(|&i| lines[i] == *from).collect();
             if at.len() != 1 {
@@ -117,7 +180,7 @@ impl Shader {
             }
             lines[at[0]] = to;
         }
-        let f16 = rewrites.iter().any(|(_, to)| to.contains("f16")) && !self.needs_f16();
+        let f16 = rewrites.iter().any(|(_, to)| to.contains("f16")) && !base.needs_f16();
         let source = format!(
             "{}{}\n",
             if f16 { "enable f16;\n" } else { "" },
@@ -136,6 +199,7 @@ impl Shader {
         let shader = Shader {
             name: Box::leak(name.into_boxed_str()),
             source: Box::leak(source.into_boxed_str()),
+            files: None,
         };
         held.insert(key, shader);
         Ok(shader)
@@ -191,10 +255,11 @@ impl Shader {
     /// derived from the shader. Kernels get theirs through [`GpuContext::kernel`], which
     /// compiles each entry point once per context.
     pub(crate) fn compile(&self, ctx: &GpuContext, entry: &str) -> Result<wgpu::ComputePipeline> {
+        let this = self.effective()?;
         ctx.checked(&format!("compiling {}", self.name), || {
             let desc = wgpu::ShaderModuleDescriptor {
                 label: Some(self.name),
-                source: wgpu::ShaderSource::Wgsl(self.source.into()),
+                source: wgpu::ShaderSource::Wgsl(this.source.into()),
             };
             let checks = if ctx.unchecked_shaders {
                 wgpu::ShaderRuntimeChecks::unchecked()
