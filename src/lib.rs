@@ -12,8 +12,9 @@
 //! - [`input`], [`store`], [`output`], [`extract`]: images in, the on-disk formats, shards
 //!   out, and the streaming job that joins them; [`retrieval`] and [`classifier`] build on
 //!   those;
-//! - [`reference`]: the plain CPU oracle the tests hold every kernel against; no production
-//!   module uses it.
+//! - [`reference`]: the plain CPU oracle the tests hold every kernel against, and the
+//!   comparisons under derived bounds; [`selftest`] holds the kernels to it on a user's
+//!   adapter, and no other production module uses it.
 
 pub mod classifier;
 pub mod cpu;
@@ -30,6 +31,7 @@ pub mod pipeline;
 pub mod pooling;
 pub mod reference;
 pub mod retrieval;
+pub mod selftest;
 pub mod shape;
 pub mod store;
 pub mod weights;

@@ -91,6 +91,11 @@ enum Command {
     /// Accuracy, mean per-class accuracy and the confusion matrix of a classifier on
     /// labelled features.
     Evaluate(cli::classify::EvaluateArgs),
+    /// Check every GPU kernel this adapter would run against the CPU reference, under the
+    /// bounds the tests use: each convolution tile in f32 and f16 storage, pooling,
+    /// normalisation, quantisation, scoring and whole VGG16 passes. Prints a table; exits
+    /// with status 1 if any check fails.
+    Selftest(cli::selftest::Args),
     /// Concatenate an output directory's shards into one .npy file.
     ExportNpy {
         /// Output directory of `extract`.
@@ -178,6 +183,11 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
         }
         Command::Eval(args) => cli::retrieval::run_eval(&opts, args)?,
+        Command::Selftest(args) => {
+            if !cli::selftest::run(&opts, args)? {
+                return Ok(std::process::ExitCode::FAILURE);
+            }
+        }
         Command::ExportNpy { dir, out, prefix } => {
             let (rows, shape) = crosspool::output::export_npy(&dir, prefix.as_deref(), &out)?;
             println!(

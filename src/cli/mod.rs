@@ -6,6 +6,7 @@ pub mod classify;
 pub mod extract;
 pub mod fit_pca;
 pub mod retrieval;
+pub mod selftest;
 
 /// Parses an `MxN` local window such as `1x1` or `3x3`.
 pub fn parse_window(s: &str) -> Result<crosspool::pooling::LocalWindow, String> {
