@@ -10,7 +10,7 @@ use crosspool::input::{
 };
 use crosspool::model::{Arch, ModelWeights, Preprocess};
 use crosspool::pipeline::Extractor;
-use crosspool::pipeline::{Backend, ExtractWorkspace};
+use crosspool::pipeline::{Backend, ExtractWorkspace, Stage};
 use crosspool::pooling::Normalization;
 use crosspool::shape::Shape4;
 use rayon::prelude::*;
@@ -82,8 +82,8 @@ struct Measured {
     compute: f64,
     upload: f64,
     download: f64,
-    /// Each stage alone: (name, seconds, FLOPs).
-    stages: Vec<(String, f64, f64)>,
+    /// Each stage alone.
+    stages: Vec<Stage>,
     peak_tflops: Option<f64>,
     /// How the network stored weights and activations.
     storage: Dtype,
@@ -308,7 +308,7 @@ fn report(
     let storage = m.storage;
     let (t_total, t_compute, t_up, t_down) = (m.total, m.compute, m.upload, m.download);
     let stages = &m.stages;
-    let flops: f64 = stages.iter().map(|s| s.2).sum();
+    let flops: f64 = stages.iter().map(|s| s.flops).sum();
     let gflops = flops / t_compute / 1e9;
     let peak = m.peak_tflops;
     let report = serde_json::json!({
@@ -333,7 +333,12 @@ fn report(
             "download": t_down * 1e3,
             "batch": t_total * 1e3,
         },
-        "stages_ms": stages.iter().map(|(n, s, f)| serde_json::json!({"stage": n, "ms": s * 1e3, "gflops": if *s > 0.0 { f / s / 1e9 } else { 0.0 }})).collect::<Vec<_>>(),
+        "stages_ms": stages.iter().map(|s| serde_json::json!({
+            "stage": s.name,
+            "ms": s.seconds * 1e3,
+            "gflops": if s.seconds > 0.0 { s.flops / s.seconds / 1e9 } else { 0.0 },
+            "tile": s.variant,
+        })).collect::<Vec<_>>(),
     });
     let one_alone = a.batch as f64 / t_total;
     let together = together.map(|g| {
@@ -403,11 +408,20 @@ fn report(
         t_down * 1e3
     );
     println!("stages (each submitted and waited for alone):");
-    for (n, s, f) in stages {
+    for s in stages {
         println!(
-            "  {n:<10} {:>9.3} ms {:>9.1} GFLOP/s",
-            s * 1e3,
-            if *s > 0.0 { f / s / 1e9 } else { 0.0 }
+            "  {:<10} {:>9.3} ms {:>9.1} GFLOP/s{}",
+            s.name,
+            s.seconds * 1e3,
+            if s.seconds > 0.0 {
+                s.flops / s.seconds / 1e9
+            } else {
+                0.0
+            },
+            s.variant
+                .as_ref()
+                .map(|v| format!("  ({v} tile)"))
+                .unwrap_or_default()
         );
     }
     if let Some(g) = together {

@@ -407,6 +407,8 @@ pub struct Conv2dKernel {
     /// Tiles autotuning chose for this kernel's layers, so that later batches find theirs
     /// without the process-wide cache's lock and key text.
     tuned: Mutex<HashMap<(Conv2dSpec, crate::shape::Shape4, ConvTypes), ConvTile>>,
+    /// The tiles each layer (by geometry and input shape) last ran with, for reports.
+    ran: Mutex<HashMap<(Conv2dSpec, crate::shape::Shape4), Vec<ConvTile>>>,
 }
 
 impl Conv2dKernel {
@@ -428,6 +430,7 @@ impl Conv2dKernel {
             min_large_workgroups: large_tile_min_workgroups(ctx),
             split_by_rule: ctx.info.device_type != wgpu::DeviceType::Cpu,
             tuned: Mutex::new(HashMap::new()),
+            ran: Mutex::new(HashMap::new()),
         };
         // The f32 kernels now, so that a broken shader fails here rather than mid-run.
         let f32s = ConvTypes {
@@ -449,6 +452,14 @@ impl Conv2dKernel {
         let k = ctx.kernel(&types.shader(tile)?, "main")?;
         held.insert((tile, types), k.clone());
         Ok(k)
+    }
+
+    /// The tiles a layer of `spec` on `input` last ran with (one per channel slice where
+    /// they differ, as `large+small`), or `None` if it has not run.
+    pub fn tiles_run(&self, spec: Conv2dSpec, input: crate::shape::Shape4) -> Option<String> {
+        let ran = self.ran.lock().unwrap_or_else(|e| e.into_inner());
+        ran.get(&(spec, input))
+            .map(|t| t.iter().map(|t| t.name()).collect::<Vec<_>>().join("+"))
     }
 
     /// Split-K's second pass for outputs of `output` type from a layer of `weights` type.
@@ -737,12 +748,15 @@ impl Conv2dKernel {
             weights: layer.dtype,
         };
         let flags = overflow.unwrap_or(&self.no_flags);
+        // Reports show the tiles chosen for the layer, not autotuning's trials.
+        let chosen_here = tile.is_none();
         let tile = match (tile, &ctx.autotune) {
             (None, Some(cache)) if self.forced.is_none() => {
                 Some(self.tuned_tile(ctx, cache.as_deref(), layer, input, output)?)
             }
             _ => tile,
         };
+        let mut ran = Vec::new();
         for band in bands {
             // The planner sized bands for f32; f16 windows are half as large, so they fit too.
             let iw = BindingWindow::of(
@@ -780,6 +794,9 @@ impl Conv2dKernel {
                     (ConvTile::Whole, _) if k_total > WHOLE_K_MAX as u64 => ConvTile::Small,
                     _ => tile,
                 };
+                if !ran.contains(&tile) {
+                    ran.push(tile);
+                }
                 let (bm, bn) = tile.dims();
                 let kernel = self.kernel(ctx, tile, types)?;
                 let partial = match split {
@@ -873,6 +890,12 @@ impl Conv2dKernel {
                         ),
                     );
                 }
+            }
+        }
+        if chosen_here {
+            let mut held = self.ran.lock().unwrap_or_else(|e| e.into_inner());
+            if held.get(&(spec, input.shape)) != Some(&ran) {
+                held.insert((spec, input.shape), ran);
             }
         }
         Ok(())

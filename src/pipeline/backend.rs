@@ -100,6 +100,12 @@ pub trait Backend {
         input: &Self::Tensor,
         output: &Self::Tensor,
     ) -> Result<()>;
+    /// The kernel variant (tile) the last [`Backend::conv`] of `layer` on an input of
+    /// `input` shape ran with, for reports; `None` where a backend has one kernel.
+    fn conv_variant(&self, k: &Self::Kernels, layer: &Self::Conv, input: Shape4) -> Option<String> {
+        let _ = (k, layer, input);
+        None
+    }
     /// [`Backend::conv`], also setting image `i`'s flag in `overflow` (`[images][1][1]`,
     /// read as u32 bits) when one of its outputs exceeds the layer's storage range. Backends
     /// that store only f32 have nothing to flag.

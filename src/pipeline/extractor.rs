@@ -2,7 +2,7 @@
 //! projection, pooling, normalisation — on any [`Backend`].
 
 use super::backend::{Backend, Guide};
-use super::network::{Network, Workspace};
+use super::network::{Network, Stage, Workspace};
 use crate::error::{Error, Result};
 use crate::features::{FeatureSpec, GridMatch, Representation, ADDED_GUIDE};
 use crate::gpu::{Dtype, GpuContext};
@@ -382,7 +382,7 @@ impl<B: Backend> Extractor<B> {
         ctx: &B,
         input: &B::Tensor,
         ws: &ExtractWorkspace<B>,
-    ) -> Result<Vec<(String, f64, f64)>> {
+    ) -> Result<Vec<Stage>> {
         let mut stages = self.net.profile(ctx, input, &ws.net)?;
         let outs = ws.net.outputs();
         let mut timed = |name: &str,
@@ -392,7 +392,12 @@ impl<B: Backend> Extractor<B> {
             let t = std::time::Instant::now();
             ctx.submit(name, f)?;
             ctx.wait(name)?;
-            stages.push((name.to_string(), t.elapsed().as_secs_f64(), flops));
+            stages.push(Stage {
+                name: name.to_string(),
+                seconds: t.elapsed().as_secs_f64(),
+                flops,
+                variant: None,
+            });
             Ok(())
         };
         if let (Some(p), Some(t)) = (&self.pca, &ws.projected) {

@@ -121,6 +121,10 @@ impl Backend for GpuContext {
         k.conv.record(self, r, layer, input, output)
     }
 
+    fn conv_variant(&self, k: &GpuKernels, layer: &GpuConv2d, input: Shape4) -> Option<String> {
+        k.conv.tiles_run(layer.spec, input)
+    }
+
     fn conv_flagged(
         &self,
         k: &GpuKernels,

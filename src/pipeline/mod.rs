@@ -17,4 +17,4 @@ pub use extractor::{ExtractWorkspace, Extractor};
 pub use gpu_backend::GpuKernels;
 pub use maps::{DevicePreActivations, LayerMaps, LayerMapsWorkspace};
 pub use moments::{Moments, MomentsGpu, MomentsWorkspace};
-pub use network::{GpuNetwork, Network, Workspace};
+pub use network::{GpuNetwork, Network, Stage, Workspace};

@@ -15,6 +15,19 @@ enum NetLayer<B: Backend> {
 
 /// A network's layers made ready on a backend, up to the last layer whose weights were
 /// loaded.
+/// One stage of a profiled pass: submitted and waited for alone.
+#[derive(Clone, Debug)]
+pub struct Stage {
+    /// The layer or step (`conv3_1`, `pooling`).
+    pub name: String,
+    /// Wall time of its submission.
+    pub seconds: f64,
+    /// Its floating-point operations.
+    pub flops: f64,
+    /// The kernel variant it ran (a convolution's tile on the GPU), where there is a choice.
+    pub variant: Option<String>,
+}
+
 pub struct Network<B: Backend = GpuContext> {
     /// Architecture.
     pub arch: Arch,
@@ -203,14 +216,9 @@ impl<B: Backend> Network<B> {
     }
 
     /// Runs the layers one submission each, waiting for each, and returns every layer's name,
-    /// wall time in seconds and floating-point operations: a per-layer profile. (Waiting
+    /// wall time, floating-point operations and kernel variant: a per-layer profile. (Waiting
     /// between layers costs a little; the pipelined [`Network::record`] does not.)
-    pub fn profile(
-        &self,
-        ctx: &B,
-        input: &B::Tensor,
-        ws: &Workspace<B>,
-    ) -> Result<Vec<(String, f64, f64)>> {
+    pub fn profile(&self, ctx: &B, input: &B::Tensor, ws: &Workspace<B>) -> Result<Vec<Stage>> {
         let mut out = Vec::new();
         ctx.wait("profile")?;
         for (i, (prev, next)) in self.layer_io(input, ws)?.iter().enumerate() {
@@ -219,11 +227,20 @@ impl<B: Backend> Network<B> {
                 self.record_layer(ctx, r, i, prev, next, ws)
             })?;
             ctx.wait("profile layer")?;
-            let flops = match &self.layers[i] {
-                NetLayer::Conv(c) => B::conv_spec(c).flops(B::shape_of(prev))?,
-                NetLayer::Pool(_) => 0.0,
+            let seconds = t.elapsed().as_secs_f64();
+            let (flops, variant) = match &self.layers[i] {
+                NetLayer::Conv(c) => (
+                    B::conv_spec(c).flops(B::shape_of(prev))?,
+                    ctx.conv_variant(&self.kernels, c, B::shape_of(prev)),
+                ),
+                NetLayer::Pool(_) => (0.0, None),
             };
-            out.push((self.names[i].clone(), t.elapsed().as_secs_f64(), flops));
+            out.push(Stage {
+                name: self.names[i].clone(),
+                seconds,
+                flops,
+                variant,
+            });
         }
         Ok(out)
     }
