@@ -8,6 +8,7 @@ Times a whole batch as `crosspool bench` does: upload, compute, download, median
 On CUDA, set up as a performance-minded user would (torch.backends.cudnn.benchmark on,
 channels_last, pinned host memory, non-blocking copies): strict fp32, PyTorch's default
 (cuDNN convolutions in TF32 on Ampere and later) and fp16 autocast.
+With --compile on CUDA, TF32 and fp16 autocast under torch.compile too.
 On the CPU (`--threads N` as `torch.set_num_threads`): the default NCHW layout, channels_last
 (oneDNN's fastest layout, what a performance-minded user picks) and, with --compile,
 channels_last under torch.compile.
@@ -96,7 +97,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
-    ap.add_argument("--compile", action="store_true", help="CPU: also time torch.compile")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time torch.compile (CPU: channels_last; CUDA: TF32 and fp16 autocast)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.threads:
@@ -107,6 +109,10 @@ def main():
         results = [run(*common, False, channels_last=True),
                    run(*common, True, channels_last=True),
                    run(*common, True, channels_last=True, fp16=True)]
+        if args.compile:
+            # PyTorch's fastest settings, compiled (the first batches pay for compiling).
+            results += [run(*common, True, channels_last=True, compiled=True),
+                        run(*common, True, channels_last=True, fp16=True, compiled=True)]
     else:
         name = f"cpu, {torch.get_num_threads()} threads"
         results = [run(*common, False), run(*common, False, channels_last=True)]
