@@ -196,13 +196,14 @@ fn a_damaged_shard_is_fully_accounted_for_and_resumes() {
     );
 }
 
-/// The first `sh` block after `marker` in the README: its command lines.
+/// The first `sh` block after `marker` in docs/cli/extract.md: its command lines.
 fn readme_commands(marker: &str) -> Vec<String> {
     let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cli/extract.md"))
+            .unwrap();
     let after = &readme[readme
         .find(marker)
-        .expect("the README marks its tested block")..];
+        .expect("docs/cli/extract.md marks its tested block")..];
     let block = after.split("```sh\n").nth(1).unwrap();
     let block = &block[..block.find("```").unwrap()];
     block
@@ -213,10 +214,10 @@ fn readme_commands(marker: &str) -> Vec<String> {
 }
 
 #[test]
-fn the_readme_commands_for_shards_and_devices_run_as_written() {
+fn the_documented_commands_for_shards_and_devices_run_as_written() {
     let tmp = temp_dir("wds-readme");
     let dir = &tmp.0;
-    // `W` is the README's name for the weights file.
+    // `W` is the docs' name for the weights file.
     std::fs::rename(alexnet(dir), dir.join("W")).unwrap();
     std::fs::create_dir_all(dir.join("shards")).unwrap();
     let photos = ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"];

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The classification table of the README, in one run: cross-layer pooling (1x1 and 3x3 local
+# The classification table of docs/cli/classify.md, in one run: cross-layer pooling (1x1 and 3x3 local
 # features, sum and max over units; AConv when the weights have fc layers) against the SPoC,
 # MAC and single-layer Gram baselines on
 # tests/data/scenes (17 classes; 5 training and 5 test views each, from disjoint halves of

@@ -3,7 +3,7 @@
 
 For each image set and size, extracts VGG16 cross-layer features (the defaults: conv5_2 x
 conv5_3, norm paper) with --decode fast and --decode exact and compares them image by image
-(cosine of the whole feature). On tests/data/retrieval it also runs the README's retrieval
+(cosine of the whole feature). On tests/data/retrieval it also runs docs/retrieval.md's retrieval
 chain (fit-pca on tests/data/photos, extract --norm retrieval, index, eval) in each mode and
 reports mAP. Writes docs/decode_fidelity.{json,md}. Needs numpy, the release binary and
 weights/vgg16_hed.safetensors (tools/fetch_weights.sh); runs on any adapter (minutes on
