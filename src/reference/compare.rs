@@ -169,38 +169,21 @@ pub fn roots_within_sum_bound(got: &[f32], sums: &Reduced, terms: usize) -> Agre
 /// `got` equal to `want` bit for bit, except that where `flush` allows, a subnormal reference
 /// value may come back as zero of either sign (WGSL lets a GPU flush subnormals; NVIDIA's do).
 pub fn bit_exact(got: &[f32], want: &[f32], flush: bool) -> Agreement {
-    if got.len() != want.len() {
-        return Agreement::failed(format!(
-            "{} outputs where the reference has {}",
-            got.len(),
-            want.len()
-        ));
-    }
-    let bad = got.iter().zip(want).position(|(g, w)| {
-        let flushed = flush && w.is_subnormal() && (*g == 0.0 || g.is_subnormal());
-        g.to_bits() != w.to_bits() && !flushed
-    });
-    match bad {
-        None => Agreement {
-            worst: 0.0,
-            at: 0,
-            failure: None,
-        }
-        .require_nonzero(got),
-        Some(i) => Agreement {
-            worst: f64::INFINITY,
-            at: i,
-            failure: Some(format!(
-                "output {i}: {} where the reference is {} (bit-exact expected)",
-                got[i], want[i]
-            )),
-        },
-    }
+    exact(got, want, " (bit-exact expected)", |g, w| {
+        g.to_bits() == w.to_bits() || (flush && w.is_subnormal() && (g == 0.0 || g.is_subnormal()))
+    })
 }
 
 /// `got` equal to `want` as values (so `-0 == +0`, which a maximum of zeros may return
 /// either way), save that a subnormal reference value may come back flushed to zero.
 pub fn values_equal(got: &[f32], want: &[f32]) -> Agreement {
+    exact(got, want, "", |g, w| {
+        g == w || (w.is_subnormal() && (g - w).abs() < f32::MIN_POSITIVE)
+    })
+}
+
+/// The first output where `same` says `got` and `want` differ, in words (with `note`).
+fn exact(got: &[f32], want: &[f32], note: &str, same: impl Fn(f32, f32) -> bool) -> Agreement {
     if got.len() != want.len() {
         return Agreement::failed(format!(
             "{} outputs where the reference has {}",
@@ -208,11 +191,7 @@ pub fn values_equal(got: &[f32], want: &[f32]) -> Agreement {
             want.len()
         ));
     }
-    let bad = got
-        .iter()
-        .zip(want)
-        .position(|(g, w)| g != w && !(w.is_subnormal() && (g - w).abs() < f32::MIN_POSITIVE));
-    match bad {
+    match got.iter().zip(want).position(|(&g, &w)| !same(g, w)) {
         None => Agreement {
             worst: 0.0,
             at: 0,
@@ -223,7 +202,7 @@ pub fn values_equal(got: &[f32], want: &[f32]) -> Agreement {
             worst: f64::INFINITY,
             at: i,
             failure: Some(format!(
-                "output {i}: {} where the reference is {}",
+                "output {i}: {} where the reference is {}{note}",
                 got[i], want[i]
             )),
         },
