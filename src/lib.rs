@@ -4,7 +4,8 @@
 //!
 //! Layout:
 //! - leaves: [`error`]; [`shape`] and [`weights`] describe layers; [`pooling`] holds the
-//!   pooling stage's options and the sign-code packing;
+//!   pooling stage's options and the sign-code packing; [`tune`] chooses among any kernel's
+//!   variants by timing;
 //! - [`gpu`]: device setup, buffers, caches and one host module per WGSL kernel family in
 //!   `shaders/`, depending on the leaves alone;
 //! - [`model`], [`features`], [`pca`]: networks, what to compute from them, PCA;
@@ -34,6 +35,7 @@ pub mod retrieval;
 pub mod selftest;
 pub mod shape;
 pub mod store;
+pub mod tune;
 pub mod weights;
 
 pub use error::{Error, Result};

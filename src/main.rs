@@ -3,9 +3,10 @@
 mod cli;
 
 use clap::{Parser, Subcommand};
-use crosspool::gpu::{autotune::Autotune, BackendChoice, GpuOptions};
+use crosspool::gpu::{BackendChoice, GpuOptions};
 use crosspool::model::{Arch, LayerKind, ModelWeights};
 use crosspool::shape::Shape4;
+use crosspool::tune::Autotune;
 use std::path::PathBuf;
 
 /// Cross-convolutional-layer pooling features on any GPU.

@@ -1,4 +1,5 @@
-//! The crate's layering, checked on its source: `gpu/` depends on the leaf modules alone, no
+//! The crate's layering, checked on its source: `gpu/` depends on the leaf modules alone and
+//! its runtime on no kernel family, no
 //! production code uses the test oracle in `reference/`, and the on-disk formats are written
 //! and read in `store/` alone.
 
@@ -21,6 +22,8 @@ fn sources() -> Vec<(String, String)> {
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     files.sort();
+    // A module's unit tests in a file of their own (`tests.rs`) are tests, not production code.
+    files.retain(|p| p.file_name().is_none_or(|n| n != "tests.rs"));
     files
         .into_iter()
         .map(|p| {
@@ -63,7 +66,7 @@ fn modules_used(code: &str) -> Vec<String> {
 }
 
 /// Modules that import nothing from the crate but errors (and `weights` its shapes).
-const LEAVES: &[&str] = &["error", "shape", "weights", "pooling"];
+const LEAVES: &[&str] = &["error", "shape", "weights", "pooling", "tune"];
 
 #[test]
 fn gpu_depends_on_the_leaf_modules_alone() {
@@ -90,6 +93,43 @@ fn gpu_depends_on_the_leaf_modules_alone() {
         }
     }
     assert!(seen > 10, "found the gpu sources");
+}
+
+/// The GPU runtime knows no particular kernel: the kernel families build on it, never the
+/// other way round (so a new kernel touches its own folder, not the runtime).
+#[test]
+fn the_gpu_runtime_imports_no_kernel_family() {
+    let families = [
+        "conv",
+        "crosslayer",
+        "normalize",
+        "pool",
+        "quantize",
+        "region_pool",
+        "relu",
+        "score",
+        "kernels",
+    ];
+    let mut seen = 0;
+    for (file, code) in sources() {
+        if !file.starts_with("gpu/runtime/") {
+            continue;
+        }
+        seen += 1;
+        for f in families {
+            for path in [
+                format!("gpu::{f}::"),
+                format!("gpu::{f};"),
+                format!("super::{f}"),
+            ] {
+                assert!(
+                    !code.contains(&path),
+                    "src/{file} names {path}: the runtime must not depend on a kernel family"
+                );
+            }
+        }
+    }
+    assert!(seen >= 9, "found the runtime's sources");
 }
 
 #[test]

@@ -1,32 +1,23 @@
-//! Everything that touches the GPU: device setup, buffers, the caches of compiled kernels and
-//! bind groups, the band planner, and the host side of each kernel family in `shaders/`.
+//! Everything that touches the GPU, in two rooms:
+//! - `runtime/`: the device and its limits and features, buffers, the caches of compiled
+//!   pipelines and bind groups, dispatch and submission, tensors, the band planner and the
+//!   WGSL sources. It knows no particular kernel.
+//! - `kernels/`: the host side of each kernel family in `shaders/` (convolution, in a folder
+//!   of its own; pooling, ReLU, cross-layer pooling, normalisation, region pooling,
+//!   quantisation, scoring), each built on the runtime.
 //!
 //! This module knows tensors and kernel parameters only: it imports nothing but the crate's
-//! leaf modules (`error`, `shape`, `weights`, `pooling`). Whole pipelines built from these
-//! kernels (a network's forward pass, feature extraction, PCA moments) live in `pipeline`.
+//! leaf modules (`error`, `shape`, `weights`, `pooling`, `tune`). Whole pipelines built from
+//! these kernels (a network's forward pass, feature extraction, PCA moments) live in
+//! `pipeline`.
 
-pub mod autotune;
-mod buffer;
-mod cache;
-mod checked;
-mod context;
-pub mod conv;
-pub mod crosslayer;
-mod dispatch;
-mod info;
-pub mod normalize;
-pub mod plan;
-pub mod pool;
-pub mod quantize;
-pub mod region_pool;
-pub mod relu;
-pub mod score;
-pub mod shaders;
-mod tensor;
+mod kernels;
+mod runtime;
 
-pub use buffer::{Binding, GpuBuffer};
-pub use cache::{GpuCounters, Kernel};
-pub use context::{AdapterSummary, BackendChoice, GpuContext, GpuOptions};
+pub use kernels::{conv, crosslayer, normalize, pool, quantize, region_pool, relu, score};
+pub(crate) use runtime::{dispatch, tensor};
+pub use runtime::{plan, shaders};
+
 pub use conv::{Conv2dKernel, ConvTile, ConvTypes, GpuConv2d, F16_MAX};
 pub use crosslayer::CrossLayerKernel;
 pub use normalize::NormalizeKernel;
@@ -34,5 +25,8 @@ pub use pool::MaxPool2dKernel;
 pub use quantize::QuantizeKernel;
 pub use region_pool::{GpuRegions, RegionPoolKernel};
 pub use relu::ReluKernel;
+pub use runtime::buffer::{Binding, GpuBuffer};
+pub use runtime::cache::{GpuCounters, Kernel};
+pub use runtime::context::{AdapterSummary, BackendChoice, GpuContext, GpuOptions};
+pub use runtime::tensor::{Dtype, GpuFeatures, GpuPacked, GpuTensor, Scratch};
 pub use score::{GpuDatabase, ScoreKernel, ScoreKind};
-pub use tensor::{Dtype, GpuFeatures, GpuPacked, GpuTensor, Scratch};

@@ -1,10 +1,10 @@
 //! Host side of `shaders/crosslayer.wgsl`: sums of outer products between two layers.
 
-use super::dispatch::record;
-use super::plan::{plan_image_chunks, BandLimits, BindingWindow};
-use super::tensor::{GpuFeatures, GpuTensor};
-use super::{shaders, GpuContext, Kernel};
 use crate::error::{Error, Result};
+use crate::gpu::dispatch::record;
+use crate::gpu::plan::{plan_image_chunks, BandLimits, BindingWindow};
+use crate::gpu::tensor::{GpuFeatures, GpuTensor};
+use crate::gpu::{shaders, GpuContext, Kernel};
 use crate::pooling::{ChannelPooling, LocalWindow};
 
 /// Output rows per workgroup tile.

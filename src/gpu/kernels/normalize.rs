@@ -1,10 +1,10 @@
 //! Host side of `shaders/normalize.wgsl`.
 
-use super::dispatch::record;
-use super::plan::{plan_image_chunks, BandLimits, BindingWindow};
-use super::tensor::{GpuFeatures, Scratch};
-use super::{shaders, GpuContext, Kernel};
 use crate::error::Result;
+use crate::gpu::dispatch::record;
+use crate::gpu::plan::{plan_image_chunks, BandLimits, BindingWindow};
+use crate::gpu::tensor::{GpuFeatures, Scratch};
+use crate::gpu::{shaders, GpuContext, Kernel};
 use crate::pooling::Normalization;
 
 /// Threads per workgroup.

@@ -1,10 +1,10 @@
 //! Host side of `shaders/maxpool2d.wgsl`.
 
-use super::dispatch::{grid_for, record};
-use super::plan::{plan_row_bands, BandLimits, BindingWindow};
-use super::tensor::{Dtype, GpuTensor};
-use super::{shaders, GpuContext, Kernel};
 use crate::error::{Error, Result};
+use crate::gpu::dispatch::{grid_for, record};
+use crate::gpu::plan::{plan_row_bands, BandLimits, BindingWindow};
+use crate::gpu::tensor::{Dtype, GpuTensor};
+use crate::gpu::{shaders, GpuContext, Kernel};
 use crate::shape::MaxPool2dSpec;
 
 /// Threads per workgroup in `maxpool2d.wgsl`.

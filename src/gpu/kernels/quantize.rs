@@ -1,10 +1,10 @@
 //! Host side of `shaders/quantize.wgsl`.
 
-use super::dispatch::{grid_for, record};
-use super::plan::{plan_image_chunks, BandLimits, BindingWindow};
-use super::tensor::{create_storage, GpuFeatures, GpuPacked};
-use super::{shaders, GpuContext, Kernel};
 use crate::error::Result;
+use crate::gpu::dispatch::{grid_for, record};
+use crate::gpu::plan::{plan_image_chunks, BandLimits, BindingWindow};
+use crate::gpu::tensor::{create_storage, GpuFeatures, GpuPacked};
+use crate::gpu::{shaders, GpuContext, Kernel};
 use crate::pooling::Quantization;
 
 /// Threads per workgroup.

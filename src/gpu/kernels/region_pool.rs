@@ -1,10 +1,10 @@
 //! Host side of `shaders/region_pool.wgsl`: the sum / max pooling baselines.
 
-use super::dispatch::{grid_for, record};
-use super::plan::{plan_image_chunks, BandLimits, BindingWindow};
-use super::tensor::{create_storage, GpuFeatures, GpuTensor};
-use super::{shaders, Binding, GpuBuffer, GpuContext, Kernel};
 use crate::error::{Error, Result};
+use crate::gpu::dispatch::{grid_for, record};
+use crate::gpu::plan::{plan_image_chunks, BandLimits, BindingWindow};
+use crate::gpu::tensor::{create_storage, GpuFeatures, GpuTensor};
+use crate::gpu::{shaders, Binding, GpuBuffer, GpuContext, Kernel};
 use crate::pooling::RegionPoolMode;
 
 /// Threads per workgroup.

@@ -1,10 +1,10 @@
 //! Host side of `shaders/relu.wgsl`.
 
-use super::dispatch::{grid_for, record};
-use super::plan::{plan_chunks, BandLimits, BindingWindow};
-use super::tensor::GpuTensor;
-use super::{shaders, GpuContext, Kernel};
 use crate::error::Result;
+use crate::gpu::dispatch::{grid_for, record};
+use crate::gpu::plan::{plan_chunks, BandLimits, BindingWindow};
+use crate::gpu::tensor::GpuTensor;
+use crate::gpu::{shaders, GpuContext, Kernel};
 
 /// Threads per workgroup in `relu.wgsl`.
 pub const WORKGROUP: u32 = 256;

@@ -1,11 +1,11 @@
 //! Host side of `shaders/score.wgsl`: a retrieval database resident on the GPU, and eq. 3
 //! scores of query batches against it.
 
-use super::dispatch::{grid_for, record};
-use super::plan::{plan_image_chunks, BandLimits};
-use super::tensor::{create_storage, download_f32, Scratch};
-use super::{shaders, Binding, GpuBuffer, GpuContext, Kernel};
 use crate::error::{Error, Result};
+use crate::gpu::dispatch::{grid_for, record};
+use crate::gpu::plan::{plan_image_chunks, BandLimits};
+use crate::gpu::tensor::{create_storage, download_f32, Scratch};
+use crate::gpu::{shaders, Binding, GpuBuffer, GpuContext, Kernel};
 use crate::pooling::Quantization;
 
 /// Threads per workgroup (images per workgroup).

@@ -211,4 +211,10 @@ pub(crate) struct ContextCaches {
     pub staging: std::sync::Mutex<StagingPool>,
     pub counters: Counters,
     pub next_buffer_id: AtomicU64,
+    /// Kernel families' per-device state, by type (`GpuContext::kernel_state`).
+    pub kernel_state: std::sync::Mutex<KernelState>,
 }
+
+/// Per-device state of kernel families, keyed by its type.
+pub(crate) type KernelState =
+    std::collections::HashMap<std::any::TypeId, std::sync::Arc<dyn std::any::Any + Send + Sync>>;

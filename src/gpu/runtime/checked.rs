@@ -1,7 +1,7 @@
 //! Turning wgpu's asynchronous validation and out-of-memory errors into `Result`s.
 
-use super::GpuContext;
 use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
 
 impl GpuContext {
     /// Runs `f`, capturing any validation or out-of-memory error it raises on the device

@@ -1,10 +1,10 @@
 //! Choosing an adapter and opening a device with the limits crosspool needs.
 
-use super::autotune::Autotune;
 use super::buffer::{Binding, GpuBuffer};
 use super::cache::{ContextCaches, Counters, GpuCounters, Kernel};
 use super::shaders::Shader;
 use crate::error::{Error, Result};
+use crate::tune::Autotune;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Locks `m`, taking over the data if another thread panicked while holding it (the caches
@@ -81,7 +81,7 @@ pub struct GpuOptions {
     /// Whether convolution tiles are chosen by timing (`CROSSPOOL_AUTOTUNE`).
     pub autotune: Autotune,
     /// Where the timed choices are kept (`CROSSPOOL_AUTOTUNE_CACHE`; default
-    /// [`super::autotune::default_cache_path`]).
+    /// [`crate::tune::default_cache_path`]).
     pub autotune_cache: Option<std::path::PathBuf>,
 }
 
@@ -145,12 +145,9 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     binding_cap: u64,
     pub(crate) unchecked_shaders: bool,
-    /// Whether the device has cooperative matrices enabled in the one configuration
-    /// `conv2d_coop.wgsl` uses (see [`coop_matrix_fits`]).
+    /// Whether the device has cooperative matrices enabled in the one configuration the
+    /// runtime enables (see [`coop_matrix_fits`]).
     pub(crate) cooperative_matrix: bool,
-    /// Whether the cooperative-matrix convolution agreed with the scalar f16 one on this
-    /// device (checked once, on first use), or why it is not used.
-    pub(crate) coop_verdict: std::sync::OnceLock<std::result::Result<(), String>>,
     /// Where timed tile choices are kept, if convolution tiles are chosen by timing here.
     pub(crate) autotune: Option<Option<std::path::PathBuf>>,
     pub(crate) caches: ContextCaches,
@@ -287,7 +284,7 @@ impl GpuContext {
             Autotune::Auto | Autotune::On => Some(
                 opts.autotune_cache
                     .clone()
-                    .or_else(super::autotune::default_cache_path),
+                    .or_else(crate::tune::default_cache_path),
             ),
         };
         let adapter_cap = limits.max_storage_buffer_binding_size;
@@ -304,7 +301,6 @@ impl GpuContext {
             binding_cap,
             unchecked_shaders: opts.unchecked_shaders,
             cooperative_matrix: coop,
-            coop_verdict: std::sync::OnceLock::new(),
             autotune,
             caches: ContextCaches::default(),
         })
@@ -400,6 +396,19 @@ impl GpuContext {
             .clone())
     }
 
+    /// The state of type `T` that kernels keep per device (a verdict checked once, say),
+    /// made with `T::default()` on first use: kernel state lives with its kernel family, and
+    /// the context only holds it for the device's life.
+    pub(crate) fn kernel_state<T: Default + Send + Sync + 'static>(&self) -> std::sync::Arc<T> {
+        let mut held = lock(&self.caches.kernel_state);
+        let any = held
+            .entry(std::any::TypeId::of::<T>())
+            .or_insert_with(|| std::sync::Arc::new(T::default()))
+            .clone();
+        any.downcast::<T>()
+            .unwrap_or_else(|_| unreachable!("kernel state is keyed by its type"))
+    }
+
     /// How many pipelines, bind groups and buffers this context has created so far.
     pub fn counters(&self) -> GpuCounters {
         self.caches.counters.snapshot()
@@ -460,15 +469,20 @@ impl GpuContext {
     }
 }
 
-/// Whether `adapter` can run `conv2d_coop.wgsl`: cooperative matrices and f16, subgroups of
-/// exactly 32 invocations (one per workgroup), and the 16 x 16 x 16 f16 x f16 -> f32
-/// configuration listed (wgpu does not check a shader's configuration against the list).
+/// The one cooperative-matrix configuration the runtime enables: 16 x 16 x 16 products of
+/// f16 into f32, in subgroups of exactly this many invocations.
+pub const COOPERATIVE_SUBGROUP: u32 = 32;
+
+/// Whether `adapter` has cooperative matrices in the configuration the runtime enables:
+/// cooperative matrices and f16, subgroups of exactly [`COOPERATIVE_SUBGROUP`] invocations,
+/// and the 16 x 16 x 16 f16 x f16 -> f32 configuration listed (wgpu does not check a
+/// shader's configuration against the list).
 fn coop_matrix_fits(adapter: &wgpu::Adapter, info: &wgpu::AdapterInfo) -> bool {
     let f = adapter.features();
     use wgpu::CooperativeScalarType as T;
     f.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16)
-        && info.subgroup_min_size == super::conv::COOP_WG
-        && info.subgroup_max_size == super::conv::COOP_WG
+        && info.subgroup_min_size == COOPERATIVE_SUBGROUP
+        && info.subgroup_max_size == COOPERATIVE_SUBGROUP
         && adapter.cooperative_matrix_properties().iter().any(|p| {
             (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
                 && p.ab_type == T::F16

@@ -2,7 +2,7 @@
 
 use super::buffer::Binding;
 use super::cache::Kernel;
-use super::GpuContext;
+use crate::gpu::GpuContext;
 
 /// Records a dispatch of `kernel` with `params` at binding 0 and `storage[i]` at binding i+1.
 /// The bind group (and its uniform buffer) comes from the context's cache: recording the same

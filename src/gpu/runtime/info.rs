@@ -1,6 +1,6 @@
 //! A human-readable report of the adapter, for `crosspool info`.
 
-use super::GpuContext;
+use crate::gpu::GpuContext;
 use std::fmt::Write;
 
 impl GpuContext {

@@ -1,7 +1,7 @@
 //! The WGSL sources, embedded at build time, and their compilation into pipelines.
 
-use super::GpuContext;
 use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
 
 /// A WGSL source file from `shaders/`.
 #[derive(Clone, Copy, Debug)]
@@ -35,7 +35,7 @@ macro_rules! shader {
     ($file:literal) => {
         Shader {
             name: $file,
-            source: include_str!(concat!("../../shaders/", $file)),
+            source: include_str!(concat!("../../../shaders/", $file)),
             files: Some(($file, None)),
         }
     };
@@ -44,9 +44,9 @@ macro_rules! shader {
         Shader {
             name: $file,
             source: concat!(
-                include_str!(concat!("../../shaders/include/", $prelude)),
+                include_str!(concat!("../../../shaders/include/", $prelude)),
                 "\n",
-                include_str!(concat!("../../shaders/", $file))
+                include_str!(concat!("../../../shaders/", $file))
             ),
             files: Some(($file, Some($prelude))),
         }

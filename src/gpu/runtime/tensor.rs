@@ -1,8 +1,8 @@
 //! Activations living in GPU storage buffers, and moving them to and from the host.
 
 use super::buffer::GpuBuffer;
-use super::GpuContext;
 use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
 use crate::shape::Shape4;
 
 /// How a tensor's values are stored. Arithmetic is f32 either way; f16 storage (with the
