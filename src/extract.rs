@@ -8,7 +8,7 @@ use crate::gpu::{GpuContext, GpuPacked, GpuTensor, QuantizeKernel};
 use crate::input::{failure_reason, prepare_source, DecodeOptions, ImageSource};
 use crate::model::Preprocess;
 use crate::output::{OutputFormat, Row, RowData, RowSink};
-use crate::pipeline::{Backend, ExtractWorkspace, Extractor};
+use crate::pipeline::{ExtractWorkspace, Extractor, Storage};
 use crate::pooling::Quantization;
 use crate::shape::Shape4;
 use rayon::prelude::*;

@@ -10,7 +10,7 @@ use crosspool::cpu::{ops, CpuBackend, HostTensor};
 use crosspool::features::{FeatureSpec, Representation};
 use crosspool::model::{Arch, ModelWeights};
 use crosspool::pca::{MomentAccumulator, Pca};
-use crosspool::pipeline::{Backend, Extractor, Moments};
+use crosspool::pipeline::{Extractor, Moments, Storage};
 use crosspool::pooling::{ChannelPooling, LocalWindow, Normalization, RegionPoolMode};
 use crosspool::reference;
 use crosspool::shape::{MaxPool2dSpec, Shape4, Window2d};

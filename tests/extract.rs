@@ -370,7 +370,7 @@ fn parts_of_a_job_array_cover_the_input_once() {
 #[test]
 fn the_cpu_backend_extracts_the_same_features() {
     use crosspool::cpu::{CpuBackend, HostTensor};
-    use crosspool::pipeline::Backend;
+    use crosspool::pipeline::Storage;
     let dir = temp_dir("cpu-device");
     let weights = alexnet_weights(&dir.0);
     let photos = data("photos");

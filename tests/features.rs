@@ -285,7 +285,7 @@ fn guide_means_are_channel_means_of_layer_t1() {
 /// pipeline (same ops, same order), and within the f32 tolerance of the GPU.
 #[test]
 fn the_same_pipelines_run_on_the_reference_backend() {
-    use crosspool::pipeline::{Backend, Moments};
+    use crosspool::pipeline::{Moments, Storage};
     use crosspool::reference::{CpuTensor, ReferenceBackend};
     let cpu = ReferenceBackend;
     let w = seeded_weights(Arch::Alexnet);

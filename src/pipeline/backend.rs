@@ -1,9 +1,13 @@
-//! The kernel entry points the pipelines are written against. The GPU implements them by
-//! recording dispatches into a command encoder (`impl Backend for GpuContext`); the CPU
-//! reference implements them by computing at once (`reference::ReferenceBackend`), and a
-//! native CPU backend would implement them the same way. Everything a pipeline allocates,
-//! runs or reads back goes through here.
+//! The kernel entry points the pipelines are written against: [`Storage`] (tensors,
+//! features, submission, reading back) and [`Backend`] (the operations). The GPU implements
+//! them by recording dispatches into a command encoder (`impl Backend for GpuContext`); the
+//! native CPU backend (`cpu::CpuBackend`) and the CPU reference
+//! (`reference::ReferenceBackend`) compute at once in host memory, and share their storage
+//! through [`HostMemory`]. Everything a pipeline allocates, runs or reads back goes through
+//! here.
 
+use crate::cpu::tensor::storage;
+use crate::cpu::{HostFeatures, HostStorage, HostTensor};
 use crate::error::{Error, Result};
 use crate::gpu::Dtype;
 use crate::pooling::{ChannelPooling, LocalWindow, Normalization, RegionPoolMode};
@@ -19,25 +23,21 @@ pub enum Guide<'a, T> {
     Ones,
 }
 
-/// A compute backend: storage for activations and features, and the operations on them.
-pub trait Backend {
+/// Where a backend keeps activations and features, and how work is submitted and read back.
+/// Backends in host memory (the native CPU backend and the reference) share one
+/// implementation: see [`HostMemory`].
+pub trait Storage {
     /// An NHWC f32 activation; clones are views of the same storage.
     type Tensor: Clone;
     /// Per-image matrices `[images][rows][cols]` of f32.
     type Features;
-    /// A convolution layer's weights, ready to run.
-    type Conv;
     /// Pooling regions, ready to use.
     type Regions;
     /// Storage that tensors of several shapes take turns in (the network's ping-pong).
     type Scratch;
-    /// Whatever the operations need prepared once (compiled kernels).
-    type Kernels;
-    /// Where operations are recorded until [`Backend::submit`] runs them.
+    /// Where operations are recorded until [`Storage::submit`] runs them.
     type Recorder;
 
-    /// Prepares the operations.
-    fn kernels(&self) -> Result<Self::Kernels>;
     /// A zeroed tensor.
     fn tensor(&self, shape: Shape4, label: &str) -> Result<Self::Tensor>;
     /// A tensor's shape.
@@ -62,20 +62,6 @@ pub trait Backend {
     ) -> Result<Self::Features>;
     /// `(images, rows, cols)` of features.
     fn dims_of(f: &Self::Features) -> (usize, usize, usize);
-    /// A convolution layer ready to run.
-    fn conv_layer(&self, w: &Conv2dWeights) -> Result<Self::Conv>;
-    /// A convolution layer whose weights (and the activations between such layers) are
-    /// stored as `dtype`; backends without f16 storage refuse f16.
-    fn conv_layer_as(&self, w: &Conv2dWeights, dtype: Dtype) -> Result<Self::Conv> {
-        match dtype {
-            Dtype::F32 => self.conv_layer(w),
-            Dtype::F16 => Err(Error::Config(
-                "f16 precision runs on a GPU with shader-f16; this backend computes in f32 (use --precision f32)".into(),
-            )),
-        }
-    }
-    /// Its geometry.
-    fn conv_spec(c: &Self::Conv) -> Conv2dSpec;
     /// Regions `(y0, y1, x0, x1)` ready to pool over.
     fn regions(&self, boxes: &[[u32; 4]]) -> Result<Self::Regions>;
     /// Runs what `f` records, as one unit of work, and reports any error it raised.
@@ -90,6 +76,93 @@ pub trait Backend {
     fn write(&self, t: &Self::Tensor, values: &[f32]) -> Result<()>;
     /// Reads features back, waiting for the work that writes them.
     fn download(&self, f: &Self::Features) -> Result<Vec<f32>>;
+}
+
+/// A backend that computes in host memory, at once: its [`Storage`] is host tensors and
+/// features, its submissions run on the spot.
+pub trait HostMemory {}
+
+impl<T: HostMemory> Storage for T {
+    type Tensor = HostTensor;
+    type Features = HostFeatures;
+    type Regions = Vec<[u32; 4]>;
+    type Scratch = HostStorage;
+    type Recorder = ();
+
+    fn tensor(&self, shape: Shape4, _label: &str) -> Result<HostTensor> {
+        Ok(HostTensor::zeros(shape))
+    }
+
+    fn shape_of(t: &HostTensor) -> Shape4 {
+        t.shape
+    }
+
+    fn scratch(&self, values: usize, _label: &str) -> Result<HostStorage> {
+        Ok(storage(values))
+    }
+
+    fn view(s: &HostStorage, shape: Shape4) -> HostTensor {
+        HostTensor::view(s, shape)
+    }
+
+    fn features(
+        &self,
+        images: usize,
+        rows: usize,
+        cols: usize,
+        _label: &str,
+    ) -> Result<HostFeatures> {
+        Ok(HostFeatures::zeros(images, rows, cols))
+    }
+
+    fn dims_of(f: &HostFeatures) -> (usize, usize, usize) {
+        f.dims
+    }
+
+    fn regions(&self, boxes: &[[u32; 4]]) -> Result<Vec<[u32; 4]>> {
+        Ok(boxes.to_vec())
+    }
+
+    fn submit(&self, _during: &str, f: &mut dyn FnMut(&mut ()) -> Result<()>) -> Result<()> {
+        f(&mut ())
+    }
+
+    fn wait(&self, _during: &str) -> Result<()> {
+        Ok(())
+    }
+
+    fn write(&self, t: &HostTensor, values: &[f32]) -> Result<()> {
+        t.write(values)
+    }
+
+    fn download(&self, f: &HostFeatures) -> Result<Vec<f32>> {
+        Ok(f.values())
+    }
+}
+
+/// A compute backend: its storage, and the operations on it.
+pub trait Backend: Storage {
+    /// A convolution layer's weights, ready to run.
+    type Conv;
+    /// Whatever the operations need prepared once (compiled kernels).
+    type Kernels;
+
+    /// Prepares the operations.
+    fn kernels(&self) -> Result<Self::Kernels>;
+    /// A convolution layer ready to run.
+    fn conv_layer(&self, w: &Conv2dWeights) -> Result<Self::Conv>;
+    /// A convolution layer whose weights (and the activations between such layers) are
+    /// stored as `dtype`; backends without f16 storage refuse f16.
+    fn conv_layer_as(&self, w: &Conv2dWeights, dtype: Dtype) -> Result<Self::Conv> {
+        match dtype {
+            Dtype::F32 => self.conv_layer(w),
+            Dtype::F16 => Err(Error::Config(
+                "f16 precision runs on a GPU with shader-f16; this backend computes in f32 (use --precision f32)".into(),
+            )),
+        }
+    }
+    /// Its geometry.
+    fn conv_spec(c: &Self::Conv) -> Conv2dSpec;
 
     /// `output = conv(input)` with the layer's bias and ReLU.
     fn conv(

@@ -1,8 +1,8 @@
 //! The native CPU as a [`Backend`]: operations run at once, each on all cores.
 
-use super::backend::{Backend, Guide};
-use crate::cpu::tensor::{lock, storage};
-use crate::cpu::{ops, CpuBackend, CpuConv2d, HostFeatures, HostStorage, HostTensor};
+use super::backend::{Backend, Guide, HostMemory};
+use crate::cpu::tensor::lock;
+use crate::cpu::{ops, CpuBackend, CpuConv2d, HostFeatures, HostTensor};
 use crate::error::Result;
 use crate::pooling::{ChannelPooling, LocalWindow, Normalization, RegionPoolMode};
 use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4};
@@ -26,46 +26,11 @@ fn with_io<R>(
 }
 
 impl Backend for CpuBackend {
-    type Tensor = HostTensor;
-    type Features = HostFeatures;
     type Conv = CpuConv2d;
-    type Regions = Vec<[u32; 4]>;
-    type Scratch = HostStorage;
     type Kernels = ();
-    type Recorder = ();
 
     fn kernels(&self) -> Result<()> {
         Ok(())
-    }
-
-    fn tensor(&self, shape: Shape4, _label: &str) -> Result<HostTensor> {
-        Ok(HostTensor::zeros(shape))
-    }
-
-    fn shape_of(t: &HostTensor) -> Shape4 {
-        t.shape
-    }
-
-    fn scratch(&self, values: usize, _label: &str) -> Result<HostStorage> {
-        Ok(storage(values))
-    }
-
-    fn view(s: &HostStorage, shape: Shape4) -> HostTensor {
-        HostTensor::view(s, shape)
-    }
-
-    fn features(
-        &self,
-        images: usize,
-        rows: usize,
-        cols: usize,
-        _label: &str,
-    ) -> Result<HostFeatures> {
-        Ok(HostFeatures::zeros(images, rows, cols))
-    }
-
-    fn dims_of(f: &HostFeatures) -> (usize, usize, usize) {
-        f.dims
     }
 
     fn conv_layer(&self, w: &Conv2dWeights) -> Result<CpuConv2d> {
@@ -74,26 +39,6 @@ impl Backend for CpuBackend {
 
     fn conv_spec(c: &CpuConv2d) -> Conv2dSpec {
         c.spec()
-    }
-
-    fn regions(&self, boxes: &[[u32; 4]]) -> Result<Vec<[u32; 4]>> {
-        Ok(boxes.to_vec())
-    }
-
-    fn submit(&self, _during: &str, f: &mut dyn FnMut(&mut ()) -> Result<()>) -> Result<()> {
-        f(&mut ())
-    }
-
-    fn wait(&self, _during: &str) -> Result<()> {
-        Ok(())
-    }
-
-    fn write(&self, t: &HostTensor, values: &[f32]) -> Result<()> {
-        t.write(values)
-    }
-
-    fn download(&self, f: &HostFeatures) -> Result<Vec<f32>> {
-        Ok(f.values())
     }
 
     fn conv(
@@ -198,3 +143,5 @@ impl Backend for CpuBackend {
         Ok(())
     }
 }
+
+impl HostMemory for CpuBackend {}

@@ -1,7 +1,7 @@
 //! The GPU as a [`Backend`]: operations are recorded into one command encoder per
 //! submission, with the kernels compiled once.
 
-use super::backend::{Backend, Guide};
+use super::backend::{Backend, Guide, Storage};
 use crate::error::Result;
 use crate::gpu::crosslayer::Guidance;
 use crate::gpu::{
@@ -21,24 +21,16 @@ pub struct GpuKernels {
     region: RegionPoolKernel,
 }
 
-impl Backend for GpuContext {
+impl Storage for GpuContext {
     type Tensor = GpuTensor;
-    type Features = GpuFeatures;
-    type Conv = GpuConv2d;
-    type Regions = GpuRegions;
-    type Scratch = GpuBuffer;
-    type Kernels = GpuKernels;
-    type Recorder = wgpu::CommandEncoder;
 
-    fn kernels(&self) -> Result<GpuKernels> {
-        Ok(GpuKernels {
-            conv: Conv2dKernel::new(self)?,
-            pool: MaxPool2dKernel::new(self)?,
-            cross: CrossLayerKernel::new(self)?,
-            normalize: NormalizeKernel::new(self)?,
-            region: RegionPoolKernel::new(self)?,
-        })
-    }
+    type Features = GpuFeatures;
+
+    type Regions = GpuRegions;
+
+    type Scratch = GpuBuffer;
+
+    type Recorder = wgpu::CommandEncoder;
 
     fn tensor(&self, shape: Shape4, label: &str) -> Result<GpuTensor> {
         GpuTensor::new(self, shape, label)
@@ -74,18 +66,6 @@ impl Backend for GpuContext {
         (f.images, f.rows, f.cols)
     }
 
-    fn conv_layer(&self, w: &Conv2dWeights) -> Result<GpuConv2d> {
-        GpuConv2d::upload(self, w)
-    }
-
-    fn conv_layer_as(&self, w: &Conv2dWeights, dtype: Dtype) -> Result<GpuConv2d> {
-        GpuConv2d::upload_as(self, w, dtype)
-    }
-
-    fn conv_spec(c: &GpuConv2d) -> Conv2dSpec {
-        c.spec
-    }
-
     fn regions(&self, boxes: &[[u32; 4]]) -> Result<GpuRegions> {
         GpuRegions::upload(self, boxes)
     }
@@ -108,6 +88,33 @@ impl Backend for GpuContext {
 
     fn download(&self, f: &GpuFeatures) -> Result<Vec<f32>> {
         f.download(self)
+    }
+}
+
+impl Backend for GpuContext {
+    type Conv = GpuConv2d;
+    type Kernels = GpuKernels;
+
+    fn kernels(&self) -> Result<GpuKernels> {
+        Ok(GpuKernels {
+            conv: Conv2dKernel::new(self)?,
+            pool: MaxPool2dKernel::new(self)?,
+            cross: CrossLayerKernel::new(self)?,
+            normalize: NormalizeKernel::new(self)?,
+            region: RegionPoolKernel::new(self)?,
+        })
+    }
+
+    fn conv_layer(&self, w: &Conv2dWeights) -> Result<GpuConv2d> {
+        GpuConv2d::upload(self, w)
+    }
+
+    fn conv_layer_as(&self, w: &Conv2dWeights, dtype: Dtype) -> Result<GpuConv2d> {
+        GpuConv2d::upload_as(self, w, dtype)
+    }
+
+    fn conv_spec(c: &GpuConv2d) -> Conv2dSpec {
+        c.spec
     }
 
     fn conv(

@@ -12,7 +12,7 @@ pub mod maps;
 pub mod moments;
 pub mod network;
 
-pub use backend::{Backend, Guide};
+pub use backend::{Backend, Guide, HostMemory, Storage};
 pub use extractor::{ExtractWorkspace, Extractor};
 pub use gpu_backend::GpuKernels;
 pub use maps::{DevicePreActivations, LayerMaps, LayerMapsWorkspace};

@@ -4,10 +4,10 @@
 //! to the CPU one stage for stage. Slow (plain loops, f64 sums): for tests and small inputs.
 
 use super::{conv2d, cross_layer, field_pool, max_pool2d, normalize, region_pool};
-use crate::cpu::tensor::{lock, storage};
-use crate::cpu::{HostFeatures, HostStorage, HostTensor};
+use crate::cpu::tensor::lock;
+use crate::cpu::{HostFeatures, HostTensor};
 use crate::error::{Error, Result};
-use crate::pipeline::{Backend, Guide};
+use crate::pipeline::{Backend, Guide, HostMemory};
 use crate::pooling::{ChannelPooling, LocalWindow, Normalization, RegionPoolMode};
 use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4};
 use crate::weights::Conv2dWeights;
@@ -24,46 +24,11 @@ pub type CpuTensor = HostTensor;
 pub type CpuFeatures = HostFeatures;
 
 impl Backend for ReferenceBackend {
-    type Tensor = CpuTensor;
-    type Features = CpuFeatures;
     type Conv = Conv2dWeights;
-    type Regions = Vec<[u32; 4]>;
-    type Scratch = HostStorage;
     type Kernels = ();
-    type Recorder = ();
 
     fn kernels(&self) -> Result<()> {
         Ok(())
-    }
-
-    fn tensor(&self, shape: Shape4, _label: &str) -> Result<CpuTensor> {
-        Ok(CpuTensor::zeros(shape))
-    }
-
-    fn shape_of(t: &CpuTensor) -> Shape4 {
-        t.shape
-    }
-
-    fn scratch(&self, values: usize, _label: &str) -> Result<HostStorage> {
-        Ok(storage(values))
-    }
-
-    fn view(s: &HostStorage, shape: Shape4) -> CpuTensor {
-        CpuTensor::view(s, shape)
-    }
-
-    fn features(
-        &self,
-        images: usize,
-        rows: usize,
-        cols: usize,
-        _label: &str,
-    ) -> Result<CpuFeatures> {
-        Ok(CpuFeatures::zeros(images, rows, cols))
-    }
-
-    fn dims_of(f: &CpuFeatures) -> (usize, usize, usize) {
-        f.dims
     }
 
     fn conv_layer(&self, w: &Conv2dWeights) -> Result<Conv2dWeights> {
@@ -72,26 +37,6 @@ impl Backend for ReferenceBackend {
 
     fn conv_spec(c: &Conv2dWeights) -> Conv2dSpec {
         c.spec
-    }
-
-    fn regions(&self, boxes: &[[u32; 4]]) -> Result<Vec<[u32; 4]>> {
-        Ok(boxes.to_vec())
-    }
-
-    fn submit(&self, _during: &str, f: &mut dyn FnMut(&mut ()) -> Result<()>) -> Result<()> {
-        f(&mut ())
-    }
-
-    fn wait(&self, _during: &str) -> Result<()> {
-        Ok(())
-    }
-
-    fn write(&self, t: &CpuTensor, values: &[f32]) -> Result<()> {
-        t.write(values)
-    }
-
-    fn download(&self, f: &CpuFeatures) -> Result<Vec<f32>> {
-        Ok(f.values())
     }
 
     fn conv(
@@ -193,6 +138,8 @@ impl Backend for ReferenceBackend {
         Ok(())
     }
 }
+
+impl HostMemory for ReferenceBackend {}
 
 fn set_features(op: &'static str, out: &CpuFeatures, values: &[f32]) -> Result<()> {
     let mut data = lock(&out.data);

@@ -7,7 +7,7 @@ use crate::cpu::{CpuBackend, HostTensor};
 use crate::features::{FeatureSpec, Representation};
 use crate::gpu::{Dtype, GpuContext, GpuTensor};
 use crate::model::{Arch, ModelWeights};
-use crate::pipeline::{Backend, Extractor};
+use crate::pipeline::{Extractor, Storage};
 use crate::pooling::Normalization;
 use crate::reference::compare::{cosine_per_image, seeded_values, within_rel_l2};
 use crate::shape::Shape4;
