@@ -142,7 +142,7 @@ impl ShardWriter {
     /// Opens `dir` for writing the part with file-name `prefix` (`""`, or `partIofN-`).
     /// `settings` describe the run; with `resume`, they must equal those the part was started
     /// with, and the images already recorded (ok or failed) are returned, as
-    /// [`image_identity`]s, so the caller can skip them; without it, the directory must hold
+    /// [`crate::input::image_identity`]s, so the caller can skip them; without it, the directory must hold
     /// no shards of this part. Parts of another split of the input (`--shard I/M` for
     /// another M, or none) would extract images twice, and are refused.
     pub fn open(

@@ -132,6 +132,23 @@ fn the_gpu_runtime_imports_no_kernel_family() {
     assert!(seen >= 9, "found the runtime's sources");
 }
 
+/// Images in (`input/`) come before the on-disk formats (`store/`), which may name them; the
+/// other way round would make an import circle.
+#[test]
+fn input_does_not_import_store() {
+    let mut seen = 0;
+    for (file, code) in sources() {
+        if file.starts_with("input/") {
+            seen += 1;
+            assert!(
+                !modules_used(&code).contains(&"store".to_string()),
+                "src/{file} uses crate::store; store/ builds on input/, not the reverse"
+            );
+        }
+    }
+    assert!(seen >= 3, "found the input sources");
+}
+
 #[test]
 fn production_code_does_not_use_the_test_oracle() {
     for (file, code) in sources() {

@@ -5,12 +5,12 @@ use super::engine::{Device, Engine};
 use crosspool::classifier::aconv::{self, HostF64, Maps, PreActivations, Training};
 use crosspool::classifier::aconv_file::{AConvFile, AConvMeta};
 use crosspool::gpu::{GpuContext, GpuOptions};
+use crosspool::input::image_identity;
 use crosspool::input::{expand_inputs, DecodeMode, DecodeOptions, ImageSource};
 use crosspool::model::{Arch, ModelWeights};
 use crosspool::pipeline::{Backend, DevicePreActivations, LayerMaps, LayerMapsWorkspace};
 use crosspool::shape::Shape4;
 use crosspool::store::labels::{LabelSource, Labels};
-use crosspool::store::shards::image_identity;
 use std::path::PathBuf;
 
 /// Arguments of `train-aconv`.

@@ -5,6 +5,7 @@ use crosspool::classifier::aconv_file::AConvFile;
 use crosspool::extract::{self, ExtractConfig};
 use crosspool::features::{FeatureSpec, ADDED_GUIDE};
 use crosspool::gpu::{Dtype, GpuOptions};
+use crosspool::input::image_identity;
 use crosspool::input::{
     expand_inputs, expand_sources, DecodeLimits, DecodeMode, DecodeOptions, ImageId, ImageSource,
 };
@@ -14,7 +15,7 @@ use crosspool::pca::Pca;
 use crosspool::pooling::{ChannelPooling, LocalWindow};
 use crosspool::store::labels::{LabelSource, Labels};
 use crosspool::store::settings::{default_layers, feature_spec, value_name, SETTINGS_VERSION};
-use crosspool::store::shards::{image_identity, part_prefix, settings_file};
+use crosspool::store::shards::{part_prefix, settings_file};
 use crosspool::store::{ExtractSettings, NormPreset as Norm, Pooling};
 use std::path::{Path, PathBuf};
 

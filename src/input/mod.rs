@@ -14,7 +14,7 @@
 mod source;
 pub mod webdataset;
 
-pub use source::{expand_sources, ImageId, ImageSource, RgbPixels};
+pub use source::{expand_sources, image_identity, ImageId, ImageSource, RgbPixels};
 
 use crate::error::{Error, Result};
 use crate::model::Preprocess;

@@ -4,6 +4,13 @@ use super::webdataset::{index_tar, is_tar, TarEntry};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// What makes two spellings of one file the same image: its canonical path (symlinks and
+/// `.`/`..` resolved) when it exists, else the path made absolute.
+pub fn image_identity(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
+}
+
 /// One image to read.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ImageSource {
@@ -43,7 +50,7 @@ impl From<&Path> for ImageSource {
 /// What makes two inputs the same image, for repeats and `--resume`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ImageId {
-    /// A file: its canonical path (see [`crate::store::shards::image_identity`]).
+    /// A file: its canonical path (see [`image_identity`]).
     File(PathBuf),
     /// A tar member: the tar's identity, its header's offset and its name (a name can repeat
     /// in a tar; an offset cannot).
@@ -80,7 +87,7 @@ impl ImageSource {
     /// Its identity.
     pub fn identity(&self) -> ImageId {
         match self {
-            ImageSource::File(p) => ImageId::File(crate::store::shards::image_identity(p)),
+            ImageSource::File(p) => ImageId::File(image_identity(p)),
             ImageSource::Member(m) => ImageId::Member {
                 tar: m.tar_identity.to_path_buf(),
                 offset: m.offset,

@@ -29,7 +29,7 @@ const MAX_EXTENSION_BYTES: u64 = 1 << 20;
 pub struct TarEntry {
     /// The tar, as it was given.
     pub tar: Arc<Path>,
-    /// The tar's identity (see [`crate::store::shards::image_identity`]).
+    /// The tar's identity (see [`super::image_identity`]).
     pub tar_identity: Arc<Path>,
     /// The member's name; `None` for a part of the tar that holds no readable member.
     pub member: Option<String>,
@@ -172,7 +172,7 @@ pub fn index_tar(path: &Path) -> Result<Vec<TarEntry>> {
     let file = File::open(path).map_err(Error::io(path))?;
     let len = file.metadata().map_err(Error::io(path))?.len();
     let tar: Arc<Path> = Arc::from(path);
-    let tar_identity: Arc<Path> = Arc::from(crate::store::shards::image_identity(path).as_path());
+    let tar_identity: Arc<Path> = Arc::from(super::image_identity(path).as_path());
     let mut walk = Walk {
         file,
         len,
@@ -218,7 +218,7 @@ impl TarEntry {
 
     /// The one entry of a tar that cannot be read at all, and why.
     pub fn unreadable_tar(path: &Path, reason: String) -> Self {
-        let identity = crate::store::shards::image_identity(path);
+        let identity = super::image_identity(path);
         TarEntry::at(
             Arc::from(path),
             Arc::from(identity.as_path()),

@@ -3,8 +3,8 @@
 //! parent folder name (the ImageFolder convention: `train/cat/1.jpg` is a `cat`), or for the
 //! images of WebDataset tars from a sidecar of their sample (`.cls`, or a key of `.json`).
 
-use super::shards::image_identity;
 use crate::error::{Error, Result};
+use crate::input::image_identity;
 use crate::input::ImageSource;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

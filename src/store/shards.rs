@@ -7,7 +7,7 @@
 //!   order. It is written last, so a shard counts as finished exactly when it exists.
 
 use crate::error::{Error, Result};
-use crate::input::{ImageId, ImageSource};
+use crate::input::{image_identity, ImageId, ImageSource};
 use std::path::{Path, PathBuf};
 
 /// The file-name prefix of part `i` of `n` of a job array.
@@ -141,13 +141,6 @@ fn path_from_line(text: &str, hex: Option<&str>) -> Option<PathBuf> {
         // Paths elsewhere are Unicode; bytes only come from Unix.
         String::from_utf8(bytes?).ok().map(PathBuf::from)
     }
-}
-
-/// What makes two spellings of one file the same image: its canonical path (symlinks and
-/// `.`/`..` resolved) when it exists, else the path made absolute.
-pub fn image_identity(path: &Path) -> PathBuf {
-    std::fs::canonicalize(path)
-        .unwrap_or_else(|_| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
 }
 
 /// One line of a shard manifest.
