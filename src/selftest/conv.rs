@@ -2,7 +2,6 @@
 //! shapes of tests/conv.rs and tests/f16.rs that break tiling and splitting.
 
 use super::{Emit, Options, Row};
-use crate::gpu::conv::WHOLE_K_MAX;
 use crate::gpu::{Conv2dKernel, ConvTile, Dtype, GpuContext, GpuConv2d, GpuTensor};
 use crate::reference::compare::{
     as_read_from_f16, seeded_values, within_sum_bound, Accumulation, Rounding,
@@ -91,23 +90,13 @@ fn cases(quick: bool) -> Vec<Case> {
     c
 }
 
-/// Every tile a device may run a layer of `spec` with: the size rule's and autotuning's
-/// candidates, and K split into 2, an odd 5 (chunks that end mid-slice) and 16 ways.
+/// Every tile a device may run a layer of `spec` with (the conv family's list), K split 16
+/// ways only in the full set.
 fn tiles(spec: &Conv2dSpec, quick: bool) -> Vec<ConvTile> {
-    let mut t = vec![
-        ConvTile::Small,
-        ConvTile::Large,
-        ConvTile::Large2,
-        ConvTile::SplitK(2),
-        ConvTile::SplitK(5),
-    ];
-    if !quick {
-        t.push(ConvTile::SplitK(16));
-    }
-    if spec.k_total() <= WHOLE_K_MAX as usize {
-        t.push(ConvTile::Whole);
-    }
-    t
+    ConvTile::every_scalar(spec.k_total())
+        .into_iter()
+        .filter(|t| !(quick && *t == ConvTile::SplitK(16)))
+        .collect()
 }
 
 /// He-scaled weights (activations keep a realistic magnitude), rounded by `round`.

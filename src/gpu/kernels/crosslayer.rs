@@ -4,8 +4,13 @@ use crate::error::{Error, Result};
 use crate::gpu::dispatch::record;
 use crate::gpu::plan::{plan_image_chunks, BandLimits, BindingWindow};
 use crate::gpu::tensor::{GpuFeatures, GpuTensor};
-use crate::gpu::{shaders, GpuContext, Kernel};
+use crate::gpu::{GpuContext, Kernel};
 use crate::pooling::{ChannelPooling, LocalWindow};
+
+use crate::gpu::shaders::{shader, Shader};
+
+/// Cross-layer pooling: batched sums of outer products.
+pub const CROSSLAYER: Shader = shader!("crosslayer.wgsl");
 
 /// Output rows per workgroup tile.
 pub const BM: u32 = 64;
@@ -64,7 +69,7 @@ impl CrossLayerKernel {
     /// Compiles the kernel.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         Ok(CrossLayerKernel {
-            kernel: ctx.kernel(&shaders::CROSSLAYER, "main")?,
+            kernel: ctx.kernel(&CROSSLAYER, "main")?,
         })
     }
 
@@ -202,7 +207,7 @@ mod tests {
 
     #[test]
     fn params_and_tiles_match_wgsl() {
-        let (members, size) = wgsl_struct_layout(&shaders::CROSSLAYER, "CrossParams");
+        let (members, size) = wgsl_struct_layout(&CROSSLAYER, "CrossParams");
         assert_eq!(size as usize, std::mem::size_of::<CrossParams>());
         let rust = crate::field_offsets!(CrossParams {
             h,
@@ -228,7 +233,7 @@ mod tests {
         });
         assert_eq!(members, rust);
         for (name, v) in [("BM", BM), ("BN", BN), ("BK", BK)] {
-            assert_eq!(wgsl_u32_const(&shaders::CROSSLAYER, name), v, "{name}");
+            assert_eq!(wgsl_u32_const(&CROSSLAYER, name), v, "{name}");
         }
     }
 }

@@ -4,8 +4,13 @@ use crate::error::Result;
 use crate::gpu::dispatch::record;
 use crate::gpu::plan::{plan_image_chunks, BandLimits, BindingWindow};
 use crate::gpu::tensor::{GpuFeatures, Scratch};
-use crate::gpu::{shaders, GpuContext, Kernel};
+use crate::gpu::{GpuContext, Kernel};
 use crate::pooling::Normalization;
+
+use crate::gpu::shaders::{shader, Shader};
+
+/// Channel L2, signed square root, global L2.
+pub const NORMALIZE: Shader = shader!("normalize.wgsl");
 
 /// Threads per workgroup.
 pub const WORKGROUP: u32 = 256;
@@ -33,8 +38,8 @@ impl NormalizeKernel {
     /// Compiles both entry points.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         Ok(NormalizeKernel {
-            rows: ctx.kernel(&shaders::NORMALIZE, "rows")?,
-            global: ctx.kernel(&shaders::NORMALIZE, "global")?,
+            rows: ctx.kernel(&NORMALIZE, "rows")?,
+            global: ctx.kernel(&NORMALIZE, "global")?,
             row_norms: Scratch::new("row norms"),
         })
     }
@@ -113,7 +118,7 @@ mod tests {
 
     #[test]
     fn params_and_flags_match_wgsl() {
-        let (members, size) = wgsl_struct_layout(&shaders::NORMALIZE, "NormParams");
+        let (members, size) = wgsl_struct_layout(&NORMALIZE, "NormParams");
         assert_eq!(size as usize, std::mem::size_of::<NormParams>());
         assert_eq!(
             members,
@@ -124,7 +129,7 @@ mod tests {
                 flags
             })
         );
-        assert_eq!(wgsl_u32_const(&shaders::NORMALIZE, "WORKGROUP"), WORKGROUP);
+        assert_eq!(wgsl_u32_const(&NORMALIZE, "WORKGROUP"), WORKGROUP);
         let only = |c, s, g| {
             Normalization {
                 channel_l2: c,
@@ -134,11 +139,11 @@ mod tests {
             .flags()
         };
         assert_eq!(
-            wgsl_u32_const(&shaders::NORMALIZE, "ROW_L2"),
+            wgsl_u32_const(&NORMALIZE, "ROW_L2"),
             only(true, false, false)
         );
         assert_eq!(
-            wgsl_u32_const(&shaders::NORMALIZE, "SIGNED_SQRT"),
+            wgsl_u32_const(&NORMALIZE, "SIGNED_SQRT"),
             only(false, true, false)
         );
     }

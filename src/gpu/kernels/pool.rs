@@ -4,8 +4,13 @@ use crate::error::{Error, Result};
 use crate::gpu::dispatch::{grid_for, record};
 use crate::gpu::plan::{plan_row_bands, BandLimits, BindingWindow};
 use crate::gpu::tensor::{Dtype, GpuTensor};
-use crate::gpu::{shaders, GpuContext, Kernel};
+use crate::gpu::{GpuContext, Kernel};
 use crate::shape::MaxPool2dSpec;
+
+use crate::gpu::shaders::{shader, Shader};
+
+/// Max pooling.
+pub const MAXPOOL2D: Shader = shader!("maxpool2d.wgsl");
 
 /// Threads per workgroup in `maxpool2d.wgsl`.
 pub const WORKGROUP: u32 = 256;
@@ -57,8 +62,8 @@ impl MaxPool2dKernel {
             format!("alias in_t = {};", input.wgsl()),
             format!("alias out_t = {};", output.wgsl()),
         );
-        let shader = shaders::MAXPOOL2D
-            .specialise(&[("alias in_t = f32;", &i), ("alias out_t = f32;", &o)])?;
+        let shader =
+            MAXPOOL2D.specialise(&[("alias in_t = f32;", &i), ("alias out_t = f32;", &o)])?;
         let k = ctx.kernel(&shader, "main")?;
         held.insert((input, output), k.clone());
         Ok(k)
@@ -162,7 +167,7 @@ mod tests {
 
     #[test]
     fn params_match_wgsl_struct() {
-        let (members, size) = wgsl_struct_layout(&shaders::MAXPOOL2D, "PoolParams");
+        let (members, size) = wgsl_struct_layout(&MAXPOOL2D, "PoolParams");
         assert_eq!(size as usize, std::mem::size_of::<PoolParams>());
         let rust = crate::field_offsets!(PoolParams {
             in_h,
@@ -183,7 +188,7 @@ mod tests {
             count
         });
         assert_eq!(members, rust);
-        assert_eq!(wgsl_u32_const(&shaders::MAXPOOL2D, "WORKGROUP"), WORKGROUP);
+        assert_eq!(wgsl_u32_const(&MAXPOOL2D, "WORKGROUP"), WORKGROUP);
     }
 
     #[test]
@@ -194,7 +199,7 @@ mod tests {
                     format!("alias in_t = {};", i.wgsl()),
                     format!("alias out_t = {};", o.wgsl()),
                 );
-                let v = shaders::MAXPOOL2D
+                let v = MAXPOOL2D
                     .specialise(&[("alias in_t = f32;", &a), ("alias out_t = f32;", &b)])
                     .unwrap();
                 assert_valid_spirv(&v);

@@ -4,8 +4,13 @@ use crate::error::Result;
 use crate::gpu::dispatch::{grid_for, record};
 use crate::gpu::plan::{plan_image_chunks, BandLimits, BindingWindow};
 use crate::gpu::tensor::{create_storage, GpuFeatures, GpuPacked};
-use crate::gpu::{shaders, GpuContext, Kernel};
+use crate::gpu::{GpuContext, Kernel};
 use crate::pooling::Quantization;
+
+use crate::gpu::shaders::{shader, Shader};
+
+/// Sign quantisation and binarisation, bit-packed.
+pub const QUANTIZE: Shader = shader!("quantize.wgsl");
 
 /// Threads per workgroup.
 pub const WORKGROUP: u32 = 256;
@@ -34,8 +39,8 @@ impl QuantizeKernel {
     /// Compiles both entry points.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         Ok(QuantizeKernel {
-            sign2: ctx.kernel(&shaders::QUANTIZE, "sign2")?,
-            bits1: ctx.kernel(&shaders::QUANTIZE, "bits1")?,
+            sign2: ctx.kernel(&QUANTIZE, "sign2")?,
+            bits1: ctx.kernel(&QUANTIZE, "bits1")?,
         })
     }
 
@@ -118,7 +123,7 @@ mod tests {
 
     #[test]
     fn params_match_wgsl() {
-        let (members, size) = wgsl_struct_layout(&shaders::QUANTIZE, "QuantParams");
+        let (members, size) = wgsl_struct_layout(&QUANTIZE, "QuantParams");
         assert_eq!(size as usize, std::mem::size_of::<QuantParams>());
         let rust = crate::field_offsets!(QuantParams {
             rows,
@@ -131,6 +136,6 @@ mod tests {
             _pad1
         });
         assert_eq!(members, rust);
-        assert_eq!(wgsl_u32_const(&shaders::QUANTIZE, "WORKGROUP"), WORKGROUP);
+        assert_eq!(wgsl_u32_const(&QUANTIZE, "WORKGROUP"), WORKGROUP);
     }
 }

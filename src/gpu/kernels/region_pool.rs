@@ -4,8 +4,13 @@ use crate::error::{Error, Result};
 use crate::gpu::dispatch::{grid_for, record};
 use crate::gpu::plan::{plan_image_chunks, BandLimits, BindingWindow};
 use crate::gpu::tensor::{create_storage, GpuFeatures, GpuTensor};
-use crate::gpu::{shaders, Binding, GpuBuffer, GpuContext, Kernel};
+use crate::gpu::{Binding, GpuBuffer, GpuContext, Kernel};
 use crate::pooling::RegionPoolMode;
+
+use crate::gpu::shaders::{shader, Shader};
+
+/// Sum / max pooling over regions (baselines, spatial pyramids).
+pub const REGION_POOL: Shader = shader!("region_pool.wgsl");
 
 /// Threads per workgroup.
 pub const WORKGROUP: u32 = 256;
@@ -62,7 +67,7 @@ impl RegionPoolKernel {
     /// Compiles the kernel.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         Ok(RegionPoolKernel {
-            kernel: ctx.kernel(&shaders::REGION_POOL, "main")?,
+            kernel: ctx.kernel(&REGION_POOL, "main")?,
         })
     }
 
@@ -194,7 +199,7 @@ mod tests {
 
     #[test]
     fn params_match_wgsl() {
-        let (members, size) = wgsl_struct_layout(&shaders::REGION_POOL, "RegionParams");
+        let (members, size) = wgsl_struct_layout(&REGION_POOL, "RegionParams");
         assert_eq!(size as usize, std::mem::size_of::<RegionParams>());
         let rust = crate::field_offsets!(RegionParams {
             h,
@@ -213,7 +218,7 @@ mod tests {
             ("MODE_MAX", MODE_MAX),
             ("MODE_SUM_SQRT", MODE_SUM_SQRT),
         ] {
-            assert_eq!(wgsl_u32_const(&shaders::REGION_POOL, name), v, "{name}");
+            assert_eq!(wgsl_u32_const(&REGION_POOL, name), v, "{name}");
         }
     }
 }

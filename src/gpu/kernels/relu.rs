@@ -4,7 +4,12 @@ use crate::error::Result;
 use crate::gpu::dispatch::{grid_for, record};
 use crate::gpu::plan::{plan_chunks, BandLimits, BindingWindow};
 use crate::gpu::tensor::GpuTensor;
-use crate::gpu::{shaders, GpuContext, Kernel};
+use crate::gpu::{GpuContext, Kernel};
+
+use crate::gpu::shaders::{shader, Shader};
+
+/// In-place ReLU.
+pub const RELU: Shader = shader!("relu.wgsl");
 
 /// Threads per workgroup in `relu.wgsl`.
 pub const WORKGROUP: u32 = 256;
@@ -28,7 +33,7 @@ impl ReluKernel {
     /// Compiles the kernel.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         Ok(ReluKernel {
-            kernel: ctx.kernel(&shaders::RELU, "main")?,
+            kernel: ctx.kernel(&RELU, "main")?,
         })
     }
 
@@ -78,7 +83,7 @@ mod tests {
 
     #[test]
     fn params_match_wgsl_struct() {
-        let (members, size) = wgsl_struct_layout(&shaders::RELU, "ReluParams");
+        let (members, size) = wgsl_struct_layout(&RELU, "ReluParams");
         assert_eq!(size as usize, std::mem::size_of::<ReluParams>());
         let rust = crate::field_offsets!(ReluParams {
             base,
@@ -87,6 +92,6 @@ mod tests {
             _pad1
         });
         assert_eq!(members, rust);
-        assert_eq!(wgsl_u32_const(&shaders::RELU, "WORKGROUP"), WORKGROUP);
+        assert_eq!(wgsl_u32_const(&RELU, "WORKGROUP"), WORKGROUP);
     }
 }

@@ -5,8 +5,13 @@ use crate::error::{Error, Result};
 use crate::gpu::dispatch::{grid_for, record};
 use crate::gpu::plan::{plan_image_chunks, BandLimits};
 use crate::gpu::tensor::{create_storage, download_f32, Scratch};
-use crate::gpu::{shaders, Binding, GpuBuffer, GpuContext, Kernel};
+use crate::gpu::{Binding, GpuBuffer, GpuContext, Kernel};
 use crate::pooling::Quantization;
+
+use crate::gpu::shaders::{shader, Shader};
+
+/// Retrieval scores: popcounts of sign codes, or float dot products, over selected channels.
+pub const SCORE: Shader = shader!("score.wgsl");
 
 /// Threads per workgroup (images per workgroup).
 pub const WORKGROUP: u32 = 64;
@@ -123,9 +128,9 @@ impl ScoreKernel {
     /// Compiles the three entry points.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         Ok(ScoreKernel {
-            bits1: ctx.kernel(&shaders::SCORE, "bits1")?,
-            sign2: ctx.kernel(&shaders::SCORE, "sign2")?,
-            floats: ctx.kernel(&shaders::SCORE, "floats")?,
+            bits1: ctx.kernel(&SCORE, "bits1")?,
+            sign2: ctx.kernel(&SCORE, "sign2")?,
+            floats: ctx.kernel(&SCORE, "floats")?,
             queries: Scratch::new("queries"),
             selected: Scratch::new("selected channels"),
             scores: Scratch::new("scores"),
@@ -258,7 +263,7 @@ mod tests {
 
     #[test]
     fn params_match_wgsl() {
-        let (members, size) = wgsl_struct_layout(&shaders::SCORE, "ScoreParams");
+        let (members, size) = wgsl_struct_layout(&SCORE, "ScoreParams");
         assert_eq!(size as usize, std::mem::size_of::<ScoreParams>());
         let rust = crate::field_offsets!(ScoreParams {
             images,
@@ -271,6 +276,6 @@ mod tests {
             _pad
         });
         assert_eq!(members, rust);
-        assert_eq!(wgsl_u32_const(&shaders::SCORE, "WORKGROUP"), WORKGROUP);
+        assert_eq!(wgsl_u32_const(&SCORE, "WORKGROUP"), WORKGROUP);
     }
 }

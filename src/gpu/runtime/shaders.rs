@@ -31,69 +31,34 @@ pub fn override_dir() -> Option<&'static std::path::Path> {
     .as_deref()
 }
 
+/// A shader embedded from `shaders/` (`shader!("file.wgsl")`), optionally with a shared part
+/// from `shaders/include/` put in front (`shader!("file.wgsl", "prelude.wgsl")`: WGSL has no
+/// includes). Each kernel family declares its own sources with it.
 macro_rules! shader {
     ($file:literal) => {
-        Shader {
-            name: $file,
-            source: include_str!(concat!("../../../shaders/", $file)),
-            files: Some(($file, None)),
-        }
+        $crate::gpu::shaders::Shader::embedded(
+            $file,
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $file)),
+            None,
+        )
     };
-    // A source with a shared part put in front (WGSL has no includes): `shaders/include/`.
     ($file:literal, $prelude:literal) => {
-        Shader {
-            name: $file,
-            source: concat!(
-                include_str!(concat!("../../../shaders/include/", $prelude)),
+        $crate::gpu::shaders::Shader::embedded(
+            $file,
+            concat!(
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/shaders/include/",
+                    $prelude
+                )),
                 "\n",
-                include_str!(concat!("../../../shaders/", $file))
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $file))
             ),
-            files: Some(($file, Some($prelude))),
-        }
+            Some($prelude),
+        )
     };
 }
-
-/// Implicit-GEMM convolution with bias and optional ReLU.
-pub const CONV2D: Shader = shader!("conv2d.wgsl", "conv2d_prelude.wgsl");
-/// The 128 x 128 tile variant of [`CONV2D`].
-pub const CONV2D_LARGE: Shader = shader!("conv2d_large.wgsl", "conv2d_prelude.wgsl");
-/// [`CONV2D`] for layers whose whole K fits one stage (the RGB first layer).
-pub const CONV2D_WHOLE_K: Shader = shader!("conv2d_whole_k.wgsl", "conv2d_prelude.wgsl");
-/// Split-K's second pass for [`CONV2D`]: adds up the partial sums, with the epilogue.
-pub const CONV2D_SPLITK_REDUCE: Shader = shader!("conv2d_splitk_reduce.wgsl");
-/// [`CONV2D`] on cooperative matrices (tensor cores): f16 operands, f32 sums.
-pub const CONV2D_COOP: Shader = shader!("conv2d_coop.wgsl");
-/// Max pooling.
-pub const MAXPOOL2D: Shader = shader!("maxpool2d.wgsl");
-/// In-place ReLU.
-pub const RELU: Shader = shader!("relu.wgsl");
-
-/// Cross-layer pooling: batched sums of outer products.
-pub const CROSSLAYER: Shader = shader!("crosslayer.wgsl");
-/// Channel L2, signed square root, global L2.
-pub const NORMALIZE: Shader = shader!("normalize.wgsl");
-/// Sign quantisation and binarisation, bit-packed.
-pub const QUANTIZE: Shader = shader!("quantize.wgsl");
-/// Sum / max pooling over regions (baselines, spatial pyramids).
-pub const REGION_POOL: Shader = shader!("region_pool.wgsl");
-/// Retrieval scores: popcounts of sign codes, or float dot products, over selected channels.
-pub const SCORE: Shader = shader!("score.wgsl");
-
-/// Every shader the crate ships; a test checks this matches the files in `shaders/`.
-pub const ALL: &[Shader] = &[
-    CONV2D,
-    CONV2D_LARGE,
-    CONV2D_COOP,
-    CONV2D_SPLITK_REDUCE,
-    CONV2D_WHOLE_K,
-    CROSSLAYER,
-    MAXPOOL2D,
-    NORMALIZE,
-    QUANTIZE,
-    REGION_POOL,
-    RELU,
-    SCORE,
-];
+pub(crate) use shader;
 
 /// Variants made by [`Shader::specialise`], by (shader, rewrites): each is made once and kept
 /// for the life of the process (a handful of types per kernel), so that kernels can name them
@@ -104,6 +69,19 @@ static VARIANTS: std::sync::OnceLock<
 > = std::sync::OnceLock::new();
 
 impl Shader {
+    /// The embedded source of `file` (with `prelude` in front); for [`shader!`].
+    pub(crate) const fn embedded(
+        file: &'static str,
+        source: &'static str,
+        prelude: Option<&'static str>,
+    ) -> Shader {
+        Shader {
+            name: file,
+            source,
+            files: Some((file, prelude)),
+        }
+    }
+
     /// This shader as it is compiled: its files read from [`SHADER_DIR_VAR`]'s folder where
     /// that is set (each file once per process), else itself. A file missing there is an
     /// error, so that no run mixes edited and embedded kernels unknowingly.
@@ -294,10 +272,20 @@ impl Shader {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::gpu::conv::{
+        CONV2D, CONV2D_COOP, CONV2D_LARGE, CONV2D_SPLITK_REDUCE, CONV2D_WHOLE_K,
+    };
+    use crate::gpu::crosslayer::CROSSLAYER;
+    use crate::gpu::normalize::NORMALIZE;
+    use crate::gpu::pool::MAXPOOL2D;
+    use crate::gpu::quantize::QUANTIZE;
+    use crate::gpu::region_pool::REGION_POOL;
+    use crate::gpu::relu::RELU;
+    use crate::gpu::score::SCORE;
 
     #[test]
     fn every_shader_validates() {
-        for s in ALL {
+        for s in &crate::gpu::kernels::all_shaders() {
             if let Err(e) = s.validate() {
                 panic!("{e}");
             }
@@ -360,7 +348,7 @@ pub(crate) mod tests {
 
     #[test]
     fn every_shader_translates_to_valid_spirv() {
-        for s in ALL {
+        for s in &crate::gpu::kernels::all_shaders() {
             assert_valid_spirv(s);
         }
     }
@@ -374,7 +362,10 @@ pub(crate) mod tests {
             .filter(|f| f.ends_with(".wgsl"))
             .collect();
         files.sort();
-        let mut known: Vec<&str> = ALL.iter().map(|s| s.name).collect();
+        let mut known: Vec<&str> = crate::gpu::kernels::all_shaders()
+            .iter()
+            .map(|s| s.name)
+            .collect();
         known.sort();
         assert_eq!(files, known);
     }
@@ -421,13 +412,13 @@ pub(crate) mod tests {
             );
         }
         // Every entry point of every shader is in the table.
-        let listed: usize = ALL
+        let listed: usize = crate::gpu::kernels::all_shaders()
             .iter()
             .map(|s| s.validate().unwrap().entry_points.len())
             .sum();
         assert_eq!(listed, table.len());
         // The shaders take their sizes from the constants the hosts check, not literals.
-        for s in ALL {
+        for s in &crate::gpu::kernels::all_shaders() {
             let literal = s
                 .source
                 .match_indices("@workgroup_size(")

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::gpu::dispatch::{grid_for, record};
 use crate::gpu::plan::{plan_row_bands, BandLimits, BindingWindow};
 use crate::gpu::tensor::{Dtype, GpuTensor, Scratch};
-use crate::gpu::{shaders, Binding, GpuBuffer, GpuContext, Kernel};
+use crate::gpu::{Binding, GpuBuffer, GpuContext, Kernel};
 use crate::shape::Conv2dSpec;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -171,7 +171,7 @@ impl Conv2dKernel {
             weights,
         }
         .epilogue_rewrites();
-        let shader = shaders::CONV2D_SPLITK_REDUCE
+        let shader = CONV2D_SPLITK_REDUCE
             .specialise(&[(r[0].0, r[0].1.as_str()), (r[1].0, r[1].1.as_str())])?;
         let k = ctx.kernel(&shader, "main")?;
         held.insert((output, weights), k.clone());

@@ -6,7 +6,7 @@ use crate::gpu::shaders::tests::{assert_valid_spirv, wgsl_struct_layout, wgsl_u3
 
 #[test]
 fn params_match_wgsl_struct() {
-    let (members, size) = wgsl_struct_layout(&shaders::CONV2D, "ConvParams");
+    let (members, size) = wgsl_struct_layout(&CONV2D, "ConvParams");
     assert_eq!(size as usize, std::mem::size_of::<ConvParams>());
     let rust = crate::field_offsets!(ConvParams {
         in_h,
@@ -35,7 +35,7 @@ fn params_match_wgsl_struct() {
         _pad2
     });
     assert_eq!(members, rust);
-    let (members, size) = wgsl_struct_layout(&shaders::CONV2D_SPLITK_REDUCE, "ReduceParams");
+    let (members, size) = wgsl_struct_layout(&CONV2D_SPLITK_REDUCE, "ReduceParams");
     assert_eq!(size as usize, std::mem::size_of::<ReduceParams>());
     let rust = crate::field_offsets!(ReduceParams {
         count,
@@ -53,7 +53,7 @@ fn params_match_wgsl_struct() {
     });
     assert_eq!(members, rust);
     assert_eq!(
-        wgsl_u32_const(&shaders::CONV2D_SPLITK_REDUCE, "WORKGROUP"),
+        wgsl_u32_const(&CONV2D_SPLITK_REDUCE, "WORKGROUP"),
         REDUCE_WORKGROUP
     );
 }
@@ -97,7 +97,7 @@ fn k_is_split_where_the_small_tile_leaves_the_gpu_half_idle() {
 
 #[test]
 fn large_tile_constants_match_wgsl() {
-    let large = &shaders::CONV2D_LARGE;
+    let large = &CONV2D_LARGE;
     for (name, v) in [
         ("BM", LARGE_BM),
         ("BN", LARGE_BN),
@@ -118,20 +118,17 @@ fn large_tile_constants_match_wgsl() {
     assert_eq!(wgsl_u32_const(large, "A_ROW"), LARGE_BM / 4 + 1);
     assert_eq!(wgsl_u32_const(large, "B_ROW"), LARGE_BN / 4);
     let (members, size) = wgsl_struct_layout(large, "ConvParams");
-    assert_eq!(
-        (members, size),
-        wgsl_struct_layout(&shaders::CONV2D, "ConvParams")
-    );
+    assert_eq!((members, size), wgsl_struct_layout(&CONV2D, "ConvParams"));
 }
 
 #[test]
 fn every_storage_variant_validates_and_keeps_the_params() {
     let both = [Dtype::F32, Dtype::F16];
     for (tile, shader) in [
-        (ConvTile::Small, &shaders::CONV2D),
-        (ConvTile::Large, &shaders::CONV2D_LARGE),
-        (ConvTile::Large2, &shaders::CONV2D_LARGE),
-        (ConvTile::Whole, &shaders::CONV2D_WHOLE_K),
+        (ConvTile::Small, &CONV2D),
+        (ConvTile::Large, &CONV2D_LARGE),
+        (ConvTile::Large2, &CONV2D_LARGE),
+        (ConvTile::Whole, &CONV2D_WHOLE_K),
     ] {
         for input in both {
             for output in both {
@@ -170,7 +167,7 @@ fn every_storage_variant_validates_and_keeps_the_params() {
         }
     }
     // A rewrite of a line the shader lacks is an error, not a silent no-op.
-    assert!(shaders::CONV2D
+    assert!(CONV2D
         .specialise(&[("alias nothing = f32;", "alias nothing = f16;")])
         .is_err());
 }
@@ -182,7 +179,7 @@ fn every_storage_variant_validates_and_keeps_the_params() {
 /// its parameters and constants are the host's.
 #[test]
 fn cooperative_kernel_validates_and_translates_to_spirv() {
-    let coop = &shaders::CONV2D_COOP;
+    let coop = &CONV2D_COOP;
     assert!(coop.needs_cooperative_matrix() && coop.needs_f16());
     for input in [Dtype::F32, Dtype::F16] {
         for output in [Dtype::F32, Dtype::F16] {
@@ -196,7 +193,7 @@ fn cooperative_kernel_validates_and_translates_to_spirv() {
             assert_valid_spirv(&v);
             assert_eq!(
                 wgsl_struct_layout(&v, "ConvParams"),
-                wgsl_struct_layout(&shaders::CONV2D, "ConvParams")
+                wgsl_struct_layout(&CONV2D, "ConvParams")
             );
         }
     }
@@ -267,7 +264,7 @@ fn the_large_tile_is_chosen_where_it_fills_the_gpu() {
 
 #[test]
 fn whole_k_constants_match_wgsl() {
-    let whole = &shaders::CONV2D_WHOLE_K;
+    let whole = &CONV2D_WHOLE_K;
     for (name, v) in [
         ("BM", BM),
         ("BN", BN),
@@ -284,7 +281,7 @@ fn whole_k_constants_match_wgsl() {
     assert_eq!(wgsl_u32_const(whole, "A_ROW"), BM / 4 + 1);
     assert_eq!(
         wgsl_struct_layout(whole, "ConvParams"),
-        wgsl_struct_layout(&shaders::CONV2D, "ConvParams")
+        wgsl_struct_layout(&CONV2D, "ConvParams")
     );
 }
 
@@ -298,7 +295,7 @@ fn tile_constants_match_wgsl() {
         ("TN", TN),
         ("THREADS", THREADS),
     ] {
-        assert_eq!(wgsl_u32_const(&shaders::CONV2D, name), v, "{name}");
+        assert_eq!(wgsl_u32_const(&CONV2D, name), v, "{name}");
     }
     // The thread layout the shader hard-codes (16x16 threads, 4 A and 4 B loads each,
     // a 4x4 block per thread held in four vec4).
@@ -309,6 +306,6 @@ fn tile_constants_match_wgsl() {
     assert_eq!(BN * BK, 4 * THREADS);
     assert_eq!(TM, 4);
     assert_eq!(TN, 4);
-    assert_eq!(wgsl_u32_const(&shaders::CONV2D, "A_ROW"), BM / 4 + 1);
-    assert_eq!(wgsl_u32_const(&shaders::CONV2D, "B_ROW"), BN / 4);
+    assert_eq!(wgsl_u32_const(&CONV2D, "A_ROW"), BM / 4 + 1);
+    assert_eq!(wgsl_u32_const(&CONV2D, "B_ROW"), BN / 4);
 }

@@ -2,7 +2,29 @@
 //! that picks one for a layer where autotuning does not.
 
 use crate::error::{Error, Result};
-use crate::gpu::{shaders, GpuContext};
+use crate::gpu::shaders::{shader, Shader};
+use crate::gpu::GpuContext;
+
+/// Implicit-GEMM convolution with bias and optional ReLU: the small tile (and split-K's
+/// first pass).
+pub const CONV2D: Shader = shader!("conv2d.wgsl", "conv2d_prelude.wgsl");
+/// The 128 x 128 tile variant of [`CONV2D`].
+pub const CONV2D_LARGE: Shader = shader!("conv2d_large.wgsl", "conv2d_prelude.wgsl");
+/// [`CONV2D`] for layers whose whole K fits one stage (the RGB first layer).
+pub const CONV2D_WHOLE_K: Shader = shader!("conv2d_whole_k.wgsl", "conv2d_prelude.wgsl");
+/// Split-K's second pass for [`CONV2D`]: adds up the partial sums, with the epilogue.
+pub const CONV2D_SPLITK_REDUCE: Shader = shader!("conv2d_splitk_reduce.wgsl");
+/// [`CONV2D`] on cooperative matrices (tensor cores): f16 operands, f32 sums.
+pub const CONV2D_COOP: Shader = shader!("conv2d_coop.wgsl");
+
+/// Every source of the family (the test that every file in `shaders/` is compiled in reads it).
+pub const SHADERS: &[Shader] = &[
+    CONV2D,
+    CONV2D_LARGE,
+    CONV2D_WHOLE_K,
+    CONV2D_SPLITK_REDUCE,
+    CONV2D_COOP,
+];
 
 /// The workgroup tiles `conv2d.wgsl` (64 x 64, 4 x 4 per thread) and `conv2d_large.wgsl`
 /// (128 x 128, 8 x 8 per thread) compute; both produce the same convolution.
@@ -103,6 +125,25 @@ impl ConvTile {
         }
     }
 
+    /// Every scalar tile that can run a layer of `k_total`-deep K, for checking them all
+    /// (`crosspool selftest`, the tests): the small, large and double-buffered large tiles,
+    /// K split 2, an odd 5 (chunks that end mid-slice) and 16 ways, and whole-K where K fits.
+    /// The cooperative tile is left out: it needs f16 weights and a device that has it.
+    pub fn every_scalar(k_total: usize) -> Vec<ConvTile> {
+        let mut t = vec![
+            ConvTile::Small,
+            ConvTile::Large,
+            ConvTile::Large2,
+            ConvTile::SplitK(2),
+            ConvTile::SplitK(5),
+            ConvTile::SplitK(16),
+        ];
+        if k_total <= WHOLE_K_MAX as usize {
+            t.push(ConvTile::Whole);
+        }
+        t
+    }
+
     /// The tile's name (as `CROSSPOOL_CONV_TILE` and the autotuning cache spell it).
     pub fn name(self) -> String {
         match self {
@@ -132,12 +173,12 @@ impl ConvTile {
     }
 
     /// The WGSL source of this tile's kernel.
-    pub(super) fn shader(self) -> &'static shaders::Shader {
+    pub(super) fn shader(self) -> &'static Shader {
         match self {
-            ConvTile::Small | ConvTile::SplitK(_) => &shaders::CONV2D,
-            ConvTile::Large | ConvTile::Large2 => &shaders::CONV2D_LARGE,
-            ConvTile::Whole => &shaders::CONV2D_WHOLE_K,
-            ConvTile::Coop => &shaders::CONV2D_COOP,
+            ConvTile::Small | ConvTile::SplitK(_) => &CONV2D,
+            ConvTile::Large | ConvTile::Large2 => &CONV2D_LARGE,
+            ConvTile::Whole => &CONV2D_WHOLE_K,
+            ConvTile::Coop => &CONV2D_COOP,
         }
     }
 }
