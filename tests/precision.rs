@@ -44,10 +44,7 @@ fn ok(args: &[&str]) -> String {
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
+    crosspool::reference::compare::cosine(a, b)
 }
 
 /// The README's fidelity figures: the real VGG16 (HED) on tests/data/photos, f16 storage on

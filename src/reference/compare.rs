@@ -21,6 +21,39 @@ impl Agreement {
         self.failure.is_none()
     }
 
+    /// No output compared yet (or every one exact).
+    fn clean() -> Self {
+        Agreement {
+            worst: 0.0,
+            at: 0,
+            failure: None,
+        }
+    }
+
+    /// Notes output `i`, off by `err` where `tol` is allowed: its share of the bound, and if
+    /// `ok` is false the failure `why` (the first one is kept). A failing output counts as its
+    /// share where that passes the bound, else (a wrong sign, NaN) as infinitely far.
+    fn note(&mut self, i: usize, err: f64, tol: f64, ok: bool, why: impl FnOnce() -> String) {
+        let share = if tol > 0.0 { err / tol } else { 0.0 };
+        let share = match ok {
+            true => share,
+            false if share.is_finite() && share > 1.0 => share,
+            false => f64::INFINITY,
+        };
+        if !ok {
+            self.failure.get_or_insert_with(why);
+        }
+        if share > self.worst {
+            self.worst = share;
+            self.at = i;
+        }
+    }
+
+    /// A failure when `got` and `want` differ in length.
+    fn lengths(got: usize, want: usize, what: &str) -> Option<Self> {
+        (got != want).then(|| Self::failed(format!("{got} {what} where the reference has {want}")))
+    }
+
     fn failed(why: String) -> Self {
         Agreement {
             worst: f64::INFINITY,
@@ -74,22 +107,16 @@ pub fn within_sum_bound(
     rounding: Rounding,
     accumulation: Accumulation,
 ) -> Agreement {
-    if got.len() != want.values.len() || want.magnitude.len() != want.values.len() {
-        return Agreement::failed(format!(
-            "{} outputs where the reference has {}",
-            got.len(),
-            want.values.len()
-        ));
+    if let Some(f) = Agreement::lengths(got.len(), want.values.len(), "outputs")
+        .or_else(|| Agreement::lengths(want.magnitude.len(), want.values.len(), "magnitudes"))
+    {
+        return f;
     }
     let gamma = match accumulation {
         Accumulation::Nearest => f32_dot_error_bound(terms) as f64,
         Accumulation::Truncating => 2.0 * f32_dot_error_bound(terms) as f64,
     };
-    let mut a = Agreement {
-        worst: 0.0,
-        at: 0,
-        failure: None,
-    };
+    let mut a = Agreement::clean();
     for (i, (&g, (&r, &m))) in got
         .iter()
         .zip(want.values.iter().zip(&want.magnitude))
@@ -103,22 +130,9 @@ pub fn within_sum_bound(
         };
         let err = (g as f64 - r).abs();
         // NaN compares false: it fails as an error beyond any bound.
-        if !inside(err, tol) {
-            a.failure.get_or_insert_with(|| {
-                format!("output {i}: {g} where the reference is {r} (|error| {err:.3e} > bound {tol:.3e}, magnitude {m:.3e})")
-            });
-            if a.worst.is_finite() {
-                a.worst = if err.is_nan() {
-                    f64::INFINITY
-                } else {
-                    a.worst.max(err / tol)
-                };
-                a.at = i;
-            }
-        } else if tol > 0.0 && err / tol > a.worst {
-            a.worst = err / tol;
-            a.at = i;
-        }
+        a.note(i, err, tol, inside(err, tol), || {
+            format!("output {i}: {g} where the reference is {r} (|error| {err:.3e} > bound {tol:.3e}, magnitude {m:.3e})")
+        });
     }
     a.require_nonzero(got)
 }
@@ -130,19 +144,11 @@ pub fn within_sum_bound(
 /// `1 / inverseSqrt` (2 + 2.5 ulp), which squaring doubles, plus half an ulp for the square
 /// itself: within 10 ulp of the sum. The sign must be the sum's.
 pub fn roots_within_sum_bound(got: &[f32], sums: &Reduced, terms: usize) -> Agreement {
-    if got.len() != sums.values.len() {
-        return Agreement::failed(format!(
-            "{} outputs where the reference has {}",
-            got.len(),
-            sums.values.len()
-        ));
+    if let Some(f) = Agreement::lengths(got.len(), sums.values.len(), "outputs") {
+        return f;
     }
     let gamma = f32_dot_error_bound(terms) as f64;
-    let mut a = Agreement {
-        worst: 0.0,
-        at: 0,
-        failure: None,
-    };
+    let mut a = Agreement::clean();
     for (i, (&g, (&v, &m))) in got
         .iter()
         .zip(sums.values.iter().zip(&sums.magnitude))
@@ -152,16 +158,9 @@ pub fn roots_within_sum_bound(got: &[f32], sums: &Reduced, terms: usize) -> Agre
         let err = (squared - v as f64).abs();
         let tol = gamma * m as f64 + 10.0 * f32::EPSILON as f64 * (v as f64).abs();
         let sign_ok = g.signum() == v.signum() || v == 0.0 || g == 0.0;
-        if !sign_ok || !inside(err, tol) {
-            a.failure.get_or_insert_with(|| {
-                format!("output {i}: {g}, squared {squared:e}, where the reference sum is {v} (bound {tol:.3e})")
-            });
-            a.worst = f64::INFINITY;
-            a.at = i;
-        } else if tol > 0.0 && err / tol > a.worst {
-            a.worst = err / tol;
-            a.at = i;
-        }
+        a.note(i, err, tol, sign_ok && inside(err, tol), || {
+            format!("output {i}: {g}, squared {squared:e}, where the reference sum is {v} (bound {tol:.3e})")
+        });
     }
     a.require_nonzero(got)
 }
@@ -184,20 +183,11 @@ pub fn values_equal(got: &[f32], want: &[f32]) -> Agreement {
 
 /// The first output where `same` says `got` and `want` differ, in words (with `note`).
 fn exact(got: &[f32], want: &[f32], note: &str, same: impl Fn(f32, f32) -> bool) -> Agreement {
-    if got.len() != want.len() {
-        return Agreement::failed(format!(
-            "{} outputs where the reference has {}",
-            got.len(),
-            want.len()
-        ));
+    if let Some(f) = Agreement::lengths(got.len(), want.len(), "outputs") {
+        return f;
     }
     match got.iter().zip(want).position(|(&g, &w)| !same(g, w)) {
-        None => Agreement {
-            worst: 0.0,
-            at: 0,
-            failure: None,
-        }
-        .require_nonzero(got),
+        None => Agreement::clean().require_nonzero(got),
         Some(i) => Agreement {
             worst: f64::INFINITY,
             at: i,
@@ -211,22 +201,14 @@ fn exact(got: &[f32], want: &[f32], note: &str, same: impl Fn(f32, f32) -> bool)
 
 /// Integer words (codes, packed signs) equal to the reference's.
 pub fn words_equal(got: &[u32], want: &[u32]) -> Agreement {
-    if got.len() != want.len() {
-        return Agreement::failed(format!(
-            "{} words where the reference has {}",
-            got.len(),
-            want.len()
-        ));
+    if let Some(f) = Agreement::lengths(got.len(), want.len(), "words") {
+        return f;
     }
     match got.iter().zip(want).position(|(g, w)| g != w) {
         None if got.iter().all(|&w| w == 0) => {
             Agreement::failed("every word is zero, so the comparison proves nothing".into())
         }
-        None => Agreement {
-            worst: 0.0,
-            at: 0,
-            failure: None,
-        },
+        None => Agreement::clean(),
         Some(i) => Agreement {
             worst: f64::INFINITY,
             at: i,
@@ -241,30 +223,15 @@ pub fn words_equal(got: &[u32], want: &[u32]) -> Agreement {
 /// Each output within `rel * |reference|` of it, and finite: for values that are products
 /// and quotients of a few rounded sums (normalisation), whose relative error is bounded.
 pub fn within_relative(got: &[f32], want: &[f32], rel: f64) -> Agreement {
-    if got.len() != want.len() {
-        return Agreement::failed(format!(
-            "{} outputs where the reference has {}",
-            got.len(),
-            want.len()
-        ));
+    if let Some(f) = Agreement::lengths(got.len(), want.len(), "outputs") {
+        return f;
     }
-    let mut a = Agreement {
-        worst: 0.0,
-        at: 0,
-        failure: None,
-    };
+    let mut a = Agreement::clean();
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let (err, tol) = ((g as f64 - w as f64).abs(), rel * (w as f64).abs());
-        if !g.is_finite() || !inside(err, tol) {
-            a.failure.get_or_insert_with(|| {
-                format!("output {i}: {g} where the reference is {w} (relative bound {rel:.3e})")
-            });
-            a.worst = f64::INFINITY;
-            a.at = i;
-        } else if tol > 0.0 && err / tol > a.worst {
-            a.worst = err / tol;
-            a.at = i;
-        }
+        a.note(i, err, tol, g.is_finite() && inside(err, tol), || {
+            format!("output {i}: {g} where the reference is {w} (relative bound {rel:.3e})")
+        });
     }
     a.require_nonzero(got)
 }
@@ -283,12 +250,8 @@ pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
 /// The normwise relative error of `got` against `want` within `tol`: for whole pipelines
 /// (the forward pass and pooling), whose elementwise error has no useful bound.
 pub fn within_rel_l2(got: &[f32], want: &[f32], tol: f64) -> Agreement {
-    if got.len() != want.len() {
-        return Agreement::failed(format!(
-            "{} outputs where the reference has {}",
-            got.len(),
-            want.len()
-        ));
+    if let Some(f) = Agreement::lengths(got.len(), want.len(), "outputs") {
+        return f;
     }
     if let Some(i) = got.iter().position(|v| !v.is_finite()) {
         return Agreement::failed(format!("output {i} is {}", got[i]));
@@ -321,28 +284,14 @@ pub fn cosine_per_image(got: &[f32], want: &[f32], images: usize, min: f64) -> A
         ));
     }
     let per = got.len() / images;
-    let mut a = Agreement {
-        worst: 0.0,
-        at: 0,
-        failure: None,
-    };
+    let mut a = Agreement::clean();
     for i in 0..images {
         let r = i * per..(i + 1) * per;
         let c = cosine(&got[r.clone()], &want[r]);
-        let share = (1.0 - c) / (1.0 - min);
-        if !inside(min, c) {
-            a.failure
-                .get_or_insert_with(|| format!("image {i}: cosine {c:.7} < {min}"));
-            a.worst = if c.is_nan() {
-                f64::INFINITY
-            } else {
-                a.worst.max(share)
-            };
-            a.at = i;
-        } else if share > a.worst {
-            a.worst = share;
-            a.at = i;
-        }
+        // The error is 1 - cos, the bound 1 - min.
+        a.note(i, 1.0 - c, 1.0 - min, inside(min, c), || {
+            format!("image {i}: cosine {c:.7} < {min}")
+        });
     }
     a.require_nonzero(want)
 }
