@@ -3,7 +3,7 @@
 
 use crate::cpu::{ConvKernel, CpuBackend};
 use crate::error::{Error, Result};
-use crate::extract::{BatchRunner, CpuRunner, ExtractConfig, GpuRunner};
+use crate::extract::{BackendRunner, BatchRunner, ExtractConfig};
 use crate::features::FeatureSpec;
 use crate::gpu::{Dtype, GpuContext, GpuOptions};
 use crate::model::ModelWeights;
@@ -11,6 +11,7 @@ use crate::pca::Pca;
 use crate::pipeline::{Backend, Extractor};
 use crate::shape::Shape4;
 use crate::weights::Conv2dWeights;
+use std::borrow::Borrow;
 
 /// Where a command computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -67,8 +68,8 @@ impl Engine {
     /// The device in words, for logs and JSON summaries.
     pub fn describe(&self) -> String {
         match self {
-            Engine::Gpu(ctx) => ctx.describe(),
-            Engine::Cpu(cpu) => cpu_description(cpu),
+            Engine::Gpu(ctx) => Compute::describe(&**ctx),
+            Engine::Cpu(cpu) => cpu.describe(),
         }
     }
 
@@ -121,19 +122,17 @@ impl Engine {
         pca: Option<&Pca>,
         aconv: Option<&Conv2dWeights>,
         storage: Dtype,
-    ) -> Result<DeviceExtractor<'_>> {
+    ) -> Result<Box<dyn FeatureDevice + '_>> {
         let e = (weights, spec, pca, aconv, storage);
         Ok(match self {
-            Engine::Gpu(ctx) => {
-                let ctx: &GpuContext = ctx;
-                DeviceExtractor::Gpu(ctx, make(ctx, e)?)
-            }
-            Engine::Cpu(cpu) => DeviceExtractor::Cpu(cpu, make(cpu, e)?),
+            Engine::Gpu(ctx) => on::<GpuContext, _>(&**ctx, e)?,
+            Engine::Cpu(cpu) => on::<CpuBackend, _>(cpu, e)?,
         })
     }
 
     /// This engine with the feature extractor for `spec`, owned together (see
-    /// [`Engine::extractor`]).
+    /// [`Engine::extractor`]): for holders that keep one for long, such as the Python
+    /// package's `Extractor`.
     pub fn into_extractor(
         self,
         weights: &ModelWeights,
@@ -141,17 +140,11 @@ impl Engine {
         pca: Option<&Pca>,
         aconv: Option<&Conv2dWeights>,
         storage: Dtype,
-    ) -> Result<OwnedExtractor> {
+    ) -> Result<Box<dyn FeatureDevice>> {
         let e = (weights, spec, pca, aconv, storage);
         Ok(match self {
-            Engine::Gpu(ctx) => {
-                let ex = make(&*ctx, e)?;
-                OwnedExtractor::Gpu(ctx, ex)
-            }
-            Engine::Cpu(cpu) => {
-                let ex = make(&cpu, e)?;
-                OwnedExtractor::Cpu(cpu, ex)
-            }
+            Engine::Gpu(ctx) => on::<GpuContext, _>(ctx, e)?,
+            Engine::Cpu(cpu) => on::<CpuBackend, _>(cpu, e)?,
         })
     }
 }
@@ -165,13 +158,26 @@ type ExtractorParts<'a> = (
     Dtype,
 );
 
-/// The extractor for `spec` on `b`, with the added AConv layer if one is given.
-fn make<B: Backend>(b: &B, parts: ExtractorParts<'_>) -> Result<Box<Extractor<B>>> {
+/// The extractor for `spec` on `device` (a backend, owned or borrowed), with the added AConv
+/// layer if one is given.
+fn on<'d, B, H>(device: H, parts: ExtractorParts<'_>) -> Result<Box<dyn FeatureDevice + 'd>>
+where
+    B: Compute,
+    H: Borrow<B> + Send + Sync + 'd,
+    Extractor<B>: Send + Sync,
+    for<'x> BackendRunner<'x, B>: Send,
+{
     let (weights, spec, pca, aconv, storage) = parts;
+    let b = device.borrow();
     let ex = Extractor::with_storage(b, weights, spec, pca, storage)?;
-    Ok(Box::new(match aconv {
+    let extractor = match aconv {
         Some(c) => ex.with_aconv(b, c)?,
         None => ex,
+    };
+    Ok(Box::new(OnDevice {
+        device,
+        extractor,
+        backend: std::marker::PhantomData,
     }))
 }
 
@@ -254,76 +260,83 @@ fn open_gpus(list: &DeviceList, opts: &GpuOptions) -> Result<Vec<Engine>> {
         .collect()
 }
 
-/// The CPU backend in words: threads and convolution kernel.
-fn cpu_description(cpu: &CpuBackend) -> String {
-    let kernel = cpu
-        .conv_kernel()
-        .map_or_else(|e| format!("({e})"), |k| k.name());
-    format!(
-        "CPU backend, {} threads, {kernel} convolutions",
-        rayon::current_num_threads(),
-    )
+/// What the engine asks of a backend beyond its operations.
+pub trait Compute: Backend + Sync + Sized + 'static {
+    /// Batches in flight by default.
+    const IN_FLIGHT: usize;
+    /// The device in words, for logs and JSON summaries.
+    fn describe(&self) -> String;
 }
 
-/// A feature extractor on the GPU or the CPU backend.
-pub enum DeviceExtractor<'a> {
-    /// On a GPU adapter.
-    Gpu(&'a GpuContext, Box<Extractor<GpuContext>>),
-    /// On the CPU backend.
-    Cpu(&'a CpuBackend, Box<Extractor<CpuBackend>>),
-}
+impl Compute for GpuContext {
+    const IN_FLIGHT: usize = GPU_IN_FLIGHT;
 
-impl DeviceExtractor<'_> {
-    /// The extractor and its backend, borrowed.
-    pub fn view(&self) -> ExtractorRef<'_> {
-        match self {
-            DeviceExtractor::Gpu(ctx, ex) => ExtractorRef::Gpu(ctx, ex),
-            DeviceExtractor::Cpu(cpu, ex) => ExtractorRef::Cpu(cpu, ex),
-        }
+    fn describe(&self) -> String {
+        GpuContext::describe(self)
     }
 }
 
-/// A feature extractor and the backend it runs on, borrowed from a [`DeviceExtractor`] or an
-/// [`OwnedExtractor`]: what describes the device and computes batches.
-#[derive(Clone, Copy)]
-pub enum ExtractorRef<'a> {
-    /// On a GPU adapter.
-    Gpu(&'a GpuContext, &'a Extractor<GpuContext>),
-    /// On the CPU backend.
-    Cpu(&'a CpuBackend, &'a Extractor<CpuBackend>),
+impl Compute for CpuBackend {
+    /// A batch takes every core.
+    const IN_FLIGHT: usize = 1;
+
+    /// Threads and convolution kernel.
+    fn describe(&self) -> String {
+        let kernel = self
+            .conv_kernel()
+            .map_or_else(|e| format!("({e})"), |k| k.name());
+        format!(
+            "CPU backend, {} threads, {kernel} convolutions",
+            rayon::current_num_threads(),
+        )
+    }
 }
 
-impl<'a> ExtractorRef<'a> {
+/// A feature extractor and the device it computes on, whichever that is: what describes the
+/// device and computes batches.
+pub trait FeatureDevice: Send + Sync {
     /// The device in words.
-    pub fn describe(self) -> String {
-        match self {
-            ExtractorRef::Gpu(ctx, _) => ctx.describe(),
-            ExtractorRef::Cpu(cpu, _) => cpu_description(cpu),
-        }
-    }
-
+    fn describe(&self) -> String;
     /// `(rows, cols)` of one image's feature at `size` x `size`.
-    pub fn feature_shape(self, size: usize) -> Result<(usize, usize)> {
-        match self {
-            ExtractorRef::Gpu(ctx, ex) => ex.feature_shape(ctx, size),
-            ExtractorRef::Cpu(cpu, ex) => ex.feature_shape(cpu, size),
-        }
-    }
-
-    /// Batches in flight by default on this device (see [`Engine::default_in_flight`]).
-    pub fn default_in_flight(self) -> usize {
-        match self {
-            ExtractorRef::Gpu(..) => GPU_IN_FLIGHT,
-            ExtractorRef::Cpu(..) => 1,
-        }
-    }
-
+    fn feature_shape(&self, size: usize) -> Result<(usize, usize)>;
+    /// Batches in flight by default on this device.
+    fn default_in_flight(&self) -> usize;
     /// What computes batches for `cfg` on this device.
-    pub fn runner(self, cfg: &ExtractConfig) -> Result<Box<dyn BatchRunner + Send + 'a>> {
-        Ok(match self {
-            ExtractorRef::Gpu(ctx, ex) => Box::new(GpuRunner::new(ctx, ex, cfg)?),
-            ExtractorRef::Cpu(cpu, ex) => Box::new(CpuRunner::new(cpu, ex, cfg)),
-        })
+    fn runner(&self, cfg: &ExtractConfig) -> Result<Box<dyn BatchRunner + Send + '_>>;
+}
+
+/// An extractor on backend `B`, held as `H` (the backend itself, boxed, or borrowed).
+struct OnDevice<B: Backend, H> {
+    device: H,
+    extractor: Extractor<B>,
+    backend: std::marker::PhantomData<fn() -> B>,
+}
+
+impl<B, H> FeatureDevice for OnDevice<B, H>
+where
+    B: Compute,
+    H: Borrow<B> + Send + Sync,
+    Extractor<B>: Send + Sync,
+    for<'x> BackendRunner<'x, B>: Send,
+{
+    fn describe(&self) -> String {
+        self.device.borrow().describe()
+    }
+
+    fn feature_shape(&self, size: usize) -> Result<(usize, usize)> {
+        self.extractor.feature_shape(self.device.borrow(), size)
+    }
+
+    fn default_in_flight(&self) -> usize {
+        B::IN_FLIGHT
+    }
+
+    fn runner(&self, cfg: &ExtractConfig) -> Result<Box<dyn BatchRunner + Send + '_>> {
+        Ok(Box::new(BackendRunner::new(
+            self.device.borrow(),
+            &self.extractor,
+            cfg,
+        )))
     }
 }
 
@@ -336,8 +349,8 @@ impl Engine {
     /// batch takes every core).
     pub fn default_in_flight(&self) -> usize {
         match self {
-            Engine::Gpu(_) => GPU_IN_FLIGHT,
-            Engine::Cpu(_) => 1,
+            Engine::Gpu(_) => GpuContext::IN_FLIGHT,
+            Engine::Cpu(_) => CpuBackend::IN_FLIGHT,
         }
     }
 
@@ -370,24 +383,5 @@ impl Engine {
         }
         let budget = (ctx.limits.max_buffer_size / 4).min(1 << 30);
         ((budget / largest.max(1)) as usize).clamp(1, 32)
-    }
-}
-
-/// An engine and its feature extractor, owned together: for holders that keep one for long,
-/// such as the Python package's `Extractor`.
-pub enum OwnedExtractor {
-    /// On a GPU adapter.
-    Gpu(Box<GpuContext>, Box<Extractor<GpuContext>>),
-    /// On the CPU backend.
-    Cpu(CpuBackend, Box<Extractor<CpuBackend>>),
-}
-
-impl OwnedExtractor {
-    /// The extractor and its backend, borrowed.
-    pub fn view(&self) -> ExtractorRef<'_> {
-        match self {
-            OwnedExtractor::Gpu(ctx, ex) => ExtractorRef::Gpu(ctx, ex),
-            OwnedExtractor::Cpu(cpu, ex) => ExtractorRef::Cpu(cpu, ex),
-        }
     }
 }

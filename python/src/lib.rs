@@ -1,7 +1,7 @@
 //! `crosspool._crosspool`: the Python extension over the crosspool library, the same code the
 //! command line runs. The Python package (`python/crosspool/`) wraps it in its public API.
 
-use crosspool::engine::{Device, Engine, OwnedExtractor, Precision};
+use crosspool::engine::{Device, Engine, FeatureDevice, Precision};
 use crosspool::extract::{self, ExtractConfig};
 use crosspool::gpu::{BackendChoice, GpuOptions};
 use crosspool::input::{DecodeMode, DecodeOptions, ImageSource, RgbPixels};
@@ -60,7 +60,7 @@ type Extracted<'py> = (
 /// Features of a list of images, computed on a GPU or the CPU backend.
 #[pyclass(module = "crosspool._crosspool")]
 struct Extractor {
-    pipeline: OwnedExtractor,
+    pipeline: Box<dyn FeatureDevice>,
     preprocess: Preprocess,
     cfg: ExtractConfig,
     /// `[rows, values or words per row]` of each stored feature.
@@ -148,10 +148,7 @@ impl Extractor {
         let pipeline = engine
             .into_extractor(&weights, spec, pca.as_ref(), None, storage)
             .map_err(error)?;
-        let (rows, cols) = pipeline
-            .view()
-            .feature_shape(size as usize)
-            .map_err(error)?;
+        let (rows, cols) = pipeline.feature_shape(size as usize).map_err(error)?;
         let row_shape = [rows, format.stored_cols(cols)];
         Ok(Extractor {
             preprocess: weights.preprocess,
@@ -165,7 +162,7 @@ impl Extractor {
                 },
             },
             row_shape,
-            in_flight: in_flight.unwrap_or_else(|| pipeline.view().default_in_flight()),
+            in_flight: in_flight.unwrap_or_else(|| pipeline.default_in_flight()),
             pipeline,
         })
     }
@@ -173,7 +170,7 @@ impl Extractor {
     /// The device in words.
     #[getter]
     fn device(&self) -> String {
-        self.pipeline.view().describe()
+        self.pipeline.describe()
     }
 
     /// `(rows, cols)` of each stored feature (cols in 32-bit words for sign codes).
@@ -233,7 +230,7 @@ impl Extractor {
         let rows: Vec<Row> = py
             .detach(|| -> crosspool::Result<Vec<Row>> {
                 let mut runners = (0..self.in_flight)
-                    .map(|_| self.pipeline.view().runner(&self.cfg))
+                    .map(|_| self.pipeline.runner(&self.cfg))
                     .collect::<crosspool::Result<Vec<_>>>()?;
                 extract::run_on_devices(
                     runners.iter_mut().map(|r| r.as_mut()).collect(),

@@ -354,7 +354,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         })
         .collect::<crosspool::Result<Vec<_>>>()?;
     let extractor = &extractors[0];
-    let (feature_rows, feature_cols) = extractor.view().feature_shape(a.size as usize)?;
+    let (feature_rows, feature_cols) = extractor.feature_shape(a.size as usize)?;
     let batch = a
         .batch
         .unwrap_or_else(|| engine.default_batch(&weights, &spec, a.size));
@@ -436,8 +436,8 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     anyhow::ensure!(a.in_flight != Some(0), "--in-flight must be at least 1");
     let mut runners = Vec::new();
     for x in &extractors {
-        for _ in 0..a.in_flight.unwrap_or_else(|| x.view().default_in_flight()) {
-            runners.push(x.view().runner(&cfg)?);
+        for _ in 0..a.in_flight.unwrap_or_else(|| x.default_in_flight()) {
+            runners.push(x.runner(&cfg)?);
         }
     }
     let stats = extract::run_on_devices(

@@ -216,7 +216,7 @@ pub fn run_search(opts: &GpuOptions, a: SearchArgs) -> anyhow::Result<usize> {
             limits: DecodeLimits::default(),
         },
     };
-    let mut runner = extractor.view().runner(&cfg)?;
+    let mut runner = extractor.runner(&cfg)?;
     let rows = extract::run_on(
         runner.as_mut(),
         weights.preprocess,

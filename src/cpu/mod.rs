@@ -17,7 +17,7 @@ pub mod tensor;
 mod winograd;
 
 pub use conv::{ConvKernel, CpuConv2d, Simd};
-pub use tensor::{HostFeatures, HostStorage, HostTensor};
+pub use tensor::{HostCodes, HostFeatures, HostStorage, HostTensor};
 
 /// The CPU backend: the pipelines run on these kernels when it is the `Backend`.
 #[derive(Clone, Copy, Debug, Default)]

@@ -126,3 +126,32 @@ impl HostFeatures {
         lock(&self.data)[..i * r * c].to_vec()
     }
 }
+
+/// Sign codes of `[images][rows]`, each row `words_per_row` u32 words.
+#[derive(Clone, Debug)]
+pub struct HostCodes {
+    /// The words, image after image.
+    pub words: Arc<Mutex<Vec<u32>>>,
+    /// Words per image.
+    pub per_image: usize,
+}
+
+impl HostCodes {
+    /// Zeroed codes for `images` images of `per_image` words.
+    pub fn zeros(images: usize, per_image: usize) -> Self {
+        HostCodes {
+            words: Arc::new(Mutex::new(vec![0; images * per_image])),
+            per_image,
+        }
+    }
+
+    /// Each image's words.
+    pub fn per_image(&self) -> Vec<Vec<u32>> {
+        self.words
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .chunks(self.per_image.max(1))
+            .map(<[u32]>::to_vec)
+            .collect()
+    }
+}

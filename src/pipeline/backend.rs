@@ -7,10 +7,10 @@
 //! here.
 
 use crate::cpu::tensor::storage;
-use crate::cpu::{HostFeatures, HostStorage, HostTensor};
+use crate::cpu::{HostCodes, HostFeatures, HostStorage, HostTensor};
 use crate::error::{Error, Result};
 use crate::gpu::Dtype;
-use crate::pooling::{ChannelPooling, LocalWindow, Normalization, RegionPoolMode};
+use crate::pooling::{ChannelPooling, LocalWindow, Normalization, Quantization, RegionPoolMode};
 use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4};
 use crate::weights::Conv2dWeights;
 
@@ -37,6 +37,8 @@ pub trait Storage {
     type Scratch;
     /// Where operations are recorded until [`Storage::submit`] runs them.
     type Recorder;
+    /// Features packed into sign codes (see [`Backend::quantize`]).
+    type Codes;
 
     /// A zeroed tensor.
     fn tensor(&self, shape: Shape4, label: &str) -> Result<Self::Tensor>;
@@ -76,6 +78,11 @@ pub trait Storage {
     fn write(&self, t: &Self::Tensor, values: &[f32]) -> Result<()>;
     /// Reads features back, waiting for the work that writes them.
     fn download(&self, f: &Self::Features) -> Result<Vec<f32>>;
+    /// Zeroed sign codes for features like `f` packed under `q`.
+    fn codes(&self, f: &Self::Features, q: Quantization, label: &str) -> Result<Self::Codes>;
+    /// Reads codes back, one vector of words per image, waiting for the work that writes
+    /// them.
+    fn download_codes(&self, c: &Self::Codes) -> Result<Vec<Vec<u32>>>;
 }
 
 /// A backend that computes in host memory, at once: its [`Storage`] is host tensors and
@@ -88,6 +95,7 @@ impl<T: HostMemory> Storage for T {
     type Regions = Vec<[u32; 4]>;
     type Scratch = HostStorage;
     type Recorder = ();
+    type Codes = HostCodes;
 
     fn tensor(&self, shape: Shape4, _label: &str) -> Result<HostTensor> {
         Ok(HostTensor::zeros(shape))
@@ -138,6 +146,31 @@ impl<T: HostMemory> Storage for T {
     fn download(&self, f: &HostFeatures) -> Result<Vec<f32>> {
         Ok(f.values())
     }
+
+    fn codes(&self, f: &HostFeatures, q: Quantization, _label: &str) -> Result<HostCodes> {
+        let (images, rows, cols) = f.dims;
+        Ok(HostCodes::zeros(images, rows * q.words_per_row(cols)))
+    }
+
+    fn download_codes(&self, c: &HostCodes) -> Result<Vec<Vec<u32>>> {
+        Ok(c.per_image())
+    }
+}
+
+/// [`Backend::quantize`] in host memory: [`Quantization::pack`], the definition the GPU
+/// kernel is held to.
+pub fn quantize_on_host(f: &HostFeatures, q: Quantization, out: &HostCodes) -> Result<()> {
+    let (_, _, cols) = f.dims;
+    let words = q.pack(&f.values(), cols);
+    let mut dst = out.words.lock().unwrap_or_else(|e| e.into_inner());
+    if words.len() != dst.len() {
+        return Err(Error::shape(
+            "quantize",
+            format!("{} words for codes of {}", words.len(), dst.len()),
+        ));
+    }
+    dst.copy_from_slice(&words);
+    Ok(())
 }
 
 /// A compute backend: its storage, and the operations on it.
@@ -251,5 +284,14 @@ pub trait Backend: Storage {
         r: &mut Self::Recorder,
         f: &Self::Features,
         norm: Normalization,
+    ) -> Result<()>;
+    /// Packs `f` into sign codes `out` (from [`Storage::codes`] for `f` and `q`).
+    fn quantize(
+        &self,
+        k: &Self::Kernels,
+        r: &mut Self::Recorder,
+        f: &Self::Features,
+        q: Quantization,
+        out: &Self::Codes,
     ) -> Result<()>;
 }

@@ -1,10 +1,10 @@
 //! The native CPU as a [`Backend`]: operations run at once, each on all cores.
 
-use super::backend::{Backend, Guide, HostMemory};
+use super::backend::{quantize_on_host, Backend, Guide, HostMemory};
 use crate::cpu::tensor::lock;
-use crate::cpu::{ops, CpuBackend, CpuConv2d, HostFeatures, HostTensor};
+use crate::cpu::{ops, CpuBackend, CpuConv2d, HostCodes, HostFeatures, HostTensor};
 use crate::error::Result;
-use crate::pooling::{ChannelPooling, LocalWindow, Normalization, RegionPoolMode};
+use crate::pooling::{ChannelPooling, LocalWindow, Normalization, Quantization, RegionPoolMode};
 use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4};
 use crate::weights::Conv2dWeights;
 
@@ -141,6 +141,17 @@ impl Backend for CpuBackend {
         let (i, r, c) = f.dims;
         ops::normalize(&mut lock(&f.data)[..i * r * c], r, c, norm);
         Ok(())
+    }
+
+    fn quantize(
+        &self,
+        _: &(),
+        _: &mut (),
+        f: &HostFeatures,
+        q: Quantization,
+        out: &HostCodes,
+    ) -> Result<()> {
+        quantize_on_host(f, q, out)
     }
 }
 

@@ -8,7 +8,7 @@ use crate::features::{FeatureSpec, GridMatch, Representation, ADDED_GUIDE};
 use crate::gpu::{Dtype, GpuContext};
 use crate::model::{Arch, ModelWeights};
 use crate::pca::Pca;
-use crate::pooling::{pyramid_regions, ChannelPooling, LocalWindow, RegionPoolMode};
+use crate::pooling::{pyramid_regions, ChannelPooling, LocalWindow, Quantization, RegionPoolMode};
 use crate::shape::Shape4;
 use crate::weights::Conv2dWeights;
 
@@ -445,5 +445,21 @@ impl<B: Backend> Extractor<B> {
     ) -> Result<&'w B::Features> {
         ctx.submit("extract", &mut |r| self.record(ctx, r, input, ws))?;
         Ok(&ws.features)
+    }
+
+    /// [`Extractor::extract`], the features then packed into `codes` (from
+    /// [`crate::pipeline::Storage::codes`] for `ws.features()` and `q`), in one submission.
+    pub fn extract_codes(
+        &self,
+        ctx: &B,
+        input: &B::Tensor,
+        ws: &ExtractWorkspace<B>,
+        q: Quantization,
+        codes: &B::Codes,
+    ) -> Result<()> {
+        ctx.submit("extract", &mut |r| {
+            self.record(ctx, r, input, ws)?;
+            ctx.quantize(&self.kernels, r, &ws.features, q, codes)
+        })
     }
 }

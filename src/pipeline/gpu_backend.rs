@@ -6,9 +6,10 @@ use crate::error::Result;
 use crate::gpu::crosslayer::Guidance;
 use crate::gpu::{
     Conv2dKernel, CrossLayerKernel, Dtype, GpuBuffer, GpuContext, GpuConv2d, GpuFeatures,
-    GpuRegions, GpuTensor, MaxPool2dKernel, NormalizeKernel, RegionPoolKernel,
+    GpuPacked, GpuRegions, GpuTensor, MaxPool2dKernel, NormalizeKernel, QuantizeKernel,
+    RegionPoolKernel,
 };
-use crate::pooling::{ChannelPooling, LocalWindow, Normalization, RegionPoolMode};
+use crate::pooling::{ChannelPooling, LocalWindow, Normalization, Quantization, RegionPoolMode};
 use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4};
 use crate::weights::Conv2dWeights;
 
@@ -19,6 +20,7 @@ pub struct GpuKernels {
     cross: CrossLayerKernel,
     normalize: NormalizeKernel,
     region: RegionPoolKernel,
+    quantize: QuantizeKernel,
 }
 
 impl Storage for GpuContext {
@@ -31,6 +33,8 @@ impl Storage for GpuContext {
     type Scratch = GpuBuffer;
 
     type Recorder = wgpu::CommandEncoder;
+
+    type Codes = GpuPacked;
 
     fn tensor(&self, shape: Shape4, label: &str) -> Result<GpuTensor> {
         GpuTensor::new(self, shape, label)
@@ -89,6 +93,18 @@ impl Storage for GpuContext {
     fn download(&self, f: &GpuFeatures) -> Result<Vec<f32>> {
         f.download(self)
     }
+
+    fn codes(&self, f: &GpuFeatures, q: Quantization, label: &str) -> Result<GpuPacked> {
+        GpuPacked::new(self, f.images, f.rows, q.words_per_row(f.cols), label)
+    }
+
+    fn download_codes(&self, c: &GpuPacked) -> Result<Vec<Vec<u32>>> {
+        let words = c.download(self)?;
+        Ok(words
+            .chunks((c.rows * c.words_per_row).max(1))
+            .map(<[u32]>::to_vec)
+            .collect())
+    }
 }
 
 impl Backend for GpuContext {
@@ -102,6 +118,7 @@ impl Backend for GpuContext {
             cross: CrossLayerKernel::new(self)?,
             normalize: NormalizeKernel::new(self)?,
             region: RegionPoolKernel::new(self)?,
+            quantize: QuantizeKernel::new(self)?,
         })
     }
 
@@ -211,5 +228,16 @@ impl Backend for GpuContext {
         norm: Normalization,
     ) -> Result<()> {
         k.normalize.record(self, r, f, norm)
+    }
+
+    fn quantize(
+        &self,
+        k: &GpuKernels,
+        r: &mut wgpu::CommandEncoder,
+        f: &GpuFeatures,
+        q: Quantization,
+        out: &GpuPacked,
+    ) -> Result<()> {
+        k.quantize.record(self, r, f, q, out)
     }
 }

@@ -5,10 +5,11 @@
 
 use super::{conv2d, cross_layer, field_pool, max_pool2d, normalize, region_pool};
 use crate::cpu::tensor::lock;
-use crate::cpu::{HostFeatures, HostTensor};
+use crate::cpu::{HostCodes, HostFeatures, HostTensor};
 use crate::error::{Error, Result};
+use crate::pipeline::backend::quantize_on_host;
 use crate::pipeline::{Backend, Guide, HostMemory};
-use crate::pooling::{ChannelPooling, LocalWindow, Normalization, RegionPoolMode};
+use crate::pooling::{ChannelPooling, LocalWindow, Normalization, Quantization, RegionPoolMode};
 use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4};
 use crate::weights::Conv2dWeights;
 
@@ -136,6 +137,17 @@ impl Backend for ReferenceBackend {
             normalize(img, rows, cols, norm);
         }
         Ok(())
+    }
+
+    fn quantize(
+        &self,
+        _: &(),
+        _: &mut (),
+        f: &CpuFeatures,
+        q: Quantization,
+        out: &HostCodes,
+    ) -> Result<()> {
+        quantize_on_host(f, q, out)
     }
 }
 

@@ -3,7 +3,7 @@
 use crate::error::Result;
 use crate::gpu::dispatch::{grid_for, record};
 use crate::gpu::plan::{plan_image_chunks, BandLimits, BindingWindow};
-use crate::gpu::tensor::{create_storage, GpuFeatures, GpuPacked};
+use crate::gpu::tensor::{GpuFeatures, GpuPacked};
 use crate::gpu::{GpuContext, Kernel};
 use crate::pooling::Quantization;
 
@@ -44,19 +44,18 @@ impl QuantizeKernel {
         })
     }
 
-    /// Allocates the packed output for `f` under `q`.
+    /// The packed output for `f` under `q`.
     pub fn output(&self, ctx: &GpuContext, f: &GpuFeatures, q: Quantization) -> Result<GpuPacked> {
-        let words_per_row = q.words_per_row(f.cols);
-        let bytes = (f.images * f.rows * words_per_row) as u64 * 4;
-        Ok(GpuPacked {
-            buffer: create_storage(ctx, bytes, "packed features")?,
-            images: f.images,
-            rows: f.rows,
-            words_per_row,
-        })
+        GpuPacked::new(
+            ctx,
+            f.images,
+            f.rows,
+            q.words_per_row(f.cols),
+            "packed features",
+        )
     }
 
-    /// Records the packing of `f` into `out` (from [`QuantizeKernel::output`]).
+    /// Records the packing of `f` into `out` (from [`QuantizeKernel::output`] or [`GpuPacked::new`]).
     pub fn record(
         &self,
         ctx: &GpuContext,

@@ -211,6 +211,23 @@ pub struct GpuPacked {
 }
 
 impl GpuPacked {
+    /// Zeroed codes for `images` x `rows` rows of `words_per_row` words.
+    pub fn new(
+        ctx: &GpuContext,
+        images: usize,
+        rows: usize,
+        words_per_row: usize,
+        label: &str,
+    ) -> Result<Self> {
+        let bytes = (images * rows * words_per_row) as u64 * 4;
+        Ok(GpuPacked {
+            buffer: create_storage(ctx, bytes, label)?,
+            images,
+            rows,
+            words_per_row,
+        })
+    }
+
     /// Reads all words back, waiting for submitted work.
     pub fn download(&self, ctx: &GpuContext) -> Result<Vec<u32>> {
         download_pod(

@@ -2,17 +2,17 @@
 //! the GPU computes the previous batch and a writer thread stores the one before, so the GPU
 //! does not wait on decoding or disk.
 
-use crate::cpu::{CpuBackend, HostTensor};
+mod runner;
+
+pub use runner::BackendRunner;
+
 use crate::error::{Error, Result};
-use crate::gpu::{GpuContext, GpuPacked, GpuTensor, QuantizeKernel};
+use crate::gpu::GpuContext;
 use crate::input::{failure_reason, prepare_source, DecodeOptions, ImageSource};
 use crate::model::Preprocess;
 use crate::output::{OutputFormat, Row, RowData, RowSink};
-use crate::pipeline::{ExtractWorkspace, Extractor, Storage};
-use crate::pooling::Quantization;
-use crate::shape::Shape4;
+use crate::pipeline::Extractor;
 use rayon::prelude::*;
-use std::collections::HashMap;
 use std::sync::mpsc::sync_channel;
 
 /// Settings of one extraction run.
@@ -60,7 +60,7 @@ pub fn run<W: RowSink>(
     cfg: &ExtractConfig,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<W::Done> {
-    let mut runner = GpuRunner::new(ctx, extractor, cfg)?;
+    let mut runner = BackendRunner::new(ctx, extractor, cfg);
     run_on(&mut runner, preprocess, images, writer, cfg, progress)
 }
 
@@ -205,188 +205,6 @@ pub fn run_on_devices<'a, W: RowSink>(
         }
         written
     })
-}
-
-/// Splits the guide means of a batch of `images` (`[images][D_{t+1}]`) per image; none for
-/// features without them.
-fn guide_rows(means: Option<Vec<f32>>, images: usize) -> Vec<Vec<f32>> {
-    match means {
-        Some(g) => g.chunks(g.len() / images).map(<[f32]>::to_vec).collect(),
-        None => Vec::new(),
-    }
-}
-
-/// Batches on the GPU: one set of buffers per batch size, kept for the whole run.
-pub struct GpuRunner<'a> {
-    ctx: &'a GpuContext,
-    extractor: &'a Extractor,
-    size: u32,
-    coder: Option<(Quantization, QuantizeKernel)>,
-    buffers: HashMap<usize, BatchBuffers>,
-}
-
-impl<'a> GpuRunner<'a> {
-    /// A runner for `cfg`'s image size and stored format.
-    pub fn new(ctx: &'a GpuContext, extractor: &'a Extractor, cfg: &ExtractConfig) -> Result<Self> {
-        let coder = match cfg.format.codes() {
-            Some(q) => Some((q, QuantizeKernel::new(ctx)?)),
-            None => None,
-        };
-        Ok(GpuRunner {
-            ctx,
-            extractor,
-            size: cfg.size,
-            coder,
-            buffers: HashMap::new(),
-        })
-    }
-}
-
-impl BatchRunner for GpuRunner<'_> {
-    fn run(&mut self, images: &[&[f32]]) -> Result<BatchRows> {
-        let coder = self.coder.as_ref().map(|(q, k)| (*q, k));
-        let b = match self.buffers.entry(images.len()) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(BatchBuffers::new(
-                self.ctx,
-                self.extractor,
-                images.len(),
-                self.size,
-                coder,
-            )?),
-        };
-        b.run(self.ctx, self.extractor, images, coder)
-    }
-}
-
-/// Batches on the native CPU backend: one input tensor and workspace per batch size; sign
-/// codes packed on the host ([`Quantization::pack`], which the GPU kernel is held to).
-pub struct CpuRunner<'a> {
-    cpu: &'a CpuBackend,
-    extractor: &'a Extractor<CpuBackend>,
-    size: u32,
-    quantize: Option<Quantization>,
-    buffers: HashMap<usize, (HostTensor, ExtractWorkspace<CpuBackend>)>,
-}
-
-impl<'a> CpuRunner<'a> {
-    /// A runner for `cfg`'s image size and stored format, on the backend `extractor` was
-    /// made with.
-    pub fn new(
-        cpu: &'a CpuBackend,
-        extractor: &'a Extractor<CpuBackend>,
-        cfg: &ExtractConfig,
-    ) -> Self {
-        CpuRunner {
-            cpu,
-            extractor,
-            size: cfg.size,
-            quantize: cfg.format.codes(),
-            buffers: HashMap::new(),
-        }
-    }
-}
-
-impl BatchRunner for CpuRunner<'_> {
-    fn run(&mut self, images: &[&[f32]]) -> Result<BatchRows> {
-        let cpu = self.cpu;
-        let shape = Shape4::new(images.len(), self.size as usize, self.size as usize, 3);
-        let (input, ws) = match self.buffers.entry(images.len()) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert((
-                cpu.tensor(shape, "images")?,
-                self.extractor.workspace(cpu, shape)?,
-            )),
-        };
-        input.write(&images.concat())?;
-        let f = self.extractor.extract(cpu, input, ws)?;
-        let (n, rows, cols) = CpuBackend::dims_of(f);
-        let values = cpu.download(f)?;
-        let per_image = (rows * cols).max(1);
-        let features = values
-            .chunks(per_image)
-            .take(n)
-            .map(|c| match self.quantize {
-                Some(q) => Ok(RowData::Words(q.pack(c, cols))),
-                None => Ok(RowData::F32(c.to_vec())),
-            })
-            .collect();
-        Ok((features, guide_rows(ws.guide_means(cpu)?, images.len())))
-    }
-}
-
-/// The buffers for batches of one size, kept for the whole run so that every batch of that
-/// size binds the same buffers (nothing is allocated or bound anew per batch).
-struct BatchBuffers {
-    input: GpuTensor,
-    workspace: ExtractWorkspace,
-    packed: Option<GpuPacked>,
-}
-
-impl BatchBuffers {
-    fn new(
-        ctx: &GpuContext,
-        extractor: &Extractor,
-        images: usize,
-        size: u32,
-        quantize: Option<(Quantization, &QuantizeKernel)>,
-    ) -> Result<Self> {
-        let shape = Shape4::new(images, size as usize, size as usize, 3);
-        let workspace = extractor.workspace(ctx, shape)?;
-        let packed = match quantize {
-            Some((q, kernel)) => Some(kernel.output(ctx, workspace.features(), q)?),
-            None => None,
-        };
-        Ok(BatchBuffers {
-            input: GpuTensor::new(ctx, shape, "images")?,
-            workspace,
-            packed,
-        })
-    }
-
-    /// Extracts the features of `images` (preprocessed pixels, one slice each): per image,
-    /// its feature row and, for cross-layer features, its layer t+1 channel means.
-    fn run(
-        &self,
-        ctx: &GpuContext,
-        extractor: &Extractor,
-        images: &[&[f32]],
-        quantize: Option<(Quantization, &QuantizeKernel)>,
-    ) -> Result<BatchRows> {
-        self.input.write(ctx, &images.concat())?;
-        let f = extractor.extract(ctx, &self.input, &self.workspace)?;
-        let features = match (quantize, &self.packed) {
-            (Some((q, kernel)), Some(packed)) => {
-                ctx.submit("quantize", |enc| kernel.record(ctx, enc, f, q, packed))?;
-                let words = packed.download(ctx)?;
-                words
-                    .chunks(packed.rows * packed.words_per_row)
-                    .map(|c| RowData::Words(c.to_vec()))
-                    .collect::<Vec<_>>()
-            }
-            _ => f
-                .download(ctx)?
-                .chunks(f.len_per_image())
-                .map(|c| RowData::F32(c.to_vec()))
-                .collect(),
-        };
-        let overflowed = self.workspace.overflowed(ctx)?;
-        let features = features
-            .into_iter()
-            .zip(overflowed)
-            .map(|(row, over)| {
-                if over {
-                    Err(F16_OVERFLOW.to_string())
-                } else {
-                    Ok(row)
-                }
-            })
-            .collect();
-        Ok((
-            features,
-            guide_rows(self.workspace.guide_means(ctx)?, images.len()),
-        ))
-    }
 }
 
 /// One row per image of the batch, in input order: the next feature for each decoded image,
