@@ -17,6 +17,7 @@
 //!   comparisons under derived bounds; [`selftest`] holds the kernels to it on a user's
 //!   adapter, and no other production module uses it.
 
+pub mod choice;
 pub mod classifier;
 pub mod cpu;
 pub mod engine;
@@ -25,6 +26,7 @@ pub mod extract;
 pub mod features;
 pub mod gpu;
 pub mod input;
+pub mod job;
 pub mod model;
 pub mod output;
 pub mod pca;
@@ -48,4 +50,5 @@ macro_rules! field_offsets {
     ($t:ty { $($f:ident),* $(,)? }) => {
         vec![$((stringify!($f).to_string(), std::mem::offset_of!($t, $f) as u32)),*]
     };
+}
 }

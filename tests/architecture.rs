@@ -66,7 +66,7 @@ fn modules_used(code: &str) -> Vec<String> {
 }
 
 /// Modules that import nothing from the crate but errors (and `weights` its shapes).
-const LEAVES: &[&str] = &["error", "shape", "weights", "pooling", "tune"];
+const LEAVES: &[&str] = &["error", "shape", "weights", "pooling", "tune", "choice"];
 
 #[test]
 fn gpu_depends_on_the_leaf_modules_alone() {

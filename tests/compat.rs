@@ -6,11 +6,12 @@
 mod common;
 
 use common::temp_dir;
+use crosspool::features::{NormPreset, Pooling};
 use crosspool::model::Arch;
 use crosspool::pooling::{LocalWindow, Quantization};
 use crosspool::retrieval::{IndexData, RetrievalIndex, Storage};
 use crosspool::store::settings::SETTINGS_VERSION;
-use crosspool::store::{ExtractSettings, NormPreset, Pooling};
+use crosspool::store::ExtractSettings;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -109,12 +109,13 @@ fn symlink_loops_are_walked_once() {
 /// the other rows index as before, and `export-npy` refuses, naming the image.
 #[test]
 fn non_finite_rows_are_named_and_kept_out() {
+    use crosspool::features::{NormPreset, Pooling};
     use crosspool::model::Arch;
     use crosspool::output::{export_npy, OutputFormat, Row, RowData, ShardWriter};
     use crosspool::pooling::LocalWindow;
     use crosspool::retrieval::{RetrievalIndex, Storage};
     use crosspool::store::settings::SETTINGS_VERSION;
-    use crosspool::store::{ExtractSettings, NormPreset, Pooling};
+    use crosspool::store::ExtractSettings;
     let d = temp_dir("nan-rows");
     let settings = ExtractSettings {
         version: SETTINGS_VERSION,
@@ -223,8 +224,9 @@ fn resume_refuses_changed_weights() {
 }
 
 fn sum_settings() -> crosspool::store::ExtractSettings {
+    use crosspool::features::{NormPreset, Pooling};
     use crosspool::store::settings::SETTINGS_VERSION;
-    use crosspool::store::{ExtractSettings, NormPreset, Pooling};
+    use crosspool::store::ExtractSettings;
     ExtractSettings {
         version: SETTINGS_VERSION,
         arch: crosspool::model::Arch::Vgg16,

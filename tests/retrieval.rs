@@ -6,6 +6,7 @@
 mod common;
 
 use common::{gpu, gpu_with_binding_cap, random, seeded_weights_file, temp_dir};
+use crosspool::features::{NormPreset, Pooling};
 use crosspool::gpu::{GpuContext, GpuDatabase, ScoreKernel, ScoreKind};
 use crosspool::model::Arch;
 use crosspool::output::{OutputFormat, Row, RowData, ShardWriter};
@@ -16,7 +17,7 @@ use crosspool::retrieval::score::{
 };
 use crosspool::retrieval::{IndexData, RetrievalIndex, Storage};
 use crosspool::store::settings::SETTINGS_VERSION;
-use crosspool::store::{ExtractSettings, NormPreset, Pooling};
+use crosspool::store::ExtractSettings;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;

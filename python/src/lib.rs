@@ -3,18 +3,17 @@
 
 use crosspool::engine::{Device, Engine, FeatureDevice, Precision};
 use crosspool::extract::{self, ExtractConfig};
+use crosspool::features::{FeatureRequest, NormPreset, Pooling};
 use crosspool::gpu::{BackendChoice, GpuOptions};
 use crosspool::input::{DecodeMode, DecodeOptions, ImageSource, RgbPixels};
-use crosspool::model::{Arch, ModelWeights, Preprocess};
+use crosspool::job::{ExtractJob, ExtractOptions};
+use crosspool::model::{Arch, Preprocess};
 use crosspool::output::{OutputFormat, Row, RowData};
-use crosspool::pca::Pca;
 use crosspool::pooling::{ChannelPooling, LocalWindow};
 use crosspool::retrieval::eval::load_ground_truth;
 use crosspool::retrieval::score::rank;
 use crosspool::retrieval::search::{channel_selection, evaluate, Scorer};
 use crosspool::retrieval::RetrievalIndex;
-use crosspool::store::settings::{default_layers, feature_spec};
-use crosspool::store::{NormPreset, Pooling};
 use numpy::{PyArray, PyArrayMethods, PyReadonlyArray3, PyUntypedArrayMethods};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
@@ -122,36 +121,29 @@ impl Extractor {
         if in_flight == Some(0) {
             return Err(PyValueError::new_err("in_flight must be at least 1"));
         }
-        let arch = ModelWeights::arch_of(&weights, model).map_err(error)?;
-        let layers = match layers {
-            Some(l) if !l.is_empty() => l,
-            _ => default_layers(arch, pooling),
-        };
-        let spec = feature_spec(
-            arch,
-            &layers,
-            pooling,
-            channel_pooling,
-            window,
-            levels,
-            norm,
-        )
+        let job = ExtractJob::prepare(ExtractOptions {
+            weights,
+            model,
+            features: FeatureRequest {
+                layers: layers.unwrap_or_default(),
+                pooling,
+                channel_pooling,
+                window,
+                levels,
+                norm,
+            },
+            size,
+            pca,
+            aconv: None,
+        })
         .map_err(error)?;
-        let deepest = spec.deepest_layer(arch).map_err(error)?;
-        arch.check_input_size(size as usize, deepest)
-            .map_err(error)?;
-        let weights = ModelWeights::load(&weights, Some(arch), Some(deepest)).map_err(error)?;
-        let pca = pca.as_deref().map(Pca::load).transpose().map_err(error)?;
         let engine = Engine::open(device, &opts).map_err(error)?;
-        let batch = batch.unwrap_or_else(|| engine.default_batch(&weights, &spec, size));
-        let storage = engine.storage_for(precision).map_err(error)?;
-        let pipeline = engine
-            .into_extractor(&weights, spec, pca.as_ref(), None, storage)
-            .map_err(error)?;
+        let batch = batch.unwrap_or_else(|| engine.default_batch(&job.weights, &job.spec, size));
+        let pipeline = job.into_extractor(engine, precision).map_err(error)?;
         let (rows, cols) = pipeline.feature_shape(size as usize).map_err(error)?;
         let row_shape = [rows, format.stored_cols(cols)];
         Ok(Extractor {
-            preprocess: weights.preprocess,
+            preprocess: job.weights.preprocess,
             cfg: ExtractConfig {
                 size,
                 batch,
@@ -188,7 +180,7 @@ impl Extractor {
     /// The stored format's name (`f32`, `f16`, `sign2`, `bits1`).
     #[getter]
     fn format(&self) -> String {
-        crosspool::store::settings::value_name(&self.cfg.format)
+        crosspool::choice::value_name(&self.cfg.format)
     }
 
     /// Features of `items` (paths or HxWx3 uint8 arrays), computed with the GIL released.

@@ -565,7 +565,7 @@ fn decode_only(a: &Args) -> anyhow::Result<()> {
         "images": paths.len(),
         "dir": dir.display().to_string(),
         "size": a.size,
-        "decode": crosspool::store::settings::value_name(&a.decode),
+        "decode": crosspool::choice::value_name(&a.decode),
         "iters": a.iters,
         "threads": threads,
         "decode_images_per_second": all,
@@ -580,7 +580,7 @@ fn decode_only(a: &Args) -> anyhow::Result<()> {
             dir.display(),
             a.size,
             a.size,
-            crosspool::store::settings::value_name(&a.decode),
+            crosspool::choice::value_name(&a.decode),
             a.iters
         );
     }

@@ -167,7 +167,7 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     println!(
         "wrote {}: {} with C {c}, training accuracy {:.2}%",
         a.out.display(),
-        crosspool::store::settings::value_name(&a.model),
+        crosspool::choice::value_name(&a.model),
         100.0 * right as f64 / set.len() as f64
     );
     Ok(())

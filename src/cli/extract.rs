@@ -1,22 +1,20 @@
 //! `crosspool extract`: images in, feature shards out.
 
-use super::engine::{storage_on_all, Device, Engine, Precision};
-use crosspool::classifier::aconv_file::AConvFile;
+use super::engine::{Device, Engine, Precision};
+use crosspool::choice::value_name;
 use crosspool::extract::{self, ExtractConfig};
-use crosspool::features::{FeatureSpec, ADDED_GUIDE};
+use crosspool::features::{FeatureRequest, NormPreset as Norm, Pooling};
 use crosspool::gpu::{Dtype, GpuOptions};
-use crosspool::input::image_identity;
 use crosspool::input::{
     expand_inputs, expand_sources, DecodeLimits, DecodeMode, DecodeOptions, ImageId, ImageSource,
 };
-use crosspool::model::{Arch, ModelWeights};
+use crosspool::job::{ExtractJob, ExtractOptions};
+use crosspool::model::Arch;
 use crosspool::output::{OutputFormat, ShardWriter};
-use crosspool::pca::Pca;
 use crosspool::pooling::{ChannelPooling, LocalWindow};
 use crosspool::store::labels::{LabelSource, Labels};
-use crosspool::store::settings::{default_layers, feature_spec, value_name, SETTINGS_VERSION};
 use crosspool::store::shards::{part_prefix, settings_file};
-use crosspool::store::{ExtractSettings, NormPreset as Norm, Pooling};
+use crosspool::store::ExtractSettings;
 use std::path::{Path, PathBuf};
 
 /// Arguments of `extract`.
@@ -130,6 +128,25 @@ pub struct Args {
 }
 
 impl Args {
+    /// What to extract, as these arguments ask.
+    fn options(&self) -> ExtractOptions {
+        ExtractOptions {
+            weights: self.weights.clone(),
+            model: self.model,
+            features: FeatureRequest {
+                layers: self.layers.clone(),
+                pooling: self.pooling,
+                channel_pooling: self.channel_pooling,
+                window: self.window,
+                levels: self.levels,
+                norm: self.norm,
+            },
+            size: self.size,
+            pca: self.pca.clone(),
+            aconv: self.aconv.clone(),
+        }
+    }
+
     /// Arguments that extract `inputs` into `out` as the run that wrote `s` did (network,
     /// weights, layers, pooling, window, PCA, normalisation, size, decoding, format): for
     /// commands that need features comparable to an earlier extraction's.
@@ -232,11 +249,6 @@ fn recorded_decode(resume: bool, out: &Path, prefix: &str) -> Option<DecodeMode>
         .map(|s| s.decode)
 }
 
-/// `p` as settings record files: its identity (absolute, links resolved).
-fn absolute(p: &Path) -> String {
-    image_identity(p).display().to_string()
-}
-
 /// A progress bar on a terminal, or nothing with `--quiet`.
 fn progress_bar(quiet: bool, len: usize) -> indicatif::ProgressBar {
     if quiet {
@@ -252,74 +264,14 @@ fn progress_bar(quiet: bool, len: usize) -> indicatif::ProgressBar {
     b
 }
 
-/// The AConv layer as a convolution, checked against the run: trained on this network's
-/// `spec` local layer with these weights (their content), and at this size (a warning if
-/// not: the 1x1 layer runs at any size, but was trained on another grid).
-fn check_aconv(
-    ac: &AConvFile,
-    a: &Args,
-    arch: Arch,
-    spec: &FeatureSpec,
-    weights_fingerprint: &str,
-) -> anyhow::Result<crosspool::weights::Conv2dWeights> {
-    let path = a.aconv.as_deref().map(Path::display);
-    let path = path.map(|p| p.to_string()).unwrap_or_default();
-    anyhow::ensure!(
-        spec.repr.added_guide(),
-        "--aconv {path} is given but --layers {} does not pool with it (use --layers {},{ADDED_GUIDE})",
-        a.layers.join(","),
-        ac.meta.layer
-    );
-    anyhow::ensure!(
-        ac.meta.arch == arch && ac.meta.layer == spec.repr.local_layer(),
-        "{path} was trained on {} {}, but the features pool {arch} {}",
-        ac.meta.arch,
-        ac.meta.layer,
-        spec.repr.local_layer()
-    );
-    anyhow::ensure!(
-        ac.meta.weights_fingerprint == weights_fingerprint,
-        "{path} was trained on the map of other weights ({}) than {}",
-        ac.meta.weights,
-        a.weights.display()
-    );
-    if ac.meta.size != a.size {
-        eprintln!(
-            "extract: warning: {path} was trained at {0}x{0}; these features are extracted at {1}x{1}",
-            ac.meta.size, a.size
-        );
-    }
-    Ok(ac.to_conv()?)
-}
-
 /// Runs `extract`; returns the number of images that failed.
 pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     let started = std::time::Instant::now();
-    let arch = ModelWeights::arch_of(&a.weights, a.model)?;
-    let aconv = a.aconv.as_deref().map(AConvFile::load).transpose()?;
-    let layers: Vec<String> = match (&aconv, a.layers.is_empty()) {
-        (Some(ac), true) => vec![ac.meta.layer.clone(), ADDED_GUIDE.into()],
-        (None, true) => default_layers(arch, a.pooling),
-        (_, false) => a.layers.clone(),
-    };
-    let spec = feature_spec(
-        arch,
-        &layers,
-        a.pooling,
-        a.channel_pooling,
-        a.window,
-        a.levels,
-        a.norm,
-    )?;
-    arch.check_input_size(a.size as usize, spec.deepest_layer(arch)?)?;
-    let weights = ModelWeights::load(&a.weights, Some(arch), Some(spec.deepest_layer(arch)?))?;
-    // Read once: it hashes the whole file.
-    let weights_fingerprint = ModelWeights::fingerprint(&a.weights)?;
-    let aconv_conv = match &aconv {
-        Some(ac) => Some(check_aconv(ac, &a, arch, &spec, &weights_fingerprint)?),
-        None => None,
-    };
-    let pca = a.pca.as_deref().map(Pca::load).transpose()?;
+    let job = ExtractJob::prepare(a.options())?;
+    for w in &job.warnings {
+        eprintln!("extract: warning: {w}");
+    }
+    let (arch, spec, weights) = (job.arch, &job.spec, &job.weights);
 
     let (listed, duplicates) = distinct_images(expand_sources(expand_inputs(&a.inputs)?));
     let total_listed = listed.len();
@@ -340,49 +292,17 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
 
     let engines = super::engine::open_engines(a.device, a.devices.as_ref(), opts)?;
     let engine = &engines[0];
-    let precision = storage_on_all(&engines, a.precision)?;
-    let extractors = engines
-        .iter()
-        .map(|e| {
-            e.extractor(
-                &weights,
-                spec.clone(),
-                pca.as_ref(),
-                aconv_conv.as_ref(),
-                precision,
-            )
-        })
-        .collect::<crosspool::Result<Vec<_>>>()?;
-    let extractor = &extractors[0];
-    let (feature_rows, feature_cols) = extractor.feature_shape(a.size as usize)?;
+    let (precision, extractors) = job.extractors(&engines, a.precision)?;
+    let feature_shape = extractors[0].feature_shape(a.size as usize)?;
     let batch = a
         .batch
-        .unwrap_or_else(|| engine.default_batch(&weights, &spec, a.size));
+        .unwrap_or_else(|| engine.default_batch(weights, spec, a.size));
     anyhow::ensure!(batch > 0, "--batch must be at least 1");
     let decode = a
         .decode
         .or_else(|| recorded_decode(a.resume, &a.out, &prefix))
         .unwrap_or_default();
-    let settings = ExtractSettings {
-        version: SETTINGS_VERSION,
-        arch,
-        weights: absolute(&a.weights),
-        weights_fingerprint: Some(weights_fingerprint),
-        layers,
-        pooling: a.pooling,
-        channel_pooling: a.channel_pooling,
-        window: a.window,
-        levels: a.levels,
-        norm: a.norm,
-        size: a.size,
-        decode,
-        pca: a.pca.as_deref().map(absolute),
-        aconv: a.aconv.as_deref().map(absolute),
-        precision,
-        format: a.format,
-        feature_rows,
-        feature_cols,
-    };
+    let settings = job.settings(precision, decode, a.format, feature_shape)?;
     let (writer, done) = ShardWriter::open(&a.out, &prefix, &settings, a.shard_rows, a.resume)?;
     let writer = match labels {
         Some(l) => writer.with_labels(l),

@@ -3,13 +3,11 @@
 
 use super::engine::{Device, Engine, Precision};
 use anyhow::Context;
-use crosspool::classifier::aconv_file::AConvFile;
 use crosspool::extract::{self, ExtractConfig};
 use crosspool::gpu::GpuOptions;
 use crosspool::input::{DecodeLimits, DecodeOptions};
-use crosspool::model::ModelWeights;
+use crosspool::job::{ExtractJob, ExtractOptions};
 use crosspool::output::{OutputFormat, Row, RowData};
-use crosspool::pca::Pca;
 use crosspool::pooling::Quantization;
 use crosspool::retrieval::eval::load_ground_truth;
 use crosspool::retrieval::score::rank;
@@ -176,37 +174,22 @@ fn load_index(path: &std::path::Path) -> anyhow::Result<RetrievalIndex> {
 pub fn run_search(opts: &GpuOptions, a: SearchArgs) -> anyhow::Result<usize> {
     let index = load_index(&a.score.index)?;
     let recipe = &index.settings;
-    let spec = recipe
-        .spec()
-        .context("reading how the index's features were extracted")?;
-    let weights_path = a
-        .weights
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(&recipe.weights));
-    let last = spec.deepest_layer(recipe.arch)?;
-    let weights =
-        ModelWeights::load(&weights_path, Some(recipe.arch), Some(last)).with_context(|| {
-            format!(
-                "the index was extracted with {}; pass --weights if it moved",
-                recipe.weights
-            )
-        })?;
-    let pca = recipe
-        .pca
-        .as_deref()
-        .map(|p| Pca::load(std::path::Path::new(p)))
-        .transpose()?;
-    let aconv = recipe
-        .aconv
-        .as_deref()
-        .map(|p| AConvFile::load(std::path::Path::new(p))?.to_conv())
-        .transpose()?;
+    let mut options = ExtractOptions::like(recipe);
+    if let Some(w) = &a.weights {
+        options.weights = w.clone();
+    }
+    let job = ExtractJob::prepare(options).with_context(|| {
+        format!(
+            "extracting the queries as the index was (with the weights {}; pass --weights if they moved)",
+            recipe.weights
+        )
+    })?;
     let engine = Engine::open(a.score.device, opts)?;
     let storage = match a.precision {
         Some(p) => engine.storage_for(p)?,
         None => recipe.precision,
     };
-    let extractor = engine.extractor(&weights, spec, pca.as_ref(), aconv.as_ref(), storage)?;
+    let extractor = job.extractor_on(&engine, storage)?;
     let cfg = ExtractConfig {
         size: recipe.size,
         batch: a.query.len().clamp(1, 8),
@@ -219,7 +202,7 @@ pub fn run_search(opts: &GpuOptions, a: SearchArgs) -> anyhow::Result<usize> {
     let mut runner = extractor.runner(&cfg)?;
     let rows = extract::run_on(
         runner.as_mut(),
-        weights.preprocess,
+        job.weights.preprocess,
         crosspool::input::expand_sources(a.query.clone()),
         Vec::new(),
         &cfg,

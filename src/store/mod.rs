@@ -7,5 +7,5 @@ pub mod labels;
 pub mod settings;
 pub mod shards;
 
-pub use settings::{ExtractSettings, NormPreset, Pooling};
+pub use settings::ExtractSettings;
 pub use shards::{FinishedShard, ManifestLine, Status};

@@ -11,12 +11,12 @@
 //! says so.
 
 use crate::error::{Error, Result};
-use crate::features::{FeatureSpec, GridMatch, Representation};
+use crate::features::{FeatureRequest, FeatureSpec, NormPreset, Pooling};
 use crate::gpu::Dtype;
 use crate::input::DecodeMode;
 use crate::model::Arch;
 use crate::output::OutputFormat;
-use crate::pooling::{ChannelPooling, LocalWindow, Normalization, Quantization, RegionPoolMode};
+use crate::pooling::{ChannelPooling, LocalWindow, Quantization};
 use std::collections::{BTreeMap, HashMap};
 
 /// The settings format this crosspool writes, and the newest it reads.
@@ -24,160 +24,6 @@ pub const SETTINGS_VERSION: u32 = 3;
 
 /// The safetensors metadata key that holds the settings as JSON.
 pub const METADATA_KEY: &str = "crosspool.settings";
-
-/// Pooling method.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Pooling {
-    /// Cross-layer pooling (the paper's method) of the two --layers, on one grid (two conv
-    /// layers; fc6,fc8 for the paper's FC-FC).
-    CrossLayer,
-    /// Cross-layer pooling of a conv layer and a later fully connected one (the paper's
-    /// FC-Conv, e.g. conv5_3,fc6): the conv layer summed within each receptive field of the
-    /// fc layer's units and square-rooted.
-    FcConv,
-    /// Baseline: Gram matrix of the first layer's local features.
-    Gram,
-    /// Baseline: sum pooling of the first layer (over a pyramid with --levels).
-    Sum,
-    /// Baseline: max pooling of the first layer (over a pyramid with --levels).
-    Max,
-}
-
-impl Pooling {
-    /// Cross-layer pooling, on one grid or over receptive fields.
-    pub fn is_cross_layer(self) -> bool {
-        matches!(self, Pooling::CrossLayer | Pooling::FcConv)
-    }
-}
-
-/// Normalisation preset.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum NormPreset {
-    /// Per-channel L2, then signed square root (the paper, for classification).
-    Paper,
-    /// Per-channel L2, signed square root, global L2 (the paper, for retrieval).
-    Retrieval,
-    /// Signed square root and global L2 (for sum/max baselines).
-    SqrtL2,
-    /// Global L2 only (the SPoC retrieval baseline: sum pooling, then L2).
-    L2,
-    /// Raw pooled values.
-    None,
-}
-
-impl NormPreset {
-    /// The normalisation steps of the preset.
-    pub fn steps(self) -> Normalization {
-        match self {
-            NormPreset::Paper => Normalization::PAPER,
-            NormPreset::Retrieval => Normalization::RETRIEVAL,
-            NormPreset::SqrtL2 => Normalization {
-                channel_l2: false,
-                signed_sqrt: true,
-                global_l2: true,
-            },
-            NormPreset::L2 => Normalization {
-                channel_l2: false,
-                signed_sqrt: false,
-                global_l2: true,
-            },
-            NormPreset::None => Normalization::NONE,
-        }
-    }
-}
-
-/// The name a value goes by on the command line and in settings files.
-pub fn value_name<V: clap::ValueEnum>(v: &V) -> String {
-    v.to_possible_value()
-        .map(|p| p.get_name().to_string())
-        .unwrap_or_default()
-}
-
-/// The layers `extract` pools when `--layers` is not given: the paper's pair for `arch`, or
-/// for FC-Conv pooling its last conv layer and fc6.
-pub fn default_layers(arch: Arch, pooling: Pooling) -> Vec<String> {
-    let (t, t1) = match pooling {
-        Pooling::FcConv => arch.fc_conv_pair(),
-        _ => arch.default_pair(),
-    };
-    vec![t.to_string(), t1.to_string()]
-}
-
-/// The feature that `extract`'s flags describe, checked against `arch`.
-pub fn feature_spec(
-    arch: Arch,
-    layers: &[String],
-    pooling: Pooling,
-    channel: ChannelPooling,
-    window: LocalWindow,
-    levels: u32,
-    norm: NormPreset,
-) -> Result<FeatureSpec> {
-    let first = || {
-        layers
-            .first()
-            .cloned()
-            .ok_or_else(|| Error::Config("no layer given (--layers)".into()))
-    };
-    if !pooling.is_cross_layer() && !channel.is_sum() {
-        return Err(Error::Config(format!(
-            "--channel-pooling {} applies to cross-layer pooling (--pooling cross-layer or fc-conv), not to --pooling {}",
-            value_name(&channel),
-            value_name(&pooling)
-        )));
-    }
-    let repr = match pooling {
-        Pooling::CrossLayer | Pooling::FcConv => match layers {
-            [t, t1] => Representation::CrossLayer {
-                local: t.clone(),
-                guide: t1.clone(),
-                window,
-                channel,
-                grid: if pooling == Pooling::FcConv {
-                    GridMatch::ReceptiveField
-                } else {
-                    GridMatch::Same
-                },
-            },
-            _ => {
-                return Err(Error::Config(format!(
-                    "{} pooling needs two layers (--layers t,t+1), got {}",
-                    value_name(&pooling),
-                    if layers.is_empty() {
-                        "none".to_string()
-                    } else {
-                        layers.join(",")
-                    }
-                )))
-            }
-        },
-        Pooling::Gram => Representation::Gram {
-            local: first()?,
-            window,
-        },
-        Pooling::Sum | Pooling::Max => Representation::Region {
-            local: first()?,
-            mode: if pooling == Pooling::Sum {
-                RegionPoolMode::Sum
-            } else {
-                RegionPoolMode::Max
-            },
-            levels,
-        },
-    };
-    let spec = FeatureSpec {
-        repr,
-        norm: norm.steps(),
-    };
-    spec.validate(arch)?;
-    Ok(spec)
-}
 
 mod window_text {
     //! A local window as `MxN`, the way the command line spells it.
@@ -253,15 +99,19 @@ pub struct ExtractSettings {
 impl ExtractSettings {
     /// The feature these settings describe.
     pub fn spec(&self) -> Result<FeatureSpec> {
-        feature_spec(
-            self.arch,
-            &self.layers,
-            self.pooling,
-            self.channel_pooling,
-            self.window,
-            self.levels,
-            self.norm,
-        )
+        self.request().spec(self.arch)
+    }
+
+    /// The feature these settings describe, as asked for.
+    pub fn request(&self) -> FeatureRequest {
+        FeatureRequest {
+            layers: self.layers.clone(),
+            pooling: self.pooling,
+            channel_pooling: self.channel_pooling,
+            window: self.window,
+            levels: self.levels,
+            norm: self.norm,
+        }
     }
 
     /// The code format of the stored features, if they are sign codes.
@@ -432,6 +282,7 @@ impl ExtractSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::choice::value_name;
 
     fn sample() -> ExtractSettings {
         ExtractSettings {

@@ -1,5 +1,9 @@
 //! What feature to compute from a network's activations.
 
+mod request;
+
+pub use request::{default_layers, FeatureRequest, NormPreset, Pooling};
+
 use crate::error::{Error, Result};
 use crate::model::Arch;
 use crate::pooling::{ChannelPooling, LocalWindow, Normalization, RegionPoolMode};
