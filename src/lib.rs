@@ -51,4 +51,17 @@ macro_rules! field_offsets {
         vec![$((stringify!($f).to_string(), std::mem::offset_of!($t, $f) as u32)),*]
     };
 }
+
+/// Asserts that the `#[repr(C)]` struct `T` has the size and the fields, in order and at the
+/// offsets, of the WGSL struct of the same name in `shader`:
+/// `assert_layout_matches_wgsl! { &SHADER, T { field field ... } }`.
+#[cfg(test)]
+#[macro_export]
+macro_rules! assert_layout_matches_wgsl {
+    ($shader:expr, $t:ident { $($f:ident)* }) => {{
+        let (members, size) =
+            $crate::gpu::shaders::tests::wgsl_struct_layout($shader, stringify!($t));
+        assert_eq!(size as usize, std::mem::size_of::<$t>(), "size of {}", stringify!($t));
+        assert_eq!(members, $crate::field_offsets!($t { $($f),* }));
+    }};
 }

@@ -203,35 +203,14 @@ impl CrossLayerKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::shaders::tests::{wgsl_struct_layout, wgsl_u32_const};
+    use crate::gpu::shaders::tests::wgsl_u32_const;
 
     #[test]
     fn params_and_tiles_match_wgsl() {
-        let (members, size) = wgsl_struct_layout(&CROSSLAYER, "CrossParams");
-        assert_eq!(size as usize, std::mem::size_of::<CrossParams>());
-        let rust = crate::field_offsets!(CrossParams {
-            h,
-            w,
-            units,
-            group_images,
-            a_c,
-            a_base,
-            a_win_h,
-            a_win_w,
-            a_feat,
-            x_c,
-            x_base,
-            x_win_h,
-            x_win_w,
-            x_feat,
-            out_base,
-            accumulate,
-            channel_max,
-            _pad0,
-            _pad1,
-            _pad2
-        });
-        assert_eq!(members, rust);
+        crate::assert_layout_matches_wgsl! { &CROSSLAYER, CrossParams {
+            h w units group_images a_c a_base a_win_h a_win_w a_feat x_c x_base x_win_h
+            x_win_w x_feat out_base accumulate channel_max _pad0 _pad1 _pad2
+        } }
         for (name, v) in [("BM", BM), ("BN", BN), ("BK", BK)] {
             assert_eq!(wgsl_u32_const(&CROSSLAYER, name), v, "{name}");
         }

@@ -114,21 +114,11 @@ impl NormalizeKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::shaders::tests::{wgsl_struct_layout, wgsl_u32_const};
+    use crate::gpu::shaders::tests::wgsl_u32_const;
 
     #[test]
     fn params_and_flags_match_wgsl() {
-        let (members, size) = wgsl_struct_layout(&NORMALIZE, "NormParams");
-        assert_eq!(size as usize, std::mem::size_of::<NormParams>());
-        assert_eq!(
-            members,
-            crate::field_offsets!(NormParams {
-                rows,
-                cols,
-                base,
-                flags
-            })
-        );
+        crate::assert_layout_matches_wgsl! { &NORMALIZE, NormParams { rows cols base flags } }
         assert_eq!(wgsl_u32_const(&NORMALIZE, "WORKGROUP"), WORKGROUP);
         let only = |c, s, g| {
             Normalization {

@@ -163,31 +163,14 @@ impl MaxPool2dKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::shaders::tests::{assert_valid_spirv, wgsl_struct_layout, wgsl_u32_const};
+    use crate::gpu::shaders::tests::{assert_valid_spirv, wgsl_u32_const};
 
     #[test]
     fn params_match_wgsl_struct() {
-        let (members, size) = wgsl_struct_layout(&MAXPOOL2D, "PoolParams");
-        assert_eq!(size as usize, std::mem::size_of::<PoolParams>());
-        let rust = crate::field_offsets!(PoolParams {
-            in_h,
-            in_w,
-            c,
-            in_base,
-            out_h,
-            out_w,
-            out_base,
-            out_row0,
-            kh,
-            kw,
-            stride_h,
-            stride_w,
-            pad_h,
-            pad_w,
-            in_row0,
-            count
-        });
-        assert_eq!(members, rust);
+        crate::assert_layout_matches_wgsl! { &MAXPOOL2D, PoolParams {
+            in_h in_w c in_base out_h out_w out_base out_row0 kh kw stride_h stride_w pad_h
+            pad_w in_row0 count
+        } }
         assert_eq!(wgsl_u32_const(&MAXPOOL2D, "WORKGROUP"), WORKGROUP);
     }
 

@@ -118,23 +118,13 @@ impl QuantizeKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::shaders::tests::{wgsl_struct_layout, wgsl_u32_const};
+    use crate::gpu::shaders::tests::wgsl_u32_const;
 
     #[test]
     fn params_match_wgsl() {
-        let (members, size) = wgsl_struct_layout(&QUANTIZE, "QuantParams");
-        assert_eq!(size as usize, std::mem::size_of::<QuantParams>());
-        let rust = crate::field_offsets!(QuantParams {
-            rows,
-            cols,
-            words_per_row,
-            base,
-            out_base,
-            words,
-            _pad0,
-            _pad1
-        });
-        assert_eq!(members, rust);
+        crate::assert_layout_matches_wgsl! { &QUANTIZE, QuantParams {
+            rows cols words_per_row base out_base words _pad0 _pad1
+        } }
         assert_eq!(wgsl_u32_const(&QUANTIZE, "WORKGROUP"), WORKGROUP);
     }
 }

@@ -195,23 +195,13 @@ impl RegionPoolKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::shaders::tests::{wgsl_struct_layout, wgsl_u32_const};
+    use crate::gpu::shaders::tests::wgsl_u32_const;
 
     #[test]
     fn params_match_wgsl() {
-        let (members, size) = wgsl_struct_layout(&REGION_POOL, "RegionParams");
-        assert_eq!(size as usize, std::mem::size_of::<RegionParams>());
-        let rust = crate::field_offsets!(RegionParams {
-            h,
-            w,
-            c,
-            regions,
-            base,
-            count,
-            mode,
-            out_base
-        });
-        assert_eq!(members, rust);
+        crate::assert_layout_matches_wgsl! { &REGION_POOL, RegionParams {
+            h w c regions base count mode out_base
+        } }
         for (name, v) in [
             ("WORKGROUP", WORKGROUP),
             ("MODE_SUM", MODE_SUM),

@@ -79,19 +79,13 @@ impl ReluKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::shaders::tests::{wgsl_struct_layout, wgsl_u32_const};
+    use crate::gpu::shaders::tests::wgsl_u32_const;
 
     #[test]
     fn params_match_wgsl_struct() {
-        let (members, size) = wgsl_struct_layout(&RELU, "ReluParams");
-        assert_eq!(size as usize, std::mem::size_of::<ReluParams>());
-        let rust = crate::field_offsets!(ReluParams {
-            base,
-            count,
-            _pad0,
-            _pad1
-        });
-        assert_eq!(members, rust);
+        crate::assert_layout_matches_wgsl! { &RELU, ReluParams {
+            base count _pad0 _pad1
+        } }
         assert_eq!(wgsl_u32_const(&RELU, "WORKGROUP"), WORKGROUP);
     }
 }

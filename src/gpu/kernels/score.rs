@@ -259,23 +259,13 @@ impl ScoreKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::shaders::tests::{wgsl_struct_layout, wgsl_u32_const};
+    use crate::gpu::shaders::tests::wgsl_u32_const;
 
     #[test]
     fn params_match_wgsl() {
-        let (members, size) = wgsl_struct_layout(&SCORE, "ScoreParams");
-        assert_eq!(size as usize, std::mem::size_of::<ScoreParams>());
-        let rust = crate::field_offsets!(ScoreParams {
-            images,
-            rows,
-            row_len,
-            ksel,
-            cols,
-            out_stride,
-            out_base,
-            _pad
-        });
-        assert_eq!(members, rust);
+        crate::assert_layout_matches_wgsl! { &SCORE, ScoreParams {
+            images rows row_len ksel cols out_stride out_base _pad
+        } }
         assert_eq!(wgsl_u32_const(&SCORE, "WORKGROUP"), WORKGROUP);
     }
 }
