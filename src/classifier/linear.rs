@@ -6,6 +6,7 @@
 //! Sums are accumulated in f64; features are read as the f32 they are stored in.
 
 use super::rng::Rng;
+use crate::cpu::matmul::{matmul, Strided};
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 
@@ -149,30 +150,20 @@ impl Gram {
         for c0 in (0..d).step_by(BLOCK) {
             let kb = BLOCK.min(d - c0);
             // part[n x n] = X[:, c0..c0+kb] X[:, c0..c0+kb]^T.
-            // SAFETY: the strides stay inside x (n rows of d) and part (n x n).
-            unsafe {
-                gemm::gemm(
-                    n,
-                    n,
-                    kb,
-                    part.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    ex.x.as_ptr().add(c0),
-                    1,
-                    d as isize,
-                    ex.x.as_ptr().add(c0),
-                    d as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::Rayon(rayon::current_num_threads()),
-                );
-            }
+            matmul(
+                &mut part,
+                (n, n, kb),
+                Strided {
+                    data: &ex.x[c0..],
+                    row: d,
+                    col: 1,
+                },
+                Strided {
+                    data: &ex.x[c0..],
+                    row: 1,
+                    col: d,
+                },
+            );
             values
                 .iter_mut()
                 .zip(&part)

@@ -16,8 +16,9 @@
 //! `CROSSPOOL_CPU_CONV` picks the kernel for a run (`auto`: the fastest this CPU has), so all
 //! can be timed and tested on one machine.
 
-#[cfg(target_arch = "x86_64")]
 use super::direct_conv::DirectConv;
+#[cfg(target_arch = "x86_64")]
+use super::matmul::{matmul, Strided};
 use super::tensor::check_lengths;
 #[cfg(target_arch = "x86_64")]
 use super::winograd::WinogradConv;
@@ -267,31 +268,20 @@ impl CpuConv2d {
             cols.par_chunks_mut(k)
                 .enumerate()
                 .for_each(|(r, row)| unfold_row(&self.spec, input, shape, out, first + r, row));
-            // SAFETY: `cols` is rows x k, `weight_kn` k x n and `dst` rows x n, all row-major
-            // and contiguous, as the strides below say.
-            unsafe {
-                gemm::gemm(
-                    rows,
-                    n,
-                    k,
-                    dst.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    cols.as_ptr(),
-                    1,
-                    k as isize,
-                    weight_kn.as_ptr(),
-                    1,
-                    n as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::Rayon(rayon::current_num_threads()),
-                );
-            }
+            matmul(
+                dst,
+                (rows, n, k),
+                Strided {
+                    data: cols,
+                    row: k,
+                    col: 1,
+                },
+                Strided {
+                    data: weight_kn,
+                    row: n,
+                    col: 1,
+                },
+            );
             let relu = self.spec.relu;
             dst.par_chunks_mut(n).for_each(|px| {
                 for (v, b) in px.iter_mut().zip(bias) {

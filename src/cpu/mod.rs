@@ -9,6 +9,7 @@
 pub mod conv;
 #[cfg(target_arch = "x86_64")]
 mod direct_conv;
+pub mod matmul;
 #[cfg(target_arch = "x86_64")]
 mod microkernel;
 pub mod ops;

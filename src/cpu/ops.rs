@@ -2,6 +2,7 @@
 //! to the reference bit for bit), cross-layer pooling as a GEMM over unfolded local features,
 //! region pooling and normalisation (f64 sums in the reference's order: equal to it).
 
+use super::matmul::{matmul, Strided};
 use super::tensor::check_lengths;
 use crate::error::{Error, Result};
 use crate::pooling::{ChannelPooling, LocalWindow, Normalization, RegionPoolMode};
@@ -129,32 +130,22 @@ pub fn cross_layer(
             max_outer_products(&au, ka, &xu, kx, dst);
             continue;
         }
-        // dst[ka x kx] = au^T [ka x units] * xu [units x kx]; au is units x ka row-major,
+        // dst[ka x kx] = au^T [ka x units] * xu [units x kx]; au (units x ka, row-major) is
         // read transposed through its strides.
-        // SAFETY: the strides stay inside au (units*ka), xu (units*kx) and dst (ka*kx).
-        unsafe {
-            gemm::gemm(
-                ka,
-                kx,
-                units,
-                dst.as_mut_ptr(),
-                1,
-                kx as isize,
-                false,
-                au.as_ptr(),
-                ka as isize,
-                1,
-                xu.as_ptr(),
-                1,
-                kx as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::Rayon(rayon::current_num_threads()),
-            );
-        }
+        matmul(
+            dst,
+            (ka, kx, units),
+            Strided {
+                data: &au,
+                row: 1,
+                col: ka,
+            },
+            Strided {
+                data: &xu,
+                row: kx,
+                col: 1,
+            },
+        );
     }
     Ok(())
 }

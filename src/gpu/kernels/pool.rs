@@ -1,11 +1,11 @@
 //! Host side of `shaders/maxpool2d.wgsl`.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::dispatch::{grid_for, record};
 use crate::gpu::plan::{plan_row_bands, BandLimits, BindingWindow};
 use crate::gpu::tensor::{Dtype, GpuTensor};
 use crate::gpu::{GpuContext, Kernel};
-use crate::shape::MaxPool2dSpec;
+use crate::shape::{MaxPool2dSpec, Shape4};
 
 use crate::gpu::shaders::{shader, Shader};
 
@@ -79,15 +79,7 @@ impl MaxPool2dKernel {
         output: &GpuTensor,
     ) -> Result<()> {
         let out = spec.output_shape(input.shape)?;
-        if out != output.shape {
-            return Err(Error::shape(
-                "max_pool2d",
-                format!(
-                    "output tensor is {} but pooling produces {out}",
-                    output.shape
-                ),
-            ));
-        }
+        Shape4::check_output("max_pool2d", out, output.shape)?;
         if out.is_empty() {
             return Ok(());
         }

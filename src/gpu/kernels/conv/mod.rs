@@ -19,7 +19,7 @@ use crate::gpu::dispatch::{grid_for, record};
 use crate::gpu::plan::{plan_row_bands, BandLimits, BindingWindow};
 use crate::gpu::tensor::{Dtype, GpuTensor, Scratch};
 use crate::gpu::{Binding, GpuBuffer, GpuContext, Kernel};
-use crate::shape::Conv2dSpec;
+use crate::shape::{Conv2dSpec, Shape4};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -286,15 +286,7 @@ impl Conv2dKernel {
     ) -> Result<()> {
         let spec = layer.spec;
         let out = spec.output_shape(input.shape)?;
-        if out != output.shape {
-            return Err(Error::shape(
-                "conv2d",
-                format!(
-                    "output tensor is {} but the layer produces {out}",
-                    output.shape
-                ),
-            ));
-        }
+        Shape4::check_output("conv2d", out, output.shape)?;
         if out.is_empty() {
             return Ok(());
         }
