@@ -27,18 +27,8 @@ fn check_on(ctx: &GpuContext, input_shape: Shape4, spec: Conv2dSpec, seed: u64, 
     let (out_shape, want) = reference::conv2d(&x, input_shape, &w).unwrap();
     let gl = GpuConv2d::upload(ctx, &w).unwrap();
     let gx = GpuTensor::upload(ctx, &x, input_shape, "input").unwrap();
-    // The whole-K tile only takes layers with K up to WHOLE_K_MAX.
-    let whole = (spec.k_total() <= WHOLE_K_MAX as usize).then_some(ConvTile::Whole);
-    for tile in [
-        ConvTile::Small,
-        ConvTile::Large,
-        ConvTile::Large2,
-        ConvTile::SplitK(2),
-        ConvTile::SplitK(5),
-    ]
-    .into_iter()
-    .chain(whole)
-    {
+    // Every scalar tile that takes this layer (whole-K only where K fits it).
+    for tile in ConvTile::every_scalar(spec.k_total()) {
         let kernel = Conv2dKernel::with_tile(ctx, Some(tile)).unwrap();
         let gy = kernel.run(ctx, &gl, &gx).unwrap();
         assert_eq!(gy.shape, out_shape);

@@ -69,16 +69,9 @@ fn check_on(ctx: &GpuContext, input: Shape4, spec: Conv2dSpec, seed: u64, what: 
     for in_t in [Dtype::F32, Dtype::F16] {
         let gx = GpuTensor::upload_as(ctx, &x, input, in_t, "input").unwrap();
         for out_t in [Dtype::F32, Dtype::F16] {
-            let whole = (spec.k_total() <= WHOLE_K_MAX as usize).then_some(ConvTile::Whole);
-            for tile in [
-                ConvTile::Small,
-                ConvTile::Large,
-                ConvTile::Large2,
-                ConvTile::SplitK(3),
-            ]
-            .into_iter()
-            .chain(whole)
-            {
+            // Every scalar tile that takes this layer, and K split an odd number of ways.
+            let tiles = ConvTile::every_scalar(spec.k_total());
+            for tile in tiles.into_iter().chain([ConvTile::SplitK(3)]) {
                 let kernel = Conv2dKernel::with_tile(ctx, Some(tile)).unwrap();
                 let gy = kernel.run_as(ctx, &gl, &gx, out_t).unwrap();
                 assert_eq!((gy.shape, gy.dtype), (out_shape, out_t));
