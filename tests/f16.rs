@@ -14,7 +14,6 @@
 mod common;
 
 use common::{conv, gpu, gpu_with_binding_cap, random};
-use crosspool::gpu::conv::WHOLE_K_MAX;
 use crosspool::gpu::{
     Conv2dKernel, ConvTile, Dtype, GpuContext, GpuConv2d, GpuTensor, MaxPool2dKernel, F16_MAX,
 };

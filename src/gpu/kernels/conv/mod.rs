@@ -401,8 +401,7 @@ impl Conv2dKernel {
                     ow.bind(&output.buffer),
                     Binding::whole(flags),
                 ];
-                // Only the small tile's kernel declares the partial sums.
-                if tile == ConvTile::Small || split.is_some() {
+                if tile.binds_partial_sums() {
                     bindings.push(partial_binding);
                 }
                 let layers = split.map_or(1, |(_, l, _)| l as u32);

@@ -172,6 +172,28 @@ impl ConvTile {
         }
     }
 
+    /// Whether this tile's kernel declares split-K's partial sums (binding 5): the small
+    /// kernel, which split-K's first pass is.
+    pub(super) fn binds_partial_sums(self) -> bool {
+        match self {
+            ConvTile::Small | ConvTile::SplitK(_) => true,
+            ConvTile::Large | ConvTile::Large2 | ConvTile::Whole | ConvTile::Coop => false,
+        }
+    }
+
+    /// The constants this tile sets in its kernel's source, as line rewrites: the
+    /// double-buffered large tile is the large kernel with two stages.
+    pub(super) fn constants(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            ConvTile::Large2 => &[("const STAGES: u32 = 1u;", "const STAGES: u32 = 2u;")],
+            ConvTile::Small
+            | ConvTile::Large
+            | ConvTile::Whole
+            | ConvTile::Coop
+            | ConvTile::SplitK(_) => &[],
+        }
+    }
+
     /// The WGSL source of this tile's kernel.
     pub(super) fn shader(self) -> &'static Shader {
         match self {

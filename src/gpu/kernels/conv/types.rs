@@ -67,9 +67,7 @@ impl ConvTypes {
             ConvTile::Coop => r[..2].iter().map(|(a, b)| (*a, b.as_str())).collect(),
             _ => r.iter().map(|(a, b)| (*a, b.as_str())).collect(),
         };
-        if tile == ConvTile::Large2 {
-            pairs.push(("const STAGES: u32 = 1u;", "const STAGES: u32 = 2u;"));
-        }
+        pairs.extend_from_slice(tile.constants());
         tile.shader().specialise(&pairs)
     }
 }
