@@ -13,31 +13,34 @@ use crate::shape::Shape4;
 use crate::weights::Conv2dWeights;
 use std::borrow::Borrow;
 
-/// Where a command computes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Device {
-    /// A real GPU if there is one; the CPU backend when the only adapter is a software one
-    /// (lavapipe, llvmpipe, WARP) or none opens.
-    Auto,
-    /// The GPU adapter that --backend / --adapter pick, software ones included.
-    Gpu,
-    /// The native CPU backend, on all cores.
-    Cpu,
+crate::choice! {
+    /// Where a command computes.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Device {
+        /// A real GPU if there is one; the CPU backend when the only adapter is a software one
+        /// (lavapipe, llvmpipe, WARP) or none opens.
+        Auto = "auto",
+        /// The GPU adapter that --backend / --adapter pick, software ones included.
+        Gpu = "gpu",
+        /// The native CPU backend, on all cores.
+        Cpu = "cpu",
+    }
 }
 
-/// How a GPU stores weights and activations between layers (`--precision`). Sums are f32
-/// in every case.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Precision {
-    /// f32 throughout: the features the tests hold to the reference within f32 rounding.
-    #[default]
-    F32,
-    /// f16 weights and intermediate activations (the layers the features read stay f32);
-    /// needs a GPU with shader-f16. An image whose activations overflow f16 fails.
-    F16,
-    /// f16 on a hardware GPU with shader-f16, f32 elsewhere (software adapters and the CPU
-    /// backend, where f16 storage gains nothing).
-    Auto,
+crate::choice! {
+    /// How a GPU stores weights and activations between layers (`--precision`). Sums are f32
+    /// in every case.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Precision: default F32 {
+        /// f32 throughout: the features the tests hold to the reference within f32 rounding.
+        F32 = "f32",
+        /// f16 weights and intermediate activations (the layers the features read stay f32);
+        /// needs a GPU with shader-f16. An image whose activations overflow f16 fails.
+        F16 = "f16",
+        /// f16 on a hardware GPU with shader-f16, f32 elsewhere (software adapters and the CPU
+        /// backend, where f16 storage gains nothing).
+        Auto = "auto",
+    }
 }
 
 /// The device a command computes on.

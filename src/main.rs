@@ -14,7 +14,7 @@ use std::path::PathBuf;
 #[command(version, about)]
 struct Cli {
     /// GPU backend to use.
-    #[arg(long, global = true, value_enum, default_value_t = BackendChoice::Auto, env = "CROSSPOOL_BACKEND")]
+    #[arg(long, global = true, value_parser = cli::choice::choice::<BackendChoice>(), default_value_t = BackendChoice::Auto, env = "CROSSPOOL_BACKEND")]
     backend: BackendChoice,
     /// Use the adapter with this index in `crosspool info --list` (e.g. 3, to tell GPUs of
     /// one model apart), or whose name contains this text (case-insensitive), e.g. "llvmpipe".
@@ -28,7 +28,7 @@ struct Cli {
     /// Choose each convolution's tile by timing the candidates once per layer shape, batch
     /// and device, as cuDNN's benchmark mode does, keeping the winners in the cache file:
     /// auto does so on hardware GPUs, not on software adapters.
-    #[arg(long, global = true, value_enum, default_value_t = Autotune::Auto, env = "CROSSPOOL_AUTOTUNE")]
+    #[arg(long, global = true, value_parser = cli::choice::choice::<Autotune>(), default_value_t = Autotune::Auto, env = "CROSSPOOL_AUTOTUNE")]
     autotune: Autotune,
     /// The autotuning cache file [default: conv-tiles.json in crosspool's folder of the user's
     /// cache directory, e.g. ~/.cache/crosspool/]. An unreadable or corrupt one is ignored
@@ -57,7 +57,7 @@ enum Command {
         #[arg(long)]
         weights: PathBuf,
         /// Architecture, if the file's metadata does not name it.
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = cli::choice::choice::<Arch>())]
         model: Option<Arch>,
         /// Input side in pixels for the listed shapes.
         #[arg(long, default_value_t = 224)]

@@ -15,20 +15,20 @@ use safetensors::Dtype;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-/// How feature values are stored.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum OutputFormat {
-    /// 32-bit floats.
-    F32,
-    /// 16-bit floats (half the space; about 3 significant digits).
-    F16,
-    /// Signs in 2 bits per value ({-1, 0, 1}), packed in u32.
-    Sign2,
-    /// Signs in 1 bit per value (positive or not), packed in u32.
-    Bits1,
+crate::choice! {
+    /// How feature values are stored.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum OutputFormat {
+        /// 32-bit floats.
+        F32 = "f32",
+        /// 16-bit floats (half the space; about 3 significant digits).
+        F16 = "f16",
+        /// Signs in 2 bits per value ({-1, 0, 1}), packed in u32.
+        Sign2 = "sign2",
+        /// Signs in 1 bit per value (positive or not), packed in u32.
+        Bits1 = "bits1",
+    }
 }
 
 impl OutputFormat {

@@ -143,28 +143,18 @@ impl Quantization {
     }
 }
 
-/// How cross-layer pooling combines the units of an image into `P_k` (the paper's channel
-/// pooling, section 4.3).
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Hash,
-    clap::ValueEnum,
-    serde::Serialize,
-    serde::Deserialize,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum ChannelPooling {
-    /// `P_k = sum_i a_ik x_i`: the paper's method.
-    #[default]
-    Sum,
-    /// `P_k = max_i a_ik x_i`, element-wise over the units: the variant the paper evaluates
-    /// and finds worse than the sum.
-    Max,
+crate::choice! {
+    /// How cross-layer pooling combines the units of an image into `P_k` (the paper's channel
+    /// pooling, section 4.3).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub enum ChannelPooling: default Sum {
+        /// `P_k = sum_i a_ik x_i`: the paper's method.
+        Sum = "sum",
+        /// `P_k = max_i a_ik x_i`, element-wise over the units: the variant the paper evaluates
+        /// and finds worse than the sum.
+        Max = "max",
+    }
 }
 
 impl ChannelPooling {

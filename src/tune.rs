@@ -10,17 +10,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
-/// Whether kernel variants are chosen by timing (`--autotune`, `CROSSPOOL_AUTOTUNE`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Autotune {
-    /// On hardware GPUs; off on software adapters (lavapipe: their "GPU" is the CPU's cores,
-    /// where the size rules were measured, and timing every layer takes seconds).
-    #[default]
-    Auto,
-    /// Time the candidates of every new problem, also on software adapters.
-    On,
-    /// Never time: each kernel follows its size rule (docs/design.md).
-    Off,
+crate::choice! {
+    /// Whether kernel variants are chosen by timing (`--autotune`, `CROSSPOOL_AUTOTUNE`).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Autotune: default Auto {
+        /// On hardware GPUs; off on software adapters (lavapipe: their "GPU" is the CPU's cores,
+        /// where the size rules were measured, and timing every layer takes seconds).
+        Auto = "auto",
+        /// Time the candidates of every new problem, also on software adapters.
+        On = "on",
+        /// Never time: each kernel follows its size rule (docs/design.md).
+        Off = "off",
+    }
 }
 
 /// The cache file where none is named: `conv-tiles.json` (its name from when convolutions

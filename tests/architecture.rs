@@ -86,7 +86,7 @@ fn gpu_depends_on_the_leaf_modules_alone() {
         if LEAVES.contains(&module.as_str()) {
             for m in &used {
                 assert!(
-                    ["error", "shape"].contains(&m.as_str()) || *m == module,
+                    ["error", "shape", "choice"].contains(&m.as_str()) || *m == module,
                     "leaf module src/{file} uses crate::{m}"
                 );
             }
@@ -182,4 +182,20 @@ fn on_disk_names_live_in_store() {
             );
         }
     }
+}
+
+#[test]
+fn the_library_knows_no_command_line_parser() {
+    let mut seen = 0;
+    for (file, code) in sources() {
+        if file.starts_with("cli/") || file == "main.rs" {
+            continue;
+        }
+        seen += 1;
+        assert!(
+            !code.contains("clap::") && !code.contains("use clap"),
+            "src/{file} uses clap: the library's named values are crate::choice::Choice, which the command line adapts"
+        );
+    }
+    assert!(seen > 50, "only {seen} library files read");
 }

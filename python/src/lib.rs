@@ -1,6 +1,7 @@
 //! `crosspool._crosspool`: the Python extension over the crosspool library, the same code the
 //! command line runs. The Python package (`python/crosspool/`) wraps it in its public API.
 
+use crosspool::choice::{parse_named, Choice};
 use crosspool::engine::{Device, Engine, FeatureDevice, Precision};
 use crosspool::extract::{self, ExtractConfig};
 use crosspool::features::{FeatureRequest, NormPreset, Pooling};
@@ -33,18 +34,9 @@ fn error(e: impl std::fmt::Display) -> PyErr {
     CrosspoolError::new_err(e.to_string())
 }
 
-/// `value` as the `flag`'s enum, by the names the command line accepts.
-fn parse<T: clap::ValueEnum>(flag: &str, value: &str) -> PyResult<T> {
-    T::from_str(value, true).map_err(|_| {
-        let names: Vec<String> = T::value_variants()
-            .iter()
-            .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
-            .collect();
-        PyValueError::new_err(format!(
-            "{flag}='{value}' is not one of: {}",
-            names.join(", ")
-        ))
-    })
+/// `value` as the `flag`'s enum, by the names the command line accepts (in any case).
+fn parse<T: Choice>(flag: &str, value: &str) -> PyResult<T> {
+    parse_named(flag, value).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 /// What `extract` returns: features, guide means (or `None`), the item index of each
@@ -180,7 +172,7 @@ impl Extractor {
     /// The stored format's name (`f32`, `f16`, `sign2`, `bits1`).
     #[getter]
     fn format(&self) -> String {
-        crosspool::choice::value_name(&self.cfg.format)
+        self.cfg.format.name().to_string()
     }
 
     /// Features of `items` (paths or HxWx3 uint8 arrays), computed with the GIL released.

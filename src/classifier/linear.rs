@@ -10,19 +10,19 @@ use crate::cpu::matmul::{matmul, Strided};
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 
-/// Which linear model.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Kind {
-    /// One-vs-rest linear SVMs: `min ½|w|² + C Σ max(0, 1 − y (w·x + b))²` per class, the bias
-    /// regularised as a weight on a constant feature (as LIBLINEAR and scikit-learn's
-    /// LinearSVC do).
-    Svm,
-    /// Multinomial logistic regression: `min ½|W|² + C Σ −log softmax(W x + b)_y`, the bias
-    /// free.
-    Logistic,
+crate::choice! {
+    /// Which linear model.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub enum Kind {
+        /// One-vs-rest linear SVMs: `min ½|w|² + C Σ max(0, 1 − y (w·x + b))²` per class, the bias
+        /// regularised as a weight on a constant feature (as LIBLINEAR and scikit-learn's
+        /// LinearSVC do).
+        Svm = "svm",
+        /// Multinomial logistic regression: `min ½|W|² + C Σ −log softmax(W x + b)_y`, the bias
+        /// free.
+        Logistic = "logistic",
+    }
 }
 
 /// Training examples: `n` feature vectors of length `d`, row-major, with class indices.

@@ -27,7 +27,7 @@ pub struct Args {
     #[arg(long)]
     weights: PathBuf,
     /// Architecture, if the file's metadata does not name it.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choice::choice::<Arch>())]
     model: Option<Arch>,
     /// The layer whose dense map the added layer convolves.
     #[arg(long, default_value = "fc6")]
@@ -37,7 +37,7 @@ pub struct Args {
     #[arg(long, default_value_t = 448)]
     size: u32,
     /// JPEG decoding (see `extract --decode`); use the mode the features will be extracted with.
-    #[arg(long, value_enum, default_value_t = DecodeMode::Fast)]
+    #[arg(long, value_parser = super::choice::choice::<DecodeMode>(), default_value_t = DecodeMode::Fast)]
     decode: DecodeMode,
     /// Filters of the added layer (the paper: 100).
     #[arg(long, default_value_t = 100)]
@@ -62,7 +62,7 @@ pub struct Args {
     seed: u64,
     /// Where the network and the added layer's forward pass run (see `extract --device`); the
     /// max-pooling, the head and the gradient run on the CPU.
-    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    #[arg(long, value_parser = super::choice::choice::<Device>(), default_value_t = Device::Auto)]
     device: Device,
     /// The layer file to write (safetensors).
     #[arg(long, short)]

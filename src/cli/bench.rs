@@ -24,13 +24,13 @@ pub struct Args {
     #[arg(long)]
     weights: Option<PathBuf>,
     /// Architecture (for synthetic weights, or if the file does not name it).
-    #[arg(long, value_enum, default_value_t = Arch::Vgg16)]
+    #[arg(long, value_parser = super::choice::choice::<Arch>(), default_value_t = Arch::Vgg16)]
     model: Arch,
     /// Images are SIZE x SIZE.
     #[arg(long, default_value_t = 224)]
     size: u32,
     /// JPEG decoding of the --images (see `extract --decode`).
-    #[arg(long, value_enum, default_value_t = DecodeMode::Fast)]
+    #[arg(long, value_parser = super::choice::choice::<DecodeMode>(), default_value_t = DecodeMode::Fast)]
     decode: DecodeMode,
     /// Images per batch.
     #[arg(long, default_value_t = 8)]
@@ -51,7 +51,7 @@ pub struct Args {
     decode_only: bool,
     /// Where the network runs (see `extract --device`; here the default is the GPU adapter,
     /// software ones included).
-    #[arg(long, value_enum, default_value_t = Device::Gpu)]
+    #[arg(long, value_parser = super::choice::choice::<Device>(), default_value_t = Device::Gpu)]
     device: Device,
     /// Also time several GPUs together (`all`, or indices from `crosspool info --list`): the
     /// first is measured alone as usual, then every one runs --iters whole batches at the
@@ -67,7 +67,7 @@ pub struct Args {
     in_flight: Option<usize>,
     /// How the GPU stores weights and activations between layers (see `extract
     /// --precision`).
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    #[arg(long, value_parser = super::choice::choice::<Precision>(), default_value_t = Precision::F32)]
     precision: Precision,
     /// Print the results as JSON on standard output.
     #[arg(long)]

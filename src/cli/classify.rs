@@ -22,7 +22,7 @@ pub struct TrainArgs {
     features: PathBuf,
     /// One-vs-rest linear SVMs (squared hinge, as LIBLINEAR) or multinomial logistic
     /// regression.
-    #[arg(long, value_enum, default_value_t = Kind::Svm)]
+    #[arg(long, value_parser = super::choice::choice::<Kind>(), default_value_t = Kind::Svm)]
     model: Kind,
     /// Regularisation constant; without it, C is chosen from --c-grid by cross-validation.
     #[arg(long)]
@@ -72,7 +72,7 @@ pub struct ClassifyArgs {
     #[arg(long, short)]
     out: Option<PathBuf>,
     /// Where the network runs when images are given.
-    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    #[arg(long, value_parser = super::choice::choice::<Device>(), default_value_t = Device::Auto)]
     device: Device,
     /// No progress bar.
     #[arg(long, short)]

@@ -30,7 +30,7 @@ pub struct Args {
     #[arg(long)]
     weights: PathBuf,
     /// Architecture, if the file's metadata does not name it.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choice::choice::<Arch>())]
     model: Option<Arch>,
     /// Layers t,t+1 to pool across [default: the paper's pair: vgg16 conv5_2,conv5_3; vgg19
     /// conv5_3,conv5_4; alexnet conv4,conv5; with --pooling fc-conv the last conv layer and
@@ -38,11 +38,11 @@ pub struct Args {
     #[arg(long, value_delimiter = ',')]
     layers: Vec<String>,
     /// Pooling method.
-    #[arg(long, value_enum, default_value_t = Pooling::CrossLayer)]
+    #[arg(long, value_parser = super::choice::choice::<Pooling>(), default_value_t = Pooling::CrossLayer)]
     pooling: Pooling,
     /// How cross-layer pooling combines the units: `sum` (the paper's method) or `max`
     /// (P_k = max_i a_ik x_i, element-wise).
-    #[arg(long, value_enum, default_value_t = ChannelPooling::Sum)]
+    #[arg(long, value_parser = super::choice::choice::<ChannelPooling>(), default_value_t = ChannelPooling::Sum)]
     channel_pooling: ChannelPooling,
     /// Finest spatial-pyramid level for sum/max pooling (0: whole map; 2: 1+4+16 cells).
     #[arg(long, default_value_t = 0)]
@@ -56,7 +56,7 @@ pub struct Args {
     /// JPEG decoding: `fast` decodes a JPEG at least twice SIZE on both sides at 1/2, 1/4 or
     /// 1/8 scale (libjpeg-turbo's scaled IDCT), `exact` at full size [default: fast; with
     /// --resume, the mode the run was started with].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choice::choice::<DecodeMode>())]
     decode: Option<DecodeMode>,
     /// PCA of the local features (from `crosspool fit-pca`).
     #[arg(long)]
@@ -66,10 +66,10 @@ pub struct Args {
     #[arg(long)]
     aconv: Option<PathBuf>,
     /// Normalisation.
-    #[arg(long, value_enum, default_value_t = Norm::Paper)]
+    #[arg(long, value_parser = super::choice::choice::<Norm>(), default_value_t = Norm::Paper)]
     norm: Norm,
     /// Stored format: floats, or sign codes (2-bit {-1,0,1} / 1-bit); `--quantize` is an alias.
-    #[arg(long, alias = "quantize", value_enum, default_value_t = OutputFormat::F32)]
+    #[arg(long, alias = "quantize", value_parser = super::choice::choice::<OutputFormat>(), default_value_t = OutputFormat::F32)]
     format: OutputFormat,
     /// Images per GPU batch [default: from the device's buffer limit, at most 32].
     #[arg(long)]
@@ -100,7 +100,7 @@ pub struct Args {
     #[arg(long, value_parser = parse_part)]
     shard: Option<(usize, usize)>,
     /// Where the network runs.
-    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    #[arg(long, value_parser = super::choice::choice::<Device>(), default_value_t = Device::Auto)]
     device: Device,
     /// Run on several GPUs at once: `all`, or adapter indices from `crosspool info --list`
     /// (`0,2,3`; an index twice opens that GPU twice). Decoding and writing are shared, each
@@ -117,7 +117,7 @@ pub struct Args {
     /// f32; f16 (needs shader-f16; the layers the features read stay f32, and an image
     /// whose activations pass f16's range fails, naming why); auto: f16 on a hardware GPU
     /// that has shader-f16, else f32. Recorded in extract.json.
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    #[arg(long, value_parser = super::choice::choice::<Precision>(), default_value_t = Precision::F32)]
     precision: Precision,
     /// No progress bar.
     #[arg(long, short)]

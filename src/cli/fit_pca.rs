@@ -23,7 +23,7 @@ pub struct Args {
     #[arg(long)]
     weights: PathBuf,
     /// Architecture, if the file's metadata does not name it.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choice::choice::<Arch>())]
     model: Option<Arch>,
     /// Layer whose local features are fitted [default: the paper's layer t: vgg16 conv5_2,
     /// vgg19 conv5_3, alexnet conv4].
@@ -36,7 +36,7 @@ pub struct Args {
     #[arg(long, default_value_t = 224)]
     size: u32,
     /// JPEG decoding (see `extract --decode`); use the mode the features will be extracted with.
-    #[arg(long, value_enum, default_value_t = DecodeMode::Fast)]
+    #[arg(long, value_parser = super::choice::choice::<DecodeMode>(), default_value_t = DecodeMode::Fast)]
     decode: DecodeMode,
     /// Images per GPU batch.
     #[arg(long, default_value_t = 8)]
@@ -48,7 +48,7 @@ pub struct Args {
     #[arg(long, short)]
     out: PathBuf,
     /// Where the network runs (see `extract --device`).
-    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    #[arg(long, value_parser = super::choice::choice::<Device>(), default_value_t = Device::Auto)]
     device: Device,
     /// Fit on several GPUs at once (see `extract --devices`): each takes every N-th batch,
     /// and their sums are added in device order.
@@ -56,7 +56,7 @@ pub struct Args {
     devices: Option<super::engine::DeviceList>,
     /// How the GPU stores weights and activations between layers (see `extract
     /// --precision`); images whose activations overflow f16 are reported and left out.
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    #[arg(long, value_parser = super::choice::choice::<Precision>(), default_value_t = Precision::F32)]
     precision: Precision,
 }
 

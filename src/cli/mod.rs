@@ -2,6 +2,7 @@
 
 pub mod aconv;
 pub mod bench;
+pub mod choice;
 pub mod classify;
 pub mod extract;
 pub mod fit_pca;

@@ -71,7 +71,7 @@ pub struct ScoreArgs {
     #[arg(short = 'k', long = "channels", value_parser = parse_channels)]
     channels: Option<Channels>,
     /// Where queries are extracted and scored (see `extract --device`).
-    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    #[arg(long, value_parser = super::choice::choice::<Device>(), default_value_t = Device::Auto)]
     device: Device,
     /// Print results as JSON.
     #[arg(long)]
@@ -94,7 +94,7 @@ pub struct SearchArgs {
     weights: Option<PathBuf>,
     /// How the GPU stores the queries' network (see `extract --precision`) [default: as the
     /// index was extracted].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choice::choice::<Precision>())]
     precision: Option<Precision>,
 }
 

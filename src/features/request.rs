@@ -38,25 +38,25 @@ impl Default for FeatureRequest {
     }
 }
 
-/// Pooling method.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Pooling {
-    /// Cross-layer pooling (the paper's method) of the two --layers, on one grid (two conv
-    /// layers; fc6,fc8 for the paper's FC-FC).
-    CrossLayer,
-    /// Cross-layer pooling of a conv layer and a later fully connected one (the paper's
-    /// FC-Conv, e.g. conv5_3,fc6): the conv layer summed within each receptive field of the
-    /// fc layer's units and square-rooted.
-    FcConv,
-    /// Baseline: Gram matrix of the first layer's local features.
-    Gram,
-    /// Baseline: sum pooling of the first layer (over a pyramid with --levels).
-    Sum,
-    /// Baseline: max pooling of the first layer (over a pyramid with --levels).
-    Max,
+crate::choice! {
+    /// Pooling method.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub enum Pooling {
+        /// Cross-layer pooling (the paper's method) of the two --layers, on one grid (two conv
+        /// layers; fc6,fc8 for the paper's FC-FC).
+        CrossLayer = "cross-layer",
+        /// Cross-layer pooling of a conv layer and a later fully connected one (the paper's
+        /// FC-Conv, e.g. conv5_3,fc6): the conv layer summed within each receptive field of the
+        /// fc layer's units and square-rooted.
+        FcConv = "fc-conv",
+        /// Baseline: Gram matrix of the first layer's local features.
+        Gram = "gram",
+        /// Baseline: sum pooling of the first layer (over a pyramid with --levels).
+        Sum = "sum",
+        /// Baseline: max pooling of the first layer (over a pyramid with --levels).
+        Max = "max",
+    }
 }
 
 impl Pooling {
@@ -66,22 +66,22 @@ impl Pooling {
     }
 }
 
-/// Normalisation preset.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum NormPreset {
-    /// Per-channel L2, then signed square root (the paper, for classification).
-    Paper,
-    /// Per-channel L2, signed square root, global L2 (the paper, for retrieval).
-    Retrieval,
-    /// Signed square root and global L2 (for sum/max baselines).
-    SqrtL2,
-    /// Global L2 only (the SPoC retrieval baseline: sum pooling, then L2).
-    L2,
-    /// Raw pooled values.
-    None,
+crate::choice! {
+    /// Normalisation preset.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub enum NormPreset {
+        /// Per-channel L2, then signed square root (the paper, for classification).
+        Paper = "paper",
+        /// Per-channel L2, signed square root, global L2 (the paper, for retrieval).
+        Retrieval = "retrieval",
+        /// Signed square root and global L2 (for sum/max baselines).
+        SqrtL2 = "sqrt-l2",
+        /// Global L2 only (the SPoC retrieval baseline: sum pooling, then L2).
+        L2 = "l2",
+        /// Raw pooled values.
+        None = "none",
+    }
 }
 
 impl NormPreset {

@@ -23,27 +23,18 @@ use crate::model::Preprocess;
 use std::cell::RefCell;
 use std::path::Path;
 
-/// How JPEG files are decoded.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    clap::ValueEnum,
-    serde::Serialize,
-    serde::Deserialize,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum DecodeMode {
-    /// A JPEG at least twice the target size on both sides is decoded at the smallest of 1/2,
-    /// 1/4 and 1/8 scale that keeps both sides at or above it (libjpeg-turbo's scaled IDCT),
-    /// then resized.
-    #[default]
-    Fast,
-    /// Every image is decoded at full size, then resized.
-    Exact,
+crate::choice! {
+    /// How JPEG files are decoded.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub enum DecodeMode: default Fast {
+        /// A JPEG at least twice the target size on both sides is decoded at the smallest of 1/2,
+        /// 1/4 and 1/8 scale that keeps both sides at or above it (libjpeg-turbo's scaled IDCT),
+        /// then resized.
+        Fast = "fast",
+        /// Every image is decoded at full size, then resized.
+        Exact = "exact",
+    }
 }
 
 /// How images are decoded: the mode and the limits.

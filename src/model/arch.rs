@@ -9,18 +9,18 @@
 use crate::error::{Error, Result};
 use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4, Window2d};
 
-/// A supported network.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Arch {
-    /// VGG 16 (Simonyan & Zisserman, configuration D).
-    Vgg16,
-    /// VGG 19 (configuration E).
-    Vgg19,
-    /// AlexNet, torchvision's single-column variant (64-192-384-256-256 channels).
-    Alexnet,
+crate::choice! {
+    /// A supported network.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum Arch {
+        /// VGG 16 (Simonyan & Zisserman, configuration D).
+        Vgg16 = "vgg16",
+        /// VGG 19 (configuration E).
+        Vgg19 = "vgg19",
+        /// AlexNet, torchvision's single-column variant (64-192-384-256-256 channels).
+        Alexnet = "alexnet",
+    }
 }
 
 impl Arch {
@@ -190,12 +190,6 @@ impl Arch {
             }
         }
         Ok(fields)
-    }
-}
-
-impl std::fmt::Display for Arch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
     }
 }
 

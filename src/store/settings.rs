@@ -10,6 +10,7 @@
 //! in Rust's Debug spelling; it is still read. A newer version is refused with a message that
 //! says so.
 
+use crate::choice::Choice;
 use crate::error::{Error, Result};
 use crate::features::{FeatureRequest, FeatureSpec, NormPreset, Pooling};
 use crate::gpu::Dtype;
@@ -224,9 +225,10 @@ impl ExtractSettings {
                 .map(String::as_str)
                 .ok_or_else(|| Error::Config(format!("settings (version 1) lack crosspool.{k}")))
         };
-        fn value<V: clap::ValueEnum>(key: &str, v: &str) -> Result<V> {
-            V::from_str(v, true)
-                .map_err(|_| Error::Config(format!("crosspool.{key} = '{v}' is not a known value")))
+        fn value<V: Choice>(key: &str, v: &str) -> Result<V> {
+            V::parse(v, true).ok_or_else(|| {
+                Error::Config(format!("crosspool.{key} = '{v}' is not a known value"))
+            })
         }
         let number = |k: &str| -> Result<usize> {
             get(k)?

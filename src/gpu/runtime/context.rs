@@ -13,20 +13,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Which wgpu backend to use.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum BackendChoice {
-    /// The best adapter on any native backend (Vulkan, Metal, DX12 preferred over GL).
-    #[default]
-    Auto,
-    /// Vulkan (including software Vulkan: lavapipe).
-    Vulkan,
-    /// Metal (macOS, iOS).
-    Metal,
-    /// Direct3D 12 (Windows).
-    Dx12,
-    /// OpenGL / GLES.
-    Gl,
+crate::choice! {
+    /// Which wgpu backend to use.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum BackendChoice: default Auto {
+        /// The best adapter on any native backend (Vulkan, Metal, DX12 preferred over GL).
+        Auto = "auto",
+        /// Vulkan (including software Vulkan: lavapipe).
+        Vulkan = "vulkan",
+        /// Metal (macOS, iOS).
+        Metal = "metal",
+        /// Direct3D 12 (Windows).
+        Dx12 = "dx12",
+        /// OpenGL / GLES.
+        Gl = "gl",
+    }
 }
 
 impl BackendChoice {
@@ -89,11 +90,12 @@ impl GpuOptions {
     /// Options from `CROSSPOOL_BACKEND` (auto|vulkan|metal|dx12|gl) and `CROSSPOOL_ADAPTER`,
     /// the same variables the CLI reads; unset variables leave the defaults.
     pub fn from_env() -> Result<Self> {
-        use clap::ValueEnum;
+        use crate::choice::Choice;
         let backend = match std::env::var("CROSSPOOL_BACKEND") {
-            Ok(v) if !v.is_empty() => BackendChoice::from_str(&v, true).map_err(|_| {
+            Ok(v) if !v.is_empty() => BackendChoice::parse(&v, true).ok_or_else(|| {
                 Error::Config(format!(
-                    "CROSSPOOL_BACKEND={v} is not one of auto, vulkan, metal, dx12, gl"
+                    "CROSSPOOL_BACKEND={v} is not one of {}",
+                    BackendChoice::names()
                 ))
             })?,
             _ => BackendChoice::Auto,
@@ -108,9 +110,10 @@ impl GpuOptions {
             no_cooperative_matrix: std::env::var("CROSSPOOL_NO_COOPERATIVE_MATRIX")
                 .is_ok_and(|v| v == "1"),
             autotune: match std::env::var("CROSSPOOL_AUTOTUNE") {
-                Ok(v) if !v.is_empty() => Autotune::from_str(&v, true).map_err(|_| {
+                Ok(v) if !v.is_empty() => Autotune::parse(&v, true).ok_or_else(|| {
                     Error::Config(format!(
-                        "CROSSPOOL_AUTOTUNE={v} is not one of auto, on, off"
+                        "CROSSPOOL_AUTOTUNE={v} is not one of {}",
+                        Autotune::names()
                     ))
                 })?,
                 _ => Autotune::Auto,
