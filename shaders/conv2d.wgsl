@@ -20,7 +20,7 @@
 
 // ConvParams, the storage types, bindings 0-5 and store_output: include/conv2d_prelude.wgsl.
 
-// Keep in step with the constants of the same names in src/gpu/conv.rs (checked by a test).
+// Keep in step with the constants of the same names in src/gpu/kernels/conv/tile.rs (checked by a test).
 const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 16u;

@@ -1,6 +1,3 @@
-enable f16;
-enable wgpu_cooperative_matrix;
-
 // 2-D convolution as an implicit GEMM on cooperative matrices (tensor cores): the GEMM, the
 // parameters and the output of conv2d.wgsl (read that file first), with f16 operands and f32
 // sums. One workgroup is one subgroup of 32 invocations (the host uses this kernel only where
@@ -10,35 +7,8 @@ enable wgpu_cooperative_matrix;
 // memory. Cooperative operations sit in uniform control flow; the epilogue (bias, ReLU, the
 // overflow flag, the store) goes through workgroup memory, one accumulator at a time, since
 // a cooperative matrix has no per-element access. Per-element results are held to the CPU
-// reference on a GPU at run time before this kernel is used (src/gpu/conv.rs).
-
-// Keep in step with `ConvParams` in src/gpu/conv.rs (checked by a test).
-struct ConvParams {
-    in_h: u32,
-    in_w: u32,
-    in_c: u32,
-    in_base: u32,   // element index of input flat row in_row0 within the input binding
-    out_h: u32,
-    out_w: u32,
-    out_c: u32,
-    out_base: u32,  // element index of output flat row out_row0 within the output binding
-    kh: u32,
-    kw: u32,
-    stride_h: u32,
-    stride_w: u32,
-    pad_h: u32,
-    pad_w: u32,
-    k_total: u32,
-    relu: u32,
-    out_row0: u32,  // first output flat row (n * out_h + oy) of this band
-    out_rows: u32,
-    in_row0: u32,   // first input flat row (n * in_h + y) present in the input binding
-    out_stride: u32, // channels per output pixel; out_c is this dispatch's slice of them
-    out_c0: u32,    // first output channel of the slice
-    k_chunk: u32,   // split-K (conv2d.wgsl only): K per workgroup layer z, a multiple of BK; 0: whole K
-    _pad1: u32,
-    _pad2: u32,
-}
+// reference on a GPU at run time before this kernel is used (src/gpu/kernels/conv/coop_check.rs).
+// The host puts coop_enables.wgsl and conv2d_params.wgsl (ConvParams) in front of this file.
 
 // Storage types of the input and output (the host rewrites these lines, as for conv2d.wgsl);
 // the weights are always f16 here, and so every output must fit f16's range.
@@ -46,7 +16,7 @@ alias in_t = f32;
 alias out_t = f32;
 const ACT_LIMIT: f32 = 65504.0;
 
-// Keep in step with the COOP_* constants in src/gpu/conv.rs (checked by a test).
+// Keep in step with the COOP_* constants in src/gpu/kernels/conv/tile.rs (checked by a test).
 const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 16u;

@@ -4,11 +4,11 @@
 // in sixteen named vec4 accumulators: per slice and thread, 4 gathers of A, 4 loads of B and
 // 512 FMAs, against 4, 4 and 256 in the 64 x 64 kernel, so the large layers of VGG (conv2_x
 // to conv4_x, where M and N give enough workgroups) spend more of their time in FMAs. The
-// host picks this kernel per layer (src/gpu/conv.rs, ConvTile).
+// host picks this kernel per layer (src/gpu/kernels/conv/tile.rs, ConvTile).
 
 // ConvParams, the storage types, bindings 0-5 and store_output: include/conv2d_prelude.wgsl.
 
-// Keep in step with the constants of the same names in src/gpu/conv.rs (checked by a test).
+// Keep in step with the constants of the same names in src/gpu/kernels/conv/tile.rs (checked by a test).
 const BM: u32 = 128u;
 const BN: u32 = 128u;
 const BK: u32 = 8u;

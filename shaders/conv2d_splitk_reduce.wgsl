@@ -4,7 +4,7 @@
 // and stores, as conv2d.wgsl's epilogue does. One invocation per output, consecutive
 // invocations along the channels.
 
-// Keep in step with `ReduceParams` in src/gpu/conv.rs (checked by a test).
+// Keep in step with `ReduceParams` in src/gpu/kernels/conv/mod.rs (checked by a test).
 struct ReduceParams {
     count: u32,      // outputs of this band and slice: out_rows * out_w * out_c
     out_c: u32,      // channels of the slice

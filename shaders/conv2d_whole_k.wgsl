@@ -3,11 +3,11 @@
 // conv2d.wgsl (read that file first), but the tile's A and B are gathered for all of K at
 // once, one barrier, and each thread's 4 x 4 block is summed over exactly k_total steps
 // instead of 16-deep slices padded with zeros. The host uses it only where k_total <= K_MAX
-// (src/gpu/conv.rs, ConvTile::Whole).
+// (src/gpu/kernels/conv/tile.rs, ConvTile::Whole).
 
 // ConvParams, the storage types, bindings 0-5 and store_output: include/conv2d_prelude.wgsl.
 
-// Keep in step with the constants of the same names in src/gpu/conv.rs (checked by a test).
+// Keep in step with the constants of the same names in src/gpu/kernels/conv/tile.rs (checked by a test).
 const BM: u32 = 64u;
 const BN: u32 = 64u;
 const K_MAX: u32 = 32u;

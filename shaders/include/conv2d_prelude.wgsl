@@ -1,38 +1,11 @@
-// What conv2d.wgsl, conv2d_large.wgsl and conv2d_whole_k.wgsl share, put in front of each by
-// the host (src/gpu/shaders.rs): the parameters, the storage types, the bindings and the
-// epilogue that adds the bias, applies ReLU, flags overflow and stores a row of 4 outputs.
-
-// Keep in step with `ConvParams` in src/gpu/conv.rs (checked by a test).
-struct ConvParams {
-    in_h: u32,
-    in_w: u32,
-    in_c: u32,
-    in_base: u32,   // element index of input flat row in_row0 within the input binding
-    out_h: u32,
-    out_w: u32,
-    out_c: u32,
-    out_base: u32,  // element index of output flat row out_row0 within the output binding
-    kh: u32,
-    kw: u32,
-    stride_h: u32,
-    stride_w: u32,
-    pad_h: u32,
-    pad_w: u32,
-    k_total: u32,
-    relu: u32,
-    out_row0: u32,  // first output flat row (n * out_h + oy) of this band
-    out_rows: u32,
-    in_row0: u32,   // first input flat row (n * in_h + y) present in the input binding
-    out_stride: u32, // channels per output pixel; out_c is this dispatch's slice of them
-    out_c0: u32,    // first output channel of the slice
-    k_chunk: u32,   // split-K (conv2d.wgsl only): K per workgroup layer z, a multiple of BK; 0: whole K
-    _pad1: u32,
-    _pad2: u32,
-}
+// What conv2d.wgsl, conv2d_large.wgsl and conv2d_whole_k.wgsl share besides the parameters
+// (conv2d_params.wgsl), put in front of each by the host (src/gpu/runtime/shaders.rs): the
+// storage types, the bindings and the epilogue that adds the bias, applies ReLU, flags
+// overflow and stores a row of 4 outputs.
 
 // Storage types of the input, output and weights, and the largest magnitude an activation may
 // take. These four lines are the f32 kernel; the host compiles the f16-storage variants by
-// rewriting them (src/gpu/conv.rs, ConvTypes): the sums stay f32 either way.
+// rewriting them (src/gpu/kernels/conv/types.rs, ConvTypes): the sums stay f32 either way.
 alias in_t = f32;
 alias out_t = f32;
 alias w_t = f32;

@@ -10,9 +10,10 @@ pub struct Shader {
     pub name: &'static str,
     /// Its text.
     pub source: &'static str,
-    /// For a source embedded from `shaders/`: its file and the prelude put in front of it,
-    /// which `CROSSPOOL_SHADER_DIR` can replace; `None` for a variant made from one.
-    files: Option<(&'static str, Option<&'static str>)>,
+    /// For a source embedded from `shaders/`: its file and the preludes put in front of it
+    /// (from `shaders/include/`, in order), which `CROSSPOOL_SHADER_DIR` can replace; `None`
+    /// for a variant made from one.
+    files: Option<(&'static str, &'static [&'static str])>,
 }
 
 /// The environment variable naming a folder laid out as `shaders/` whose files replace the
@@ -35,26 +36,21 @@ pub fn override_dir() -> Option<&'static std::path::Path> {
 /// from `shaders/include/` put in front (`shader!("file.wgsl", "prelude.wgsl")`: WGSL has no
 /// includes). Each kernel family declares its own sources with it.
 macro_rules! shader {
-    ($file:literal) => {
-        $crate::gpu::shaders::Shader::embedded(
-            $file,
-            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $file)),
-            None,
-        )
-    };
-    ($file:literal, $prelude:literal) => {
+    ($file:literal $(, $prelude:literal)*) => {
         $crate::gpu::shaders::Shader::embedded(
             $file,
             concat!(
-                include_str!(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/shaders/include/",
-                    $prelude
-                )),
-                "\n",
+                $(
+                    include_str!(concat!(
+                        env!("CARGO_MANIFEST_DIR"),
+                        "/shaders/include/",
+                        $prelude
+                    )),
+                    "\n",
+                )*
                 include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $file))
             ),
-            Some($prelude),
+            &[$($prelude),*],
         )
     };
 }
@@ -69,16 +65,16 @@ static VARIANTS: std::sync::OnceLock<
 > = std::sync::OnceLock::new();
 
 impl Shader {
-    /// The embedded source of `file` (with `prelude` in front); for [`shader!`].
+    /// The embedded source of `file` (with `preludes` in front); for [`shader!`].
     pub(crate) const fn embedded(
         file: &'static str,
         source: &'static str,
-        prelude: Option<&'static str>,
+        preludes: &'static [&'static str],
     ) -> Shader {
         Shader {
             name: file,
             source,
-            files: Some((file, prelude)),
+            files: Some((file, preludes)),
         }
     }
 
@@ -86,7 +82,7 @@ impl Shader {
     /// that is set (each file once per process), else itself. A file missing there is an
     /// error, so that no run mixes edited and embedded kernels unknowingly.
     pub fn effective(&self) -> Result<Shader> {
-        let (Some((file, prelude)), Some(dir)) = (self.files, override_dir()) else {
+        let (Some((file, preludes)), Some(dir)) = (self.files, override_dir()) else {
             return Ok(*self);
         };
         type Read = std::collections::HashMap<&'static str, &'static str>;
@@ -109,11 +105,12 @@ impl Shader {
                 message: format!("{SHADER_DIR_VAR}: reading {}: {e}", path.display()),
             })
         };
-        let body = read(file.to_string())?;
-        let source = match prelude {
-            Some(p) => format!("{}\n{body}", read(format!("include/{p}"))?),
-            None => body,
-        };
+        let mut source = String::new();
+        for p in preludes {
+            source += &read(format!("include/{p}"))?;
+            source.push('\n');
+        }
+        source += &read(file.to_string())?;
         let source: &'static str = Box::leak(source.into_boxed_str());
         held.insert(file, source);
         Ok(Shader {

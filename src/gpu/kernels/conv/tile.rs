@@ -7,15 +7,27 @@ use crate::gpu::GpuContext;
 
 /// Implicit-GEMM convolution with bias and optional ReLU: the small tile (and split-K's
 /// first pass).
-pub const CONV2D: Shader = shader!("conv2d.wgsl", "conv2d_prelude.wgsl");
+pub const CONV2D: Shader = shader!("conv2d.wgsl", "conv2d_params.wgsl", "conv2d_prelude.wgsl");
 /// The 128 x 128 tile variant of [`CONV2D`].
-pub const CONV2D_LARGE: Shader = shader!("conv2d_large.wgsl", "conv2d_prelude.wgsl");
+pub const CONV2D_LARGE: Shader = shader!(
+    "conv2d_large.wgsl",
+    "conv2d_params.wgsl",
+    "conv2d_prelude.wgsl"
+);
 /// [`CONV2D`] for layers whose whole K fits one stage (the RGB first layer).
-pub const CONV2D_WHOLE_K: Shader = shader!("conv2d_whole_k.wgsl", "conv2d_prelude.wgsl");
+pub const CONV2D_WHOLE_K: Shader = shader!(
+    "conv2d_whole_k.wgsl",
+    "conv2d_params.wgsl",
+    "conv2d_prelude.wgsl"
+);
 /// Split-K's second pass for [`CONV2D`]: adds up the partial sums, with the epilogue.
 pub const CONV2D_SPLITK_REDUCE: Shader = shader!("conv2d_splitk_reduce.wgsl");
 /// [`CONV2D`] on cooperative matrices (tensor cores): f16 operands, f32 sums.
-pub const CONV2D_COOP: Shader = shader!("conv2d_coop.wgsl");
+pub const CONV2D_COOP: Shader = shader!(
+    "conv2d_coop.wgsl",
+    "coop_enables.wgsl",
+    "conv2d_params.wgsl"
+);
 
 /// Every source of the family (the test that every file in `shaders/` is compiled in reads it).
 pub const SHADERS: &[Shader] = &[
