@@ -37,36 +37,26 @@ pub struct PoolParams {
     count: u32,
 }
 
-/// The compiled max-pool pipelines, by (input, output) storage type; the f32 one compiled at
-/// once, the others on first use.
-pub struct MaxPool2dKernel {
-    variants: std::sync::Mutex<std::collections::HashMap<(Dtype, Dtype), Kernel>>,
-}
+/// Max pooling on a device: its pipelines, by (input, output) storage type, live in the
+/// device's pipeline cache; the f32 one is compiled at once, the others on first use.
+pub struct MaxPool2dKernel(());
 
 impl MaxPool2dKernel {
-    /// Compiles the kernel.
+    /// Compiles the f32 kernel.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        let k = MaxPool2dKernel {
-            variants: Default::default(),
-        };
+        let k = MaxPool2dKernel(());
         k.kernel(ctx, Dtype::F32, Dtype::F32)?;
         Ok(k)
     }
 
     fn kernel(&self, ctx: &GpuContext, input: Dtype, output: Dtype) -> Result<Kernel> {
-        let mut held = self.variants.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(k) = held.get(&(input, output)) {
-            return Ok(k.clone());
-        }
         let (i, o) = (
             format!("alias in_t = {};", input.wgsl()),
             format!("alias out_t = {};", output.wgsl()),
         );
         let shader =
             MAXPOOL2D.specialise(&[("alias in_t = f32;", &i), ("alias out_t = f32;", &o)])?;
-        let k = ctx.kernel(&shader, "main")?;
-        held.insert((input, output), k.clone());
-        Ok(k)
+        ctx.kernel(&shader, "main")
     }
 
     /// Records `output = max_pool(input)`, split into bands that fit the binding limit.

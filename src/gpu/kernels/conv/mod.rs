@@ -82,12 +82,9 @@ struct CoopVerdict(std::sync::OnceLock<std::result::Result<(), String>>);
 /// The largest finite f16.
 pub const F16_MAX: f32 = 65504.0;
 
-/// The compiled convolution pipelines, one per tile and storage types (compiled on first
-/// use); one per device, shared by all layers.
+/// The convolution on a device: its pipelines (one per tile and storage types, in the
+/// device's pipeline cache), scratch buffers and tile choices, shared by all layers.
 pub struct Conv2dKernel {
-    variants: Mutex<HashMap<(ConvTile, ConvTypes), Kernel>>,
-    /// Split-K's second pass, by (output type, weights type).
-    reduce: Mutex<HashMap<(Dtype, Dtype), Kernel>>,
     /// Split-K's partial sums.
     partial: Scratch,
     /// Bound as the overflow flags where the caller keeps none.
@@ -117,8 +114,6 @@ impl Conv2dKernel {
     /// Compiles the kernels, with `tile` forced for every layer (`None`: chosen per layer).
     pub fn with_tile(ctx: &GpuContext, tile: Option<ConvTile>) -> Result<Self> {
         let k = Conv2dKernel {
-            variants: Mutex::new(HashMap::new()),
-            reduce: Mutex::new(HashMap::new()),
             partial: Scratch::new("split-K partial sums"),
             no_flags: ctx.storage_buffer(4, "conv overflow flags (unread)")?,
             no_partial: ctx.storage_buffer(4, "split-K partial sums (unused)")?,
@@ -139,15 +134,9 @@ impl Conv2dKernel {
         Ok(k)
     }
 
-    /// The pipeline for `tile` and `types`, compiled on first use.
+    /// The pipeline for `tile` and `types`, from the device's one pipeline cache.
     fn kernel(&self, ctx: &GpuContext, tile: ConvTile, types: ConvTypes) -> Result<Kernel> {
-        let mut held = self.variants.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(k) = held.get(&(tile, types)) {
-            return Ok(k.clone());
-        }
-        let k = ctx.kernel(&types.shader(tile)?, "main")?;
-        held.insert((tile, types), k.clone());
-        Ok(k)
+        ctx.kernel(&types.shader(tile)?, "main")
     }
 
     /// The tiles a layer of `spec` on `input` last ran with (one per channel slice where
@@ -160,10 +149,6 @@ impl Conv2dKernel {
 
     /// Split-K's second pass for outputs of `output` type from a layer of `weights` type.
     fn reduce_kernel(&self, ctx: &GpuContext, output: Dtype, weights: Dtype) -> Result<Kernel> {
-        let mut held = self.reduce.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(k) = held.get(&(output, weights)) {
-            return Ok(k.clone());
-        }
         // The reduction stores and flags as the convolution would.
         let r = ConvTypes {
             input: output,
@@ -173,9 +158,7 @@ impl Conv2dKernel {
         .epilogue_rewrites();
         let shader = CONV2D_SPLITK_REDUCE
             .specialise(&[(r[0].0, r[0].1.as_str()), (r[1].0, r[1].1.as_str())])?;
-        let k = ctx.kernel(&shader, "main")?;
-        held.insert((output, weights), k.clone());
-        Ok(k)
+        ctx.kernel(&shader, "main")
     }
 
     /// The tile this kernel runs a layer of `spec` producing `out` (one slice of `n`
