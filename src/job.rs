@@ -213,7 +213,17 @@ impl ExtractJob {
             size: o.size,
             decode,
             pca: o.pca.as_deref().map(absolute),
+            pca_fingerprint: o
+                .pca
+                .as_deref()
+                .map(ModelWeights::fingerprint)
+                .transpose()?,
             aconv: o.aconv.as_deref().map(absolute),
+            aconv_fingerprint: o
+                .aconv
+                .as_deref()
+                .map(ModelWeights::fingerprint)
+                .transpose()?,
             precision: storage,
             format,
             feature_rows,

@@ -7,8 +7,8 @@ use crate::error::{Error, Result};
 use crate::input::{ImageId, ImageSource};
 use crate::pooling::Quantization;
 use crate::store::shards::{
-    finished_shards, lock_part, parse_part_prefix, read_manifest, settings_file, shard_file,
-    tensor_floats, PartLock,
+    finished_shards, lock_part, parse_part_prefix, part_settings_files, read_manifest,
+    settings_file, shard_file, tensor_floats, PartLock,
 };
 use crate::store::{ExtractSettings, ManifestLine};
 use safetensors::Dtype;
@@ -155,6 +155,7 @@ impl ShardWriter {
         std::fs::create_dir_all(dir).map_err(Error::write(dir))?;
         let lock = lock_part(dir, prefix)?;
         check_same_split(dir, prefix)?;
+        check_other_parts(dir, prefix, settings)?;
         let settings_path = dir.join(settings_file(prefix));
         let finished = finished_shards(dir, Some(prefix))?;
         let mut done = HashSet::new();
@@ -170,16 +171,13 @@ impl ShardWriter {
             let text =
                 std::fs::read_to_string(&settings_path).map_err(Error::io(&settings_path))?;
             let before = ExtractSettings::from_json(&text, &settings_path.display().to_string())?;
-            if let (Some(was), Some(now)) =
-                (&before.weights_fingerprint, &settings.weights_fingerprint)
+            if let Some((what, path, was, now)) = settings.changed_files(&before).into_iter().next()
             {
-                if was != now {
-                    return Err(Error::Config(format!(
-                        "the weights file {} is not the one this run in {} started with (its content changed: {was} then, {now} now); resuming would mix features of two networks: extract into another --out",
-                        settings.weights,
-                        dir.display()
-                    )));
-                }
+                return Err(Error::Config(format!(
+                    "the {what} file {path} is not the one this run in {} started with (its content changed: {was} then, {now} now); resuming would mix features of two {}: extract into another --out",
+                    dir.display(),
+                    if what == "weights" { "networks" } else { "feature maps" }
+                )));
             }
             if !settings.same_run(&before) {
                 return Err(Error::Config(format!(
@@ -460,6 +458,28 @@ fn split_of(prefix: &str) -> Option<usize> {
 }
 
 /// Refuses to add the part `prefix` to a directory holding finished shards of another split.
+/// Refuses a part whose settings differ from those another part of `dir` recorded: the
+/// parts' shards are read as one set of features.
+fn check_other_parts(dir: &Path, prefix: &str, settings: &ExtractSettings) -> Result<()> {
+    let mine = settings_file(prefix);
+    for path in part_settings_files(dir)? {
+        if path.file_name().is_some_and(|n| n == mine.as_str()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).map_err(Error::io(&path))?;
+        let other = ExtractSettings::from_json(&text, &path.display().to_string())?;
+        if !settings.same_run(&other) {
+            return Err(Error::Config(format!(
+                "{} holds another part extracted with other settings ({}: {}); the parts of one --out are read as one set of features: use the same flags, or another --out",
+                dir.display(),
+                path.display(),
+                settings.differences(&other).join("; ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn check_same_split(dir: &Path, prefix: &str) -> Result<()> {
     let mine = split_of(prefix);
     let describe = |s: Option<usize>| match s {

@@ -122,6 +122,8 @@ fn non_finite_rows_are_named_and_kept_out() {
         arch: Arch::Vgg16,
         weights: "/nowhere/vgg16.safetensors".into(),
         weights_fingerprint: None,
+        pca_fingerprint: None,
+        aconv_fingerprint: None,
         layers: vec!["conv5_3".into()],
         pooling: Pooling::Sum,
         channel_pooling: Default::default(),
@@ -232,6 +234,8 @@ fn sum_settings() -> crosspool::store::ExtractSettings {
         arch: crosspool::model::Arch::Vgg16,
         weights: "/nowhere/vgg16.safetensors".into(),
         weights_fingerprint: None,
+        pca_fingerprint: None,
+        aconv_fingerprint: None,
         layers: vec!["conv5_3".into()],
         pooling: Pooling::Sum,
         channel_pooling: Default::default(),
@@ -624,4 +628,92 @@ fn an_oversized_window_says_what_to_change() {
         Err(e) => e.to_string(),
     };
     assert!(e.contains("--window") && !e.contains("batch"), "{e}");
+}
+
+/// A resume from another working directory (a Slurm or Kubernetes requeue) knows the images
+/// the first run recorded by relative paths, and so does a failed image without an
+/// identity of its own (a dangling link): nothing is extracted twice.
+#[cfg(unix)]
+#[test]
+fn resume_from_another_working_directory_extracts_nothing_twice() {
+    let d = temp_dir("resume-cwd");
+    let weights = alexnet_file(&d.0);
+    let imgs = d.0.join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    for p in ["coffee.jpg", "rocket.jpg"] {
+        std::fs::copy(repo(&format!("tests/data/photos/{p}")), imgs.join(p)).unwrap();
+    }
+    std::os::unix::fs::symlink(d.0.join("nowhere.jpg"), imgs.join("dangling.jpg")).unwrap();
+    let out = d.0.join("out");
+    let (code, s, err) = extract_json(&d.0, &weights, &out, &[], &[imgs.file_name().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!((s["ok"].clone(), s["failed"].clone()), (2.into(), 1.into()));
+    let root = Path::new("/");
+    let (code, s, err) = extract_json(root, &weights, &out, &["--resume"], &[imgs.as_os_str()]);
+    assert!(code == Some(0) || code == Some(2), "{err}");
+    assert_eq!(
+        (s["already_done"].clone(), s["processed"].clone()),
+        (3.into(), 0.into()),
+        "{s}"
+    );
+}
+
+/// A resume after the PCA file behind the same path was refitted is refused, as one after
+/// the weights changed: the run would mix features of two projections.
+#[test]
+fn resume_refuses_a_changed_pca() {
+    let d = temp_dir("changed-pca");
+    let weights = alexnet_file(&d.0);
+    let pca = d.0.join("pca.safetensors");
+    let fit = |images: &[&str]| {
+        let mut c = crosspool_cmd();
+        c.args(["fit-pca", "--size", "67", "--layer", "conv4", "--weights"])
+            .arg(&weights)
+            .arg("--out")
+            .arg(&pca);
+        for p in images {
+            c.arg(repo(&format!("tests/data/photos/{p}")));
+        }
+        let r = c.output().unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    };
+    fit(&["coffee.jpg", "rocket.jpg", "chelsea.jpg"]);
+    let out = d.0.join("out");
+    let photo = |p: &str| repo(&format!("tests/data/photos/{p}")).into_os_string();
+    let pca_flag = ["--pca", pca.to_str().unwrap()];
+    let (code, _, err) = extract_json(&d.0, &weights, &out, &pca_flag, &[&photo("coffee.jpg")]);
+    assert_eq!(code, Some(0), "{err}");
+    fit(&["astronaut.jpg", "rocket.jpg"]);
+    let resume = ["--resume", "--pca", pca.to_str().unwrap()];
+    let (code, _, err) = extract_json(&d.0, &weights, &out, &resume, &[&photo("rocket.jpg")]);
+    assert_ne!(code, Some(0), "resumed with another PCA");
+    assert!(err.contains("content changed"), "{err}");
+}
+
+/// Parts of one --out extracted with other settings are refused up front, naming what
+/// differs: their shards would be read as one set of features.
+#[test]
+fn parts_with_other_settings_are_refused() {
+    let d = temp_dir("part-settings");
+    let weights = alexnet_file(&d.0);
+    let out = d.0.join("out");
+    let photos: Vec<std::ffi::OsString> = ["coffee.jpg", "rocket.jpg"]
+        .iter()
+        .map(|p| repo(&format!("tests/data/photos/{p}")).into_os_string())
+        .collect();
+    let inputs: Vec<&std::ffi::OsStr> = photos.iter().map(|p| p.as_os_str()).collect();
+    let (code, _, err) = extract_json(&d.0, &weights, &out, &["--shard", "0/2"], &inputs);
+    assert_eq!(code, Some(0), "{err}");
+    let gram = ["--shard", "1/2", "--pooling", "gram", "--layers", "conv5"];
+    let (code, _, err) = extract_json(&d.0, &weights, &out, &gram, &inputs);
+    assert_eq!(code, Some(1), "a part with other settings was let in");
+    assert!(err.contains("pooling") && err.contains("gram"), "{err}");
+    assert!(
+        !out.join("extract-part1of2-.json").exists(),
+        "the refused part left its settings"
+    );
+    // The same settings go on.
+    let (code, s, err) = extract_json(&d.0, &weights, &out, &["--shard", "1/2"], &inputs);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(s["processed"], 1);
 }

@@ -182,6 +182,8 @@ fn settings(rows: usize, cols: usize) -> ExtractSettings {
         arch: Arch::Vgg16,
         weights: "/nowhere/vgg16.safetensors".into(),
         weights_fingerprint: None,
+        pca_fingerprint: None,
+        aconv_fingerprint: None,
         layers: vec!["conv5_2".into(), "conv5_3".into()],
         pooling: Pooling::CrossLayer,
         channel_pooling: Default::default(),

@@ -81,10 +81,17 @@ pub struct ExtractSettings {
     pub decode: DecodeMode,
     /// PCA file, absolute, if one was applied.
     pub pca: Option<String>,
+    /// The PCA file's content fingerprint (as the weights'); left out without a PCA and in
+    /// settings written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pca_fingerprint: Option<String>,
     /// AConv layer file (from `train-aconv`), absolute, when it guides the pooling
     /// (`--layers fc6,aconv`); left out otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aconv: Option<String>,
+    /// The AConv layer file's content fingerprint; left out as [`Self::pca_fingerprint`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aconv_fingerprint: Option<String>,
     /// Stored format.
     pub format: OutputFormat,
     /// How the network stored weights and activations between layers (`--precision`);
@@ -211,7 +218,7 @@ impl ExtractSettings {
         keys.into_iter()
             .filter_map(|k| {
                 let (v, before) = (a.get(k).unwrap_or(&null), b.get(k).unwrap_or(&null));
-                let unknown = k == "weights_fingerprint" && (v.is_null() || before.is_null());
+                let unknown = k.ends_with("_fingerprint") && (v.is_null() || before.is_null());
                 (k != "version" && !unknown && v != before)
                     .then(|| format!("{k}: {before} before, {v} now"))
             })
@@ -248,6 +255,8 @@ impl ExtractSettings {
             arch: value("arch", get("arch")?)?,
             weights: get("weights")?.to_string(),
             weights_fingerprint: None,
+            pca_fingerprint: None,
+            aconv_fingerprint: None,
             layers: get("layers")?.split(',').map(String::from).collect(),
             pooling: value("pooling", get("pooling")?)?,
             channel_pooling: ChannelPooling::Sum,
@@ -269,15 +278,52 @@ impl ExtractSettings {
     /// crosspool can be resumed by this one) and, where one of them lacks it, the weights
     /// fingerprint.
     pub fn same_run(&self, other: &Self) -> bool {
-        let fingerprint = match (&self.weights_fingerprint, &other.weights_fingerprint) {
-            (Some(_), Some(_)) => self.weights_fingerprint.clone(),
-            _ => other.weights_fingerprint.clone(),
+        // A fingerprint one side lacks (settings written before it was recorded) is unknown,
+        // not different.
+        let known = |a: &Option<String>, b: &Option<String>| match (a, b) {
+            (Some(_), Some(_)) => a.clone(),
+            _ => b.clone(),
         };
         ExtractSettings {
             version: other.version,
-            weights_fingerprint: fingerprint,
+            weights_fingerprint: known(&self.weights_fingerprint, &other.weights_fingerprint),
+            pca_fingerprint: known(&self.pca_fingerprint, &other.pca_fingerprint),
+            aconv_fingerprint: known(&self.aconv_fingerprint, &other.aconv_fingerprint),
             ..self.clone()
         } == *other
+    }
+
+    /// The input files whose content these settings and `before`'s both fingerprint, and
+    /// that changed: `(what, path, fingerprint before, now)`.
+    pub fn changed_files(&self, before: &Self) -> Vec<(&'static str, String, String, String)> {
+        [
+            (
+                "weights",
+                Some(&self.weights),
+                &before.weights_fingerprint,
+                &self.weights_fingerprint,
+            ),
+            (
+                "PCA",
+                self.pca.as_ref(),
+                &before.pca_fingerprint,
+                &self.pca_fingerprint,
+            ),
+            (
+                "AConv layer",
+                self.aconv.as_ref(),
+                &before.aconv_fingerprint,
+                &self.aconv_fingerprint,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(what, path, was, now)| match (path, was, now) {
+            (Some(p), Some(was), Some(now)) if was != now => {
+                Some((what, p.clone(), was.clone(), now.clone()))
+            }
+            _ => None,
+        })
+        .collect()
     }
 }
 
@@ -292,6 +338,8 @@ mod tests {
             arch: Arch::Vgg16,
             weights: "/w/vgg16.safetensors".into(),
             weights_fingerprint: Some("fnv1a64-words:0123456789abcdef:100".into()),
+            pca_fingerprint: None,
+            aconv_fingerprint: None,
             layers: vec!["conv5_2".into(), "conv5_3".into()],
             pooling: Pooling::CrossLayer,
             channel_pooling: ChannelPooling::Sum,

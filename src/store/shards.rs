@@ -29,6 +29,25 @@ pub fn settings_file(prefix: &str) -> String {
     }
 }
 
+/// The settings files of every part in `dir` (`extract.json`, `extract-PREFIX.json`).
+pub fn part_settings_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(Error::io(dir))? {
+        let e = e.map_err(Error::io(dir))?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let part = name
+            .strip_prefix("extract-")
+            .and_then(|r| r.strip_suffix(".json"))
+            .and_then(parse_part_prefix);
+        if name == "extract.json" || part.is_some() {
+            out.push(e.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// The lock file of the part with `prefix`: held (an OS file lock) by the one `extract` run
 /// writing that part, released when it ends or dies.
 pub fn lock_file(prefix: &str) -> String {
@@ -151,6 +170,15 @@ pub struct ManifestLine {
     /// The path's exact bytes in hex, when they are not UTF-8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_bytes: Option<String>,
+    /// The image's identity (a file's, or a tar member's tar's: absolute, links resolved) as
+    /// the run that wrote the line saw it, so that a resume from another working directory
+    /// knows the image; absent in manifests written before it was recorded, and for images
+    /// handed over in memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// The identity's exact bytes in hex, when they are not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_bytes: Option<String>,
     /// Whether it has a feature.
     pub status: Status,
     /// Ok: the shard file holding its feature.
@@ -184,18 +212,24 @@ impl ManifestLine {
     /// The line of `source`, with the status and nothing else yet.
     fn of(source: &ImageSource, status: Status) -> Self {
         let named;
-        let (path, member) = match source {
-            ImageSource::File(p) => (p.as_path(), None),
-            ImageSource::Member(m) => (&*m.tar, Some(m)),
+        let (path, member, identity) = match source {
+            ImageSource::File(p) => (p.as_path(), None, Some(image_identity(p))),
+            ImageSource::Member(m) => (&*m.tar, Some(m), Some(m.tar_identity.to_path_buf())),
             ImageSource::Pixels(p) => {
                 named = PathBuf::from(&p.name);
-                (named.as_path(), None)
+                (named.as_path(), None, None)
             }
         };
         let (path, path_bytes) = path_text(path);
+        let (identity, identity_bytes) = match identity.as_deref().map(path_text) {
+            Some((text, bytes)) => (Some(text), bytes),
+            None => (None, None),
+        };
         ManifestLine {
             path,
             path_bytes,
+            identity,
+            identity_bytes,
             status,
             shard: None,
             row: None,
@@ -239,7 +273,22 @@ impl ManifestLine {
 
     /// The identity of the image the line records (see [`ImageSource::identity`]).
     pub fn identity(&self) -> Result<ImageId> {
-        let path = image_identity(&self.image_path()?);
+        let recorded = match &self.identity {
+            Some(text) => Some(
+                path_from_line(text, self.identity_bytes.as_deref()).ok_or_else(|| {
+                    Error::Config(format!(
+                        "manifest line for {}: identity_bytes is not hex",
+                        self.path
+                    ))
+                })?,
+            ),
+            None => None,
+        };
+        // Lines written before identities were recorded: resolved from where this runs.
+        let path = match recorded {
+            Some(p) => p,
+            None => image_identity(&self.image_path()?),
+        };
         Ok(match self.offset {
             Some(offset) => ImageId::Member {
                 tar: path,
@@ -487,10 +536,16 @@ mod tests {
     fn manifest_lines_read_what_version_one_wrote() {
         let old = r#"{"path":"a.jpg","row":0,"shard":"shard-00000.safetensors","status":"ok"}"#;
         let line: ManifestLine = serde_json::from_str(old).unwrap();
+        // Lines of then had no identity: it is resolved from where the reader runs.
+        let now = ManifestLine::ok(&Path::new("a.jpg").into(), "shard-00000.safetensors", 0);
         assert_eq!(
             line,
-            ManifestLine::ok(&Path::new("a.jpg").into(), "shard-00000.safetensors", 0)
+            ManifestLine {
+                identity: None,
+                ..now.clone()
+            }
         );
+        assert_eq!(line.identity().unwrap(), now.identity().unwrap());
         let old = r#"{"path":"b.jpg","reason":"empty file","status":"failed"}"#;
         let line: ManifestLine = serde_json::from_str(old).unwrap();
         assert_eq!(line.ok_row(), None);
