@@ -277,13 +277,19 @@ impl Pca {
                     t.dtype()
                 )));
             }
-            Ok((
-                t.shape().to_vec(),
-                t.data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
-            ))
+            let values: Vec<f32> = t
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            // A NaN would make every projected feature NaN, stored as if it were fine.
+            let bad = values.iter().filter(|x| !x.is_finite()).count();
+            if bad > 0 {
+                return Err(err(format!(
+                    "tensor '{name}' holds {bad} non-finite value(s) (NaN or infinity): the file is damaged; fit the PCA again"
+                )));
+            }
+            Ok((t.shape().to_vec(), values))
         };
         let (cs, components) = read("components")?;
         let (ms, mean) = read("mean")?;
@@ -333,6 +339,12 @@ mod tests {
         let path = dir.join("p.safetensors");
         p.save(&path).unwrap();
         assert_eq!(Pca::load(&path).unwrap(), p);
+        // One NaN in a saved PCA: refused on loading, naming the tensor.
+        let mut broken = p.clone();
+        broken.components[1] = f32::NAN;
+        broken.save(&path).unwrap();
+        let e = Pca::load(&path).unwrap_err().to_string();
+        assert!(e.contains("'components' holds 1 non-finite"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -49,11 +49,20 @@ impl Loaded {
         }
     }
 
-    /// Tensor `name`: shape and values.
+    /// Tensor `name`: shape and values, all finite (a NaN weight would score every image
+    /// NaN, and its prediction be one class for all).
     pub fn take(&mut self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
-        self.tensors
+        let (shape, values) = self
+            .tensors
             .remove(name)
-            .ok_or_else(|| self.bad(format!("no f32 tensor '{name}'")))
+            .ok_or_else(|| self.bad(format!("no f32 tensor '{name}'")))?;
+        let bad = values.iter().filter(|x| !x.is_finite()).count();
+        if bad > 0 {
+            return Err(self.bad(format!(
+                "tensor '{name}' holds {bad} non-finite value(s) (NaN or infinity): the file is damaged; train it again"
+            )));
+        }
+        Ok((shape, values))
     }
 }
 
@@ -96,4 +105,25 @@ pub(crate) fn load(path: &Path, what: &'static str, key: &str, writer: &str) -> 
         json,
         tensors,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_finite_value_is_refused_on_loading() {
+        let dir = std::env::temp_dir().join(format!("crosspool-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.clf");
+        let w = vec![1.0, f32::NAN, 2.0, f32::INFINITY];
+        save(&path, "k", "{}".into(), &[("w", vec![2, 2], w)]).unwrap();
+        let mut f = load(&path, "classifier", "k", "test").unwrap();
+        let e = f.take("w").unwrap_err().to_string();
+        assert!(e.contains("'w' holds 2 non-finite"), "{e}");
+        save(&path, "k", "{}".into(), &[("w", vec![2], vec![1.0, 2.0])]).unwrap();
+        let mut f = load(&path, "classifier", "k", "test").unwrap();
+        assert_eq!(f.take("w").unwrap(), (vec![2], vec![1.0, 2.0]));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
