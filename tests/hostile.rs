@@ -717,3 +717,35 @@ fn parts_with_other_settings_are_refused() {
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(s["processed"], 1);
 }
+
+/// A shard whose images all failed reads as zero rows: `index` takes the rest of the
+/// directory (it used to say the shards' guide_mean did not match).
+#[test]
+fn a_shard_of_failed_images_reads_as_no_rows() {
+    let d = temp_dir("failed-shard");
+    let weights = alexnet_file(&d.0);
+    let imgs = d.0.join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    // Walked in name order: the first shard of two holds the two empty files.
+    std::fs::write(imgs.join("a.jpg"), b"").unwrap();
+    std::fs::write(imgs.join("b.jpg"), b"").unwrap();
+    for (p, to) in [("coffee.jpg", "c.jpg"), ("rocket.jpg", "d.jpg")] {
+        std::fs::copy(repo(&format!("tests/data/photos/{p}")), imgs.join(to)).unwrap();
+    }
+    let out = d.0.join("out");
+    let rows = ["--shard-rows", "2"];
+    let (code, s, err) = extract_json(&d.0, &weights, &out, &rows, &[imgs.as_os_str()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!((s["ok"].clone(), s["failed"].clone()), (2.into(), 2.into()));
+    let r = crosspool_cmd()
+        .args(["index", "--json", "--out"])
+        .arg(d.0.join("index"))
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    let index = crosspool::retrieval::RetrievalIndex::load(&d.0.join("index")).unwrap();
+    assert_eq!(index.len(), 2);
+    assert!(index.guide_mean.is_some(), "the layer t+1 means of the two images are kept");
+}

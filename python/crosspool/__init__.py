@@ -218,7 +218,9 @@ def read_shards(directory: "os.PathLike[str] | str") -> Shards:
         if f is None:
             raise CrosspoolError(f"{path} holds no features")
         features.append(f)
-        guides.append(by_name.get("guide_mean"))
+        # A shard of failed images has no rows, and so says nothing about guide means.
+        if f.shape[0] > 0:
+            guides.append(by_name.get("guide_mean"))
         for line in lines:
             row = json.loads(line)
             if row.get("status") == "ok":
@@ -226,7 +228,7 @@ def read_shards(directory: "os.PathLike[str] | str") -> Shards:
             rows.append(row)
         base += f.shape[0]
     guide = None
-    if all(g is not None for g in guides):
+    if guides and all(g is not None for g in guides):
         guide = guides[0] if len(guides) == 1 else np.concatenate(guides)
     feats = features[0] if len(features) == 1 else np.concatenate(features)
     return Shards(features=feats, guide_mean=guide, rows=rows)

@@ -213,6 +213,21 @@ def test_read_shards_maps_one_shard_and_joins_several(tmp_path):
     assert [r["index"] for r in three.rows] == [0, 1, 2, 3]
 
 
+def test_a_shard_of_failed_images_reads_as_no_rows(tmp_path):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    # Walked in name order: the first shard of two holds the two empty files.
+    (imgs / "a.jpg").write_bytes(b"")
+    (imgs / "b.jpg").write_bytes(b"")
+    for src, to in [("coffee.jpg", "c.jpg"), ("rocket.jpg", "d.jpg")]:
+        (imgs / to).write_bytes((PHOTOS / src).read_bytes())
+    cli("extract", "-q", "--device", "cpu", "--size", SIZE, "--shard-rows", "2",
+        "--weights", WEIGHTS, "-o", tmp_path / "out", imgs)
+    shards = crosspool.read_shards(tmp_path / "out")
+    assert shards.features.shape[0] == 2 and len(shards.failures) == 2
+    assert shards.guide_mean is not None and shards.guide_mean.shape[0] == 2
+
+
 def test_index_search_and_eval_agree_with_the_command_line(tmp_path):
     feats, idx = tmp_path / "feats", tmp_path / "idx"
     cli("extract", "-q", "--device", "cpu", "--size", SIZE, "--norm", "retrieval",

@@ -550,6 +550,10 @@ impl IndexBuilder {
         ok_rows: &[(String, usize)],
     ) -> Result<()> {
         let rows = self.rows;
+        // A shard of failed images has no rows, so nothing to say about guides either way.
+        if images == 0 {
+            return Ok(());
+        }
         match guide {
             Some((g, all)) => {
                 if self.has_guide == Some(false)
