@@ -747,5 +747,8 @@ fn a_shard_of_failed_images_reads_as_no_rows() {
     assert!(r.status.success(), "{err}");
     let index = crosspool::retrieval::RetrievalIndex::load(&d.0.join("index")).unwrap();
     assert_eq!(index.len(), 2);
-    assert!(index.guide_mean.is_some(), "the layer t+1 means of the two images are kept");
+    assert!(
+        index.guide_mean.is_some(),
+        "the layer t+1 means of the two images are kept"
+    );
 }

@@ -129,6 +129,32 @@ fn is_image_field(field: &str) -> bool {
     super::IMAGE_EXTENSIONS.contains(&ext.as_str())
 }
 
+/// Whether a member's file name ends in an image extension (`a/b.jpg`, and `x/.jpg`, which
+/// has no WebDataset key).
+fn names_an_image(name: &str) -> bool {
+    let base = &name[name.rfind('/').map_or(0, |i| i + 1)..];
+    base.rsplit_once('.')
+        .is_some_and(|(_, ext)| is_image_field(ext))
+}
+
+/// What a member that is not a regular file is, in words; `None` for a directory or a
+/// header that carries no member of its own.
+fn not_regular(kind: tar::EntryType) -> Option<&'static str> {
+    if kind.is_hard_link() {
+        Some("hard link")
+    } else if kind.is_symlink() {
+        Some("symbolic link")
+    } else if kind.is_fifo() {
+        Some("FIFO")
+    } else if kind.is_character_special() || kind.is_block_special() {
+        Some("device")
+    } else if kind.is_dir() || kind.is_pax_global_extensions() || kind.is_gnu_longlink() {
+        None
+    } else {
+        Some("special member")
+    }
+}
+
 /// A tar header block's checksum is right: the sum of its bytes with the checksum field
 /// read as spaces, as POSIX defines it (some old writers summed signed bytes).
 fn checksum_ok(block: &[u8]) -> bool {
@@ -343,6 +369,17 @@ impl Walk {
                 .unwrap_or_else(|| String::from_utf8_lossy(&header.path_bytes()).into_owned());
             if !(kind.is_file() || kind.is_contiguous()) {
                 pax_size = None;
+                // A member named like an image that is not a regular file (a link, a device)
+                // has no data to read here: a failure with the reason, never silence.
+                if let Some(what) = not_regular(kind).filter(|_| names_an_image(&name)) {
+                    self.end_sample();
+                    let e = self.entry(
+                        Some(name.clone()),
+                        header_at,
+                        Some(format!("a {what} in the tar, not a regular member: crosspool reads the data of regular members only (store the file itself)")),
+                    );
+                    self.out.push(e);
+                }
                 if cut {
                     self.unreadable(
                         header_at,
@@ -401,17 +438,31 @@ impl Walk {
     /// Adds a member to the sample being gathered, first closing that sample if the member
     /// starts another.
     fn add_member(&mut self, m: RawMember) {
-        let key = key_and_field(&m.name).map(|(k, _)| k);
+        let key_field = key_and_field(&m.name);
+        let key = key_field.map(|(k, _)| k);
         let current = self.sample.first().and_then(|f| key_and_field(&f.name));
+        // A field the sample already has starts another sample with the same key (as
+        // WebDataset would refuse it): a later sidecar never labels an earlier image.
+        let repeated = key_field.is_some_and(|(_, field)| {
+            self.sample
+                .iter()
+                .any(|s| key_and_field(&s.name).is_some_and(|(_, f)| f == field))
+        });
         let (keyed, same) = (
             key.is_some(),
-            key.is_some() && key == current.map(|(k, _)| k),
+            key.is_some() && key == current.map(|(k, _)| k) && !repeated,
         );
         if !same {
             self.end_sample();
         }
         if keyed {
             self.sample.push(m);
+        } else if names_an_image(&m.name) {
+            // An image without a key (`x/.jpg`): a sample of its own, without sidecars.
+            let mut e = self.entry(Some(m.name), m.offset, None);
+            e.data_offset = m.data_offset;
+            e.size = m.size;
+            self.out.push(e);
         }
     }
 
@@ -537,6 +588,64 @@ mod tests {
             .step_by(512)
             .find(|&o| bytes[o..].starts_with(name.as_bytes()))
             .unwrap()
+    }
+
+    #[test]
+    fn a_repeated_key_starts_a_sample_of_its_own() {
+        let bytes = tar_of(&[
+            ("d/0.jpg", b"first"),
+            ("d/0.cls", b"a"),
+            ("d/0.jpg", b"second"),
+            ("d/0.cls", b"b"),
+        ]);
+        let (_d, e) = index_bytes(&bytes, "repeated-key");
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].sidecars["cls"], "a");
+        assert_eq!(e[1].sidecars["cls"], "b");
+        assert_ne!(e[0].offset, e[1].offset);
+    }
+
+    #[test]
+    fn members_named_like_images_that_are_not_regular_files_are_failures() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |name: &str, kind: tar::EntryType, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            if kind.is_hard_link() || kind.is_symlink() {
+                h.set_link_name("s/0.jpg").unwrap();
+            }
+            b.append_data(&mut h, name, data).unwrap();
+        };
+        add("s/0.jpg", tar::EntryType::Regular, b"jpeg0");
+        add("s/1.jpg", tar::EntryType::Link, b"");
+        add("s/2.jpg", tar::EntryType::Symlink, b"");
+        add("s/3.jpg", tar::EntryType::Fifo, b"");
+        add("s/4.jpg", tar::EntryType::Char, b"");
+        add("s/dir", tar::EntryType::Directory, b"");
+        add("s/5.txt", tar::EntryType::Symlink, b"");
+        add("x/.jpg", tar::EntryType::Regular, b"jpeg6");
+        let bytes = b.into_inner().unwrap();
+        let (_d, e) = index_bytes(&bytes, "not-regular");
+        let got: Vec<(String, Option<&str>)> = e
+            .iter()
+            .map(|e| (e.member.clone().unwrap(), e.problem.as_deref()))
+            .collect();
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        // Every image-named member is one entry; only the regular ones have no problem.
+        assert_eq!(
+            names,
+            ["s/0.jpg", "s/1.jpg", "s/2.jpg", "s/3.jpg", "s/4.jpg", "x/.jpg"]
+        );
+        assert!(got[0].1.is_none() && got[5].1.is_none(), "{got:?}");
+        for (kind, (name, why)) in ["hard link", "symbolic link", "FIFO", "device"]
+            .iter()
+            .zip(&got[1..5])
+        {
+            let why = why.unwrap_or_default();
+            assert!(why.contains(kind), "{name}: {why}");
+        }
     }
 
     #[test]
