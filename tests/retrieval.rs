@@ -300,6 +300,16 @@ fn index_from_shards_round_trips() {
     let out = d.0.join("db");
     index.save(&out).unwrap();
     assert_eq!(RetrievalIndex::load(&out).unwrap(), index);
+    // A save cut between its two files leaves new names beside old codes (here: the same
+    // count, in another order): refused, never read as a mix.
+    let names = std::fs::read_to_string(out.join("images.jsonl")).unwrap();
+    let mut lines: Vec<&str> = names.lines().collect();
+    lines.reverse();
+    std::fs::write(out.join("images.jsonl"), lines.join("\n") + "\n").unwrap();
+    let e = RetrievalIndex::load(&out).unwrap_err().to_string();
+    assert!(e.contains("images.jsonl"), "{e}");
+    index.save(&out).unwrap();
+    assert_eq!(RetrievalIndex::load(&out).unwrap(), index);
 
     // Floats are kept at unit length per image.
     let (floats, _) = RetrievalIndex::build(&d.0, Storage::Floats).unwrap();

@@ -8,7 +8,9 @@
 //!   cross-layer features `guide_mean` `[n, rows]` (F32); its metadata holds the extraction
 //!   settings ([`ExtractSettings`]) and the `crosspool.index.*` keys: `version` (2; version 1
 //!   spelt the kind in Rust's Debug form and is still read), `kind` (`bits1`, `sign2`, `f32`),
-//!   `rows` and `cols`;
+//!   `rows`, `cols` and `images` (the fingerprint of the `images.jsonl` it was written
+//!   with: `images.jsonl` is written first and `index.safetensors` last, so a save cut
+//!   between the two is refused on loading rather than read as a mix);
 //! - `images.jsonl`: the image paths, one JSON string a line, in row order.
 
 use crate::error::{Error, Result};
@@ -106,6 +108,18 @@ pub fn l2_normalize(v: &mut [f32]) {
         let inv = (1.0 / n) as f32;
         v.iter_mut().for_each(|x| *x *= inv);
     }
+}
+
+/// The metadata key of the fingerprint of `images.jsonl` that `index.safetensors` was
+/// written with (indexes from before it have none).
+const IMAGES_FINGERPRINT: &str = "crosspool.index.images";
+
+/// FNV-1a (64-bit) of `bytes` and their length: enough to tell two name lists apart.
+fn fingerprint(bytes: &[u8]) -> String {
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("fnv1a64:{hash:016x}:{}", bytes.len())
 }
 
 impl RetrievalIndex {
@@ -243,14 +257,17 @@ impl RetrievalIndex {
                 .map_err(bad)?,
             ));
         }
-        let data = safetensors::serialize(views, Some(meta)).map_err(bad)?;
-        write_atomic(&path, &data)?;
         let mut lines = String::new();
         for p in &self.paths {
             lines.push_str(&serde_json::Value::from(p.as_str()).to_string());
             lines.push('\n');
         }
-        write_atomic(&dir.join("images.jsonl"), lines.as_bytes())
+        // The names first, the index last holding their fingerprint: a save cut between the
+        // two is found on loading, rather than new names read beside old codes.
+        meta.insert(IMAGES_FINGERPRINT.into(), fingerprint(lines.as_bytes()));
+        write_atomic(&dir.join("images.jsonl"), lines.as_bytes())?;
+        let data = safetensors::serialize(views, Some(meta)).map_err(bad)?;
+        write_atomic(&path, &data)
     }
 
     /// Reads an index written by [`RetrievalIndex::save`] of this or an earlier version.
@@ -277,8 +294,16 @@ impl RetrievalIndex {
         let cols = meta_usize(&all, "crosspool.index.cols", &path)?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| bad_index(&path, e.to_string()))?;
         let list = dir.join("images.jsonl");
-        let paths: Vec<String> = std::fs::read_to_string(&list)
-            .map_err(Error::io(&list))?
+        let names = std::fs::read_to_string(&list).map_err(Error::io(&list))?;
+        if let Some(want) = all.get(IMAGES_FINGERPRINT) {
+            if *want != fingerprint(names.as_bytes()) {
+                return Err(bad_index(
+                    &list,
+                    format!("is not the list {} was written with (a save was cut short, or the file changed): build the index again", path.display()),
+                ));
+            }
+        }
+        let paths: Vec<String> = names
             .lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| {
