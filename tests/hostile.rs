@@ -752,3 +752,125 @@ fn a_shard_of_failed_images_reads_as_no_rows() {
         "the layer t+1 means of the two images are kept"
     );
 }
+
+/// Values no run can use are refused when the command line is read (exit 64), before any
+/// file is opened: with weights that do not exist, a later check would exit 1 instead.
+#[test]
+fn bad_numbers_are_refused_before_any_work() {
+    let d = temp_dir("bad-numbers");
+    let missing = d.0.join("missing.safetensors");
+    let w = missing.to_str().unwrap();
+    let o = d.0.join("o");
+    let o = o.to_str().unwrap();
+    let img = d.0.join("img.jpg");
+    let img = img.to_str().unwrap();
+    let cases: &[&[&str]] = &[
+        &["fit-pca", "--dims", "0", "--weights", w, "-o", o, img],
+        &["fit-pca", "--batch", "0", "--weights", w, "-o", o, img],
+        &[
+            "train-aconv",
+            "--filters",
+            "0",
+            "--labels",
+            "folder",
+            "--weights",
+            w,
+            "-o",
+            o,
+            img,
+        ],
+        &[
+            "train-aconv",
+            "--batch",
+            "0",
+            "--labels",
+            "folder",
+            "--weights",
+            w,
+            "-o",
+            o,
+            img,
+        ],
+        &[
+            "train-aconv",
+            "--epochs",
+            "0",
+            "--labels",
+            "folder",
+            "--weights",
+            w,
+            "-o",
+            o,
+            img,
+        ],
+        &[
+            "train-aconv",
+            "--momentum",
+            "5",
+            "--labels",
+            "folder",
+            "--weights",
+            w,
+            "-o",
+            o,
+            img,
+        ],
+        &[
+            "train-aconv",
+            "--learning-rate",
+            "nan",
+            "--labels",
+            "folder",
+            "--weights",
+            w,
+            "-o",
+            o,
+            img,
+        ],
+        &[
+            "train-aconv",
+            "--weight-decay",
+            "inf",
+            "--labels",
+            "folder",
+            "--weights",
+            w,
+            "-o",
+            o,
+            img,
+        ],
+        &["train-classifier", "--c", "0", "-o", o, w],
+        &["train-classifier", "--c", "nan", "-o", o, w],
+        &["train-classifier", "--c", "inf", "-o", o, w],
+        &["train-classifier", "--c-grid", "1,-1", "-o", o, w],
+        &["train-classifier", "--folds", "1", "-o", o, w],
+        &["extract", "--batch", "0", "--weights", w, "-o", o, img],
+        &["extract", "--in-flight", "0", "--weights", w, "-o", o, img],
+        &["extract", "--shard-rows", "0", "--weights", w, "-o", o, img],
+    ];
+    for args in cases {
+        let r = crosspool_cmd().args(*args).output().unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(64), "{args:?}: {err}");
+        assert!(err.contains("invalid value"), "{args:?}: {err}");
+    }
+}
+
+/// An output file in a folder that does not exist yet: the folder is made up front, as
+/// `index` makes its own, rather than the run failing after its work.
+#[test]
+fn output_files_get_their_folder() {
+    let d = temp_dir("out-folder");
+    let weights = alexnet_file(&d.0);
+    let out = d.0.join("not/yet/pca.safetensors");
+    let r = crosspool_cmd()
+        .args(["fit-pca", "--size", "67", "--layer", "conv4", "--weights"])
+        .arg(&weights)
+        .arg("-o")
+        .arg(&out)
+        .arg(repo("tests/data/photos/coffee.jpg"))
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(out.is_file());
+}

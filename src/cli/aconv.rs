@@ -40,22 +40,22 @@ pub struct Args {
     #[arg(long, value_parser = super::choice::choice::<DecodeMode>(), default_value_t = DecodeMode::Fast)]
     decode: DecodeMode,
     /// Filters of the added layer (the paper: 100).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, value_parser = super::at_least_one, default_value_t = 100)]
     filters: usize,
     /// Passes over the training images (the paper: 50).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, value_parser = super::at_least_one, default_value_t = 50)]
     epochs: usize,
     /// SGD step size (the paper: 0.01).
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, value_parser = super::positive, default_value_t = 0.01)]
     learning_rate: f64,
     /// SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, value_parser = super::fraction, default_value_t = 0.9)]
     momentum: f64,
     /// L2 penalty on the weights.
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(long, value_parser = super::non_negative, default_value_t = 5e-4)]
     weight_decay: f64,
     /// Images per SGD step.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, value_parser = super::at_least_one, default_value_t = 16)]
     batch: usize,
     /// Seed of the initial weights and the shuffles.
     #[arg(long, default_value_t = 1)]
@@ -133,6 +133,7 @@ fn read_maps<B: Backend>(
 
 /// Runs `train-aconv`.
 pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
+    super::output_folder_for(&a.out)?;
     let mut seen = std::collections::HashSet::new();
     let images: Vec<PathBuf> = expand_inputs(&a.inputs)?
         .into_iter()

@@ -25,13 +25,13 @@ pub struct TrainArgs {
     #[arg(long, value_parser = super::choice::choice::<Kind>(), default_value_t = Kind::Svm)]
     model: Kind,
     /// Regularisation constant; without it, C is chosen from --c-grid by cross-validation.
-    #[arg(long)]
+    #[arg(long, value_parser = super::positive)]
     c: Option<f64>,
     /// The Cs to cross-validate [default: 1e-6,1e-5,...,1e4].
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_parser = super::positive, value_delimiter = ',')]
     c_grid: Vec<f64>,
     /// Folds of the stratified cross-validation (fewer if a class has fewer examples).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, value_parser = super::at_least_two, default_value_t = 5)]
     folds: usize,
     /// The classifier file to write (safetensors).
     #[arg(long, short)]
@@ -101,6 +101,7 @@ pub(super) fn class_indices(labels: &[&str]) -> (Vec<String>, Vec<usize>) {
 
 /// Runs `train-classifier`.
 pub fn run_train(a: TrainArgs) -> anyhow::Result<()> {
+    super::output_folder_for(&a.out)?;
     let set = FeatureSet::read(&a.features)?;
     let labels = set.require_labels()?;
     let (classes, y) = class_indices(&labels);

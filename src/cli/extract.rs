@@ -72,7 +72,7 @@ pub struct Args {
     #[arg(long, alias = "quantize", value_parser = super::choice::choice::<OutputFormat>(), default_value_t = OutputFormat::F32)]
     format: OutputFormat,
     /// Images per GPU batch [default: from the device's buffer limit, at most 32].
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one)]
     batch: Option<usize>,
     /// Class labels to record in the manifests (for train-classifier): `folder` (each image's
     /// parent folder name, as in ImageFolder), a CSV (`path,label`) or JSON-lines
@@ -90,7 +90,7 @@ pub struct Args {
     #[arg(long, default_value_t = crosspool::input::DEFAULT_MAX_FILE_BYTES)]
     max_file_bytes: u64,
     /// Images per output shard.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, value_parser = super::at_least_one, default_value_t = 256)]
     shard_rows: usize,
     /// Continue an interrupted run in --out: images already recorded are skipped.
     #[arg(long)]
@@ -111,7 +111,7 @@ pub struct Args {
     /// Batches in flight per GPU, each with its own buffers: while one computes, the next is
     /// uploaded and the one before read back [default: 2 on a GPU, 1 on the CPU backend].
     /// 1 halves the GPU memory a run takes.
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one)]
     in_flight: Option<usize>,
     /// How the GPU stores weights and activations between layers (sums are f32 in all):
     /// f32; f16 (needs shader-f16; the layers the features read stay f32, and an image

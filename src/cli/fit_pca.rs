@@ -39,10 +39,10 @@ pub struct Args {
     #[arg(long, value_parser = super::choice::choice::<DecodeMode>(), default_value_t = DecodeMode::Fast)]
     decode: DecodeMode,
     /// Images per GPU batch.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, value_parser = super::at_least_one, default_value_t = 8)]
     batch: usize,
     /// Keep this many components [default: all, which decorrelates without reducing].
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one)]
     dims: Option<usize>,
     /// Output file.
     #[arg(long, short)]
@@ -125,6 +125,7 @@ fn accumulate<B: Backend>(
 
 /// Runs `fit-pca`.
 pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
+    super::output_folder_for(&a.out)?;
     anyhow::ensure!(a.batch > 0, "--batch must be at least 1");
     // Tar shards' image members are read in place, as by extract.
     let images = expand_sources(expand_inputs(&a.inputs)?);

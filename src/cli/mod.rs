@@ -9,6 +9,59 @@ pub mod fit_pca;
 pub mod retrieval;
 pub mod selftest;
 
+/// Makes the folder an output file goes in, before any work (as `index`, `classify` and
+/// `evaluate` make theirs): a missing folder must not fail a run at its end.
+pub fn output_folder_for(file: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    match file.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the folder of {}", file.display())),
+        None => Ok(()),
+    }
+}
+
+/// A whole number of at least 1 (batches, epochs, filters, rows per shard).
+pub fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("'{s}' is not a whole number of at least 1")),
+    }
+}
+
+/// A whole number of at least 2 (cross-validation folds).
+pub fn at_least_two(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 2 => Ok(n),
+        _ => Err(format!("'{s}' is not a whole number of at least 2")),
+    }
+}
+
+/// A finite number above 0 (a regularisation constant, a learning rate).
+pub fn positive(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err(format!("'{s}' is not a finite number above 0")),
+    }
+}
+
+/// A finite number of at least 0 (a weight decay).
+pub fn non_negative(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err(format!("'{s}' is not a finite number of at least 0")),
+    }
+}
+
+/// A number from 0 up to, but not including, 1 (a momentum).
+pub fn fraction(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if (0.0..1.0).contains(&x) => Ok(x),
+        _ => Err(format!(
+            "'{s}' is not a number from 0 up to (not including) 1"
+        )),
+    }
+}
+
 /// Parses an `MxN` local window such as `1x1` or `3x3`.
 pub fn parse_window(s: &str) -> Result<crosspool::pooling::LocalWindow, String> {
     crosspool::pooling::LocalWindow::parse(s).map_err(|e| e.to_string())
