@@ -874,3 +874,98 @@ fn output_files_get_their_folder() {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(out.is_file());
 }
+
+/// Runs crosspool with `args` in `cwd`: (exit status, stderr).
+fn run_in(cwd: &Path, args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let r = crosspool_cmd()
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        r.status.code(),
+        String::from_utf8_lossy(&r.stderr).into_owned(),
+    )
+}
+
+/// Nothing to index or evaluate is an error, not an empty result that exits 0; and a
+/// classifier applied to features of another size says which side is which.
+#[test]
+fn empty_results_are_refused_and_mismatches_name_their_sides() {
+    let d = temp_dir("empty-results");
+    let weights = alexnet_file(&d.0);
+    let (good, bad) = (d.0.join("good"), d.0.join("bad"));
+    for (class, photos) in [
+        ("a", ["coffee.jpg", "rocket.jpg"]),
+        ("b", ["chelsea.jpg", "astronaut.jpg"]),
+    ] {
+        std::fs::create_dir_all(good.join(class)).unwrap();
+        std::fs::create_dir_all(bad.join(class)).unwrap();
+        for p in photos {
+            std::fs::copy(
+                repo(&format!("tests/data/photos/{p}")),
+                good.join(class).join(p),
+            )
+            .unwrap();
+            std::fs::write(bad.join(class).join(p), b"").unwrap();
+        }
+    }
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let extract = |dir: &Path, out: &str, size: &str| {
+        let r = crosspool_cmd()
+            .args([
+                "extract",
+                "--quiet",
+                "--labels",
+                "folder",
+                "--size",
+                size,
+                "--weights",
+            ])
+            .arg(&weights)
+            .arg("--out")
+            .arg(d.0.join(out))
+            .arg(dir)
+            .output()
+            .unwrap();
+        r.status.code()
+    };
+    assert_eq!(extract(&good, "good67", "67"), Some(0));
+    assert_eq!(extract(&good, "good75", "75"), Some(0));
+    assert_eq!(extract(&bad, "bad67", "67"), Some(2));
+    let p = |s: &str| d.0.join(s).into_os_string();
+    let (code, err) = run_in(&d.0, &[&os("index"), &os("-o"), &p("idx"), &p("bad67")]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("no image") && !d.0.join("idx").exists(),
+        "{err}"
+    );
+    let clf = p("c.clf");
+    let (code, err) = run_in(
+        &d.0,
+        &[
+            &os("train-classifier"),
+            &os("--c"),
+            &os("1"),
+            &os("-o"),
+            &clf,
+            &p("good67"),
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = run_in(
+        &d.0,
+        &[&os("evaluate"), &os("--classifier"), &clf, &p("bad67")],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("nothing to evaluate"), "{err}");
+    let (code, err) = run_in(
+        &d.0,
+        &[&os("evaluate"), &os("--classifier"), &clf, &p("good75")],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("size: the classifier's 67, the features' 75"),
+        "{err}"
+    );
+}

@@ -187,12 +187,13 @@ fn features_for(clf: &Classifier, dir: &Path) -> anyhow::Result<FeatureSet> {
     Ok(set)
 }
 
-/// What makes two extractions' features differ, leaving out where the weights file lay (its
+/// What makes the features a classifier was trained on (`a`) and those given (`b`) differ,
+/// each side named, leaving out where the weights file lay (its
 /// content fingerprint is compared) and how the values were stored (f32 or f16).
 fn feature_differences(a: &ExtractSettings, b: &ExtractSettings) -> Vec<String> {
     let same_weights =
         a.weights_fingerprint.is_some() && a.weights_fingerprint == b.weights_fingerprint;
-    a.differences(b)
+    a.compared_with(b, "the classifier's", "the features'")
         .into_iter()
         .filter(|d| !(d.starts_with("format:") || (same_weights && d.starts_with("weights:"))))
         .collect()
@@ -202,6 +203,12 @@ fn feature_differences(a: &ExtractSettings, b: &ExtractSettings) -> Vec<String> 
 pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<()> {
     let clf = Classifier::load(&a.classifier)?;
     let set = features_for(&clf, &a.features)?;
+    anyhow::ensure!(
+        set.len() > 0,
+        "no image of {} has a feature ({} failed in extraction): there is nothing to evaluate",
+        a.features.display(),
+        set.failed.len()
+    );
     let labels = set.require_labels()?;
     let truth: Vec<usize> = labels
         .iter()

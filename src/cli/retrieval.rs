@@ -122,6 +122,13 @@ pub fn run_index(a: IndexArgs) -> anyhow::Result<usize> {
     };
     let (index, stats) = RetrievalIndex::build(&a.features, storage)
         .with_context(|| format!("indexing {}", a.features.display()))?;
+    anyhow::ensure!(
+        !index.is_empty(),
+        "no image of {} has a feature ({} failed in extraction, {} left out here): an empty index could not be searched; nothing written",
+        a.features.display(),
+        stats.failed,
+        stats.rejected.len()
+    );
     index
         .save(&a.out)
         .with_context(|| format!("writing the index to {}", a.out.display()))?;

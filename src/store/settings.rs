@@ -203,8 +203,27 @@ impl ExtractSettings {
         )))
     }
 
-    /// The field names and values that differ from `other`, for telling a user what changed.
+    /// The field names and values that differ from `other` (the settings before these),
+    /// for telling a user what changed: `size: 448 before, 224 now`.
     pub fn differences(&self, other: &Self) -> Vec<String> {
+        self.differing(other)
+            .into_iter()
+            .map(|(k, mine, theirs)| format!("{k}: {theirs} before, {mine} now"))
+            .collect()
+    }
+
+    /// The field names and values that differ from `other`, each side named:
+    /// `size: the classifier's 32, the features' 48` for `mine` "the classifier's" and
+    /// `theirs` "the features'".
+    pub fn compared_with(&self, other: &Self, mine: &str, theirs: &str) -> Vec<String> {
+        self.differing(other)
+            .into_iter()
+            .map(|(k, m, t)| format!("{k}: {mine} {m}, {theirs} {t}"))
+            .collect()
+    }
+
+    /// `(field, this value, other's value)` of every field that differs, as JSON text.
+    fn differing(&self, other: &Self) -> Vec<(String, String, String)> {
         let (a, b) = (
             serde_json::to_value(self).unwrap_or_default(),
             serde_json::to_value(other).unwrap_or_default(),
@@ -220,7 +239,7 @@ impl ExtractSettings {
                 let (v, before) = (a.get(k).unwrap_or(&null), b.get(k).unwrap_or(&null));
                 let unknown = k.ends_with("_fingerprint") && (v.is_null() || before.is_null());
                 (k != "version" && !unknown && v != before)
-                    .then(|| format!("{k}: {before} before, {v} now"))
+                    .then(|| (k.clone(), v.to_string(), before.to_string()))
             })
             .collect()
     }
@@ -496,6 +515,28 @@ mod tests {
         assert_eq!(
             sample().differences(&s),
             vec![r#"decode: "exact" before, "fast" now"#]
+        );
+    }
+
+    #[test]
+    fn differences_name_each_side() {
+        let (trained, extracted) = (
+            ExtractSettings {
+                size: 32,
+                ..sample()
+            },
+            ExtractSettings {
+                size: 48,
+                ..sample()
+            },
+        );
+        assert_eq!(
+            trained.compared_with(&extracted, "the classifier's", "the features'"),
+            vec!["size: the classifier's 32, the features' 48"]
+        );
+        assert_eq!(
+            extracted.differences(&trained),
+            vec!["size: 32 before, 48 now"]
         );
     }
 }
