@@ -204,7 +204,7 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<()> {
     let clf = Classifier::load(&a.classifier)?;
     let set = features_for(&clf, &a.features)?;
     anyhow::ensure!(
-        set.len() > 0,
+        !set.is_empty(),
         "no image of {} has a feature ({} failed in extraction): there is nothing to evaluate",
         a.features.display(),
         set.failed.len()
