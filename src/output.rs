@@ -126,6 +126,8 @@ pub struct ShardWriter {
     _lock: Option<PartLock>,
     /// Class labels to record in the manifests.
     labels: Option<crate::store::labels::Labels>,
+    /// Failed images of the runs resumed, not tried again.
+    earlier_failures: usize,
 }
 
 /// Writes `data` to a temporary name beside `path` and renames it, so that `path` is either
@@ -152,6 +154,20 @@ impl ShardWriter {
         shard_rows: usize,
         resume: bool,
     ) -> Result<(Self, HashSet<ImageId>)> {
+        Self::open_with(dir, prefix, settings, shard_rows, resume, false)
+    }
+
+    /// [`ShardWriter::open`]; with `retry_failed`, the images earlier runs recorded as
+    /// failed are taken out of their manifests (rewritten whole, atomically) and not
+    /// returned as done, so that the run tries them again and each keeps one line.
+    pub fn open_with(
+        dir: &Path,
+        prefix: &str,
+        settings: &ExtractSettings,
+        shard_rows: usize,
+        resume: bool,
+        retry_failed: bool,
+    ) -> Result<(Self, HashSet<ImageId>)> {
         std::fs::create_dir_all(dir).map_err(Error::write(dir))?;
         let lock = lock_part(dir, prefix)?;
         check_same_split(dir, prefix)?;
@@ -159,7 +175,7 @@ impl ShardWriter {
         let settings_path = dir.join(settings_file(prefix));
         let finished = finished_shards(dir, Some(prefix))?;
         let mut done = HashSet::new();
-        let mut next = 0;
+        let (mut next, mut earlier_failures) = (0, 0);
         if !finished.is_empty() {
             if !resume {
                 return Err(Error::Config(format!(
@@ -187,8 +203,21 @@ impl ShardWriter {
                 )));
             }
             for shard in &finished {
-                for line in read_manifest(&shard.manifest)? {
-                    done.insert(line.identity()?);
+                let lines = read_manifest(&shard.manifest)?;
+                let failed = lines.iter().filter(|l| l.ok_row().is_none()).count();
+                if retry_failed && failed > 0 {
+                    rewrite_manifest(
+                        &shard.manifest,
+                        lines.iter().filter(|l| l.ok_row().is_some()),
+                    )?;
+                }
+                for line in &lines {
+                    if !(retry_failed && line.ok_row().is_none()) {
+                        done.insert(line.identity()?);
+                    }
+                }
+                if !retry_failed {
+                    earlier_failures += failed;
                 }
                 next = next.max(shard.index + 1);
             }
@@ -216,6 +245,7 @@ impl ShardWriter {
                 stats: WriteStats::default(),
                 _lock: lock,
                 labels: None,
+                earlier_failures,
             },
             done,
         ))
@@ -230,6 +260,11 @@ impl ShardWriter {
     /// `[rows, values or words per row]` of each image's stored feature.
     pub fn row_shape(&self) -> [usize; 2] {
         self.row_shape
+    }
+
+    /// Images that failed in the runs this one resumes and are not tried again.
+    pub fn earlier_failures(&self) -> usize {
+        self.earlier_failures
     }
 
     fn shard_name(&self, k: usize, ext: &str) -> String {
@@ -458,6 +493,19 @@ fn split_of(prefix: &str) -> Option<usize> {
 }
 
 /// Refuses to add the part `prefix` to a directory holding finished shards of another split.
+/// Writes `lines` as the manifest at `path`, atomically.
+fn rewrite_manifest<'a>(path: &Path, lines: impl Iterator<Item = &'a ManifestLine>) -> Result<()> {
+    let mut text = String::new();
+    for line in lines {
+        text.push_str(
+            &serde_json::to_string(line)
+                .map_err(|e| Error::Config(format!("manifest line: {e}")))?,
+        );
+        text.push('\n');
+    }
+    write_atomic(path, text.as_bytes())
+}
+
 /// Refuses a part whose settings differ from those another part of `dir` recorded: the
 /// parts' shards are read as one set of features.
 fn check_other_parts(dir: &Path, prefix: &str, settings: &ExtractSettings) -> Result<()> {

@@ -1051,8 +1051,8 @@ fn extract_on_several_devices_gives_the_rows_of_one() {
         (vec!["--devices", "9"], "GPU 9 of --devices", 1),
         (
             vec!["--in-flight", "0"],
-            "--in-flight must be at least 1",
-            1,
+            "'0' is not a whole number of at least 1",
+            64,
         ),
         (vec!["--devices", "0", "--device", "cpu"], "--device cpu", 1),
         (

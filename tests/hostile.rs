@@ -969,3 +969,44 @@ fn empty_results_are_refused_and_mismatches_name_their_sides() {
         "{err}"
     );
 }
+
+/// A resume says how many images failed in earlier runs and exits 2 while any did;
+/// `--retry-failed` tries them again (a tar still being written, a file since repaired),
+/// and each image keeps exactly one manifest line.
+#[test]
+fn resume_counts_earlier_failures_and_can_retry_them() {
+    let d = temp_dir("retry-failed");
+    let weights = alexnet_file(&d.0);
+    let imgs = d.0.join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    std::fs::copy(repo("tests/data/photos/coffee.jpg"), imgs.join("a.jpg")).unwrap();
+    std::fs::write(imgs.join("b.jpg"), b"").unwrap();
+    let out = d.0.join("out");
+    let dir = [imgs.as_os_str()];
+    let (code, s, err) = extract_json(&d.0, &weights, &out, &[], &dir);
+    assert_eq!((code, s["failed"].clone()), (Some(2), 1.into()), "{err}");
+    let (code, s, err) = extract_json(&d.0, &weights, &out, &["--resume"], &dir);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(
+        (s["processed"].clone(), s["failed_earlier"].clone()),
+        (0.into(), 1.into())
+    );
+    std::fs::copy(repo("tests/data/photos/rocket.jpg"), imgs.join("b.jpg")).unwrap();
+    let retry = ["--resume", "--retry-failed"];
+    let (code, s, err) = extract_json(&d.0, &weights, &out, &retry, &dir);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        (s["processed"].clone(), s["ok"].clone()),
+        (1.into(), 1.into())
+    );
+    let mut lines = Vec::new();
+    for e in std::fs::read_dir(&out).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "jsonl") {
+            lines.extend(crosspool::store::shards::read_manifest(&p).unwrap());
+        }
+    }
+    let b: Vec<_> = lines.iter().filter(|l| l.path.ends_with("b.jpg")).collect();
+    assert_eq!(b.len(), 1, "{lines:?}");
+    assert!(b[0].ok_row().is_some());
+}

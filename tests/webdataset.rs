@@ -172,13 +172,15 @@ fn a_damaged_shard_is_fully_accounted_for_and_resumes() {
         ]),
     )
     .unwrap();
+    // The damaged members failed before and are not retried: still exit 2, counted.
     let (code, summary) = extract(&weights, &out, &["--resume"], &[&tar, &tar2]);
-    assert_eq!(code, 0, "{summary}");
+    assert_eq!(code, 2, "{summary}");
     let s: serde_json::Value = serde_json::from_str(&summary).unwrap();
     assert_eq!(
         (s["already_done"].as_u64(), s["processed"].as_u64()),
         (Some(6), Some(1))
     );
+    assert_eq!(s["failed_earlier"].as_u64(), Some(3));
     let after = lines(&out);
     assert_eq!(after.len(), 7);
     assert_eq!(after[6].name(), format!("{}/t/0.jpg", tar2.display()));

@@ -95,6 +95,10 @@ pub struct Args {
     /// Continue an interrupted run in --out: images already recorded are skipped.
     #[arg(long)]
     resume: bool,
+    /// With --resume, try the images earlier runs recorded as failed again (a tar that was
+    /// still being written, files since repaired); each image keeps one manifest line.
+    #[arg(long, requires = "resume")]
+    retry_failed: bool,
     /// Process only part I of N of the input list (0-based), e.g. 3/8 in a Slurm array or an
     /// indexed Kubernetes job; parts write differently named shards into the same --out.
     #[arg(long, value_parser = parse_part)]
@@ -178,6 +182,7 @@ impl Args {
             max_file_bytes: crosspool::input::DEFAULT_MAX_FILE_BYTES,
             shard_rows: 256,
             resume: false,
+            retry_failed: false,
             shard: None,
             device,
             devices: None,
@@ -297,13 +302,20 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     let batch = a
         .batch
         .unwrap_or_else(|| engine.default_batch(weights, spec, a.size));
-    anyhow::ensure!(batch > 0, "--batch must be at least 1");
     let decode = a
         .decode
         .or_else(|| recorded_decode(a.resume, &a.out, &prefix))
         .unwrap_or_default();
     let settings = job.settings(precision, decode, a.format, feature_shape)?;
-    let (writer, done) = ShardWriter::open(&a.out, &prefix, &settings, a.shard_rows, a.resume)?;
+    let (writer, done) = ShardWriter::open_with(
+        &a.out,
+        &prefix,
+        &settings,
+        a.shard_rows,
+        a.resume,
+        a.retry_failed,
+    )?;
+    let earlier_failures = writer.earlier_failures();
     let writer = match labels {
         Some(l) => writer.with_labels(l),
         None => writer,
@@ -353,7 +365,6 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         }
     };
     let n_new = images.len();
-    anyhow::ensure!(a.in_flight != Some(0), "--in-flight must be at least 1");
     let mut runners = Vec::new();
     for x in &extractors {
         for _ in 0..a.in_flight.unwrap_or_else(|| x.default_in_flight()) {
@@ -375,6 +386,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         this_part: before,
         skipped,
         processed: n_new,
+        earlier_failures,
     };
     print_summary(
         &a,
@@ -384,7 +396,8 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         row_shape,
         started.elapsed().as_secs_f64(),
     );
-    Ok(stats.failed)
+    // Images that failed before and were not retried still have no features: exit 2.
+    Ok(stats.failed + earlier_failures)
 }
 
 /// How many images a run listed, skipped and processed.
@@ -395,6 +408,8 @@ struct RunCounts {
     this_part: usize,
     skipped: usize,
     processed: usize,
+    /// Images that failed in the runs resumed, not tried again.
+    earlier_failures: usize,
 }
 
 /// The closing summary: JSON on standard output with `--json`, else a line on standard error
@@ -423,13 +438,14 @@ fn print_summary(
             "processed": n.processed,
             "ok": stats.ok,
             "failed": stats.failed,
+            "failed_earlier": n.earlier_failures,
             "shards_written": stats.shards,
             "feature_shape": row_shape,
             "seconds": secs,
             "images_per_second": per_second,
         });
         println!("{summary}");
-    } else if !a.quiet || stats.failed > 0 {
+    } else if !a.quiet || stats.failed > 0 || n.earlier_failures > 0 {
         if n.duplicates > 0 {
             eprintln!(
                 "extract: {} input(s) named an image already listed (another spelling or a link); each image is extracted once",
@@ -444,7 +460,13 @@ fn print_summary(
             stats.shards,
             a.out.display(),
         );
-        if stats.failed > 0 {
+        if n.earlier_failures > 0 {
+            eprintln!(
+                "extract: {} image(s) failed in earlier runs of this part and were not tried again (--retry-failed tries them)",
+                n.earlier_failures
+            );
+        }
+        if stats.failed + n.earlier_failures > 0 {
             eprintln!(
                 "extract: the failed images and their reasons are in the shard manifests (*.jsonl)"
             );
