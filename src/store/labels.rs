@@ -74,6 +74,61 @@ struct JsonLabel {
     label: String,
 }
 
+/// `(line index, path, label)` of each line of a JSON-lines labels file.
+fn json_lines(
+    text: &str,
+    at: &dyn Fn(usize, String) -> Error,
+) -> Result<Vec<(usize, String, String)>> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let l: JsonLabel = serde_json::from_str(line)
+            .map_err(|e| at(n, format!("not {{\"path\": ..., \"label\": ...}} ({e})")))?;
+        out.push((n, l.path, l.label));
+    }
+    Ok(out)
+}
+
+/// `(line index, path, label)` of each record of a `path,label` CSV file, read by the csv
+/// crate (quoted fields, `""` escapes); `#` lines are comments and a first record
+/// `path,label` is a header. An unquoted path with commas still reads: every field but the
+/// last is the path.
+fn csv_rows(
+    text: &str,
+    at: &dyn Fn(usize, String) -> Error,
+) -> Result<Vec<(usize, String, String)>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .comment(Some(b'#'))
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let mut out = Vec::new();
+    for (k, record) in reader.records().enumerate() {
+        let line = |r: &csv::StringRecord| r.position().map_or(0, |p| p.line() as usize - 1);
+        let record = record.map_err(|e| {
+            let n = e.position().map_or(0, |p| p.line() as usize - 1);
+            at(n, format!("not CSV ({e})"))
+        })?;
+        let n = line(&record);
+        let fields: Vec<&str> = record.iter().collect();
+        if fields.iter().all(|f| f.is_empty()) {
+            continue;
+        }
+        if k == 0 && fields == ["path", "label"] {
+            continue;
+        }
+        let Some((label, path)) = fields.split_last().filter(|(_, p)| !p.is_empty()) else {
+            return Err(at(n, "not of the form path,label".into()));
+        };
+        out.push((n, path.join(","), label.to_string()));
+    }
+    Ok(out)
+}
+
 impl Labels {
     /// Reads the labels of `source`. A file naming an image that does not exist, an image
     /// twice with two labels, or an empty label is an error that names the line.
@@ -81,6 +136,8 @@ impl Labels {
         let mut by_image = HashMap::new();
         if let LabelSource::File(file) = &source {
             let text = std::fs::read_to_string(file).map_err(Error::io(file))?;
+            // Spreadsheet programs start UTF-8 files with a byte-order mark.
+            let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
             let base = file.parent().unwrap_or(Path::new("."));
             let json = matches!(
                 file.extension().and_then(|e| e.to_str()),
@@ -89,25 +146,12 @@ impl Labels {
             let at = |n: usize, why: String| {
                 Error::Config(format!("{}:{}: {why}", file.display(), n + 1))
             };
-            for (n, line) in text.lines().enumerate() {
-                let line = line.trim();
-                if line.is_empty()
-                    || line.starts_with('#')
-                    || (!json && n == 0 && line == "path,label")
-                {
-                    continue;
-                }
-                let (path, label) = if json {
-                    let l: JsonLabel = serde_json::from_str(line).map_err(|e| {
-                        at(n, format!("not {{\"path\": ..., \"label\": ...}} ({e})"))
-                    })?;
-                    (l.path, l.label)
-                } else {
-                    let (p, l) = line
-                        .rsplit_once(',')
-                        .ok_or_else(|| at(n, "not of the form path,label".into()))?;
-                    (p.trim().to_string(), l.trim().to_string())
-                };
+            let entries = if json {
+                json_lines(text, &at)?
+            } else {
+                csv_rows(text, &at)?
+            };
+            for (n, path, label) in entries {
                 if label.is_empty() {
                     return Err(at(n, format!("{path} has an empty label")));
                 }
@@ -288,6 +332,38 @@ mod tests {
         // The same image spelt another way has the same label.
         let other = d.join("cat/../dog/3.jpg");
         assert_eq!(csv.label_of(&other).as_deref(), Some("dog"));
+    }
+
+    #[test]
+    fn csv_quoting_and_a_byte_order_mark_are_read() {
+        let d = scratch("quoting");
+        std::fs::create_dir_all(d.join("a,b")).unwrap();
+        std::fs::write(d.join("a,b/1.jpg"), b"x").unwrap();
+        let labels = load(
+            &d,
+            "l.csv",
+            "\u{feff}path,label\ncat/1.jpg,\"person\"\n\"a,b/1.jpg\",cat\n\"cat/2.jpg\",\"say \"\"hi\"\"\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            labels.label_of(&d.join("cat/1.jpg")).as_deref(),
+            Some("person")
+        );
+        assert_eq!(
+            labels.label_of(&d.join("a,b/1.jpg")).as_deref(),
+            Some("cat")
+        );
+        assert_eq!(
+            labels.label_of(&d.join("cat/2.jpg")).as_deref(),
+            Some("say \"hi\"")
+        );
+        let jsonl = load(
+            &d,
+            "l.jsonl",
+            "\u{feff}{\"path\":\"cat/1.jpg\",\"label\":\"cat\"}\n",
+        )
+        .unwrap();
+        assert_eq!(jsonl.label_of(&d.join("cat/1.jpg")).as_deref(), Some("cat"));
     }
 
     #[test]
