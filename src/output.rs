@@ -13,6 +13,7 @@ use crate::store::shards::{
 use crate::store::{ExtractSettings, ManifestLine};
 use safetensors::Dtype;
 use std::collections::{HashMap, HashSet};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 crate::choice! {
@@ -390,22 +391,40 @@ impl ShardWriter {
 /// or of every part in part order — into one `.npy` file (f32 or f16 as stored; packed codes
 /// as uint32).
 pub fn export_npy(dir: &Path, prefix: Option<&str>, out: &Path) -> Result<(usize, [usize; 2])> {
-    let mut data = Vec::new();
-    let mut shape: Option<[usize; 2]> = None;
-    let mut dtype = None;
-    let mut rows = 0;
-    for shard in finished_shards(dir, prefix)? {
+    let shards = finished_shards(dir, prefix)?;
+    // First the shards' headers: the .npy header needs the total rows, and every shard
+    // must hold the same kind of rows, extracted alike.
+    let (mut shape, mut dtype, mut rows) = (None, None, 0);
+    let mut first: Option<(ExtractSettings, &Path)> = None;
+    for shard in &shards {
         let path = &shard.data;
-        let bytes = std::fs::read(path).map_err(Error::io(path))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::BadFile {
-            path: path.display().to_string(),
-            what: "feature shard",
-            message: e.to_string(),
-        })?;
-        let t = st
-            .tensor("features")
-            .or_else(|_| st.tensor("codes"))
-            .map_err(|_| Error::Config(format!("{} holds no features", path.display())))?;
+        let map = map_file(path)?;
+        let st = read_shard(path, &map)?;
+        let (_, header) =
+            safetensors::SafeTensors::read_metadata(&map).map_err(|e| Error::BadFile {
+                path: path.display().to_string(),
+                what: "feature shard",
+                message: e.to_string(),
+            })?;
+        let settings = ExtractSettings::from_metadata(
+            &header.metadata().clone().unwrap_or_default(),
+            &path.display().to_string(),
+        )?;
+        match &first {
+            Some((s0, p0)) if !settings.same_run(s0) => {
+                return Err(Error::Config(format!(
+                "{} was extracted otherwise than {} ({}): the shards are not one set of features",
+                path.display(),
+                p0.display(),
+                settings
+                    .compared_with(s0, "this shard's", "the first's")
+                    .join("; ")
+            )))
+            }
+            Some(_) => {}
+            None => first = Some((settings, path)),
+        }
+        let t = features_of(path, &st)?;
         let s = t.shape();
         let this = [s[1], s[2]];
         if shape.is_some_and(|p| p != this) || dtype.is_some_and(|d| d != t.dtype()) {
@@ -414,11 +433,9 @@ pub fn export_npy(dir: &Path, prefix: Option<&str>, out: &Path) -> Result<(usize
                 path.display()
             )));
         }
-        check_finite(&shard.manifest, path, &t)?;
         shape = Some(this);
         dtype = Some(t.dtype());
         rows += s[0];
-        data.extend_from_slice(t.data());
     }
     let shape = shape.ok_or_else(|| {
         Error::Config(match prefix {
@@ -448,12 +465,65 @@ pub fn export_npy(dir: &Path, prefix: Option<&str>, out: &Path) -> Result<(usize
         header.push(' ');
     }
     header.push('\n');
-    let mut file = b"\x93NUMPY\x01\x00".to_vec();
-    file.extend((header.len() as u16).to_le_bytes());
-    file.extend(header.as_bytes());
-    file.extend(data);
-    write_atomic(out, &file)?;
+    // Then the rows, shard by shard, into the file under a temporary name: memory stays
+    // one shard's whatever the data's size.
+    let mut tmp = out.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    let write = |e: std::io::Error| Error::write(&tmp)(e);
+    let written = (|| -> Result<()> {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(write)?);
+        file.write_all(b"\x93NUMPY\x01\x00").map_err(write)?;
+        file.write_all(&(header.len() as u16).to_le_bytes())
+            .map_err(write)?;
+        file.write_all(header.as_bytes()).map_err(write)?;
+        for shard in &shards {
+            let path = &shard.data;
+            let map = map_file(path)?;
+            let st = read_shard(path, &map)?;
+            let t = features_of(path, &st)?;
+            check_finite(&shard.manifest, path, &t)?;
+            file.write_all(t.data()).map_err(write)?;
+        }
+        file.into_inner()
+            .map_err(|e| write(e.into_error()))?
+            .sync_all()
+            .map_err(write)
+    })();
+    if let Err(e) = written {
+        // Nothing half-written is left behind.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, out).map_err(Error::write(out))?;
     Ok((rows, shape))
+}
+
+/// The file at `path`, mapped (read in place: a shard is not copied into memory).
+fn map_file(path: &Path) -> Result<memmap2::Mmap> {
+    let file = std::fs::File::open(path).map_err(Error::io(path))?;
+    // SAFETY: read while the file is open; crosspool replaces shards by renaming, never
+    // writes one in place.
+    unsafe { memmap2::Mmap::map(&file) }.map_err(Error::io(path))
+}
+
+/// A feature shard's tensors.
+fn read_shard<'a>(path: &Path, bytes: &'a [u8]) -> Result<safetensors::SafeTensors<'a>> {
+    safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::BadFile {
+        path: path.display().to_string(),
+        what: "feature shard",
+        message: e.to_string(),
+    })
+}
+
+/// A shard's `features` (or `codes`) tensor.
+fn features_of<'a>(
+    path: &Path,
+    st: &safetensors::SafeTensors<'a>,
+) -> Result<safetensors::tensor::TensorView<'a>> {
+    st.tensor("features")
+        .or_else(|_| st.tensor("codes"))
+        .map_err(|_| Error::Config(format!("{} holds no features", path.display())))
 }
 
 /// Fails, naming the image, shard and row, if any stored float is NaN or infinite (a

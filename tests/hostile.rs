@@ -1010,3 +1010,31 @@ fn resume_counts_earlier_failures_and_can_retry_them() {
     assert_eq!(b.len(), 1, "{lines:?}");
     assert!(b[0].ok_row().is_some());
 }
+
+/// export-npy reads the parts of a directory as one set of features only if their shards
+/// were extracted alike (a directory from before extract refused such parts).
+#[test]
+fn export_npy_refuses_parts_of_other_settings() {
+    use crosspool::output::{export_npy, Row, RowData, ShardWriter};
+    let d = temp_dir("npy-mixed");
+    for (part, prefix) in ["part0of2-", "part1of2-"].iter().enumerate() {
+        let s = crosspool::store::ExtractSettings {
+            size: 224 + 32 * part as u32,
+            ..sum_settings()
+        };
+        let (mut w, _) = ShardWriter::open(&d.0, prefix, &s, 10, false).unwrap();
+        w.push(Row::Ok {
+            source: crosspool::input::ImageSource::File(format!("{part}.jpg").into()),
+            values: RowData::F32(vec![part as f32; 4]),
+            guide_mean: None,
+        })
+        .unwrap();
+        w.finish().unwrap();
+        // As an older crosspool left it: the part's settings file is not checked there.
+        std::fs::remove_file(d.0.join(format!("extract-{prefix}.json"))).unwrap();
+    }
+    let npy = d.0.join("all.npy");
+    let e = export_npy(&d.0, None, &npy).unwrap_err().to_string();
+    assert!(e.contains("size"), "{e}");
+    assert!(!npy.exists());
+}
