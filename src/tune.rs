@@ -122,8 +122,23 @@ pub fn time_candidates<T>(
         .collect()
 }
 
+/// Warns once per message and process: the cache is read and written once per layer
+/// shape, and one unwritable file said the same thing nine times.
 fn warn(message: &str) {
-    eprintln!("crosspool: warning: autotune: {message}");
+    if first_time(message) {
+        eprintln!("crosspool: warning: autotune: {message}");
+    }
+}
+
+/// Whether this process has not said `message` before (and now has).
+fn first_time(message: &str) -> bool {
+    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    let new = !said.iter().any(|m| m == message);
+    if new {
+        said.push(message.to_string());
+    }
+    new
 }
 
 /// The entries of the cache file at `path`: none if it does not exist; none, with a
@@ -183,6 +198,15 @@ fn write_cache(path: &Path, variants: &BTreeMap<String, String>) -> std::io::Res
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_warning_is_said_once() {
+        let m = "cannot write /nowhere/cache.json (test)";
+        assert!(first_time(m));
+        assert!(!first_time(m));
+        assert!(first_time("another warning (test)"));
+    }
+
     use super::*;
 
     #[test]

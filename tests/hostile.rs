@@ -968,6 +968,39 @@ fn empty_results_are_refused_and_mismatches_name_their_sides() {
         err.contains("size: the classifier's 67, the features' 75"),
         "{err}"
     );
+    // Training on nothing says so (it said "one class only ('')").
+    let none = [os("train-classifier"), os("-o"), p("none.clf"), p("bad67")];
+    let (code, err) = run_in(
+        &d.0,
+        &none.iter().map(|a| a.as_os_str()).collect::<Vec<_>>(),
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("nothing to train on"), "{err}");
+    // search --json gives every query a line, one that could not be read included.
+    let index = [os("index"), os("-o"), p("idx"), p("good67")];
+    let (code, err) = run_in(
+        &d.0,
+        &index.iter().map(|a| a.as_os_str()).collect::<Vec<_>>(),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let r = crosspool_cmd()
+        .current_dir(&d.0)
+        .args(["search", "--json", "--index"])
+        .arg(p("idx"))
+        .arg("--query")
+        .arg(good.join("a/coffee.jpg"))
+        .arg(bad.join("a/coffee.jpg"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&r.stdout);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines.iter().any(|l| l["failed"].is_string()), "{out}");
 }
 
 /// A resume says how many images failed in earlier runs and exits 2 while any did;

@@ -358,3 +358,40 @@ fn labels_come_from_a_samples_sidecar() {
         [Some("cat".to_string()), Some("dog".to_string())]
     );
 }
+
+/// A label sidecar over the size limit is named as such, not as a missing label.
+#[test]
+fn a_label_sidecar_too_large_to_read_says_so() {
+    let d = temp_dir("wds-big-label");
+    let weights = alexnet(&d.0);
+    let tar = d.0.join("big.tar");
+    std::fs::write(
+        &tar,
+        tar_of(&[
+            ("d/0.jpg", photo("coffee.jpg")),
+            ("d/0.cls", vec![b'a'; (1 << 20) + 1]),
+        ]),
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_crosspool"))
+        .args([
+            "extract",
+            "-q",
+            "--device",
+            "cpu",
+            "--size",
+            "96",
+            "--labels",
+            "sidecar:cls",
+        ])
+        .arg("--weights")
+        .arg(&weights)
+        .arg("-o")
+        .arg(d.0.join("out"))
+        .arg(&tar)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("over the sidecar size limit"), "{err}");
+}

@@ -103,6 +103,12 @@ pub(super) fn class_indices(labels: &[&str]) -> (Vec<String>, Vec<usize>) {
 pub fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     super::output_folder_for(&a.out)?;
     let set = FeatureSet::read(&a.features)?;
+    anyhow::ensure!(
+        !set.is_empty(),
+        "no image of {} has a feature ({} failed in extraction): there is nothing to train on",
+        a.features.display(),
+        set.failed.len()
+    );
     let labels = set.require_labels()?;
     let (classes, y) = class_indices(&labels);
     anyhow::ensure!(

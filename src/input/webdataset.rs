@@ -208,6 +208,11 @@ pub fn index_tar(path: &Path) -> Result<Vec<TarEntry>> {
         out: Vec::new(),
         sample: Vec::new(),
     };
+    // A compressed tar would read as one corrupt header: say what it is.
+    if read_at(&walk.file, 0, 2.min(len as usize)).is_ok_and(|b| b == [0x1f, 0x8b]) {
+        walk.unreadable(0, "the tar is gzip-compressed (a .tar.gz renamed .tar?): crosspool reads uncompressed tars; decompress it (gunzip) first".into());
+        return Ok(walk.out);
+    }
     if let Err(e) = walk.run() {
         // What was found before the error stays; the rest is accounted for as one part.
         let at = walk.pos;
@@ -588,6 +593,16 @@ mod tests {
             .step_by(512)
             .find(|&o| bytes[o..].starts_with(name.as_bytes()))
             .unwrap()
+    }
+
+    #[test]
+    fn a_gzip_compressed_tar_is_named_as_such() {
+        let mut bytes = vec![0x1f, 0x8b, 8, 0];
+        bytes.extend(tar_of(&[("s/0.jpg", b"jpeg0")]));
+        let (_d, e) = index_bytes(&bytes, "gzip");
+        assert_eq!(e.len(), 1);
+        let why = e[0].problem.as_deref().unwrap_or_default();
+        assert!(why.contains("gzip-compressed"), "{why}");
     }
 
     #[test]

@@ -225,7 +225,17 @@ impl Labels {
             total += 1;
             let unreadable = matches!(s, ImageSource::Member(m) if m.problem.is_some());
             if !unreadable && self.label_of_source(s).is_none() {
-                missing.push(s.name().display().to_string());
+                // A sidecar that was there but not read (too large, not text) says why.
+                let why = match (&self.source, s) {
+                    (LabelSource::Sidecar { field, .. }, ImageSource::Member(m)) => m
+                        .sidecars
+                        .get(field)
+                        .and_then(|v| v.get("not_carried"))
+                        .and_then(|r| r.as_str())
+                        .map(|r| format!(" (its .{field} is not read: {r})")),
+                    _ => None,
+                };
+                missing.push(format!("{}{}", s.name().display(), why.unwrap_or_default()));
             }
         }
         self.missing_error(&missing, total)
