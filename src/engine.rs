@@ -365,26 +365,102 @@ impl Engine {
             Engine::Gpu(ctx) => ctx,
             Engine::Cpu(_) => return 4,
         };
-        let mut s = Shape4::new(1, size as usize, size as usize, 3);
-        let mut largest = s.bytes_f32();
-        let last = spec
-            .deepest_layer(weights.arch)
-            .and_then(|l| weights.arch.layer_index(l))
-            .unwrap_or(0);
-        for layer in weights.arch.layers().iter().take(last + 1) {
-            let next = match &layer.kind {
-                crate::model::LayerKind::Conv { spec, .. } => spec.output_shape(s),
-                crate::model::LayerKind::MaxPool(p) => p.output_shape(s),
-            };
-            match next {
-                Ok(n) => {
-                    s = n;
-                    largest = largest.max(s.bytes_f32());
-                }
-                Err(_) => break,
-            }
-        }
+        let largest = largest_activation(weights, spec, size);
         let budget = (ctx.limits.max_buffer_size / 4).min(1 << 30);
         ((budget / largest.max(1)) as usize).clamp(1, 32)
     }
+
+    /// What bounds one batch's memory on this device (see [`check_fits`]).
+    pub fn memory_limit(&self) -> MemoryLimit {
+        match self {
+            Engine::Gpu(ctx) => MemoryLimit::GpuBuffer(ctx.limits.max_buffer_size),
+            Engine::Cpu(_) => MemoryLimit::HostMemory(available_memory()),
+        }
+    }
+}
+
+/// What bounds one batch's memory on a device.
+#[derive(Clone, Copy, Debug)]
+pub enum MemoryLimit {
+    /// A GPU's largest buffer, in bytes.
+    GpuBuffer(u64),
+    /// The memory available to the CPU backend, where the system says.
+    HostMemory(Option<u64>),
+}
+
+/// Refuses, before anything is allocated, a run whose batches of `batch` images at
+/// `size` x `size` with features of `(rows, cols)` need more than `limit`: one buffer over
+/// the GPU's largest, or more than the memory available to the CPU backend (where an
+/// allocation that fails aborts the process).
+pub fn check_fits(
+    limit: MemoryLimit,
+    weights: &ModelWeights,
+    spec: &FeatureSpec,
+    size: u32,
+    (rows, cols): (usize, usize),
+    batch: usize,
+) -> Result<()> {
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let (activation, feature) = (
+        largest_activation(weights, spec, size),
+        (rows * cols) as u64 * 4,
+    );
+    let b = batch as u64;
+    let (needed, limit, what) = match limit {
+        MemoryLimit::GpuBuffer(max) => (
+            b.saturating_mul(activation.max(feature)),
+            max,
+            "the GPU's largest buffer",
+        ),
+        // The network's two ping-pong activations, the input and the features.
+        MemoryLimit::HostMemory(Some(free)) => (
+            b.saturating_mul(3 * activation + feature),
+            free,
+            "the memory available",
+        ),
+        MemoryLimit::HostMemory(None) => return Ok(()),
+    };
+    if needed <= limit {
+        return Ok(());
+    }
+    Err(Error::TooLarge(format!(
+        "images of {size}x{size} in batches of {batch} need about {:.1} GiB (per image: the largest activation {:.2} GiB, the feature {rows} x {cols}, {:.2} GiB), more than {what} ({:.1} GiB): use a smaller --size, --window or --batch",
+        gib(needed),
+        gib(activation),
+        gib(feature),
+        gib(limit)
+    )))
+}
+
+/// Bytes of the largest f32 activation of one image at `size` x `size` up to the deepest
+/// layer `spec` reads.
+fn largest_activation(weights: &ModelWeights, spec: &FeatureSpec, size: u32) -> u64 {
+    let mut s = Shape4::new(1, size as usize, size as usize, 3);
+    let mut largest = s.bytes_f32();
+    let last = spec
+        .deepest_layer(weights.arch)
+        .and_then(|l| weights.arch.layer_index(l))
+        .unwrap_or(0);
+    for layer in weights.arch.layers().iter().take(last + 1) {
+        let next = match &layer.kind {
+            crate::model::LayerKind::Conv { spec, .. } => spec.output_shape(s),
+            crate::model::LayerKind::MaxPool(p) => p.output_shape(s),
+        };
+        match next {
+            Ok(n) => {
+                s = n;
+                largest = largest.max(s.bytes_f32());
+            }
+            Err(_) => break,
+        }
+    }
+    largest
+}
+
+/// The memory the system can give without swapping (Linux's MemAvailable), if it says.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

@@ -96,6 +96,10 @@ pub enum Error {
     /// A setting (flag or environment variable) has an invalid value.
     #[error("{0}")]
     Config(String),
+    /// A setting asks for more memory than the device has, found before any work: a
+    /// command line no run can use (the binary exits 64).
+    #[error("{0}")]
+    TooLarge(String),
     /// A WGSL shader failed to parse or validate (a bug in crosspool, not user input).
     #[error("shader {name} is invalid: {message}")]
     Shader {

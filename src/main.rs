@@ -135,7 +135,15 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             // `{:#}` prints the whole context chain on one line, without a backtrace.
             eprintln!("crosspool: error: {e:#}");
-            std::process::ExitCode::FAILURE
+            // A setting no run can use, found before any work, is a usage error.
+            let too_large = e
+                .chain()
+                .any(|c| matches!(c.downcast_ref(), Some(crosspool::Error::TooLarge(_))));
+            if too_large {
+                std::process::ExitCode::from(EXIT_USAGE)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }

@@ -1071,3 +1071,35 @@ fn export_npy_refuses_parts_of_other_settings() {
     assert!(e.contains("size"), "{e}");
     assert!(!npy.exists());
 }
+
+/// A size whose activations cannot fit the device is refused before any work, with the
+/// numbers (the CPU backend aborted on the failed allocation, exit 134).
+#[test]
+fn a_size_too_large_for_the_device_is_refused_up_front() {
+    let d = temp_dir("too-large");
+    let weights = alexnet_file(&d.0);
+    for device in ["cpu", "gpu"] {
+        let r = crosspool_cmd()
+            .args([
+                "extract",
+                "--quiet",
+                "--size",
+                "22400",
+                "--device",
+                device,
+                "--weights",
+            ])
+            .arg(&weights)
+            .arg("-o")
+            .arg(d.0.join(format!("out-{device}")))
+            .arg(repo("tests/data/photos/coffee.jpg"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(64), "{device}: {err}");
+        assert!(
+            err.contains("GiB") && err.contains("smaller --size"),
+            "{device}: {err}"
+        );
+    }
+}

@@ -2,7 +2,7 @@
 //! command line runs. The Python package (`python/crosspool/`) wraps it in its public API.
 
 use crosspool::choice::{parse_named, Choice};
-use crosspool::engine::{Device, Engine, FeatureDevice, Precision};
+use crosspool::engine::{check_fits, Device, Engine, FeatureDevice, Precision};
 use crosspool::extract::{self, ExtractConfig};
 use crosspool::features::{FeatureRequest, NormPreset, Pooling};
 use crosspool::gpu::{BackendChoice, GpuOptions};
@@ -131,8 +131,12 @@ impl Extractor {
         .map_err(error)?;
         let engine = Engine::open(device, &opts).map_err(error)?;
         let batch = batch.unwrap_or_else(|| engine.default_batch(&job.weights, &job.spec, size));
+        let limit = engine.memory_limit();
+        check_fits(limit, &job.weights, &job.spec, size, (0, 0), batch).map_err(error)?;
         let pipeline = job.into_extractor(engine, precision).map_err(error)?;
         let (rows, cols) = pipeline.feature_shape(size as usize).map_err(error)?;
+        // Refused here, not by an allocation that fails and aborts the interpreter.
+        check_fits(limit, &job.weights, &job.spec, size, (rows, cols), batch).map_err(error)?;
         let row_shape = [rows, format.stored_cols(cols)];
         Ok(Extractor {
             preprocess: job.weights.preprocess,

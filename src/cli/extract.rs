@@ -297,11 +297,20 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
 
     let engines = super::engine::open_engines(a.device, a.devices.as_ref(), opts)?;
     let engine = &engines[0];
-    let (precision, extractors) = job.extractors(&engines, a.precision)?;
-    let feature_shape = extractors[0].feature_shape(a.size as usize)?;
     let batch = a
         .batch
         .unwrap_or_else(|| engine.default_batch(weights, spec, a.size));
+    // The network's activations first (the extractors allocate some), then the features.
+    let fits = |shape| -> crosspool::Result<()> {
+        for e in &engines {
+            crosspool::engine::check_fits(e.memory_limit(), weights, spec, a.size, shape, batch)?;
+        }
+        Ok(())
+    };
+    fits((0, 0))?;
+    let (precision, extractors) = job.extractors(&engines, a.precision)?;
+    let feature_shape = extractors[0].feature_shape(a.size as usize)?;
+    fits(feature_shape)?;
     let decode = a
         .decode
         .or_else(|| recorded_decode(a.resume, &a.out, &prefix))
