@@ -650,7 +650,15 @@ fn spoc_baseline_through_the_cli() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 1);
+    // Each query is a line, the unreadable one with why it failed.
+    assert_eq!(lines.len(), 2, "{stdout}");
+    let failed: Vec<_> = lines.iter().filter(|l| l["failed"].is_string()).collect();
+    assert_eq!(failed.len(), 1, "{stdout}");
+    assert!(failed[0]["query"]
+        .as_str()
+        .unwrap()
+        .ends_with("missing.jpg"));
+    let lines: Vec<_> = lines.iter().filter(|l| l["failed"].is_null()).collect();
     // The query is in the index: it is its own best match.
     assert!(
         lines[0]["results"][0]["path"]

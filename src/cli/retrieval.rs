@@ -245,11 +245,10 @@ pub fn run_search(opts: &GpuOptions, a: SearchArgs) -> anyhow::Result<usize> {
             }
             Row::Failed { source, reason } => {
                 let name = source.name().display().to_string();
+                eprintln!("search: {name}: {reason}");
                 if a.score.json {
                     // Every query is a line of the output, those that could not be read too.
                     println!("{}", serde_json::json!({"query": name, "failed": reason}));
-                } else {
-                    eprintln!("search: {name}: {reason}");
                 }
                 failed += 1;
             }
