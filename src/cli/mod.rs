@@ -22,17 +22,19 @@ pub fn output_folder_for(file: &std::path::Path) -> anyhow::Result<()> {
 
 /// A whole number of at least 1 (batches, epochs, filters, rows per shard).
 pub fn at_least_one(s: &str) -> Result<usize, String> {
-    match s.trim().parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(format!("'{s}' is not a whole number of at least 1")),
-    }
+    whole_at_least(s, 1)
 }
 
 /// A whole number of at least 2 (cross-validation folds).
 pub fn at_least_two(s: &str) -> Result<usize, String> {
+    whole_at_least(s, 2)
+}
+
+/// `s` as a whole number of at least `min`.
+fn whole_at_least(s: &str, min: usize) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
-        Ok(n) if n >= 2 => Ok(n),
-        _ => Err(format!("'{s}' is not a whole number of at least 2")),
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(format!("'{s}' is not a whole number of at least {min}")),
     }
 }
 

@@ -6,7 +6,7 @@
 //! through [`HostMemory`]. Everything a pipeline allocates, runs or reads back goes through
 //! here.
 
-use crate::cpu::tensor::storage;
+use crate::cpu::tensor::{lock as storage_lock, storage};
 use crate::cpu::{HostCodes, HostFeatures, HostStorage, HostTensor};
 use crate::error::{Error, Result};
 use crate::gpu::Dtype;
@@ -160,8 +160,9 @@ impl<T: HostMemory> Storage for T {
 /// [`Backend::quantize`] in host memory: [`Quantization::pack`], the definition the GPU
 /// kernel is held to.
 pub fn quantize_on_host(f: &HostFeatures, q: Quantization, out: &HostCodes) -> Result<()> {
-    let (_, _, cols) = f.dims;
-    let words = q.pack(&f.values(), cols);
+    let (images, rows, cols) = f.dims;
+    // Packed from the storage in place: no copy of the features on this per-batch path.
+    let words = q.pack(&storage_lock(&f.data)[..images * rows * cols], cols);
     let mut dst = out.words.lock().unwrap_or_else(|e| e.into_inner());
     if words.len() != dst.len() {
         return Err(Error::shape(
