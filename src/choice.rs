@@ -56,9 +56,9 @@ pub fn help_line(lines: &[&str]) -> String {
 }
 
 /// Declares an enum of named values: its variants each `Name = "name"` under their doc
-/// comments, optionally `enum E: default Variant` for its `Default`. Implements [`Choice`],
-/// `Display` (the name) and `Default`; the enum's own attributes (derives, serde) pass
-/// through.
+/// comments, optionally `enum E: default Variant` for its `Default`. Derives `Clone`, `Copy`,
+/// `Debug`, `PartialEq` and `Eq`, and implements [`Choice`], `Display` (the name) and
+/// `Default`; the enum's own attributes (more derives, serde) pass through.
 #[macro_export]
 macro_rules! choice {
     (
@@ -70,6 +70,8 @@ macro_rules! choice {
             ),+ $(,)?
         }
     ) => {
+        // Copy because `Choice` takes `self`; the comparisons because callers match on them.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         $(#[$meta])*
         $vis enum $name {
             $(
@@ -116,7 +118,6 @@ mod tests {
 
     crate::choice! {
         /// A test enum.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         enum Colour: default Red {
             /// Like blood.
             /// Or a rose.

@@ -15,7 +15,6 @@ use std::borrow::Borrow;
 
 crate::choice! {
     /// Where a command computes.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum Device {
         /// A real GPU if there is one; the CPU backend when the only adapter is a software one
         /// (lavapipe, llvmpipe, WARP) or none opens.
@@ -30,7 +29,6 @@ crate::choice! {
 crate::choice! {
     /// How a GPU stores weights and activations between layers (`--precision`). Sums are f32
     /// in every case.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum Precision: default F32 {
         /// f32 throughout: the features the tests hold to the reference within f32 rounding.
         F32 = "f32",

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 crate::choice! {
     /// How feature values are stored.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+    #[derive(serde::Serialize, serde::Deserialize)]
     #[serde(rename_all = "lowercase")]
     pub enum OutputFormat {
         /// 32-bit floats.

@@ -146,7 +146,7 @@ impl Quantization {
 crate::choice! {
     /// How cross-layer pooling combines the units of an image into `P_k` (the paper's channel
     /// pooling, section 4.3).
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+    #[derive(Hash, serde::Serialize, serde::Deserialize)]
     #[serde(rename_all = "kebab-case")]
     pub enum ChannelPooling: default Sum {
         /// `P_k = sum_i a_ik x_i`: the paper's method.

@@ -58,6 +58,17 @@ impl Shape4 {
         }
         Ok(())
     }
+
+    /// An error unless `values`, the length of an op's input, is exactly this shape's.
+    pub fn check_values(self, op: &'static str, values: usize) -> Result<()> {
+        if values != self.len() {
+            return Err(Error::shape(
+                op,
+                format!("input has {values} values but shape {self} needs {}", self.len()),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Display for Shape4 {

@@ -12,7 +12,6 @@ use std::time::Instant;
 
 crate::choice! {
     /// Whether kernel variants are chosen by timing (`--autotune`, `CROSSPOOL_AUTOTUNE`).
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum Autotune: default Auto {
         /// On hardware GPUs; off on software adapters (lavapipe: their "GPU" is the CPU's cores,
         /// where the size rules were measured, and timing every layer takes seconds).

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 crate::choice! {
     /// Which linear model.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+    #[derive(serde::Serialize, serde::Deserialize)]
     #[serde(rename_all = "kebab-case")]
     pub enum Kind {
         /// One-vs-rest linear SVMs: `min ½|w|² + C Σ max(0, 1 − y (w·x + b))²` per class, the bias

@@ -40,7 +40,7 @@ impl Default for FeatureRequest {
 
 crate::choice! {
     /// Pooling method.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+    #[derive(serde::Serialize, serde::Deserialize)]
     #[serde(rename_all = "kebab-case")]
     pub enum Pooling {
         /// Cross-layer pooling (the paper's method) of the two --layers, on one grid (two conv
@@ -68,7 +68,7 @@ impl Pooling {
 
 crate::choice! {
     /// Normalisation preset.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+    #[derive(serde::Serialize, serde::Deserialize)]
     #[serde(rename_all = "kebab-case")]
     pub enum NormPreset {
         /// Per-channel L2, then signed square root (the paper, for classification).

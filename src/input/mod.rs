@@ -25,7 +25,7 @@ use std::path::Path;
 
 crate::choice! {
     /// How JPEG files are decoded.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+    #[derive(serde::Serialize, serde::Deserialize)]
     #[serde(rename_all = "kebab-case")]
     pub enum DecodeMode: default Fast {
         /// A JPEG at least twice the target size on both sides is decoded at the smallest of 1/2,

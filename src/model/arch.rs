@@ -11,7 +11,7 @@ use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4, Window2d};
 
 crate::choice! {
     /// A supported network.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+    #[derive(Hash, serde::Serialize, serde::Deserialize)]
     #[serde(rename_all = "lowercase")]
     pub enum Arch {
         /// VGG 16 (Simonyan & Zisserman, configuration D).

@@ -1,20 +1,11 @@
 use super::Reduced;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::shape::Shape4;
 use crate::weights::Conv2dWeights;
 
 /// Direct 2-D convolution of an NHWC `input` with zero padding, bias and optional ReLU.
 pub fn conv2d(input: &[f32], shape: Shape4, w: &Conv2dWeights) -> Result<(Shape4, Reduced)> {
-    if input.len() != shape.len() {
-        return Err(Error::shape(
-            "conv2d",
-            format!(
-                "input has {} values but shape {shape} needs {}",
-                input.len(),
-                shape.len()
-            ),
-        ));
-    }
+    shape.check_values("conv2d", input.len())?;
     let spec = w.spec;
     let out = spec.output_shape(shape)?;
     let win = spec.window;

@@ -1,18 +1,9 @@
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::shape::{MaxPool2dSpec, Shape4};
 
 /// Max pooling of an NHWC `input`; padded positions never win (PyTorch semantics).
 pub fn max_pool2d(input: &[f32], shape: Shape4, spec: MaxPool2dSpec) -> Result<(Shape4, Vec<f32>)> {
-    if input.len() != shape.len() {
-        return Err(Error::shape(
-            "max_pool2d",
-            format!(
-                "input has {} values but shape {shape} needs {}",
-                input.len(),
-                shape.len()
-            ),
-        ));
-    }
+    shape.check_values("max_pool2d", input.len())?;
     let out = spec.output_shape(shape)?;
     let win = spec.window;
     let mut values = vec![f32::NEG_INFINITY; out.len()];

@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::dispatch::record;
-use crate::gpu::plan::{plan_image_chunks, BandLimits, BindingWindow};
+use crate::gpu::plan::{plan_image_chunks, BindingWindow};
 use crate::gpu::tensor::{GpuFeatures, GpuTensor};
 use crate::gpu::{GpuContext, Kernel};
 use crate::pooling::{ChannelPooling, LocalWindow};
@@ -23,30 +23,12 @@ pub const WG_X: u32 = 16;
 /// Threads per workgroup along y.
 pub const WG_Y: u32 = 16;
 
-/// Uniform block of `crosslayer.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct CrossParams {
-    h: u32,
-    w: u32,
-    units: u32,
-    group_images: u32,
-    a_c: u32,
-    a_base: u32,
-    a_win_h: u32,
-    a_win_w: u32,
-    a_feat: u32,
-    x_c: u32,
-    x_base: u32,
-    x_win_h: u32,
-    x_win_w: u32,
-    x_feat: u32,
-    out_base: u32,
-    accumulate: u32,
-    channel_max: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+crate::wgsl_uniform! {
+    /// Uniform block of `crosslayer.wgsl`.
+    pub struct CrossParams in CROSSLAYER, test cross_params_layout_matches_wgsl {
+        h, w, units, group_images, a_c, a_base, a_win_h, a_win_w, a_feat, x_c, x_base, x_win_h,
+        x_win_w, x_feat, out_base, accumulate, channel_max, _pad0, _pad1, _pad2,
+    }
 }
 
 /// The guidance operand of a cross-layer sum.
@@ -130,11 +112,7 @@ impl CrossLayerKernel {
                 ),
             ));
         }
-        let limits = BandLimits {
-            binding_cap: ctx.binding_cap(),
-            align: ctx.binding_alignment(),
-            max_out_rows: 0,
-        };
+        let limits = ctx.band_limits(0);
         let plane = (xs.h * xs.w) as u64;
         let per_group = [
             plane * a.shape.c as u64 * group_images as u64 * 4,
@@ -206,11 +184,7 @@ mod tests {
     use crate::gpu::shaders::tests::wgsl_u32_const;
 
     #[test]
-    fn params_and_tiles_match_wgsl() {
-        crate::assert_layout_matches_wgsl! { &CROSSLAYER, CrossParams {
-            h w units group_images a_c a_base a_win_h a_win_w a_feat x_c x_base x_win_h
-            x_win_w x_feat out_base accumulate channel_max _pad0 _pad1 _pad2
-        } }
+    fn tiles_match_wgsl() {
         for (name, v) in [("BM", BM), ("BN", BN), ("BK", BK)] {
             assert_eq!(wgsl_u32_const(&CROSSLAYER, name), v, "{name}");
         }

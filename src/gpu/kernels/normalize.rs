@@ -2,7 +2,7 @@
 
 use crate::error::Result;
 use crate::gpu::dispatch::record;
-use crate::gpu::plan::{plan_image_chunks, BandLimits, BindingWindow};
+use crate::gpu::plan::{plan_image_chunks, BindingWindow};
 use crate::gpu::tensor::{GpuFeatures, Scratch};
 use crate::gpu::{GpuContext, Kernel};
 use crate::pooling::Normalization;
@@ -17,14 +17,11 @@ pub const WORKGROUP: u32 = 256;
 /// Values each workgroup of the global pass scales.
 const GLOBAL_CHUNK: u32 = WORKGROUP * 4;
 
-/// Uniform block of `normalize.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct NormParams {
-    rows: u32,
-    cols: u32,
-    base: u32,
-    flags: u32,
+crate::wgsl_uniform! {
+    /// Uniform block of `normalize.wgsl`.
+    pub struct NormParams in NORMALIZE, test norm_params_layout_matches_wgsl {
+        rows, cols, base, flags,
+    }
 }
 
 /// The compiled normalisation pipelines (row pass and global pass).
@@ -55,11 +52,7 @@ impl NormalizeKernel {
         if norm == Normalization::NONE || f.images == 0 {
             return Ok(());
         }
-        let limits = BandLimits {
-            binding_cap: ctx.binding_cap(),
-            align: ctx.binding_alignment(),
-            max_out_rows: 0,
-        };
+        let limits = ctx.band_limits(0);
         let per_image = [f.len_per_image() as u64 * 4, f.rows as u64 * 4];
         let chunks = plan_image_chunks(
             "normalize",
@@ -117,8 +110,7 @@ mod tests {
     use crate::gpu::shaders::tests::wgsl_u32_const;
 
     #[test]
-    fn params_and_flags_match_wgsl() {
-        crate::assert_layout_matches_wgsl! { &NORMALIZE, NormParams { rows cols base flags } }
+    fn flags_match_wgsl() {
         assert_eq!(wgsl_u32_const(&NORMALIZE, "WORKGROUP"), WORKGROUP);
         let only = |c, s, g| {
             Normalization {

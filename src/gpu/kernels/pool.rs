@@ -2,7 +2,7 @@
 
 use crate::error::Result;
 use crate::gpu::dispatch::{grid_for, record};
-use crate::gpu::plan::{plan_row_bands, BandLimits, BindingWindow};
+use crate::gpu::plan::{plan_row_bands, BindingWindow};
 use crate::gpu::tensor::{Dtype, GpuTensor};
 use crate::gpu::{GpuContext, Kernel};
 use crate::shape::{MaxPool2dSpec, Shape4};
@@ -15,26 +15,12 @@ pub const MAXPOOL2D: Shader = shader!("maxpool2d.wgsl");
 /// Threads per workgroup in `maxpool2d.wgsl`.
 pub const WORKGROUP: u32 = 256;
 
-/// Uniform block of `maxpool2d.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct PoolParams {
-    in_h: u32,
-    in_w: u32,
-    c: u32,
-    in_base: u32,
-    out_h: u32,
-    out_w: u32,
-    out_base: u32,
-    out_row0: u32,
-    kh: u32,
-    kw: u32,
-    stride_h: u32,
-    stride_w: u32,
-    pad_h: u32,
-    pad_w: u32,
-    in_row0: u32,
-    count: u32,
+crate::wgsl_uniform! {
+    /// Uniform block of `maxpool2d.wgsl`.
+    pub struct PoolParams in MAXPOOL2D, test pool_params_layout_matches_wgsl {
+        in_h, in_w, c, in_base, out_h, out_w, out_base, out_row0, kh, kw, stride_h, stride_w,
+        pad_h, pad_w, in_row0, count,
+    }
 }
 
 /// Max pooling on a device: its pipelines, by (input, output) storage type, live in the
@@ -73,11 +59,7 @@ impl MaxPool2dKernel {
         if out.is_empty() {
             return Ok(());
         }
-        let limits = BandLimits {
-            binding_cap: ctx.binding_cap(),
-            align: ctx.binding_alignment(),
-            max_out_rows: usize::MAX,
-        };
+        let limits = ctx.band_limits(usize::MAX);
         let w = spec.window;
         let in_row = (input.shape.w * input.shape.c) as u64;
         let out_row = (out.w * out.c) as u64;
@@ -148,11 +130,7 @@ mod tests {
     use crate::gpu::shaders::tests::{assert_valid_spirv, wgsl_u32_const};
 
     #[test]
-    fn params_match_wgsl_struct() {
-        crate::assert_layout_matches_wgsl! { &MAXPOOL2D, PoolParams {
-            in_h in_w c in_base out_h out_w out_base out_row0 kh kw stride_h stride_w pad_h
-            pad_w in_row0 count
-        } }
+    fn constants_match_wgsl() {
         assert_eq!(wgsl_u32_const(&MAXPOOL2D, "WORKGROUP"), WORKGROUP);
     }
 

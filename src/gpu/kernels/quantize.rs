@@ -2,7 +2,7 @@
 
 use crate::error::Result;
 use crate::gpu::dispatch::{grid_for, record};
-use crate::gpu::plan::{plan_image_chunks, BandLimits, BindingWindow};
+use crate::gpu::plan::{plan_image_chunks, BindingWindow};
 use crate::gpu::tensor::{GpuFeatures, GpuPacked};
 use crate::gpu::{GpuContext, Kernel};
 use crate::pooling::Quantization;
@@ -15,18 +15,11 @@ pub const QUANTIZE: Shader = shader!("quantize.wgsl");
 /// Threads per workgroup.
 pub const WORKGROUP: u32 = 256;
 
-/// Uniform block of `quantize.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct QuantParams {
-    rows: u32,
-    cols: u32,
-    words_per_row: u32,
-    base: u32,
-    out_base: u32,
-    words: u32,
-    _pad0: u32,
-    _pad1: u32,
+crate::wgsl_uniform! {
+    /// Uniform block of `quantize.wgsl`.
+    pub struct QuantParams in QUANTIZE, test quant_params_layout_matches_wgsl {
+        rows, cols, words_per_row, base, out_base, words, _pad0, _pad1,
+    }
 }
 
 /// The compiled quantisation pipelines.
@@ -70,11 +63,7 @@ impl QuantizeKernel {
             (f.images, f.rows, wpr),
             "output from QuantizeKernel::output"
         );
-        let limits = BandLimits {
-            binding_cap: ctx.binding_cap(),
-            align: ctx.binding_alignment(),
-            max_out_rows: 0,
-        };
+        let limits = ctx.band_limits(0);
         let len = f.len_per_image() as u64;
         let words = (f.rows * wpr) as u64;
         let pipeline = match q {
@@ -121,10 +110,7 @@ mod tests {
     use crate::gpu::shaders::tests::wgsl_u32_const;
 
     #[test]
-    fn params_match_wgsl() {
-        crate::assert_layout_matches_wgsl! { &QUANTIZE, QuantParams {
-            rows cols words_per_row base out_base words _pad0 _pad1
-        } }
+    fn constants_match_wgsl() {
         assert_eq!(wgsl_u32_const(&QUANTIZE, "WORKGROUP"), WORKGROUP);
     }
 }

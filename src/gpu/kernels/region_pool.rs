@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::dispatch::{grid_for, record};
-use crate::gpu::plan::{plan_image_chunks, BandLimits, BindingWindow};
+use crate::gpu::plan::{plan_image_chunks, BindingWindow};
 use crate::gpu::tensor::{create_storage, GpuFeatures, GpuTensor};
 use crate::gpu::{Binding, GpuBuffer, GpuContext, Kernel};
 use crate::pooling::RegionPoolMode;
@@ -15,18 +15,11 @@ pub const REGION_POOL: Shader = shader!("region_pool.wgsl");
 /// Threads per workgroup.
 pub const WORKGROUP: u32 = 256;
 
-/// Uniform block of `region_pool.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct RegionParams {
-    h: u32,
-    w: u32,
-    c: u32,
-    regions: u32,
-    base: u32,
-    count: u32,
-    mode: u32,
-    out_base: u32,
+crate::wgsl_uniform! {
+    /// Uniform block of `region_pool.wgsl`.
+    pub struct RegionParams in REGION_POOL, test region_params_layout_matches_wgsl {
+        h, w, c, regions, base, count, mode, out_base,
+    }
 }
 
 /// `RegionParams::mode` values (`mode` in the shader).
@@ -147,11 +140,7 @@ impl RegionPoolKernel {
                 format!("region {r:?} is empty or outside the {}x{} map", s.h, s.w),
             ));
         }
-        let limits = BandLimits {
-            binding_cap: ctx.binding_cap(),
-            align: ctx.binding_alignment(),
-            max_out_rows: 0,
-        };
+        let limits = ctx.band_limits(0);
         let in_len = (s.h * s.w * s.c) as u64;
         let out_len = (regions.len() * s.c) as u64;
         for (i0, count) in plan_image_chunks(
@@ -198,10 +187,7 @@ mod tests {
     use crate::gpu::shaders::tests::wgsl_u32_const;
 
     #[test]
-    fn params_match_wgsl() {
-        crate::assert_layout_matches_wgsl! { &REGION_POOL, RegionParams {
-            h w c regions base count mode out_base
-        } }
+    fn constants_match_wgsl() {
         for (name, v) in [
             ("WORKGROUP", WORKGROUP),
             ("MODE_SUM", MODE_SUM),

@@ -2,7 +2,7 @@
 
 use crate::error::Result;
 use crate::gpu::dispatch::{grid_for, record};
-use crate::gpu::plan::{plan_chunks, BandLimits, BindingWindow};
+use crate::gpu::plan::{plan_chunks, BindingWindow};
 use crate::gpu::tensor::GpuTensor;
 use crate::gpu::{GpuContext, Kernel};
 
@@ -14,14 +14,11 @@ pub const RELU: Shader = shader!("relu.wgsl");
 /// Threads per workgroup in `relu.wgsl`.
 pub const WORKGROUP: u32 = 256;
 
-/// Uniform block of `relu.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct ReluParams {
-    base: u32,
-    count: u32,
-    _pad0: u32,
-    _pad1: u32,
+crate::wgsl_uniform! {
+    /// Uniform block of `relu.wgsl`.
+    pub struct ReluParams in RELU, test relu_params_layout_matches_wgsl {
+        base, count, _pad0, _pad1,
+    }
 }
 
 /// The compiled in-place ReLU pipeline.
@@ -45,11 +42,7 @@ impl ReluKernel {
         t: &GpuTensor,
     ) -> Result<()> {
         t.expect_f32("relu")?;
-        let limits = BandLimits {
-            binding_cap: ctx.binding_cap(),
-            align: ctx.binding_alignment(),
-            max_out_rows: usize::MAX,
-        };
+        let limits = ctx.band_limits(usize::MAX);
         for (start, len) in plan_chunks(t.shape.len() as u64, limits, u32::MAX as u64) {
             let win = BindingWindow::new(start, len, limits.align);
             let params = ReluParams {
@@ -82,10 +75,7 @@ mod tests {
     use crate::gpu::shaders::tests::wgsl_u32_const;
 
     #[test]
-    fn params_match_wgsl_struct() {
-        crate::assert_layout_matches_wgsl! { &RELU, ReluParams {
-            base count _pad0 _pad1
-        } }
+    fn constants_match_wgsl() {
         assert_eq!(wgsl_u32_const(&RELU, "WORKGROUP"), WORKGROUP);
     }
 }

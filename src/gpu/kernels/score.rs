@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::dispatch::{grid_for, record};
-use crate::gpu::plan::{plan_image_chunks, BandLimits};
+use crate::gpu::plan::plan_image_chunks;
 use crate::gpu::tensor::{create_storage, download_f32, Scratch};
 use crate::gpu::{Binding, GpuBuffer, GpuContext, Kernel};
 use crate::pooling::Quantization;
@@ -16,18 +16,11 @@ pub const SCORE: Shader = shader!("score.wgsl");
 /// Threads per workgroup (images per workgroup).
 pub const WORKGROUP: u32 = 64;
 
-/// Uniform block of `score.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct ScoreParams {
-    images: u32,
-    rows: u32,
-    row_len: u32,
-    ksel: u32,
-    cols: u32,
-    out_stride: u32,
-    out_base: u32,
-    _pad: u32,
+crate::wgsl_uniform! {
+    /// Uniform block of `score.wgsl`.
+    pub struct ScoreParams in SCORE, test score_params_layout_matches_wgsl {
+        images, rows, row_len, ksel, cols, out_stride, out_base, _pad,
+    }
 }
 
 /// How rows are compared.
@@ -75,11 +68,7 @@ impl GpuDatabase {
             ));
         }
         let images = data.len() / per;
-        let limits = BandLimits {
-            binding_cap: ctx.binding_cap(),
-            align: ctx.binding_alignment(),
-            max_out_rows: 0,
-        };
+        let limits = ctx.band_limits(0);
         let mut chunks = Vec::new();
         for (first, count) in plan_image_chunks(
             "score database",
@@ -262,10 +251,7 @@ mod tests {
     use crate::gpu::shaders::tests::wgsl_u32_const;
 
     #[test]
-    fn params_match_wgsl() {
-        crate::assert_layout_matches_wgsl! { &SCORE, ScoreParams {
-            images rows row_len ksel cols out_stride out_base _pad
-        } }
+    fn constants_match_wgsl() {
         assert_eq!(wgsl_u32_const(&SCORE, "WORKGROUP"), WORKGROUP);
     }
 }

@@ -2,6 +2,7 @@
 
 use super::buffer::{Binding, GpuBuffer};
 use super::cache::{ContextCaches, Counters, GpuCounters, Kernel};
+use super::plan::BandLimits;
 use super::shaders::Shader;
 use crate::error::{Error, Result};
 use crate::tune::Autotune;
@@ -15,7 +16,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 crate::choice! {
     /// Which wgpu backend to use.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum BackendChoice: default Auto {
         /// The best adapter on any native backend (Vulkan, Metal, DX12 preferred over GL).
         Auto = "auto",
@@ -333,6 +333,16 @@ impl GpuContext {
     /// Required alignment in bytes of a storage binding's offset.
     pub fn binding_alignment(&self) -> u64 {
         self.limits.min_storage_buffer_offset_alignment as u64
+    }
+
+    /// The binding limits a band or chunk planner splits work by; `max_out_rows` caps the flat
+    /// output rows of one dispatch (0 where the planner does not split by rows).
+    pub fn band_limits(&self, max_out_rows: usize) -> BandLimits {
+        BandLimits {
+            binding_cap: self.binding_cap(),
+            align: self.binding_alignment(),
+            max_out_rows,
+        }
     }
 
     /// Workgroups allowed along one dispatch dimension.

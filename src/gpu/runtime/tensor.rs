@@ -88,7 +88,7 @@ impl GpuTensor {
 
     /// Copies `data` (NHWC) to a new tensor.
     pub fn upload(ctx: &GpuContext, data: &[f32], shape: Shape4, label: &str) -> Result<Self> {
-        check_len(data, shape)?;
+        shape.check_values("upload", data.len())?;
         let t = Self::new(ctx, shape, label)?;
         t.write(ctx, data)?;
         Ok(t)
@@ -102,7 +102,7 @@ impl GpuTensor {
         dtype: Dtype,
         label: &str,
     ) -> Result<Self> {
-        check_len(data, shape)?;
+        shape.check_values("upload", data.len())?;
         match dtype {
             Dtype::F32 => Self::upload(ctx, data, shape, label),
             Dtype::F16 => {
@@ -119,7 +119,7 @@ impl GpuTensor {
     /// Overwrites the tensor with `data` (NHWC, exactly its length), before the next
     /// submission runs.
     pub fn write(&self, ctx: &GpuContext, data: &[f32]) -> Result<()> {
-        check_len(data, self.shape)?;
+        self.shape.check_values("upload", data.len())?;
         self.expect_f32("upload")?;
         ctx.queue
             .write_buffer(&self.buffer, 0, bytemuck::cast_slice(data));
@@ -141,20 +141,6 @@ impl GpuTensor {
     }
 }
 
-/// Checks that `data` holds exactly the values of `shape`.
-fn check_len(data: &[f32], shape: Shape4) -> Result<()> {
-    if data.len() != shape.len() {
-        return Err(Error::shape(
-            "upload",
-            format!(
-                "{} values for shape {shape} ({} needed)",
-                data.len(),
-                shape.len()
-            ),
-        ));
-    }
-    Ok(())
-}
 
 /// Per-image feature matrices `[images][rows][cols]` of f32 in one GPU buffer (cross-layer
 /// features: rows are pooling channels).

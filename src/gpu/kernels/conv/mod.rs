@@ -16,62 +16,31 @@ pub use weights::GpuConv2d;
 
 use crate::error::{Error, Result};
 use crate::gpu::dispatch::{grid_for, record};
-use crate::gpu::plan::{plan_row_bands, BandLimits, BindingWindow};
+use crate::gpu::plan::{plan_row_bands, BindingWindow};
 use crate::gpu::tensor::{Dtype, GpuTensor, Scratch};
 use crate::gpu::{Binding, GpuBuffer, GpuContext, Kernel};
 use crate::shape::{Conv2dSpec, Shape4};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// Uniform block of `conv2d.wgsl`; field order and types match the WGSL struct.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct ConvParams {
-    in_h: u32,
-    in_w: u32,
-    in_c: u32,
-    in_base: u32,
-    out_h: u32,
-    out_w: u32,
-    out_c: u32,
-    out_base: u32,
-    kh: u32,
-    kw: u32,
-    stride_h: u32,
-    stride_w: u32,
-    pad_h: u32,
-    pad_w: u32,
-    k_total: u32,
-    relu: u32,
-    out_row0: u32,
-    out_rows: u32,
-    in_row0: u32,
-    out_stride: u32,
-    out_c0: u32,
-    k_chunk: u32,
-    _pad1: u32,
-    _pad2: u32,
+crate::wgsl_uniform! {
+    /// Uniform block of `conv2d.wgsl`; field order and types match the WGSL struct.
+    pub struct ConvParams in CONV2D, test conv_params_layout_matches_wgsl {
+        in_h, in_w, in_c, in_base, out_h, out_w, out_c, out_base, kh, kw, stride_h, stride_w,
+        pad_h, pad_w, k_total, relu, out_row0, out_rows, in_row0, out_stride, out_c0, k_chunk,
+        _pad1, _pad2,
+    }
 }
 
 /// Threads per workgroup of `conv2d_splitk_reduce.wgsl`.
 pub const REDUCE_WORKGROUP: u32 = 256;
 
-/// Uniform block of `conv2d_splitk_reduce.wgsl`; field order and types match the WGSL struct.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct ReduceParams {
-    count: u32,
-    out_c: u32,
-    out_w: u32,
-    out_h: u32,
-    out_row0: u32,
-    out_base: u32,
-    out_stride: u32,
-    out_c0: u32,
-    splits: u32,
-    relu: u32,
-    _pad0: u32,
-    _pad1: u32,
+crate::wgsl_uniform! {
+    /// Uniform block of `conv2d_splitk_reduce.wgsl`; field order and types match the WGSL struct.
+    pub struct ReduceParams in CONV2D_SPLITK_REDUCE, test reduce_params_layout_matches_wgsl {
+        count, out_c, out_w, out_h, out_row0, out_base, out_stride, out_c0, splits, relu, _pad0,
+        _pad1,
+    }
 }
 
 /// Whether the cooperative-matrix convolution agreed with the scalar f16 one on a device
@@ -273,11 +242,7 @@ impl Conv2dKernel {
         if out.is_empty() {
             return Ok(());
         }
-        let limits = BandLimits {
-            binding_cap: ctx.binding_cap(),
-            align: ctx.binding_alignment(),
-            max_out_rows: (ctx.max_workgroups() as usize * BM as usize) / out.w,
-        };
+        let limits = ctx.band_limits((ctx.max_workgroups() as usize * BM as usize) / out.w);
         let bands = plan_row_bands("conv2d", input.shape, out, &spec.window, limits)?;
         let in_row = (input.shape.w * input.shape.c) as u64;
         let out_row = (out.w * out.c) as u64;
