@@ -69,8 +69,10 @@ fn bench_conv(c: &mut Criterion) {
             format!("{name} {hw}x{hw}x{in_c}->{out_c} batch {batch}"),
             |b| {
                 b.iter(|| {
-                    ctx.submit("bench", |enc| kernel.record(&ctx, enc, &layer, &gx, &gy))
-                        .expect("conv");
+                    ctx.submit("bench", |enc| {
+                        kernel.record(&ctx, enc, &layer, (&gx, &gy), None)
+                    })
+                    .expect("conv");
                     ctx.wait("bench").expect("wait");
                 })
             },

@@ -57,8 +57,8 @@ pub fn help_line(lines: &[&str]) -> String {
 
 /// Declares an enum of named values: its variants each `Name = "name"` under their doc
 /// comments, optionally `enum E: default Variant` for its `Default`. Derives `Clone`, `Copy`,
-/// `Debug`, `PartialEq` and `Eq`, and implements [`Choice`], `Display` (the name) and
-/// `Default`; the enum's own attributes (more derives, serde) pass through.
+/// `Debug`, `PartialEq` and `Eq`, and implements [`Choice`], `Display` (the name), serde (the
+/// name) and `Default`; the enum's own attributes (more derives) pass through.
 #[macro_export]
 macro_rules! choice {
     (
@@ -102,6 +102,25 @@ macro_rules! choice {
             }
         }
 
+        // On disk a value is its name, so files and command lines spell it alike.
+        impl ::serde::Serialize for $name {
+            fn serialize<S: ::serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str($crate::choice::Choice::name(*self))
+            }
+        }
+
+        impl<'de> ::serde::Deserialize<'de> for $name {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                const NAMES: &[&str] = &[$($text),+];
+                let text = <String as ::serde::Deserialize>::deserialize(d)?;
+                <Self as $crate::choice::Choice>::ALL
+                    .iter()
+                    .copied()
+                    .find(|v| $crate::choice::Choice::name(*v) == text)
+                    .ok_or_else(|| ::serde::de::Error::unknown_variant(&text, NAMES))
+            }
+        }
+
         $(
             impl Default for $name {
                 fn default() -> Self {
@@ -141,6 +160,20 @@ mod tests {
         assert!(
             e.to_string()
                 .contains("colour='green' is not one of: red, deep-blue"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn serde_spells_a_value_by_its_name() {
+        let json = serde_json::to_string(&[Colour::DeepBlue, Colour::Red]).unwrap();
+        assert_eq!(json, r#"["deep-blue","red"]"#);
+        let back: Vec<Colour> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, [Colour::DeepBlue, Colour::Red]);
+        let e = serde_json::from_str::<Colour>(r#""DeepBlue""#).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("unknown variant `DeepBlue`, expected `red` or `deep-blue`"),
             "{e}"
         );
     }

@@ -18,8 +18,6 @@ use std::path::{Path, PathBuf};
 
 crate::choice! {
     /// How feature values are stored.
-    #[derive(serde::Serialize, serde::Deserialize)]
-    #[serde(rename_all = "lowercase")]
     pub enum OutputFormat {
         /// 32-bit floats.
         F32 = "f32",

@@ -146,8 +146,7 @@ impl Quantization {
 crate::choice! {
     /// How cross-layer pooling combines the units of an image into `P_k` (the paper's channel
     /// pooling, section 4.3).
-    #[derive(Hash, serde::Serialize, serde::Deserialize)]
-    #[serde(rename_all = "kebab-case")]
+    #[derive(Hash)]
     pub enum ChannelPooling: default Sum {
         /// `P_k = sum_i a_ik x_i`: the paper's method.
         Sum = "sum",

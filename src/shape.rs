@@ -64,7 +64,10 @@ impl Shape4 {
         if values != self.len() {
             return Err(Error::shape(
                 op,
-                format!("input has {values} values but shape {self} needs {}", self.len()),
+                format!(
+                    "input has {values} values but shape {self} needs {}",
+                    self.len()
+                ),
             ));
         }
         Ok(())

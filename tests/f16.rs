@@ -208,7 +208,7 @@ fn overflow_past_f16_range_is_flagged_per_image() {
         let gy = GpuTensor::with_dtype(ctx, out, out_t, "out").unwrap();
         let flags = ctx.storage_buffer(4 * input.n as u64, "flags").unwrap();
         ctx.submit("conv", |enc| {
-            kernel.record_flagged(ctx, enc, &gl, &gx, &gy, Some(&flags))
+            kernel.record(ctx, enc, &gl, (&gx, &gy), Some(&flags))
         })
         .unwrap();
         let got: Vec<u32> = GpuTensor::view(&flags, Shape4::new(input.n, 1, 1, 1), Dtype::F32)

@@ -12,8 +12,6 @@ use rayon::prelude::*;
 
 crate::choice! {
     /// Which linear model.
-    #[derive(serde::Serialize, serde::Deserialize)]
-    #[serde(rename_all = "kebab-case")]
     pub enum Kind {
         /// One-vs-rest linear SVMs: `min ½|w|² + C Σ max(0, 1 − y (w·x + b))²` per class, the bias
         /// regularised as a weight on a constant feature (as LIBLINEAR and scikit-learn's

@@ -40,8 +40,6 @@ impl Default for FeatureRequest {
 
 crate::choice! {
     /// Pooling method.
-    #[derive(serde::Serialize, serde::Deserialize)]
-    #[serde(rename_all = "kebab-case")]
     pub enum Pooling {
         /// Cross-layer pooling (the paper's method) of the two --layers, on one grid (two conv
         /// layers; fc6,fc8 for the paper's FC-FC).
@@ -68,8 +66,6 @@ impl Pooling {
 
 crate::choice! {
     /// Normalisation preset.
-    #[derive(serde::Serialize, serde::Deserialize)]
-    #[serde(rename_all = "kebab-case")]
     pub enum NormPreset {
         /// Per-channel L2, then signed square root (the paper, for classification).
         Paper = "paper",

@@ -25,8 +25,6 @@ use std::path::Path;
 
 crate::choice! {
     /// How JPEG files are decoded.
-    #[derive(serde::Serialize, serde::Deserialize)]
-    #[serde(rename_all = "kebab-case")]
     pub enum DecodeMode: default Fast {
         /// A JPEG at least twice the target size on both sides is decoded at the smallest of 1/2,
         /// 1/4 and 1/8 scale that keeps both sides at or above it (libjpeg-turbo's scaled IDCT),

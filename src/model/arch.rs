@@ -11,8 +11,7 @@ use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4, Window2d};
 
 crate::choice! {
     /// A supported network.
-    #[derive(Hash, serde::Serialize, serde::Deserialize)]
-    #[serde(rename_all = "lowercase")]
+    #[derive(Hash)]
     pub enum Arch {
         /// VGG 16 (Simonyan & Zisserman, configuration D).
         Vgg16 = "vgg16",

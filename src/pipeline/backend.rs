@@ -3,11 +3,9 @@
 //! them by recording dispatches into a command encoder (`impl Backend for GpuContext`); the
 //! native CPU backend (`cpu::CpuBackend`) and the CPU reference
 //! (`reference::ReferenceBackend`) compute at once in host memory, and share their storage
-//! through [`HostMemory`]. Everything a pipeline allocates, runs or reads back goes through
+//! through [`super::HostMemory`]. Everything a pipeline allocates, runs or reads back goes through
 //! here.
 
-use crate::cpu::tensor::{lock as storage_lock, storage};
-use crate::cpu::{HostCodes, HostFeatures, HostStorage, HostTensor};
 use crate::error::{Error, Result};
 use crate::gpu::Dtype;
 use crate::pooling::{ChannelPooling, LocalWindow, Normalization, Quantization, RegionPoolMode};
@@ -25,7 +23,7 @@ pub enum Guide<'a, T> {
 
 /// Where a backend keeps activations and features, and how work is submitted and read back.
 /// Backends in host memory (the native CPU backend and the reference) share one
-/// implementation: see [`HostMemory`].
+/// implementation: see [`super::HostMemory`].
 pub trait Storage {
     /// An NHWC f32 activation; clones are views of the same storage.
     type Tensor: Clone;
@@ -83,95 +81,6 @@ pub trait Storage {
     /// Reads codes back, one vector of words per image, waiting for the work that writes
     /// them.
     fn download_codes(&self, c: &Self::Codes) -> Result<Vec<Vec<u32>>>;
-}
-
-/// A backend that computes in host memory, at once: its [`Storage`] is host tensors and
-/// features, its submissions run on the spot.
-pub trait HostMemory {}
-
-impl<T: HostMemory> Storage for T {
-    type Tensor = HostTensor;
-    type Features = HostFeatures;
-    type Regions = Vec<[u32; 4]>;
-    type Scratch = HostStorage;
-    type Recorder = ();
-    type Codes = HostCodes;
-
-    fn tensor(&self, shape: Shape4, _label: &str) -> Result<HostTensor> {
-        Ok(HostTensor::zeros(shape))
-    }
-
-    fn shape_of(t: &HostTensor) -> Shape4 {
-        t.shape
-    }
-
-    fn scratch(&self, values: usize, _label: &str) -> Result<HostStorage> {
-        Ok(storage(values))
-    }
-
-    fn view(s: &HostStorage, shape: Shape4) -> HostTensor {
-        HostTensor::view(s, shape)
-    }
-
-    fn features(
-        &self,
-        images: usize,
-        rows: usize,
-        cols: usize,
-        _label: &str,
-    ) -> Result<HostFeatures> {
-        Ok(HostFeatures::zeros(images, rows, cols))
-    }
-
-    fn dims_of(f: &HostFeatures) -> (usize, usize, usize) {
-        f.dims
-    }
-
-    fn regions(&self, boxes: &[[u32; 4]]) -> Result<Vec<[u32; 4]>> {
-        Ok(boxes.to_vec())
-    }
-
-    fn submit(&self, _during: &str, f: &mut dyn FnMut(&mut ()) -> Result<()>) -> Result<()> {
-        f(&mut ())
-    }
-
-    fn wait(&self, _during: &str) -> Result<()> {
-        Ok(())
-    }
-
-    fn write(&self, t: &HostTensor, values: &[f32]) -> Result<()> {
-        t.write(values)
-    }
-
-    fn download(&self, f: &HostFeatures) -> Result<Vec<f32>> {
-        Ok(f.values())
-    }
-
-    fn codes(&self, f: &HostFeatures, q: Quantization, _label: &str) -> Result<HostCodes> {
-        let (images, rows, cols) = f.dims;
-        Ok(HostCodes::zeros(images, rows * q.words_per_row(cols)))
-    }
-
-    fn download_codes(&self, c: &HostCodes) -> Result<Vec<Vec<u32>>> {
-        Ok(c.per_image())
-    }
-}
-
-/// [`Backend::quantize`] in host memory: [`Quantization::pack`], the definition the GPU
-/// kernel is held to.
-pub fn quantize_on_host(f: &HostFeatures, q: Quantization, out: &HostCodes) -> Result<()> {
-    let (images, rows, cols) = f.dims;
-    // Packed from the storage in place: no copy of the features on this per-batch path.
-    let words = q.pack(&storage_lock(&f.data)[..images * rows * cols], cols);
-    let mut dst = out.words.lock().unwrap_or_else(|e| e.into_inner());
-    if words.len() != dst.len() {
-        return Err(Error::shape(
-            "quantize",
-            format!("{} words for codes of {}", words.len(), dst.len()),
-        ));
-    }
-    dst.copy_from_slice(&words);
-    Ok(())
 }
 
 /// A compute backend: its storage, and the operations on it.

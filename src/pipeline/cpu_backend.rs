@@ -1,10 +1,11 @@
 //! The native CPU as a [`Backend`]: operations run at once, each on all cores.
 
-use super::backend::{quantize_on_host, Backend, Guide, HostMemory};
+use super::backend::Guide;
+use super::host::HostMemory;
 use crate::cpu::tensor::lock;
-use crate::cpu::{ops, CpuBackend, CpuConv2d, HostCodes, HostFeatures, HostTensor};
+use crate::cpu::{ops, CpuBackend, CpuConv2d, HostFeatures, HostTensor};
 use crate::error::Result;
-use crate::pooling::{ChannelPooling, LocalWindow, Normalization, Quantization, RegionPoolMode};
+use crate::pooling::{ChannelPooling, LocalWindow, Normalization, RegionPoolMode};
 use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4};
 use crate::weights::Conv2dWeights;
 
@@ -25,13 +26,8 @@ fn with_io<R>(
     f(&x[..input.shape.len()], &mut out[..output.shape.len()])
 }
 
-impl Backend for CpuBackend {
+impl HostMemory for CpuBackend {
     type Conv = CpuConv2d;
-    type Kernels = ();
-
-    fn kernels(&self) -> Result<()> {
-        Ok(())
-    }
 
     fn conv_layer(&self, w: &Conv2dWeights) -> Result<CpuConv2d> {
         CpuConv2d::with_kernel(w, self.conv_kernel()?)
@@ -41,26 +37,12 @@ impl Backend for CpuBackend {
         c.spec()
     }
 
-    fn conv(
-        &self,
-        _: &(),
-        _: &mut (),
-        layer: &CpuConv2d,
-        input: &HostTensor,
-        output: &HostTensor,
-    ) -> Result<()> {
+    fn conv(&self, layer: &CpuConv2d, input: &HostTensor, output: &HostTensor) -> Result<()> {
         let shape = with_io(input, output, |x, y| layer.run(x, input.shape, y))?;
         Shape4::check_output("conv2d", shape, output.shape)
     }
 
-    fn max_pool(
-        &self,
-        _: &(),
-        _: &mut (),
-        spec: MaxPool2dSpec,
-        input: &HostTensor,
-        output: &HostTensor,
-    ) -> Result<()> {
+    fn max_pool(&self, spec: MaxPool2dSpec, input: &HostTensor, output: &HostTensor) -> Result<()> {
         let want = spec.output_shape(input.shape)?;
         Shape4::check_output("max_pool2d", want, output.shape)?;
         with_io(input, output, |x, y| {
@@ -71,8 +53,6 @@ impl Backend for CpuBackend {
 
     fn cross_layer(
         &self,
-        _: &(),
-        _: &mut (),
         guide: Guide<'_, HostTensor>,
         x: &HostTensor,
         x_win: LocalWindow,
@@ -100,10 +80,8 @@ impl Backend for CpuBackend {
 
     fn region_pool(
         &self,
-        _: &(),
-        _: &mut (),
         x: &HostTensor,
-        regions: &Vec<[u32; 4]>,
+        regions: &[[u32; 4]],
         mode: RegionPoolMode,
         out: &HostFeatures,
     ) -> Result<()> {
@@ -119,40 +97,13 @@ impl Backend for CpuBackend {
         )
     }
 
-    fn field_pool(
-        &self,
-        _: &(),
-        _: &mut (),
-        x: &HostTensor,
-        fields: &Vec<[u32; 4]>,
-        out: &HostTensor,
-    ) -> Result<()> {
-        let (s, o) = (x.shape, out.shape);
-        if (o.n, o.h * o.w, o.c) != (s.n, fields.len(), s.c) {
-            return Err(crate::error::Error::shape(
-                "cpu field_pool",
-                format!("output {o} for {s} pooled over {} fields", fields.len()),
-            ));
-        }
-        with_io(x, out, |xv, dst| ops::field_pool(xv, s, fields, dst))
+    fn field_pool(&self, x: &HostTensor, fields: &[[u32; 4]], out: &HostTensor) -> Result<()> {
+        with_io(x, out, |xv, dst| ops::field_pool(xv, x.shape, fields, dst))
     }
 
-    fn normalize(&self, _: &(), _: &mut (), f: &HostFeatures, norm: Normalization) -> Result<()> {
+    fn normalize(&self, f: &HostFeatures, norm: Normalization) -> Result<()> {
         let (i, r, c) = f.dims;
         ops::normalize(&mut lock(&f.data)[..i * r * c], r, c, norm);
         Ok(())
     }
-
-    fn quantize(
-        &self,
-        _: &(),
-        _: &mut (),
-        f: &HostFeatures,
-        q: Quantization,
-        out: &HostCodes,
-    ) -> Result<()> {
-        quantize_on_host(f, q, out)
-    }
 }
-
-impl HostMemory for CpuBackend {}

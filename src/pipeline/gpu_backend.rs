@@ -142,7 +142,7 @@ impl Backend for GpuContext {
         input: &GpuTensor,
         output: &GpuTensor,
     ) -> Result<()> {
-        k.conv.record(self, r, layer, input, output)
+        k.conv.record(self, r, layer, (input, output), None)
     }
 
     fn conv_variant(&self, k: &GpuKernels, layer: &GpuConv2d, input: Shape4) -> Option<String> {
@@ -159,7 +159,7 @@ impl Backend for GpuContext {
         overflow: &GpuFeatures,
     ) -> Result<()> {
         k.conv
-            .record_flagged(self, r, layer, input, output, Some(&overflow.buffer))
+            .record(self, r, layer, (input, output), Some(&overflow.buffer))
     }
 
     fn reset_overflow(&self, r: &mut wgpu::CommandEncoder, f: &GpuFeatures) -> Result<()> {

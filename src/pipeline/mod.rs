@@ -8,13 +8,15 @@ pub mod backend;
 mod cpu_backend;
 pub mod extractor;
 mod gpu_backend;
+mod host;
 pub mod maps;
 pub mod moments;
 pub mod network;
 
-pub use backend::{Backend, Guide, HostMemory, Storage};
+pub use backend::{Backend, Guide, Storage};
 pub use extractor::{ExtractWorkspace, Extractor};
 pub use gpu_backend::GpuKernels;
+pub use host::HostMemory;
 pub use maps::{DevicePreActivations, LayerMaps, LayerMapsWorkspace};
 pub use moments::{Moments, MomentsGpu, MomentsWorkspace};
 pub use network::{GpuNetwork, Network, Stage, Workspace};

@@ -5,11 +5,10 @@
 
 use super::{conv2d, cross_layer, field_pool, max_pool2d, normalize, region_pool};
 use crate::cpu::tensor::lock;
-use crate::cpu::{HostCodes, HostFeatures, HostTensor};
+use crate::cpu::{HostFeatures, HostTensor};
 use crate::error::{Error, Result};
-use crate::pipeline::backend::quantize_on_host;
-use crate::pipeline::{Backend, Guide, HostMemory};
-use crate::pooling::{ChannelPooling, LocalWindow, Normalization, Quantization, RegionPoolMode};
+use crate::pipeline::{Guide, HostMemory};
+use crate::pooling::{ChannelPooling, LocalWindow, Normalization, RegionPoolMode};
 use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4};
 use crate::weights::Conv2dWeights;
 
@@ -24,13 +23,8 @@ pub type CpuTensor = HostTensor;
 /// `[images][rows][cols]` features in shared storage.
 pub type CpuFeatures = HostFeatures;
 
-impl Backend for ReferenceBackend {
+impl HostMemory for ReferenceBackend {
     type Conv = Conv2dWeights;
-    type Kernels = ();
-
-    fn kernels(&self) -> Result<()> {
-        Ok(())
-    }
 
     fn conv_layer(&self, w: &Conv2dWeights) -> Result<Conv2dWeights> {
         Ok(w.clone())
@@ -40,27 +34,13 @@ impl Backend for ReferenceBackend {
         c.spec
     }
 
-    fn conv(
-        &self,
-        _: &(),
-        _: &mut (),
-        layer: &Conv2dWeights,
-        input: &CpuTensor,
-        output: &CpuTensor,
-    ) -> Result<()> {
+    fn conv(&self, layer: &Conv2dWeights, input: &CpuTensor, output: &CpuTensor) -> Result<()> {
         let (shape, r) = conv2d(&input.values(), input.shape, layer)?;
         Shape4::check_output("conv2d", shape, output.shape)?;
         output.write(&r.values)
     }
 
-    fn max_pool(
-        &self,
-        _: &(),
-        _: &mut (),
-        spec: MaxPool2dSpec,
-        input: &CpuTensor,
-        output: &CpuTensor,
-    ) -> Result<()> {
+    fn max_pool(&self, spec: MaxPool2dSpec, input: &CpuTensor, output: &CpuTensor) -> Result<()> {
         let (shape, v) = max_pool2d(&input.values(), input.shape, spec)?;
         Shape4::check_output("max_pool2d", shape, output.shape)?;
         output.write(&v)
@@ -68,8 +48,6 @@ impl Backend for ReferenceBackend {
 
     fn cross_layer(
         &self,
-        _: &(),
-        _: &mut (),
         guide: Guide<'_, CpuTensor>,
         x: &CpuTensor,
         x_win: LocalWindow,
@@ -101,10 +79,8 @@ impl Backend for ReferenceBackend {
 
     fn region_pool(
         &self,
-        _: &(),
-        _: &mut (),
         x: &CpuTensor,
-        regions: &Vec<[u32; 4]>,
+        regions: &[[u32; 4]],
         mode: RegionPoolMode,
         out: &CpuFeatures,
     ) -> Result<()> {
@@ -112,25 +88,11 @@ impl Backend for ReferenceBackend {
         set_features("region_pool", out, &v)
     }
 
-    fn field_pool(
-        &self,
-        _: &(),
-        _: &mut (),
-        x: &CpuTensor,
-        fields: &Vec<[u32; 4]>,
-        out: &CpuTensor,
-    ) -> Result<()> {
-        let (s, o) = (x.shape, out.shape);
-        if (o.n, o.h * o.w, o.c) != (s.n, fields.len(), s.c) {
-            return Err(Error::shape(
-                "field_pool",
-                format!("output {o} for {s} pooled over {} fields", fields.len()),
-            ));
-        }
-        out.write(&field_pool(&x.values(), s, fields).0)
+    fn field_pool(&self, x: &CpuTensor, fields: &[[u32; 4]], out: &CpuTensor) -> Result<()> {
+        out.write(&field_pool(&x.values(), x.shape, fields).0)
     }
 
-    fn normalize(&self, _: &(), _: &mut (), f: &CpuFeatures, norm: Normalization) -> Result<()> {
+    fn normalize(&self, f: &CpuFeatures, norm: Normalization) -> Result<()> {
         let (images, rows, cols) = f.dims;
         let mut data = lock(&f.data);
         for img in data.chunks_mut((rows * cols).max(1)).take(images) {
@@ -138,20 +100,7 @@ impl Backend for ReferenceBackend {
         }
         Ok(())
     }
-
-    fn quantize(
-        &self,
-        _: &(),
-        _: &mut (),
-        f: &CpuFeatures,
-        q: Quantization,
-        out: &HostCodes,
-    ) -> Result<()> {
-        quantize_on_host(f, q, out)
-    }
 }
-
-impl HostMemory for ReferenceBackend {}
 
 fn set_features(op: &'static str, out: &CpuFeatures, values: &[f32]) -> Result<()> {
     let mut data = lock(&out.data);

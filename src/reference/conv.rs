@@ -1,4 +1,4 @@
-use super::Reduced;
+use super::{window_taps, Reduced};
 use crate::error::Result;
 use crate::shape::Shape4;
 use crate::weights::Conv2dWeights;
@@ -17,22 +17,12 @@ pub fn conv2d(input: &[f32], shape: Shape4, w: &Conv2dWeights) -> Result<(Shape4
                 for o in 0..out.c {
                     let mut acc = w.bias[o] as f64;
                     let mut mag = acc.abs();
-                    for ky in 0..win.kh {
-                        let iy = (oy * win.stride_h + ky) as isize - win.pad_h as isize;
-                        if iy < 0 || iy >= shape.h as isize {
-                            continue;
-                        }
-                        for kx in 0..win.kw {
-                            let ix = (ox * win.stride_w + kx) as isize - win.pad_w as isize;
-                            if ix < 0 || ix >= shape.w as isize {
-                                continue;
-                            }
-                            let base = shape.index(n, iy as usize, ix as usize, 0);
-                            for i in 0..spec.in_c {
-                                let t = w.at(o, i, ky, kx) as f64 * input[base + i] as f64;
-                                acc += t;
-                                mag += t.abs();
-                            }
+                    for (ky, kx, iy, ix) in window_taps(win, (shape.h, shape.w), (oy, ox)) {
+                        let base = shape.index(n, iy, ix, 0);
+                        for i in 0..spec.in_c {
+                            let t = w.at(o, i, ky, kx) as f64 * input[base + i] as f64;
+                            acc += t;
+                            mag += t.abs();
                         }
                     }
                     let idx = out.index(n, oy, ox, o);

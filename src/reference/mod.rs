@@ -40,3 +40,22 @@ pub fn f32_dot_error_bound(n: usize) -> f32 {
     let nu = n as f64 * u;
     (nu / (1.0 - nu)) as f32
 }
+
+/// The taps `(ky, kx, iy, ix)` of `win` at output unit `(oy, ox)` that fall inside an input of
+/// `h` x `w` (padding contributes nothing), in row-major order.
+fn window_taps(
+    win: crate::shape::Window2d,
+    (h, w): (usize, usize),
+    (oy, ox): (usize, usize),
+) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    let at = |o: usize, stride: usize, k: usize, pad: usize, len: usize| {
+        (o * stride + k).checked_sub(pad).filter(|&i| i < len)
+    };
+    (0..win.kh).flat_map(move |ky| {
+        let iy = at(oy, win.stride_h, ky, win.pad_h, h);
+        (0..win.kw).filter_map(move |kx| {
+            let ix = at(ox, win.stride_w, kx, win.pad_w, w);
+            Some((ky, kx, iy?, ix?))
+        })
+    })
+}

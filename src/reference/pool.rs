@@ -1,3 +1,4 @@
+use super::window_taps;
 use crate::error::Result;
 use crate::shape::{MaxPool2dSpec, Shape4};
 
@@ -10,21 +11,11 @@ pub fn max_pool2d(input: &[f32], shape: Shape4, spec: MaxPool2dSpec) -> Result<(
     for n in 0..out.n {
         for oy in 0..out.h {
             for ox in 0..out.w {
-                for ky in 0..win.kh {
-                    let iy = (oy * win.stride_h + ky) as isize - win.pad_h as isize;
-                    if iy < 0 || iy >= shape.h as isize {
-                        continue;
-                    }
-                    for kx in 0..win.kw {
-                        let ix = (ox * win.stride_w + kx) as isize - win.pad_w as isize;
-                        if ix < 0 || ix >= shape.w as isize {
-                            continue;
-                        }
-                        for c in 0..out.c {
-                            let v = input[shape.index(n, iy as usize, ix as usize, c)];
-                            let o = &mut values[out.index(n, oy, ox, c)];
-                            *o = o.max(v);
-                        }
+                for (_, _, iy, ix) in window_taps(win, (shape.h, shape.w), (oy, ox)) {
+                    for c in 0..out.c {
+                        let v = input[shape.index(n, iy, ix, c)];
+                        let o = &mut values[out.index(n, oy, ox, c)];
+                        *o = o.max(v);
                     }
                 }
             }

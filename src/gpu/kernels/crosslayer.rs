@@ -7,7 +7,7 @@ use crate::gpu::tensor::{GpuFeatures, GpuTensor};
 use crate::gpu::{GpuContext, Kernel};
 use crate::pooling::{ChannelPooling, LocalWindow};
 
-use crate::gpu::shaders::{shader, Shader};
+use crate::gpu::shaders::{shader, wgsl_uniform, Shader};
 
 /// Cross-layer pooling: batched sums of outer products.
 pub const CROSSLAYER: Shader = shader!("crosslayer.wgsl");
@@ -23,7 +23,7 @@ pub const WG_X: u32 = 16;
 /// Threads per workgroup along y.
 pub const WG_Y: u32 = 16;
 
-crate::wgsl_uniform! {
+wgsl_uniform! {
     /// Uniform block of `crosslayer.wgsl`.
     pub struct CrossParams in CROSSLAYER, test cross_params_layout_matches_wgsl {
         h, w, units, group_images, a_c, a_base, a_win_h, a_win_w, a_feat, x_c, x_base, x_win_h,

@@ -7,7 +7,7 @@ use crate::gpu::tensor::{GpuFeatures, Scratch};
 use crate::gpu::{GpuContext, Kernel};
 use crate::pooling::Normalization;
 
-use crate::gpu::shaders::{shader, Shader};
+use crate::gpu::shaders::{shader, wgsl_uniform, Shader};
 
 /// Channel L2, signed square root, global L2.
 pub const NORMALIZE: Shader = shader!("normalize.wgsl");
@@ -17,7 +17,7 @@ pub const WORKGROUP: u32 = 256;
 /// Values each workgroup of the global pass scales.
 const GLOBAL_CHUNK: u32 = WORKGROUP * 4;
 
-crate::wgsl_uniform! {
+wgsl_uniform! {
     /// Uniform block of `normalize.wgsl`.
     pub struct NormParams in NORMALIZE, test norm_params_layout_matches_wgsl {
         rows, cols, base, flags,

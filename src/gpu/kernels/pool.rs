@@ -7,7 +7,7 @@ use crate::gpu::tensor::{Dtype, GpuTensor};
 use crate::gpu::{GpuContext, Kernel};
 use crate::shape::{MaxPool2dSpec, Shape4};
 
-use crate::gpu::shaders::{shader, Shader};
+use crate::gpu::shaders::{shader, wgsl_uniform, Shader};
 
 /// Max pooling.
 pub const MAXPOOL2D: Shader = shader!("maxpool2d.wgsl");
@@ -15,7 +15,7 @@ pub const MAXPOOL2D: Shader = shader!("maxpool2d.wgsl");
 /// Threads per workgroup in `maxpool2d.wgsl`.
 pub const WORKGROUP: u32 = 256;
 
-crate::wgsl_uniform! {
+wgsl_uniform! {
     /// Uniform block of `maxpool2d.wgsl`.
     pub struct PoolParams in MAXPOOL2D, test pool_params_layout_matches_wgsl {
         in_h, in_w, c, in_base, out_h, out_w, out_base, out_row0, kh, kw, stride_h, stride_w,

@@ -7,7 +7,7 @@ use crate::gpu::tensor::{GpuFeatures, GpuPacked};
 use crate::gpu::{GpuContext, Kernel};
 use crate::pooling::Quantization;
 
-use crate::gpu::shaders::{shader, Shader};
+use crate::gpu::shaders::{shader, wgsl_uniform, Shader};
 
 /// Sign quantisation and binarisation, bit-packed.
 pub const QUANTIZE: Shader = shader!("quantize.wgsl");
@@ -15,7 +15,7 @@ pub const QUANTIZE: Shader = shader!("quantize.wgsl");
 /// Threads per workgroup.
 pub const WORKGROUP: u32 = 256;
 
-crate::wgsl_uniform! {
+wgsl_uniform! {
     /// Uniform block of `quantize.wgsl`.
     pub struct QuantParams in QUANTIZE, test quant_params_layout_matches_wgsl {
         rows, cols, words_per_row, base, out_base, words, _pad0, _pad1,

@@ -7,7 +7,7 @@ use crate::gpu::tensor::{create_storage, GpuFeatures, GpuTensor};
 use crate::gpu::{Binding, GpuBuffer, GpuContext, Kernel};
 use crate::pooling::RegionPoolMode;
 
-use crate::gpu::shaders::{shader, Shader};
+use crate::gpu::shaders::{shader, wgsl_uniform, Shader};
 
 /// Sum / max pooling over regions (baselines, spatial pyramids).
 pub const REGION_POOL: Shader = shader!("region_pool.wgsl");
@@ -15,7 +15,7 @@ pub const REGION_POOL: Shader = shader!("region_pool.wgsl");
 /// Threads per workgroup.
 pub const WORKGROUP: u32 = 256;
 
-crate::wgsl_uniform! {
+wgsl_uniform! {
     /// Uniform block of `region_pool.wgsl`.
     pub struct RegionParams in REGION_POOL, test region_params_layout_matches_wgsl {
         h, w, c, regions, base, count, mode, out_base,

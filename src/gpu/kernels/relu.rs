@@ -6,7 +6,7 @@ use crate::gpu::plan::{plan_chunks, BindingWindow};
 use crate::gpu::tensor::GpuTensor;
 use crate::gpu::{GpuContext, Kernel};
 
-use crate::gpu::shaders::{shader, Shader};
+use crate::gpu::shaders::{shader, wgsl_uniform, Shader};
 
 /// In-place ReLU.
 pub const RELU: Shader = shader!("relu.wgsl");
@@ -14,7 +14,7 @@ pub const RELU: Shader = shader!("relu.wgsl");
 /// Threads per workgroup in `relu.wgsl`.
 pub const WORKGROUP: u32 = 256;
 
-crate::wgsl_uniform! {
+wgsl_uniform! {
     /// Uniform block of `relu.wgsl`.
     pub struct ReluParams in RELU, test relu_params_layout_matches_wgsl {
         base, count, _pad0, _pad1,

@@ -8,7 +8,7 @@ use crate::gpu::tensor::{create_storage, download_f32, Scratch};
 use crate::gpu::{Binding, GpuBuffer, GpuContext, Kernel};
 use crate::pooling::Quantization;
 
-use crate::gpu::shaders::{shader, Shader};
+use crate::gpu::shaders::{shader, wgsl_uniform, Shader};
 
 /// Retrieval scores: popcounts of sign codes, or float dot products, over selected channels.
 pub const SCORE: Shader = shader!("score.wgsl");
@@ -16,7 +16,7 @@ pub const SCORE: Shader = shader!("score.wgsl");
 /// Threads per workgroup (images per workgroup).
 pub const WORKGROUP: u32 = 64;
 
-crate::wgsl_uniform! {
+wgsl_uniform! {
     /// Uniform block of `score.wgsl`.
     pub struct ScoreParams in SCORE, test score_params_layout_matches_wgsl {
         images, rows, row_len, ksel, cols, out_stride, out_base, _pad,

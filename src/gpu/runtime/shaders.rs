@@ -56,6 +56,34 @@ macro_rules! shader {
 }
 pub(crate) use shader;
 
+/// Declares the `#[repr(C)]` host mirror of a WGSL uniform block whose fields are all `u32`,
+/// and a test, named after `test`, that holds its size and each field's name and offset to the
+/// struct of the same name in `shader`, so the two cannot drift apart:
+/// `wgsl_uniform! { /// doc  pub struct T in SHADER, test t_matches_wgsl { a, b, _pad0 } }`.
+macro_rules! wgsl_uniform {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $t:ident in $shader:expr, test $test:ident { $($f:ident),* $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+        $vis struct $t { $($f: u32),* }
+
+        #[cfg(test)]
+        #[test]
+        fn $test() {
+            let (members, size) =
+                $crate::gpu::shaders::tests::wgsl_struct_layout(&$shader, stringify!($t));
+            assert_eq!(size as usize, std::mem::size_of::<$t>(), "size of {}", stringify!($t));
+            let offsets: Vec<(String, u32)> =
+                vec![$((stringify!($f).to_string(), std::mem::offset_of!($t, $f) as u32)),*];
+            assert_eq!(members, offsets, "fields of {}", stringify!($t));
+        }
+    };
+}
+pub(crate) use wgsl_uniform;
+
 /// Variants made by [`Shader::specialise`], by (shader, rewrites): each is made once and kept
 /// for the life of the process (a handful of types per kernel), so that kernels can name them
 /// with `'static` strings as they do the embedded sources.

@@ -141,7 +141,6 @@ impl GpuTensor {
     }
 }
 
-
 /// Per-image feature matrices `[images][rows][cols]` of f32 in one GPU buffer (cross-layer
 /// features: rows are pooling channels).
 pub struct GpuFeatures {

@@ -17,13 +17,14 @@ pub use weights::GpuConv2d;
 use crate::error::{Error, Result};
 use crate::gpu::dispatch::{grid_for, record};
 use crate::gpu::plan::{plan_row_bands, BindingWindow};
+use crate::gpu::shaders::wgsl_uniform;
 use crate::gpu::tensor::{Dtype, GpuTensor, Scratch};
 use crate::gpu::{Binding, GpuBuffer, GpuContext, Kernel};
 use crate::shape::{Conv2dSpec, Shape4};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-crate::wgsl_uniform! {
+wgsl_uniform! {
     /// Uniform block of `conv2d.wgsl`; field order and types match the WGSL struct.
     pub struct ConvParams in CONV2D, test conv_params_layout_matches_wgsl {
         in_h, in_w, in_c, in_base, out_h, out_w, out_c, out_base, kh, kw, stride_h, stride_w,
@@ -35,7 +36,7 @@ crate::wgsl_uniform! {
 /// Threads per workgroup of `conv2d_splitk_reduce.wgsl`.
 pub const REDUCE_WORKGROUP: u32 = 256;
 
-crate::wgsl_uniform! {
+wgsl_uniform! {
     /// Uniform block of `conv2d_splitk_reduce.wgsl`; field order and types match the WGSL struct.
     pub struct ReduceParams in CONV2D_SPLITK_REDUCE, test reduce_params_layout_matches_wgsl {
         count, out_c, out_w, out_h, out_row0, out_base, out_stride, out_c0, splits, relu, _pad0,
@@ -197,35 +198,22 @@ impl Conv2dKernel {
     }
 
     /// Records `output = conv(input)` into `enc`, split into row bands that fit the device's
-    /// binding limit. `output` must have the layer's output shape.
+    /// binding limit. `output` must have the layer's output shape. With `overflow`, for every
+    /// image of the batch whose outputs exceed the layer's range (f16's 65504 for a layer with
+    /// f16 weights, else only infinities), sets that image's u32 there non-zero (`overflow`
+    /// holds one per image of the batch; the caller clears it).
     pub fn record(
         &self,
         ctx: &GpuContext,
         enc: &mut wgpu::CommandEncoder,
         layer: &GpuConv2d,
-        input: &GpuTensor,
-        output: &GpuTensor,
-    ) -> Result<()> {
-        self.record_flagged(ctx, enc, layer, input, output, None)
-    }
-
-    /// [`Conv2dKernel::record`], and for every image of the batch whose outputs exceed the
-    /// layer's range (f16's 65504 for a layer with f16 weights, else only infinities), sets
-    /// that image's u32 in `overflow` non-zero (`overflow` holds one per image of the batch;
-    /// the caller clears it).
-    pub fn record_flagged(
-        &self,
-        ctx: &GpuContext,
-        enc: &mut wgpu::CommandEncoder,
-        layer: &GpuConv2d,
-        input: &GpuTensor,
-        output: &GpuTensor,
+        (input, output): (&GpuTensor, &GpuTensor),
         overflow: Option<&GpuBuffer>,
     ) -> Result<()> {
         self.record_with(ctx, enc, None, layer, (input, output), overflow)
     }
 
-    /// [`Conv2dKernel::record_flagged`] with `tile` (or, if `None`, the tile chosen per
+    /// [`Conv2dKernel::record`] with `tile` (or, if `None`, the tile chosen per
     /// layer and slice).
     fn record_with(
         &self,
@@ -420,7 +408,9 @@ impl Conv2dKernel {
     ) -> Result<GpuTensor> {
         let shape = layer.spec.output_shape(input.shape)?;
         let output = GpuTensor::with_dtype(ctx, shape, dtype, "conv output")?;
-        ctx.submit("conv2d", |enc| self.record(ctx, enc, layer, input, &output))?;
+        ctx.submit("conv2d", |enc| {
+            self.record(ctx, enc, layer, (input, &output), None)
+        })?;
         Ok(output)
     }
 }
