@@ -1103,3 +1103,91 @@ fn a_size_too_large_for_the_device_is_refused_up_front() {
         );
     }
 }
+
+/// `classify` on images extracts them into a scratch directory under `$TMPDIR`; a Ctrl-C, a
+/// scheduler's SIGTERM or a closed terminal's SIGHUP removes it (they used to leave gigabytes
+/// behind), and the process still ends by that signal.
+#[cfg(unix)]
+#[test]
+fn classify_removes_its_scratch_extraction_when_interrupted() {
+    use std::os::unix::process::ExitStatusExt;
+    let d = temp_dir("classify-signal");
+    let weights = alexnet_file(&d.0);
+    let train = d.0.join("train");
+    for (class, photos) in [("a", ["coffee", "rocket"]), ("b", ["chelsea", "astronaut"])] {
+        std::fs::create_dir_all(train.join(class)).unwrap();
+        for p in photos {
+            let from = repo(&format!("tests/data/photos/{p}.jpg"));
+            std::fs::copy(from, train.join(class).join(format!("{p}.jpg"))).unwrap();
+        }
+    }
+    let feats = d.0.join("feats");
+    let extra = ["--labels", "folder"];
+    let (code, _, err) = extract_json(&d.0, &weights, &feats, &extra, &[train.as_os_str()]);
+    assert_eq!(code, Some(0), "{err}");
+    let clf = d.0.join("clf");
+    let r = crosspool_cmd()
+        .args(["train-classifier", "--c", "1", "-o"])
+        .arg(&clf)
+        .arg(&feats)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    // Enough images that the run is still extracting when the signal comes.
+    let many = d.0.join("many");
+    std::fs::create_dir_all(&many).unwrap();
+    for i in 0..400 {
+        std::fs::copy(
+            repo("tests/data/photos/coffee.jpg"),
+            many.join(format!("{i}.jpg")),
+        )
+        .unwrap();
+    }
+    let scratch_dirs = |tmp: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("crosspool-classify-"))
+            })
+            .collect()
+    };
+    for (sig, name) in [(15, "TERM"), (2, "INT"), (1, "HUP")] {
+        let tmp = d.0.join(format!("tmp-{name}"));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let mut child = crosspool_cmd()
+            .env("TMPDIR", &tmp)
+            .args(["classify", "-q", "--device", "cpu", "--classifier"])
+            .arg(&clf)
+            .arg(&many)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait for the extraction to have begun writing.
+        let start = std::time::Instant::now();
+        while scratch_dirs(&tmp).is_empty() {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "classify ended before its scratch directory appeared"
+            );
+            assert!(start.elapsed().as_secs() < 120, "no scratch directory");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let killed = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(sig), "SIG{name}: {status:?}");
+        assert!(
+            scratch_dirs(&tmp).is_empty(),
+            "SIG{name} left {:?}",
+            scratch_dirs(&tmp)
+        );
+    }
+}

@@ -287,8 +287,37 @@ fn is_feature_dir(dir: &Path) -> bool {
         })
 }
 
-/// A directory removed when dropped: where `classify` extracts images it is given.
+/// A directory removed when dropped, and on SIGINT, SIGTERM or SIGHUP: where `classify`
+/// extracts the images it is given. Without the signal handler a Ctrl-C or a scheduler's
+/// SIGTERM would leave every extracted feature behind in the temporary directory.
 struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(dir: PathBuf) -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+            let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+                .context("installing the handler that removes classify's scratch directory")?;
+            let doomed = dir.clone();
+            // The thread outlives the directory on purpose: a signal after the normal removal
+            // still ends the process as the default action would.
+            std::thread::spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    // Extraction may still be writing into it: a few tries.
+                    for _ in 0..5 {
+                        if std::fs::remove_dir_all(&doomed).is_ok() || !doomed.exists() {
+                            break;
+                        }
+                    }
+                    let _ = signal_hook::low_level::emulate_default_handler(sig);
+                    std::process::exit(128 + sig);
+                }
+            });
+        }
+        Ok(Self(dir))
+    }
+}
 
 impl Drop for Scratch {
     fn drop(&mut self) {
@@ -302,14 +331,14 @@ pub fn run_classify(opts: &GpuOptions, a: ClassifyArgs) -> anyhow::Result<usize>
     let (set, _scratch) = match a.inputs.as_slice() {
         [dir] if is_feature_dir(dir) => (features_for(&clf, dir)?, None),
         _ => {
-            let scratch = Scratch(std::env::temp_dir().join(format!(
+            let scratch = Scratch::new(std::env::temp_dir().join(format!(
                 "crosspool-classify-{}-{}",
                 std::process::id(),
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_nanos())
                     .unwrap_or(0)
-            )));
+            )))?;
             let args = super::extract::Args::like(
                 &clf.settings,
                 a.inputs.clone(),
