@@ -393,7 +393,7 @@ pub fn export_npy(dir: &Path, prefix: Option<&str>, out: &Path) -> Result<(usize
     // First the shards' headers: the .npy header needs the total rows, and every shard
     // must hold the same kind of rows, extracted alike.
     let (mut shape, mut dtype, mut rows) = (None, None, 0);
-    let mut first: Option<(ExtractSettings, &Path)> = None;
+    let mut first = None;
     for shard in &shards {
         let path = &shard.data;
         let map = map_file(path)?;
@@ -404,24 +404,7 @@ pub fn export_npy(dir: &Path, prefix: Option<&str>, out: &Path) -> Result<(usize
                 what: "feature shard",
                 message: e.to_string(),
             })?;
-        let settings = ExtractSettings::from_metadata(
-            &header.metadata().clone().unwrap_or_default(),
-            &path.display().to_string(),
-        )?;
-        match &first {
-            Some((s0, p0)) if !settings.same_run(s0) => {
-                return Err(Error::Config(format!(
-                "{} was extracted otherwise than {} ({}): the shards are not one set of features",
-                path.display(),
-                p0.display(),
-                settings
-                    .compared_with(s0, "this shard's", "the first's")
-                    .join("; ")
-            )))
-            }
-            Some(_) => {}
-            None => first = Some((settings, path)),
-        }
+        ExtractSettings::of_shard(&header, path)?.check_one_set(path, &mut first)?;
         let t = features_of(path, &st)?;
         let s = t.shape();
         let this = [s[1], s[2]];

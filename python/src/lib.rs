@@ -359,7 +359,7 @@ fn shard_layout(
             dir.display()
         )));
     }
-    let mut out = Vec::new();
+    let (mut out, mut first) = (Vec::new(), None);
     for shard in shards {
         let path = &shard.data;
         let file = std::fs::File::open(path)
@@ -370,6 +370,10 @@ fn shard_layout(
             .map_err(|e| error(format!("cannot map {}: {e}", path.display())))?;
         let (header, meta) = safetensors::SafeTensors::read_metadata(&map)
             .map_err(|e| error(format!("feature shard {}: {e}", path.display())))?;
+        // Parts of one --out extracted otherwise are refused, as export-npy and index do.
+        crosspool::store::ExtractSettings::of_shard(&meta, path)
+            .and_then(|s| s.check_one_set(path, &mut first))
+            .map_err(error)?;
         let mut tensors = Vec::new();
         for (name, info) in meta.tensors() {
             let dtype = match info.dtype {

@@ -213,6 +213,24 @@ def test_read_shards_maps_one_shard_and_joins_several(tmp_path):
     assert [r["index"] for r in three.rows] == [0, 1, 2, 3]
 
 
+def test_read_shards_refuses_parts_extracted_otherwise(tmp_path):
+    photos = sorted(PHOTOS.glob("*.jpg"))
+    for part, size in [(0, SIZE), (1, str(int(SIZE) + 32))]:
+        cli("extract", "-q", "--device", "cpu", "--size", size, "--shard", f"{part}/2",
+            "--weights", WEIGHTS, "-o", tmp_path / f"p{part}", *photos)
+    # Both parts' shards in one directory, without the settings files that make extract
+    # refuse such a part (as an older crosspool, or a copy, could leave them).
+    out = tmp_path / "out"
+    out.mkdir()
+    for part in (0, 1):
+        for f in (tmp_path / f"p{part}").iterdir():
+            if f.suffix in (".safetensors", ".jsonl"):
+                (out / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(crosspool.CrosspoolError, match="extracted otherwise.*size"):
+        crosspool.read_shards(out)
+    assert crosspool.read_shards(tmp_path / "p1").features.shape[0] == 2
+
+
 def test_a_shard_of_failed_images_reads_as_no_rows(tmp_path):
     imgs = tmp_path / "imgs"
     imgs.mkdir()

@@ -312,6 +312,41 @@ impl ExtractSettings {
         } == *other
     }
 
+    /// The settings in a feature shard's safetensors header (`path` names it in errors).
+    pub fn of_shard(
+        header: &safetensors::tensor::Metadata,
+        path: &std::path::Path,
+    ) -> Result<Self> {
+        Self::from_metadata(
+            &header.metadata().clone().unwrap_or_default(),
+            &path.display().to_string(),
+        )
+    }
+
+    /// Refuses the shard at `path` unless it was extracted as `first` (the first shard read,
+    /// kept here when `None`): every reader of a directory's parts reads them as one set of
+    /// features only if they are one.
+    pub fn check_one_set(
+        self,
+        path: &std::path::Path,
+        first: &mut Option<(Self, std::path::PathBuf)>,
+    ) -> Result<()> {
+        match first {
+            Some((s0, p0)) if !self.same_run(s0) => Err(Error::Config(format!(
+                "{} was extracted otherwise than {} ({}): the shards are not one set of features",
+                path.display(),
+                p0.display(),
+                self.compared_with(s0, "this shard's", "the first's")
+                    .join("; ")
+            ))),
+            Some(_) => Ok(()),
+            None => {
+                *first = Some((self, path.to_path_buf()));
+                Ok(())
+            }
+        }
+    }
+
     /// The input files whose content these settings and `before`'s both fingerprint, and
     /// that changed: `(what, path, fingerprint before, now)`.
     pub fn changed_files(&self, before: &Self) -> Vec<(&'static str, String, String, String)> {
