@@ -387,7 +387,8 @@ pub enum MemoryLimit {
 }
 
 /// Refuses, before anything is allocated, a run whose batches of `batch` images at
-/// `size` x `size` with features of `(rows, cols)` need more than `limit`: one buffer over
+/// `size` x `size` with features of `(rows, cols)` (`None` while the shape is not yet known)
+/// need more than `limit`: one buffer over
 /// the GPU's largest, or more than the memory available to the CPU backend (where an
 /// allocation that fails aborts the process).
 pub fn check_fits(
@@ -395,9 +396,10 @@ pub fn check_fits(
     weights: &ModelWeights,
     spec: &FeatureSpec,
     size: u32,
-    (rows, cols): (usize, usize),
+    feature_shape: Option<(usize, usize)>,
     batch: usize,
 ) -> Result<()> {
+    let (rows, cols) = feature_shape.unwrap_or((0, 0));
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     let (activation, feature) = (
         largest_activation(weights, spec, size),
@@ -421,11 +423,14 @@ pub fn check_fits(
     if needed <= limit {
         return Ok(());
     }
+    let feature = match feature_shape {
+        Some(_) => format!(", the feature {rows} x {cols}, {:.2} GiB", gib(feature)),
+        None => String::new(),
+    };
     Err(Error::TooLarge(format!(
-        "images of {size}x{size} in batches of {batch} need about {:.1} GiB (per image: the largest activation {:.2} GiB, the feature {rows} x {cols}, {:.2} GiB), more than {what} ({:.1} GiB): use a smaller --size, --window or --batch",
+        "images of {size}x{size} in batches of {batch} need about {:.1} GiB (per image: the largest activation {:.2} GiB{feature}), more than {what} ({:.1} GiB): use a smaller --size, --window or --batch",
         gib(needed),
         gib(activation),
-        gib(feature),
         gib(limit)
     )))
 }

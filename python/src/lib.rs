@@ -132,11 +132,19 @@ impl Extractor {
         let engine = Engine::open(device, &opts).map_err(error)?;
         let batch = batch.unwrap_or_else(|| engine.default_batch(&job.weights, &job.spec, size));
         let limit = engine.memory_limit();
-        check_fits(limit, &job.weights, &job.spec, size, (0, 0), batch).map_err(error)?;
+        check_fits(limit, &job.weights, &job.spec, size, None, batch).map_err(error)?;
         let pipeline = job.into_extractor(engine, precision).map_err(error)?;
         let (rows, cols) = pipeline.feature_shape(size as usize).map_err(error)?;
         // Refused here, not by an allocation that fails and aborts the interpreter.
-        check_fits(limit, &job.weights, &job.spec, size, (rows, cols), batch).map_err(error)?;
+        check_fits(
+            limit,
+            &job.weights,
+            &job.spec,
+            size,
+            Some((rows, cols)),
+            batch,
+        )
+        .map_err(error)?;
         let row_shape = [rows, format.stored_cols(cols)];
         Ok(Extractor {
             preprocess: job.weights.preprocess,

@@ -307,10 +307,10 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         }
         Ok(())
     };
-    fits((0, 0))?;
+    fits(None)?;
     let (precision, extractors) = job.extractors(&engines, a.precision)?;
     let feature_shape = extractors[0].feature_shape(a.size as usize)?;
-    fits(feature_shape)?;
+    fits(Some(feature_shape))?;
     let decode = a
         .decode
         .or_else(|| recorded_decode(a.resume, &a.out, &prefix))
