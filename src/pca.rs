@@ -242,8 +242,9 @@ impl Pca {
     /// Reads a PCA written by [`Pca::save`].
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(Error::io(path))?;
-        let err = |m: String| Error::Weights {
+        let err = |m: String| Error::BadFile {
             path: path.display().to_string(),
+            what: "PCA file",
             message: m,
         };
         let (_, header) =

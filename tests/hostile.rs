@@ -847,6 +847,9 @@ fn bad_numbers_are_refused_before_any_work() {
         &["extract", "--batch", "0", "--weights", w, "-o", o, img],
         &["extract", "--in-flight", "0", "--weights", w, "-o", o, img],
         &["extract", "--shard-rows", "0", "--weights", w, "-o", o, img],
+        &["bench", "--batch", "0", "--weights", w],
+        &["bench", "--iters", "0", "--weights", w],
+        &["bench", "--in-flight", "0", "--weights", w],
     ];
     for args in cases {
         let r = crosspool_cmd().args(*args).output().unwrap();
@@ -1190,4 +1193,31 @@ fn classify_removes_its_scratch_extraction_when_interrupted() {
             scratch_dirs(&tmp)
         );
     }
+}
+
+/// More PCA dimensions than the layer's local feature has are refused before any image goes
+/// through the network (the refusal used to come after all of them had).
+#[test]
+fn fit_pca_refuses_too_many_dimensions_before_the_images() {
+    let d = temp_dir("pca-dims");
+    let weights = alexnet_file(&d.0);
+    let r = crosspool_cmd()
+        .args([
+            "fit-pca", "--device", "cpu", "--size", "67", "--dims", "100000",
+        ])
+        .arg("--weights")
+        .arg(&weights)
+        .arg("-o")
+        .arg(d.0.join("pca"))
+        .arg(repo("tests/data/photos"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(err.contains("--dims 100000 is more than the"), "{err}");
+    assert!(
+        !err.contains("fit-pca:"),
+        "the images were read first: {err}"
+    );
+    assert!(!d.0.join("pca").exists());
 }

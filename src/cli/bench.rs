@@ -33,10 +33,10 @@ pub struct Args {
     #[arg(long, value_parser = super::choice::choice::<DecodeMode>(), default_value_t = DecodeMode::Fast)]
     decode: DecodeMode,
     /// Images per batch.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = super::at_least_one)]
     batch: usize,
     /// Timed batches (after warm-up).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = super::at_least_one)]
     iters: usize,
     /// Untimed batches first (shader compilation, allocation).
     #[arg(long, default_value_t = 2)]
@@ -63,7 +63,7 @@ pub struct Args {
     /// the batches timed one at a time, each device runs this many streams of whole batches
     /// at once, so that one's upload and readback overlap another's compute [default: 2 on a
     /// GPU, 1 on the CPU backend; the pass runs when it or --devices asks for more than one].
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one)]
     in_flight: Option<usize>,
     /// How the GPU stores weights and activations between layers (see `extract
     /// --precision`).
@@ -107,10 +107,6 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Runs `bench`.
 pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        a.batch > 0 && a.iters > 0,
-        "--batch and --iters must be at least 1"
-    );
     let (t, t1) = a.model.default_pair();
     if a.decode_only {
         return decode_only(&a);
@@ -139,7 +135,6 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
         Engine::Cpu(cpu) => measure(cpu, &a, (&weights, storage), spec.clone(), &x, shape, None)?,
     };
     m.precision_path = engine.precision_path(a.precision);
-    anyhow::ensure!(a.in_flight != Some(0), "--in-flight must be at least 1");
     let in_flight = a.in_flight.unwrap_or_else(|| engine.default_in_flight());
     let streams: Vec<(usize, &Engine)> = engines
         .iter()

@@ -137,6 +137,15 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| arch.default_pair().0.to_string());
     arch.check_input_size(a.size as usize, &layer)?;
     let weights = ModelWeights::load(&a.weights, Some(arch), Some(&layer))?;
+    // Refused before the images are read, not after every one has been through the network.
+    if let (Some(dims), Some(w)) = (a.dims, weights.layer(&layer)) {
+        let f = a.window.feature_len(w.spec.out_c);
+        anyhow::ensure!(
+            dims <= f,
+            "--dims {dims} is more than the {f} values of a {} local feature of {layer}: use at most {f}",
+            a.window
+        );
+    }
     let engines = super::engine::open_engines(a.device, a.devices.as_ref(), opts)?;
     eprintln!(
         "fit-pca: {} {layer} {} on {} images at {}x{}, {}",
