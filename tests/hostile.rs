@@ -850,6 +850,7 @@ fn bad_numbers_are_refused_before_any_work() {
         &["bench", "--batch", "0", "--weights", w],
         &["bench", "--iters", "0", "--weights", w],
         &["bench", "--in-flight", "0", "--weights", w],
+        &["search", "--top", "0", "--index", o, "--query", img],
     ];
     for args in cases {
         let r = crosspool_cmd().args(*args).output().unwrap();

@@ -87,7 +87,7 @@ pub struct SearchArgs {
     #[arg(long, required = true, num_args = 1..)]
     query: Vec<PathBuf>,
     /// Results per query.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = super::at_least_one)]
     top: usize,
     /// Weights file [default: the one the index was extracted with].
     #[arg(long)]
