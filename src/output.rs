@@ -167,6 +167,13 @@ impl ShardWriter {
         resume: bool,
         retry_failed: bool,
     ) -> Result<(Self, HashSet<ImageId>)> {
+        // create_dir_all's own error here would be "File exists", which reads as a clash.
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::Config(format!(
+                "the output directory {} is a file: give a directory (new or from an earlier run)",
+                dir.display()
+            )));
+        }
         std::fs::create_dir_all(dir).map_err(Error::write(dir))?;
         let lock = lock_part(dir, prefix)?;
         check_same_split(dir, prefix)?;

@@ -1222,3 +1222,17 @@ fn fit_pca_refuses_too_many_dimensions_before_the_images() {
     );
     assert!(!d.0.join("pca").exists());
 }
+
+/// An output directory that is a file is named as such (the error was "File exists").
+#[test]
+fn an_output_directory_that_is_a_file_says_so() {
+    let d = temp_dir("out-is-file");
+    let weights = alexnet_file(&d.0);
+    let out = d.0.join("out.csv");
+    std::fs::write(&out, "path,label\n").unwrap();
+    let photo = repo("tests/data/photos/coffee.jpg");
+    let (code, _, err) = extract_json(&d.0, &weights, &out, &[], &[photo.as_os_str()]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("is a file: give a directory"), "{err}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "path,label\n");
+}
