@@ -1236,3 +1236,17 @@ fn an_output_directory_that_is_a_file_says_so() {
     assert!(err.contains("is a file: give a directory"), "{err}");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "path,label\n");
 }
+
+/// A gzip-compressed tar given by name is a failed row that says it is gzip and what to do
+/// (it said "not an image format").
+#[test]
+fn a_tar_gz_given_by_name_says_it_is_gzip() {
+    let d = temp_dir("tar-gz");
+    // The gzip magic and a little more: what any .tar.gz starts with.
+    let gz = d.0.join("shard.tar.gz");
+    std::fs::write(&gz, [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3, 4]).unwrap();
+    let e = decode_rgb(&gz, DecodeLimits::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("gzip-compressed") && e.contains("gunzip"), "{e}");
+}

@@ -171,6 +171,13 @@ fn open_decoder<'a>(
         .with_guessed_format()
         .map_err(|e| image_err(path, e))?;
     if reader.format().is_none() {
+        // A .tar.gz given by name is read as an image: say what it is and what to do.
+        if bytes.starts_with(&[0x1f, 0x8b]) {
+            return Err(image_err(
+                path,
+                "gzip-compressed (a .tar.gz?): crosspool reads images and uncompressed tars; decompress it (gunzip) first",
+            ));
+        }
         return Err(image_err(
             path,
             "not an image format crosspool reads (jpeg, png, gif, bmp, tiff, webp)",
