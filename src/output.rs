@@ -170,7 +170,7 @@ impl ShardWriter {
         // create_dir_all's own error here would be "File exists", which reads as a clash.
         if dir.exists() && !dir.is_dir() {
             return Err(Error::Config(format!(
-                "the output directory {} is a file: give a directory (new or from an earlier run)",
+                "cannot write {}: it is a file, not a directory (give a new directory or one from an earlier run)",
                 dir.display()
             )));
         }

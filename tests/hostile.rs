@@ -1233,7 +1233,7 @@ fn an_output_directory_that_is_a_file_says_so() {
     let photo = repo("tests/data/photos/coffee.jpg");
     let (code, _, err) = extract_json(&d.0, &weights, &out, &[], &[photo.as_os_str()]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("is a file: give a directory"), "{err}");
+    assert!(err.contains("it is a file, not a directory"), "{err}");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "path,label\n");
 }
 
