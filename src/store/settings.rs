@@ -327,7 +327,7 @@ impl ExtractSettings {
     /// kept here when `None`): every reader of a directory's parts reads them as one set of
     /// features only if they are one.
     pub fn check_one_set(
-        self,
+        &self,
         path: &std::path::Path,
         first: &mut Option<(Self, std::path::PathBuf)>,
     ) -> Result<()> {
@@ -341,7 +341,7 @@ impl ExtractSettings {
             ))),
             Some(_) => Ok(()),
             None => {
-                *first = Some((self, path.to_path_buf()));
+                *first = Some((self.clone(), path.to_path_buf()));
                 Ok(())
             }
         }

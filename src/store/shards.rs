@@ -459,19 +459,8 @@ pub fn for_each_shard(
         let bytes = std::fs::read(path).map_err(Error::io(path))?;
         let (_, meta) =
             SafeTensors::read_metadata(&bytes).map_err(|e| bad_shard(path, e.to_string()))?;
-        let settings = super::ExtractSettings::from_metadata(
-            meta.metadata().as_ref().unwrap_or(&Default::default()),
-            &path.display().to_string(),
-        )?;
-        let (s0, p0) = first.get_or_insert_with(|| (settings.clone(), path.clone()));
-        if !s0.same_run(&settings) {
-            return Err(Error::Config(format!(
-                "{} and {} come from extractions with different settings ({}); read them separately",
-                p0.display(),
-                path.display(),
-                settings.differences(s0).join("; ")
-            )));
-        }
+        let settings = super::ExtractSettings::of_shard(&meta, path)?;
+        settings.check_one_set(path, &mut first)?;
         let tensors =
             SafeTensors::deserialize(&bytes).map_err(|e| bad_shard(path, e.to_string()))?;
         f(ShardContents {
