@@ -4,12 +4,11 @@
 //! On a software adapter the batch is 1; `CROSSPOOL_BENCH_BATCH` overrides it.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use crosspool::gpu::crosslayer::Guidance;
 use crosspool::gpu::{
     CrossLayerKernel, GpuContext, GpuFeatures, GpuOptions, GpuTensor, MaxPool2dKernel,
     NormalizeKernel, QuantizeKernel,
 };
-use crosspool::pooling::{LocalWindow, Normalization, Quantization};
+use crosspool::pooling::{CrossLayer, Guide, LocalWindow, Normalization, Quantization};
 use crosspool::shape::{MaxPool2dSpec, Shape4, Window2d};
 
 fn bench_pooling(c: &mut Criterion) {
@@ -40,11 +39,11 @@ fn bench_pooling(c: &mut Criterion) {
                     cross.record(
                         &ctx,
                         enc,
-                        Guidance::Layer(&ga, LocalWindow::UNIT),
-                        &gx,
-                        LocalWindow::UNIT,
-                        1,
-                        crosspool::pooling::ChannelPooling::Sum,
+                        CrossLayer::new(
+                            Guide::Layer(&ga, LocalWindow::UNIT),
+                            &gx,
+                            LocalWindow::UNIT,
+                        ),
                         &feats,
                         false,
                     )

@@ -51,6 +51,70 @@ impl std::fmt::Display for LocalWindow {
     }
 }
 
+/// What pools the local features of cross-layer pooling.
+pub enum Guide<'a, T> {
+    /// Activations of layer t+1 (or of layer t itself, for a Gram matrix or second moment),
+    /// with the local window to take around each unit.
+    Layer(&'a T, LocalWindow),
+    /// A constant 1 for every unit: the output has one row, the plain sum of the local
+    /// features (the first moment that PCA needs).
+    Ones,
+}
+
+// By hand: a derive would ask `T: Copy`, though only a reference is held.
+impl<T> Clone for Guide<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Guide<'_, T> {}
+
+/// One cross-layer pooling over tensors `T`: `out[g]` = the sum over the units i of images
+/// `g*G..(g+1)*G` of `a_i x_i^T` (G = `group`), or with [`ChannelPooling::Max`] their
+/// element-wise maximum.
+pub struct CrossLayer<'a, T> {
+    /// What weights the local features (`a`).
+    pub guide: Guide<'a, T>,
+    /// Layer t's activations, the local features.
+    pub x: &'a T,
+    /// The neighbourhood each local feature spans.
+    pub x_win: LocalWindow,
+    /// Images pooled into one output (1 per image; the batch for PCA's moments).
+    pub group: usize,
+    /// Sum or maximum over the units.
+    pub mode: ChannelPooling,
+}
+
+impl<T> Clone for CrossLayer<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for CrossLayer<'_, T> {}
+
+impl<'a, T> CrossLayer<'a, T> {
+    /// Per-image sum pooling of `x` in windows `x_win`, guided by `guide`.
+    pub fn new(guide: Guide<'a, T>, x: &'a T, x_win: LocalWindow) -> Self {
+        CrossLayer {
+            guide,
+            x,
+            x_win,
+            group: 1,
+            mode: ChannelPooling::Sum,
+        }
+    }
+
+    /// The same pooling over groups of `group` images.
+    pub fn grouped(self, group: usize) -> Self {
+        CrossLayer { group, ..self }
+    }
+
+    /// The same pooling with `mode` over the units.
+    pub fn pooled(self, mode: ChannelPooling) -> Self {
+        CrossLayer { mode, ..self }
+    }
+}
+
 /// Normalisation steps, applied in the paper's order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Normalization {

@@ -4,13 +4,13 @@
 mod common;
 
 use common::{assert_reduction_close, gpu, gpu_with_binding_cap, random};
-use crosspool::gpu::crosslayer::Guidance;
 use crosspool::gpu::{
     CrossLayerKernel, GpuContext, GpuFeatures, GpuRegions, GpuTensor, NormalizeKernel,
     QuantizeKernel, RegionPoolKernel,
 };
 use crosspool::pooling::{
-    pyramid_regions, ChannelPooling, LocalWindow, Normalization, Quantization, RegionPoolMode,
+    pyramid_regions, ChannelPooling, CrossLayer, Guide, LocalWindow, Normalization, Quantization,
+    RegionPoolMode,
 };
 use crosspool::reference::compare::roots_within_sum_bound;
 use crosspool::reference::{self, f32_dot_error_bound, Reduced};
@@ -72,8 +72,8 @@ fn cross_on(
         }
     };
     let guidance = match a_win {
-        Some(w) => Guidance::Layer(&ga, w),
-        None => Guidance::Ones,
+        Some(w) => Guide::Layer(&ga, w),
+        None => Guide::Ones,
     };
     let cols = x_win.feature_len(x_shape.c);
     let out = GpuFeatures::new(ctx, x_shape.n / group, rows, cols, "p").unwrap();
@@ -84,11 +84,9 @@ fn cross_on(
             k.record(
                 ctx,
                 enc,
-                guidance,
-                &gx,
-                x_win,
-                group,
-                ChannelPooling::Sum,
+                CrossLayer::new(guidance, &gx, x_win)
+                    .grouped(group)
+                    .pooled(ChannelPooling::Sum),
                 &out,
                 acc,
             )
@@ -163,11 +161,9 @@ fn second_moment_gram_and_first_moment() {
             k.record(
                 ctx,
                 enc,
-                Guidance::Layer(&gx, w),
-                &gx,
-                w,
-                group,
-                ChannelPooling::Sum,
+                CrossLayer::new(Guide::Layer(&gx, w), &gx, w)
+                    .grouped(group)
+                    .pooled(ChannelPooling::Sum),
                 &out,
                 false,
             )
@@ -346,9 +342,17 @@ fn max_cross_on(
     let (rows, cols) = (a_shape.c, x_win.feature_len(x_shape.c));
     let out = GpuFeatures::new(ctx, x_shape.n / group, rows, cols, "p").unwrap();
     let k = CrossLayerKernel::new(ctx).unwrap();
-    let guidance = Guidance::Layer(&ga, unit);
+    let guidance = Guide::Layer(&ga, unit);
     ctx.submit("t", |enc| {
-        k.record(ctx, enc, guidance, &gx, x_win, group, max, &out, false)
+        k.record(
+            ctx,
+            enc,
+            CrossLayer::new(guidance, &gx, x_win)
+                .grouped(group)
+                .pooled(max),
+            &out,
+            false,
+        )
     })
     .unwrap();
     let got = out.download(ctx).unwrap();
@@ -369,7 +373,15 @@ fn max_cross_on(
     eprintln!("{what}: {} maxima equal, {negative} negative", want.len());
     // Accumulating into an earlier result has no meaning for a maximum.
     let e = ctx.submit("t", |enc| {
-        k.record(ctx, enc, guidance, &gx, x_win, group, max, &out, true)
+        k.record(
+            ctx,
+            enc,
+            CrossLayer::new(guidance, &gx, x_win)
+                .grouped(group)
+                .pooled(max),
+            &out,
+            true,
+        )
     });
     assert!(e.is_err(), "{what}: max accepted accumulate");
 }

@@ -7,7 +7,7 @@ use crosspool::classifier::aconv_file::{AConvFile, AConvMeta};
 use crosspool::gpu::{GpuContext, GpuOptions};
 use crosspool::input::image_identity;
 use crosspool::input::{expand_inputs, DecodeMode, DecodeOptions, ImageSource};
-use crosspool::model::{Arch, ModelWeights};
+use crosspool::model::ModelWeights;
 use crosspool::pipeline::{Backend, DevicePreActivations, LayerMaps, LayerMapsWorkspace};
 use crosspool::shape::Shape4;
 use crosspool::store::labels::{LabelSource, Labels};
@@ -23,12 +23,8 @@ pub struct Args {
     /// `extract --labels` takes them.
     #[arg(long)]
     labels: String,
-    /// Safetensors weights file with the fully connected layers.
-    #[arg(long)]
-    weights: PathBuf,
-    /// Architecture, if the file's metadata does not name it.
-    #[arg(long, value_parser = super::choice::choice::<Arch>())]
-    model: Option<Arch>,
+    #[command(flatten)]
+    net: super::NetworkArgs,
     /// The layer whose dense map the added layer convolves.
     #[arg(long, default_value = "fc6")]
     layer: String,
@@ -153,9 +149,9 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
         "the images hold one class only ('{}'): training needs at least two",
         classes.join("")
     );
-    let arch = ModelWeights::arch_of(&a.weights, a.model)?;
+    let arch = ModelWeights::arch_of(&a.net.weights, a.net.model)?;
     arch.check_input_size(a.size as usize, &a.layer)?;
-    let weights = ModelWeights::load(&a.weights, Some(arch), Some(&a.layer))?;
+    let weights = ModelWeights::load(&a.net.weights, Some(arch), Some(&a.layer))?;
     let engine = Engine::open(a.device, opts)?;
     eprintln!(
         "train-aconv: {} images of {} classes, {arch} {} at {}x{}, on {}",
@@ -240,8 +236,8 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
             version: 1,
             arch,
             layer: a.layer.clone(),
-            weights: image_identity(&a.weights).display().to_string(),
-            weights_fingerprint: ModelWeights::fingerprint(&a.weights)?,
+            weights: image_identity(&a.net.weights).display().to_string(),
+            weights_fingerprint: ModelWeights::fingerprint(&a.net.weights)?,
             size: a.size,
             decode: a.decode,
             classes,

@@ -9,7 +9,6 @@ use crosspool::input::{
     expand_inputs, expand_sources, DecodeLimits, DecodeMode, DecodeOptions, ImageId, ImageSource,
 };
 use crosspool::job::{ExtractJob, ExtractOptions};
-use crosspool::model::Arch;
 use crosspool::output::{OutputFormat, ShardWriter};
 use crosspool::pooling::{ChannelPooling, LocalWindow};
 use crosspool::store::labels::{LabelSource, Labels};
@@ -26,12 +25,8 @@ pub struct Args {
     /// expand ('shards/*.tar'), or `-` to read paths from standard input.
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
-    /// Safetensors weights file.
-    #[arg(long)]
-    weights: PathBuf,
-    /// Architecture, if the file's metadata does not name it.
-    #[arg(long, value_parser = super::choice::choice::<Arch>())]
-    model: Option<Arch>,
+    #[command(flatten)]
+    net: super::NetworkArgs,
     /// Layers t,t+1 to pool across [default: the paper's pair: vgg16 conv5_2,conv5_3; vgg19
     /// conv5_3,conv5_4; alexnet conv4,conv5; with --pooling fc-conv the last conv layer and
     /// fc6]. fc6,fc8 with a --pca of fc6 is the paper's FC-FC. Baselines use the first.
@@ -135,8 +130,8 @@ impl Args {
     /// What to extract, as these arguments ask.
     fn options(&self) -> ExtractOptions {
         ExtractOptions {
-            weights: self.weights.clone(),
-            model: self.model,
+            weights: self.net.weights.clone(),
+            model: self.net.model,
             features: FeatureRequest {
                 layers: self.layers.clone(),
                 pooling: self.pooling,
@@ -163,8 +158,10 @@ impl Args {
     ) -> Self {
         Args {
             inputs,
-            weights: PathBuf::from(&s.weights),
-            model: Some(s.arch),
+            net: super::NetworkArgs {
+                weights: PathBuf::from(&s.weights),
+                model: Some(s.arch),
+            },
             layers: s.layers.clone(),
             pooling: s.pooling,
             channel_pooling: s.channel_pooling,

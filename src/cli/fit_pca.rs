@@ -4,7 +4,7 @@ use super::engine::{storage_on_all, Device, Engine, Precision};
 use crosspool::extract::F16_OVERFLOW;
 use crosspool::gpu::{Dtype, GpuContext, GpuOptions};
 use crosspool::input::{expand_inputs, expand_sources, DecodeMode, DecodeOptions, ImageSource};
-use crosspool::model::{Arch, ModelWeights};
+use crosspool::model::ModelWeights;
 use crosspool::pca::{MomentAccumulator, Pca};
 use crosspool::pipeline::{Backend, Moments, MomentsWorkspace};
 use crosspool::pooling::LocalWindow;
@@ -19,12 +19,8 @@ pub struct Args {
     /// read are reported and left out.
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
-    /// Safetensors weights file.
-    #[arg(long)]
-    weights: PathBuf,
-    /// Architecture, if the file's metadata does not name it.
-    #[arg(long, value_parser = super::choice::choice::<Arch>())]
-    model: Option<Arch>,
+    #[command(flatten)]
+    net: super::NetworkArgs,
     /// Layer whose local features are fitted [default: the paper's layer t: vgg16 conv5_2,
     /// vgg19 conv5_3, alexnet conv4].
     #[arg(long)]
@@ -130,13 +126,13 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
     // Tar shards' image members are read in place, as by extract.
     let images = expand_sources(expand_inputs(&a.inputs)?);
     anyhow::ensure!(!images.is_empty(), "no images found in the inputs given");
-    let arch = ModelWeights::arch_of(&a.weights, a.model)?;
+    let arch = ModelWeights::arch_of(&a.net.weights, a.net.model)?;
     let layer = a
         .layer
         .clone()
         .unwrap_or_else(|| arch.default_pair().0.to_string());
     arch.check_input_size(a.size as usize, &layer)?;
-    let weights = ModelWeights::load(&a.weights, Some(arch), Some(&layer))?;
+    let weights = ModelWeights::load(&a.net.weights, Some(arch), Some(&layer))?;
     // Refused before the images are read, not after every one has been through the network.
     if let (Some(dims), Some(w)) = (a.dims, weights.layer(&layer)) {
         let f = a.window.feature_len(w.spec.out_c);

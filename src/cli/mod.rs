@@ -71,6 +71,17 @@ pub fn parse_window(s: &str) -> Result<crosspool::pooling::LocalWindow, String> 
 
 pub mod engine;
 
+/// The network's weights, as `extract`, `fit-pca` and `train-aconv` name them.
+#[derive(clap::Args)]
+pub struct NetworkArgs {
+    /// Safetensors weights file (train-aconv needs the fully connected layers in it).
+    #[arg(long)]
+    pub weights: std::path::PathBuf,
+    /// Architecture, if the file's metadata does not name it.
+    #[arg(long, value_parser = choice::choice::<crosspool::model::Arch>())]
+    pub model: Option<crosspool::model::Arch>,
+}
+
 /// Decodes and preprocesses `images` on all cores for a batch: the values of those read, in
 /// order, and their indices in `images`. One that cannot be read is reported as
 /// `"{command}: NAME: REASON (left out)"` and left out.

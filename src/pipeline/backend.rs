@@ -8,18 +8,10 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::Dtype;
-use crate::pooling::{ChannelPooling, LocalWindow, Normalization, Quantization, RegionPoolMode};
+pub use crate::pooling::{CrossLayer, Guide};
+use crate::pooling::{Normalization, Quantization, RegionPoolMode};
 use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4};
 use crate::weights::Conv2dWeights;
-
-/// What pools the local features of cross-layer pooling.
-pub enum Guide<'a, T> {
-    /// Activations of layer t+1 (or of layer t itself, for a Gram matrix or second moment),
-    /// with the local window to take around each unit.
-    Layer(&'a T, LocalWindow),
-    /// A constant 1 for every unit: the plain sum of the local features.
-    Ones,
-}
 
 /// Where a backend keeps activations and features, and how work is submitted and read back.
 /// Backends in host memory (the native CPU backend and the reference) share one
@@ -153,18 +145,12 @@ pub trait Backend: Storage {
         input: &Self::Tensor,
         output: &Self::Tensor,
     ) -> Result<()>;
-    /// `out[g] = sum over the units i of images g*G..(g+1)*G of a_i x_i^T` (G = `group`), or
-    /// with [`ChannelPooling::Max`] their element-wise maximum.
-    #[allow(clippy::too_many_arguments)]
+    /// `out` = the cross-layer pooling `op` (see [`CrossLayer`]).
     fn cross_layer(
         &self,
         k: &Self::Kernels,
         r: &mut Self::Recorder,
-        guide: Guide<'_, Self::Tensor>,
-        x: &Self::Tensor,
-        x_win: LocalWindow,
-        group: usize,
-        mode: ChannelPooling,
+        op: CrossLayer<'_, Self::Tensor>,
         out: &Self::Features,
     ) -> Result<()>;
     /// `out[n][r][c] = sum or max of x over region r`.

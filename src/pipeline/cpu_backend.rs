@@ -1,11 +1,11 @@
 //! The native CPU as a [`Backend`]: operations run at once, each on all cores.
 
-use super::backend::Guide;
+use super::backend::{CrossLayer, Guide};
 use super::host::HostMemory;
 use crate::cpu::tensor::lock;
 use crate::cpu::{ops, CpuBackend, CpuConv2d, HostFeatures, HostTensor};
 use crate::error::Result;
-use crate::pooling::{ChannelPooling, LocalWindow, Normalization, RegionPoolMode};
+use crate::pooling::{Normalization, RegionPoolMode};
 use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4};
 use crate::weights::Conv2dWeights;
 
@@ -51,15 +51,14 @@ impl HostMemory for CpuBackend {
         .map(|_| ())
     }
 
-    fn cross_layer(
-        &self,
-        guide: Guide<'_, HostTensor>,
-        x: &HostTensor,
-        x_win: LocalWindow,
-        group: usize,
-        mode: ChannelPooling,
-        out: &HostFeatures,
-    ) -> Result<()> {
+    fn cross_layer(&self, op: CrossLayer<'_, HostTensor>, out: &HostFeatures) -> Result<()> {
+        let CrossLayer {
+            guide,
+            x,
+            x_win,
+            group,
+            mode,
+        } = op;
         let xv = x.values();
         let a = match guide {
             Guide::Layer(a, w) => Some((a.values(), a.shape, w)),

@@ -1,14 +1,14 @@
 //! The whole feature pipeline in one submission per batch: network forward, optional PCA
 //! projection, pooling, normalisation — on any [`Backend`].
 
-use super::backend::{Backend, Guide};
+use super::backend::{Backend, CrossLayer, Guide};
 use super::network::{Network, Stage, Workspace};
 use crate::error::{Error, Result};
 use crate::features::{FeatureSpec, GridMatch, Representation, ADDED_GUIDE};
 use crate::gpu::{Dtype, GpuContext};
 use crate::model::{Arch, ModelWeights};
 use crate::pca::Pca;
-use crate::pooling::{pyramid_regions, ChannelPooling, LocalWindow, Quantization, RegionPoolMode};
+use crate::pooling::{pyramid_regions, LocalWindow, Quantization, RegionPoolMode};
 use crate::shape::Shape4;
 use crate::weights::Conv2dWeights;
 
@@ -320,11 +320,10 @@ impl<B: Backend> Extractor<B> {
         match &self.spec.repr {
             Representation::CrossLayer { channel, .. } => {
                 let guide = Guide::Layer(self.guide(ws), LocalWindow::UNIT);
-                ctx.cross_layer(k, r, guide, x, win, 1, *channel, out)
+                ctx.cross_layer(k, r, CrossLayer::new(guide, x, win).pooled(*channel), out)
             }
             Representation::Gram { .. } => {
-                let sum = ChannelPooling::Sum;
-                ctx.cross_layer(k, r, Guide::Layer(x, win), x, win, 1, sum, out)
+                ctx.cross_layer(k, r, CrossLayer::new(Guide::Layer(x, win), x, win), out)
             }
             Representation::Region { mode, .. } => {
                 ctx.region_pool(k, r, x, ws.regions()?, *mode, out)

@@ -1,15 +1,14 @@
 //! The GPU as a [`Backend`]: operations are recorded into one command encoder per
 //! submission, with the kernels compiled once.
 
-use super::backend::{Backend, Guide, Storage};
+use super::backend::{Backend, CrossLayer, Storage};
 use crate::error::Result;
-use crate::gpu::crosslayer::Guidance;
 use crate::gpu::{
     Conv2dKernel, CrossLayerKernel, Dtype, GpuBuffer, GpuContext, GpuConv2d, GpuFeatures,
     GpuPacked, GpuRegions, GpuTensor, MaxPool2dKernel, NormalizeKernel, QuantizeKernel,
     RegionPoolKernel,
 };
-use crate::pooling::{ChannelPooling, LocalWindow, Normalization, Quantization, RegionPoolMode};
+use crate::pooling::{Normalization, Quantization, RegionPoolMode};
 use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4};
 use crate::weights::Conv2dWeights;
 
@@ -182,19 +181,10 @@ impl Backend for GpuContext {
         &self,
         k: &GpuKernels,
         r: &mut wgpu::CommandEncoder,
-        guide: Guide<'_, GpuTensor>,
-        x: &GpuTensor,
-        x_win: LocalWindow,
-        group: usize,
-        mode: ChannelPooling,
+        op: CrossLayer<'_, GpuTensor>,
         out: &GpuFeatures,
     ) -> Result<()> {
-        let guidance = match guide {
-            Guide::Layer(a, w) => Guidance::Layer(a, w),
-            Guide::Ones => Guidance::Ones,
-        };
-        k.cross
-            .record(self, r, guidance, x, x_win, group, mode, out, false)
+        k.cross.record(self, r, op, out, false)
     }
 
     fn region_pool(

@@ -3,11 +3,11 @@
 //! and get [`Storage`] (host tensors and features, submissions run on the spot) and
 //! [`Backend`] from it.
 
-use super::backend::{Backend, Guide, Storage};
+use super::backend::{Backend, CrossLayer, Storage};
 use crate::cpu::tensor::{lock as storage_lock, storage};
 use crate::cpu::{HostCodes, HostFeatures, HostStorage, HostTensor};
 use crate::error::{Error, Result};
-use crate::pooling::{ChannelPooling, LocalWindow, Normalization, Quantization, RegionPoolMode};
+use crate::pooling::{Normalization, Quantization, RegionPoolMode};
 use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4};
 use crate::weights::Conv2dWeights;
 
@@ -25,15 +25,7 @@ pub trait HostMemory {
     /// See [`Backend::max_pool`].
     fn max_pool(&self, spec: MaxPool2dSpec, input: &HostTensor, output: &HostTensor) -> Result<()>;
     /// See [`Backend::cross_layer`].
-    fn cross_layer(
-        &self,
-        guide: Guide<'_, HostTensor>,
-        x: &HostTensor,
-        x_win: LocalWindow,
-        group: usize,
-        mode: ChannelPooling,
-        out: &HostFeatures,
-    ) -> Result<()>;
+    fn cross_layer(&self, op: CrossLayer<'_, HostTensor>, out: &HostFeatures) -> Result<()>;
     /// See [`Backend::region_pool`].
     fn region_pool(
         &self,
@@ -168,14 +160,10 @@ impl<T: HostMemory> Backend for T {
         &self,
         _: &(),
         _: &mut (),
-        guide: Guide<'_, HostTensor>,
-        x: &HostTensor,
-        x_win: LocalWindow,
-        group: usize,
-        mode: ChannelPooling,
+        op: CrossLayer<'_, HostTensor>,
         out: &HostFeatures,
     ) -> Result<()> {
-        HostMemory::cross_layer(self, guide, x, x_win, group, mode, out)
+        HostMemory::cross_layer(self, op, out)
     }
 
     fn region_pool(

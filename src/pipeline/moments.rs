@@ -1,12 +1,12 @@
 //! Accumulating the moments of a layer's local features, for fitting a PCA.
 
-use super::backend::{Backend, Guide};
+use super::backend::{Backend, CrossLayer, Guide};
 use super::network::{Network, Workspace};
 use crate::error::Result;
 use crate::gpu::{Dtype, GpuContext};
 use crate::model::ModelWeights;
 use crate::pca::MomentAccumulator;
-use crate::pooling::{ChannelPooling, LocalWindow};
+use crate::pooling::LocalWindow;
 use crate::shape::Shape4;
 
 /// Runs the network to `layer` and sums its local features and their outer products.
@@ -82,17 +82,10 @@ impl<B: Backend> Moments<B> {
             self.net.record(ctx, r, input, &ws.net)?;
             let x = &ws.net.outputs()[0];
             let k = &self.kernels;
-            ctx.cross_layer(k, r, Guide::Ones, x, win, n, ChannelPooling::Sum, &ws.sum)?;
-            ctx.cross_layer(
-                k,
-                r,
-                Guide::Layer(x, win),
-                x,
-                win,
-                n,
-                ChannelPooling::Sum,
-                &ws.second,
-            )
+            let sum = CrossLayer::new(Guide::Ones, x, win).grouped(n);
+            ctx.cross_layer(k, r, sum, &ws.sum)?;
+            let second = CrossLayer::new(Guide::Layer(x, win), x, win).grouped(n);
+            ctx.cross_layer(k, r, second, &ws.second)
         })?;
         let overflowed: Vec<usize> = (ws.net.overflowed(ctx)?.iter().enumerate())
             .filter(|(_, &o)| o)

@@ -7,8 +7,8 @@ use super::{conv2d, cross_layer, field_pool, max_pool2d, normalize, region_pool}
 use crate::cpu::tensor::lock;
 use crate::cpu::{HostFeatures, HostTensor};
 use crate::error::{Error, Result};
-use crate::pipeline::{Guide, HostMemory};
-use crate::pooling::{ChannelPooling, LocalWindow, Normalization, RegionPoolMode};
+use crate::pipeline::{CrossLayer, Guide, HostMemory};
+use crate::pooling::{LocalWindow, Normalization, RegionPoolMode};
 use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4};
 use crate::weights::Conv2dWeights;
 
@@ -46,15 +46,14 @@ impl HostMemory for ReferenceBackend {
         output.write(&v)
     }
 
-    fn cross_layer(
-        &self,
-        guide: Guide<'_, CpuTensor>,
-        x: &CpuTensor,
-        x_win: LocalWindow,
-        group: usize,
-        mode: ChannelPooling,
-        out: &CpuFeatures,
-    ) -> Result<()> {
+    fn cross_layer(&self, op: CrossLayer<'_, CpuTensor>, out: &CpuFeatures) -> Result<()> {
+        let CrossLayer {
+            guide,
+            x,
+            x_win,
+            group,
+            mode,
+        } = op;
         let xv = x.values();
         let r = match guide {
             Guide::Layer(a, a_win) => cross_layer(

@@ -3,7 +3,6 @@
 //! pooling, cross-layer pooling, normalisation, PCA projection, quantisation and scoring.
 
 use super::{Emit, Options, Row};
-use crate::gpu::crosslayer::Guidance;
 use crate::gpu::{
     Conv2dKernel, CrossLayerKernel, Dtype, GpuContext, GpuConv2d, GpuDatabase, GpuFeatures,
     GpuRegions, GpuTensor, MaxPool2dKernel, NormalizeKernel, QuantizeKernel, RegionPoolKernel,
@@ -11,7 +10,8 @@ use crate::gpu::{
 };
 use crate::pca::{MomentAccumulator, Pca};
 use crate::pooling::{
-    pyramid_regions, ChannelPooling, LocalWindow, Normalization, Quantization, RegionPoolMode,
+    pyramid_regions, ChannelPooling, CrossLayer, Guide, LocalWindow, Normalization, Quantization,
+    RegionPoolMode,
 };
 use crate::reference::compare::{
     as_read_from_f16, bit_exact, roots_within_sum_bound, seeded_values, values_equal,
@@ -285,18 +285,8 @@ pub(super) fn check_features(ctx: &GpuContext, opts: Options, emit: &mut Emit) {
             // is twice the sum, and halving it is exact.
             for accumulate in [false, true] {
                 ctx.submit("selftest: cross-layer pooling", |enc| {
-                    let g = Guidance::Layer(&ga, a_win);
-                    k.record(
-                        ctx,
-                        enc,
-                        g,
-                        &gx,
-                        x_win,
-                        group,
-                        ChannelPooling::Sum,
-                        &out,
-                        accumulate,
-                    )
+                    let op = CrossLayer::new(Guide::Layer(&ga, a_win), &gx, x_win).grouped(group);
+                    k.record(ctx, enc, op, &out, accumulate)
                 })?;
             }
             let got: Vec<f32> = out.download(ctx)?.iter().map(|v| v / 2.0).collect();
@@ -328,17 +318,8 @@ pub(super) fn check_features(ctx: &GpuContext, opts: Options, emit: &mut Emit) {
             let out = GpuFeatures::new(ctx, 2, a_shape.c, x_shape.c, "selftest p")?;
             let k = CrossLayerKernel::new(ctx)?;
             ctx.submit("selftest: max channel pooling", |enc| {
-                k.record(
-                    ctx,
-                    enc,
-                    Guidance::Layer(&ga, unit),
-                    &gx,
-                    unit,
-                    1,
-                    max,
-                    &out,
-                    false,
-                )
+                let op = CrossLayer::new(Guide::Layer(&ga, unit), &gx, unit).pooled(max);
+                k.record(ctx, enc, op, &out, false)
             })?;
             Ok(values_equal(&out.download(ctx)?, &want.values))
         },

@@ -5,7 +5,7 @@ use crate::gpu::dispatch::record;
 use crate::gpu::plan::{plan_image_chunks, BindingWindow};
 use crate::gpu::tensor::{GpuFeatures, GpuTensor};
 use crate::gpu::{GpuContext, Kernel};
-use crate::pooling::{ChannelPooling, LocalWindow};
+use crate::pooling::{ChannelPooling, CrossLayer, Guide, LocalWindow};
 
 use crate::gpu::shaders::{shader, wgsl_uniform, Shader};
 
@@ -31,17 +31,6 @@ wgsl_uniform! {
     }
 }
 
-/// The guidance operand of a cross-layer sum.
-#[derive(Clone, Copy)]
-pub enum Guidance<'a> {
-    /// Activations of layer t+1 (or of layer t itself, for a Gram matrix or second moment),
-    /// with the local window to take around each unit.
-    Layer(&'a GpuTensor, LocalWindow),
-    /// A constant 1 for every unit: the output has one row, the plain sum of the local
-    /// features (the first moment that PCA needs).
-    Ones,
-}
-
 /// The compiled cross-layer pipeline.
 pub struct CrossLayerKernel {
     kernel: Kernel,
@@ -55,23 +44,24 @@ impl CrossLayerKernel {
         })
     }
 
-    /// Records `out[g] (+)= sum over the units i of images g*G..(g+1)*G of a_i x_i^T`, with
-    /// `G = group_images` (with [`ChannelPooling::Max`], the element-wise maximum of
-    /// `a_i x_i^T` instead). `out` must have `images = n / G`, `rows` = the guidance feature
+    /// Records `out[g] (+)=` the pooling `op` (see [`CrossLayer`]); with `accumulate` it adds
+    /// to what `out` holds. `out` must have `images = n / G`, `rows` = the guide's feature
     /// length and `cols` = the local feature length.
-    #[allow(clippy::too_many_arguments)]
     pub fn record(
         &self,
         ctx: &GpuContext,
         enc: &mut wgpu::CommandEncoder,
-        guidance: Guidance<'_>,
-        x: &GpuTensor,
-        x_win: LocalWindow,
-        group_images: usize,
-        mode: ChannelPooling,
+        op: CrossLayer<'_, GpuTensor>,
         out: &GpuFeatures,
         accumulate: bool,
     ) -> Result<()> {
+        let CrossLayer {
+            guide,
+            x,
+            x_win,
+            group: group_images,
+            mode,
+        } = op;
         if accumulate && mode == ChannelPooling::Max {
             return Err(Error::Config(
                 "max channel pooling cannot accumulate into an earlier sum".into(),
@@ -79,14 +69,14 @@ impl CrossLayerKernel {
         }
         x.expect_f32("cross-layer pooling")?;
         let xs = x.shape;
-        let (a, a_win) = match guidance {
-            Guidance::Layer(a, w) => (a, w),
-            Guidance::Ones => (x, LocalWindow::UNIT),
+        let (a, a_win) = match guide {
+            Guide::Layer(a, w) => (a, w),
+            Guide::Ones => (x, LocalWindow::UNIT),
         };
         a.expect_f32("cross-layer pooling")?;
-        let a_c = match guidance {
-            Guidance::Layer(a, _) => a.shape.c,
-            Guidance::Ones => 0,
+        let a_c = match guide {
+            Guide::Layer(a, _) => a.shape.c,
+            Guide::Ones => 0,
         };
         let a_feat = if a_c == 0 { 1 } else { a_win.feature_len(a_c) };
         let x_feat = x_win.feature_len(xs.c);

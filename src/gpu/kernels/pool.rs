@@ -1,8 +1,8 @@
 //! Host side of `shaders/maxpool2d.wgsl`.
 
 use crate::error::Result;
-use crate::gpu::dispatch::{grid_for, record};
-use crate::gpu::plan::{plan_row_bands, BindingWindow};
+use crate::gpu::dispatch::record_threads;
+use crate::gpu::plan::plan_row_bands;
 use crate::gpu::tensor::{Dtype, GpuTensor};
 use crate::gpu::{GpuContext, Kernel};
 use crate::shape::{MaxPool2dSpec, Shape4};
@@ -65,18 +65,10 @@ impl MaxPool2dKernel {
         let out_row = (out.w * out.c) as u64;
         let kernel = self.kernel(ctx, input.dtype, output.dtype)?;
         for band in plan_row_bands("max_pool2d", input.shape, out, &w, limits)? {
-            // Sized for f32 by the planner: f16 windows are smaller and fit too.
-            let iw = BindingWindow::of(
-                band.in_row0 as u64 * in_row,
-                band.in_rows as u64 * in_row,
+            let (iw, ow) = band.windows(
+                (in_row, out_row),
+                (input.dtype.bytes(), output.dtype.bytes()),
                 limits.align,
-                input.dtype.bytes(),
-            );
-            let ow = BindingWindow::of(
-                band.out_row0 as u64 * out_row,
-                band.out_rows as u64 * out_row,
-                limits.align,
-                output.dtype.bytes(),
             );
             let count = band.out_rows as u64 * out_row;
             let params = PoolParams {
@@ -97,13 +89,13 @@ impl MaxPool2dKernel {
                 in_row0: band.in_row0 as u32,
                 count: count as u32,
             };
-            record(
+            record_threads(
                 ctx,
                 enc,
                 &kernel,
                 &params,
                 &[iw.bind(&input.buffer), ow.bind(&output.buffer)],
-                grid_for(count.div_ceil(WORKGROUP as u64), ctx.max_workgroups()),
+                (count, WORKGROUP),
             );
         }
         Ok(())

@@ -1,7 +1,7 @@
 //! Host side of `shaders/quantize.wgsl`.
 
 use crate::error::Result;
-use crate::gpu::dispatch::{grid_for, record};
+use crate::gpu::dispatch::record_threads;
 use crate::gpu::plan::{plan_image_chunks, BindingWindow};
 use crate::gpu::tensor::{GpuFeatures, GpuPacked};
 use crate::gpu::{GpuContext, Kernel};
@@ -90,14 +90,13 @@ impl QuantizeKernel {
                 _pad0: 0,
                 _pad1: 0,
             };
-            let grid = grid_for(n.div_ceil(WORKGROUP as u64), ctx.max_workgroups());
-            record(
+            record_threads(
                 ctx,
                 enc,
                 pipeline,
                 &params,
                 &[dw.bind(&f.buffer), ow.bind(&out.buffer)],
-                grid,
+                (n, WORKGROUP),
             );
         }
         Ok(())

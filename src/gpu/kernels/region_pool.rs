@@ -1,7 +1,7 @@
 //! Host side of `shaders/region_pool.wgsl`: the sum / max pooling baselines.
 
 use crate::error::{Error, Result};
-use crate::gpu::dispatch::{grid_for, record};
+use crate::gpu::dispatch::record_threads;
 use crate::gpu::plan::{plan_image_chunks, BindingWindow};
 use crate::gpu::tensor::{create_storage, GpuFeatures, GpuTensor};
 use crate::gpu::{Binding, GpuBuffer, GpuContext, Kernel};
@@ -163,8 +163,7 @@ impl RegionPoolKernel {
                 mode,
                 out_base: ow.base,
             };
-            let grid = grid_for(n.div_ceil(WORKGROUP as u64), ctx.max_workgroups());
-            record(
+            record_threads(
                 ctx,
                 enc,
                 &self.kernel,
@@ -174,7 +173,7 @@ impl RegionPoolKernel {
                     Binding::whole(&gpu_regions.buffer),
                     ow.bind(out),
                 ],
-                grid,
+                (n, WORKGROUP),
             );
         }
         Ok(())

@@ -1,7 +1,7 @@
 //! Host side of `shaders/relu.wgsl`.
 
 use crate::error::Result;
-use crate::gpu::dispatch::{grid_for, record};
+use crate::gpu::dispatch::record_threads;
 use crate::gpu::plan::{plan_chunks, BindingWindow};
 use crate::gpu::tensor::GpuTensor;
 use crate::gpu::{GpuContext, Kernel};
@@ -51,13 +51,13 @@ impl ReluKernel {
                 _pad0: 0,
                 _pad1: 0,
             };
-            record(
+            record_threads(
                 ctx,
                 enc,
                 &self.kernel,
                 &params,
                 &[win.bind(&t.buffer)],
-                grid_for(len.div_ceil(WORKGROUP as u64), ctx.max_workgroups()),
+                (len, WORKGROUP),
             );
         }
         Ok(())

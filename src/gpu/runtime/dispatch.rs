@@ -25,6 +25,20 @@ pub(crate) fn record<P: bytemuck::Pod>(
     pass.dispatch_workgroups(workgroups.0, workgroups.1, workgroups.2);
 }
 
+/// [`record`] over `threads` threads, one an element, in workgroups of `workgroup`: the grid
+/// from [`grid_for`] within the device limit.
+pub(crate) fn record_threads<P: bytemuck::Pod>(
+    ctx: &GpuContext,
+    encoder: &mut wgpu::CommandEncoder,
+    kernel: &Kernel,
+    params: &P,
+    storage: &[Binding<'_>],
+    (threads, workgroup): (u64, u32),
+) {
+    let grid = grid_for(threads.div_ceil(workgroup as u64), ctx.max_workgroups());
+    record(ctx, encoder, kernel, params, storage, grid);
+}
+
 /// A 2-D grid of at least `groups` workgroups, each side within the device limit; shaders
 /// linearise it as `wid.y * num_workgroups.x + wid.x` and skip the excess.
 pub(crate) fn grid_for(groups: u64, max_per_dim: u32) -> (u32, u32, u32) {

@@ -63,6 +63,33 @@ pub struct RowBand {
     pub in_rows: usize,
 }
 
+impl RowBand {
+    /// The binding windows of this band's input and output rows (`in_row`, `out_row` elements
+    /// a flat row, of `in_bytes` and `out_bytes` each). The planner sizes bands for f32, so
+    /// f16 windows, half as large, fit too.
+    pub fn windows(
+        &self,
+        (in_row, out_row): (u64, u64),
+        (in_bytes, out_bytes): (u64, u64),
+        align: u64,
+    ) -> (BindingWindow, BindingWindow) {
+        (
+            BindingWindow::of(
+                self.in_row0 as u64 * in_row,
+                self.in_rows as u64 * in_row,
+                align,
+                in_bytes,
+            ),
+            BindingWindow::of(
+                self.out_row0 as u64 * out_row,
+                self.out_rows as u64 * out_row,
+                align,
+                out_bytes,
+            ),
+        )
+    }
+}
+
 /// Device limits that bound the size of one band.
 #[derive(Clone, Copy, Debug)]
 pub struct BandLimits {

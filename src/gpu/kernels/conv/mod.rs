@@ -15,8 +15,8 @@ pub use types::ConvTypes;
 pub use weights::GpuConv2d;
 
 use crate::error::{Error, Result};
-use crate::gpu::dispatch::{grid_for, record};
-use crate::gpu::plan::{plan_row_bands, BindingWindow};
+use crate::gpu::dispatch::{record, record_threads};
+use crate::gpu::plan::plan_row_bands;
 use crate::gpu::shaders::wgsl_uniform;
 use crate::gpu::tensor::{Dtype, GpuTensor, Scratch};
 use crate::gpu::{Binding, GpuBuffer, GpuContext, Kernel};
@@ -251,18 +251,10 @@ impl Conv2dKernel {
         };
         let mut ran = Vec::new();
         for band in bands {
-            // The planner sized bands for f32; f16 windows are half as large, so they fit too.
-            let iw = BindingWindow::of(
-                band.in_row0 as u64 * in_row,
-                band.in_rows as u64 * in_row,
+            let (iw, ow) = band.windows(
+                (in_row, out_row),
+                (input.dtype.bytes(), output.dtype.bytes()),
                 limits.align,
-                input.dtype.bytes(),
-            );
-            let ow = BindingWindow::of(
-                band.out_row0 as u64 * out_row,
-                band.out_rows as u64 * out_row,
-                limits.align,
-                output.dtype.bytes(),
             );
             let m = (band.out_rows * out.w) as u32;
             for slice in &layer.slices {
@@ -365,7 +357,7 @@ impl Conv2dKernel {
                         _pad0: 0,
                         _pad1: 0,
                     };
-                    record(
+                    record_threads(
                         ctx,
                         enc,
                         &self.reduce_kernel(ctx, output.dtype, layer.dtype)?,
@@ -376,10 +368,7 @@ impl Conv2dKernel {
                             ow.bind(&output.buffer),
                             Binding::whole(flags),
                         ],
-                        grid_for(
-                            count.div_ceil(REDUCE_WORKGROUP as u64),
-                            ctx.max_workgroups(),
-                        ),
+                        (count, REDUCE_WORKGROUP),
                     );
                 }
             }
