@@ -10,7 +10,7 @@ use crate::features::{FeatureRequest, FeatureSpec, ADDED_GUIDE};
 use crate::gpu::Dtype;
 use crate::input::{image_identity, DecodeMode};
 use crate::model::{Arch, ModelWeights};
-use crate::output::OutputFormat;
+use crate::store::writer::OutputFormat;
 use crate::pca::Pca;
 use crate::store::settings::SETTINGS_VERSION;
 use crate::store::ExtractSettings;

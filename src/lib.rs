@@ -10,8 +10,8 @@
 //!   `shaders/`, depending on the leaves alone;
 //! - [`model`], [`features`], [`pca`]: networks, what to compute from them, PCA;
 //! - [`pipeline`]: whole computations (forward pass, extractor, PCA moments) from the kernels;
-//! - [`input`], [`store`], [`output`], [`extract`]: images in, the on-disk formats, shards
-//!   out, and the streaming job that joins them; [`retrieval`] and [`classifier`] build on
+//! - [`input`], [`store`], [`extract`]: images in, the on-disk formats (shards written and
+//!   read), and the streaming job that joins them; [`retrieval`] and [`classifier`] build on
 //!   those;
 //! - [`reference`]: the plain CPU oracle the tests hold every kernel against, and the
 //!   comparisons under derived bounds; [`selftest`] holds the kernels to it on a user's
@@ -28,7 +28,6 @@ pub mod gpu;
 pub mod input;
 pub mod job;
 pub mod model;
-pub mod output;
 pub mod pca;
 pub mod pipeline;
 pub mod pooling;

@@ -236,7 +236,7 @@ impl Pca {
         ]);
         let data = safetensors::serialize(tensors, Some(meta))
             .map_err(|e| Error::Config(e.to_string()))?;
-        crate::output::write_atomic(path, &data)
+        crate::store::writer::write_atomic(path, &data)
     }
 
     /// Reads a PCA written by [`Pca::save`].

@@ -10,7 +10,7 @@ use crosspool::features::FeatureSpec;
 use crosspool::gpu::{Dtype, GpuContext, GpuCounters, GpuTensor, ReluKernel};
 use crosspool::input::DecodeOptions;
 use crosspool::model::{Arch, ModelWeights};
-use crosspool::output::{OutputFormat, Row};
+use crosspool::store::writer::{OutputFormat, Row};
 use crosspool::pipeline::Extractor;
 use crosspool::pooling::Normalization;
 use crosspool::shape::Shape4;

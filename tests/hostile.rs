@@ -111,7 +111,7 @@ fn symlink_loops_are_walked_once() {
 fn non_finite_rows_are_named_and_kept_out() {
     use crosspool::features::{NormPreset, Pooling};
     use crosspool::model::Arch;
-    use crosspool::output::{export_npy, OutputFormat, Row, RowData, ShardWriter};
+    use crosspool::store::writer::{export_npy, OutputFormat, Row, RowData, ShardWriter};
     use crosspool::pooling::LocalWindow;
     use crosspool::retrieval::{RetrievalIndex, Storage};
     use crosspool::store::settings::SETTINGS_VERSION;
@@ -246,7 +246,7 @@ fn sum_settings() -> crosspool::store::ExtractSettings {
         decode: crosspool::input::DecodeMode::Exact,
         pca: None,
         aconv: None,
-        format: crosspool::output::OutputFormat::F32,
+        format: crosspool::store::writer::OutputFormat::F32,
         precision: Default::default(),
         feature_rows: 1,
         feature_cols: 4,
@@ -257,7 +257,7 @@ fn sum_settings() -> crosspool::store::ExtractSettings {
 /// second is refused, naming the holder; other parts and later runs go ahead.
 #[test]
 fn a_second_writer_of_one_part_is_refused() {
-    use crosspool::output::ShardWriter;
+    use crosspool::store::writer::ShardWriter;
     let d = temp_dir("two-writers");
     let s = sum_settings();
     let (first, _) = ShardWriter::open(&d.0, "", &s, 10, false).unwrap();
@@ -291,7 +291,7 @@ fn write_failures_say_write() {
     let d = temp_dir("out-is-a-file");
     let out = d.0.join("taken");
     std::fs::write(&out, b"a file, not a directory").unwrap();
-    let e = match crosspool::output::ShardWriter::open(&out, "", &sum_settings(), 10, false) {
+    let e = match crosspool::store::writer::ShardWriter::open(&out, "", &sum_settings(), 10, false) {
         Ok(_) => panic!("opened a file as an output directory"),
         Err(e) => e.to_string(),
     };
@@ -319,7 +319,7 @@ fn truncated_bmps_say_so() {
 /// order (it used to say the directory held no finished shards).
 #[test]
 fn export_npy_joins_the_parts_of_a_job_array() {
-    use crosspool::output::{export_npy, Row, RowData, ShardWriter};
+    use crosspool::store::writer::{export_npy, Row, RowData, ShardWriter};
     let d = temp_dir("npy-parts");
     let s = sum_settings();
     for (part, prefix) in ["part0of2-", "part1of2-"].iter().enumerate() {
@@ -580,8 +580,8 @@ fn damaged_indexes_and_shards_are_named_as_such() {
     assert!(e.starts_with("index ") && !e.contains("weights"), "{e}");
     let parts = d.0.join("parts");
     let (mut w, _) =
-        crosspool::output::ShardWriter::open(&parts, "", &sum_settings(), 10, false).unwrap();
-    w.push(crosspool::output::Row::Failed {
+        crosspool::store::writer::ShardWriter::open(&parts, "", &sum_settings(), 10, false).unwrap();
+    w.push(crosspool::store::writer::Row::Failed {
         source: crosspool::input::ImageSource::File("x.jpg".into()),
         reason: "test".into(),
     })
@@ -1052,7 +1052,7 @@ fn resume_counts_earlier_failures_and_can_retry_them() {
 /// were extracted alike (a directory from before extract refused such parts).
 #[test]
 fn export_npy_refuses_parts_of_other_settings() {
-    use crosspool::output::{export_npy, Row, RowData, ShardWriter};
+    use crosspool::store::writer::{export_npy, Row, RowData, ShardWriter};
     let d = temp_dir("npy-mixed");
     for (part, prefix) in ["part0of2-", "part1of2-"].iter().enumerate() {
         let s = crosspool::store::ExtractSettings {

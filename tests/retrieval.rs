@@ -9,7 +9,7 @@ use common::{gpu, gpu_with_binding_cap, random, seeded_weights_file, temp_dir};
 use crosspool::features::{NormPreset, Pooling};
 use crosspool::gpu::{GpuContext, GpuDatabase, ScoreKernel, ScoreKind};
 use crosspool::model::Arch;
-use crosspool::output::{OutputFormat, Row, RowData, ShardWriter};
+use crosspool::store::writer::{OutputFormat, Row, RowData, ShardWriter};
 use crosspool::pooling::{LocalWindow, Quantization};
 use crosspool::reference::quantize;
 use crosspool::retrieval::score::{

@@ -9,7 +9,7 @@ use crosspool::gpu::{BackendChoice, GpuOptions};
 use crosspool::input::{DecodeMode, DecodeOptions, ImageSource, RgbPixels};
 use crosspool::job::{ExtractJob, ExtractOptions};
 use crosspool::model::{Arch, Preprocess};
-use crosspool::output::{OutputFormat, Row, RowData};
+use crosspool::store::writer::{OutputFormat, Row, RowData};
 use crosspool::pooling::{ChannelPooling, LocalWindow};
 use crosspool::retrieval::eval::load_ground_truth;
 use crosspool::retrieval::score::rank;

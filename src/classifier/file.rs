@@ -27,7 +27,7 @@ pub(crate) fn save(
         .collect::<Result<Vec<_>>>()?;
     let out = safetensors::serialize(views, Some(HashMap::from([(key.to_string(), json)])))
         .map_err(|e| Error::Config(e.to_string()))?;
-    crate::output::write_atomic(path, &out)
+    crate::store::writer::write_atomic(path, &out)
 }
 
 /// A file [`save`] wrote: its JSON and its tensors by name.

@@ -9,7 +9,7 @@ use crosspool::input::{
     expand_inputs, expand_sources, DecodeLimits, DecodeMode, DecodeOptions, ImageId, ImageSource,
 };
 use crosspool::job::{ExtractJob, ExtractOptions};
-use crosspool::output::{OutputFormat, ShardWriter};
+use crosspool::store::writer::{OutputFormat, ShardWriter};
 use crosspool::pooling::{ChannelPooling, LocalWindow};
 use crosspool::store::labels::{LabelSource, Labels};
 use crosspool::store::shards::{part_prefix, settings_file};
@@ -424,7 +424,7 @@ fn print_summary(
     a: &Args,
     device: &str,
     n: &RunCounts,
-    stats: &crosspool::output::WriteStats,
+    stats: &crosspool::store::writer::WriteStats,
     row_shape: [usize; 2],
     secs: f64,
 ) {

@@ -7,7 +7,7 @@ use crosspool::extract::{self, ExtractConfig};
 use crosspool::gpu::GpuOptions;
 use crosspool::input::{DecodeLimits, DecodeOptions};
 use crosspool::job::{ExtractJob, ExtractOptions};
-use crosspool::output::{OutputFormat, Row, RowData};
+use crosspool::store::writer::{OutputFormat, Row, RowData};
 use crosspool::pooling::Quantization;
 use crosspool::retrieval::eval::load_ground_truth;
 use crosspool::retrieval::score::rank;

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::input::{failure_reason, prepare_source, DecodeOptions, ImageSource};
 use crate::model::Preprocess;
-use crate::output::{OutputFormat, Row, RowData, RowSink};
+use crate::store::writer::{OutputFormat, Row, RowData, RowSink};
 use crate::pipeline::Extractor;
 use rayon::prelude::*;
 use std::sync::mpsc::sync_channel;
@@ -49,7 +49,7 @@ pub trait BatchRunner {
 pub const F16_OVERFLOW: &str = "an activation exceeded f16's range (65504) under --precision f16, so its features would be infinite; extract it with --precision f32";
 
 /// Runs `extractor` on the GPU over `images`, handing every result to `writer` in input
-/// order (a [`crate::output::ShardWriter`], or a `Vec<Row>` to keep them), finishes it and
+/// order (a [`crate::store::writer::ShardWriter`], or a `Vec<Row>` to keep them), finishes it and
 /// returns what it gives back; calls `progress(done, failed)` after each batch.
 pub fn run<W: RowSink>(
     ctx: &GpuContext,

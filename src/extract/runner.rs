@@ -4,7 +4,7 @@
 
 use super::{BatchRows, BatchRunner, ExtractConfig, F16_OVERFLOW};
 use crate::error::Result;
-use crate::output::RowData;
+use crate::store::writer::RowData;
 use crate::pipeline::{Backend, ExtractWorkspace, Extractor};
 use crate::pooling::Quantization;
 use crate::shape::Shape4;

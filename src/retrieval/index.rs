@@ -14,7 +14,7 @@
 //! - `images.jsonl`: the image paths, one JSON string a line, in row order.
 
 use crate::error::{Error, Result};
-use crate::output::write_atomic;
+use crate::store::writer::write_atomic;
 use crate::pooling::Quantization;
 use crate::store::shards::{bad_shard, for_each_shard, tensor_floats};
 use crate::store::ExtractSettings;

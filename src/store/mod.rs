@@ -1,11 +1,12 @@
-//! The on-disk formats, in one place: the settings an extraction ran with ([`settings`]) and
-//! the names and manifests of feature shards ([`shards`]), and the class labels manifests
-//! record ([`labels`]). Every command that writes or reads
+//! The on-disk formats, in one place: the settings an extraction ran with ([`settings`]),
+//! the names and manifests of feature shards ([`shards`]) and their writer ([`writer`]), and
+//! the class labels manifests record ([`labels`]). Every command that writes or reads
 //! an output directory or an index goes through these, so a format change is made here once.
 
 pub mod labels;
 pub mod settings;
 pub mod shards;
+pub mod writer;
 
 pub use settings::ExtractSettings;
 pub use shards::{FinishedShard, ManifestLine, Status};

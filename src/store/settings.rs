@@ -16,7 +16,7 @@ use crate::features::{FeatureRequest, FeatureSpec, NormPreset, Pooling};
 use crate::gpu::Dtype;
 use crate::input::DecodeMode;
 use crate::model::Arch;
-use crate::output::OutputFormat;
+use crate::store::writer::OutputFormat;
 use crate::pooling::{ChannelPooling, LocalWindow, Quantization};
 use std::collections::{BTreeMap, HashMap};
 

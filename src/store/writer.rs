@@ -1,7 +1,7 @@
 //! Feature files: sharded safetensors plus a JSON-lines manifest per shard, written so that an
 //! interrupted run loses nothing it finished and a resumed run duplicates nothing.
 //!
-//! The file layout and names are defined in [`crate::store`].
+//! The file layout and names are defined in [`super::shards`].
 
 use crate::error::{Error, Result};
 use crate::input::{ImageId, ImageSource};
