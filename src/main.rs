@@ -198,7 +198,8 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
         }
         Command::ExportNpy { dir, out, prefix } => {
-            let (rows, shape) = crosspool::store::writer::export_npy(&dir, prefix.as_deref(), &out)?;
+            let (rows, shape) =
+                crosspool::store::writer::export_npy(&dir, prefix.as_deref(), &out)?;
             println!(
                 "wrote {}: {rows} x {} x {}",
                 out.display(),

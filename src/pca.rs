@@ -6,9 +6,6 @@ use crate::error::{Error, Result};
 use crate::pooling::LocalWindow;
 use crate::shape::{Conv2dSpec, Window2d};
 use crate::weights::Conv2dWeights;
-use safetensors::{Dtype, SafeTensors};
-use std::collections::HashMap;
-use std::path::Path;
 
 /// A fitted PCA of the local features of one layer.
 #[derive(Clone, Debug, PartialEq)]
@@ -201,114 +198,6 @@ impl Pca {
                 .sum::<f64>() as f32;
         }
         Conv2dWeights::new(spec, weight, bias)
-    }
-
-    /// Writes the PCA to `path` (safetensors; written to a temporary file and renamed).
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let f = self.feature_len();
-        let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        let (mean, comp, eig) = (
-            bytes(&self.mean),
-            bytes(&self.components),
-            bytes(&self.eigenvalues),
-        );
-        fn view(shape: Vec<usize>, b: &[u8]) -> Result<safetensors::tensor::TensorView<'_>> {
-            safetensors::tensor::TensorView::new(Dtype::F32, shape, b)
-                .map_err(|e| Error::Config(e.to_string()))
-        }
-        let tensors = vec![
-            ("components".to_string(), view(vec![self.dims, f], &comp)?),
-            ("eigenvalues".to_string(), view(vec![f], &eig)?),
-            ("mean".to_string(), view(vec![f], &mean)?),
-        ];
-        let meta = HashMap::from([
-            ("crosspool.pca.arch".to_string(), self.arch.clone()),
-            ("crosspool.pca.layer".to_string(), self.layer.clone()),
-            (
-                "crosspool.pca.window".to_string(),
-                format!("{}x{}", self.window.h, self.window.w),
-            ),
-            (
-                "crosspool.pca.channels".to_string(),
-                self.channels.to_string(),
-            ),
-            ("crosspool.pca.units".to_string(), self.units.to_string()),
-        ]);
-        let data = safetensors::serialize(tensors, Some(meta))
-            .map_err(|e| Error::Config(e.to_string()))?;
-        crate::store::writer::write_atomic(path, &data)
-    }
-
-    /// Reads a PCA written by [`Pca::save`].
-    pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(Error::io(path))?;
-        let err = |m: String| Error::BadFile {
-            path: path.display().to_string(),
-            what: "PCA file",
-            message: m,
-        };
-        let (_, header) =
-            SafeTensors::read_metadata(&bytes).map_err(|e| err(format!("not a PCA file ({e})")))?;
-        let st =
-            SafeTensors::deserialize(&bytes).map_err(|e| err(format!("not a PCA file ({e})")))?;
-        let meta = header.metadata().clone().unwrap_or_default();
-        let get = |k: &str| {
-            meta.get(k)
-                .cloned()
-                .ok_or_else(|| err(format!("metadata {k} missing: not a crosspool PCA file")))
-        };
-        let window = get("crosspool.pca.window")?;
-        let (h, w) = window
-            .split_once('x')
-            .ok_or_else(|| err(format!("bad window '{window}'")))?;
-        let num = |s: &str| {
-            s.parse::<usize>()
-                .map_err(|_| err(format!("bad number '{s}'")))
-        };
-        let window = LocalWindow::new(num(h)?, num(w)?)?;
-        let channels = num(&get("crosspool.pca.channels")?)?;
-        let f = window.feature_len(channels);
-        let read = |name: &str| -> Result<(Vec<usize>, Vec<f32>)> {
-            let t = st
-                .tensor(name)
-                .map_err(|_| err(format!("tensor '{name}' missing")))?;
-            if t.dtype() != Dtype::F32 {
-                return Err(err(format!(
-                    "tensor '{name}' is {:?}, expected F32",
-                    t.dtype()
-                )));
-            }
-            let values: Vec<f32> = t
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            // A NaN would make every projected feature NaN, stored as if it were fine.
-            let bad = values.iter().filter(|x| !x.is_finite()).count();
-            if bad > 0 {
-                return Err(err(format!(
-                    "tensor '{name}' holds {bad} non-finite value(s) (NaN or infinity): the file is damaged; fit the PCA again"
-                )));
-            }
-            Ok((t.shape().to_vec(), values))
-        };
-        let (cs, components) = read("components")?;
-        let (ms, mean) = read("mean")?;
-        let (es, eigenvalues) = read("eigenvalues")?;
-        if cs.len() != 2 || cs[1] != f || ms != [f] || es != [f] || cs[0] == 0 || cs[0] > f {
-            return Err(err(format!("tensor shapes components {cs:?}, mean {ms:?}, eigenvalues {es:?} do not fit features of length {f}")));
-        }
-        Ok(Pca {
-            arch: get("crosspool.pca.arch")?,
-            layer: get("crosspool.pca.layer")?,
-            window,
-            channels,
-            mean,
-            dims: cs[0],
-            components,
-            eigenvalues,
-            units: get("crosspool.pca.units")?.parse().unwrap_or(0),
-        })
     }
 }
 

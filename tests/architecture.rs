@@ -184,6 +184,69 @@ fn on_disk_names_live_in_store() {
     }
 }
 
+/// The library's top-level modules import one another without a circle, so each can be read,
+/// tested and changed knowing only those below it.
+#[test]
+fn top_level_modules_form_no_import_circle() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (file, code) in sources() {
+        // The binary's front end and the crate root sit above everything.
+        if file.starts_with("cli/") || file == "main.rs" || file == "lib.rs" {
+            continue;
+        }
+        let module = file.split(['/', '.']).next().unwrap().to_string();
+        let used = graph.entry(module.clone()).or_default();
+        used.extend(modules_used(&code).into_iter().filter(|m| *m != module));
+    }
+    assert!(graph.len() > 15, "found the modules");
+    // Depth-first search; a module met again while still on the path closes a circle.
+    fn visit(
+        m: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) {
+        if done.contains(m) {
+            return;
+        }
+        if let Some(i) = path.iter().position(|p| p == m) {
+            panic!("import circle: {} -> {m}", path[i..].join(" -> "));
+        }
+        path.push(m.to_string());
+        for next in graph.get(m).into_iter().flatten() {
+            visit(next, graph, path, done);
+        }
+        path.pop();
+        done.insert(m.to_string());
+    }
+    let mut done = BTreeSet::new();
+    for m in graph.keys() {
+        visit(m, &graph, &mut Vec::new(), &mut done);
+    }
+}
+
+/// The bytes of every file crosspool writes or reads besides images (feature shards,
+/// settings, PCA, classifiers, AConv layers, the retrieval index, network weights) are
+/// spelled in `store/`: only there is the safetensors crate imported, or a file mapped.
+#[test]
+fn file_formats_are_read_and_written_in_store() {
+    let mut seen = 0;
+    for (file, code) in sources() {
+        if file.starts_with("store/") {
+            seen += code.contains("safetensors::") as usize;
+            continue;
+        }
+        for name in ["safetensors::", "use safetensors", "memmap2::"] {
+            assert!(
+                !code.contains(name),
+                "src/{file} names {name}: files are read and written through crate::store"
+            );
+        }
+    }
+    assert!(seen >= 1, "found the safetensors container in store/");
+}
+
 #[test]
 fn the_library_knows_no_command_line_parser() {
     let mut seen = 0;

@@ -10,10 +10,10 @@ use crosspool::features::FeatureSpec;
 use crosspool::gpu::{Dtype, GpuContext, GpuCounters, GpuTensor, ReluKernel};
 use crosspool::input::DecodeOptions;
 use crosspool::model::{Arch, ModelWeights};
-use crosspool::store::writer::{OutputFormat, Row};
 use crosspool::pipeline::Extractor;
 use crosspool::pooling::Normalization;
 use crosspool::shape::Shape4;
+use crosspool::store::writer::{OutputFormat, Row};
 use std::path::{Path, PathBuf};
 
 fn photos(n: usize) -> Vec<PathBuf> {

@@ -111,10 +111,10 @@ fn symlink_loops_are_walked_once() {
 fn non_finite_rows_are_named_and_kept_out() {
     use crosspool::features::{NormPreset, Pooling};
     use crosspool::model::Arch;
-    use crosspool::store::writer::{export_npy, OutputFormat, Row, RowData, ShardWriter};
     use crosspool::pooling::LocalWindow;
     use crosspool::retrieval::{RetrievalIndex, Storage};
     use crosspool::store::settings::SETTINGS_VERSION;
+    use crosspool::store::writer::{export_npy, OutputFormat, Row, RowData, ShardWriter};
     use crosspool::store::ExtractSettings;
     let d = temp_dir("nan-rows");
     let settings = ExtractSettings {
@@ -291,7 +291,8 @@ fn write_failures_say_write() {
     let d = temp_dir("out-is-a-file");
     let out = d.0.join("taken");
     std::fs::write(&out, b"a file, not a directory").unwrap();
-    let e = match crosspool::store::writer::ShardWriter::open(&out, "", &sum_settings(), 10, false) {
+    let e = match crosspool::store::writer::ShardWriter::open(&out, "", &sum_settings(), 10, false)
+    {
         Ok(_) => panic!("opened a file as an output directory"),
         Err(e) => e.to_string(),
     };
@@ -580,7 +581,8 @@ fn damaged_indexes_and_shards_are_named_as_such() {
     assert!(e.starts_with("index ") && !e.contains("weights"), "{e}");
     let parts = d.0.join("parts");
     let (mut w, _) =
-        crosspool::store::writer::ShardWriter::open(&parts, "", &sum_settings(), 10, false).unwrap();
+        crosspool::store::writer::ShardWriter::open(&parts, "", &sum_settings(), 10, false)
+            .unwrap();
     w.push(crosspool::store::writer::Row::Failed {
         source: crosspool::input::ImageSource::File("x.jpg".into()),
         reason: "test".into(),

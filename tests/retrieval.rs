@@ -9,7 +9,6 @@ use common::{gpu, gpu_with_binding_cap, random, seeded_weights_file, temp_dir};
 use crosspool::features::{NormPreset, Pooling};
 use crosspool::gpu::{GpuContext, GpuDatabase, ScoreKernel, ScoreKind};
 use crosspool::model::Arch;
-use crosspool::store::writer::{OutputFormat, Row, RowData, ShardWriter};
 use crosspool::pooling::{LocalWindow, Quantization};
 use crosspool::reference::quantize;
 use crosspool::retrieval::score::{
@@ -17,6 +16,7 @@ use crosspool::retrieval::score::{
 };
 use crosspool::retrieval::{IndexData, RetrievalIndex, Storage};
 use crosspool::store::settings::SETTINGS_VERSION;
+use crosspool::store::writer::{OutputFormat, Row, RowData, ShardWriter};
 use crosspool::store::ExtractSettings;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -9,12 +9,12 @@ use crosspool::gpu::{BackendChoice, GpuOptions};
 use crosspool::input::{DecodeMode, DecodeOptions, ImageSource, RgbPixels};
 use crosspool::job::{ExtractJob, ExtractOptions};
 use crosspool::model::{Arch, Preprocess};
-use crosspool::store::writer::{OutputFormat, Row, RowData};
 use crosspool::pooling::{ChannelPooling, LocalWindow};
 use crosspool::retrieval::eval::load_ground_truth;
 use crosspool::retrieval::score::rank;
 use crosspool::retrieval::search::{channel_selection, evaluate, Scorer};
 use crosspool::retrieval::RetrievalIndex;
+use crosspool::store::writer::{OutputFormat, Row, RowData};
 use numpy::{PyArray, PyArrayMethods, PyReadonlyArray3, PyUntypedArrayMethods};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
@@ -358,53 +358,26 @@ fn shard_layout(
         Vec<String>,
     )>,
 > {
-    use crosspool::store::shards::{finished_shards, read_manifest};
-    let shards = finished_shards(&dir, None).map_err(error)?;
-    if shards.is_empty() {
-        return Err(error(format!(
-            "{} holds no finished shards (run crosspool extract --out {} first)",
-            dir.display(),
-            dir.display()
-        )));
-    }
-    let (mut out, mut first) = (Vec::new(), None);
-    for shard in shards {
-        let path = &shard.data;
-        let file = std::fs::File::open(path)
-            .map_err(|e| error(format!("cannot read {}: {e}", path.display())))?;
-        // SAFETY: the map is read only while the file is open here; shards are written
-        // under a temporary name and renamed, never changed in place.
-        let map = unsafe { memmap2::Mmap::map(&file) }
-            .map_err(|e| error(format!("cannot map {}: {e}", path.display())))?;
-        let (header, meta) = safetensors::SafeTensors::read_metadata(&map)
-            .map_err(|e| error(format!("feature shard {}: {e}", path.display())))?;
-        // Parts of one --out extracted otherwise are refused, as export-npy and index do.
-        crosspool::store::ExtractSettings::of_shard(&meta, path)
-            .and_then(|s| s.check_one_set(path, &mut first))
-            .map_err(error)?;
+    use crosspool::store::tensor_file::Element;
+    let mut out = Vec::new();
+    for shard in crosspool::store::shards::shard_layouts(&dir).map_err(error)? {
         let mut tensors = Vec::new();
-        for (name, info) in meta.tensors() {
-            let dtype = match info.dtype {
-                safetensors::Dtype::F32 => "<f4",
-                safetensors::Dtype::F16 => "<f2",
-                safetensors::Dtype::U32 => "<u4",
-                other => {
+        for (name, element, shape, offset) in shard.tensors {
+            let dtype = match element {
+                Element::F32 => "<f4",
+                Element::F16 => "<f2",
+                Element::U32 => "<u4",
+                Element::BF16 | Element::Other => {
                     return Err(error(format!(
-                        "feature shard {}: tensor {name} is {other:?}",
-                        path.display()
+                        "feature shard {}: tensor {name} is not f32, f16 or u32",
+                        shard.path.display()
                     )))
                 }
             };
-            tensors.push((
-                name,
-                dtype.to_string(),
-                info.shape.clone(),
-                8 + header + info.data_offsets.0,
-            ));
+            tensors.push((name, dtype.to_string(), shape, offset));
         }
-        tensors.sort();
-        let lines = read_manifest(&shard.manifest)
-            .map_err(error)?
+        let lines = shard
+            .lines
             .iter()
             .map(|l| {
                 let mut v = serde_json::to_value(l).map_err(error)?;
@@ -412,7 +385,7 @@ fn shard_layout(
                 Ok(v.to_string())
             })
             .collect::<PyResult<Vec<_>>>()?;
-        out.push((path.display().to_string(), tensors, lines));
+        out.push((shard.path.display().to_string(), tensors, lines));
     }
     Ok(out)
 }

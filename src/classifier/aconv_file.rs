@@ -64,7 +64,7 @@ impl AConvFile {
         let json = serde_json::to_string(&self.meta).map_err(|e| Error::Config(e.to_string()))?;
         let (v, c) = l.head();
         let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
-        super::file::save(
+        crate::store::trained::save(
             path,
             METADATA_KEY,
             json,
@@ -79,7 +79,8 @@ impl AConvFile {
 
     /// Reads a file [`AConvFile::save`] wrote.
     pub fn load(path: &Path) -> Result<Self> {
-        let mut file = super::file::load(path, "AConv layer", METADATA_KEY, "train-aconv")?;
+        let mut file =
+            crate::store::trained::load(path, "AConv layer", METADATA_KEY, "train-aconv")?;
         let meta: AConvMeta =
             serde_json::from_str(&file.json).map_err(|e| file.bad(e.to_string()))?;
         if meta.version != 1 {

@@ -2,7 +2,7 @@
 //! manifests, with its stored feature as one vector and the label `extract --labels` wrote.
 
 use crate::error::{Error, Result};
-use crate::store::shards::{bad_shard, for_each_shard, tensor_floats};
+use crate::store::shards::{bad_shard, for_each_shard};
 use crate::store::ExtractSettings;
 use std::path::Path;
 
@@ -61,14 +61,15 @@ impl FeatureSet {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let settings = for_each_shard(dir, |shard| {
             let path = shard.path;
-            let t = shard.tensors.tensor("features").map_err(|_| {
+            let t = shard.tensors.tensor("features").ok_or_else(|| {
                 Error::Config(format!(
                     "{} holds sign codes, not floats: a linear classifier needs features extracted with --format f32 or f16",
                     path.display()
                 ))
             })?;
-            let values =
-                tensor_floats(&t).ok_or_else(|| bad_shard(path, "features are not f32 or f16"))?;
+            let values = t
+                .to_f32()
+                .ok_or_else(|| bad_shard(path, "features are not f32 or f16"))?;
             let d = shard.settings.feature_rows * shard.settings.feature_cols;
             for line in shard.lines {
                 let Some(row) = line.ok_row() else {

@@ -9,7 +9,6 @@ pub mod aconv;
 pub mod aconv_file;
 pub mod cv;
 pub mod data;
-mod file;
 pub mod linear;
 pub mod metrics;
 pub mod model;

@@ -65,7 +65,7 @@ impl Classifier {
         };
         let json = serde_json::to_string(&meta).map_err(|e| Error::Config(e.to_string()))?;
         let k = self.classes.len();
-        super::file::save(
+        crate::store::trained::save(
             path,
             METADATA_KEY,
             json,
@@ -78,7 +78,8 @@ impl Classifier {
 
     /// Reads a file [`Classifier::save`] wrote.
     pub fn load(path: &Path) -> Result<Self> {
-        let mut file = super::file::load(path, "classifier", METADATA_KEY, "train-classifier")?;
+        let mut file =
+            crate::store::trained::load(path, "classifier", METADATA_KEY, "train-classifier")?;
         let m: Meta = serde_json::from_str(&file.json).map_err(|e| file.bad(e.to_string()))?;
         if m.version != 1 {
             return Err(file.bad(format!(

@@ -9,10 +9,10 @@ use crosspool::input::{
     expand_inputs, expand_sources, DecodeLimits, DecodeMode, DecodeOptions, ImageId, ImageSource,
 };
 use crosspool::job::{ExtractJob, ExtractOptions};
-use crosspool::store::writer::{OutputFormat, ShardWriter};
 use crosspool::pooling::{ChannelPooling, LocalWindow};
 use crosspool::store::labels::{LabelSource, Labels};
 use crosspool::store::shards::{part_prefix, settings_file};
+use crosspool::store::writer::{OutputFormat, ShardWriter};
 use crosspool::store::ExtractSettings;
 use std::path::{Path, PathBuf};
 

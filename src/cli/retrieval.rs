@@ -7,12 +7,12 @@ use crosspool::extract::{self, ExtractConfig};
 use crosspool::gpu::GpuOptions;
 use crosspool::input::{DecodeLimits, DecodeOptions};
 use crosspool::job::{ExtractJob, ExtractOptions};
-use crosspool::store::writer::{OutputFormat, Row, RowData};
 use crosspool::pooling::Quantization;
 use crosspool::retrieval::eval::load_ground_truth;
 use crosspool::retrieval::score::rank;
 use crosspool::retrieval::search::{channel_selection, evaluate, Scorer};
 use crosspool::retrieval::{RetrievalIndex, Storage};
+use crosspool::store::writer::{OutputFormat, Row, RowData};
 use std::path::PathBuf;
 
 /// How `index` stores the features.

@@ -10,8 +10,8 @@ use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::input::{failure_reason, prepare_source, DecodeOptions, ImageSource};
 use crate::model::Preprocess;
-use crate::store::writer::{OutputFormat, Row, RowData, RowSink};
 use crate::pipeline::Extractor;
+use crate::store::writer::{OutputFormat, Row, RowData, RowSink};
 use rayon::prelude::*;
 use std::sync::mpsc::sync_channel;
 

@@ -4,10 +4,10 @@
 
 use super::{BatchRows, BatchRunner, ExtractConfig, F16_OVERFLOW};
 use crate::error::Result;
-use crate::store::writer::RowData;
 use crate::pipeline::{Backend, ExtractWorkspace, Extractor};
 use crate::pooling::Quantization;
 use crate::shape::Shape4;
+use crate::store::writer::RowData;
 use std::collections::HashMap;
 
 /// Computes batches with `extractor` on `backend`.

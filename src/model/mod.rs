@@ -6,4 +6,5 @@ mod weights_file;
 
 pub use arch::{Arch, Layer, LayerKind};
 pub use preprocess::{ChannelOrder, Preprocess};
+pub(crate) use weights_file::layers_to_load;
 pub use weights_file::ModelWeights;

@@ -14,13 +14,11 @@
 //! - `images.jsonl`: the image paths, one JSON string a line, in row order.
 
 use crate::error::{Error, Result};
-use crate::store::writer::write_atomic;
 use crate::pooling::Quantization;
-use crate::store::shards::{bad_shard, for_each_shard, tensor_floats};
+use crate::store::shards::{bad_shard, for_each_shard};
+use crate::store::tensor_file::{self, write_atomic, Element, TensorFile, View};
 use crate::store::ExtractSettings;
 use rayon::prelude::*;
-use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -213,7 +211,7 @@ impl RetrievalIndex {
         meta.insert("crosspool.index.version".into(), INDEX_VERSION.to_string());
         meta.insert("crosspool.index.rows".into(), self.rows.to_string());
         meta.insert("crosspool.index.cols".into(), self.cols.to_string());
-        let (name, dtype, shape, bytes): (&str, Dtype, Vec<usize>, &[u8]) = match &self.data {
+        let (name, element, shape, bytes): (&str, Element, Vec<usize>, &[u8]) = match &self.data {
             IndexData::Codes {
                 format,
                 words_per_row,
@@ -225,7 +223,7 @@ impl RetrievalIndex {
                 );
                 (
                     "codes",
-                    Dtype::U32,
+                    Element::U32,
                     vec![n, self.rows, *words_per_row],
                     bytemuck::cast_slice(words),
                 )
@@ -234,28 +232,17 @@ impl RetrievalIndex {
                 meta.insert("crosspool.index.kind".into(), kind_name(None).into());
                 (
                     "features",
-                    Dtype::F32,
+                    Element::F32,
                     vec![n, self.rows, self.cols],
                     bytemuck::cast_slice(v),
                 )
             }
         };
         let path = dir.join("index.safetensors");
-        let bad = |e: safetensors::SafeTensorError| bad_index(&path, e.to_string());
-        let mut views = vec![(
-            name,
-            safetensors::tensor::TensorView::new(dtype, shape, bytes).map_err(bad)?,
-        )];
+        let mut views = vec![(name, element, shape, bytes)];
         if let Some(g) = &self.guide_mean {
-            views.push((
-                "guide_mean",
-                safetensors::tensor::TensorView::new(
-                    Dtype::F32,
-                    vec![n, self.rows],
-                    bytemuck::cast_slice(g),
-                )
-                .map_err(bad)?,
-            ));
+            let g = bytemuck::cast_slice(g);
+            views.push(("guide_mean", Element::F32, vec![n, self.rows], g));
         }
         let mut lines = String::new();
         for p in &self.paths {
@@ -266,7 +253,8 @@ impl RetrievalIndex {
         // two is found on loading, rather than new names read beside old codes.
         meta.insert(IMAGES_FINGERPRINT.into(), fingerprint(lines.as_bytes()));
         write_atomic(&dir.join("images.jsonl"), lines.as_bytes())?;
-        let data = safetensors::serialize(views, Some(meta)).map_err(bad)?;
+        let data =
+            tensor_file::serialize(meta, &views).map_err(|e| bad_index(&path, e.to_string()))?;
         write_atomic(&path, &data)
     }
 
@@ -274,9 +262,8 @@ impl RetrievalIndex {
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join("index.safetensors");
         let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
-        let (_, meta) =
-            SafeTensors::read_metadata(&bytes).map_err(|e| bad_index(&path, e.to_string()))?;
-        let meta = meta.metadata().clone().unwrap_or_default();
+        let st = TensorFile::parse(&bytes).map_err(|e| bad_index(&path, e))?;
+        let meta = st.meta.clone();
         let all: BTreeMap<String, String> =
             meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let version = match all.get("crosspool.index.version").map(|v| v.parse::<u32>()) {
@@ -292,7 +279,6 @@ impl RetrievalIndex {
         let settings = ExtractSettings::from_metadata(&meta, &path.display().to_string())?;
         let rows = meta_usize(&all, "crosspool.index.rows", &path)?;
         let cols = meta_usize(&all, "crosspool.index.cols", &path)?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| bad_index(&path, e.to_string()))?;
         let list = dir.join("images.jsonl");
         let names = std::fs::read_to_string(&list).map_err(Error::io(&list))?;
         if let Some(want) = all.get(IMAGES_FINGERPRINT) {
@@ -317,32 +303,31 @@ impl RetrievalIndex {
             Some(Some(format)) => {
                 let t = st
                     .tensor("codes")
-                    .map_err(|_| bad_index(&path, "no codes tensor"))?;
+                    .ok_or_else(|| bad_index(&path, "no codes tensor"))?;
                 let wpr = format.words_per_row(cols);
-                if t.dtype() != Dtype::U32 || t.shape() != [n, rows, wpr] {
+                if t.element != Element::U32 || t.shape != [n, rows, wpr] {
                     return Err(bad_index(
                         &path,
                         format!(
                             "codes are {:?} {:?}, expected U32 [{n}, {rows}, {wpr}] for {n} images",
-                            t.dtype(),
-                            t.shape()
+                            t.dtype_name, t.shape
                         ),
                     ));
                 }
                 IndexData::Codes {
                     format,
                     words_per_row: wpr,
-                    words: bytemuck::pod_collect_to_vec(t.data()),
+                    words: bytemuck::pod_collect_to_vec(t.data),
                 }
             }
             Some(None) => {
                 let t = st
                     .tensor("features")
-                    .map_err(|_| bad_index(&path, "no features tensor"))?;
-                if t.dtype() != Dtype::F32 || t.shape() != [n, rows, cols] {
-                    return Err(bad_index(&path, format!("features are {:?} {:?}, expected F32 [{n}, {rows}, {cols}] for {n} images", t.dtype(), t.shape())));
+                    .ok_or_else(|| bad_index(&path, "no features tensor"))?;
+                if t.element != Element::F32 || t.shape != [n, rows, cols] {
+                    return Err(bad_index(&path, format!("features are {} {:?}, expected F32 [{n}, {rows}, {cols}] for {n} images", t.dtype_name, t.shape)));
                 }
-                IndexData::Floats(bytemuck::pod_collect_to_vec(t.data()))
+                IndexData::Floats(bytemuck::pod_collect_to_vec(t.data))
             }
             None => {
                 return Err(bad_index(
@@ -352,13 +337,13 @@ impl RetrievalIndex {
             }
         };
         let guide_mean = match st.tensor("guide_mean") {
-            Ok(g) => {
-                if g.dtype() != Dtype::F32 || g.shape() != [n, rows] {
+            Some(g) => {
+                if g.element != Element::F32 || g.shape != [n, rows] {
                     return Err(bad_index(&path, "guide_mean does not match the features"));
                 }
-                Some(bytemuck::pod_collect_to_vec(g.data()))
+                Some(bytemuck::pod_collect_to_vec(g.data))
             }
-            Err(_) => None,
+            None => None,
         };
         Ok(RetrievalIndex {
             rows,
@@ -468,19 +453,19 @@ impl IndexBuilder {
     fn add_shard(
         &mut self,
         path: &Path,
-        st: &SafeTensors<'_>,
+        st: &TensorFile<'_>,
         ok_rows: &[(String, usize)],
     ) -> Result<()> {
-        let data = st.tensor("codes").or_else(|_| st.tensor("features"));
-        let t = data.map_err(|_| bad_shard(path, "holds neither codes nor features"))?;
+        let data = st.tensor("codes").or_else(|| st.tensor("features"));
+        let t = data.ok_or_else(|| bad_shard(path, "holds neither codes nor features"))?;
         // Each tensor is read once: checked for non-finite values, then taken from.
-        let floats = tensor_floats(&t);
-        let guide = st.tensor("guide_mean").ok();
-        let guide_values = guide.as_ref().and_then(tensor_floats);
-        let per = |t: &TensorView<'_>| t.shape().iter().skip(1).product::<usize>();
+        let floats = t.to_f32();
+        let guide = st.tensor("guide_mean");
+        let guide_values = guide.and_then(View::to_f32);
+        let per = |t: &View<'_>| t.shape.iter().skip(1).product::<usize>();
         let mut checked = Vec::new();
         if let Some(v) = &floats {
-            checked.push(("features", &v[..], per(&t)));
+            checked.push(("features", &v[..], per(t)));
         }
         if let (Some(g), Some(v)) = (&guide, &guide_values) {
             checked.push(("guide_mean", &v[..], per(g)));
@@ -488,13 +473,8 @@ impl IndexBuilder {
         let (good, bad) = split_finite(path, &checked, ok_rows);
         self.stats.rejected.extend(bad);
         let ok_rows = &good[..];
-        let images = self.add_features(path, &t, floats.as_deref(), ok_rows)?;
-        self.add_guide(
-            path,
-            guide.as_ref().zip(guide_values.as_deref()),
-            images,
-            ok_rows,
-        )?;
+        let images = self.add_features(path, t, floats.as_deref(), ok_rows)?;
+        self.add_guide(path, guide.zip(guide_values.as_deref()), images, ok_rows)?;
         self.stats.shards += 1;
         self.stats.images += ok_rows.len();
         self.paths.extend(ok_rows.iter().map(|(p, _)| p.clone()));
@@ -506,12 +486,12 @@ impl IndexBuilder {
     fn add_features(
         &mut self,
         path: &Path,
-        t: &TensorView<'_>,
+        t: &View<'_>,
         floats: Option<&[f32]>,
         ok_rows: &[(String, usize)],
     ) -> Result<usize> {
         let (rows, cols) = (self.rows, self.cols);
-        let shape = t.shape().to_vec();
+        let shape = t.shape.clone();
         let per: usize = shape.iter().skip(1).product();
         let fits =
             shape.len() == 3 && shape[1] == rows && ok_rows.iter().all(|(_, r)| *r < shape[0]);
@@ -525,15 +505,15 @@ impl IndexBuilder {
             ));
         }
         let row_range = |r: usize| r * per..(r + 1) * per;
-        match (floats, t.dtype(), self.binarize) {
-            (None, Dtype::U32, Some(q)) => {
+        match (floats, t.element, self.binarize) {
+            (None, Element::U32, Some(q)) => {
                 if shape[2] != q.words_per_row(cols) {
                     return Err(bad_shard(
                         path,
                         format!("{} words per row for {cols} values", shape[2]),
                     ));
                 }
-                let all: Vec<u32> = bytemuck::pod_collect_to_vec(t.data());
+                let all: Vec<u32> = bytemuck::pod_collect_to_vec(t.data);
                 for (_, r) in ok_rows {
                     self.words.extend_from_slice(&all[row_range(*r)]);
                 }
@@ -570,7 +550,7 @@ impl IndexBuilder {
     fn add_guide(
         &mut self,
         path: &Path,
-        guide: Option<(&TensorView<'_>, &[f32])>,
+        guide: Option<(&View<'_>, &[f32])>,
         images: usize,
         ok_rows: &[(String, usize)],
     ) -> Result<()> {
@@ -582,8 +562,8 @@ impl IndexBuilder {
         match guide {
             Some((g, all)) => {
                 if self.has_guide == Some(false)
-                    || g.dtype() != Dtype::F32
-                    || g.shape() != [images, rows]
+                    || g.element != Element::F32
+                    || g.shape != [images, rows]
                 {
                     return Err(bad_shard(
                         path,

@@ -4,8 +4,12 @@
 //! an output directory or an index goes through these, so a format change is made here once.
 
 pub mod labels;
+pub mod pca_file;
 pub mod settings;
 pub mod shards;
+pub mod tensor_file;
+pub mod trained;
+pub mod weights_file;
 pub mod writer;
 
 pub use settings::ExtractSettings;

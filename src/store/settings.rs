@@ -16,8 +16,8 @@ use crate::features::{FeatureRequest, FeatureSpec, NormPreset, Pooling};
 use crate::gpu::Dtype;
 use crate::input::DecodeMode;
 use crate::model::Arch;
-use crate::store::writer::OutputFormat;
 use crate::pooling::{ChannelPooling, LocalWindow, Quantization};
+use crate::store::writer::OutputFormat;
 use std::collections::{BTreeMap, HashMap};
 
 /// The settings format this crosspool writes, and the newest it reads.
@@ -312,15 +312,12 @@ impl ExtractSettings {
         } == *other
     }
 
-    /// The settings in a feature shard's safetensors header (`path` names it in errors).
+    /// The settings in a feature shard's metadata (`path` names it in errors).
     pub fn of_shard(
-        header: &safetensors::tensor::Metadata,
+        meta: &std::collections::HashMap<String, String>,
         path: &std::path::Path,
     ) -> Result<Self> {
-        Self::from_metadata(
-            &header.metadata().clone().unwrap_or_default(),
-            &path.display().to_string(),
-        )
+        Self::from_metadata(meta, &path.display().to_string())
     }
 
     /// Refuses the shard at `path` unless it was extracted as `first` (the first shard read,

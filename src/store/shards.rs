@@ -377,21 +377,6 @@ pub fn parse_part_prefix(prefix: &str) -> Option<(usize, usize)> {
     Some((i.parse().ok()?, n.parse().ok()?))
 }
 
-/// A stored feature tensor's values as f32 (F32 as they are, F16 widened); `None` for packed
-/// codes or any other type.
-pub fn tensor_floats(t: &safetensors::tensor::TensorView<'_>) -> Option<Vec<f32>> {
-    match t.dtype() {
-        safetensors::Dtype::F32 => Some(bytemuck::pod_collect_to_vec(t.data())),
-        safetensors::Dtype::F16 => Some(
-            bytemuck::pod_collect_to_vec::<u8, u16>(t.data())
-                .into_iter()
-                .map(|h| half::f16::from_bits(h).to_f32())
-                .collect(),
-        ),
-        _ => None,
-    }
-}
-
 /// The finished shards in `dir`, of the part with `prefix` or (`None`) of every part,
 /// sorted by part and number. A directory that does not exist holds none.
 pub fn finished_shards(dir: &Path, prefix: Option<&str>) -> Result<Vec<FinishedShard>> {
@@ -441,7 +426,54 @@ pub struct ShardContents<'a> {
     /// Its manifest, one line per image, in input order.
     pub lines: Vec<ManifestLine>,
     /// Its tensors.
-    pub tensors: safetensors::SafeTensors<'a>,
+    pub tensors: super::tensor_file::TensorFile<'a>,
+}
+
+/// Where one finished shard's tensors lie in its file, for memory-mapping (Python's
+/// `read_shards`), and its manifest.
+pub struct ShardLayout {
+    /// The `.safetensors` file.
+    pub path: PathBuf,
+    /// Per tensor, by name: element type, shape and byte offset in the file.
+    pub tensors: Vec<(String, super::tensor_file::Element, Vec<usize>, usize)>,
+    /// Its manifest, one line per image, in input order.
+    pub lines: Vec<ManifestLine>,
+}
+
+/// The layout of every finished shard of `dir` (all parts, in order), reading only headers
+/// and manifests. No finished shard, an unreadable one, or parts extracted with different
+/// settings are errors.
+pub fn shard_layouts(dir: &Path) -> Result<Vec<ShardLayout>> {
+    let shards = finished_shards(dir, None)?;
+    if shards.is_empty() {
+        return Err(Error::Config(format!(
+            "{} holds no finished shards (run crosspool extract --out {} first)",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    let mut first = None;
+    let mut out = Vec::new();
+    for shard in shards {
+        let path = shard.data;
+        let file = std::fs::File::open(&path).map_err(Error::io(&path))?;
+        // SAFETY: read only while the file is open here; shards are written under a
+        // temporary name and renamed, never changed in place.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(Error::io(&path))?;
+        let st = super::tensor_file::TensorFile::parse(&map).map_err(|e| bad_shard(&path, e))?;
+        super::ExtractSettings::of_shard(&st.meta, &path)?.check_one_set(&path, &mut first)?;
+        let mut tensors: Vec<_> = st
+            .tensors()
+            .map(|(name, t)| (name.to_string(), t.element, t.shape.clone(), t.offset))
+            .collect();
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        out.push(ShardLayout {
+            lines: read_manifest(&shard.manifest)?,
+            path,
+            tensors,
+        });
+    }
+    Ok(out)
 }
 
 /// Reads every finished shard of `dir` (all parts, in order) and hands each to `f`. A
@@ -451,18 +483,15 @@ pub fn for_each_shard(
     dir: &Path,
     mut f: impl FnMut(ShardContents<'_>) -> Result<()>,
 ) -> Result<super::ExtractSettings> {
-    use safetensors::SafeTensors;
     let shards = finished_shards(dir, None)?;
     let mut first: Option<(super::ExtractSettings, PathBuf)> = None;
     for shard in &shards {
         let path = &shard.data;
         let bytes = std::fs::read(path).map_err(Error::io(path))?;
-        let (_, meta) =
-            SafeTensors::read_metadata(&bytes).map_err(|e| bad_shard(path, e.to_string()))?;
-        let settings = super::ExtractSettings::of_shard(&meta, path)?;
-        settings.check_one_set(path, &mut first)?;
         let tensors =
-            SafeTensors::deserialize(&bytes).map_err(|e| bad_shard(path, e.to_string()))?;
+            super::tensor_file::TensorFile::parse(&bytes).map_err(|e| bad_shard(path, e))?;
+        let settings = super::ExtractSettings::of_shard(&tensors.meta, path)?;
+        settings.check_one_set(path, &mut first)?;
         f(ShardContents {
             path,
             settings,

@@ -8,10 +8,10 @@ use crate::input::{ImageId, ImageSource};
 use crate::pooling::Quantization;
 use crate::store::shards::{
     finished_shards, lock_part, parse_part_prefix, part_settings_files, read_manifest,
-    settings_file, shard_file, tensor_floats, PartLock,
+    settings_file, shard_file, PartLock,
 };
+use crate::store::tensor_file::{self, Element, TensorFile, View};
 use crate::store::{ExtractSettings, ManifestLine};
-use safetensors::Dtype;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -129,16 +129,6 @@ pub struct ShardWriter {
     earlier_failures: usize,
 }
 
-/// Writes `data` to a temporary name beside `path` and renames it, so that `path` is either
-/// absent or complete.
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".partial");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, data).map_err(Error::write(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(Error::write(path))
-}
-
 impl ShardWriter {
     /// Opens `dir` for writing the part with file-name `prefix` (`""`, or `partIofN-`).
     /// `settings` describe the run; with `resume`, they must equal those the part was started
@@ -228,7 +218,7 @@ impl ShardWriter {
                 next = next.max(shard.index + 1);
             }
         }
-        write_atomic(&settings_path, settings.to_json().as_bytes())?;
+        tensor_file::write_atomic(&settings_path, settings.to_json().as_bytes())?;
         let row_shape = [
             settings.feature_rows,
             settings.format.stored_cols(settings.feature_cols),
@@ -350,31 +340,24 @@ impl ShardWriter {
             );
             lines.push('\n');
         }
-        let (tensor, dtype) = match self.format {
-            OutputFormat::F32 => ("features", Dtype::F32),
-            OutputFormat::F16 => ("features", Dtype::F16),
-            OutputFormat::Sign2 | OutputFormat::Bits1 => ("codes", Dtype::U32),
+        let (tensor, element) = match self.format {
+            OutputFormat::F32 => ("features", Element::F32),
+            OutputFormat::F16 => ("features", Element::F16),
+            OutputFormat::Sign2 | OutputFormat::Bits1 => ("codes", Element::U32),
         };
-        let bad = |e: safetensors::SafeTensorError| Error::Config(format!("shard {name}: {e}"));
-        let mut views = vec![(
-            tensor,
-            safetensors::tensor::TensorView::new(dtype, vec![n, d1, d2], &bytes).map_err(bad)?,
-        )];
+        let mut views = vec![(tensor, element, vec![n, d1, d2], &bytes[..])];
         if guide_rows > 0 {
             if guide_rows != n {
                 return Err(Error::Config(format!(
                     "shard {name}: {guide_rows} of {n} images have guidance means"
                 )));
             }
-            views.push((
-                "guide_mean",
-                safetensors::tensor::TensorView::new(Dtype::F32, vec![n, d1], &guide)
-                    .map_err(bad)?,
-            ));
+            views.push(("guide_mean", Element::F32, vec![n, d1], &guide[..]));
         }
-        let data = safetensors::serialize(views, Some(self.meta.clone())).map_err(bad)?;
-        write_atomic(&self.dir.join(&name), &data)?;
-        write_atomic(
+        let data = tensor_file::serialize(self.meta.clone(), &views)
+            .map_err(|e| Error::Config(format!("shard {name}: {e}")))?;
+        tensor_file::write_atomic(&self.dir.join(&name), &data)?;
+        tensor_file::write_atomic(
             &self.dir.join(self.shard_name(self.next, "jsonl")),
             lines.as_bytes(),
         )?;
@@ -405,24 +388,18 @@ pub fn export_npy(dir: &Path, prefix: Option<&str>, out: &Path) -> Result<(usize
         let path = &shard.data;
         let map = map_file(path)?;
         let st = read_shard(path, &map)?;
-        let (_, header) =
-            safetensors::SafeTensors::read_metadata(&map).map_err(|e| Error::BadFile {
-                path: path.display().to_string(),
-                what: "feature shard",
-                message: e.to_string(),
-            })?;
-        ExtractSettings::of_shard(&header, path)?.check_one_set(path, &mut first)?;
+        ExtractSettings::of_shard(&st.meta, path)?.check_one_set(path, &mut first)?;
         let t = features_of(path, &st)?;
-        let s = t.shape();
+        let s = &t.shape;
         let this = [s[1], s[2]];
-        if shape.is_some_and(|p| p != this) || dtype.is_some_and(|d| d != t.dtype()) {
+        if shape.is_some_and(|p| p != this) || dtype.is_some_and(|d| d != t.element) {
             return Err(Error::Config(format!(
                 "{} does not match the other shards",
                 path.display()
             )));
         }
         shape = Some(this);
-        dtype = Some(t.dtype());
+        dtype = Some(t.element);
         rows += s[0];
     }
     let shape = shape.ok_or_else(|| {
@@ -440,8 +417,8 @@ pub fn export_npy(dir: &Path, prefix: Option<&str>, out: &Path) -> Result<(usize
         })
     })?;
     let descr = match dtype {
-        Some(Dtype::F16) => "<f2",
-        Some(Dtype::U32) => "<u4",
+        Some(Element::F16) => "<f2",
+        Some(Element::U32) => "<u4",
         _ => "<f4",
     };
     let mut header = format!(
@@ -470,8 +447,8 @@ pub fn export_npy(dir: &Path, prefix: Option<&str>, out: &Path) -> Result<(usize
             let map = map_file(path)?;
             let st = read_shard(path, &map)?;
             let t = features_of(path, &st)?;
-            check_finite(&shard.manifest, path, &t)?;
-            file.write_all(t.data()).map_err(write)?;
+            check_finite(&shard.manifest, path, t)?;
+            file.write_all(t.data).map_err(write)?;
         }
         file.into_inner()
             .map_err(|e| write(e.into_error()))?
@@ -496,35 +473,28 @@ fn map_file(path: &Path) -> Result<memmap2::Mmap> {
 }
 
 /// A feature shard's tensors.
-fn read_shard<'a>(path: &Path, bytes: &'a [u8]) -> Result<safetensors::SafeTensors<'a>> {
-    safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::BadFile {
+fn read_shard<'a>(path: &Path, bytes: &'a [u8]) -> Result<TensorFile<'a>> {
+    TensorFile::parse(bytes).map_err(|message| Error::BadFile {
         path: path.display().to_string(),
         what: "feature shard",
-        message: e.to_string(),
+        message,
     })
 }
 
 /// A shard's `features` (or `codes`) tensor.
-fn features_of<'a>(
-    path: &Path,
-    st: &safetensors::SafeTensors<'a>,
-) -> Result<safetensors::tensor::TensorView<'a>> {
+fn features_of<'a, 'f>(path: &Path, st: &'f TensorFile<'a>) -> Result<&'f View<'a>> {
     st.tensor("features")
-        .or_else(|_| st.tensor("codes"))
-        .map_err(|_| Error::Config(format!("{} holds no features", path.display())))
+        .or_else(|| st.tensor("codes"))
+        .ok_or_else(|| Error::Config(format!("{} holds no features", path.display())))
 }
 
 /// Fails, naming the image, shard and row, if any stored float is NaN or infinite (a
 /// corrupted shard), rather than export it.
-fn check_finite(
-    manifest: &Path,
-    path: &Path,
-    t: &safetensors::tensor::TensorView<'_>,
-) -> Result<()> {
-    let Some(values) = tensor_floats(t) else {
+fn check_finite(manifest: &Path, path: &Path, t: &View<'_>) -> Result<()> {
+    let Some(values) = t.to_f32() else {
         return Ok(());
     };
-    let per: usize = t.shape().iter().skip(1).product::<usize>().max(1);
+    let per: usize = t.shape.iter().skip(1).product::<usize>().max(1);
     let Some(row) = values
         .chunks(per)
         .position(|r| r.iter().any(|x| !x.is_finite()))
@@ -561,7 +531,7 @@ fn rewrite_manifest<'a>(path: &Path, lines: impl Iterator<Item = &'a ManifestLin
         );
         text.push('\n');
     }
-    write_atomic(path, text.as_bytes())
+    tensor_file::write_atomic(path, text.as_bytes())
 }
 
 /// Refuses a part whose settings differ from those another part of `dir` recorded: the
