@@ -32,16 +32,12 @@ wgsl_uniform! {
 }
 
 /// The compiled cross-layer pipeline.
-pub struct CrossLayerKernel {
-    kernel: Kernel,
-}
+pub struct CrossLayerKernel(Kernel);
 
 impl CrossLayerKernel {
     /// Compiles the kernel.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        Ok(CrossLayerKernel {
-            kernel: ctx.kernel(&CROSSLAYER, "main")?,
-        })
+        ctx.kernel(&CROSSLAYER, "main").map(CrossLayerKernel)
     }
 
     /// Records `out[g] (+)=` the pooling `op` (see [`CrossLayer`]); with `accumulate` it adds
@@ -154,7 +150,7 @@ impl CrossLayerKernel {
             record(
                 ctx,
                 enc,
-                &self.kernel,
+                &self.0,
                 &params,
                 &[aw.bind(&a.buffer), xw.bind(&x.buffer), ow.bind(&out.buffer)],
                 (

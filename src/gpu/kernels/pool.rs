@@ -1,7 +1,7 @@
 //! Host side of `shaders/maxpool2d.wgsl`.
 
 use crate::error::Result;
-use crate::gpu::dispatch::record_threads;
+use crate::gpu::dispatch::{record, Grid};
 use crate::gpu::plan::plan_row_bands;
 use crate::gpu::tensor::{Dtype, GpuTensor};
 use crate::gpu::{GpuContext, Kernel};
@@ -89,13 +89,13 @@ impl MaxPool2dKernel {
                 in_row0: band.in_row0 as u32,
                 count: count as u32,
             };
-            record_threads(
+            record(
                 ctx,
                 enc,
                 &kernel,
                 &params,
                 &[iw.bind(&input.buffer), ow.bind(&output.buffer)],
-                (count, WORKGROUP),
+                Grid::Threads(count, WORKGROUP),
             );
         }
         Ok(())

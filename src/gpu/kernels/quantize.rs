@@ -1,7 +1,7 @@
 //! Host side of `shaders/quantize.wgsl`.
 
 use crate::error::Result;
-use crate::gpu::dispatch::record_threads;
+use crate::gpu::dispatch::{record, Grid};
 use crate::gpu::plan::{plan_image_chunks, BindingWindow};
 use crate::gpu::tensor::{GpuFeatures, GpuPacked};
 use crate::gpu::{GpuContext, Kernel};
@@ -90,13 +90,13 @@ impl QuantizeKernel {
                 _pad0: 0,
                 _pad1: 0,
             };
-            record_threads(
+            record(
                 ctx,
                 enc,
                 pipeline,
                 &params,
                 &[dw.bind(&f.buffer), ow.bind(&out.buffer)],
-                (n, WORKGROUP),
+                Grid::Threads(n, WORKGROUP),
             );
         }
         Ok(())

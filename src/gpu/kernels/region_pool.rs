@@ -1,7 +1,7 @@
 //! Host side of `shaders/region_pool.wgsl`: the sum / max pooling baselines.
 
 use crate::error::{Error, Result};
-use crate::gpu::dispatch::record_threads;
+use crate::gpu::dispatch::{record, Grid};
 use crate::gpu::plan::{plan_image_chunks, BindingWindow};
 use crate::gpu::tensor::{create_storage, GpuFeatures, GpuTensor};
 use crate::gpu::{Binding, GpuBuffer, GpuContext, Kernel};
@@ -52,16 +52,12 @@ impl GpuRegions {
 }
 
 /// The compiled region-pooling pipeline.
-pub struct RegionPoolKernel {
-    kernel: Kernel,
-}
+pub struct RegionPoolKernel(Kernel);
 
 impl RegionPoolKernel {
     /// Compiles the kernel.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        Ok(RegionPoolKernel {
-            kernel: ctx.kernel(&REGION_POOL, "main")?,
-        })
+        ctx.kernel(&REGION_POOL, "main").map(RegionPoolKernel)
     }
 
     /// Records `out[n][r][c] = sum or max of x over region r`; `out` is `n x regions x c`.
@@ -163,17 +159,17 @@ impl RegionPoolKernel {
                 mode,
                 out_base: ow.base,
             };
-            record_threads(
+            record(
                 ctx,
                 enc,
-                &self.kernel,
+                &self.0,
                 &params,
                 &[
                     iw.bind(&x.buffer),
                     Binding::whole(&gpu_regions.buffer),
                     ow.bind(out),
                 ],
-                (n, WORKGROUP),
+                Grid::Threads(n, WORKGROUP),
             );
         }
         Ok(())

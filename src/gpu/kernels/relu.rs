@@ -1,7 +1,7 @@
 //! Host side of `shaders/relu.wgsl`.
 
 use crate::error::Result;
-use crate::gpu::dispatch::record_threads;
+use crate::gpu::dispatch::{record, Grid};
 use crate::gpu::plan::{plan_chunks, BindingWindow};
 use crate::gpu::tensor::GpuTensor;
 use crate::gpu::{GpuContext, Kernel};
@@ -22,16 +22,12 @@ wgsl_uniform! {
 }
 
 /// The compiled in-place ReLU pipeline.
-pub struct ReluKernel {
-    kernel: Kernel,
-}
+pub struct ReluKernel(Kernel);
 
 impl ReluKernel {
     /// Compiles the kernel.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        Ok(ReluKernel {
-            kernel: ctx.kernel(&RELU, "main")?,
-        })
+        ctx.kernel(&RELU, "main").map(ReluKernel)
     }
 
     /// Records `t = max(t, 0)` in place, in chunks that fit the binding limit.
@@ -51,13 +47,13 @@ impl ReluKernel {
                 _pad0: 0,
                 _pad1: 0,
             };
-            record_threads(
+            record(
                 ctx,
                 enc,
-                &self.kernel,
+                &self.0,
                 &params,
                 &[win.bind(&t.buffer)],
-                (len, WORKGROUP),
+                Grid::Threads(len, WORKGROUP),
             );
         }
         Ok(())

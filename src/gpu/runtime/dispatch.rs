@@ -4,6 +4,22 @@ use super::buffer::Binding;
 use super::cache::Kernel;
 use crate::gpu::GpuContext;
 
+/// How many workgroups a dispatch runs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Grid {
+    /// Exactly these workgroups along x, y and z.
+    Groups(u32, u32, u32),
+    /// At least `threads` threads, one an element, in workgroups of `workgroup` threads: a
+    /// grid from [`grid_for`] within the device limit.
+    Threads(u64, u32),
+}
+
+impl From<(u32, u32, u32)> for Grid {
+    fn from((x, y, z): (u32, u32, u32)) -> Self {
+        Grid::Groups(x, y, z)
+    }
+}
+
 /// Records a dispatch of `kernel` with `params` at binding 0 and `storage[i]` at binding i+1.
 /// The bind group (and its uniform buffer) comes from the context's cache: recording the same
 /// dispatch again creates nothing.
@@ -13,8 +29,14 @@ pub(crate) fn record<P: bytemuck::Pod>(
     kernel: &Kernel,
     params: &P,
     storage: &[Binding<'_>],
-    workgroups: (u32, u32, u32),
+    grid: impl Into<Grid>,
 ) {
+    let (x, y, z) = match grid.into() {
+        Grid::Groups(x, y, z) => (x, y, z),
+        Grid::Threads(threads, workgroup) => {
+            grid_for(threads.div_ceil(workgroup as u64), ctx.max_workgroups())
+        }
+    };
     let bind_group = ctx.bind_group(kernel, bytemuck::bytes_of(params), storage);
     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
         label: Some(kernel.id.0),
@@ -22,21 +44,7 @@ pub(crate) fn record<P: bytemuck::Pod>(
     });
     pass.set_pipeline(&kernel.pipeline);
     pass.set_bind_group(0, &bind_group, &[]);
-    pass.dispatch_workgroups(workgroups.0, workgroups.1, workgroups.2);
-}
-
-/// [`record`] over `threads` threads, one an element, in workgroups of `workgroup`: the grid
-/// from [`grid_for`] within the device limit.
-pub(crate) fn record_threads<P: bytemuck::Pod>(
-    ctx: &GpuContext,
-    encoder: &mut wgpu::CommandEncoder,
-    kernel: &Kernel,
-    params: &P,
-    storage: &[Binding<'_>],
-    (threads, workgroup): (u64, u32),
-) {
-    let grid = grid_for(threads.div_ceil(workgroup as u64), ctx.max_workgroups());
-    record(ctx, encoder, kernel, params, storage, grid);
+    pass.dispatch_workgroups(x, y, z);
 }
 
 /// A 2-D grid of at least `groups` workgroups, each side within the device limit; shaders

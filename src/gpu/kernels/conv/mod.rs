@@ -15,7 +15,7 @@ pub use types::ConvTypes;
 pub use weights::GpuConv2d;
 
 use crate::error::{Error, Result};
-use crate::gpu::dispatch::{record, record_threads};
+use crate::gpu::dispatch::{record, Grid};
 use crate::gpu::plan::plan_row_bands;
 use crate::gpu::shaders::wgsl_uniform;
 use crate::gpu::tensor::{Dtype, GpuTensor, Scratch};
@@ -357,7 +357,7 @@ impl Conv2dKernel {
                         _pad0: 0,
                         _pad1: 0,
                     };
-                    record_threads(
+                    record(
                         ctx,
                         enc,
                         &self.reduce_kernel(ctx, output.dtype, layer.dtype)?,
@@ -368,7 +368,7 @@ impl Conv2dKernel {
                             ow.bind(&output.buffer),
                             Binding::whole(flags),
                         ],
-                        (count, REDUCE_WORKGROUP),
+                        Grid::Threads(count, REDUCE_WORKGROUP),
                     );
                 }
             }
