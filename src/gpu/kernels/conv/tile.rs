@@ -124,14 +124,15 @@ impl ConvTile {
         }
     }
 
-    /// The tile `CROSSPOOL_CONV_TILE` forces (`small`, `large`, `splitN`, `coop`: for the
-    /// layers with f16 weights), or `None` for the choice per layer (unset or `auto`).
+    /// The tile `CROSSPOOL_CONV_TILE` forces (`small`, `large`, `large2`, `whole`, `splitN`,
+    /// `coop`: for the layers with f16 weights), or `None` for the choice per layer (unset or
+    /// `auto`).
     pub fn from_env() -> Result<Option<Self>> {
         match std::env::var("CROSSPOOL_CONV_TILE").as_deref() {
             Err(_) | Ok("") | Ok("auto") => Ok(None),
             Ok(name) => Self::from_name(name).map(Some).ok_or_else(|| {
                 Error::Config(format!(
-                    "CROSSPOOL_CONV_TILE={name} is not one of auto, small, large, split2 .. split64, coop"
+                    "CROSSPOOL_CONV_TILE={name} is not one of auto, small, large, large2, whole, split2 .. split64, coop"
                 ))
             }),
         }
