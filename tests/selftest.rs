@@ -172,3 +172,26 @@ fn kernels_broken_on_purpose_fail_their_rows_and_the_exit_status() {
     assert!(stderr.contains("shaders: from"), "{stderr}");
     assert!(stderr.contains("check(s) failed"), "{stderr}");
 }
+
+#[test]
+fn a_misspelt_tile_is_refused_before_any_check_runs() {
+    let out = Command::new(env!("CARGO_BIN_EXE_crosspool"))
+        .args(["selftest", "--quick"])
+        .env("CROSSPOOL_CONV_TILE", "larg")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("CROSSPOOL_CONV_TILE=larg is not one of"),
+        "{stderr}"
+    );
+    // Refused as a setting, not reported as kernels failing on the adapter.
+    assert!(
+        !stdout.contains("FAIL") && !stderr.contains("may be wrong"),
+        "{stdout}{stderr}"
+    );
+}

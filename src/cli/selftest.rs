@@ -1,6 +1,6 @@
 //! `crosspool selftest`: the GPU kernels held to the CPU reference on this adapter.
 
-use crosspool::gpu::{shaders, GpuContext, GpuOptions};
+use crosspool::gpu::{shaders, ConvTile, GpuContext, GpuOptions};
 use crosspool::selftest::{self, Options, Status};
 
 /// Arguments of `selftest`.
@@ -18,6 +18,9 @@ pub struct Args {
 
 /// Runs `selftest`; `Ok(false)` if any check failed.
 pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<bool> {
+    // A misspelt tile would fail every row that builds a convolution and read as a driver
+    // fault; it is the user's setting, so it is refused before anything runs.
+    ConvTile::from_env()?;
     let ctx = GpuContext::new(opts).map_err(|e| {
         anyhow::Error::new(e).context(
             "selftest checks the kernels on a GPU adapter (software ones count), and none opens",
