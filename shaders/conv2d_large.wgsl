@@ -23,10 +23,10 @@ const B_ROW: u32 = 32u;   // BN / 4
 const A_STAGE: u32 = 264u;  // BK * A_ROW: one slice of a_tile
 const B_STAGE: u32 = 256u;  // BK * B_ROW
 // Slices staged at once. 1: load a slice, barrier, multiply, barrier. 2 (the host's
-// "large2" variant rewrites this line): the next slice's global loads are issued into
-// registers before this one is multiplied, then stored into the other half of the tiles,
+// "large2" variant sets it as a pipeline constant): the next slice's global loads are issued
+// into registers before this one is multiplied, then stored into the other half of the tiles,
 // with one barrier a slice.
-const STAGES: u32 = 1u;
+override STAGES: u32 = 1u;
 
 var<workgroup> a_tile: array<vec4<f32>, 528>;  // [2][BK][A_ROW], vec4 = 4 consecutive m
 var<workgroup> b_tile: array<vec4<f32>, 512>;  // [2][BK][B_ROW], vec4 = 4 consecutive n

@@ -20,9 +20,10 @@ struct ReduceParams {
     _pad1: u32,
 }
 
-// The output's storage type and range: rewritten by the host as in conv2d.wgsl.
+// The output's storage type (rewritten by the host) and range (a pipeline constant), as in
+// conv2d.wgsl.
 alias out_t = f32;
-const ACT_LIMIT: f32 = 3.40282347e38;
+override ACT_LIMIT: f32 = 3.40282347e38;
 
 const WORKGROUP: u32 = 256u;
 

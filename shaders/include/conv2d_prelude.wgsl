@@ -4,12 +4,13 @@
 // overflow and stores a row of 4 outputs.
 
 // Storage types of the input, output and weights, and the largest magnitude an activation may
-// take. These four lines are the f32 kernel; the host compiles the f16-storage variants by
-// rewriting them (src/gpu/kernels/conv/types.rs, ConvTypes): the sums stay f32 either way.
+// take. These lines are the f32 kernel; the host compiles the f16-storage variants by
+// rewriting the three aliases and setting ACT_LIMIT to f16's 65504 as a pipeline constant
+// (src/gpu/kernels/conv/types.rs, ConvTypes): the sums stay f32 either way.
 alias in_t = f32;
 alias out_t = f32;
 alias w_t = f32;
-const ACT_LIMIT: f32 = 3.40282347e38;
+override ACT_LIMIT: f32 = 3.40282347e38;
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> input: array<in_t>;

@@ -10,6 +10,9 @@ pub struct Shader {
     pub name: &'static str,
     /// Its text.
     pub source: &'static str,
+    /// Values for the source's pipeline-overridable constants (WGSL `override`), by name;
+    /// those not named keep their declared default. Set by [`Shader::with_constants`].
+    pub constants: &'static [(&'static str, f64)],
     /// For a source embedded from `shaders/`: its file and the preludes put in front of it
     /// (from `shaders/include/`, in order), which `CROSSPOOL_SHADER_DIR` can replace; `None`
     /// for a variant made from one.
@@ -102,6 +105,7 @@ impl Shader {
         Shader {
             name: file,
             source,
+            constants: &[],
             files: Some((file, preludes)),
         }
     }
@@ -202,10 +206,42 @@ impl Shader {
         let shader = Shader {
             name: Box::leak(name.into_boxed_str()),
             source: Box::leak(source.into_boxed_str()),
+            constants: base.constants,
             files: None,
         };
         held.insert(key, shader);
         Ok(shader)
+    }
+
+    /// This shader with its `override` constants set to `constants` (by name), for the
+    /// variants that differ in a value rather than a type (the large tile's `STAGES`, the
+    /// range `ACT_LIMIT` of an f16 layer): the source stays the reviewed text, and the values
+    /// reach the driver as pipeline constants. The name records them (`file{STAGES=2}`), so
+    /// it keys the pipeline cache apart from the default. A name the source does not declare
+    /// is an error when the shader is validated or compiled.
+    pub fn with_constants(&self, constants: &[(&'static str, f64)]) -> Shader {
+        if constants.is_empty() {
+            return *self;
+        }
+        type Key = (&'static str, Vec<(&'static str, u64)>);
+        static MADE: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<Key, Shader>>> =
+            std::sync::OnceLock::new();
+        let key: Key = (
+            self.name,
+            constants.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
+        );
+        let mut held = MADE
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *held.entry(key).or_insert_with(|| {
+            let values: Vec<String> = constants.iter().map(|(n, v)| format!("{n}={v}")).collect();
+            Shader {
+                name: Box::leak(format!("{}{{{}}}", self.name, values.join(", ")).into_boxed_str()),
+                constants: Box::leak(constants.to_vec().into_boxed_slice()),
+                ..*self
+            }
+        })
     }
 
     /// Whether the source declares `enable f16;` (it then needs the device's SHADER_F16).
@@ -251,7 +287,22 @@ impl Shader {
                     name: self.name,
                     message: e.emit_to_string(self.source),
                 })?;
-        Ok((module, info))
+        if module.overrides.is_empty() && self.constants.is_empty() {
+            return Ok((module, info));
+        }
+        // Resolve the `override` constants as the driver will, so that what is checked
+        // (and translated to SPIR-V by the tests) is the variant that runs.
+        let mut values = naga::back::PipelineConstants::default();
+        for &(name, value) in self.constants {
+            values.insert(name.to_string(), value);
+        }
+        let (module, info) =
+            naga::back::pipeline_constants::process_overrides(&module, &info, None, &values)
+                .map_err(|e| Error::Shader {
+                    name: self.name,
+                    message: format!("setting its override constants {:?}: {e}", self.constants),
+                })?;
+        Ok((module.into_owned(), info.into_owned()))
     }
 
     /// Compiles entry point `entry` into a compute pipeline whose bind group layout is
@@ -287,7 +338,10 @@ impl Shader {
                     layout: None,
                     module: &module,
                     entry_point: Some(entry),
-                    compilation_options: Default::default(),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: this.constants,
+                        ..Default::default()
+                    },
                     cache: None,
                 }))
         })
@@ -474,16 +528,54 @@ pub(crate) mod tests {
 
     /// Value of the WGSL `const NAME: u32` in `shader`.
     pub(crate) fn wgsl_u32_const(shader: &Shader, name: &str) -> u32 {
+        match wgsl_const(shader, name) {
+            naga::Literal::U32(v) => v,
+            other => panic!("const {name} of {} is {other:?}, not a u32", shader.name),
+        }
+    }
+
+    /// Value of the WGSL constant `name` in `shader` as it runs: an `override` has the value
+    /// the shader's pipeline constants give it, else its default.
+    pub(crate) fn wgsl_const(shader: &Shader, name: &str) -> naga::Literal {
         let module = shader.validate().unwrap();
         for (_, c) in module.constants.iter() {
             if c.name.as_deref() == Some(name) {
-                if let naga::Expression::Literal(naga::Literal::U32(v)) =
-                    module.global_expressions[c.init]
-                {
+                if let naga::Expression::Literal(v) = module.global_expressions[c.init] {
                     return v;
                 }
             }
         }
         panic!("const {name} not found in {}", shader.name);
+    }
+
+    #[test]
+    fn override_constants_reach_the_module_and_key_the_variant() {
+        use crate::gpu::conv::{CONV2D_LARGE, CONV2D_SPLITK_REDUCE};
+        let two = CONV2D_LARGE.with_constants(&[("STAGES", 2.0)]);
+        assert_eq!(wgsl_const(&CONV2D_LARGE, "STAGES"), naga::Literal::U32(1));
+        assert_eq!(wgsl_const(&two, "STAGES"), naga::Literal::U32(2));
+        assert_ne!(
+            two.name, CONV2D_LARGE.name,
+            "the pipeline cache keys by name"
+        );
+        assert_eq!(two.source, CONV2D_LARGE.source, "no text rewrite");
+        // Made once: the same request is the same variant.
+        assert_eq!(
+            two.name.as_ptr(),
+            CONV2D_LARGE
+                .with_constants(&[("STAGES", 2.0)])
+                .name
+                .as_ptr()
+        );
+        assert_valid_spirv(&two);
+        let limit = CONV2D_SPLITK_REDUCE.with_constants(&[("ACT_LIMIT", 65504.0)]);
+        assert_eq!(wgsl_const(&limit, "ACT_LIMIT"), naga::Literal::F32(65504.0));
+        // A constant the source does not declare is refused, not ignored.
+        let e = CONV2D_LARGE
+            .with_constants(&[("STAGE", 2.0)])
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("override"), "{e}");
     }
 }

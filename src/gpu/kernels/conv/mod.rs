@@ -120,14 +120,15 @@ impl Conv2dKernel {
     /// Split-K's second pass for outputs of `output` type from a layer of `weights` type.
     fn reduce_kernel(&self, ctx: &GpuContext, output: Dtype, weights: Dtype) -> Result<Kernel> {
         // The reduction stores and flags as the convolution would.
-        let r = ConvTypes {
+        let t = ConvTypes {
             input: output,
             output,
             weights,
-        }
-        .epilogue_rewrites();
+        };
+        let (from, to) = t.output_rewrite();
         let shader = CONV2D_SPLITK_REDUCE
-            .specialise(&[(r[0].0, r[0].1.as_str()), (r[1].0, r[1].1.as_str())])?;
+            .specialise(&[(from, to.as_str())])?
+            .with_constants(t.epilogue_constants());
         ctx.kernel(&shader, "main")
     }
 

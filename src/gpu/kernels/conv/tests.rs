@@ -2,7 +2,9 @@
 //! WGSL, every storage variant valid, the size rule, the cooperative check's bound.
 
 use super::*;
-use crate::gpu::shaders::tests::{assert_valid_spirv, wgsl_struct_layout, wgsl_u32_const};
+use crate::gpu::shaders::tests::{
+    assert_valid_spirv, wgsl_const, wgsl_struct_layout, wgsl_u32_const,
+};
 
 #[test]
 fn reduce_workgroup_matches_wgsl() {
@@ -107,15 +109,19 @@ fn every_storage_variant_validates_and_keeps_the_params() {
                         wgsl_struct_layout(shader, "ConvParams")
                     );
                     let limit = if weights == Dtype::F16 {
-                        "65504.0"
+                        F16_MAX
                     } else {
-                        "3.40282347e38"
+                        f32::MAX
                     };
-                    assert!(
-                        v.source
-                            .contains(&format!("const ACT_LIMIT: f32 = {limit};")),
+                    assert_eq!(
+                        wgsl_const(&v, "ACT_LIMIT"),
+                        naga::Literal::F32(limit),
                         "{t:?}"
                     );
+                    let stages = if tile == ConvTile::Large2 { 2 } else { 1 };
+                    if shader.name == CONV2D_LARGE.name {
+                        assert_eq!(wgsl_const(&v, "STAGES"), naga::Literal::U32(stages));
+                    }
                 }
             }
         }

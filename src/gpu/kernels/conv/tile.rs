@@ -194,11 +194,11 @@ impl ConvTile {
         }
     }
 
-    /// The constants this tile sets in its kernel's source, as line rewrites: the
-    /// double-buffered large tile is the large kernel with two stages.
-    pub(super) fn constants(self) -> &'static [(&'static str, &'static str)] {
+    /// The override constants this tile sets in its kernel: the double-buffered large tile
+    /// is the large kernel with two stages.
+    pub(super) fn constants(self) -> &'static [(&'static str, f64)] {
         match self {
-            ConvTile::Large2 => &[("const STAGES: u32 = 1u;", "const STAGES: u32 = 2u;")],
+            ConvTile::Large2 => &[("STAGES", 2.0)],
             ConvTile::Small
             | ConvTile::Large
             | ConvTile::Whole

@@ -1,5 +1,5 @@
-//! The storage types of a convolution variant, and the WGSL rewrites that make it from the
-//! one reviewed source of each tile.
+//! The storage types of a convolution variant, and the WGSL type rewrites and override
+//! constants that make it from the one reviewed source of each tile.
 
 use super::tile::ConvTile;
 use super::F16_MAX;
@@ -19,55 +19,57 @@ pub struct ConvTypes {
 }
 
 impl ConvTypes {
-    /// The line rewrites that make this variant of the scalar kernels (the prelude's lines).
-    pub(super) fn rewrites(self) -> [(&'static str, String); 4] {
-        let [out_t, limit] = self.epilogue_rewrites();
+    /// The line rewrites that make this variant of the scalar kernels (the prelude's type
+    /// aliases).
+    fn rewrites(self) -> [(&'static str, String); 3] {
         [
             (
                 "alias in_t = f32;",
                 format!("alias in_t = {};", self.input.wgsl()),
             ),
-            out_t,
+            self.output_rewrite(),
             (
                 "alias w_t = f32;",
                 format!("alias w_t = {};", self.weights.wgsl()),
             ),
-            limit,
         ]
     }
 
-    /// The rewrites of what the epilogue stores and checks: the output type, and the range
-    /// of a layer of these weights (also those of split-K's reduction).
-    pub(super) fn epilogue_rewrites(self) -> [(&'static str, String); 2] {
-        [
-            (
-                "alias out_t = f32;",
-                format!("alias out_t = {};", self.output.wgsl()),
-            ),
-            (
-                "const ACT_LIMIT: f32 = 3.40282347e38;",
-                match self.weights {
-                    Dtype::F32 => "const ACT_LIMIT: f32 = 3.40282347e38;".into(),
-                    Dtype::F16 => format!("const ACT_LIMIT: f32 = {F16_MAX:.1};"),
-                },
-            ),
-        ]
+    /// The rewrite of the type the epilogue stores (also split-K's reduction's).
+    pub(super) fn output_rewrite(self) -> (&'static str, String) {
+        (
+            "alias out_t = f32;",
+            format!("alias out_t = {};", self.output.wgsl()),
+        )
+    }
+
+    /// The epilogue's override constants: the range a layer of these weights must stay in
+    /// (`ACT_LIMIT`, declared f32's largest value; f16's for f16 weights), also for split-K's
+    /// reduction.
+    pub(super) fn epilogue_constants(self) -> &'static [(&'static str, f64)] {
+        match self.weights {
+            Dtype::F32 => &[],
+            Dtype::F16 => &[("ACT_LIMIT", F16_MAX as f64)],
+        }
     }
 
     /// `tile`'s kernel specialised to these types. The cooperative-matrix kernel takes f16
     /// weights only, so it has no weights type or range to set.
     pub fn shader(self, tile: ConvTile) -> Result<shaders::Shader> {
         let r = self.rewrites();
-        let mut pairs: Vec<(&str, &str)> = match tile {
+        let (rewrites, limit) = match tile {
             ConvTile::Coop if self.weights != Dtype::F16 => {
                 return Err(Error::Config(
                     "the cooperative-matrix convolution takes f16 weights only".into(),
                 ))
             }
-            ConvTile::Coop => r[..2].iter().map(|(a, b)| (*a, b.as_str())).collect(),
-            _ => r.iter().map(|(a, b)| (*a, b.as_str())).collect(),
+            // Its range is f16's, declared in its source.
+            ConvTile::Coop => (&r[..2], &[][..]),
+            _ => (&r[..], self.epilogue_constants()),
         };
-        pairs.extend_from_slice(tile.constants());
-        tile.shader().specialise(&pairs)
+        let pairs: Vec<(&str, &str)> = rewrites.iter().map(|(a, b)| (*a, b.as_str())).collect();
+        let constants: Vec<(&'static str, f64)> =
+            tile.constants().iter().chain(limit).copied().collect();
+        Ok(tile.shader().specialise(&pairs)?.with_constants(&constants))
     }
 }
