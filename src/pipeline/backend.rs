@@ -27,7 +27,7 @@ pub trait Storage {
     type Scratch;
     /// Where operations are recorded until [`Storage::submit`] runs them.
     type Recorder;
-    /// Features packed into sign codes (see [`Backend::quantize`]).
+    /// Features packed into sign codes (see [`Op::Quantize`]).
     type Codes;
 
     /// A zeroed tensor.
@@ -99,95 +99,63 @@ pub trait Backend: Storage {
     /// Its geometry.
     fn conv_spec(c: &Self::Conv) -> Conv2dSpec;
 
-    /// `output = conv(input)` with the layer's bias and ReLU.
-    fn conv(
-        &self,
-        k: &Self::Kernels,
-        r: &mut Self::Recorder,
-        layer: &Self::Conv,
-        input: &Self::Tensor,
-        output: &Self::Tensor,
-    ) -> Result<()>;
-    /// The kernel variant (tile) the last [`Backend::conv`] of `layer` on an input of
-    /// `input` shape ran with, for reports; `None` where a backend has one kernel.
+    /// Records (on a device) or computes at once (in host memory) the operation `op`.
+    fn run(&self, k: &Self::Kernels, r: &mut Self::Recorder, op: Op<'_, Self>) -> Result<()>
+    where
+        Self: Sized;
+    /// The kernel variant (tile) the last [`Op::Conv`] of `layer` on an input of `input`
+    /// shape ran with, for reports; `None` where a backend has one kernel.
     fn conv_variant(&self, k: &Self::Kernels, layer: &Self::Conv, input: Shape4) -> Option<String> {
         let _ = (k, layer, input);
         None
     }
-    /// [`Backend::conv`], also setting image `i`'s flag in `overflow` (`[images][1][1]`,
-    /// read as u32 bits) when one of its outputs exceeds the layer's storage range. Backends
-    /// that store only f32 have nothing to flag.
-    #[allow(clippy::too_many_arguments)]
-    fn conv_flagged(
-        &self,
-        k: &Self::Kernels,
-        r: &mut Self::Recorder,
-        layer: &Self::Conv,
-        input: &Self::Tensor,
-        output: &Self::Tensor,
-        overflow: &Self::Features,
-    ) -> Result<()> {
-        let _ = overflow;
-        self.conv(k, r, layer, input, output)
-    }
-    /// Zeroes the overflow flags `f` before the recorded work that follows (backends whose
-    /// [`Backend::conv_flagged`] never sets one keep them zero from creation).
-    fn reset_overflow(&self, r: &mut Self::Recorder, f: &Self::Features) -> Result<()> {
-        let _ = (r, f);
-        Ok(())
-    }
+}
+
+/// One operation a pipeline asks of a backend `B`, on `B`'s storage ([`Backend::run`]).
+pub enum Op<'a, B: Backend> {
+    /// `output = conv(input)` with the layer's bias and ReLU. With `overflow`
+    /// (`[images][1][1]`, read as u32 bits), also sets image `i`'s flag when one of its
+    /// outputs exceeds the layer's storage range; backends that store only f32 have nothing
+    /// to flag.
+    Conv {
+        layer: &'a B::Conv,
+        input: &'a B::Tensor,
+        output: &'a B::Tensor,
+        overflow: Option<&'a B::Features>,
+    },
+    /// Zeroes the overflow flags before the recorded work that follows (backends whose
+    /// convolutions never set one keep them zero from creation).
+    ResetOverflow(&'a B::Features),
     /// `output = max_pool(input)`.
-    fn max_pool(
-        &self,
-        k: &Self::Kernels,
-        r: &mut Self::Recorder,
-        spec: MaxPool2dSpec,
-        input: &Self::Tensor,
-        output: &Self::Tensor,
-    ) -> Result<()>;
-    /// `out` = the cross-layer pooling `op` (see [`CrossLayer`]).
-    fn cross_layer(
-        &self,
-        k: &Self::Kernels,
-        r: &mut Self::Recorder,
-        op: CrossLayer<'_, Self::Tensor>,
-        out: &Self::Features,
-    ) -> Result<()>;
-    /// `out[n][r][c] = sum or max of x over region r`.
-    fn region_pool(
-        &self,
-        k: &Self::Kernels,
-        r: &mut Self::Recorder,
-        x: &Self::Tensor,
-        regions: &Self::Regions,
-        mode: RegionPoolMode,
-        out: &Self::Features,
-    ) -> Result<()>;
-    /// FC-Conv pooling's local features: `out[n][y][x][c]` = the signed square root of the sum
-    /// of `x` over region `y * out.w + x` of `fields` (the receptive field of `out`'s unit).
-    fn field_pool(
-        &self,
-        k: &Self::Kernels,
-        r: &mut Self::Recorder,
-        x: &Self::Tensor,
-        fields: &Self::Regions,
-        out: &Self::Tensor,
-    ) -> Result<()>;
-    /// Normalises every image of `f` in place.
-    fn normalize(
-        &self,
-        k: &Self::Kernels,
-        r: &mut Self::Recorder,
-        f: &Self::Features,
-        norm: Normalization,
-    ) -> Result<()>;
-    /// Packs `f` into sign codes `out` (from [`Storage::codes`] for `f` and `q`).
-    fn quantize(
-        &self,
-        k: &Self::Kernels,
-        r: &mut Self::Recorder,
-        f: &Self::Features,
-        q: Quantization,
-        out: &Self::Codes,
-    ) -> Result<()>;
+    MaxPool(MaxPool2dSpec, &'a B::Tensor, &'a B::Tensor),
+    /// `out` = the cross-layer pooling (see [`CrossLayer`]).
+    CrossLayer(CrossLayer<'a, B::Tensor>, &'a B::Features),
+    /// `out[n][r][c]` = the sum or max of `x` over region `r`: `(x, regions, mode, out)`.
+    RegionPool(
+        &'a B::Tensor,
+        &'a B::Regions,
+        RegionPoolMode,
+        &'a B::Features,
+    ),
+    /// FC-Conv pooling's local features, `(x, fields, out)`: `out[n][y][x][c]` = the signed
+    /// square root of the sum of `x` over region `y * out.w + x` of `fields` (the receptive
+    /// field of `out`'s unit).
+    FieldPool(&'a B::Tensor, &'a B::Regions, &'a B::Tensor),
+    /// Normalises every image of the features in place.
+    Normalize(&'a B::Features, Normalization),
+    /// Packs the features into sign codes (from [`Storage::codes`] for them and the
+    /// quantisation).
+    Quantize(&'a B::Features, Quantization, &'a B::Codes),
+}
+
+impl<'a, B: Backend> Op<'a, B> {
+    /// `output = conv(input)`, without overflow flags.
+    pub fn conv(layer: &'a B::Conv, input: &'a B::Tensor, output: &'a B::Tensor) -> Self {
+        Op::Conv {
+            layer,
+            input,
+            output,
+            overflow: None,
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The whole feature pipeline in one submission per batch: network forward, optional PCA
 //! projection, pooling, normalisation — on any [`Backend`].
 
-use super::backend::{Backend, CrossLayer, Guide};
+use super::backend::{Backend, CrossLayer, Guide, Op};
 use super::network::{Network, Stage, Workspace};
 use crate::error::{Error, Result};
 use crate::features::{FeatureSpec, GridMatch, Representation, ADDED_GUIDE};
@@ -316,19 +316,17 @@ impl<B: Backend> Extractor<B> {
         out: &B::Features,
     ) -> Result<()> {
         let (x, win) = self.local_features(ws);
-        let k = &self.kernels;
-        match &self.spec.repr {
+        let op = match &self.spec.repr {
             Representation::CrossLayer { channel, .. } => {
                 let guide = Guide::Layer(self.guide(ws), LocalWindow::UNIT);
-                ctx.cross_layer(k, r, CrossLayer::new(guide, x, win).pooled(*channel), out)
+                Op::CrossLayer(CrossLayer::new(guide, x, win).pooled(*channel), out)
             }
             Representation::Gram { .. } => {
-                ctx.cross_layer(k, r, CrossLayer::new(Guide::Layer(x, win), x, win), out)
+                Op::CrossLayer(CrossLayer::new(Guide::Layer(x, win), x, win), out)
             }
-            Representation::Region { mode, .. } => {
-                ctx.region_pool(k, r, x, ws.regions()?, *mode, out)
-            }
-        }
+            Representation::Region { mode, .. } => Op::RegionPool(x, ws.regions()?, *mode, out),
+        };
+        ctx.run(&self.kernels, r, op)
     }
 
     /// Records the extraction of `input` into `r`.
@@ -350,28 +348,22 @@ impl<B: Backend> Extractor<B> {
             ));
         }
         self.net.record(ctx, r, input, &ws.net)?;
-        let outs = ws.net.outputs();
+        let (outs, k) = (ws.net.outputs(), &self.kernels);
         if let (Some(p), Some(t)) = (&self.pca, &ws.projected) {
-            ctx.conv(&self.kernels, r, p, &outs[0], t)?;
+            ctx.run(k, r, Op::conv(p, &outs[0], t))?;
         }
         if let Some(f) = &ws.fields {
-            ctx.field_pool(&self.kernels, r, &outs[0], &f.fields, &f.pooled)?;
+            ctx.run(k, r, Op::FieldPool(&outs[0], &f.fields, &f.pooled))?;
         }
         if let (Some(c), Some(t)) = (&self.aconv, &ws.added_guide) {
-            ctx.conv(&self.kernels, r, c, &outs[0], t)?;
+            ctx.run(k, r, Op::conv(c, &outs[0], t))?;
         }
         self.record_pooling(ctx, r, ws, &ws.features)?;
         if let Some(g) = &ws.guide_sums {
-            ctx.region_pool(
-                &self.kernels,
-                r,
-                self.guide(ws),
-                &g.whole_map,
-                RegionPoolMode::Sum,
-                &g.sums,
-            )?;
+            let whole = Op::RegionPool(self.guide(ws), &g.whole_map, RegionPoolMode::Sum, &g.sums);
+            ctx.run(k, r, whole)?;
         }
-        ctx.normalize(&self.kernels, r, &ws.features, self.spec.norm)
+        ctx.run(k, r, Op::Normalize(&ws.features, self.spec.norm))
     }
 
     /// Runs each stage as its own submission and waits for it: `(stage, seconds, flops)` for
@@ -402,20 +394,26 @@ impl<B: Backend> Extractor<B> {
         if let (Some(p), Some(t)) = (&self.pca, &ws.projected) {
             let flops = B::conv_spec(p).flops(B::shape_of(&outs[0]))?;
             timed("pca", flops, &mut |r| {
-                ctx.conv(&self.kernels, r, p, &outs[0], t)
+                ctx.run(&self.kernels, r, Op::conv(p, &outs[0], t))
             })?;
         }
         if let Some(f) = &ws.fields {
             timed(
                 "field pooling",
                 B::shape_of(&outs[0]).len() as f64,
-                &mut |r| ctx.field_pool(&self.kernels, r, &outs[0], &f.fields, &f.pooled),
+                &mut |r| {
+                    ctx.run(
+                        &self.kernels,
+                        r,
+                        Op::FieldPool(&outs[0], &f.fields, &f.pooled),
+                    )
+                },
             )?;
         }
         if let (Some(c), Some(t)) = (&self.aconv, &ws.added_guide) {
             let flops = B::conv_spec(c).flops(B::shape_of(&outs[0]))?;
             timed("aconv", flops, &mut |r| {
-                ctx.conv(&self.kernels, r, c, &outs[0], t)
+                ctx.run(&self.kernels, r, Op::conv(c, &outs[0], t))
             })?;
         }
         let (x, _) = self.local_features(ws);
@@ -430,7 +428,11 @@ impl<B: Backend> Extractor<B> {
             self.record_pooling(ctx, r, ws, &ws.features)
         })?;
         timed("normalize", 4.0 * (images * rows * cols) as f64, &mut |r| {
-            ctx.normalize(&self.kernels, r, &ws.features, self.spec.norm)
+            ctx.run(
+                &self.kernels,
+                r,
+                Op::Normalize(&ws.features, self.spec.norm),
+            )
         })?;
         Ok(stages)
     }
@@ -458,7 +460,7 @@ impl<B: Backend> Extractor<B> {
     ) -> Result<()> {
         ctx.submit("extract", &mut |r| {
             self.record(ctx, r, input, ws)?;
-            ctx.quantize(&self.kernels, r, &ws.features, q, codes)
+            ctx.run(&self.kernels, r, Op::Quantize(&ws.features, q, codes))
         })
     }
 }

@@ -1,15 +1,15 @@
 //! The GPU as a [`Backend`]: operations are recorded into one command encoder per
 //! submission, with the kernels compiled once.
 
-use super::backend::{Backend, CrossLayer, Storage};
+use super::backend::{Backend, Op, Storage};
 use crate::error::Result;
 use crate::gpu::{
     Conv2dKernel, CrossLayerKernel, Dtype, GpuBuffer, GpuContext, GpuConv2d, GpuFeatures,
     GpuPacked, GpuRegions, GpuTensor, MaxPool2dKernel, NormalizeKernel, QuantizeKernel,
     RegionPoolKernel,
 };
-use crate::pooling::{Normalization, Quantization, RegionPoolMode};
-use crate::shape::{Conv2dSpec, MaxPool2dSpec, Shape4};
+use crate::pooling::Quantization;
+use crate::shape::{Conv2dSpec, Shape4};
 use crate::weights::Conv2dWeights;
 
 /// The compiled kernels the pipelines use.
@@ -133,101 +133,32 @@ impl Backend for GpuContext {
         c.spec
     }
 
-    fn conv(
-        &self,
-        k: &GpuKernels,
-        r: &mut wgpu::CommandEncoder,
-        layer: &GpuConv2d,
-        input: &GpuTensor,
-        output: &GpuTensor,
-    ) -> Result<()> {
-        k.conv.record(self, r, layer, (input, output), None)
+    fn run(&self, k: &GpuKernels, r: &mut wgpu::CommandEncoder, op: Op<'_, Self>) -> Result<()> {
+        match op {
+            Op::Conv {
+                layer,
+                input,
+                output,
+                overflow,
+            } => k
+                .conv
+                .record(self, r, layer, (input, output), overflow.map(|f| &f.buffer)),
+            Op::ResetOverflow(f) => {
+                r.clear_buffer(&f.buffer, 0, None);
+                Ok(())
+            }
+            Op::MaxPool(spec, input, output) => k.pool.record(self, r, spec, input, output),
+            Op::CrossLayer(op, out) => k.cross.record(self, r, op, out, false),
+            Op::RegionPool(x, regions, mode, out) => {
+                k.region.record(self, r, x, regions, mode, out)
+            }
+            Op::FieldPool(x, fields, out) => k.region.record_fields(self, r, x, fields, out),
+            Op::Normalize(f, norm) => k.normalize.record(self, r, f, norm),
+            Op::Quantize(f, q, out) => k.quantize.record(self, r, f, q, out),
+        }
     }
 
     fn conv_variant(&self, k: &GpuKernels, layer: &GpuConv2d, input: Shape4) -> Option<String> {
         k.conv.tiles_run(layer.spec, input)
-    }
-
-    fn conv_flagged(
-        &self,
-        k: &GpuKernels,
-        r: &mut wgpu::CommandEncoder,
-        layer: &GpuConv2d,
-        input: &GpuTensor,
-        output: &GpuTensor,
-        overflow: &GpuFeatures,
-    ) -> Result<()> {
-        k.conv
-            .record(self, r, layer, (input, output), Some(&overflow.buffer))
-    }
-
-    fn reset_overflow(&self, r: &mut wgpu::CommandEncoder, f: &GpuFeatures) -> Result<()> {
-        r.clear_buffer(&f.buffer, 0, None);
-        Ok(())
-    }
-
-    fn max_pool(
-        &self,
-        k: &GpuKernels,
-        r: &mut wgpu::CommandEncoder,
-        spec: MaxPool2dSpec,
-        input: &GpuTensor,
-        output: &GpuTensor,
-    ) -> Result<()> {
-        k.pool.record(self, r, spec, input, output)
-    }
-
-    fn cross_layer(
-        &self,
-        k: &GpuKernels,
-        r: &mut wgpu::CommandEncoder,
-        op: CrossLayer<'_, GpuTensor>,
-        out: &GpuFeatures,
-    ) -> Result<()> {
-        k.cross.record(self, r, op, out, false)
-    }
-
-    fn region_pool(
-        &self,
-        k: &GpuKernels,
-        r: &mut wgpu::CommandEncoder,
-        x: &GpuTensor,
-        regions: &GpuRegions,
-        mode: RegionPoolMode,
-        out: &GpuFeatures,
-    ) -> Result<()> {
-        k.region.record(self, r, x, regions, mode, out)
-    }
-
-    fn field_pool(
-        &self,
-        k: &GpuKernels,
-        r: &mut wgpu::CommandEncoder,
-        x: &GpuTensor,
-        fields: &GpuRegions,
-        out: &GpuTensor,
-    ) -> Result<()> {
-        k.region.record_fields(self, r, x, fields, out)
-    }
-
-    fn normalize(
-        &self,
-        k: &GpuKernels,
-        r: &mut wgpu::CommandEncoder,
-        f: &GpuFeatures,
-        norm: Normalization,
-    ) -> Result<()> {
-        k.normalize.record(self, r, f, norm)
-    }
-
-    fn quantize(
-        &self,
-        k: &GpuKernels,
-        r: &mut wgpu::CommandEncoder,
-        f: &GpuFeatures,
-        q: Quantization,
-        out: &GpuPacked,
-    ) -> Result<()> {
-        k.quantize.record(self, r, f, q, out)
     }
 }

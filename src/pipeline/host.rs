@@ -3,7 +3,7 @@
 //! and get [`Storage`] (host tensors and features, submissions run on the spot) and
 //! [`Backend`] from it.
 
-use super::backend::{Backend, CrossLayer, Storage};
+use super::backend::{Backend, CrossLayer, Op, Storage};
 use crate::cpu::tensor::{lock as storage_lock, storage};
 use crate::cpu::{HostCodes, HostFeatures, HostStorage, HostTensor};
 use crate::error::{Error, Result};
@@ -20,13 +20,13 @@ pub trait HostMemory {
     fn conv_layer(&self, w: &Conv2dWeights) -> Result<Self::Conv>;
     /// Its geometry.
     fn conv_spec(c: &Self::Conv) -> Conv2dSpec;
-    /// See [`Backend::conv`].
+    /// See [`Op::Conv`].
     fn conv(&self, layer: &Self::Conv, input: &HostTensor, output: &HostTensor) -> Result<()>;
-    /// See [`Backend::max_pool`].
+    /// See [`Op::MaxPool`].
     fn max_pool(&self, spec: MaxPool2dSpec, input: &HostTensor, output: &HostTensor) -> Result<()>;
-    /// See [`Backend::cross_layer`].
+    /// See [`Op::CrossLayer`].
     fn cross_layer(&self, op: CrossLayer<'_, HostTensor>, out: &HostFeatures) -> Result<()>;
-    /// See [`Backend::region_pool`].
+    /// See [`Op::RegionPool`].
     fn region_pool(
         &self,
         x: &HostTensor,
@@ -34,9 +34,9 @@ pub trait HostMemory {
         mode: RegionPoolMode,
         out: &HostFeatures,
     ) -> Result<()>;
-    /// See [`Backend::field_pool`]; `out`'s shape has been checked.
+    /// See [`Op::FieldPool`]; `out`'s shape has been checked.
     fn field_pool(&self, x: &HostTensor, fields: &[[u32; 4]], out: &HostTensor) -> Result<()>;
-    /// See [`Backend::normalize`].
+    /// See [`Op::Normalize`].
     fn normalize(&self, f: &HostFeatures, norm: Normalization) -> Result<()>;
 }
 
@@ -108,7 +108,7 @@ impl<T: HostMemory> Storage for T {
     }
 }
 
-/// [`Backend::quantize`] in host memory: [`Quantization::pack`], the definition the GPU
+/// [`Op::Quantize`] in host memory: [`Quantization::pack`], the definition the GPU
 /// kernel is held to.
 fn quantize_on_host(f: &HostFeatures, q: Quantization, out: &HostCodes) -> Result<()> {
     let (images, rows, cols) = f.dims;
@@ -141,73 +141,31 @@ impl<T: HostMemory> Backend for T {
         <T as HostMemory>::conv_spec(c)
     }
 
-    fn conv(&self, _: &(), _: &mut (), l: &T::Conv, i: &HostTensor, o: &HostTensor) -> Result<()> {
-        HostMemory::conv(self, l, i, o)
-    }
-
-    fn max_pool(
-        &self,
-        _: &(),
-        _: &mut (),
-        spec: MaxPool2dSpec,
-        input: &HostTensor,
-        output: &HostTensor,
-    ) -> Result<()> {
-        HostMemory::max_pool(self, spec, input, output)
-    }
-
-    fn cross_layer(
-        &self,
-        _: &(),
-        _: &mut (),
-        op: CrossLayer<'_, HostTensor>,
-        out: &HostFeatures,
-    ) -> Result<()> {
-        HostMemory::cross_layer(self, op, out)
-    }
-
-    fn region_pool(
-        &self,
-        _: &(),
-        _: &mut (),
-        x: &HostTensor,
-        regions: &Vec<[u32; 4]>,
-        mode: RegionPoolMode,
-        out: &HostFeatures,
-    ) -> Result<()> {
-        HostMemory::region_pool(self, x, regions, mode, out)
-    }
-
-    fn field_pool(
-        &self,
-        _: &(),
-        _: &mut (),
-        x: &HostTensor,
-        fields: &Vec<[u32; 4]>,
-        out: &HostTensor,
-    ) -> Result<()> {
-        let (s, o) = (x.shape, out.shape);
-        if (o.n, o.h * o.w, o.c) != (s.n, fields.len(), s.c) {
-            return Err(Error::shape(
-                "field_pool",
-                format!("output {o} for {s} pooled over {} fields", fields.len()),
-            ));
+    fn run(&self, _: &(), _: &mut (), op: Op<'_, Self>) -> Result<()> {
+        match op {
+            // Host memory is f32 only: no output can leave its range, so no flag is set.
+            Op::Conv {
+                layer,
+                input,
+                output,
+                overflow: _,
+            } => self.conv(layer, input, output),
+            Op::ResetOverflow(_) => Ok(()),
+            Op::MaxPool(spec, input, output) => self.max_pool(spec, input, output),
+            Op::CrossLayer(op, out) => self.cross_layer(op, out),
+            Op::RegionPool(x, regions, mode, out) => self.region_pool(x, regions, mode, out),
+            Op::FieldPool(x, fields, out) => {
+                let (s, o) = (x.shape, out.shape);
+                if (o.n, o.h * o.w, o.c) != (s.n, fields.len(), s.c) {
+                    return Err(Error::shape(
+                        "field_pool",
+                        format!("output {o} for {s} pooled over {} fields", fields.len()),
+                    ));
+                }
+                self.field_pool(x, fields, out)
+            }
+            Op::Normalize(f, norm) => self.normalize(f, norm),
+            Op::Quantize(f, q, out) => quantize_on_host(f, q, out),
         }
-        HostMemory::field_pool(self, x, fields, out)
-    }
-
-    fn normalize(&self, _: &(), _: &mut (), f: &HostFeatures, norm: Normalization) -> Result<()> {
-        HostMemory::normalize(self, f, norm)
-    }
-
-    fn quantize(
-        &self,
-        _: &(),
-        _: &mut (),
-        f: &HostFeatures,
-        q: Quantization,
-        out: &HostCodes,
-    ) -> Result<()> {
-        quantize_on_host(f, q, out)
     }
 }

@@ -3,7 +3,7 @@
 //! The map comes back through region pooling with one region per unit, so no operation
 //! beyond the tested kernel entry points is needed.
 
-use super::backend::Backend;
+use super::backend::{Backend, Op};
 use super::network::{Network, Workspace};
 use crate::classifier::aconv::{AConvLayer, PreActivations};
 use crate::error::{Error, Result};
@@ -61,14 +61,8 @@ impl<B: Backend> LayerMaps<B> {
         ctx.submit("layer maps", &mut |r| {
             self.net.record(ctx, r, input, &ws.net)?;
             let x = &ws.net.outputs()[0];
-            ctx.region_pool(
-                &self.kernels,
-                r,
-                x,
-                &ws.units,
-                RegionPoolMode::Sum,
-                &ws.maps,
-            )
+            let pool = Op::RegionPool(x, &ws.units, RegionPoolMode::Sum, &ws.maps);
+            ctx.run(&self.kernels, r, pool)
         })?;
         ctx.download(&ws.maps)
     }
@@ -137,15 +131,10 @@ impl<B: Backend> PreActivations for DevicePreActivations<'_, B> {
         };
         ctx.write(&b.input, x)?;
         ctx.submit("aconv pre-activations", &mut |r| {
-            ctx.conv(&self.kernels, r, &conv, &b.input, &b.out)?;
-            ctx.region_pool(
-                &self.kernels,
-                r,
-                &b.out,
-                &self.units,
-                RegionPoolMode::Sum,
-                &b.pre,
-            )
+            let k = &self.kernels;
+            ctx.run(k, r, Op::conv(&conv, &b.input, &b.out))?;
+            let pool = Op::RegionPool(&b.out, &self.units, RegionPoolMode::Sum, &b.pre);
+            ctx.run(k, r, pool)
         })?;
         Ok(ctx.download(&b.pre)?.into_iter().map(f64::from).collect())
     }

@@ -13,7 +13,7 @@ pub mod maps;
 pub mod moments;
 pub mod network;
 
-pub use backend::{Backend, CrossLayer, Guide, Storage};
+pub use backend::{Backend, CrossLayer, Guide, Op, Storage};
 pub use extractor::{ExtractWorkspace, Extractor};
 pub use gpu_backend::GpuKernels;
 pub use host::HostMemory;

@@ -1,6 +1,6 @@
 //! Accumulating the moments of a layer's local features, for fitting a PCA.
 
-use super::backend::{Backend, CrossLayer, Guide};
+use super::backend::{Backend, CrossLayer, Guide, Op};
 use super::network::{Network, Workspace};
 use crate::error::Result;
 use crate::gpu::{Dtype, GpuContext};
@@ -83,9 +83,9 @@ impl<B: Backend> Moments<B> {
             let x = &ws.net.outputs()[0];
             let k = &self.kernels;
             let sum = CrossLayer::new(Guide::Ones, x, win).grouped(n);
-            ctx.cross_layer(k, r, sum, &ws.sum)?;
+            ctx.run(k, r, Op::CrossLayer(sum, &ws.sum))?;
             let second = CrossLayer::new(Guide::Layer(x, win), x, win).grouped(n);
-            ctx.cross_layer(k, r, second, &ws.second)
+            ctx.run(k, r, Op::CrossLayer(second, &ws.second))
         })?;
         let overflowed: Vec<usize> = (ws.net.overflowed(ctx)?.iter().enumerate())
             .filter(|(_, &o)| o)

@@ -2,7 +2,7 @@
 //! activations in two ping-pong buffers reused across layers and across calls, and only the
 //! requested layers kept in buffers of their own.
 
-use super::backend::Backend;
+use super::backend::{Backend, Op};
 use crate::error::{Error, Result};
 use crate::gpu::{Dtype, GpuContext};
 use crate::model::{Arch, LayerKind, ModelWeights};
@@ -207,7 +207,7 @@ impl<B: Backend> Network<B> {
         ws: &Workspace<B>,
     ) -> Result<()> {
         if let Some(f) = &ws.overflow {
-            ctx.reset_overflow(r, f)?;
+            ctx.run(&self.kernels, r, Op::ResetOverflow(f))?;
         }
         for (i, (prev, out)) in self.layer_io(input, ws)?.iter().enumerate() {
             self.record_layer(ctx, r, i, prev, out, ws)?;
@@ -296,13 +296,16 @@ impl<B: Backend> Network<B> {
         out: &B::Tensor,
         ws: &Workspace<B>,
     ) -> Result<()> {
-        match &self.layers[i] {
-            NetLayer::Conv(c) => match &ws.overflow {
-                Some(f) => ctx.conv_flagged(&self.kernels, r, c, prev, out, f),
-                None => ctx.conv(&self.kernels, r, c, prev, out),
+        let op = match &self.layers[i] {
+            NetLayer::Conv(layer) => Op::Conv {
+                layer,
+                input: prev,
+                output: out,
+                overflow: ws.overflow.as_ref(),
             },
-            NetLayer::Pool(p) => ctx.max_pool(&self.kernels, r, *p, prev, out),
-        }
+            NetLayer::Pool(p) => Op::MaxPool(*p, prev, out),
+        };
+        ctx.run(&self.kernels, r, op)
     }
 }
 
