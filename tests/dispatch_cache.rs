@@ -45,9 +45,8 @@ fn extract_photos(ctx: &GpuContext, ex: &Extractor, w: &ModelWeights, n: usize) 
         format: OutputFormat::Bits1,
         decode: DecodeOptions::default(),
     };
-    let rows = extract::run(
-        ctx,
-        ex,
+    let rows = extract::run_on(
+        &mut extract::BackendRunner::new(ctx, ex, &cfg),
         w.preprocess,
         photos(n),
         Vec::new(),

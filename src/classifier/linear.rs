@@ -277,45 +277,17 @@ fn softmax(z: &[f64]) -> Vec<f64> {
 /// solver 1): `min ½ αᵀ(Q + I/(2C))α − Σα, α ≥ 0`, `Q_ij = y_i y_j (x_i·x_j + 1)`, keeping
 /// `w = Σ α_i y_i x_i` and `b = Σ α_i y_i` (the bias feature). Returns `(w, b)`.
 fn svm_dual_cd(ex: &Examples<'_>, k: usize, c: f64, tol: Tolerance) -> (Vec<f64>, f64) {
-    let n = ex.len();
     let diag = 0.5 / c;
-    let y: Vec<f64> =
-        ex.y.iter()
-            .map(|&c| if c == k { 1.0 } else { -1.0 })
-            .collect();
-    let qii: Vec<f64> = (0..n)
+    let qii = (0..ex.len())
         .map(|i| dot(ex.row(i), ex.row(i)) + 1.0 + diag)
         .collect();
-    let mut alpha = vec![0.0f64; n];
-    let (mut w, mut b) = (vec![0.0f64; ex.d], 0.0f64);
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = Rng(k as u64 + 1);
-    for _ in 0..tol.max_iter {
-        rng.shuffle(&mut order);
-        let (mut pg_max, mut pg_min) = (f64::NEG_INFINITY, f64::INFINITY);
-        for &i in &order {
-            let xi = ex.row(i);
-            let g = y[i] * (dot64(&w, xi) + b) - 1.0 + diag * alpha[i];
-            let pg = if alpha[i] == 0.0 { g.min(0.0) } else { g };
-            pg_max = pg_max.max(pg);
-            pg_min = pg_min.min(pg);
-            if pg != 0.0 {
-                let old = alpha[i];
-                alpha[i] = (old - g / qii[i]).max(0.0);
-                let step = (alpha[i] - old) * y[i];
-                if step != 0.0 {
-                    w.iter_mut()
-                        .zip(xi)
-                        .for_each(|(wj, &xj)| *wj += step * xj as f64);
-                    b += step;
-                }
-            }
-        }
-        if pg_max - pg_min < tol.eps {
-            break;
-        }
+    let w = vec![0.0f64; ex.d];
+    let mut kept = Kept::Weights { ex, qii, w, b: 0.0 };
+    dual_cd(&mut kept, &one_vs_rest(ex, k), k, diag, tol);
+    match kept {
+        Kept::Weights { w, b, .. } => (w, b),
+        Kept::Decisions { .. } => unreachable!("made as weights above"),
     }
-    (w, b)
 }
 
 /// [`svm_dual_cd`] on a Gram matrix: keeps `f_i = Σ_j α_j y_j (x_i·x_j + 1)` instead of `w`,
@@ -327,40 +299,10 @@ fn svm_dual_cd_gram(
     c: f64,
     tol: Tolerance,
 ) -> (Vec<f64>, f64) {
-    let n = ex.len();
     let diag = 0.5 / c;
-    let y: Vec<f64> =
-        ex.y.iter()
-            .map(|&c| if c == k { 1.0 } else { -1.0 })
-            .collect();
-    let mut alpha = vec![0.0f64; n];
-    let mut f = vec![0.0f64; n];
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = Rng(k as u64 + 1);
-    for _ in 0..tol.max_iter {
-        rng.shuffle(&mut order);
-        let (mut pg_max, mut pg_min) = (f64::NEG_INFINITY, f64::INFINITY);
-        for &i in &order {
-            let row = gram.row(i);
-            let g = y[i] * f[i] - 1.0 + diag * alpha[i];
-            let pg = if alpha[i] == 0.0 { g.min(0.0) } else { g };
-            pg_max = pg_max.max(pg);
-            pg_min = pg_min.min(pg);
-            if pg != 0.0 {
-                let old = alpha[i];
-                alpha[i] = (old - g / (row[i] + diag)).max(0.0);
-                let step = (alpha[i] - old) * y[i];
-                if step != 0.0 {
-                    f.iter_mut()
-                        .zip(row)
-                        .for_each(|(fj, &kij)| *fj += step * kij);
-                }
-            }
-        }
-        if pg_max - pg_min < tol.eps {
-            break;
-        }
-    }
+    let f = vec![0.0f64; ex.len()];
+    let y = one_vs_rest(ex, k);
+    let alpha = dual_cd(&mut Kept::Decisions { gram, f, diag }, &y, k, diag, tol);
     let mut w = vec![0.0f64; ex.d];
     let mut b = 0.0;
     for (i, &a) in alpha.iter().enumerate() {
@@ -373,6 +315,96 @@ fn svm_dual_cd_gram(
         }
     }
     (w, b)
+}
+
+/// The labels of class `k` against the rest: 1 or -1.
+fn one_vs_rest(ex: &Examples<'_>, k: usize) -> Vec<f64> {
+    ex.y.iter()
+        .map(|&c| if c == k { 1.0 } else { -1.0 })
+        .collect()
+}
+
+/// What dual coordinate descent keeps up to date as α changes.
+enum Kept<'a> {
+    /// `w` and `b` themselves, with each example's `Q_ii + 1/(2C)` ([`svm_dual_cd`]).
+    Weights {
+        ex: &'a Examples<'a>,
+        qii: Vec<f64>,
+        w: Vec<f64>,
+        b: f64,
+    },
+    /// Every example's decision value `f` ([`svm_dual_cd_gram`]).
+    Decisions {
+        gram: &'a Gram,
+        f: Vec<f64>,
+        diag: f64,
+    },
+}
+
+impl Kept<'_> {
+    /// Example `i`'s decision value now.
+    fn decision(&self, i: usize) -> f64 {
+        match self {
+            Kept::Weights { ex, w, b, .. } => dot64(w, ex.row(i)) + b,
+            Kept::Decisions { f, .. } => f[i],
+        }
+    }
+
+    /// `Q_ii + 1/(2C)`: the objective's curvature along `α_i`.
+    fn curvature(&self, i: usize) -> f64 {
+        match self {
+            Kept::Weights { qii, .. } => qii[i],
+            Kept::Decisions { gram, diag, .. } => gram.row(i)[i] + diag,
+        }
+    }
+
+    /// Takes in a change of `α_i` by `step / y_i`.
+    fn add(&mut self, i: usize, step: f64) {
+        match self {
+            Kept::Weights { ex, w, b, .. } => {
+                w.iter_mut()
+                    .zip(ex.row(i))
+                    .for_each(|(wj, &xj)| *wj += step * xj as f64);
+                *b += step;
+            }
+            Kept::Decisions { gram, f, .. } => f
+                .iter_mut()
+                .zip(gram.row(i))
+                .for_each(|(fj, &kij)| *fj += step * kij),
+        }
+    }
+}
+
+/// Dual coordinate descent's passes for class `k` (which seeds the order), labels `y`: each
+/// pass visits the examples in a fresh random order and moves `α_i` to its clipped optimum;
+/// they stop once the projected gradients spread less than `tol.eps`. Returns α.
+fn dual_cd(kept: &mut Kept<'_>, y: &[f64], k: usize, diag: f64, tol: Tolerance) -> Vec<f64> {
+    let n = y.len();
+    let mut alpha = vec![0.0f64; n];
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = Rng(k as u64 + 1);
+    for _ in 0..tol.max_iter {
+        rng.shuffle(&mut order);
+        let (mut pg_max, mut pg_min) = (f64::NEG_INFINITY, f64::INFINITY);
+        for &i in &order {
+            let g = y[i] * kept.decision(i) - 1.0 + diag * alpha[i];
+            let pg = if alpha[i] == 0.0 { g.min(0.0) } else { g };
+            pg_max = pg_max.max(pg);
+            pg_min = pg_min.min(pg);
+            if pg != 0.0 {
+                let old = alpha[i];
+                alpha[i] = (old - g / kept.curvature(i)).max(0.0);
+                let step = (alpha[i] - old) * y[i];
+                if step != 0.0 {
+                    kept.add(i, step);
+                }
+            }
+        }
+        if pg_max - pg_min < tol.eps {
+            break;
+        }
+    }
+    alpha
 }
 
 /// The logistic objective and its gradient at `theta` = `[W (K x d), b (K)]`.

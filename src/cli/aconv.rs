@@ -8,8 +8,7 @@ use crosspool::gpu::{GpuContext, GpuOptions};
 use crosspool::input::image_identity;
 use crosspool::input::{expand_inputs, DecodeMode, DecodeOptions, ImageSource};
 use crosspool::model::ModelWeights;
-use crosspool::pipeline::{Backend, DevicePreActivations, LayerMaps, LayerMapsWorkspace};
-use crosspool::shape::Shape4;
+use crosspool::pipeline::{Backend, DevicePreActivations, LayerMaps};
 use crosspool::store::labels::{LabelSource, Labels};
 use std::path::PathBuf;
 
@@ -89,7 +88,7 @@ fn read_maps<B: Backend>(
         mode: a.decode,
         ..DecodeOptions::default()
     };
-    let mut buffers: Option<(usize, LayerMapsWorkspace<B>, B::Tensor)> = None;
+    let mut buffers = super::BatchBuffers::new();
     let (mut all, mut read, mut grid, mut channels) = (Vec::new(), Vec::new(), (0, 0), 0);
     for (c, chunk) in images.chunks(BATCH).enumerate() {
         let chunk: Vec<ImageSource> = chunk.iter().cloned().map(ImageSource::File).collect();
@@ -98,15 +97,8 @@ fn read_maps<B: Backend>(
         read.extend(ok.iter().map(|j| c * BATCH + j));
         let n = ok.len();
         if n > 0 {
-            let shape = Shape4::new(n, a.size as usize, a.size as usize, 3);
-            if buffers.as_ref().is_none_or(|(m, _, _)| *m != n) {
-                buffers = Some((
-                    n,
-                    maps.workspace(backend, shape)?,
-                    backend.tensor(shape, "images")?,
-                ));
-            }
-            let (_, ws, input) = buffers.as_ref().expect("set above");
+            let (ws, input) =
+                buffers.for_batch(backend, (n, a.size), |s| maps.workspace(backend, s))?;
             let s = maps.shape(ws);
             (grid, channels) = ((s.h, s.w), s.c);
             backend.write(input, &x)?;

@@ -1,7 +1,7 @@
 //! `crosspool bench`: per-stage times, images/s and GFLOP/s of the feature pipeline on this
 //! device.
 
-use super::engine::{storage_on_all, Device, Engine, Precision};
+use super::engine::{storage_on_all, Device, Engine};
 use anyhow::Context;
 use crosspool::features::{FeatureSpec, Representation};
 use crosspool::gpu::{Dtype, GpuContext, GpuOptions};
@@ -53,22 +53,8 @@ pub struct Args {
     /// software ones included).
     #[arg(long, value_parser = super::choice::choice::<Device>(), default_value_t = Device::Gpu)]
     device: Device,
-    /// Also time several GPUs together (`all`, or indices from `crosspool info --list`): the
-    /// first is measured alone as usual, then every one runs --iters whole batches at the
-    /// same time, as `extract --devices` drives them; reports their combined images/s and
-    /// the scaling over the first alone.
-    #[arg(long, value_parser = super::engine::parse_devices)]
-    devices: Option<super::engine::DeviceList>,
-    /// Batches in flight per device in the overlapped pass (as `extract --in-flight`): after
-    /// the batches timed one at a time, each device runs this many streams of whole batches
-    /// at once, so that one's upload and readback overlap another's compute [default: 2 on a
-    /// GPU, 1 on the CPU backend; the pass runs when it or --devices asks for more than one].
-    #[arg(long, value_parser = super::at_least_one)]
-    in_flight: Option<usize>,
-    /// How the GPU stores weights and activations between layers (see `extract
-    /// --precision`).
-    #[arg(long, value_parser = super::choice::choice::<Precision>(), default_value_t = Precision::F32)]
-    precision: Precision,
+    #[command(flatten)]
+    run: super::RunArgs,
     /// Print the results as JSON on standard output.
     #[arg(long)]
     json: bool,
@@ -121,9 +107,9 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
     };
     let shape = Shape4::new(a.batch, a.size as usize, a.size as usize, 3);
     let (x, decode_ips) = bench_input(&a, shape, &weights.preprocess)?;
-    let engines = super::engine::open_engines(a.device, a.devices.as_ref(), opts)?;
+    let engines = super::engine::open_engines(a.device, a.run.devices.as_ref(), opts)?;
     let engine = &engines[0];
-    let storage = storage_on_all(&engines, a.precision)?;
+    let storage = storage_on_all(&engines, a.run.precision)?;
     let mut m = match engine {
         Engine::Gpu(ctx) => {
             let peak = FP32_PEAK_TFLOPS
@@ -134,8 +120,11 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
         }
         Engine::Cpu(cpu) => measure(cpu, &a, (&weights, storage), spec.clone(), &x, shape, None)?,
     };
-    m.precision_path = engine.precision_path(a.precision);
-    let in_flight = a.in_flight.unwrap_or_else(|| engine.default_in_flight());
+    m.precision_path = engine.precision_path(a.run.precision);
+    let in_flight = a
+        .run
+        .in_flight
+        .unwrap_or_else(|| engine.default_in_flight());
     let streams: Vec<(usize, &Engine)> = engines
         .iter()
         .enumerate()

@@ -99,16 +99,23 @@ pub(super) fn class_indices(labels: &[&str]) -> (Vec<String>, Vec<usize>) {
     (classes, y)
 }
 
+/// Refuses a feature set without one image's features (all failed in extraction): there is
+/// nothing to `purpose`.
+fn ensure_some(set: &FeatureSet, from: &std::path::Path, purpose: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !set.is_empty(),
+        "no image of {} has a feature ({} failed in extraction): there is nothing to {purpose}",
+        from.display(),
+        set.failed.len()
+    );
+    Ok(())
+}
+
 /// Runs `train-classifier`.
 pub fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     super::output_folder_for(&a.out)?;
     let set = FeatureSet::read(&a.features)?;
-    anyhow::ensure!(
-        !set.is_empty(),
-        "no image of {} has a feature ({} failed in extraction): there is nothing to train on",
-        a.features.display(),
-        set.failed.len()
-    );
+    ensure_some(&set, &a.features, "train on")?;
     let labels = set.require_labels()?;
     let (classes, y) = class_indices(&labels);
     anyhow::ensure!(
@@ -209,12 +216,7 @@ fn feature_differences(a: &ExtractSettings, b: &ExtractSettings) -> Vec<String> 
 pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<()> {
     let clf = Classifier::load(&a.classifier)?;
     let set = features_for(&clf, &a.features)?;
-    anyhow::ensure!(
-        !set.is_empty(),
-        "no image of {} has a feature ({} failed in extraction): there is nothing to evaluate",
-        a.features.display(),
-        set.failed.len()
-    );
+    ensure_some(&set, &a.features, "evaluate")?;
     let labels = set.require_labels()?;
     let truth: Vec<usize> = labels
         .iter()

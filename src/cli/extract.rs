@@ -5,9 +5,7 @@ use crosspool::choice::value_name;
 use crosspool::extract::{self, ExtractConfig};
 use crosspool::features::{FeatureRequest, NormPreset as Norm, Pooling};
 use crosspool::gpu::{Dtype, GpuOptions};
-use crosspool::input::{
-    expand_inputs, expand_sources, DecodeLimits, DecodeMode, DecodeOptions, ImageId, ImageSource,
-};
+use crosspool::input::{DecodeLimits, DecodeMode, DecodeOptions, ImageId, ImageSource};
 use crosspool::job::{ExtractJob, ExtractOptions};
 use crosspool::pooling::{ChannelPooling, LocalWindow};
 use crosspool::store::labels::{LabelSource, Labels};
@@ -19,12 +17,8 @@ use std::path::{Path, PathBuf};
 /// Arguments of `extract`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Images, WebDataset tar shards (*.tar: each image member is an image, its sample's
-    /// .json/.txt/.cls carried into the manifest), directories (searched recursively for
-    /// both), list files (*.txt / *.list: one path per line), patterns the shell did not
-    /// expand ('shards/*.tar'), or `-` to read paths from standard input.
-    #[arg(required = true)]
-    inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    images: super::ImageInputs,
     #[command(flatten)]
     net: super::NetworkArgs,
     /// Layers t,t+1 to pool across [default: the paper's pair: vgg16 conv5_2,conv5_3; vgg19
@@ -101,23 +95,8 @@ pub struct Args {
     /// Where the network runs.
     #[arg(long, value_parser = super::choice::choice::<Device>(), default_value_t = Device::Auto)]
     device: Device,
-    /// Run on several GPUs at once: `all`, or adapter indices from `crosspool info --list`
-    /// (`0,2,3`; an index twice opens that GPU twice). Decoding and writing are shared, each
-    /// GPU takes the next batch when it is free, and the output is the same rows in the same
-    /// order as on one device.
-    #[arg(long, value_parser = super::engine::parse_devices)]
-    devices: Option<super::engine::DeviceList>,
-    /// Batches in flight per GPU, each with its own buffers: while one computes, the next is
-    /// uploaded and the one before read back [default: 2 on a GPU, 1 on the CPU backend].
-    /// 1 halves the GPU memory a run takes.
-    #[arg(long, value_parser = super::at_least_one)]
-    in_flight: Option<usize>,
-    /// How the GPU stores weights and activations between layers (sums are f32 in all):
-    /// f32; f16 (needs shader-f16; the layers the features read stay f32, and an image
-    /// whose activations pass f16's range fails, naming why); auto: f16 on a hardware GPU
-    /// that has shader-f16, else f32. Recorded in extract.json.
-    #[arg(long, value_parser = super::choice::choice::<Precision>(), default_value_t = Precision::F32)]
-    precision: Precision,
+    #[command(flatten)]
+    run: super::RunArgs,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -157,7 +136,7 @@ impl Args {
         quiet: bool,
     ) -> Self {
         Args {
-            inputs,
+            images: super::ImageInputs { inputs },
             net: super::NetworkArgs {
                 weights: PathBuf::from(&s.weights),
                 model: Some(s.arch),
@@ -182,11 +161,13 @@ impl Args {
             retry_failed: false,
             shard: None,
             device,
-            devices: None,
-            in_flight: None,
-            precision: match s.precision {
-                Dtype::F32 => Precision::F32,
-                Dtype::F16 => Precision::F16,
+            run: super::RunArgs {
+                devices: None,
+                in_flight: None,
+                precision: match s.precision {
+                    Dtype::F32 => Precision::F32,
+                    Dtype::F16 => Precision::F16,
+                },
             },
             quiet,
             json: false,
@@ -275,12 +256,12 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     }
     let (arch, spec, weights) = (job.arch, &job.spec, &job.weights);
 
-    let (listed, duplicates) = distinct_images(expand_sources(expand_inputs(&a.inputs)?));
+    let (listed, duplicates) = distinct_images(a.images.sources()?);
     let total_listed = listed.len();
     anyhow::ensure!(
         total_listed > 0,
         "no images found in {}",
-        show_inputs(&a.inputs)
+        show_inputs(&a.images.inputs)
     );
     let (mut images, prefix) = select_part(listed, a.shard);
     let labels = match &a.labels {
@@ -292,7 +273,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         None => None,
     };
 
-    let engines = super::engine::open_engines(a.device, a.devices.as_ref(), opts)?;
+    let engines = super::engine::open_engines(a.device, a.run.devices.as_ref(), opts)?;
     let engine = &engines[0];
     let batch = a
         .batch
@@ -305,7 +286,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         Ok(())
     };
     fits(None)?;
-    let (precision, extractors) = job.extractors(&engines, a.precision)?;
+    let (precision, extractors) = job.extractors(&engines, a.run.precision)?;
     let feature_shape = extractors[0].feature_shape(a.size as usize)?;
     fits(Some(feature_shape))?;
     let decode = a
@@ -373,7 +354,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
     let n_new = images.len();
     let mut runners = Vec::new();
     for x in &extractors {
-        for _ in 0..a.in_flight.unwrap_or_else(|| x.default_in_flight()) {
+        for _ in 0..a.run.in_flight.unwrap_or_else(|| x.default_in_flight()) {
             runners.push(x.runner(&cfg)?);
         }
     }

@@ -3,22 +3,18 @@
 use super::engine::{storage_on_all, Device, Engine, Precision};
 use crosspool::extract::F16_OVERFLOW;
 use crosspool::gpu::{Dtype, GpuContext, GpuOptions};
-use crosspool::input::{expand_inputs, expand_sources, DecodeMode, DecodeOptions, ImageSource};
+use crosspool::input::{DecodeMode, DecodeOptions, ImageSource};
 use crosspool::model::ModelWeights;
 use crosspool::pca::{MomentAccumulator, Pca};
-use crosspool::pipeline::{Backend, Moments, MomentsWorkspace};
+use crosspool::pipeline::{Backend, Moments};
 use crosspool::pooling::LocalWindow;
-use crosspool::shape::Shape4;
 use std::path::PathBuf;
 
 /// Arguments of `fit-pca`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Images, directories (searched recursively), list files (*.txt / *.list: one path per
-    /// line), or `-` to read paths from standard input, to fit on. Images that cannot be
-    /// read are reported and left out.
-    #[arg(required = true)]
-    inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    images: super::ImageInputs,
     #[command(flatten)]
     net: super::NetworkArgs,
     /// Layer whose local features are fitted [default: the paper's layer t: vgg16 conv5_2,
@@ -75,7 +71,7 @@ fn accumulate<B: Backend>(
         ..DecodeOptions::default()
     };
     // One workspace and input tensor per batch size: all but the last batch share one.
-    let mut buffers: Option<(usize, MomentsWorkspace<B>, B::Tensor)> = None;
+    let mut buffers = super::BatchBuffers::new();
     let mut channels = 0;
     let (mut seen, mut failed) = (0, 0);
     let mine: Vec<&[ImageSource]> = images.chunks(a.batch).skip(k).step_by(n).collect();
@@ -89,15 +85,8 @@ fn accumulate<B: Backend>(
         // Until the batch adds up: images that overflow f16 are left out and the rest rerun.
         while !ok.is_empty() {
             let n = ok.len();
-            let shape = Shape4::new(n, a.size as usize, a.size as usize, 3);
-            if buffers.as_ref().is_none_or(|(m, _, _)| *m != n) {
-                buffers = Some((
-                    n,
-                    moments.workspace(backend, shape)?,
-                    backend.tensor(shape, "images")?,
-                ));
-            }
-            let (_, ws, input) = buffers.as_ref().expect("set above");
+            let (ws, input) =
+                buffers.for_batch(backend, (n, a.size), |s| moments.workspace(backend, s))?;
             channels = moments.channels(ws);
             let acc =
                 acc.get_or_insert_with(|| MomentAccumulator::new(a.window.feature_len(channels)));
@@ -123,8 +112,7 @@ fn accumulate<B: Backend>(
 pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
     super::output_folder_for(&a.out)?;
     anyhow::ensure!(a.batch > 0, "--batch must be at least 1");
-    // Tar shards' image members are read in place, as by extract.
-    let images = expand_sources(expand_inputs(&a.inputs)?);
+    let images = a.images.sources()?;
     anyhow::ensure!(!images.is_empty(), "no images found in the inputs given");
     let arch = ModelWeights::arch_of(&a.net.weights, a.net.model)?;
     let layer = a

@@ -82,6 +82,79 @@ pub struct NetworkArgs {
     pub model: Option<crosspool::model::Arch>,
 }
 
+/// The images `extract` and `fit-pca` read.
+#[derive(clap::Args)]
+pub struct ImageInputs {
+    /// Images, WebDataset tar shards (*.tar: each image member is an image, its sample's
+    /// .json/.txt/.cls carried into extract's manifest), directories (searched recursively
+    /// for both), list files (*.txt / *.list: one path per line), patterns the shell did not
+    /// expand ('shards/*.tar'), or `-` to read paths from standard input. Images that cannot
+    /// be read are reported and left out.
+    #[arg(required = true)]
+    pub inputs: Vec<std::path::PathBuf>,
+}
+
+impl ImageInputs {
+    /// Every image the inputs name, tar members read in place.
+    pub fn sources(&self) -> crosspool::error::Result<Vec<crosspool::input::ImageSource>> {
+        let paths = crosspool::input::expand_inputs(&self.inputs)?;
+        Ok(crosspool::input::expand_sources(paths))
+    }
+}
+
+/// How `extract` and `bench` spread batches over GPUs and store activations.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Run on several GPUs at once: `all`, or adapter indices from `crosspool info --list`
+    /// (`0,2,3`; an index twice opens that GPU twice). extract shares decoding and writing:
+    /// each GPU takes the next batch when it is free, and the output is the same rows in the
+    /// same order as on one device. bench measures the first alone as usual, then every one
+    /// running --iters whole batches at the same time, and reports their combined images/s
+    /// and the scaling over the first alone.
+    #[arg(long, value_parser = engine::parse_devices)]
+    pub devices: Option<engine::DeviceList>,
+    /// Batches in flight per device, each with its own buffers: while one computes, the next
+    /// is uploaded and the one before read back [default: 2 on a GPU, 1 on the CPU backend].
+    /// 1 halves the GPU memory a run takes. bench times batches one at a time, then (when
+    /// this or --devices asks for more than one) an overlapped pass of this many streams of
+    /// whole batches per device.
+    #[arg(long, value_parser = at_least_one)]
+    pub in_flight: Option<usize>,
+    /// How the GPU stores weights and activations between layers (sums are f32 in all):
+    /// f32; f16 (needs shader-f16; the layers the features read stay f32, and an image
+    /// whose activations pass f16's range fails, naming why); auto: f16 on a hardware GPU
+    /// that has shader-f16, else f32. extract records it in extract.json.
+    #[arg(long, value_parser = choice::choice::<engine::Precision>(), default_value_t = engine::Precision::F32)]
+    pub precision: engine::Precision,
+}
+
+/// A batch's workspace and input tensor, kept while batches keep their size and remade when
+/// it changes (the last batch is short, and so is one with images left out).
+pub struct BatchBuffers<B: crosspool::pipeline::Storage, W>(Option<(usize, W, B::Tensor)>);
+
+impl<B: crosspool::pipeline::Storage, W> BatchBuffers<B, W> {
+    /// None yet.
+    pub fn new() -> Self {
+        BatchBuffers(None)
+    }
+
+    /// The workspace (made by `workspace` for the input's shape) and input tensor for `n`
+    /// images of `size` x `size`, remade only if the last batch had another size.
+    pub fn for_batch(
+        &mut self,
+        backend: &B,
+        (n, size): (usize, u32),
+        workspace: impl FnOnce(crosspool::shape::Shape4) -> crosspool::error::Result<W>,
+    ) -> crosspool::error::Result<(&W, &B::Tensor)> {
+        if self.0.as_ref().is_none_or(|(m, _, _)| *m != n) {
+            let shape = crosspool::shape::Shape4::new(n, size as usize, size as usize, 3);
+            self.0 = Some((n, workspace(shape)?, backend.tensor(shape, "images")?));
+        }
+        let (_, w, t) = self.0.as_ref().expect("set above");
+        Ok((w, t))
+    }
+}
+
 /// Decodes and preprocesses `images` on all cores for a batch: the values of those read, in
 /// order, and their indices in `images`. One that cannot be read is reported as
 /// `"{command}: NAME: REASON (left out)"` and left out.

@@ -7,10 +7,8 @@ mod runner;
 pub use runner::BackendRunner;
 
 use crate::error::{Error, Result};
-use crate::gpu::GpuContext;
 use crate::input::{failure_reason, prepare_source, DecodeOptions, ImageSource};
 use crate::model::Preprocess;
-use crate::pipeline::Extractor;
 use crate::store::writer::{OutputFormat, Row, RowData, RowSink};
 use rayon::prelude::*;
 use std::sync::mpsc::sync_channel;
@@ -48,23 +46,10 @@ pub trait BatchRunner {
 /// Why an image whose activations overflowed f16 has no features.
 pub const F16_OVERFLOW: &str = "an activation exceeded f16's range (65504) under --precision f16, so its features would be infinite; extract it with --precision f32";
 
-/// Runs `extractor` on the GPU over `images`, handing every result to `writer` in input
-/// order (a [`crate::store::writer::ShardWriter`], or a `Vec<Row>` to keep them), finishes it and
+/// Runs `runner` (the GPU's or the CPU backend's: a [`BackendRunner`] over an extractor, say)
+/// over `images`, handing every result to `writer` in input order (a
+/// [`crate::store::writer::ShardWriter`], or a `Vec<Row>` to keep them), finishes it and
 /// returns what it gives back; calls `progress(done, failed)` after each batch.
-pub fn run<W: RowSink>(
-    ctx: &GpuContext,
-    extractor: &Extractor,
-    preprocess: Preprocess,
-    images: impl IntoIterator<Item = impl Into<ImageSource>>,
-    writer: W,
-    cfg: &ExtractConfig,
-    progress: &(dyn Fn(usize, usize) + Sync),
-) -> Result<W::Done> {
-    let mut runner = BackendRunner::new(ctx, extractor, cfg);
-    run_on(&mut runner, preprocess, images, writer, cfg, progress)
-}
-
-/// [`run`] with the features computed by `runner` (the GPU's or the CPU backend's).
 pub fn run_on<W: RowSink>(
     runner: &mut (dyn BatchRunner + Send),
     preprocess: Preprocess,
@@ -77,7 +62,7 @@ pub fn run_on<W: RowSink>(
     run_on_devices(vec![runner], preprocess, images, writer, cfg, progress)
 }
 
-/// [`run`] on several devices at once: each takes the next decoded batch when it is free (a
+/// [`run_on`] on several devices at once: each takes the next decoded batch when it is free (a
 /// slower device takes fewer), and the rows reach `writer` in input order, so the output is
 /// the same whatever the number of devices. Decoding and writing are shared.
 pub fn run_on_devices<'a, W: RowSink>(

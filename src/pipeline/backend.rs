@@ -44,14 +44,9 @@ pub trait Storage {
         debug_assert_eq!(dtype, Dtype::F32, "f16 view on an f32-only backend");
         Self::view(s, shape)
     }
-    /// Zeroed features for `images` matrices of `rows` x `cols`.
-    fn features(
-        &self,
-        images: usize,
-        rows: usize,
-        cols: usize,
-        label: &str,
-    ) -> Result<Self::Features>;
+    /// Zeroed features for `dims = (images, rows, cols)`: `images` matrices of `rows` x
+    /// `cols` (as [`Storage::dims_of`] gives them back).
+    fn features(&self, dims: (usize, usize, usize), label: &str) -> Result<Self::Features>;
     /// `(images, rows, cols)` of features.
     fn dims_of(f: &Self::Features) -> (usize, usize, usize);
     /// Regions `(y0, y1, x0, x1)` ready to pool over.

@@ -52,15 +52,8 @@ impl HostMemory for CpuBackend {
     }
 
     fn cross_layer(&self, op: CrossLayer<'_, HostTensor>, out: &HostFeatures) -> Result<()> {
-        let CrossLayer {
-            guide,
-            x,
-            x_win,
-            group,
-            mode,
-        } = op;
-        let xv = x.values();
-        let a = match guide {
+        let xv = op.x.values();
+        let a = match op.guide {
             Guide::Layer(a, w) => Some((a.values(), a.shape, w)),
             Guide::Ones => None,
         };
@@ -69,10 +62,10 @@ impl HostMemory for CpuBackend {
         ops::cross_layer(
             a.as_ref().map(|(v, s, w)| (v.as_slice(), *s, *w)),
             &xv,
-            x.shape,
-            x_win,
-            group,
-            mode,
+            op.x.shape,
+            op.x_win,
+            op.group,
+            op.mode,
             &mut dst[..i * r * c],
         )
     }

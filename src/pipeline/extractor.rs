@@ -254,7 +254,7 @@ impl<B: Backend> Extractor<B> {
             }
         };
         let features = ctx
-            .features(input.n, rows, cols, "features")
+            .features((input.n, rows, cols), "features")
             .map_err(|e| match e {
                 // One image's feature alone over the limit: the batch is not what to change.
                 Error::DeviceLimit {
@@ -272,7 +272,7 @@ impl<B: Backend> Extractor<B> {
             Representation::CrossLayer { .. } => {
                 let g = shapes[1];
                 Some(GuideSums {
-                    sums: ctx.features(input.n, 1, g.c, "guide sums")?,
+                    sums: ctx.features((input.n, 1, g.c), "guide sums")?,
                     units: g.h * g.w,
                     whole_map: ctx.regions(&[[0, g.h as u32, 0, g.w as u32]])?,
                 })

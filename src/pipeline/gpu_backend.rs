@@ -57,9 +57,7 @@ impl Storage for GpuContext {
 
     fn features(
         &self,
-        images: usize,
-        rows: usize,
-        cols: usize,
+        (images, rows, cols): (usize, usize, usize),
         label: &str,
     ) -> Result<GpuFeatures> {
         GpuFeatures::new(self, images, rows, cols, label)
@@ -94,7 +92,7 @@ impl Storage for GpuContext {
     }
 
     fn codes(&self, f: &GpuFeatures, q: Quantization, label: &str) -> Result<GpuPacked> {
-        GpuPacked::new(self, f.images, f.rows, q.words_per_row(f.cols), label)
+        GpuPacked::for_features(self, f, q, label)
     }
 
     fn download_codes(&self, c: &GpuPacked) -> Result<Vec<Vec<u32>>> {

@@ -66,10 +66,8 @@ impl<T: HostMemory> Storage for T {
 
     fn features(
         &self,
-        images: usize,
-        rows: usize,
-        cols: usize,
-        _label: &str,
+        (images, rows, cols): (usize, usize, usize),
+        _: &str,
     ) -> Result<HostFeatures> {
         Ok(HostFeatures::zeros(images, rows, cols))
     }

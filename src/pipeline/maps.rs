@@ -46,7 +46,7 @@ impl<B: Backend> LayerMaps<B> {
         let s = B::shape_of(&net.outputs()[0]);
         Ok(LayerMapsWorkspace {
             units: ctx.regions(&unit_regions(s.h, s.w))?,
-            maps: ctx.features(input.n, s.h * s.w, s.c, "layer maps")?,
+            maps: ctx.features((input.n, s.h * s.w, s.c), "layer maps")?,
             net,
         })
     }
@@ -126,7 +126,7 @@ impl<B: Backend> PreActivations for DevicePreActivations<'_, B> {
                     B::conv_spec(&conv).output_shape(shape)?,
                     "aconv pre-activations",
                 )?,
-                pre: ctx.features(shape.n, units, layer.filters, "aconv pre-activations")?,
+                pre: ctx.features((shape.n, units, layer.filters), "aconv pre-activations")?,
             }),
         };
         ctx.write(&b.input, x)?;

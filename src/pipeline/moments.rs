@@ -56,8 +56,8 @@ impl<B: Backend> Moments<B> {
         let f = self.window.feature_len(B::shape_of(&net.outputs()[0]).c);
         Ok(MomentsWorkspace {
             net,
-            sum: ctx.features(1, 1, f, "feature sum")?,
-            second: ctx.features(1, f, f, "feature second moment")?,
+            sum: ctx.features((1, 1, f), "feature sum")?,
+            second: ctx.features((1, f, f), "feature second moment")?,
         })
     }
 

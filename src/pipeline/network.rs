@@ -174,7 +174,7 @@ impl<B: Backend> Network<B> {
             .collect::<Result<_>>()?;
         let overflow = match self.storage {
             Dtype::F32 => None,
-            Dtype::F16 => Some(ctx.features(input.n, 1, 1, "f16 overflow flags")?),
+            Dtype::F16 => Some(ctx.features((input.n, 1, 1), "f16 overflow flags")?),
         };
         Ok(Workspace {
             input,

@@ -173,17 +173,21 @@ pub fn format_row(r: &Row) -> String {
 mod tests {
     use super::*;
 
+    fn agreed(worst: f64, at: usize, failure: Option<&str>) -> crate::Result<Agreement> {
+        Ok(Agreement {
+            worst,
+            at,
+            failure: failure.map(String::from),
+        })
+    }
+
     #[test]
     fn rows_read_as_a_table() {
         let t0 = std::time::Instant::now();
         let pass = Row::of(
             ("conv small", "2x13x11x3 3x3 -> 64", "f32"),
             t0,
-            Ok(Agreement {
-                worst: 0.4567,
-                at: 3,
-                failure: None,
-            }),
+            agreed(0.4567, 3, None),
         );
         assert_eq!(pass.status, Status::Pass);
         assert!(
@@ -191,24 +195,16 @@ mod tests {
             "{}",
             format_row(&pass)
         );
-        let exact = Row::of(
-            ("max pool", "s", "f32"),
-            t0,
-            Ok(Agreement {
-                worst: 0.0,
-                at: 0,
-                failure: None,
-            }),
-        );
+        let exact = Row::of(("max pool", "s", "f32"), t0, agreed(0.0, 0, None));
         assert!(format_row(&exact).contains("exact  ok"));
         let fail = Row::of(
             ("relu", "s", "f32"),
             t0,
-            Ok(Agreement {
-                worst: f64::INFINITY,
-                at: 1,
-                failure: Some("output 1: 2 where the reference is 0".into()),
-            }),
+            agreed(
+                f64::INFINITY,
+                1,
+                Some("output 1: 2 where the reference is 0"),
+            ),
         );
         assert_eq!(fail.status, Status::Fail);
         assert!(format_row(&fail).ends_with("inf  FAIL: output 1: 2 where the reference is 0"));

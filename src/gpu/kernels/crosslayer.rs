@@ -163,16 +163,3 @@ impl CrossLayerKernel {
         Ok(())
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::gpu::shaders::tests::wgsl_u32_const;
-
-    #[test]
-    fn tiles_match_wgsl() {
-        for (name, v) in [("BM", BM), ("BN", BN), ("BK", BK)] {
-            assert_eq!(wgsl_u32_const(&CROSSLAYER, name), v, "{name}");
-        }
-    }
-}

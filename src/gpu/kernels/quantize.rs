@@ -39,16 +39,10 @@ impl QuantizeKernel {
 
     /// The packed output for `f` under `q`.
     pub fn output(&self, ctx: &GpuContext, f: &GpuFeatures, q: Quantization) -> Result<GpuPacked> {
-        GpuPacked::new(
-            ctx,
-            f.images,
-            f.rows,
-            q.words_per_row(f.cols),
-            "packed features",
-        )
+        GpuPacked::for_features(ctx, f, q, "packed features")
     }
 
-    /// Records the packing of `f` into `out` (from [`QuantizeKernel::output`] or [`GpuPacked::new`]).
+    /// Records the packing of `f` into `out` (from [`QuantizeKernel::output`] or [`GpuPacked::for_features`]).
     pub fn record(
         &self,
         ctx: &GpuContext,
@@ -100,16 +94,5 @@ impl QuantizeKernel {
             );
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::gpu::shaders::tests::wgsl_u32_const;
-
-    #[test]
-    fn constants_match_wgsl() {
-        assert_eq!(wgsl_u32_const(&QUANTIZE, "WORKGROUP"), WORKGROUP);
     }
 }

@@ -64,14 +64,3 @@ impl ReluKernel {
         ctx.submit("relu", |enc| self.record(ctx, enc, t))
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::gpu::shaders::tests::wgsl_u32_const;
-
-    #[test]
-    fn constants_match_wgsl() {
-        assert_eq!(wgsl_u32_const(&RELU, "WORKGROUP"), WORKGROUP);
-    }
-}

@@ -244,14 +244,3 @@ impl ScoreKernel {
         Ok(out)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::gpu::shaders::tests::wgsl_u32_const;
-
-    #[test]
-    fn constants_match_wgsl() {
-        assert_eq!(wgsl_u32_const(&SCORE, "WORKGROUP"), WORKGROUP);
-    }
-}

@@ -196,19 +196,18 @@ pub struct GpuPacked {
 }
 
 impl GpuPacked {
-    /// Zeroed codes for `images` x `rows` rows of `words_per_row` words.
-    pub fn new(
+    /// Zeroed codes for features like `f` packed under `q`.
+    pub fn for_features(
         ctx: &GpuContext,
-        images: usize,
-        rows: usize,
-        words_per_row: usize,
+        f: &GpuFeatures,
+        q: crate::pooling::Quantization,
         label: &str,
     ) -> Result<Self> {
-        let bytes = (images * rows * words_per_row) as u64 * 4;
+        let words_per_row = q.words_per_row(f.cols);
         Ok(GpuPacked {
-            buffer: create_storage(ctx, bytes, label)?,
-            images,
-            rows,
+            buffer: create_storage(ctx, (f.images * f.rows * words_per_row) as u64 * 4, label)?,
+            images: f.images,
+            rows: f.rows,
             words_per_row,
         })
     }
