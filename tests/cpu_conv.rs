@@ -28,50 +28,126 @@ fn kernels() -> Vec<ConvKernel> {
     ConvKernel::available()
 }
 
-/// Bᵀ, G and Aᵀ of Winograd F(2x2, 3x3), as absolute values.
-const BT_ABS: [[f64; 4]; 4] = [
-    [1.0, 0.0, 1.0, 0.0],
-    [0.0, 1.0, 1.0, 0.0],
-    [0.0, 1.0, 1.0, 0.0],
-    [0.0, 1.0, 0.0, 1.0],
-];
-const G_ABS: [[f64; 3]; 4] = [
-    [1.0, 0.0, 0.0],
-    [0.5, 0.5, 0.5],
-    [0.5, 0.5, 0.5],
-    [0.0, 0.0, 1.0],
-];
-const AT_ABS: [[f64; 4]; 2] = [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0]];
+/// Bᵀ, G and Aᵀ of a Winograd variant F(m x m, 3x3), with α = m + 2 (row-major: α x α,
+/// α x 3, m x α), written out here apart from the kernel's copies.
+struct Transforms {
+    m: usize,
+    bt: &'static [f64],
+    g: &'static [f64],
+    at: &'static [f64],
+}
+
+#[rustfmt::skip]
+const F2: Transforms = Transforms {
+    m: 2,
+    bt: &[
+        1.0, 0.0, -1.0, 0.0,
+        0.0, 1.0, 1.0, 0.0,
+        0.0, -1.0, 1.0, 0.0,
+        0.0, 1.0, 0.0, -1.0,
+    ],
+    g: &[
+        1.0, 0.0, 0.0,
+        0.5, 0.5, 0.5,
+        0.5, -0.5, 0.5,
+        0.0, 0.0, 1.0,
+    ],
+    at: &[
+        1.0, 1.0, 1.0, 0.0,
+        0.0, 1.0, -1.0, -1.0,
+    ],
+};
+
+/// F(4x4, 3x3) on the points 0, ±1, ±2 (Lavin & Gray 2016).
+#[rustfmt::skip]
+const F4: Transforms = Transforms {
+    m: 4,
+    bt: &[
+        4.0, 0.0, -5.0, 0.0, 1.0, 0.0,
+        0.0, -4.0, -4.0, 1.0, 1.0, 0.0,
+        0.0, 4.0, -4.0, -1.0, 1.0, 0.0,
+        0.0, -2.0, -1.0, 2.0, 1.0, 0.0,
+        0.0, 2.0, -1.0, -2.0, 1.0, 0.0,
+        0.0, 4.0, 0.0, -5.0, 0.0, 1.0,
+    ],
+    g: &[
+        0.25, 0.0, 0.0,
+        -1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0,
+        -1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0,
+        1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0,
+        1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0,
+        0.0, 0.0, 1.0,
+    ],
+    at: &[
+        1.0, 1.0, 1.0, 1.0, 1.0, 0.0,
+        0.0, 1.0, -1.0, 2.0, -2.0, 0.0,
+        0.0, 1.0, 1.0, 4.0, 4.0, 0.0,
+        0.0, 1.0, -1.0, 8.0, -8.0, 1.0,
+    ],
+};
+
+impl Transforms {
+    fn alpha(&self) -> usize {
+        self.m + 2
+    }
+
+    /// Roundings in one pass of a transform of rows `cols` wide: a row of k non-zero terms
+    /// is k - 1 additions, plus one product when a coefficient is not a power of two (the
+    /// kernel multiplies unfused; ±2ⁿ scales exactly).
+    fn pass_roundings(matrix: &[f64], cols: usize) -> usize {
+        matrix
+            .chunks(cols)
+            .map(|row| {
+                let terms: Vec<f64> = row.iter().copied().filter(|&c| c != 0.0).collect();
+                let inexact = terms.iter().any(|c| c.abs().log2().fract() != 0.0);
+                terms.len().saturating_sub(1) + usize::from(inexact)
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The roundings every term of an output passes through: two passes of Bᵀ, one rounding
+    /// of the f64-exact weight transform, `in_c` fused multiply-adds over the channels, two
+    /// passes of Aᵀ and the bias. F(2x2): in_c + 8; F(4x4): in_c + 16.
+    fn roundings(&self, in_c: usize) -> usize {
+        let a = self.alpha();
+        2 * Self::pass_roundings(self.bt, a) + 1 + in_c + 2 * Self::pass_roundings(self.at, a) + 1
+    }
+}
 
 /// The scale of the Winograd kernel's rounding error at each output: the computation with
 /// every transform, weight and input replaced by its absolute value (plus |bias|). Each term
-/// of an output passes through at most `in_c + 8` roundings (two in the input transform, one
-/// in the f64-exact weight transform, `in_c` in the product and the sum over channels with
-/// fused multiply-adds, four in the output transform, one adding the bias), so the error is
-/// at most `gamma(in_c + 8)` times this (Higham, Lemma 3.3 and §3.1).
+/// of an output passes through at most `t.roundings(in_c)` roundings, so the error is at
+/// most `gamma(t.roundings(in_c))` times this (Higham, Lemma 3.3 and §3.1).
 #[allow(clippy::needless_range_loop)] // the transforms' index notation
-fn winograd_magnitude(x: &[f32], shape: Shape4, w: &Conv2dWeights) -> Vec<f32> {
+fn winograd_magnitude(x: &[f32], shape: Shape4, w: &Conv2dWeights, t: &Transforms) -> Vec<f32> {
     let s = w.spec;
     let out = s.output_shape(shape).unwrap();
     let (c, n, pad) = (s.in_c, s.out_c, s.window.pad_h as isize);
+    let (m, al) = (t.m, t.alpha());
+    let (bt, g, at) = (
+        |i: usize, j: usize| t.bt[i * al + j].abs(),
+        |i: usize, j: usize| t.g[i * 3 + j].abs(),
+        |i: usize, j: usize| t.at[i * al + j].abs(),
+    );
     // Ũ[ξ][o][i] = (|G| |g| |G|ᵀ)[ξ]
-    let mut u = vec![0.0f64; 16 * n * c];
+    let mut u = vec![0.0f64; al * al * n * c];
     for o in 0..n {
         for i in 0..c {
-            for a in 0..4 {
-                for b in 0..4 {
+            for a in 0..al {
+                for b in 0..al {
                     let mut v = 0.0;
                     for ky in 0..3 {
                         for kx in 0..3 {
-                            v += G_ABS[a][ky] * (w.at(o, i, ky, kx) as f64).abs() * G_ABS[b][kx];
+                            v += g(a, ky) * (w.at(o, i, ky, kx) as f64).abs() * g(b, kx);
                         }
                     }
-                    u[((a * 4 + b) * n + o) * c + i] = v;
+                    u[((a * al + b) * n + o) * c + i] = v;
                 }
             }
         }
     }
-    let at = |img: usize, y: isize, xx: isize, ch: usize| -> f64 {
+    let at_input = |img: usize, y: isize, xx: isize, ch: usize| -> f64 {
         if y < 0 || xx < 0 || y >= shape.h as isize || xx >= shape.w as isize {
             0.0
         } else {
@@ -80,46 +156,46 @@ fn winograd_magnitude(x: &[f32], shape: Shape4, w: &Conv2dWeights) -> Vec<f32> {
     };
     let mut mag = vec![0.0f32; out.len()];
     for img in 0..out.n {
-        for tr in 0..out.h.div_ceil(2) {
-            for tc in 0..out.w.div_ceil(2) {
+        for tr in 0..out.h.div_ceil(m) {
+            for tc in 0..out.w.div_ceil(m) {
                 // Ṽ[ξ][i] = (|Bᵀ| |d| |B|)[ξ] for this tile's patch.
-                let mut v = vec![0.0f64; 16 * c];
+                let mut v = vec![0.0f64; al * al * c];
                 for i in 0..c {
-                    for a in 0..4 {
-                        for b in 0..4 {
-                            let mut t = 0.0;
-                            for dy in 0..4 {
-                                for dx in 0..4 {
-                                    let d = at(
+                    for a in 0..al {
+                        for b in 0..al {
+                            let mut sum = 0.0;
+                            for dy in 0..al {
+                                for dx in 0..al {
+                                    let d = at_input(
                                         img,
-                                        2 * tr as isize - pad + dy as isize,
-                                        2 * tc as isize - pad + dx as isize,
+                                        (m * tr + dy) as isize - pad,
+                                        (m * tc + dx) as isize - pad,
                                         i,
                                     );
-                                    t += BT_ABS[a][dy] * d * BT_ABS[b][dx];
+                                    sum += bt(a, dy) * d * bt(b, dx);
                                 }
                             }
-                            v[(a * 4 + b) * c + i] = t;
+                            v[(a * al + b) * c + i] = sum;
                         }
                     }
                 }
                 for o in 0..n {
-                    let mut m = [0.0f64; 16];
-                    for (xi, mx) in m.iter_mut().enumerate() {
+                    let mut prod = vec![0.0f64; al * al];
+                    for (xi, mx) in prod.iter_mut().enumerate() {
                         *mx = (0..c)
                             .map(|i| u[(xi * n + o) * c + i] * v[xi * c + i])
                             .sum();
                     }
-                    for dy in 0..2 {
-                        for dx in 0..2 {
-                            let (oy, ox) = (2 * tr + dy, 2 * tc + dx);
+                    for dy in 0..m {
+                        for dx in 0..m {
+                            let (oy, ox) = (m * tr + dy, m * tc + dx);
                             if oy >= out.h || ox >= out.w {
                                 continue;
                             }
                             let mut y = (w.bias[o] as f64).abs();
-                            for a in 0..4 {
-                                for b in 0..4 {
-                                    y += AT_ABS[dy][a] * AT_ABS[dx][b] * m[a * 4 + b];
+                            for a in 0..al {
+                                for b in 0..al {
+                                    y += at(dy, a) * at(dx, b) * prod[a * al + b];
                                 }
                             }
                             mag[out.index(img, oy, ox, o)] = y as f32;
@@ -152,16 +228,22 @@ fn check(input: Shape4, spec: Conv2dSpec, seed: u64, what: &str) {
             && spec.in_c.is_multiple_of(16);
         let expected = match kernel {
             ConvKernel::Winograd(simd) if !winograd_suits => ConvKernel::Direct(simd),
+            ConvKernel::Winograd4(simd) if !winograd_suits => ConvKernel::Direct(simd),
             other => other,
         };
         assert_eq!(layer.kernel(), expected, "{what}: asked for {kernel:?}");
         let what = format!("{what} ({})", layer.kernel().name());
-        if matches!(layer.kernel(), ConvKernel::Winograd(_)) {
+        let transforms = match layer.kernel() {
+            ConvKernel::Winograd(_) => Some(&F2),
+            ConvKernel::Winograd4(_) => Some(&F4),
+            _ => None,
+        };
+        if let Some(t) = transforms {
             let bound = Reduced {
                 values: want.values.clone(),
-                magnitude: winograd_magnitude(&x, input, &w),
+                magnitude: winograd_magnitude(&x, input, &w, t),
             };
-            assert_reduction_close(&got, &bound, spec.in_c + 8, &what);
+            assert_reduction_close(&got, &bound, t.roundings(spec.in_c), &what);
         } else {
             assert_reduction_close(&got, &want, spec.k_total() + 1, &what);
         }
@@ -351,11 +433,23 @@ fn winograd_tiles_bands_and_edges() {
 }
 
 #[test]
+fn winograd_rounding_counts_are_derived() {
+    // F(2x2): ±1 transforms, one rounding a term in Bᵀ's rows, two in Aᵀ's (the bound the
+    // kernel was first held to); F(4x4): Bᵀ's 5 costs a product, Aᵀ's rows sum 5 terms.
+    assert_eq!(F2.roundings(16), 16 + 8);
+    assert_eq!(F4.roundings(16), 16 + 16);
+}
+
+#[test]
 fn unavailable_kernels_are_errors() {
     let spec = conv(3, 4, Window2d::square(3, 1, 1), false);
     let w = Conv2dWeights::new(spec, random(spec.weight_len(), 1), random(4, 2)).unwrap();
     for simd in [Simd::Avx512, Simd::Avx2] {
-        for k in [ConvKernel::Direct(simd), ConvKernel::Winograd(simd)] {
+        for k in [
+            ConvKernel::Direct(simd),
+            ConvKernel::Winograd(simd),
+            ConvKernel::Winograd4(simd),
+        ] {
             assert_eq!(CpuConv2d::with_kernel(&w, k).is_ok(), simd.is_available());
         }
     }

@@ -3,6 +3,8 @@
 //! - `Winograd`: Winograd F(2x2, 3x3) (`winograd`) for 3x3 stride-1 layers with a multiple of
 //!   16 input channels (all of VGG's but the first), direct convolution for the others; 2.25x
 //!   fewer multiply-adds.
+//! - `Winograd4`: the same with F(4x4, 3x3): 4x fewer multiply-adds, and a larger rounding
+//!   error (docs/bench_cpu.md has both measured).
 //! - `Direct`: direct convolution on register tiles (`direct_conv`, `microkernel`), the NHWC
 //!   input read in place; twice the `gemm` crate's rate on an AVX-512 CPU (docs/bench_cpu.md).
 //! - `Gemm`: bands of output pixels are unfolded (im2col) from the NHWC input into rows of
@@ -21,7 +23,7 @@ use super::direct_conv::DirectConv;
 use super::matmul::{matmul, Strided};
 use super::tensor::check_lengths;
 #[cfg(target_arch = "x86_64")]
-use super::winograd::WinogradConv;
+use super::winograd::{WinogradConv, WinogradTile};
 use crate::error::{Error, Result};
 use crate::shape::{Conv2dSpec, Shape4};
 use crate::weights::Conv2dWeights;
@@ -76,6 +78,8 @@ impl Simd {
 pub enum ConvKernel {
     /// Winograd F(2x2, 3x3) where a layer suits it, else `Direct`.
     Winograd(Simd),
+    /// Winograd F(4x4, 3x3) where a layer suits it, else `Direct`.
+    Winograd4(Simd),
     /// Direct convolution on register tiles.
     Direct(Simd),
     /// im2col and the `gemm` crate.
@@ -93,7 +97,11 @@ impl ConvKernel {
         let mut all = Vec::new();
         for simd in [Simd::Avx512, Simd::Avx2] {
             if simd.is_available() {
-                all.extend([ConvKernel::Winograd(simd), ConvKernel::Direct(simd)]);
+                all.extend([
+                    ConvKernel::Winograd4(simd),
+                    ConvKernel::Winograd(simd),
+                    ConvKernel::Direct(simd),
+                ]);
             }
         }
         all.push(ConvKernel::Gemm);
@@ -103,14 +111,16 @@ impl ConvKernel {
     /// Whether this CPU runs the kernel.
     pub fn is_available(self) -> bool {
         match self {
-            ConvKernel::Winograd(simd) | ConvKernel::Direct(simd) => simd.is_available(),
+            ConvKernel::Winograd(simd) | ConvKernel::Winograd4(simd) | ConvKernel::Direct(simd) => {
+                simd.is_available()
+            }
             ConvKernel::Gemm => true,
         }
     }
 
     /// The kernel `CROSSPOOL_CPU_CONV` asks for: `auto` (the default: [`Self::detected`]),
-    /// `winograd` or `direct` (on the widest instruction set this CPU has), `winograd-avx512`,
-    /// `winograd-avx2`, `direct-avx512`, `direct-avx2`, or `gemm`.
+    /// `winograd`, `winograd4` or `direct` (on the widest instruction set this CPU has), one of
+    /// those with `-avx512` or `-avx2` (`winograd4-avx2`), or `gemm`.
     pub fn from_env() -> Result<Self> {
         match std::env::var(CONV_KERNEL_ENV) {
             Ok(value) => Self::parse(value.trim()),
@@ -131,25 +141,47 @@ impl ConvKernel {
         Ok(match name {
             "" | "auto" => Self::detected(),
             "winograd" => ConvKernel::Winograd(widest()?),
+            "winograd4" => ConvKernel::Winograd4(widest()?),
             "direct" => ConvKernel::Direct(widest()?),
-            "winograd-avx512" => ConvKernel::Winograd(Simd::Avx512),
-            "winograd-avx2" => ConvKernel::Winograd(Simd::Avx2),
-            "direct-avx512" => ConvKernel::Direct(Simd::Avx512),
-            "direct-avx2" => ConvKernel::Direct(Simd::Avx2),
             "gemm" => ConvKernel::Gemm,
             other => {
-                return Err(Error::Config(format!(
-                    "{CONV_KERNEL_ENV}={other} is not one of auto, winograd, direct, \
-                     winograd-avx512, winograd-avx2, direct-avx512, direct-avx2, gemm"
-                )))
+                return Self::available_or_not()
+                    .into_iter()
+                    .find(|k| k.name() == other)
+                    .ok_or_else(|| {
+                        Error::Config(format!(
+                            "{CONV_KERNEL_ENV}={other} is not one of auto, winograd, direct, \
+                             winograd4, {}",
+                            Self::available_or_not()
+                                .iter()
+                                .map(|k| k.name())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    })
             }
         })
+    }
+
+    /// Every kernel, whether this CPU runs it or not.
+    fn available_or_not() -> Vec<ConvKernel> {
+        let mut all = Vec::new();
+        for simd in [Simd::Avx512, Simd::Avx2] {
+            all.extend([
+                ConvKernel::Winograd(simd),
+                ConvKernel::Winograd4(simd),
+                ConvKernel::Direct(simd),
+            ]);
+        }
+        all.push(ConvKernel::Gemm);
+        all
     }
 
     /// Its full name, as `CROSSPOOL_CPU_CONV` takes it.
     pub fn name(self) -> String {
         match self {
             ConvKernel::Winograd(simd) => format!("winograd-{}", simd.name()),
+            ConvKernel::Winograd4(simd) => format!("winograd4-{}", simd.name()),
             ConvKernel::Direct(simd) => format!("direct-{}", simd.name()),
             ConvKernel::Gemm => "gemm".to_string(),
         }
@@ -191,15 +223,36 @@ impl CpuConv2d {
         }
         let kernel = match kernel {
             #[cfg(target_arch = "x86_64")]
-            ConvKernel::Winograd(simd) if WinogradConv::suits(&w.spec) => Kernel::Winograd(
-                WinogradConv::new(w.spec, simd, |o, i, ky, kx| w.at(o, i, ky, kx), &w.bias),
-            ),
+            ConvKernel::Winograd(simd) if WinogradConv::suits(&w.spec) => {
+                Kernel::Winograd(WinogradConv::new(
+                    w.spec,
+                    (simd, WinogradTile::F2),
+                    |o, i, ky, kx| w.at(o, i, ky, kx),
+                    &w.bias,
+                ))
+            }
             #[cfg(target_arch = "x86_64")]
-            ConvKernel::Winograd(simd) | ConvKernel::Direct(simd) => Kernel::Direct(
-                DirectConv::new(w.spec, simd, &w.to_gemm_kn(0, w.spec.out_c), &w.bias),
-            ),
+            ConvKernel::Winograd4(simd) if WinogradConv::suits(&w.spec) => {
+                Kernel::Winograd(WinogradConv::new(
+                    w.spec,
+                    (simd, WinogradTile::F4),
+                    |o, i, ky, kx| w.at(o, i, ky, kx),
+                    &w.bias,
+                ))
+            }
+            #[cfg(target_arch = "x86_64")]
+            ConvKernel::Winograd(simd) | ConvKernel::Winograd4(simd) | ConvKernel::Direct(simd) => {
+                Kernel::Direct(DirectConv::new(
+                    w.spec,
+                    simd,
+                    &w.to_gemm_kn(0, w.spec.out_c),
+                    &w.bias,
+                ))
+            }
             #[cfg(not(target_arch = "x86_64"))]
-            ConvKernel::Winograd(_) | ConvKernel::Direct(_) => unreachable!("checked above"),
+            ConvKernel::Winograd(_) | ConvKernel::Winograd4(_) | ConvKernel::Direct(_) => {
+                unreachable!("checked above")
+            }
             ConvKernel::Gemm => Kernel::Gemm {
                 weight_kn: w.to_gemm_kn(0, w.spec.out_c),
                 bias: w.bias.clone(),
@@ -215,7 +268,10 @@ impl CpuConv2d {
     pub fn kernel(&self) -> ConvKernel {
         match &self.kernel {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Winograd(k) => ConvKernel::Winograd(k.simd()),
+            Kernel::Winograd(k) => match k.tile() {
+                WinogradTile::F2 => ConvKernel::Winograd(k.simd()),
+                WinogradTile::F4 => ConvKernel::Winograd4(k.simd()),
+            },
             #[cfg(target_arch = "x86_64")]
             Kernel::Direct(k) => ConvKernel::Direct(k.simd()),
             Kernel::Gemm { .. } => ConvKernel::Gemm,

@@ -1,19 +1,22 @@
-//! Winograd F(2x2, 3x3) convolution (Lavin & Gray 2016) for 3x3 stride-1 layers, on the same
-//! register tiles as the direct convolution (`microkernel`: AVX-512 or AVX2).
+//! Winograd F(m x m, 3x3) convolution (Lavin & Gray 2016) for 3x3 stride-1 layers, with
+//! output tiles of m = 2 or 4 ([`WinogradTile`]), on the same register tiles as the direct
+//! convolution (`microkernel`: AVX-512 or AVX2).
 //!
-//! Each 2x2 block of output pixels (a tile) comes from a 4x4 patch `d` of the input:
-//! `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`, 16 products per channel pair where direct convolution
-//! takes 36, so 2.25 times fewer multiply-adds. The 16 element-wise products summed over the
-//! input channels are 16 matrix products, `M_ξ = V_ξ U_ξ` (tiles x in_c times in_c x out_c), which
-//! the microkernel runs with tiles as its pixels. Per task (a band of tile rows of one image):
-//! the input patches are transformed, 16 channels a vector, into `V`; then for each panel of
-//! 32 output channels the 16 products land in `M`, and the output transform, bias and ReLU
-//! write the output. The weights are transformed once, in f64, when the layer is made.
+//! Each m x m block of output pixels (a tile) comes from an α x α patch `d` of the input
+//! (α = m + 2): `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`, α² products per channel pair where direct
+//! convolution takes 9m²: 2.25 times fewer multiply-adds for F(2x2), 4 times for F(4x4).
+//! The α² element-wise products summed over the input channels are α² matrix products,
+//! `M_ξ = V_ξ U_ξ` (tiles x in_c times in_c x out_c), which the microkernel runs with tiles as
+//! its pixels. Per task (a band of tile rows of one image): the input patches are transformed,
+//! 16 channels a vector, into `V`; then for each panel of 32 output channels the α² products
+//! land in `M`, and the output transform, bias and ReLU write the output. The weights are
+//! transformed once, in f64, when the layer is made.
 //!
-//! Rounding: the transforms add and subtract a few terms (the input and output transforms'
-//! coefficients are 0 and ±1, G's are 0, ±1/2, 1), so the error bound is that of a dot product
-//! of `in_c + 8` terms, relative to the magnitudes through the absolute-valued transforms
-//! (tests/cpu_conv.rs derives it).
+//! Rounding: each row of a transform sums a few terms (F(2x2): coefficients 0 and ±1, G's 0,
+//! ±1/2, 1; F(4x4): interpolation points 0, ±1, ±2, so Bᵀ's coefficients are up to 5 and Aᵀ's
+//! up to 8), so the error bound is that of a dot product of `in_c` terms plus the transforms'
+//! roundings, relative to the magnitudes through the absolute-valued transforms, which grow
+//! with the larger coefficients (tests/cpu_conv.rs derives both).
 
 use super::direct_conv::{even_blocks, panel_splits, share, BLOCK};
 use super::microkernel::{self, Lanes, OutPtr, Simd, Tile, TileGeometry, MR, NR};
@@ -28,13 +31,50 @@ const V_XI_BYTES: usize = 256 << 10;
 /// Bytes of products `M` a task keeps for a group of panels before the output transform.
 const M_BYTES: usize = 1 << 20;
 
-/// `G`, the weight transform.
-const G: [[f64; 3]; 4] = [
-    [1.0, 0.0, 0.0],
-    [0.5, 0.5, 0.5],
-    [0.5, -0.5, 0.5],
-    [0.0, 0.0, 1.0],
-];
+/// A Winograd variant: F(m x m, 3x3) computes output tiles of m x m pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WinogradTile {
+    /// F(2x2, 3x3): 4 x 4 patches, 16 products (2.25x fewer than direct).
+    F2,
+    /// F(4x4, 3x3) on the points 0, ±1, ±2: 6 x 6 patches, 36 products (4x fewer).
+    F4,
+}
+
+impl WinogradTile {
+    /// Output pixels per tile side (m).
+    pub fn m(self) -> usize {
+        match self {
+            WinogradTile::F2 => 2,
+            WinogradTile::F4 => 4,
+        }
+    }
+
+    /// Input pixels per patch side (α = m + 2).
+    pub fn alpha(self) -> usize {
+        self.m() + 2
+    }
+
+    /// `G`, the weight transform (α x 3). `Bᵀ` and `Aᵀ` are the straight-line 1-D transforms
+    /// below ([`f2_input`], [`f4_output`], ...).
+    pub fn g(self) -> &'static [[f64; 3]] {
+        match self {
+            WinogradTile::F2 => &[
+                [1.0, 0.0, 0.0],
+                [0.5, 0.5, 0.5],
+                [0.5, -0.5, 0.5],
+                [0.0, 0.0, 1.0],
+            ],
+            WinogradTile::F4 => &[
+                [1.0 / 4.0, 0.0, 0.0],
+                [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+                [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+                [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+                [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+                [0.0, 0.0, 1.0],
+            ],
+        }
+    }
+}
 
 thread_local! {
     /// Each thread's transformed input `V` and products `M`, kept between calls.
@@ -48,8 +88,9 @@ static ZERO_BIAS: [Lanes; 2] = [Lanes([0.0; 16]), Lanes([0.0; 16])];
 pub struct WinogradConv {
     spec: Conv2dSpec,
     simd: Simd,
+    tile: WinogradTile,
     panels: usize,
-    /// `U = G g Gᵀ`: `[ξ][panel][in_c][NR]`, zero past `out_c`.
+    /// `U = G g Gᵀ`: `[ξ][panel][in_c][NR]` (ξ < α²), zero past `out_c`.
     u: Vec<Lanes>,
     /// `[panel][NR]`, zero past `out_c`.
     bias: Vec<Lanes>,
@@ -65,18 +106,19 @@ impl WinogradConv {
             && spec.in_c > 0
     }
 
-    /// Transforms `weight(o, i, ky, kx)` and packs it with the bias, for tiles on `simd`;
-    /// `spec` must suit.
+    /// Transforms `weight(o, i, ky, kx)` for `tile` and packs it with the bias, for tiles on
+    /// `simd`; `spec` must suit.
     pub fn new(
         spec: Conv2dSpec,
-        simd: Simd,
+        (simd, tile): (Simd, WinogradTile),
         weight: impl Fn(usize, usize, usize, usize) -> f32,
         bias: &[f32],
     ) -> Self {
         debug_assert!(Self::suits(&spec));
-        let (c, n) = (spec.in_c, spec.out_c);
+        let (c, n, alpha) = (spec.in_c, spec.out_c, tile.alpha());
         let panels = n.div_ceil(NR);
-        let mut u = vec![Lanes([0.0; 16]); 16 * panels * c * 2];
+        let g_rows = tile.g();
+        let mut u = vec![Lanes([0.0; 16]); alpha * alpha * panels * c * 2];
         let mut packed_bias = vec![Lanes([0.0; 16]); panels * 2];
         for (o, &b) in bias.iter().enumerate().take(n) {
             let (p, j) = (o / NR, o % NR);
@@ -84,15 +126,15 @@ impl WinogradConv {
             for i in 0..c {
                 // G g Gᵀ in f64, rounded once.
                 let g = |ky: usize, kx: usize| weight(o, i, ky, kx) as f64;
-                for (a, ga) in G.iter().enumerate() {
-                    for (b, gb) in G.iter().enumerate() {
+                for (a, ga) in g_rows.iter().enumerate() {
+                    for (b, gb) in g_rows.iter().enumerate() {
                         let mut v = 0.0;
                         for (ky, gay) in ga.iter().enumerate() {
                             for (kx, gbx) in gb.iter().enumerate() {
                                 v += gay * g(ky, kx) * gbx;
                             }
                         }
-                        let xi = a * 4 + b;
+                        let xi = a * alpha + b;
                         u[((xi * panels + p) * c + i) * 2 + j / 16].0[j % 16] = v as f32;
                     }
                 }
@@ -101,6 +143,7 @@ impl WinogradConv {
         WinogradConv {
             spec,
             simd,
+            tile,
             panels,
             u,
             bias: packed_bias,
@@ -112,12 +155,18 @@ impl WinogradConv {
         self.simd
     }
 
+    /// Its tile size.
+    pub fn tile(&self) -> WinogradTile {
+        self.tile
+    }
+
     /// `output = conv(input)` with bias and optional ReLU, NHWC; `out` is the output shape and
     /// both slices hold exactly their shapes' values (the caller checks).
     pub fn run(&self, input: &[f32], shape: Shape4, out: Shape4, output: &mut [f32]) {
         assert!(self.simd.is_available(), "{:?} is not available", self.simd);
-        let c = shape.c;
-        let (tile_rows, tile_cols) = (out.h.div_ceil(2), out.w.div_ceil(2));
+        let (c, m, alpha) = (shape.c, self.tile.m(), self.tile.alpha());
+        let a2 = alpha * alpha;
+        let (tile_rows, tile_cols) = (out.h.div_ceil(m), out.w.div_ceil(m));
         // Bands of tile rows: at least one microkernel's worth of tiles, as many more as keep
         // one V_ξ in cache.
         let min_rows = MR.div_ceil(tile_cols);
@@ -140,12 +189,12 @@ impl WinogradConv {
                     let row_len =
                         self.pad_band(input, shape, img, tr.clone(), tile_cols, &mut block);
                     v.clear();
-                    v.resize(16 * tiles_pad * c / 16, Lanes([0.0; 16]));
+                    v.resize(a2 * tiles_pad * c / 16, Lanes([0.0; 16]));
                     // SAFETY: the instruction set is checked above; `block` holds the band's
-                    // padded patches and `v` 16 x tiles_pad x c floats.
+                    // padded patches and `v` α² x tiles_pad x c floats.
                     unsafe {
                         transform_input(
-                            self.simd,
+                            (self.simd, self.tile),
                             &block,
                             row_len,
                             tr.len(),
@@ -157,18 +206,18 @@ impl WinogradConv {
                     };
                     // Panels in groups whose products fit M_BYTES: for each ξ, V_ξ serves the
                     // whole group while it is in cache, and each U_ξ panel is read once.
-                    let per_panel = tiles_pad * 16 * NR * 4;
+                    let per_panel = tiles_pad * a2 * NR * 4;
                     let group = (M_BYTES / per_panel).max(1);
                     let panels: Vec<usize> = panels.collect();
                     for group in panels.chunks(group) {
                         m.clear();
-                        m.resize(group.len() * tiles_pad * 16 * 2, Lanes([0.0; 16]));
+                        m.resize(group.len() * tiles_pad * a2 * 2, Lanes([0.0; 16]));
                         // SAFETY: as above; this task alone writes tile rows `tr` of image img
                         // in these panels.
                         unsafe {
                             self.products(v, m, tiles, tiles_pad, group);
                             for (g, &p) in group.iter().enumerate() {
-                                let mg = &m[g * tiles_pad * 16 * 2..][..tiles_pad * 16 * 2];
+                                let mg = &m[g * tiles_pad * a2 * 2..][..tiles_pad * a2 * 2];
                                 self.transform_output(
                                     mg,
                                     out,
@@ -188,7 +237,7 @@ impl WinogradConv {
     }
 
     /// Copies the input rows and columns the tile rows `tr` read into `block`, zero-padded:
-    /// `2 * rows + 2` rows of `2 * tile_cols + 2` pixels. Returns the row length in floats.
+    /// `m * rows + 2` rows of `m * tile_cols + 2` pixels. Returns the row length in floats.
     fn pad_band(
         &self,
         input: &[f32],
@@ -198,9 +247,9 @@ impl WinogradConv {
         tile_cols: usize,
         block: &mut Vec<f32>,
     ) -> usize {
-        let (c, win) = (shape.c, self.spec.window);
-        let cols = 2 * tile_cols + 2;
-        let rows = 2 * tr.len() + 2;
+        let (c, win, m) = (shape.c, self.spec.window, self.tile.m());
+        let cols = m * tile_cols + 2;
+        let rows = m * tr.len() + 2;
         let row_len = cols * c;
         block.clear();
         block.resize(rows * row_len, 0.0);
@@ -209,7 +258,7 @@ impl WinogradConv {
         let first = (-x0).max(0) as usize; // block column of input column 0
         let copied = shape.w.min(cols.saturating_sub(first));
         for r in 0..rows {
-            let iy = (2 * tr.start + r) as isize - win.pad_h as isize;
+            let iy = (m * tr.start + r) as isize - win.pad_h as isize;
             if iy < 0 || iy >= shape.h as isize || copied == 0 {
                 continue;
             }
@@ -241,10 +290,11 @@ impl WinogradConv {
         };
         let vf = v.as_ptr() as *const f32;
         let mf = m.as_mut_ptr() as *mut f32;
-        for xi in 0..16 {
+        let a2 = self.tile.alpha() * self.tile.alpha();
+        for xi in 0..a2 {
             for (g, &p) in group.iter().enumerate() {
                 let u = self.u[(xi * self.panels + p) * c * 2..].as_ptr() as *const f32;
-                let mg = mf.add(g * tiles_pad * 16 * NR);
+                let mg = mf.add(g * tiles_pad * a2 * NR);
                 for t0 in (0..tiles).step_by(MR) {
                     microkernel::tile(
                         self.simd,
@@ -254,8 +304,8 @@ impl WinogradConv {
                             b: u,
                             bias: ZERO_BIAS.as_ptr() as *const f32,
                             relu: false,
-                            out: mg.add((t0 * 16 + xi) * NR),
-                            out_stride: 16 * NR,
+                            out: mg.add((t0 * a2 + xi) * NR),
+                            out_stride: a2 * NR,
                             pixels: MR.min(tiles - t0),
                             cols: NR,
                         },
@@ -296,9 +346,11 @@ impl WinogradConv {
             relu: self.spec.relu,
             dst,
         };
-        match self.simd {
-            Simd::Avx512 => transform_output_avx512(band),
-            Simd::Avx2 => transform_output_avx2(band),
+        match (self.simd, self.tile) {
+            (Simd::Avx512, WinogradTile::F2) => transform_output_avx512::<2, 4, _>(band, f2_output),
+            (Simd::Avx512, WinogradTile::F4) => transform_output_avx512::<4, 6, _>(band, f4_output),
+            (Simd::Avx2, WinogradTile::F2) => transform_output_avx2::<2, 4, _>(band, f2_output),
+            (Simd::Avx2, WinogradTile::F4) => transform_output_avx2::<4, 6, _>(band, f4_output),
         }
     }
 }
@@ -325,16 +377,73 @@ fn sub(a: Chunk, b: Chunk) -> Chunk {
     r
 }
 
+/// `c x`, one rounding unless `c` is a power of two (unfused, so the same on every
+/// instruction set).
+#[inline(always)]
+fn mul(c: f32, x: Chunk) -> Chunk {
+    x.map(|v| c * v)
+}
+
+/// `Bᵀ d` along one line of a 4 x 4 patch (F(2x2)).
+#[inline(always)]
+fn f2_input(d: &[Chunk; 4]) -> [Chunk; 4] {
+    [
+        sub(d[0], d[2]),
+        add(d[1], d[2]),
+        sub(d[2], d[1]),
+        sub(d[1], d[3]),
+    ]
+}
+
+/// `Aᵀ m` along one line of F(2x2)'s 4 x 4 products.
+#[inline(always)]
+fn f2_output(m: &[Chunk; 4]) -> [Chunk; 2] {
+    [add(add(m[0], m[1]), m[2]), sub(sub(m[1], m[2]), m[3])]
+}
+
+/// `Bᵀ d` along one line of a 6 x 6 patch (F(4x4), points 0, ±1, ±2):
+/// `4d0 - 5d2 + d4`, `(d3 + d4) ∓ 4(d1 + d2)` and `±`, `(d4 - d2) ∓ 2(d1 - d3)`, `4d1 - 5d3 + d5`,
+/// sharing the sums. Each term passes through at most 3 roundings.
+#[inline(always)]
+fn f4_input(d: &[Chunk; 6]) -> [Chunk; 6] {
+    let (s12, s34) = (add(d[1], d[2]), add(d[3], d[4]));
+    let (d12, d43) = (sub(d[1], d[2]), sub(d[4], d[3]));
+    let (d31, d42) = (sub(d[3], d[1]), sub(d[4], d[2]));
+    [
+        add(sub(mul(4.0, d[0]), mul(5.0, d[2])), d[4]),
+        sub(s34, mul(4.0, s12)),
+        add(d43, mul(4.0, d12)),
+        add(d42, mul(2.0, d31)),
+        sub(d42, mul(2.0, d31)),
+        add(sub(mul(4.0, d[1]), mul(5.0, d[3])), d[5]),
+    ]
+}
+
+/// `Aᵀ m` along one line of F(4x4)'s 6 x 6 products: `m0 + (m1 + m2) + (m3 + m4)`,
+/// `(m1 - m2) + 2(m3 - m4)`, `(m1 + m2) + 4(m3 + m4)`, `(m1 - m2) + 8(m3 - m4) + m5`. Each term
+/// passes through at most 3 roundings.
+#[inline(always)]
+fn f4_output(m: &[Chunk; 6]) -> [Chunk; 4] {
+    let (s12, s34) = (add(m[1], m[2]), add(m[3], m[4]));
+    let (d12, d34) = (sub(m[1], m[2]), sub(m[3], m[4]));
+    [
+        add(add(m[0], s12), s34),
+        add(d12, mul(2.0, d34)),
+        add(s12, mul(4.0, s34)),
+        add(add(d12, mul(8.0, d34)), m[5]),
+    ]
+}
+
 /// `V_ξ[t][c] = (Bᵀ d B)_ξ` for the `rows x tile_cols` tiles of a padded band, 16 channels a
-/// chunk, into `v` (`[16][tiles_pad][c]`).
+/// chunk, into `v` (`[α²][tiles_pad][c]`).
 ///
 /// # Safety
-/// `simd` is available; `block` holds `2 * rows + 2` rows of `row_len` floats with tile
-/// patches at (2 * row, 2 * col) pixels; `c` is a multiple of 16 and `v` holds
-/// `16 * tiles_pad * c` floats.
+/// `simd` is available; `block` holds `m * rows + 2` rows of `row_len` floats with tile
+/// patches at (m * row, m * col) pixels; `c` is a multiple of 16 and `v` holds
+/// `α² * tiles_pad * c` floats.
 #[allow(clippy::too_many_arguments)]
 unsafe fn transform_input(
-    simd: Simd,
+    (simd, tile): (Simd, WinogradTile),
     block: &[f32],
     row_len: usize,
     rows: usize,
@@ -352,10 +461,12 @@ unsafe fn transform_input(
         tiles_pad,
         v: v.as_mut_ptr() as *mut f32,
     };
-    debug_assert!(band.v_len() <= v.len() * 16);
-    match simd {
-        Simd::Avx512 => transform_input_avx512(band),
-        Simd::Avx2 => transform_input_avx2(band),
+    debug_assert!(tile.alpha().pow(2) * tiles_pad * c <= v.len() * 16);
+    match (simd, tile) {
+        (Simd::Avx512, WinogradTile::F2) => transform_input_avx512::<2, 4, _>(band, f2_input),
+        (Simd::Avx512, WinogradTile::F4) => transform_input_avx512::<4, 6, _>(band, f4_input),
+        (Simd::Avx2, WinogradTile::F2) => transform_input_avx2::<2, 4, _>(band, f2_input),
+        (Simd::Avx2, WinogradTile::F4) => transform_input_avx2::<4, 6, _>(band, f4_input),
     }
 }
 
@@ -370,26 +481,35 @@ struct InputBand<'a> {
     v: *mut f32,
 }
 
-impl InputBand<'_> {
-    fn v_len(&self) -> usize {
-        16 * self.tiles_pad * self.c
-    }
-}
-
 #[target_feature(enable = "avx512f")]
-unsafe fn transform_input_avx512(band: InputBand<'_>) {
-    transform_input_body(band)
+unsafe fn transform_input_avx512<
+    const M: usize,
+    const A: usize,
+    L: Fn(&[Chunk; A]) -> [Chunk; A],
+>(
+    band: InputBand<'_>,
+    line: L,
+) {
+    transform_input_body::<M, A, L>(band, line)
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn transform_input_avx2(band: InputBand<'_>) {
-    transform_input_body(band)
+unsafe fn transform_input_avx2<const M: usize, const A: usize, L: Fn(&[Chunk; A]) -> [Chunk; A]>(
+    band: InputBand<'_>,
+    line: L,
+) {
+    transform_input_body::<M, A, L>(band, line)
 }
 
+/// The input transform for tiles of `M` (patches of `A` = M + 2), `line` along columns then
+/// rows (a function item: its own type, so it is inlined here).
 #[inline(always)]
-// Index loops over the 4 x 4 patch, in the transform's notation.
+// Index loops over the A x A patch, in the transform's notation.
 #[allow(clippy::needless_range_loop)]
-unsafe fn transform_input_body(band: InputBand<'_>) {
+unsafe fn transform_input_body<const M: usize, const A: usize, L: Fn(&[Chunk; A]) -> [Chunk; A]>(
+    band: InputBand<'_>,
+    line: L,
+) {
     let InputBand {
         block,
         row_len,
@@ -399,35 +519,28 @@ unsafe fn transform_input_body(band: InputBand<'_>) {
         tiles_pad,
         v,
     } = band;
-    debug_assert!(block.len() >= (2 * rows + 2) * row_len);
+    debug_assert!(block.len() >= (M * rows + 2) * row_len);
     let b = block.as_ptr();
     for r in 0..rows {
         for tc in 0..tile_cols {
             let t = r * tile_cols + tc;
-            let patch = b.add(2 * r * row_len + 2 * tc * c);
+            let patch = b.add(M * r * row_len + M * tc * c);
             for c0 in (0..c).step_by(16) {
                 let d = |i: usize, j: usize| -> Chunk {
                     std::ptr::read_unaligned(patch.add(i * row_len + j * c + c0) as *const Chunk)
                 };
-                // Bᵀ d: four rows of four columns.
-                let mut w = [[[0.0; 16]; 4]; 4];
-                for j in 0..4 {
-                    let (d0, d1, d2, d3) = (d(0, j), d(1, j), d(2, j), d(3, j));
-                    w[0][j] = sub(d0, d2);
-                    w[1][j] = add(d1, d2);
-                    w[2][j] = sub(d2, d1);
-                    w[3][j] = sub(d1, d3);
+                // Bᵀ d: A rows of A columns.
+                let mut w = [[[0.0; 16]; A]; A];
+                for j in 0..A {
+                    let column = line(&std::array::from_fn(|i| d(i, j)));
+                    for i in 0..A {
+                        w[i][j] = column[i];
+                    }
                 }
-                // (Bᵀ d) B, stored as V_ξ with ξ = 4 * row + column.
+                // (Bᵀ d) B, stored as V_ξ with ξ = A * row + column.
                 for (i, row) in w.iter().enumerate() {
-                    let out = [
-                        sub(row[0], row[2]),
-                        add(row[1], row[2]),
-                        sub(row[2], row[1]),
-                        sub(row[1], row[3]),
-                    ];
-                    for (j, x) in out.iter().enumerate() {
-                        let xi = 4 * i + j;
+                    for (j, x) in line(row).iter().enumerate() {
+                        let xi = A * i + j;
                         std::ptr::write_unaligned(
                             v.add((xi * tiles_pad + t) * c + c0) as *mut Chunk,
                             *x,
@@ -455,18 +568,41 @@ struct OutputBand<'a> {
 }
 
 #[target_feature(enable = "avx512f")]
-unsafe fn transform_output_avx512(band: OutputBand<'_>) {
-    transform_output_body(band)
+unsafe fn transform_output_avx512<
+    const M: usize,
+    const A: usize,
+    L: Fn(&[Chunk; A]) -> [Chunk; M],
+>(
+    band: OutputBand<'_>,
+    line: L,
+) {
+    transform_output_body::<M, A, L>(band, line)
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn transform_output_avx2(band: OutputBand<'_>) {
-    transform_output_body(band)
+unsafe fn transform_output_avx2<
+    const M: usize,
+    const A: usize,
+    L: Fn(&[Chunk; A]) -> [Chunk; M],
+>(
+    band: OutputBand<'_>,
+    line: L,
+) {
+    transform_output_body::<M, A, L>(band, line)
 }
 
+/// The output transform for tiles of `M` (patches of `A` = M + 2), `line` along columns then
+/// rows.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // the transform's index notation
-unsafe fn transform_output_body(band: OutputBand<'_>) {
+unsafe fn transform_output_body<
+    const M: usize,
+    const A: usize,
+    L: Fn(&[Chunk; A]) -> [Chunk; M],
+>(
+    band: OutputBand<'_>,
+    line: L,
+) {
     let OutputBand {
         m,
         out,
@@ -489,25 +625,22 @@ unsafe fn transform_output_body(band: OutputBand<'_>) {
         for r in 0..rows {
             for tc in 0..tile_cols {
                 let t = r * tile_cols + tc;
-                let at = |xi: usize| -> Chunk { m[(t * 16 + xi) * 2 + half].0 };
-                // Aᵀ m: rows 0 and 1 of four columns.
-                let mut s = [[[0.0; 16]; 4]; 2];
-                for j in 0..4 {
-                    let (m0, m1, m2, m3) = (at(j), at(4 + j), at(8 + j), at(12 + j));
-                    s[0][j] = add(add(m0, m1), m2);
-                    s[1][j] = sub(sub(m1, m2), m3);
+                let product = |xi: usize| -> Chunk { m[(t * A * A + xi) * 2 + half].0 };
+                // Aᵀ m: M rows of A columns.
+                let mut s = [[[0.0; 16]; A]; M];
+                for j in 0..A {
+                    let column = line(&std::array::from_fn(|i| product(A * i + j)));
+                    for i in 0..M {
+                        s[i][j] = column[i];
+                    }
                 }
                 for (dy, row) in s.iter().enumerate() {
-                    let oy = 2 * (tr0 + r) + dy;
+                    let oy = M * (tr0 + r) + dy;
                     if oy >= out.h {
                         break;
                     }
-                    let y = [
-                        add(add(row[0], row[1]), row[2]),
-                        sub(sub(row[1], row[2]), row[3]),
-                    ];
-                    for (dx, v) in y.iter().enumerate() {
-                        let ox = 2 * tc + dx;
+                    for (dx, v) in line(row).iter().enumerate() {
+                        let ox = M * tc + dx;
                         if ox >= out.w {
                             break;
                         }
