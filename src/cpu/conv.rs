@@ -92,20 +92,12 @@ impl ConvKernel {
         Simd::detected().map_or(ConvKernel::Gemm, ConvKernel::Winograd)
     }
 
-    /// Every kernel this CPU runs, fastest first.
+    /// Every kernel this CPU runs, the default first.
     pub fn available() -> Vec<ConvKernel> {
-        let mut all = Vec::new();
-        for simd in [Simd::Avx512, Simd::Avx2] {
-            if simd.is_available() {
-                all.extend([
-                    ConvKernel::Winograd4(simd),
-                    ConvKernel::Winograd(simd),
-                    ConvKernel::Direct(simd),
-                ]);
-            }
-        }
-        all.push(ConvKernel::Gemm);
-        all
+        Self::available_or_not()
+            .into_iter()
+            .filter(|k| k.is_available())
+            .collect()
     }
 
     /// Whether this CPU runs the kernel.
@@ -223,22 +215,15 @@ impl CpuConv2d {
         }
         let kernel = match kernel {
             #[cfg(target_arch = "x86_64")]
-            ConvKernel::Winograd(simd) if WinogradConv::suits(&w.spec) => {
-                Kernel::Winograd(WinogradConv::new(
-                    w.spec,
-                    (simd, WinogradTile::F2),
-                    |o, i, ky, kx| w.at(o, i, ky, kx),
-                    &w.bias,
-                ))
-            }
-            #[cfg(target_arch = "x86_64")]
-            ConvKernel::Winograd4(simd) if WinogradConv::suits(&w.spec) => {
-                Kernel::Winograd(WinogradConv::new(
-                    w.spec,
-                    (simd, WinogradTile::F4),
-                    |o, i, ky, kx| w.at(o, i, ky, kx),
-                    &w.bias,
-                ))
+            ConvKernel::Winograd(simd) | ConvKernel::Winograd4(simd)
+                if WinogradConv::suits(&w.spec) =>
+            {
+                let tile = match kernel {
+                    ConvKernel::Winograd4(_) => WinogradTile::F4,
+                    _ => WinogradTile::F2,
+                };
+                let weight = |o, i, ky, kx| w.at(o, i, ky, kx);
+                Kernel::Winograd(WinogradConv::new(w.spec, (simd, tile), weight, &w.bias))
             }
             #[cfg(target_arch = "x86_64")]
             ConvKernel::Winograd(simd) | ConvKernel::Winograd4(simd) | ConvKernel::Direct(simd) => {

@@ -346,11 +346,9 @@ impl WinogradConv {
             relu: self.spec.relu,
             dst,
         };
-        match (self.simd, self.tile) {
-            (Simd::Avx512, WinogradTile::F2) => transform_output_avx512::<2, 4, _>(band, f2_output),
-            (Simd::Avx512, WinogradTile::F4) => transform_output_avx512::<4, 6, _>(band, f4_output),
-            (Simd::Avx2, WinogradTile::F2) => transform_output_avx2::<2, 4, _>(band, f2_output),
-            (Simd::Avx2, WinogradTile::F4) => transform_output_avx2::<4, 6, _>(band, f4_output),
+        match self.tile {
+            WinogradTile::F2 => on_simd(self.simd, OutputPass::<2, 4, _>(band, f2_output)),
+            WinogradTile::F4 => on_simd(self.simd, OutputPass::<4, 6, _>(band, f4_output)),
         }
     }
 }
@@ -462,11 +460,61 @@ unsafe fn transform_input(
         v: v.as_mut_ptr() as *mut f32,
     };
     debug_assert!(tile.alpha().pow(2) * tiles_pad * c <= v.len() * 16);
-    match (simd, tile) {
-        (Simd::Avx512, WinogradTile::F2) => transform_input_avx512::<2, 4, _>(band, f2_input),
-        (Simd::Avx512, WinogradTile::F4) => transform_input_avx512::<4, 6, _>(band, f4_input),
-        (Simd::Avx2, WinogradTile::F2) => transform_input_avx2::<2, 4, _>(band, f2_input),
-        (Simd::Avx2, WinogradTile::F4) => transform_input_avx2::<4, 6, _>(band, f4_input),
+    match tile {
+        WinogradTile::F2 => on_simd(simd, InputPass::<2, 4, _>(band, f2_input)),
+        WinogradTile::F4 => on_simd(simd, InputPass::<4, 6, _>(band, f4_input)),
+    }
+}
+
+/// A transform pass over a band, compiled for the instruction set [`on_simd`] runs it on:
+/// its body is inlined into a function with that set's features enabled, so the compiler
+/// vectorises the 16-channel chunks for it.
+trait SimdPass {
+    /// # Safety
+    /// As the pass's transform function.
+    unsafe fn body(self);
+}
+
+/// Runs `pass` compiled for `simd`.
+///
+/// # Safety
+/// `simd` is available, and `pass`'s own conditions hold.
+unsafe fn on_simd(simd: Simd, pass: impl SimdPass) {
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512(pass: impl SimdPass) {
+        pass.body()
+    }
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2(pass: impl SimdPass) {
+        pass.body()
+    }
+    match simd {
+        Simd::Avx512 => avx512(pass),
+        Simd::Avx2 => avx2(pass),
+    }
+}
+
+/// The input transform of tiles of `M` (patches of `A`) with the variant's 1-D transform.
+struct InputPass<'a, const M: usize, const A: usize, L>(InputBand<'a>, L);
+
+impl<const M: usize, const A: usize, L: Fn(&[Chunk; A]) -> [Chunk; A]> SimdPass
+    for InputPass<'_, M, A, L>
+{
+    #[inline(always)]
+    unsafe fn body(self) {
+        transform_input_body::<M, A, L>(self.0, self.1)
+    }
+}
+
+/// The output transform of tiles of `M` (patches of `A`) with the variant's 1-D transform.
+struct OutputPass<'a, const M: usize, const A: usize, L>(OutputBand<'a>, L);
+
+impl<const M: usize, const A: usize, L: Fn(&[Chunk; A]) -> [Chunk; M]> SimdPass
+    for OutputPass<'_, M, A, L>
+{
+    #[inline(always)]
+    unsafe fn body(self) {
+        transform_output_body::<M, A, L>(self.0, self.1)
     }
 }
 
@@ -479,26 +527,6 @@ struct InputBand<'a> {
     c: usize,
     tiles_pad: usize,
     v: *mut f32,
-}
-
-#[target_feature(enable = "avx512f")]
-unsafe fn transform_input_avx512<
-    const M: usize,
-    const A: usize,
-    L: Fn(&[Chunk; A]) -> [Chunk; A],
->(
-    band: InputBand<'_>,
-    line: L,
-) {
-    transform_input_body::<M, A, L>(band, line)
-}
-
-#[target_feature(enable = "avx2,fma")]
-unsafe fn transform_input_avx2<const M: usize, const A: usize, L: Fn(&[Chunk; A]) -> [Chunk; A]>(
-    band: InputBand<'_>,
-    line: L,
-) {
-    transform_input_body::<M, A, L>(band, line)
 }
 
 /// The input transform for tiles of `M` (patches of `A` = M + 2), `line` along columns then
@@ -565,30 +593,6 @@ struct OutputBand<'a> {
     bias: &'a [Lanes],
     relu: bool,
     dst: OutPtr,
-}
-
-#[target_feature(enable = "avx512f")]
-unsafe fn transform_output_avx512<
-    const M: usize,
-    const A: usize,
-    L: Fn(&[Chunk; A]) -> [Chunk; M],
->(
-    band: OutputBand<'_>,
-    line: L,
-) {
-    transform_output_body::<M, A, L>(band, line)
-}
-
-#[target_feature(enable = "avx2,fma")]
-unsafe fn transform_output_avx2<
-    const M: usize,
-    const A: usize,
-    L: Fn(&[Chunk; A]) -> [Chunk; M],
->(
-    band: OutputBand<'_>,
-    line: L,
-) {
-    transform_output_body::<M, A, L>(band, line)
 }
 
 /// The output transform for tiles of `M` (patches of `A` = M + 2), `line` along columns then
