@@ -497,26 +497,8 @@ unsafe fn on_simd(simd: Simd, pass: impl SimdPass) {
 /// The input transform of tiles of `M` (patches of `A`) with the variant's 1-D transform.
 struct InputPass<'a, const M: usize, const A: usize, L>(InputBand<'a>, L);
 
-impl<const M: usize, const A: usize, L: Fn(&[Chunk; A]) -> [Chunk; A]> SimdPass
-    for InputPass<'_, M, A, L>
-{
-    #[inline(always)]
-    unsafe fn body(self) {
-        transform_input_body::<M, A, L>(self.0, self.1)
-    }
-}
-
 /// The output transform of tiles of `M` (patches of `A`) with the variant's 1-D transform.
 struct OutputPass<'a, const M: usize, const A: usize, L>(OutputBand<'a>, L);
-
-impl<const M: usize, const A: usize, L: Fn(&[Chunk; A]) -> [Chunk; M]> SimdPass
-    for OutputPass<'_, M, A, L>
-{
-    #[inline(always)]
-    unsafe fn body(self) {
-        transform_output_body::<M, A, L>(self.0, self.1)
-    }
-}
 
 /// What the input transform reads and writes.
 struct InputBand<'a> {
@@ -531,48 +513,50 @@ struct InputBand<'a> {
 
 /// The input transform for tiles of `M` (patches of `A` = M + 2), `line` along columns then
 /// rows (a function item: its own type, so it is inlined here).
-#[inline(always)]
-// Index loops over the A x A patch, in the transform's notation.
-#[allow(clippy::needless_range_loop)]
-unsafe fn transform_input_body<const M: usize, const A: usize, L: Fn(&[Chunk; A]) -> [Chunk; A]>(
-    band: InputBand<'_>,
-    line: L,
-) {
-    let InputBand {
-        block,
-        row_len,
-        rows,
-        tile_cols,
-        c,
-        tiles_pad,
-        v,
-    } = band;
-    debug_assert!(block.len() >= (M * rows + 2) * row_len);
-    let b = block.as_ptr();
-    for r in 0..rows {
-        for tc in 0..tile_cols {
-            let t = r * tile_cols + tc;
-            let patch = b.add(M * r * row_len + M * tc * c);
-            for c0 in (0..c).step_by(16) {
-                let d = |i: usize, j: usize| -> Chunk {
-                    std::ptr::read_unaligned(patch.add(i * row_len + j * c + c0) as *const Chunk)
-                };
-                // Bᵀ d: A rows of A columns.
-                let mut w = [[[0.0; 16]; A]; A];
-                for j in 0..A {
-                    let column = line(&std::array::from_fn(|i| d(i, j)));
-                    for i in 0..A {
-                        w[i][j] = column[i];
+impl<const M: usize, const A: usize, L: Fn(&[Chunk; A]) -> [Chunk; A]> SimdPass
+    for InputPass<'_, M, A, L>
+{
+    #[inline(always)]
+    // Index loops over the A x A patch, in the transform's notation.
+    #[allow(clippy::needless_range_loop)]
+    unsafe fn body(self) {
+        let InputPass(band, line) = self;
+        let InputBand {
+            block,
+            row_len,
+            rows,
+            tile_cols,
+            c,
+            tiles_pad,
+            v,
+        } = band;
+        debug_assert!(block.len() >= (M * rows + 2) * row_len);
+        let b = block.as_ptr();
+        for r in 0..rows {
+            for tc in 0..tile_cols {
+                let t = r * tile_cols + tc;
+                let patch = b.add(M * r * row_len + M * tc * c);
+                for c0 in (0..c).step_by(16) {
+                    let d = |i: usize, j: usize| -> Chunk {
+                        std::ptr::read_unaligned(patch.add(i * row_len + j * c + c0) as *const Chunk)
+                    };
+                    // Bᵀ d: A rows of A columns.
+                    let mut w = [[[0.0; 16]; A]; A];
+                    for j in 0..A {
+                        let column = line(&std::array::from_fn(|i| d(i, j)));
+                        for i in 0..A {
+                            w[i][j] = column[i];
+                        }
                     }
-                }
-                // (Bᵀ d) B, stored as V_ξ with ξ = A * row + column.
-                for (i, row) in w.iter().enumerate() {
-                    for (j, x) in line(row).iter().enumerate() {
-                        let xi = A * i + j;
-                        std::ptr::write_unaligned(
-                            v.add((xi * tiles_pad + t) * c + c0) as *mut Chunk,
-                            *x,
-                        );
+                    // (Bᵀ d) B, stored as V_ξ with ξ = A * row + column.
+                    for (i, row) in w.iter().enumerate() {
+                        for (j, x) in line(row).iter().enumerate() {
+                            let xi = A * i + j;
+                            std::ptr::write_unaligned(
+                                v.add((xi * tiles_pad + t) * c + c0) as *mut Chunk,
+                                *x,
+                            );
+                        }
                     }
                 }
             }
@@ -597,70 +581,68 @@ struct OutputBand<'a> {
 
 /// The output transform for tiles of `M` (patches of `A` = M + 2), `line` along columns then
 /// rows.
-#[inline(always)]
-#[allow(clippy::needless_range_loop)] // the transform's index notation
-unsafe fn transform_output_body<
-    const M: usize,
-    const A: usize,
-    L: Fn(&[Chunk; A]) -> [Chunk; M],
->(
-    band: OutputBand<'_>,
-    line: L,
-) {
-    let OutputBand {
-        m,
-        out,
-        img,
-        tr0,
-        rows,
-        tile_cols,
-        channel0,
-        cols,
-        bias,
-        relu,
-        dst,
-    } = band;
-    for half in 0..2 {
-        let valid = cols.saturating_sub(16 * half).min(16);
-        if valid == 0 {
-            continue;
-        }
-        let bias = bias[half].0;
-        for r in 0..rows {
-            for tc in 0..tile_cols {
-                let t = r * tile_cols + tc;
-                let product = |xi: usize| -> Chunk { m[(t * A * A + xi) * 2 + half].0 };
-                // Aᵀ m: M rows of A columns.
-                let mut s = [[[0.0; 16]; A]; M];
-                for j in 0..A {
-                    let column = line(&std::array::from_fn(|i| product(A * i + j)));
-                    for i in 0..M {
-                        s[i][j] = column[i];
+impl<const M: usize, const A: usize, L: Fn(&[Chunk; A]) -> [Chunk; M]> SimdPass
+    for OutputPass<'_, M, A, L>
+{
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)] // the transform's index notation
+    unsafe fn body(self) {
+        let OutputPass(band, line) = self;
+        let OutputBand {
+            m,
+            out,
+            img,
+            tr0,
+            rows,
+            tile_cols,
+            channel0,
+            cols,
+            bias,
+            relu,
+            dst,
+        } = band;
+        for half in 0..2 {
+            let valid = cols.saturating_sub(16 * half).min(16);
+            if valid == 0 {
+                continue;
+            }
+            let bias = bias[half].0;
+            for r in 0..rows {
+                for tc in 0..tile_cols {
+                    let t = r * tile_cols + tc;
+                    let product = |xi: usize| -> Chunk { m[(t * A * A + xi) * 2 + half].0 };
+                    // Aᵀ m: M rows of A columns.
+                    let mut s = [[[0.0; 16]; A]; M];
+                    for j in 0..A {
+                        let column = line(&std::array::from_fn(|i| product(A * i + j)));
+                        for i in 0..M {
+                            s[i][j] = column[i];
+                        }
                     }
-                }
-                for (dy, row) in s.iter().enumerate() {
-                    let oy = M * (tr0 + r) + dy;
-                    if oy >= out.h {
-                        break;
-                    }
-                    for (dx, v) in line(row).iter().enumerate() {
-                        let ox = M * tc + dx;
-                        if ox >= out.w {
+                    for (dy, row) in s.iter().enumerate() {
+                        let oy = M * (tr0 + r) + dy;
+                        if oy >= out.h {
                             break;
                         }
-                        let mut v = add(*v, bias);
-                        if relu {
-                            // As `f32::max`: NaN becomes 0, like the other kernels' ReLU.
-                            for x in v.iter_mut() {
-                                *x = x.max(0.0);
+                        for (dx, v) in line(row).iter().enumerate() {
+                            let ox = M * tc + dx;
+                            if ox >= out.w {
+                                break;
                             }
-                        }
-                        let o = dst.0.add(out.index(img, oy, ox, channel0 + 16 * half));
-                        if valid == 16 {
-                            std::ptr::write_unaligned(o as *mut Chunk, v);
-                        } else {
-                            for (l, x) in v.iter().enumerate().take(valid) {
-                                *o.add(l) = *x;
+                            let mut v = add(*v, bias);
+                            if relu {
+                                // As `f32::max`: NaN becomes 0, like the other kernels' ReLU.
+                                for x in v.iter_mut() {
+                                    *x = x.max(0.0);
+                                }
+                            }
+                            let o = dst.0.add(out.index(img, oy, ox, channel0 + 16 * half));
+                            if valid == 16 {
+                                std::ptr::write_unaligned(o as *mut Chunk, v);
+                            } else {
+                                for (l, x) in v.iter().enumerate().take(valid) {
+                                    *o.add(l) = *x;
+                                }
                             }
                         }
                     }
