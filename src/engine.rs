@@ -1,7 +1,7 @@
 //! Where work runs: a GPU adapter or the native CPU backend (`--device`, `--devices`), and
 //! the feature extractor on it. The command line and the Python package open devices here.
 
-use crate::cpu::{ConvKernel, CpuBackend};
+use crate::cpu::{ConvKernel, CpuBackend, Products};
 use crate::error::{Error, Result};
 use crate::extract::{BackendRunner, BatchRunner, ExtractConfig};
 use crate::features::FeatureSpec;
@@ -27,8 +27,8 @@ crate::choice! {
 }
 
 crate::choice! {
-    /// How a GPU stores weights and activations between layers (`--precision`). Sums are f32
-    /// in every case.
+    /// How a GPU stores weights and activations between layers, and what the CPU backend
+    /// multiplies (`--precision`). Sums are f32 in every case.
     pub enum Precision: default F32 {
         /// f32 throughout: the features the tests hold to the reference within f32 rounding.
         F32 = "f32",
@@ -38,6 +38,21 @@ crate::choice! {
         /// f16 on a hardware GPU with shader-f16, f32 elsewhere (software adapters and the CPU
         /// backend, where f16 storage gains nothing).
         Auto = "auto",
+        /// bf16 products: the CPU backend's convolutions multiply weights and inputs rounded
+        /// to bf16, on AMX tiles (Intel Xeon Sapphire Rapids or later, on Linux; refused
+        /// elsewhere); activations stay f32.
+        Bf16 = "bf16",
+    }
+}
+
+impl Precision {
+    /// The precision a run recorded as its storage and products (settings files).
+    pub fn recorded(storage: Dtype, products: Products) -> Self {
+        match (storage, products) {
+            (Dtype::F16, _) => Precision::F16,
+            (Dtype::F32, Products::Bf16) => Precision::Bf16,
+            (Dtype::F32, Products::F32) => Precision::F32,
+        }
     }
 }
 
@@ -74,10 +89,44 @@ impl Engine {
         }
     }
 
-    /// The storage `precision` gives on this device.
+    /// Sets this device to compute in `precision` (the CPU backend's products), and returns
+    /// the storage it gives.
+    pub fn apply_precision(&mut self, precision: Precision) -> Result<Dtype> {
+        let storage = self.storage_for(precision)?;
+        if let Engine::Cpu(cpu) = self {
+            let products = match precision {
+                Precision::Bf16 => Products::Bf16,
+                _ => Products::F32,
+            };
+            *cpu = cpu.with_products(products);
+        }
+        Ok(storage)
+    }
+
+    /// What the convolutions multiply: bf16 only where the CPU backend was set to.
+    pub fn products(&self) -> Products {
+        match self {
+            Engine::Gpu(_) => Products::F32,
+            Engine::Cpu(cpu) => cpu.products(),
+        }
+    }
+
+    /// The storage `precision` gives on this device (an error where it cannot run).
     pub fn storage_for(&self, precision: Precision) -> Result<Dtype> {
         match (self, precision) {
             (_, Precision::F32) => Ok(Dtype::F32),
+            (Engine::Gpu(_), Precision::Bf16) => Err(Error::Config(
+                "--precision bf16 runs on the CPU backend (AMX); on a GPU use --precision f16 or f32".into(),
+            )),
+            (Engine::Cpu(_), Precision::Bf16) => {
+                if Products::Bf16.is_available() {
+                    Ok(Dtype::F32)
+                } else {
+                    Err(Error::Config(
+                        "--precision bf16 on the CPU needs AMX-BF16 and AVX512-BF16 (Intel Xeon Sapphire Rapids or later, on Linux); this CPU or OS has not (use --precision f32)".into(),
+                    ))
+                }
+            }
             (Engine::Cpu(_), Precision::F16) => Err(Error::Config(
                 "--precision f16 runs on a GPU with shader-f16; the CPU backend computes in f32 (use --device gpu, or --precision f32)".into(),
             )),
@@ -101,6 +150,9 @@ impl Engine {
     pub fn precision_path(&self, precision: Precision) -> String {
         match (self.storage_for(precision), self) {
             (Err(e), _) => format!("unavailable: {e}"),
+            (Ok(_), Engine::Cpu(_)) if precision == Precision::Bf16 => {
+                "bf16 products on AMX tiles, f32 sums and storage (layers with stride 1 and input channels a multiple of 32; f32 in the others)".into()
+            }
             (Ok(Dtype::F32), _) => "f32 storage and sums".into(),
             (Ok(Dtype::F16), Engine::Gpu(ctx)) => {
                 match crate::gpu::Conv2dKernel::new(ctx).map(|k| k.cooperative(ctx)) {
@@ -182,12 +234,13 @@ where
     }))
 }
 
-/// The storage `precision` gives on every one of `engines`, the same on all so that every
-/// device computes the same features: where `auto` would differ between them, f32.
-pub fn storage_on_all(engines: &[Engine], precision: Precision) -> Result<Dtype> {
+/// Sets every one of `engines` to `precision` ([`Engine::apply_precision`]) and returns
+/// the storage it gives, the same on all so that every device computes the same features:
+/// where `auto` would differ between them, f32.
+pub fn apply_precision_on_all(engines: &mut [Engine], precision: Precision) -> Result<Dtype> {
     let each = engines
-        .iter()
-        .map(|e| e.storage_for(precision))
+        .iter_mut()
+        .map(|e| e.apply_precision(precision))
         .collect::<Result<Vec<_>>>()?;
     Ok(match each.split_first() {
         Some((first, rest)) if rest.iter().all(|d| d == first) => *first,

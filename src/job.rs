@@ -4,7 +4,8 @@
 //! line's `extract`, `search` and `classify`, and the Python package, all start here.
 
 use crate::classifier::aconv_file::AConvFile;
-use crate::engine::{storage_on_all, Engine, FeatureDevice, Precision};
+use crate::cpu::Products;
+use crate::engine::{Engine, FeatureDevice, Precision};
 use crate::error::{Error, Result};
 use crate::features::{FeatureRequest, FeatureSpec, ADDED_GUIDE};
 use crate::gpu::Dtype;
@@ -152,19 +153,17 @@ impl ExtractJob {
         ac.to_conv()
     }
 
-    /// The feature extractor on each of `engines`, and the storage `precision` gives on all
-    /// of them (the same everywhere, so that every device computes the same features).
+    /// The feature extractor on each of `engines` (set to a precision with
+    /// [`crate::engine::apply_precision_on_all`], which gave `storage`).
     pub fn extractors<'e>(
         &self,
         engines: &'e [Engine],
-        precision: Precision,
-    ) -> Result<(Dtype, Vec<Box<dyn FeatureDevice + 'e>>)> {
-        let storage = storage_on_all(engines, precision)?;
-        let extractors = engines
+        storage: Dtype,
+    ) -> Result<Vec<Box<dyn FeatureDevice + 'e>>> {
+        engines
             .iter()
             .map(|e| self.extractor_on(e, storage))
-            .collect::<Result<Vec<_>>>()?;
-        Ok((storage, extractors))
+            .collect()
     }
 
     /// The feature extractor on `engine`, the network stored as `storage`.
@@ -180,10 +179,10 @@ impl ExtractJob {
     /// `engine` with the feature extractor, owned together (see [`Engine::into_extractor`]).
     pub fn into_extractor(
         &self,
-        engine: Engine,
+        mut engine: Engine,
         precision: Precision,
     ) -> Result<Box<dyn FeatureDevice>> {
-        let storage = engine.storage_for(precision)?;
+        let storage = engine.apply_precision(precision)?;
         let (pca, aconv) = (self.pca.as_ref(), self.aconv.as_ref());
         engine.into_extractor(&self.weights, self.spec.clone(), pca, aconv, storage)
     }
@@ -192,7 +191,7 @@ impl ExtractJob {
     /// files by identity (absolute, links resolved), the weights by content.
     pub fn settings(
         &self,
-        storage: Dtype,
+        (storage, products): (Dtype, Products),
         decode: DecodeMode,
         format: OutputFormat,
         (feature_rows, feature_cols): (usize, usize),
@@ -225,6 +224,7 @@ impl ExtractJob {
                 .map(ModelWeights::fingerprint)
                 .transpose()?,
             precision: storage,
+            products,
             format,
             feature_rows,
             feature_cols,

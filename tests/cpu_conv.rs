@@ -12,7 +12,7 @@
 mod common;
 
 use common::{assert_reduction_close, random};
-use crosspool::cpu::{ConvKernel, CpuConv2d, Simd};
+use crosspool::cpu::{ConvKernel, CpuConv2d, Products, Simd};
 use crosspool::reference::{self, Reduced};
 use crosspool::shape::{Conv2dSpec, Shape4, Window2d};
 use crosspool::weights::Conv2dWeights;
@@ -430,6 +430,173 @@ fn winograd_tiles_bands_and_edges() {
     for (seed, (input, spec, what)) in cases.into_iter().enumerate() {
         check(input, spec, 300 + seed as u64 * 10, what);
     }
+}
+
+/// `v` rounded to bf16, to nearest even.
+fn bf16_rounded(v: &[f32]) -> Vec<f32> {
+    v.iter()
+        .map(|&x| half::bf16::from_f32(x).to_f32())
+        .collect()
+}
+
+/// Whether this CPU runs bf16 products; with `CROSSPOOL_REQUIRE_AMX=1` (as CI sets where
+/// the CPU lists AMX-BF16) a program that cannot use them fails instead.
+fn amx() -> bool {
+    if std::env::var("CROSSPOOL_REQUIRE_AMX").is_ok_and(|v| v == "1") {
+        assert!(
+            Products::Bf16.is_available(),
+            "CROSSPOOL_REQUIRE_AMX=1 but AMX-BF16 is not available to this process"
+        );
+    }
+    Products::Bf16.is_available()
+}
+
+/// A layer with bf16 products: where AMX suits it, the f32 sum of the products of the
+/// bf16-rounded inputs and weights (exact in f32: 8 x 8 significant bits), so it is held to
+/// the f32 bound against the reference run on those rounded values; elsewhere the f32 kernel
+/// and its bound. Where AMX is missing, refused.
+fn check_bf16(input: Shape4, spec: Conv2dSpec, seed: u64, what: &str) {
+    let scale = (2.0 / spec.k_total() as f32).sqrt();
+    let w: Vec<f32> = random(spec.weight_len(), seed)
+        .iter()
+        .map(|v| v * scale)
+        .collect();
+    let w = Conv2dWeights::new(spec, w, random(spec.out_c, seed + 1)).unwrap();
+    let x = random(input.len(), seed + 2);
+    let layer = CpuConv2d::with_kernel(&w, ConvKernel::AmxBf16);
+    if !amx() {
+        let e = layer.err().expect("bf16 refused without AMX").to_string();
+        assert!(e.contains("AMX-BF16"), "{e}");
+        return;
+    }
+    let layer = layer.unwrap();
+    let suits =
+        (spec.window.stride_h, spec.window.stride_w) == (1, 1) && spec.in_c.is_multiple_of(32);
+    assert_eq!(layer.kernel() == ConvKernel::AmxBf16, suits, "{what}");
+    let mut got = vec![f32::NAN; spec.output_shape(input).unwrap().len()];
+    layer.run(&x, input, &mut got).unwrap();
+    if !suits {
+        // The f32 kernel runs, as it does without bf16 (and is tested above).
+        let f32_layer = CpuConv2d::with_kernel(&w, ConvKernel::detected()).unwrap();
+        let mut want = vec![f32::NAN; got.len()];
+        f32_layer.run(&x, input, &mut want).unwrap();
+        assert_eq!(layer.kernel(), f32_layer.kernel(), "{what}");
+        assert!(
+            got.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{what}"
+        );
+        return;
+    }
+    let rounded = Conv2dWeights::new(spec, bf16_rounded(&w.weight), w.bias.clone()).unwrap();
+    let (_, want) = reference::conv2d(&bf16_rounded(&x), input, &rounded).unwrap();
+    let what = format!("{what} ({})", layer.kernel().name());
+    assert_reduction_close(&got, &want, spec.k_total() + 1, &what);
+}
+
+#[test]
+fn amx_bf16_steps_bands_and_edges() {
+    // Stride-1 layers with 32 to 512 input channels: one and several 32-channel chunks,
+    // output channels that end mid-tile and mid-panel, panels split across tasks, outputs
+    // narrower than a step's 32 pixels (a step across several rows, their dropped columns
+    // included), padding 0 to 3, 1x1 and 5x5 kernels, batches whose bands cross images,
+    // several bands per image; and layers AMX does not suit (stride 2, 48 or 3 channels),
+    // which run in f32.
+    let cases = [
+        (
+            Shape4::new(2, 9, 11, 32),
+            conv(32, 17, Window2d::square(3, 1, 1), true),
+            "9x11, 17 out",
+        ),
+        (
+            Shape4::new(1, 8, 8, 64),
+            conv(64, 40, Window2d::square(3, 1, 0), false),
+            "pad 0, 40 out",
+        ),
+        (
+            Shape4::new(1, 4, 3, 32),
+            conv(32, 9, Window2d::square(3, 1, 3), false),
+            "pad 3",
+        ),
+        (
+            Shape4::new(1, 1, 1, 64),
+            conv(64, 5, Window2d::square(3, 1, 1), true),
+            "1x1 image",
+        ),
+        (
+            Shape4::new(3, 7, 7, 96),
+            conv(96, 513, Window2d::square(3, 1, 1), true),
+            "513 out, batch 3",
+        ),
+        (
+            Shape4::new(1, 16, 28, 64),
+            conv(64, 48, Window2d::square(1, 1, 0), false),
+            "1x1 kernel",
+        ),
+        (
+            Shape4::new(2, 13, 13, 64),
+            conv(64, 70, Window2d::square(5, 1, 2), true),
+            "5x5",
+        ),
+        (
+            Shape4::new(1, 30, 27, 512),
+            conv(512, 40, Window2d::square(3, 1, 1), true),
+            "bands, 512 in",
+        ),
+        (
+            Shape4::new(1, 14, 14, 128),
+            conv(128, 256, Window2d::square(3, 1, 1), true),
+            "split panels",
+        ),
+        (
+            Shape4::new(2, 9, 23, 32),
+            conv(32, 33, Window2d::square(3, 2, 1), true),
+            "stride 2 (f32)",
+        ),
+        (
+            Shape4::new(1, 9, 10, 48),
+            conv(48, 16, Window2d::square(3, 1, 1), true),
+            "48 in (f32)",
+        ),
+        (
+            Shape4::new(1, 13, 11, 3),
+            conv(3, 64, Window2d::square(3, 1, 1), true),
+            "rgb (f32)",
+        ),
+    ];
+    for (seed, (input, spec, what)) in cases.into_iter().enumerate() {
+        check_bf16(input, spec, 500 + seed as u64 * 10, what);
+    }
+}
+
+#[test]
+fn amx_bf16_rounds_to_nearest_even() {
+    // 1 + 2^-8 lies halfway between the bf16 neighbours 1 and 1 + 2^-7: nearest even is 1,
+    // so a 1x1 layer of weight 1 gives 1 (truncation would too; 1 + 3 * 2^-9 rounds up to
+    // 1 + 2^-7, which truncation gives as 1).
+    if !amx() {
+        return;
+    }
+    let spec = conv(32, 1, Window2d::square(1, 1, 0), false);
+    let mut weights = vec![0.0; 32];
+    weights[0] = 1.0;
+    let w = Conv2dWeights::new(spec, weights, vec![0.0]).unwrap();
+    let layer = CpuConv2d::with_kernel(&w, ConvKernel::AmxBf16).unwrap();
+    let shape = Shape4::new(1, 1, 2, 32);
+    let mut x = vec![0.0f32; 64];
+    x[0] = 1.0 + 2f32.powi(-8);
+    x[32] = 1.0 + 3.0 * 2f32.powi(-9);
+    let mut y = vec![0.0; 2];
+    layer.run(&x, shape, &mut y).unwrap();
+    assert_eq!(y, [1.0, 1.0 + 2f32.powi(-7)]);
+}
+
+#[test]
+fn amx_bf16_is_not_an_environment_kernel() {
+    let e = ConvKernel::parse("amx-bf16").unwrap_err().to_string();
+    assert!(e.contains("--precision bf16"), "{e}");
+    assert!(!ConvKernel::available().contains(&ConvKernel::AmxBf16));
 }
 
 #[test]

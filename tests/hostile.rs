@@ -136,6 +136,7 @@ fn non_finite_rows_are_named_and_kept_out() {
         aconv: None,
         format: OutputFormat::F32,
         precision: Default::default(),
+        products: Default::default(),
         feature_rows: 1,
         feature_cols: 4,
     };
@@ -248,6 +249,7 @@ fn sum_settings() -> crosspool::store::ExtractSettings {
         aconv: None,
         format: crosspool::store::writer::OutputFormat::F32,
         precision: Default::default(),
+        products: Default::default(),
         feature_rows: 1,
         feature_cols: 4,
     }

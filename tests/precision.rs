@@ -1,11 +1,13 @@
 //! `--precision f16` end to end on software Vulkan (which has shader-f16): the fidelity of
 //! f16 storage on the real VGG16 (features of real photos, retrieval mAP), and images whose
-//! activations overflow f16 failing with the reason instead of turning infinite.
+//! activations overflow f16 failing with the reason instead of turning infinite; and
+//! `--precision bf16` on the CPU backend (AMX), with the same fidelity figures.
 
 mod common;
 
 use common::temp_dir;
 use crosspool::classifier::data::FeatureSet;
+use crosspool::cpu::Products;
 use crosspool::model::Arch;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -47,12 +49,11 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     crosspool::reference::compare::cosine(a, b)
 }
 
-/// The README's fidelity figures: the real VGG16 (HED) on tests/data/photos, f16 storage on
-/// the GPU against f32 on the GPU, feature cosine at least 0.9999 per image.
-#[test]
-fn f16_features_of_real_photos_keep_cosine_0_9999() {
+/// Features of tests/data/photos with the real VGG16 (HED), extracted on `device` in f32 and
+/// in `precision`.
+fn photos_in(device: &str, precision: &str) -> (FeatureSet, FeatureSet) {
     let w = hed_weights();
-    let d = temp_dir("precision-photos");
+    let d = temp_dir(&format!("precision-photos-{precision}"));
     let photos = repo("tests/data/photos");
     let extract = |name: &str, precision: &str| {
         let out = d.0.join(name);
@@ -60,7 +61,7 @@ fn f16_features_of_real_photos_keep_cosine_0_9999() {
             "extract",
             "-q",
             "--device",
-            "gpu",
+            device,
             "--precision",
             precision,
             "--weights",
@@ -71,38 +72,99 @@ fn f16_features_of_real_photos_keep_cosine_0_9999() {
         ]);
         FeatureSet::read(&out).unwrap()
     };
-    let (f32s, f16s) = (extract("f32", "f32"), extract("f16", "f16"));
-    assert_eq!(f16s.settings.precision, crosspool::gpu::Dtype::F16);
-    assert_eq!(f32s.settings.precision, crosspool::gpu::Dtype::F32);
-    // f32 runs write settings as before f16 existed (older crosspools read them).
+    let f32s = extract("f32", "f32");
+    // f32 runs write settings as before f16 and bf16 existed (older crosspools read them).
     let json = std::fs::read_to_string(d.0.join("f32/extract.json")).unwrap();
     assert!(!json.contains("precision"), "{json}");
-    assert_eq!(f32s.paths, f16s.paths);
-    assert_eq!(f16s.paths.len(), 4);
-    assert!(f16s.failed.is_empty(), "{:?}", f16s.failed);
+    assert!(!json.contains("products"), "{json}");
+    (f32s, extract(precision, precision))
+}
+
+/// Per image, cosine of `low`'s features to `f32s`' at least 0.9999 (and not equal).
+fn assert_cosine_0_9999(f32s: &FeatureSet, low: &FeatureSet, what: &str) {
+    assert_eq!(f32s.paths, low.paths);
+    assert_eq!(low.paths.len(), 4);
+    assert!(low.failed.is_empty(), "{:?}", low.failed);
     let dd = f32s.d;
     let mut worst = 1.0f64;
     for (i, p) in f32s.paths.iter().enumerate() {
-        let (a, b) = (&f32s.x[i * dd..(i + 1) * dd], &f16s.x[i * dd..(i + 1) * dd]);
+        let (a, b) = (&f32s.x[i * dd..(i + 1) * dd], &low.x[i * dd..(i + 1) * dd]);
         assert_ne!(
             a, b,
-            "{p}: f16 gave the f32 features bit for bit: was it f16?"
+            "{p}: {what} gave the f32 features bit for bit: was it {what}?"
         );
         let c = cosine(a, b);
-        eprintln!("{p}: cosine f16 vs f32 {c:.9} (1 - c = {:.2e})", 1.0 - c);
+        eprintln!("{p}: cosine {what} vs f32 {c:.9} (1 - c = {:.2e})", 1.0 - c);
         worst = worst.min(c);
     }
-    assert!(worst >= 0.9999, "worst cosine {worst}");
+    assert!(worst >= 0.9999, "{what}: worst cosine {worst}");
+}
+
+/// The README's fidelity figures: the real VGG16 (HED) on tests/data/photos, f16 storage on
+/// the GPU against f32 on the GPU, feature cosine at least 0.9999 per image.
+#[test]
+fn f16_features_of_real_photos_keep_cosine_0_9999() {
+    let (f32s, f16s) = photos_in("gpu", "f16");
+    assert_eq!(f16s.settings.precision, crosspool::gpu::Dtype::F16);
+    assert_eq!(f32s.settings.precision, crosspool::gpu::Dtype::F32);
+    assert_cosine_0_9999(&f32s, &f16s, "f16");
+}
+
+/// Whether this CPU runs `--precision bf16`; with `CROSSPOOL_REQUIRE_AMX=1` (as CI sets where
+/// the CPU lists AMX-BF16) a program that cannot use it fails instead. Where it is missing,
+/// asking for it is refused with the reason.
+fn bf16_runs_here() -> bool {
+    let available = Products::Bf16.is_available();
+    if std::env::var("CROSSPOOL_REQUIRE_AMX").is_ok_and(|v| v == "1") {
+        assert!(
+            available,
+            "CROSSPOOL_REQUIRE_AMX=1 but AMX-BF16 is not available"
+        );
+    }
+    if !available {
+        let w = hed_weights();
+        let (code, _, err) = run(&[
+            "bench",
+            "--device",
+            "cpu",
+            "--precision",
+            "bf16",
+            "--weights",
+            w.to_str().unwrap(),
+            "--size",
+            "32",
+            "--batch",
+            "1",
+            "--iters",
+            "1",
+        ]);
+        assert_ne!(code, 0);
+        assert!(err.contains("AMX-BF16"), "{err}");
+    }
+    available
+}
+
+/// The README's bf16 figures: the CPU backend's bf16 products (AMX) against its f32, on the
+/// real VGG16 and tests/data/photos: feature cosine at least 0.9999 per image; recorded.
+#[test]
+fn bf16_features_of_real_photos_keep_cosine_0_9999() {
+    if !bf16_runs_here() {
+        return;
+    }
+    let (f32s, bf16s) = photos_in("cpu", "bf16");
+    assert_eq!(bf16s.settings.products, Products::Bf16);
+    assert_eq!(bf16s.settings.precision, crosspool::gpu::Dtype::F32);
+    assert_eq!(f32s.settings.products, Products::F32);
+    assert_cosine_0_9999(&f32s, &bf16s, "bf16");
 }
 
 /// Retrieval on tests/data/retrieval (the chain of tests/retrieval.rs) with the database
-/// extracted in f16 on the GPU against f32: mAP within 0.005 for 1-bit codes at k = 50 and
-/// for floats.
-#[test]
-fn f16_retrieval_map_within_0_005_of_f32() {
+/// extracted in f32 on the CPU and in `precision` on `device`: mAP within 0.005 for 1-bit
+/// codes at k = 50 and all, and for floats.
+fn retrieval_map_within_0_005_of_f32(precision: &str, device: &str) {
     let w = hed_weights();
     let w = w.to_str().unwrap();
-    let d = temp_dir("precision-retrieval");
+    let d = temp_dir(&format!("precision-retrieval-{precision}"));
     let set = repo("tests/data/retrieval");
     let gt = set.join("groundtruth.jsonl");
     let p = |n: &str| d.0.join(n).to_str().unwrap().to_string();
@@ -121,7 +183,7 @@ fn f16_retrieval_map_within_0_005_of_f32() {
         repo("tests/data/photos").to_str().unwrap(),
     ]);
     let mut maps = Vec::new();
-    for (precision, device) in [("f32", "cpu"), ("f16", "gpu")] {
+    for (precision, device) in [("f32", "cpu"), (precision, device)] {
         let feats = p(&format!("features-{precision}"));
         ok(&[
             "extract",
@@ -163,10 +225,27 @@ fn f16_retrieval_map_within_0_005_of_f32() {
         }
         maps.push(row);
     }
-    for ((what, m32), (_, m16)) in maps[0].iter().zip(&maps[1]) {
-        eprintln!("mAP {what}: f32 {m32:.4}, f16 {m16:.4}");
-        assert!((m32 - m16).abs() <= 0.005, "{what}: f32 {m32} vs f16 {m16}");
+    for ((what, m32), (_, low)) in maps[0].iter().zip(&maps[1]) {
+        eprintln!("mAP {what}: f32 {m32:.4}, {precision} {low:.4}");
+        assert!(
+            (m32 - low).abs() <= 0.005,
+            "{what}: f32 {m32} vs {precision} {low}"
+        );
         assert!(*m32 >= 0.85, "{what}: {m32}");
+    }
+}
+
+/// f16 storage on the GPU (software Vulkan here).
+#[test]
+fn f16_retrieval_map_within_0_005_of_f32() {
+    retrieval_map_within_0_005_of_f32("f16", "gpu");
+}
+
+/// bf16 products on the CPU backend, where AMX runs them.
+#[test]
+fn bf16_retrieval_map_within_0_005_of_f32() {
+    if bf16_runs_here() {
+        retrieval_map_within_0_005_of_f32("bf16", "cpu");
     }
 }
 

@@ -196,6 +196,7 @@ fn settings(rows: usize, cols: usize) -> ExtractSettings {
         aconv: None,
         format: OutputFormat::F32,
         precision: Default::default(),
+        products: Default::default(),
         feature_rows: rows,
         feature_cols: cols,
     }

@@ -14,6 +14,7 @@ kernels), as "before".
 --simd avx2 restricts both to AVX2 on an AVX-512 machine, to stand in for an AVX2-only CPU:
 crosspool's kernels through CROSSPOOL_CPU_CONV=winograd-avx2 / direct-avx2, PyTorch's oneDNN
 through ONEDNN_MAX_CPU_ISA=AVX2.
+--bf16 (CPU) also times crosspool --precision bf16 (AMX) and PyTorch under bf16 autocast.
 --rounds R times every implementation R times, alternating, and keeps the median of the R
 results (each itself the median of --iters batches): shared machines drift by several percent.
 """
@@ -57,6 +58,8 @@ def torch_rows(args, size, batch, here, env):
         cmd += ["--device", "cpu", "--threads", str(args.threads)]
         if args.compile:
             cmd.append("--compile")
+        if args.bf16:
+            cmd.append("--bf16")
     elif f"{size}x{batch}" in (args.compile_at or []):
         cmd.append("--compile")
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -96,6 +99,8 @@ def main():
     ap.add_argument("--compile", action="store_true", help="CPU: also time PyTorch under torch.compile")
     ap.add_argument("--compile-at", nargs="*", metavar="SIZExBATCH",
                     help="GPU: also time PyTorch under torch.compile at these points (compiling takes a while)")
+    ap.add_argument("--bf16", action="store_true",
+                    help="CPU: also time crosspool --precision bf16 and PyTorch's bf16 autocast")
     ap.add_argument("--rounds", type=int, default=1, help="alternating repetitions; the median is kept")
     ap.add_argument("--simd", choices=["native", "avx2"], default="native",
                     help="CPU: restrict both crosspool and PyTorch to AVX2")
@@ -140,6 +145,8 @@ def main():
             torch_env["ONEDNN_MAX_CPU_ISA"] = "AVX2"
         variants.append((f"crosspool, direct {simd} kernel", [], {**env, "CROSSPOOL_CPU_CONV": f"direct-{simd}"}))
         variants.append(("crosspool, gemm kernel (before)", [], {**env, "CROSSPOOL_CPU_CONV": "gemm"}))
+        if args.bf16:
+            variants.append(("crosspool bf16", ["--precision", "bf16"], env))
     if args.unchecked:
         variants.append(("crosspool unchecked", ["--unchecked-shaders"], env))
     if args.device != "cpu" and not args.no_f16:
@@ -207,7 +214,7 @@ def write(args, rows):
                 ratio = f"{r['images_per_second'] / base:.2f}" if base else "-"
                 lines.append(f"| {r['impl']} | {size} | {b} | {r['images_per_second']:.4g} | {ratio} |")
     # Where the time goes: each stage submitted alone, its TFLOP/s and (GPU) tile.
-    staged = [r for r in rows if r.get("stages") and r["impl"] in ("crosspool", "crosspool f16")]
+    staged = [r for r in rows if r.get("stages") and r["impl"] in ("crosspool", "crosspool f16", "crosspool bf16")]
     for r in staged:
         if r["batch"] != max(x["batch"] for x in staged if x["size"] == r["size"]):
             continue

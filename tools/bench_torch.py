@@ -11,7 +11,8 @@ channels_last, pinned host memory, non-blocking copies): strict fp32, PyTorch's 
 With --compile on CUDA, TF32 and fp16 autocast under torch.compile too.
 On the CPU (`--threads N` as `torch.set_num_threads`): the default NCHW layout, channels_last
 (oneDNN's fastest layout, what a performance-minded user picks) and, with --compile,
-channels_last under torch.compile.
+channels_last under torch.compile; with --bf16, channels_last under bf16 autocast (oneDNN's
+AMX kernels where the CPU has them), compiled too with --compile.
 
     python3 tools/bench_torch.py --model vgg16 --size 224 --batch 8 --json
     python3 tools/bench_torch.py --device cpu --threads 2 --compile --batch 1 --json
@@ -28,7 +29,7 @@ PAIRS = {"vgg16": (28, 30), "vgg19": (34, 36), "alexnet": (10, 12)}
 
 
 def run(model, size, batch, iters, warmup, device, tf32, channels_last=False, compiled=False,
-        fp16=False):
+        fp16=False, bf16=False):
     torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cuda.matmul.allow_tf32 = tf32
     # cuDNN times its algorithms on the first batch of each shape and keeps the fastest.
@@ -54,7 +55,8 @@ def run(model, size, batch, iters, warmup, device, tf32, channels_last=False, co
 
     def step():
         x = x_host.to(device, non_blocking=True)
-        with torch.no_grad(), torch.autocast(device, dtype=torch.float16, enabled=fp16):
+        half = torch.bfloat16 if bf16 else torch.float16
+        with torch.no_grad(), torch.autocast(device, dtype=half, enabled=fp16 or bf16):
             p = compute(x)
         return p.float().cpu()
 
@@ -71,6 +73,7 @@ def run(model, size, batch, iters, warmup, device, tf32, channels_last=False, co
     times.sort()
     t = times[len(times) // 2]
     return {"tf32": tf32, "channels_last": channels_last, "compiled": compiled, "fp16": fp16,
+            "bf16": bf16,
             "cudnn_benchmark": device == "cuda", "images_per_second": batch / t,
             "ms_per_batch": t * 1e3}
 
@@ -79,6 +82,8 @@ def label(r):
     """A result's setting in words."""
     if r.get("fp16"):
         parts = ["fp16 autocast"]
+    elif r.get("bf16"):
+        parts = ["bf16 autocast"]
     else:
         parts = ["TF32 (default)" if r["tf32"] else "fp32"]
     if r.get("channels_last"):
@@ -99,6 +104,8 @@ def main():
     ap.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     ap.add_argument("--compile", action="store_true",
                     help="also time torch.compile (CPU: channels_last; CUDA: TF32 and fp16 autocast)")
+    ap.add_argument("--bf16", action="store_true",
+                    help="CPU: also time bf16 autocast (channels_last; compiled too with --compile)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.threads:
@@ -118,6 +125,10 @@ def main():
         results = [run(*common, False), run(*common, False, channels_last=True)]
         if args.compile:
             results.append(run(*common, False, channels_last=True, compiled=True))
+        if args.bf16:
+            results.append(run(*common, False, channels_last=True, bf16=True))
+            if args.compile:
+                results.append(run(*common, False, channels_last=True, bf16=True, compiled=True))
     out = {"device": name, "torch": torch.__version__, "model": args.model, "size": args.size,
            "batch": args.batch, "results": results}
     if args.json:

@@ -1,7 +1,7 @@
 //! `crosspool bench`: per-stage times, images/s and GFLOP/s of the feature pipeline on this
 //! device.
 
-use super::engine::{storage_on_all, Device, Engine};
+use super::engine::{apply_precision_on_all, Device, Engine};
 use anyhow::Context;
 use crosspool::features::{FeatureSpec, Representation};
 use crosspool::gpu::{Dtype, GpuContext, GpuOptions};
@@ -107,9 +107,9 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
     };
     let shape = Shape4::new(a.batch, a.size as usize, a.size as usize, 3);
     let (x, decode_ips) = bench_input(&a, shape, &weights.preprocess)?;
-    let engines = super::engine::open_engines(a.device, a.run.devices.as_ref(), opts)?;
+    let mut engines = super::engine::open_engines(a.device, a.run.devices.as_ref(), opts)?;
+    let storage = apply_precision_on_all(&mut engines, a.run.precision)?;
     let engine = &engines[0];
-    let storage = storage_on_all(&engines, a.run.precision)?;
     let mut m = match engine {
         Engine::Gpu(ctx) => {
             let peak = FP32_PEAK_TFLOPS

@@ -2,7 +2,7 @@
 
 use crosspool::cpu::ConvKernel;
 pub use crosspool::engine::{
-    open_engines, parse_devices, storage_on_all, Device, DeviceList, Engine, Precision,
+    apply_precision_on_all, open_engines, parse_devices, Device, DeviceList, Engine, Precision,
 };
 use crosspool::gpu::{GpuContext, GpuOptions};
 
@@ -44,6 +44,8 @@ pub fn info(opts: &GpuOptions, require_gpu: bool, list: bool) -> anyhow::Result<
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let cpu = Engine::Cpu(crosspool::cpu::CpuBackend::with_conv_kernel(kernel));
+    println!("bf16:       {}", cpu.precision_path(Precision::Bf16));
     println!();
     println!("GPU");
     let auto = match GpuContext::new(opts) {

@@ -1,10 +1,10 @@
 //! `crosspool extract`: images in, feature shards out.
 
-use super::engine::{Device, Engine, Precision};
+use super::engine::{apply_precision_on_all, Device, Engine, Precision};
 use crosspool::choice::value_name;
 use crosspool::extract::{self, ExtractConfig};
 use crosspool::features::{FeatureRequest, NormPreset as Norm, Pooling};
-use crosspool::gpu::{Dtype, GpuOptions};
+use crosspool::gpu::GpuOptions;
 use crosspool::input::{DecodeLimits, DecodeMode, DecodeOptions, ImageId, ImageSource};
 use crosspool::job::{ExtractJob, ExtractOptions};
 use crosspool::pooling::{ChannelPooling, LocalWindow};
@@ -164,10 +164,7 @@ impl Args {
             run: super::RunArgs {
                 devices: None,
                 in_flight: None,
-                precision: match s.precision {
-                    Dtype::F32 => Precision::F32,
-                    Dtype::F16 => Precision::F16,
-                },
+                precision: Precision::recorded(s.precision, s.products),
             },
             quiet,
             json: false,
@@ -273,7 +270,9 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         None => None,
     };
 
-    let engines = super::engine::open_engines(a.device, a.run.devices.as_ref(), opts)?;
+    let mut engines = super::engine::open_engines(a.device, a.run.devices.as_ref(), opts)?;
+    let storage = apply_precision_on_all(&mut engines, a.run.precision)?;
+    let products = engines[0].products();
     let engine = &engines[0];
     let batch = a
         .batch
@@ -286,14 +285,14 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<usize> {
         Ok(())
     };
     fits(None)?;
-    let (precision, extractors) = job.extractors(&engines, a.run.precision)?;
+    let extractors = job.extractors(&engines, storage)?;
     let feature_shape = extractors[0].feature_shape(a.size as usize)?;
     fits(Some(feature_shape))?;
     let decode = a
         .decode
         .or_else(|| recorded_decode(a.resume, &a.out, &prefix))
         .unwrap_or_default();
-    let settings = job.settings(precision, decode, a.format, feature_shape)?;
+    let settings = job.settings((storage, products), decode, a.format, feature_shape)?;
     let (writer, done) = ShardWriter::open_with(
         &a.out,
         &prefix,

@@ -1,6 +1,6 @@
 //! `crosspool fit-pca`.
 
-use super::engine::{storage_on_all, Device, Engine, Precision};
+use super::engine::{apply_precision_on_all, Device, Engine, Precision};
 use crosspool::extract::F16_OVERFLOW;
 use crosspool::gpu::{Dtype, GpuContext, GpuOptions};
 use crosspool::input::{DecodeMode, DecodeOptions, ImageSource};
@@ -46,8 +46,8 @@ pub struct Args {
     /// and their sums are added in device order.
     #[arg(long, value_parser = super::engine::parse_devices)]
     devices: Option<super::engine::DeviceList>,
-    /// How the GPU stores weights and activations between layers (see `extract
-    /// --precision`); images whose activations overflow f16 are reported and left out.
+    /// How the network computes (see `extract --precision`); images whose activations
+    /// overflow f16 are reported and left out.
     #[arg(long, value_parser = super::choice::choice::<Precision>(), default_value_t = Precision::F32)]
     precision: Precision,
 }
@@ -130,7 +130,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
             a.window
         );
     }
-    let engines = super::engine::open_engines(a.device, a.devices.as_ref(), opts)?;
+    let mut engines = super::engine::open_engines(a.device, a.devices.as_ref(), opts)?;
     eprintln!(
         "fit-pca: {} {layer} {} on {} images at {}x{}, {}",
         weights.arch,
@@ -144,7 +144,7 @@ pub fn run(opts: &GpuOptions, a: Args) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(" + ")
     );
-    let storage = storage_on_all(&engines, a.precision)?;
+    let storage = apply_precision_on_all(&mut engines, a.precision)?;
     let n = engines.len();
     let parts = std::thread::scope(|scope| {
         let handles: Vec<_> = engines

@@ -120,10 +120,9 @@ pub struct RunArgs {
     /// whole batches per device.
     #[arg(long, value_parser = at_least_one)]
     pub in_flight: Option<usize>,
-    /// How the GPU stores weights and activations between layers (sums are f32 in all):
-    /// f32; f16 (needs shader-f16; the layers the features read stay f32, and an image
-    /// whose activations pass f16's range fails, naming why); auto: f16 on a hardware GPU
-    /// that has shader-f16, else f32. extract records it in extract.json.
+    /// How the network computes (sums are f32 in all; an f16 image whose activations pass
+    /// f16's range fails, naming why; bf16's speed and fidelity: docs/benchmarks.md). extract
+    /// records it in extract.json.
     #[arg(long, value_parser = choice::choice::<engine::Precision>(), default_value_t = engine::Precision::F32)]
     pub precision: engine::Precision,
 }

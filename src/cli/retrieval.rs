@@ -92,8 +92,8 @@ pub struct SearchArgs {
     /// Weights file [default: the one the index was extracted with].
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// How the GPU stores the queries' network (see `extract --precision`) [default: as the
-    /// index was extracted].
+    /// How the queries' network computes (see `extract --precision`) [default: as the index
+    /// was extracted].
     #[arg(long, value_parser = super::choice::choice::<Precision>())]
     precision: Option<Precision>,
 }
@@ -191,11 +191,11 @@ pub fn run_search(opts: &GpuOptions, a: SearchArgs) -> anyhow::Result<usize> {
             recipe.weights
         )
     })?;
-    let engine = Engine::open(a.score.device, opts)?;
-    let storage = match a.precision {
-        Some(p) => engine.storage_for(p)?,
-        None => recipe.precision,
-    };
+    let mut engine = Engine::open(a.score.device, opts)?;
+    let precision = a
+        .precision
+        .unwrap_or_else(|| Precision::recorded(recipe.precision, recipe.products));
+    let storage = engine.apply_precision(precision)?;
     let extractor = job.extractor_on(&engine, storage)?;
     let cfg = ExtractConfig {
         size: recipe.size,

@@ -14,10 +14,15 @@
 //!   on the band while it is in cache. The output rows are NHWC pixels, so the product lands
 //!   in place. It runs on any CPU.
 //!
+//! With bf16 products ([`Products::Bf16`], `--precision bf16`) the layers AMX suits run on
+//! `amx` instead, the others on the kernel chosen as above.
+//!
 //! `Winograd` and `Direct` run on x86-64 with AVX-512F or with AVX2 and FMA ([`Simd`]).
 //! `CROSSPOOL_CPU_CONV` picks the kernel for a run (`auto`: the fastest this CPU has), so all
 //! can be timed and tested on one machine.
 
+#[cfg(target_arch = "x86_64")]
+use super::amx::{self, AmxConv};
 use super::direct_conv::DirectConv;
 #[cfg(target_arch = "x86_64")]
 use super::matmul::{matmul, Strided};
@@ -73,6 +78,38 @@ impl Simd {
     }
 }
 
+/// What the CPU backend's convolutions multiply (`--precision`): sums are f32 either way.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Products {
+    /// f32 values.
+    #[default]
+    F32,
+    /// Weights and inputs rounded to bf16 (8 significant bits), on AMX tiles, in the layers
+    /// that suit them (stride 1, input channels a multiple of 32); f32 in the others.
+    Bf16,
+}
+
+impl Products {
+    /// Whether this is f32 (for serde's `skip_serializing_if`).
+    pub fn is_f32(&self) -> bool {
+        *self == Products::F32
+    }
+
+    /// Whether this CPU runs it (bf16: AMX-BF16 and AVX512-BF16, granted by the OS).
+    pub fn is_available(self) -> bool {
+        match self {
+            Products::F32 => true,
+            #[cfg(target_arch = "x86_64")]
+            Products::Bf16 => amx::available(),
+            #[cfg(not(target_arch = "x86_64"))]
+            Products::Bf16 => false,
+        }
+    }
+}
+
 /// Which kernel a [`CpuConv2d`] runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvKernel {
@@ -84,6 +121,9 @@ pub enum ConvKernel {
     Direct(Simd),
     /// im2col and the `gemm` crate.
     Gemm,
+    /// bf16 products on AMX tiles ([`Products::Bf16`]; not one `CROSSPOOL_CPU_CONV` picks,
+    /// since it changes the features).
+    AmxBf16,
 }
 
 impl ConvKernel {
@@ -107,6 +147,7 @@ impl ConvKernel {
                 simd.is_available()
             }
             ConvKernel::Gemm => true,
+            ConvKernel::AmxBf16 => Products::Bf16.is_available(),
         }
     }
 
@@ -136,6 +177,12 @@ impl ConvKernel {
             "winograd4" => ConvKernel::Winograd4(widest()?),
             "direct" => ConvKernel::Direct(widest()?),
             "gemm" => ConvKernel::Gemm,
+            "amx-bf16" => {
+                return Err(Error::Config(format!(
+                    "{CONV_KERNEL_ENV}=amx-bf16: bf16 products change the features, so they \
+                     are asked for with --precision bf16 (and recorded with the features)"
+                )))
+            }
             other => {
                 return Self::available_or_not()
                     .into_iter()
@@ -176,6 +223,7 @@ impl ConvKernel {
             ConvKernel::Winograd4(simd) => format!("winograd4-{}", simd.name()),
             ConvKernel::Direct(simd) => format!("direct-{}", simd.name()),
             ConvKernel::Gemm => "gemm".to_string(),
+            ConvKernel::AmxBf16 => "amx-bf16".to_string(),
         }
     }
 }
@@ -187,6 +235,8 @@ pub struct CpuConv2d {
 }
 
 enum Kernel {
+    #[cfg(target_arch = "x86_64")]
+    Amx(AmxConv),
     #[cfg(target_arch = "x86_64")]
     Winograd(WinogradConv),
     #[cfg(target_arch = "x86_64")]
@@ -206,6 +256,37 @@ impl CpuConv2d {
 
     /// Lays out `w` for `kernel`; an error if this CPU does not run it.
     pub fn with_kernel(w: &Conv2dWeights, kernel: ConvKernel) -> Result<Self> {
+        Self::with_products(w, kernel, Products::F32)
+    }
+
+    /// Lays out `w` for bf16 products on AMX if `products` asks for them and the layer suits
+    /// them, else for `kernel` (`AmxBf16` asks for bf16, the others on the default kernel);
+    /// an error if this CPU does not run what is asked for.
+    pub fn with_products(
+        w: &Conv2dWeights,
+        kernel: ConvKernel,
+        products: Products,
+    ) -> Result<Self> {
+        let (kernel, products) = match kernel {
+            ConvKernel::AmxBf16 => (ConvKernel::detected(), Products::Bf16),
+            other => (other, products),
+        };
+        if !products.is_available() {
+            return Err(Error::Config(
+                "--precision bf16 on the CPU needs AMX-BF16 and AVX512-BF16 (Intel Xeon \
+                 Sapphire Rapids or later, on Linux); this CPU or OS has not (use --precision \
+                 f32)"
+                    .into(),
+            ));
+        }
+        #[cfg(target_arch = "x86_64")]
+        if products == Products::Bf16 && AmxConv::suits(&w.spec) {
+            let weight = |o, i, ky, kx| w.at(o, i, ky, kx);
+            return Ok(CpuConv2d {
+                spec: w.spec,
+                kernel: Kernel::Amx(AmxConv::new(w.spec, weight, &w.bias)),
+            });
+        }
         if !kernel.is_available() {
             return Err(Error::Config(format!(
                 "the {} convolution kernel needs an x86-64 CPU with that instruction set; this \
@@ -242,6 +323,7 @@ impl CpuConv2d {
                 weight_kn: w.to_gemm_kn(0, w.spec.out_c),
                 bias: w.bias.clone(),
             },
+            ConvKernel::AmxBf16 => unreachable!("refused above"),
         };
         Ok(CpuConv2d {
             spec: w.spec,
@@ -252,6 +334,8 @@ impl CpuConv2d {
     /// The kernel this layer runs on (`Direct` for a layer `Winograd` does not suit).
     pub fn kernel(&self) -> ConvKernel {
         match &self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx(_) => ConvKernel::AmxBf16,
             #[cfg(target_arch = "x86_64")]
             Kernel::Winograd(k) => match k.tile() {
                 WinogradTile::F2 => ConvKernel::Winograd(k.simd()),
@@ -277,6 +361,8 @@ impl CpuConv2d {
             return Ok(out);
         }
         match &self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx(amx) => amx.run(input, shape, out, output),
             #[cfg(target_arch = "x86_64")]
             Kernel::Winograd(winograd) => winograd.run(input, shape, out, output),
             #[cfg(target_arch = "x86_64")]

@@ -6,6 +6,8 @@
 //! leaf modules (`error`, `shape`, `weights`, `pooling`), like `gpu`; its `Backend`
 //! implementation is in `pipeline`.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 pub mod conv;
 #[cfg(target_arch = "x86_64")]
 mod direct_conv;
@@ -17,7 +19,7 @@ pub mod tensor;
 #[cfg(target_arch = "x86_64")]
 mod winograd;
 
-pub use conv::{ConvKernel, CpuConv2d, Simd};
+pub use conv::{ConvKernel, CpuConv2d, Products, Simd};
 pub use tensor::{HostCodes, HostFeatures, HostStorage, HostTensor};
 
 /// The CPU backend: the pipelines run on these kernels when it is the `Backend`.
@@ -26,18 +28,36 @@ pub struct CpuBackend {
     /// The convolution kernel; `None`: the one `CROSSPOOL_CPU_CONV` picks (by default the
     /// fastest this CPU runs).
     conv: Option<ConvKernel>,
+    /// What the convolutions multiply: bf16 runs the layers AMX suits on it.
+    products: Products,
 }
 
 impl CpuBackend {
     /// The backend with the convolution kernel `CROSSPOOL_CPU_CONV` picks.
     pub const fn new() -> Self {
-        CpuBackend { conv: None }
+        CpuBackend {
+            conv: None,
+            products: Products::F32,
+        }
     }
 
     /// The backend with convolutions on `kernel` (an error at the first layer if this CPU
     /// does not run it).
     pub const fn with_conv_kernel(kernel: ConvKernel) -> Self {
-        CpuBackend { conv: Some(kernel) }
+        CpuBackend {
+            conv: Some(kernel),
+            products: Products::F32,
+        }
+    }
+
+    /// This backend with its convolutions multiplying `products`.
+    pub const fn with_products(self, products: Products) -> Self {
+        CpuBackend { products, ..self }
+    }
+
+    /// What its convolutions multiply.
+    pub fn products(&self) -> Products {
+        self.products
     }
 
     /// The convolution kernel layers are made for.

@@ -30,7 +30,7 @@ impl HostMemory for CpuBackend {
     type Conv = CpuConv2d;
 
     fn conv_layer(&self, w: &Conv2dWeights) -> Result<CpuConv2d> {
-        CpuConv2d::with_kernel(w, self.conv_kernel()?)
+        CpuConv2d::with_products(w, self.conv_kernel()?, self.products())
     }
 
     fn conv_spec(c: &CpuConv2d) -> Conv2dSpec {

@@ -11,6 +11,7 @@
 //! says so.
 
 use crate::choice::Choice;
+use crate::cpu::Products;
 use crate::error::{Error, Result};
 use crate::features::{FeatureRequest, FeatureSpec, NormPreset, Pooling};
 use crate::gpu::Dtype;
@@ -98,6 +99,10 @@ pub struct ExtractSettings {
     /// left out when f32, as in settings written before f16 existed.
     #[serde(default, skip_serializing_if = "Dtype::is_f32")]
     pub precision: Dtype,
+    /// What the CPU backend's convolutions multiplied (`--precision bf16`); left out when
+    /// f32, as in settings written before bf16 existed.
+    #[serde(default, skip_serializing_if = "Products::is_f32")]
+    pub products: Products,
     /// Rows of each image's feature (pooling channels, regions).
     pub feature_rows: usize,
     /// Values per row before any packing.
@@ -288,6 +293,7 @@ impl ExtractSettings {
             aconv: None,
             format,
             precision: Dtype::F32,
+            products: Products::F32,
             feature_rows: number("feature_rows")?,
             feature_cols: number("feature_cols")?,
         })
@@ -403,6 +409,7 @@ mod tests {
             aconv: None,
             format: OutputFormat::Bits1,
             precision: Dtype::F32,
+            products: Default::default(),
             feature_rows: 512,
             feature_cols: 4608,
         }
@@ -452,6 +459,25 @@ mod tests {
         assert_eq!(v["precision"], "f16");
         // A run in another precision is another run (resume refuses to mix them).
         assert!(!f16.same_run(&sample()));
+    }
+
+    #[test]
+    fn products_are_written_only_when_bf16() {
+        let v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        assert!(v.get("products").is_none(), "{v}");
+        let bf16 = ExtractSettings {
+            products: Products::Bf16,
+            ..sample()
+        };
+        let v: serde_json::Value = serde_json::from_str(&bf16.to_json()).unwrap();
+        assert_eq!(v["products"], "bf16");
+        assert_eq!(ExtractSettings::from_json(&bf16.to_json(), "t").unwrap(), bf16);
+        assert_eq!(
+            ExtractSettings::from_metadata(&bf16.to_metadata(), "t").unwrap(),
+            bf16
+        );
+        // bf16 products are another run, as f16 storage is.
+        assert!(!bf16.same_run(&sample()));
     }
 
     #[test]
