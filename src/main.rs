@@ -117,6 +117,7 @@ enum Command {
 const EXIT_USAGE: u8 = 64;
 
 fn main() -> std::process::ExitCode {
+    exit_quietly_on_closed_pipe();
     crosspool::input::keep_decode_buffers();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -263,4 +264,15 @@ fn model_info(path: &std::path::Path, model: Option<Arch>, size: usize) -> anyho
         }
     }
     Ok(())
+}
+
+/// `crosspool info | head` closes the pipe early: end as other Unix tools do (SIGPIPE's
+/// default action) instead of panicking in `println!`, which Rust's runtime makes of the
+/// ignored signal.
+fn exit_quietly_on_closed_pipe() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: restores the default action of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
