@@ -35,8 +35,9 @@ crate::choice! {
         /// f16 weights and intermediate activations (the layers the features read stay f32);
         /// needs a GPU with shader-f16. An image whose activations overflow f16 fails.
         F16 = "f16",
-        /// f16 on a hardware GPU with shader-f16, f32 elsewhere (software adapters and the CPU
-        /// backend, where f16 storage gains nothing).
+        /// f16 on a hardware GPU with shader-f16, bf16 on a CPU with AMX, f32 elsewhere
+        /// (software adapters, and the CPU backend without AMX, where f16 storage gains
+        /// nothing).
         Auto = "auto",
         /// bf16 products: the CPU backend's convolutions multiply weights and inputs rounded
         /// to bf16, on AMX tiles (Intel Xeon Sapphire Rapids or later, on Linux; refused
@@ -96,6 +97,7 @@ impl Engine {
         if let Engine::Cpu(cpu) = self {
             let products = match precision {
                 Precision::Bf16 => Products::Bf16,
+                Precision::Auto if Products::Bf16.is_available() => Products::Bf16,
                 _ => Products::F32,
             };
             *cpu = cpu.with_products(products);
@@ -150,7 +152,10 @@ impl Engine {
     pub fn precision_path(&self, precision: Precision) -> String {
         match (self.storage_for(precision), self) {
             (Err(e), _) => format!("unavailable: {e}"),
-            (Ok(_), Engine::Cpu(_)) if precision == Precision::Bf16 => {
+            (Ok(_), Engine::Cpu(_))
+                if precision == Precision::Bf16
+                    || (precision == Precision::Auto && Products::Bf16.is_available()) =>
+            {
                 "bf16 products on AMX tiles, f32 sums and storage (layers with stride 1 and input channels a multiple of 32; f32 in the others)".into()
             }
             (Ok(Dtype::F32), _) => "f32 storage and sums".into(),

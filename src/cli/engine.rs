@@ -45,7 +45,11 @@ pub fn info(opts: &GpuOptions, require_gpu: bool, list: bool) -> anyhow::Result<
             .join(", ")
     );
     let cpu = Engine::Cpu(crosspool::cpu::CpuBackend::with_conv_kernel(kernel));
-    println!("bf16:       {}", cpu.precision_path(Precision::Bf16));
+    println!("precision (--precision, on the CPU backend):");
+    for p in [Precision::F32, Precision::Bf16, Precision::Auto] {
+        let name = format!("{p:?}").to_lowercase();
+        println!("  {name:<5} {}", cpu.precision_path(p));
+    }
     println!();
     println!("GPU");
     let auto = match GpuContext::new(opts) {

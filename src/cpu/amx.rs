@@ -138,7 +138,7 @@ fn bf16_bits(v: f32) -> u16 {
 pub struct AmxConv {
     spec: Conv2dSpec,
     panels: usize,
-    /// `[panel][tap][in_c / KC][half][KC / 2][16][2]`: for each 16-column half of a panel, a
+    /// `[panel][in_c / KC][tap][half][KC / 2][16][2]`: for each 16-column half of a panel, a
     /// tile of 16 rows, row `kp` holding input channels `2kp` and `2kp + 1` of each column
     /// side by side (the pair layout `TDPBF16PS` multiplies); zero past `out_c`.
     weights: Vec<Line>,
@@ -171,7 +171,7 @@ impl AmxConv {
                 let (ky, kx) = (tap / win.kw, tap % win.kw);
                 for i in 0..c {
                     let (cc, kp, e) = (i / KC, (i % KC) / 2, i % 2);
-                    let tile = ((p * taps + tap) * chunks + cc) * 2 + half;
+                    let tile = ((p * chunks + cc) * taps + tap) * 2 + half;
                     weights[tile * 16 + kp].0[2 * col + e] = bf16_bits(weight(o, i, ky, kx));
                 }
             }
@@ -239,19 +239,31 @@ impl AmxConv {
         block: &mut Vec<u16>,
     ) {
         let (c, win) = (shape.c, self.spec.window);
-        block.clear();
-        block.resize(total * c, 0);
+        // Every value is written below, so the block is only grown, never cleared: zeroing
+        // it all first would add a third to this pass's memory traffic.
+        if block.len() < total * c {
+            block.resize(total * c, 0);
+        }
+        let block = &mut block[..total * c];
         let first = win.pad_w.min(wp);
         let copied = shape.w.min(wp - first);
-        for r in 0..total / wp {
+        let rows = total / wp;
+        for (r, row) in block.chunks_exact_mut(wp * c).take(rows).enumerate() {
             let iy = (oy0 + r) as isize - win.pad_h as isize;
             if iy < 0 || iy >= shape.h as isize || copied == 0 {
+                row.fill(0);
                 continue;
             }
-            let src = &input[shape.index(img, iy as usize, 0, 0)..][..copied * c];
-            let at = (r * wp + first) * c;
-            to_bf16(src, &mut block[at..at + copied * c]);
+            let (left, rest) = row.split_at_mut(first * c);
+            let (inside, right) = rest.split_at_mut(copied * c);
+            left.fill(0);
+            to_bf16(
+                &input[shape.index(img, iy as usize, 0, 0)..][..copied * c],
+                inside,
+            );
+            right.fill(0);
         }
+        block[rows * wp * c..].fill(0);
     }
 
     /// All steps of a band for the panels `panels`: per panel, for each 32 pixels, the four
@@ -276,13 +288,16 @@ impl AmxConv {
                     "tilezero tmm3",
                     options(nomem, nostack, preserves_flags)
                 );
-                for tap in 0..taps {
-                    let (ky, kx) = (tap / win.kw, tap % win.kw);
-                    let a = band.block.as_ptr().add((q0 + ky * band.wp + kx) * c);
-                    for cc in 0..chunks {
-                        let a0 = a.add(cc * KC);
-                        let b0 = w.add(((tap * chunks + cc) * 2) * 16);
+                // Taps inside chunks: the taps of one chunk read rows one pixel or one row
+                // apart, so their lines come from L1 after the first.
+                let mut b0 = w;
+                for cc in 0..chunks {
+                    let a = band.block.as_ptr().add(q0 * c + cc * KC);
+                    for tap in 0..taps {
+                        let (ky, kx) = (tap / win.kw, tap % win.kw);
+                        let a0 = a.add((ky * band.wp + kx) * c);
                         step(a0, a0.add(16 * c), a_stride, b0, b0.add(16));
+                        b0 = b0.add(32);
                     }
                 }
                 let o = acc.0.as_mut_ptr() as *mut f32;
@@ -307,23 +322,40 @@ impl AmxConv {
     /// Bias (and ReLU) on one step's accumulators, stored at the valid output pixels.
     ///
     /// # Safety
-    /// As [`Self::band_panels`].
+    /// As [`Self::band_panels`] (which makes AVX-512F a given).
+    #[target_feature(enable = "avx512f")]
     unsafe fn store(&self, band: &Band<'_>, p: usize, q0: usize, acc: &Accumulators) {
         let cols = NP.min(self.spec.out_c - p * NP);
-        let bias = &self.bias[p * NP..][..NP];
-        for (i, row) in acc.0.iter().enumerate().take(band.pixels - q0) {
-            let (r, x) = ((q0 + i) / band.wp, (q0 + i) % band.wp);
-            if x >= band.out.w {
-                continue;
+        let mask = if cols == NP {
+            u32::MAX
+        } else {
+            (1u32 << cols) - 1
+        };
+        let (m0, m1) = (mask as u16, (mask >> 16) as u16);
+        let bias = self.bias[p * NP..].as_ptr();
+        let (b0, b1) = (_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(16)));
+        let zero = _mm512_setzero_ps();
+        let (mut r, mut x) = (q0 / band.wp, q0 % band.wp);
+        for row in acc.0.iter().take(band.pixels - q0) {
+            if x < band.out.w {
+                let mut v0 = _mm512_add_ps(_mm512_loadu_ps(row.as_ptr()), b0);
+                let mut v1 = _mm512_add_ps(_mm512_loadu_ps(row.as_ptr().add(16)), b1);
+                if self.spec.relu {
+                    // NaN becomes 0 (the second operand), as `f32::max` makes it in the
+                    // other kernels' ReLU.
+                    v0 = _mm512_max_ps(v0, zero);
+                    v1 = _mm512_max_ps(v1, zero);
+                }
+                let o = band
+                    .dst
+                    .0
+                    .add(band.out.index(band.img, band.oy0 + r, x, p * NP));
+                _mm512_mask_storeu_ps(o, m0, v0);
+                _mm512_mask_storeu_ps(o.add(16), m1, v1);
             }
-            let o = band
-                .dst
-                .0
-                .add(band.out.index(band.img, band.oy0 + r, x, p * NP));
-            for j in 0..cols {
-                let v = row[j] + bias[j];
-                // As `f32::max`: NaN becomes 0, like the other kernels' ReLU.
-                *o.add(j) = if self.spec.relu { v.max(0.0) } else { v };
+            x += 1;
+            if x == band.wp {
+                (r, x) = (r + 1, 0);
             }
         }
     }

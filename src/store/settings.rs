@@ -471,7 +471,10 @@ mod tests {
         };
         let v: serde_json::Value = serde_json::from_str(&bf16.to_json()).unwrap();
         assert_eq!(v["products"], "bf16");
-        assert_eq!(ExtractSettings::from_json(&bf16.to_json(), "t").unwrap(), bf16);
+        assert_eq!(
+            ExtractSettings::from_json(&bf16.to_json(), "t").unwrap(),
+            bf16
+        );
         assert_eq!(
             ExtractSettings::from_metadata(&bf16.to_metadata(), "t").unwrap(),
             bf16
