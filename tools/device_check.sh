@@ -177,9 +177,12 @@ extract_timing() {
 }
 
 cpu_bench() {
+    # bf16 (crosspool on AMX, PyTorch's bf16 autocast) where the host's CPU has AMX-BF16.
+    local bf16=""
+    if grep -qw amx_bf16 /proc/cpuinfo; then bf16="--bf16"; fi
     "$PY" tools/bench_compare.py --crosspool "$BIN" --device cpu --tag "${TAG}_cpu" --out "$OUT" \
         --sizes "$cpu_size" --batches $cpu_batch_list --iters "$iters" --warmup "$warmup" \
-        --no-plot $torch_flags
+        --no-plot $torch_flags $bf16
 }
 
 compile_point() {

@@ -73,12 +73,23 @@ def inputs(tmp_path_factory):
     return [names[0], d / "empty.jpg", names[1], d / "missing.jpg", *names[2:]]
 
 
+def cpu_has_amx_bf16():
+    """Whether the CPU lists AMX-BF16 (Linux), which --precision bf16 on the CPU needs."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "amx_bf16" in f.read().split()
+    except OSError:
+        return False
+
+
 @pytest.mark.parametrize(
     "device,fmt,precision",
     [
         ("cpu", "f32", "f32"),
         ("cpu", "f16", "f32"),
         ("cpu", "bits1", "f32"),
+        pytest.param("cpu", "f32", "bf16", marks=pytest.mark.skipif(
+            not cpu_has_amx_bf16(), reason="--precision bf16 needs AMX-BF16")),
         ("gpu", "f32", "f32"),
         ("gpu", "f32", "f16"),
     ],
