@@ -6,7 +6,7 @@
 mod common;
 
 use common::{gpu, random, rel_l2, safetensors_bytes, seeded_tensors_with};
-use crosspool::cpu::{ConvKernel, CpuBackend, HostTensor};
+use crosspool::cpu::{ConvKernel, CpuBackend, HostTensor, Products};
 use crosspool::gpu::GpuTensor;
 use crosspool::model::{Arch, ModelWeights};
 use crosspool::pipeline::{GpuNetwork, Network};
@@ -22,6 +22,13 @@ use std::path::Path;
 /// lavapipe; the conv layers measured alike on an H100). 10⁻⁵ leaves room for other summation orders and fused fma, while a wrong index, a missed
 /// channel or a transposed kernel gives errors of order 1.
 const GPU_TOL: f64 = 1e-5;
+/// bf16 products (`--precision bf16`): each layer's weights and inputs rounded to 8
+/// significant bits (unit roundoff u = 2⁻⁸), so each product is off by up to 2u, by about
+/// √(2/3)·u in the mean square for round to nearest; a layer's normwise error is that times
+/// its cancellation ‖|W||x|‖ / ‖Wx‖ (a few for ReLU networks: say 4), and independent
+/// layers' errors add in quadrature: for 19 layers √19 · 0.82u · 4 ≈ 0.056. 0.06 keeps a
+/// wrong index, channel or transposed kernel (errors of order 1) failing.
+const BF16_TOL: f64 = 0.06;
 /// The reference accumulates in f64 and rounds to f32 once per layer, as the golden file is
 /// rounded once: errors of a few u (measured at most 5.3·10⁻⁸).
 const REF_TOL: f64 = 2e-7;
@@ -85,6 +92,20 @@ fn check_upto(arch: Arch, file: &str, last: Option<&str>) {
         let label = format!("cpu {}", kernel.name());
         backends.push((label, outs.iter().map(|t| (t.shape, t.values())).collect()));
     }
+    // bf16 products (AMX), where this CPU runs them: held to their own bound below.
+    let mut bf16 = None;
+    if Products::Bf16.is_available() {
+        let backend = CpuBackend::new().with_products(Products::Bf16);
+        let net = Network::new(&backend, &weights).unwrap();
+        let ws = net.workspace(&backend, shape, &wanted).unwrap();
+        let x = HostTensor::from_values(input.clone(), shape).unwrap();
+        let outs = net.forward(&backend, &x, &ws).unwrap();
+        bf16 = Some(
+            outs.iter()
+                .map(|t| (t.shape, t.values()))
+                .collect::<Vec<_>>(),
+        );
+    }
 
     for (i, (name, (cpu_shape, cpu_values))) in wanted.iter().zip(&cpu).enumerate() {
         let g = golden.tensor(name).unwrap();
@@ -110,6 +131,16 @@ fn check_upto(arch: Arch, file: &str, last: Option<&str>) {
             assert!(
                 e <= GPU_TOL,
                 "{file} {name}: {label} vs torchvision {e:e} > {GPU_TOL:e}"
+            );
+        }
+        if let Some(outs) = &bf16 {
+            let (got_shape, got) = &outs[i];
+            assert_eq!(*got_shape, want_shape, "{file} {name}: bf16 shape");
+            let e = rel_l2(got, &want);
+            eprintln!("{file} {name}: cpu bf16 rel err {e:.2e}");
+            assert!(
+                e <= BF16_TOL,
+                "{file} {name}: bf16 vs torchvision {e:e} > {BF16_TOL:e}"
             );
         }
     }
