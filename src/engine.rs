@@ -47,6 +47,16 @@ crate::choice! {
 }
 
 impl Precision {
+    /// What the CPU backend's convolutions multiply in this precision: bf16 when asked for,
+    /// and for `auto` where the CPU runs it.
+    pub fn cpu_products(self) -> Products {
+        match self {
+            Precision::Bf16 => Products::Bf16,
+            Precision::Auto if Products::Bf16.is_available() => Products::Bf16,
+            _ => Products::F32,
+        }
+    }
+
     /// The precision a run recorded as its storage and products (settings files).
     pub fn recorded(storage: Dtype, products: Products) -> Self {
         match (storage, products) {
@@ -95,12 +105,7 @@ impl Engine {
     pub fn apply_precision(&mut self, precision: Precision) -> Result<Dtype> {
         let storage = self.storage_for(precision)?;
         if let Engine::Cpu(cpu) = self {
-            let products = match precision {
-                Precision::Bf16 => Products::Bf16,
-                Precision::Auto if Products::Bf16.is_available() => Products::Bf16,
-                _ => Products::F32,
-            };
-            *cpu = cpu.with_products(products);
+            *cpu = cpu.with_products(precision.cpu_products());
         }
         Ok(storage)
     }
@@ -120,15 +125,7 @@ impl Engine {
             (Engine::Gpu(_), Precision::Bf16) => Err(Error::Config(
                 "--precision bf16 runs on the CPU backend (AMX); on a GPU use --precision f16 or f32".into(),
             )),
-            (Engine::Cpu(_), Precision::Bf16) => {
-                if Products::Bf16.is_available() {
-                    Ok(Dtype::F32)
-                } else {
-                    Err(Error::Config(
-                        "--precision bf16 on the CPU needs AMX-BF16 and AVX512-BF16 (Intel Xeon Sapphire Rapids or later, on Linux); this CPU or OS has not (use --precision f32)".into(),
-                    ))
-                }
-            }
+            (Engine::Cpu(_), Precision::Bf16) => Products::Bf16.require().map(|()| Dtype::F32),
             (Engine::Cpu(_), Precision::F16) => Err(Error::Config(
                 "--precision f16 runs on a GPU with shader-f16; the CPU backend computes in f32 (use --device gpu, or --precision f32)".into(),
             )),
@@ -152,10 +149,7 @@ impl Engine {
     pub fn precision_path(&self, precision: Precision) -> String {
         match (self.storage_for(precision), self) {
             (Err(e), _) => format!("unavailable: {e}"),
-            (Ok(_), Engine::Cpu(_))
-                if precision == Precision::Bf16
-                    || (precision == Precision::Auto && Products::Bf16.is_available()) =>
-            {
+            (Ok(_), Engine::Cpu(_)) if precision.cpu_products() == Products::Bf16 => {
                 "bf16 products on AMX tiles, f32 sums and storage (layers with stride 1 and input channels a multiple of 32; f32 in the others)".into()
             }
             (Ok(Dtype::F32), _) => "f32 storage and sums".into(),

@@ -208,14 +208,19 @@ fn winograd_magnitude(x: &[f32], shape: Shape4, w: &Conv2dWeights, t: &Transform
     mag
 }
 
-fn check(input: Shape4, spec: Conv2dSpec, seed: u64, what: &str) {
+/// Seeded weights of `spec` (He-scaled, so activations keep their size) and an input.
+fn seeded_layer(input: Shape4, spec: Conv2dSpec, seed: u64) -> (Conv2dWeights, Vec<f32>) {
     let scale = (2.0 / spec.k_total() as f32).sqrt();
     let w: Vec<f32> = random(spec.weight_len(), seed)
         .iter()
         .map(|v| v * scale)
         .collect();
     let w = Conv2dWeights::new(spec, w, random(spec.out_c, seed + 1)).unwrap();
-    let x = random(input.len(), seed + 2);
+    (w, random(input.len(), seed + 2))
+}
+
+fn check(input: Shape4, spec: Conv2dSpec, seed: u64, what: &str) {
+    let (w, x) = seeded_layer(input, spec, seed);
     let (out_shape, want) = reference::conv2d(&x, input, &w).unwrap();
     for kernel in kernels() {
         let layer = CpuConv2d::with_kernel(&w, kernel).unwrap();
@@ -456,13 +461,7 @@ fn amx() -> bool {
 /// the f32 bound against the reference run on those rounded values; elsewhere the f32 kernel
 /// and its bound. Where AMX is missing, refused.
 fn check_bf16(input: Shape4, spec: Conv2dSpec, seed: u64, what: &str) {
-    let scale = (2.0 / spec.k_total() as f32).sqrt();
-    let w: Vec<f32> = random(spec.weight_len(), seed)
-        .iter()
-        .map(|v| v * scale)
-        .collect();
-    let w = Conv2dWeights::new(spec, w, random(spec.out_c, seed + 1)).unwrap();
-    let x = random(input.len(), seed + 2);
+    let (w, x) = seeded_layer(input, spec, seed);
     let layer = CpuConv2d::with_kernel(&w, ConvKernel::AmxBf16);
     if !amx() {
         let e = layer.err().expect("bf16 refused without AMX").to_string();

@@ -82,29 +82,33 @@ fn check_upto(arch: Arch, file: &str, last: Option<&str>) {
         .map(|t| (t.shape, t.download(ctx).unwrap()))
         .collect();
     let cpu = reference::network_forward(&weights, &input, shape, &wanted).unwrap();
-    let mut backends = vec![("gpu".to_string(), gpu_outs)];
-    for kernel in cpu_kernels() {
-        let backend = CpuBackend::with_conv_kernel(kernel);
-        let net = Network::new(&backend, &weights).unwrap();
-        let ws = net.workspace(&backend, shape, &wanted).unwrap();
-        let x = HostTensor::from_values(input.clone(), shape).unwrap();
-        let outs = net.forward(&backend, &x, &ws).unwrap();
-        let label = format!("cpu {}", kernel.name());
-        backends.push((label, outs.iter().map(|t| (t.shape, t.values())).collect()));
-    }
-    // bf16 products (AMX), where this CPU runs them: held to their own bound below.
-    let mut bf16 = None;
+    // Each backend with its bound: f32 kernels GPU_TOL; bf16 products (AMX), where this CPU
+    // runs them, BF16_TOL.
+    let mut backends = vec![("gpu".to_string(), gpu_outs, GPU_TOL)];
+    let mut cpus: Vec<(String, CpuBackend, f64)> = cpu_kernels()
+        .into_iter()
+        .map(|k| {
+            (
+                format!("cpu {}", k.name()),
+                CpuBackend::with_conv_kernel(k),
+                GPU_TOL,
+            )
+        })
+        .collect();
     if Products::Bf16.is_available() {
-        let backend = CpuBackend::new().with_products(Products::Bf16);
+        let bf16 = CpuBackend::new().with_products(Products::Bf16);
+        cpus.push(("cpu bf16".to_string(), bf16, BF16_TOL));
+    }
+    for (label, backend, tol) in cpus {
         let net = Network::new(&backend, &weights).unwrap();
         let ws = net.workspace(&backend, shape, &wanted).unwrap();
         let x = HostTensor::from_values(input.clone(), shape).unwrap();
         let outs = net.forward(&backend, &x, &ws).unwrap();
-        bf16 = Some(
-            outs.iter()
-                .map(|t| (t.shape, t.values()))
-                .collect::<Vec<_>>(),
-        );
+        backends.push((
+            label,
+            outs.iter().map(|t| (t.shape, t.values())).collect(),
+            tol,
+        ));
     }
 
     for (i, (name, (cpu_shape, cpu_values))) in wanted.iter().zip(&cpu).enumerate() {
@@ -123,24 +127,14 @@ fn check_upto(arch: Arch, file: &str, last: Option<&str>) {
             e_ref <= REF_TOL,
             "{file} {name}: reference vs torchvision {e_ref:e} > {REF_TOL:e}"
         );
-        for (label, outs) in &backends {
+        for (label, outs, tol) in &backends {
             let (got_shape, got) = &outs[i];
             assert_eq!(*got_shape, want_shape, "{file} {name}: {label} shape");
             let e = rel_l2(got, &want);
             eprintln!("{file} {name}: {label} rel err {e:.2e}");
             assert!(
-                e <= GPU_TOL,
-                "{file} {name}: {label} vs torchvision {e:e} > {GPU_TOL:e}"
-            );
-        }
-        if let Some(outs) = &bf16 {
-            let (got_shape, got) = &outs[i];
-            assert_eq!(*got_shape, want_shape, "{file} {name}: bf16 shape");
-            let e = rel_l2(got, &want);
-            eprintln!("{file} {name}: cpu bf16 rel err {e:.2e}");
-            assert!(
-                e <= BF16_TOL,
-                "{file} {name}: bf16 vs torchvision {e:e} > {BF16_TOL:e}"
+                e <= *tol,
+                "{file} {name}: {label} vs torchvision {e:e} > {tol:e}"
             );
         }
     }

@@ -17,10 +17,9 @@
 //! AMX needs Linux to grant the process its tile state (`arch_prctl`); each task loads the
 //! tile configuration and releases the tiles when it ends.
 
-use super::direct_conv::{even_blocks, panel_splits, share};
+use super::direct_conv::for_each_block;
 use super::microkernel::OutPtr;
 use crate::shape::{Conv2dSpec, Shape4};
-use rayon::prelude::*;
 use std::arch::asm;
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -193,36 +192,35 @@ impl AmxConv {
         // Bands of output rows: at least one step's pixels, as many as keep the block in L2.
         let min_rows = PX.div_ceil(wp).min(out.h);
         let rows = (BLOCK_BYTES / (2 * c * wp)).clamp(min_rows, out.h);
-        let bands_per_image = even_blocks(out.n, out.h.div_ceil(rows), out.h);
-        let bands = out.n * bands_per_image;
-        let splits = panel_splits(self.panels, bands);
         let dst = OutPtr(output.as_mut_ptr());
-        (0..bands * splits).into_par_iter().for_each(|task| {
-            let (band, split) = (task / splits, task % splits);
-            let img = band / bands_per_image;
-            let oy = share(out.h, bands_per_image, band % bands_per_image);
-            let pixels = oy.len() * wp;
-            let steps = pixels.div_ceil(PX);
-            BLOCK.with(|block| {
-                let mut block = block.borrow_mut();
-                // The last step reads up to (kh - 1) rows and kw - 1 pixels past its pixels.
-                let total = steps * PX + (win.kh - 1) * wp + win.kw - 1;
-                self.fill_block(input, shape, img, oy.start, wp, total, &mut block);
-                let band = Band {
-                    block: &block,
-                    wp,
-                    pixels,
-                    img,
-                    oy0: oy.start,
-                    out,
-                    dst,
-                };
-                // SAFETY: AMX is available (checked above); the block holds `total` pixels
-                // of `c` values; this task alone writes rows `oy` of image img in these
-                // panels.
-                unsafe { self.band_panels(&band, share(self.panels, splits, split)) };
-            });
-        });
+        for_each_block(
+            out.n,
+            (out.h, out.h.div_ceil(rows)),
+            self.panels,
+            |img, oy, panels| {
+                let pixels = oy.len() * wp;
+                let steps = pixels.div_ceil(PX);
+                BLOCK.with(|block| {
+                    let mut block = block.borrow_mut();
+                    // The last step reads up to (kh - 1) rows and kw - 1 pixels past its pixels.
+                    let total = steps * PX + (win.kh - 1) * wp + win.kw - 1;
+                    self.fill_block(input, shape, img, oy.start, wp, total, &mut block);
+                    let band = Band {
+                        block: &block,
+                        wp,
+                        pixels,
+                        img,
+                        oy0: oy.start,
+                        out,
+                        dst,
+                    };
+                    // SAFETY: AMX is available (checked above); the block holds `total` pixels
+                    // of `c` values; this task alone writes rows `oy` of image img in these
+                    // panels.
+                    unsafe { self.band_panels(&band, panels) };
+                });
+            },
+        );
     }
 
     /// Writes the input rows the output rows from `oy0` read into `block` as bf16, zero-padded

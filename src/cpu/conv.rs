@@ -108,6 +108,18 @@ impl Products {
             Products::Bf16 => false,
         }
     }
+
+    /// Ok if this CPU runs it, else the reason, as `--precision bf16` reports it.
+    pub fn require(self) -> Result<()> {
+        if self.is_available() {
+            return Ok(());
+        }
+        Err(Error::Config(
+            "--precision bf16 on the CPU needs AMX-BF16 and AVX512-BF16 (Intel Xeon Sapphire \
+             Rapids or later, on Linux); this CPU or OS has not (use --precision f32)"
+                .into(),
+        ))
+    }
 }
 
 /// Which kernel a [`CpuConv2d`] runs on.
@@ -271,14 +283,7 @@ impl CpuConv2d {
             ConvKernel::AmxBf16 => (ConvKernel::detected(), Products::Bf16),
             other => (other, products),
         };
-        if !products.is_available() {
-            return Err(Error::Config(
-                "--precision bf16 on the CPU needs AMX-BF16 and AVX512-BF16 (Intel Xeon \
-                 Sapphire Rapids or later, on Linux); this CPU or OS has not (use --precision \
-                 f32)"
-                    .into(),
-            ));
-        }
+        products.require()?;
         #[cfg(target_arch = "x86_64")]
         if products == Products::Bf16 && AmxConv::suits(&w.spec) {
             let weight = |o, i, ky, kx| w.at(o, i, ky, kx);

@@ -14,6 +14,7 @@ use super::microkernel::{self, Lanes, OutPtr, Simd, Tile, TileGeometry, MR, NR};
 use crate::shape::{Conv2dSpec, Shape4};
 use rayon::prelude::*;
 use std::cell::RefCell;
+use std::ops::Range;
 
 /// Tiles a task aims to cover per weight panel, so that a panel read from cache serves many
 /// tiles (a conv5 panel is 9 * 512 * 32 floats, 576 KiB).
@@ -93,16 +94,10 @@ impl DirectConv {
         let c = shape.c;
         let tiles = out.w.div_ceil(MR);
         let max_rows = TILES_PER_BLOCK.div_ceil(tiles).clamp(1, out.h);
-        let blocks_per_image = even_blocks(out.n, out.h.div_ceil(max_rows), out.h);
-        let blocks = out.n * blocks_per_image;
-        let splits = panel_splits(self.panels, blocks);
         let dst = OutPtr(output.as_mut_ptr());
-        (0..blocks * splits).into_par_iter().for_each(|task| {
-            let (block, split) = (task / splits, task % splits);
-            let img = block / blocks_per_image;
-            let rows = share(out.h, blocks_per_image, block % blocks_per_image);
+        let rows = (out.h, out.h.div_ceil(max_rows));
+        for_each_block(out.n, rows, self.panels, |img, rows, panels| {
             let (oy0, oy1) = (rows.start, rows.end);
-            let panels = share(self.panels, splits, split);
             BLOCK.with(|cell| {
                 let mut padded = cell.borrow_mut();
                 let row_len = self.pad_block(input, shape, img, oy0, oy1, tiles, &mut padded);
@@ -140,8 +135,6 @@ impl DirectConv {
         let tiles = pixels.div_ceil(MR);
         // Blocks of up to 4 MiB of unfolded rows, whole tiles of them.
         let max_tiles = ((1usize << 20) / (k * MR)).clamp(1, TILES_PER_BLOCK);
-        let blocks = even_blocks(1, tiles.div_ceil(max_tiles), tiles);
-        let splits = panel_splits(self.panels, blocks);
         let dst = OutPtr(output.as_mut_ptr());
         let geometry = TileGeometry {
             px_stride: k,
@@ -149,12 +142,11 @@ impl DirectConv {
             kh: 1,
             window_row: k,
         };
-        (0..blocks * splits).into_par_iter().for_each(|task| {
-            let (block, split) = (task / splits, task % splits);
-            let block_tiles = share(tiles, blocks, block);
+        // All pixels as one image: blocks of tiles cross images.
+        let blocks = (tiles, tiles.div_ceil(max_tiles));
+        for_each_block(1, blocks, self.panels, |_, block_tiles, panels| {
             let q0 = block_tiles.start * MR;
             let q1 = (block_tiles.end * MR).min(pixels);
-            let panels = share(self.panels, splits, split);
             BLOCK.with(|cell| {
                 let mut cols = cell.borrow_mut();
                 cols.clear();
@@ -252,10 +244,33 @@ impl DirectConv {
     }
 }
 
+/// Runs `task(image, rows, panels)` on all cores for every block of `rows` (of each of
+/// `images`: at least `min_blocks` blocks an image) and range of the `panels` weight panels,
+/// the blocks and ranges chosen so that the tasks share out evenly among the threads. Every
+/// row of every image meets every panel in exactly one task.
+pub(super) fn for_each_block(
+    images: usize,
+    (rows, min_blocks): (usize, usize),
+    panels: usize,
+    task: impl Fn(usize, Range<usize>, Range<usize>) + Sync,
+) {
+    let blocks_per_image = even_blocks(images, min_blocks, rows);
+    let blocks = images * blocks_per_image;
+    let splits = panel_splits(panels, blocks);
+    (0..blocks * splits).into_par_iter().for_each(|t| {
+        let (block, split) = (t / splits, t % splits);
+        task(
+            block / blocks_per_image,
+            share(rows, blocks_per_image, block % blocks_per_image),
+            share(panels, splits, split),
+        )
+    });
+}
+
 /// How many ranges of `panels` weight panels to split each of `blocks` pixel blocks into, so
 /// that there are tasks for every thread (conv5 at batch 1 has two blocks) and they share out
 /// evenly.
-pub(super) fn panel_splits(panels: usize, blocks: usize) -> usize {
+fn panel_splits(panels: usize, blocks: usize) -> usize {
     let threads = rayon::current_num_threads();
     let splits = (2 * threads).div_ceil(blocks).clamp(1, panels);
     // Prefer a count that, with the blocks, is a multiple of the threads.
@@ -266,13 +281,13 @@ pub(super) fn panel_splits(panels: usize, blocks: usize) -> usize {
 }
 
 /// Part `i` of `parts` nearly equal parts of `0..total`.
-pub(super) fn share(total: usize, parts: usize, i: usize) -> std::ops::Range<usize> {
+fn share(total: usize, parts: usize, i: usize) -> std::ops::Range<usize> {
     i * total / parts..(i + 1) * total / parts
 }
 
 /// Blocks per image: at least `min`, at most `most`, and if it can be, enough that the
 /// blocks of all `images` are a multiple of the threads, so that none waits for the last.
-pub(super) fn even_blocks(images: usize, min: usize, most: usize) -> usize {
+fn even_blocks(images: usize, min: usize, most: usize) -> usize {
     let threads = rayon::current_num_threads();
     (min..=most)
         .take(threads)

@@ -18,10 +18,9 @@
 //! roundings, relative to the magnitudes through the absolute-valued transforms, which grow
 //! with the larger coefficients (tests/cpu_conv.rs derives both).
 
-use super::direct_conv::{even_blocks, panel_splits, share, BLOCK};
+use super::direct_conv::{for_each_block, BLOCK};
 use super::microkernel::{self, Lanes, OutPtr, Simd, Tile, TileGeometry, MR, NR};
 use crate::shape::{Conv2dSpec, Shape4};
-use rayon::prelude::*;
 use std::cell::RefCell;
 
 /// Bytes of one transformed input matrix `V_ξ` (a band's tiles x in_c) a task aims for: it
@@ -171,15 +170,9 @@ impl WinogradConv {
         // one V_ξ in cache.
         let min_rows = MR.div_ceil(tile_cols);
         let rows = (V_XI_BYTES / (c * 4) / tile_cols).clamp(min_rows.min(tile_rows), tile_rows);
-        let bands_per_image = even_blocks(out.n, tile_rows.div_ceil(rows), tile_rows);
-        let bands = out.n * bands_per_image;
-        let splits = panel_splits(self.panels, bands);
         let dst = OutPtr(output.as_mut_ptr());
-        (0..bands * splits).into_par_iter().for_each(|task| {
-            let (band, split) = (task / splits, task % splits);
-            let img = band / bands_per_image;
-            let tr = share(tile_rows, bands_per_image, band % bands_per_image);
-            let panels = share(self.panels, splits, split);
+        let bands = (tile_rows, tile_rows.div_ceil(rows));
+        for_each_block(out.n, bands, self.panels, |img, tr, panels| {
             BLOCK.with(|block| {
                 SCRATCH.with(|scratch| {
                     let mut block = block.borrow_mut();
