@@ -18,7 +18,7 @@
 // to `partial`; conv2d_splitk_reduce.wgsl then adds the layers up, with the epilogue. Layers
 // whose M x N gives too few workgroups for the GPU (conv5 at small batches) fill it that way.
 
-// ConvParams, the storage types, bindings 0-5 and store_output: include/conv2d_prelude.wgsl.
+// ConvParams, the storage types, bindings 0-6 and store_output: include/conv2d_prelude.wgsl.
 
 // Keep in step with the constants of the same names in src/gpu/kernels/conv/tile.rs (checked by a test).
 const BM: u32 = 64u;
@@ -37,7 +37,7 @@ const B_ROW: u32 = 16u;   // BN / 4
 
 // Split-K only: each workgroup layer z's raw sums, [z][m][out_c] of this band and slice, which
 // conv2d_splitk_reduce.wgsl adds up (with bias, ReLU and the flag) into the output.
-@group(0) @binding(6) var<storage, read_write> partial: array<f32>;
+@group(0) @binding(7) var<storage, read_write> partial: array<f32>;
 
 var<workgroup> a_tile: array<vec4<f32>, 272>;  // [BK][A_ROW], vec4 = 4 consecutive m
 var<workgroup> b_tile: array<vec4<f32>, 256>;  // [BK][B_ROW], vec4 = 4 consecutive n

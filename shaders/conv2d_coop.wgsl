@@ -31,6 +31,8 @@ const WG: u32 = 32u;
 // cooperative matrices, and its device-scope atomics then lack the capability SPIR-V requires
 // (spirv-val rejects them). Every writer stores the same 1 and it is read after the dispatch.
 @group(0) @binding(5) var<storage, read_write> overflow: array<u32>;
+// A residual block's shortcut, f32 and laid out as the output (read when p.residual != 0).
+@group(0) @binding(6) var<storage, read> residual: array<f32>;
 
 var<workgroup> a_tile: array<f16, 1024>;       // [BM][BK] row-major: four 16 x 16 A blocks
 var<workgroup> b_tile: array<f16, 1024>;       // [BK][BN] row-major: four 16 x 16 B blocks
@@ -39,7 +41,8 @@ var<workgroup> stage: array<f32, 256>;         // one 16 x 16 accumulator, row-m
 // input flat row relative to in_row0, and 1 if the pixel exists (decoded once per workgroup).
 var<workgroup> pixel: array<vec4<i32>, 64>;
 
-// Adds bias, applies ReLU, flags overflow and stores the 16 x 16 block at (m, n) of C.
+// Adds bias and the residual (if any), applies ReLU, flags overflow and stores the 16 x 16
+// block at (m, n) of C.
 fn store_tile(acc: coop_mat16x16<f32, C>, m: u32, n: u32, li: u32) {
     let s0 = 0u;
     coopStoreT(acc, &stage[s0], 16u);
@@ -50,6 +53,9 @@ fn store_tile(acc: coop_mat16x16<f32, C>, m: u32, n: u32, li: u32) {
         let nn = n + e % 16u;
         if (mm < p.out_rows * p.out_w && nn < p.out_c) {
             var r = stage[e] + bias[nn];
+            if (p.residual != 0u) {
+                r += residual[p.res_base + mm * p.out_stride + p.out_c0 + nn];
+            }
             if (p.relu != 0u) {
                 r = max(r, 0.0);
             }

@@ -6,7 +6,7 @@
 // to conv4_x, where M and N give enough workgroups) spend more of their time in FMAs. The
 // host picks this kernel per layer (src/gpu/kernels/conv/tile.rs, ConvTile).
 
-// ConvParams, the storage types, bindings 0-5 and store_output: include/conv2d_prelude.wgsl.
+// ConvParams, the storage types, bindings 0-6 and store_output: include/conv2d_prelude.wgsl.
 
 // Keep in step with the constants of the same names in src/gpu/kernels/conv/tile.rs (checked by a test).
 const BM: u32 = 128u;

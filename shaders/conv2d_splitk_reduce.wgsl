@@ -1,6 +1,7 @@
 // Split-K's second pass (see conv2d.wgsl): where a convolution gives too few workgroups to
 // fill the GPU (conv5 at small batches), its K is split over workgroup layers that each write
-// raw sums; this adds them up for every output, adds the bias, applies ReLU, flags overflow
+// raw sums; this adds them up for every output, adds the bias and the residual (if any),
+// applies ReLU, flags overflow
 // and stores, as conv2d.wgsl's epilogue does. One invocation per output, consecutive
 // invocations along the channels.
 
@@ -16,8 +17,8 @@ struct ReduceParams {
     out_c0: u32,     // first output channel of the slice
     splits: u32,     // workgroup layers whose sums are added
     relu: u32,
-    _pad0: u32,
-    _pad1: u32,
+    residual: u32,   // 1: add the residual binding (laid out as the output, f32) before ReLU
+    res_base: u32,   // element index of output flat row out_row0 within the residual binding
 }
 
 // The output's storage type (rewritten by the host) and range (a pipeline constant), as in
@@ -32,6 +33,7 @@ const WORKGROUP: u32 = 256u;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;      // [out_c] of the slice
 @group(0) @binding(3) var<storage, read_write> output: array<out_t>;
 @group(0) @binding(4) var<storage, read_write> overflow: array<atomic<u32>>;
+@group(0) @binding(5) var<storage, read> residual: array<f32>;
 
 @compute @workgroup_size(WORKGROUP)
 fn main(
@@ -48,6 +50,9 @@ fn main(
     var r = bias[n];
     for (var z = 0u; z < p.splits; z++) {
         r += partial[z * p.count + e];
+    }
+    if (p.residual != 0u) {
+        r += residual[p.res_base + m * p.out_stride + p.out_c0 + n];
     }
     if (p.relu != 0u) {
         r = max(r, 0.0);

@@ -5,7 +5,7 @@
 // instead of 16-deep slices padded with zeros. The host uses it only where k_total <= K_MAX
 // (src/gpu/kernels/conv/tile.rs, ConvTile::Whole).
 
-// ConvParams, the storage types, bindings 0-5 and store_output: include/conv2d_prelude.wgsl.
+// ConvParams, the storage types, bindings 0-6 and store_output: include/conv2d_prelude.wgsl.
 
 // Keep in step with the constants of the same names in src/gpu/kernels/conv/tile.rs (checked by a test).
 const BM: u32 = 64u;

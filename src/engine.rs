@@ -490,26 +490,17 @@ pub fn check_fits(
 /// Bytes of the largest f32 activation of one image at `size` x `size` up to the deepest
 /// layer `spec` reads.
 fn largest_activation(weights: &ModelWeights, spec: &FeatureSpec, size: u32) -> u64 {
-    let mut s = Shape4::new(1, size as usize, size as usize, 3);
-    let mut largest = s.bytes_f32();
+    let input = Shape4::new(1, size as usize, size as usize, 3);
     let last = spec
         .deepest_layer(weights.arch)
         .and_then(|l| weights.arch.layer_index(l))
         .unwrap_or(0);
-    for layer in weights.arch.layers().iter().take(last + 1) {
-        let next = match &layer.kind {
-            crate::model::LayerKind::Conv { spec, .. } => spec.output_shape(s),
-            crate::model::LayerKind::MaxPool(p) => p.output_shape(s),
-        };
-        match next {
-            Ok(n) => {
-                s = n;
-                largest = largest.max(s.bytes_f32());
-            }
-            Err(_) => break,
-        }
-    }
-    largest
+    // Sizes that do not reach `last` are refused elsewhere, with the smallest size.
+    let shapes = weights.arch.output_shapes(input, last).unwrap_or_default();
+    shapes
+        .iter()
+        .map(|s| s.bytes_f32())
+        .fold(input.bytes_f32(), u64::max)
 }
 
 /// The memory the system can give without swapping (Linux's MemAvailable), if it says.

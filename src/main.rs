@@ -237,28 +237,58 @@ fn model_info(path: &std::path::Path, model: Option<Arch>, size: usize) -> anyho
             ""
         }
     );
-    println!("layers at {size}x{size} input (activations after ReLU):");
-    let mut s = Shape4::new(1, size, size, 3);
-    for layer in w.arch.layers() {
+    let layers = w.arch.layers();
+    let folded = layers
+        .iter()
+        .filter(|l| {
+            matches!(
+                &l.kind,
+                LayerKind::Conv {
+                    batch_norm: Some(_),
+                    ..
+                }
+            )
+        })
+        .filter(|l| w.layer(&l.name).is_some())
+        .count();
+    if folded > 0 {
+        println!(
+            "batch norm: folded into the {folded} convolutions before it on load (in f64, eps {})",
+            crosspool::store::weights_file::BATCH_NORM_EPS
+        );
+    }
+    println!("layers at {size}x{size} input (activations after ReLU where the layer has one):");
+    let width = layers
+        .iter()
+        .map(|l| l.name.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    let input = Shape4::new(1, size, size, 3);
+    for (i, layer) in layers.iter().enumerate() {
         let loaded = w.layer(&layer.name).is_some();
-        let next = match &layer.kind {
-            LayerKind::Conv { spec, .. } => spec.output_shape(s),
-            LayerKind::MaxPool(p) => p.output_shape(s),
-        };
-        match next {
-            Ok(n) => {
-                s = n;
-                let note = match (&layer.kind, loaded) {
-                    (LayerKind::Conv { .. }, false) => "  (weights not in file)",
-                    _ => "",
-                };
+        match w.arch.output_shapes(input, i) {
+            Ok(shapes) => {
+                let s = shapes[i];
+                let mut note = String::new();
+                if let LayerKind::Conv { spec, .. } = &layer.kind {
+                    if let Some(j) = layer.shortcut {
+                        note += &format!("  (+ {})", layers[j].name);
+                    }
+                    if !spec.relu {
+                        note += "  (no ReLU)";
+                    }
+                    if !loaded {
+                        note += "  (weights not in file)";
+                    }
+                }
                 println!(
-                    "  {:<8} {:>4} x {:<4} x {:>4}{note}",
+                    "  {:<width$} {:>4} x {:<4} x {:>4}{note}",
                     layer.name, s.h, s.w, s.c
                 );
             }
             Err(e) => {
-                println!("  {:<8} not computable at this size: {e}", layer.name);
+                println!("  {:<width$} not computable at this size: {e}", layer.name);
                 break;
             }
         }

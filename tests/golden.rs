@@ -161,3 +161,16 @@ fn alexnet_matches_torchvision() {
 fn alexnet_classifier_matches_torchvision() {
     check_upto(Arch::Alexnet, "alexnet_224.safetensors", Some("fc8"));
 }
+
+/// ResNet-50 (batch norm folded on load, residual additions in the convolutions' epilogue)
+/// at every block output, the stem, its padded pool and inner layers of each kind.
+#[test]
+fn resnet50_matches_torchvision() {
+    check(Arch::Resnet50, "resnet50_40.safetensors");
+}
+
+/// ResNet-101's 23-block third stage and its fourth.
+#[test]
+fn resnet101_matches_torchvision() {
+    check(Arch::Resnet101, "resnet101_32.safetensors");
+}

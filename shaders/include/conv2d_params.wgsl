@@ -26,6 +26,6 @@ struct ConvParams {
     out_stride: u32, // channels per output pixel; out_c is this dispatch's slice of them
     out_c0: u32,    // first output channel of the slice
     k_chunk: u32,   // split-K (conv2d.wgsl only): K per workgroup layer z, a multiple of BK; 0: whole K
-    _pad1: u32,
-    _pad2: u32,
+    residual: u32,  // 1: add the residual binding (laid out as the output, f32) before ReLU
+    res_base: u32,  // element index of output flat row out_row0 within the residual binding
 }

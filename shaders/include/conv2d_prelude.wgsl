@@ -20,8 +20,11 @@ override ACT_LIMIT: f32 = 3.40282347e38;
 // Per image of the batch, non-zero once one of its outputs exceeded ACT_LIMIT (f16's 65504 in
 // the f16 variants): such an image's features are reported as failed, never silently infinite.
 @group(0) @binding(5) var<storage, read_write> overflow: array<atomic<u32>>;
+// A residual block's shortcut, f32 and laid out as the output (read when p.residual != 0).
+@group(0) @binding(6) var<storage, read> residual: array<f32>;
 
-// Stores v + bias (after ReLU if asked) at output pixel m, channels n .. n + 3 of the slice.
+// Stores v + bias (+ the residual, if any; after ReLU if asked) at output pixel m, channels
+// n .. n + 3 of the slice.
 fn store_output(m: u32, n: u32, v: vec4<f32>) {
     if (m >= p.out_rows * p.out_w) {
         return;
@@ -32,6 +35,14 @@ fn store_output(m: u32, n: u32, v: vec4<f32>) {
         bias[min(n + 2u, p.out_c - 1u)],
         bias[min(n + 3u, p.out_c - 1u)],
     );
+    if (p.residual != 0u) {
+        let s = p.res_base + m * p.out_stride + p.out_c0 + n;
+        for (var j = 0u; j < 4u; j++) {
+            if (n + j < p.out_c) {
+                r[j] += residual[s + j];
+            }
+        }
+    }
     if (p.relu != 0u) {
         r = max(r, vec4<f32>(0.0));
     }

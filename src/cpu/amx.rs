@@ -183,16 +183,24 @@ impl AmxConv {
         }
     }
 
-    /// `output = conv(input)` with bias and optional ReLU, NHWC; `out` is the output shape and
-    /// both slices hold exactly their shapes' values (the caller checks).
-    pub fn run(&self, input: &[f32], shape: Shape4, out: Shape4, output: &mut [f32]) {
+    /// `output = conv(input)` with bias, the `shortcut` if any (laid out as the output) and
+    /// optional ReLU, NHWC; `out` is the output shape and the slices hold exactly their
+    /// shapes' values (the caller checks).
+    pub fn run(
+        &self,
+        input: &[f32],
+        shape: Shape4,
+        shortcut: Option<&[f32]>,
+        out: Shape4,
+        output: &mut [f32],
+    ) {
         assert!(available(), "AMX-BF16 is not available");
         let (c, win) = (shape.c, self.spec.window);
         let wp = out.w + win.kw - 1;
         // Bands of output rows: at least one step's pixels, as many as keep the block in L2.
         let min_rows = PX.div_ceil(wp).min(out.h);
         let rows = (BLOCK_BYTES / (2 * c * wp)).clamp(min_rows, out.h);
-        let dst = OutPtr(output.as_mut_ptr());
+        let dst = OutPtr::new(output, shortcut);
         for_each_block(
             out.n,
             (out.h, out.h.div_ceil(rows)),
@@ -338,16 +346,19 @@ impl AmxConv {
             if x < band.out.w {
                 let mut v0 = _mm512_add_ps(_mm512_loadu_ps(row.as_ptr()), b0);
                 let mut v1 = _mm512_add_ps(_mm512_loadu_ps(row.as_ptr().add(16)), b1);
+                let (o, s) = band
+                    .dst
+                    .at(band.out.index(band.img, band.oy0 + r, x, p * NP));
+                if !s.is_null() {
+                    v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, s));
+                    v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, s.add(16)));
+                }
                 if self.spec.relu {
                     // NaN becomes 0 (the second operand), as `f32::max` makes it in the
                     // other kernels' ReLU.
                     v0 = _mm512_max_ps(v0, zero);
                     v1 = _mm512_max_ps(v1, zero);
                 }
-                let o = band
-                    .dst
-                    .0
-                    .add(band.out.index(band.img, band.oy0 + r, x, p * NP));
                 _mm512_mask_storeu_ps(o, m0, v0);
                 _mm512_mask_storeu_ps(o.add(16), m1, v1);
             }

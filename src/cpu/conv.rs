@@ -360,20 +360,35 @@ impl CpuConv2d {
     /// `output = conv(input)` with bias (and ReLU if the layer has it), NHWC; returns the
     /// output shape. `output` must hold exactly that many values.
     pub fn run(&self, input: &[f32], shape: Shape4, output: &mut [f32]) -> Result<Shape4> {
+        self.run_add(input, shape, None, output)
+    }
+
+    /// [`CpuConv2d::run`] with a residual `shortcut` (as many values as the output, NHWC)
+    /// added to the sums before ReLU, in the same pass.
+    pub fn run_add(
+        &self,
+        input: &[f32],
+        shape: Shape4,
+        shortcut: Option<&[f32]>,
+        output: &mut [f32],
+    ) -> Result<Shape4> {
         let out = self.spec.output_shape(shape)?;
         check_lengths("cpu conv2d", input, shape, output, out)?;
+        if let Some(s) = shortcut {
+            out.check_values("residual addition", s.len())?;
+        }
         if out.is_empty() {
             return Ok(out);
         }
         match &self.kernel {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Amx(amx) => amx.run(input, shape, out, output),
+            Kernel::Amx(amx) => amx.run(input, shape, shortcut, out, output),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Winograd(winograd) => winograd.run(input, shape, out, output),
+            Kernel::Winograd(winograd) => winograd.run(input, shape, shortcut, out, output),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Direct(direct) => direct.run(input, shape, out, output),
+            Kernel::Direct(direct) => direct.run(input, shape, shortcut, out, output),
             Kernel::Gemm { weight_kn, bias } => {
-                self.run_gemm(weight_kn, bias, input, shape, out, output)
+                self.run_gemm((weight_kn, bias), input, shape, shortcut, out, output)
             }
         }
         Ok(out)
@@ -382,10 +397,10 @@ impl CpuConv2d {
     /// The im2col + `gemm` kernel.
     fn run_gemm(
         &self,
-        weight_kn: &[f32],
-        bias: &[f32],
+        (weight_kn, bias): (&[f32], &[f32]),
         input: &[f32],
         shape: Shape4,
+        shortcut: Option<&[f32]>,
         out: Shape4,
         output: &mut [f32],
     ) {
@@ -415,9 +430,11 @@ impl CpuConv2d {
                 },
             );
             let relu = self.spec.relu;
-            dst.par_chunks_mut(n).for_each(|px| {
-                for (v, b) in px.iter_mut().zip(bias) {
-                    let y = *v + b;
+            let shortcut = shortcut.map(|s| &s[first * n..][..dst.len()]);
+            dst.par_chunks_mut(n).enumerate().for_each(|(px, y)| {
+                let s = shortcut.map(|s| &s[px * n..][..n]);
+                for (c, (v, b)) in y.iter_mut().zip(bias).enumerate() {
+                    let y = *v + b + s.map_or(0.0, |s| s[c]);
                     *v = if relu { y.max(0.0) } else { y };
                 }
             });

@@ -75,26 +75,41 @@ impl DirectConv {
         self.simd
     }
 
-    /// `output = conv(input)` with bias and optional ReLU, NHWC; `out` is the output shape and
-    /// both slices hold exactly their shapes' values (the caller checks).
-    pub fn run(&self, input: &[f32], shape: Shape4, out: Shape4, output: &mut [f32]) {
+    /// `output = conv(input)` with bias, the `shortcut` if any (laid out as the output) and
+    /// optional ReLU, NHWC; `out` is the output shape and the slices hold exactly their
+    /// shapes' values (the caller checks).
+    pub fn run(
+        &self,
+        input: &[f32],
+        shape: Shape4,
+        shortcut: Option<&[f32]>,
+        out: Shape4,
+        output: &mut [f32],
+    ) {
         assert!(self.simd.is_available(), "{:?} is not available", self.simd);
         debug_assert_eq!(input.len(), shape.len());
         debug_assert_eq!(output.len(), out.len());
         if Self::suits(out.w) {
-            self.run_rows(input, shape, out, output);
+            self.run_rows(input, shape, shortcut, out, output);
         } else {
-            self.run_unfolded(input, shape, out, output);
+            self.run_unfolded(input, shape, shortcut, out, output);
         }
     }
 
     /// Tiles along output rows, reading a zero-padded copy of the rows under them.
-    fn run_rows(&self, input: &[f32], shape: Shape4, out: Shape4, output: &mut [f32]) {
+    fn run_rows(
+        &self,
+        input: &[f32],
+        shape: Shape4,
+        shortcut: Option<&[f32]>,
+        out: Shape4,
+        output: &mut [f32],
+    ) {
         let win = self.spec.window;
         let c = shape.c;
         let tiles = out.w.div_ceil(MR);
         let max_rows = TILES_PER_BLOCK.div_ceil(tiles).clamp(1, out.h);
-        let dst = OutPtr(output.as_mut_ptr());
+        let dst = OutPtr::new(output, shortcut);
         let rows = (out.h, out.h.div_ceil(max_rows));
         for_each_block(out.n, rows, self.panels, |img, rows, panels| {
             let (oy0, oy1) = (rows.start, rows.end);
@@ -129,13 +144,20 @@ impl DirectConv {
 
     /// Tiles along the flattened output pixels of an unfolded (im2col) block, for outputs too
     /// narrow to fill tiles of one row.
-    fn run_unfolded(&self, input: &[f32], shape: Shape4, out: Shape4, output: &mut [f32]) {
+    fn run_unfolded(
+        &self,
+        input: &[f32],
+        shape: Shape4,
+        shortcut: Option<&[f32]>,
+        out: Shape4,
+        output: &mut [f32],
+    ) {
         let k = self.spec.k_total();
         let pixels = out.n * out.h * out.w;
         let tiles = pixels.div_ceil(MR);
         // Blocks of up to 4 MiB of unfolded rows, whole tiles of them.
         let max_tiles = ((1usize << 20) / (k * MR)).clamp(1, TILES_PER_BLOCK);
-        let dst = OutPtr(output.as_mut_ptr());
+        let dst = OutPtr::new(output, shortcut);
         let geometry = TileGeometry {
             px_stride: k,
             row_stride: 0,
@@ -227,6 +249,7 @@ impl DirectConv {
             "tile reads past its block"
         );
         let k = self.spec.k_total();
+        let (out, shortcut) = dst.at(at + p * NR);
         microkernel::tile(
             self.simd,
             Tile {
@@ -235,7 +258,8 @@ impl DirectConv {
                 b: self.weights[p * k * 2..].as_ptr() as *const f32,
                 bias: self.bias[p * 2..].as_ptr() as *const f32,
                 relu: self.spec.relu,
-                out: dst.0.add(at + p * NR),
+                out,
+                shortcut,
                 out_stride,
                 pixels,
                 cols: NR.min(self.spec.out_c - p * NR),

@@ -21,12 +21,49 @@ pub(super) const NR: usize = 32;
 #[repr(C, align(64))]
 pub(super) struct Lanes(pub(super) [f32; 16]);
 
-/// The output pointer shared by tasks that write disjoint pixels and channels.
+/// The output pointer shared by tasks that write disjoint pixels and channels, and the
+/// residual shortcut (null if none) added before ReLU, laid out as the output.
 #[derive(Clone, Copy)]
-pub(super) struct OutPtr(pub(super) *mut f32);
-// SAFETY: the kernels' tasks write disjoint parts of the output (see their `run`).
+pub(super) struct OutPtr {
+    out: *mut f32,
+    shortcut: *const f32,
+}
+// SAFETY: the kernels' tasks write disjoint parts of the output (see their `run`) and only
+// read the shortcut.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Points at `output` and, if given, the `shortcut` of the same length.
+    pub(super) fn new(output: &mut [f32], shortcut: Option<&[f32]>) -> Self {
+        debug_assert!(shortcut.is_none_or(|s| s.len() == output.len()));
+        OutPtr {
+            out: output.as_mut_ptr(),
+            shortcut: shortcut.map_or(std::ptr::null(), <[f32]>::as_ptr),
+        }
+    }
+
+    /// Output element `i` and the shortcut's (null if none).
+    ///
+    /// # Safety
+    /// `i` is within the output.
+    pub(super) unsafe fn at(self, i: usize) -> (*mut f32, *const f32) {
+        (self.out.add(i), shortcut_at(self.shortcut, i))
+    }
+}
+
+/// `p + i`, or null for a null `p` (no shortcut).
+///
+/// # Safety
+/// A non-null `p` has `i` elements after it.
+#[inline(always)]
+pub(super) unsafe fn shortcut_at(p: *const f32, i: usize) -> *const f32 {
+    if p.is_null() {
+        p
+    } else {
+        p.add(i)
+    }
+}
 
 /// Where a tile's input values are: pixel windows `px_stride` floats apart, each `kh` rows
 /// `row_stride` apart of `window_row` contiguous values. In a padded block a window row's
@@ -42,7 +79,8 @@ pub(super) struct TileGeometry {
 
 /// One tile: `pixels` (at most `MR`) output pixels laid out as `geometry` says, by the
 /// channels of one weight panel `b` (`kh * window_row` rows of `NR`), plus `bias` and optional
-/// ReLU; the first `cols` channels are stored, pixels `out_stride` floats apart. (The AVX2 code
+/// ReLU; the first `cols` channels are stored, pixels `out_stride` floats apart, with the
+/// `shortcut` (null if none, laid out as `out`) added before ReLU. (The AVX2 code
 /// describes its sub-tiles the same way.)
 #[derive(Clone, Copy)]
 pub(super) struct Tile {
@@ -52,6 +90,7 @@ pub(super) struct Tile {
     pub(super) bias: *const f32,
     pub(super) relu: bool,
     pub(super) out: *mut f32,
+    pub(super) shortcut: *const f32,
     pub(super) out_stride: usize,
     pub(super) pixels: usize,
     pub(super) cols: usize,
@@ -106,6 +145,11 @@ unsafe fn tile_avx512(t: Tile) {
     for i in 0..t.pixels {
         let mut v0 = _mm512_add_ps(acc[2 * i], bias0);
         let mut v1 = _mm512_add_ps(acc[2 * i + 1], bias1);
+        if !t.shortcut.is_null() {
+            let s = t.shortcut.add(i * t.out_stride);
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, s));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, s.add(16)));
+        }
         if t.relu {
             v0 = _mm512_max_ps(v0, zero);
             v1 = _mm512_max_ps(v1, zero);
@@ -132,6 +176,7 @@ unsafe fn tile_avx2(t: Tile) {
                 b: t.b.add(16 * half),
                 bias: t.bias.add(16 * half),
                 out: t.out.add(p0 * t.out_stride + 16 * half),
+                shortcut: shortcut_at(t.shortcut, p0 * t.out_stride + 16 * half),
                 pixels: MR_AVX2.min(t.pixels - p0),
                 cols,
                 ..t
@@ -184,6 +229,10 @@ unsafe fn sub_tile_avx2<const R: usize>(s: Tile) {
         let o = s.out.add(i * s.out_stride);
         for q in 0..2 {
             let mut v = _mm256_add_ps(acc[q], bias[q]);
+            if !s.shortcut.is_null() {
+                let r = s.shortcut.add(i * s.out_stride + 8 * q);
+                v = _mm256_add_ps(v, _mm256_maskload_ps(r, masks[q]));
+            }
             if s.relu {
                 v = _mm256_max_ps(v, zero);
             }

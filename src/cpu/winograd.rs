@@ -159,9 +159,17 @@ impl WinogradConv {
         self.tile
     }
 
-    /// `output = conv(input)` with bias and optional ReLU, NHWC; `out` is the output shape and
-    /// both slices hold exactly their shapes' values (the caller checks).
-    pub fn run(&self, input: &[f32], shape: Shape4, out: Shape4, output: &mut [f32]) {
+    /// `output = conv(input)` with bias, the `shortcut` if any (laid out as the output) and
+    /// optional ReLU, NHWC; `out` is the output shape and the slices hold exactly their
+    /// shapes' values (the caller checks).
+    pub fn run(
+        &self,
+        input: &[f32],
+        shape: Shape4,
+        shortcut: Option<&[f32]>,
+        out: Shape4,
+        output: &mut [f32],
+    ) {
         assert!(self.simd.is_available(), "{:?} is not available", self.simd);
         let (c, m, alpha) = (shape.c, self.tile.m(), self.tile.alpha());
         let a2 = alpha * alpha;
@@ -170,7 +178,7 @@ impl WinogradConv {
         // one V_ξ in cache.
         let min_rows = MR.div_ceil(tile_cols);
         let rows = (V_XI_BYTES / (c * 4) / tile_cols).clamp(min_rows.min(tile_rows), tile_rows);
-        let dst = OutPtr(output.as_mut_ptr());
+        let dst = OutPtr::new(output, shortcut);
         let bands = (tile_rows, tile_rows.div_ceil(rows));
         for_each_block(out.n, bands, self.panels, |img, tr, panels| {
             BLOCK.with(|block| {
@@ -298,6 +306,7 @@ impl WinogradConv {
                             bias: ZERO_BIAS.as_ptr() as *const f32,
                             relu: false,
                             out: mg.add((t0 * a2 + xi) * NR),
+                            shortcut: std::ptr::null(),
                             out_stride: a2 * NR,
                             pixels: MR.min(tiles - t0),
                             cols: NR,
@@ -623,13 +632,19 @@ impl<const M: usize, const A: usize, L: Fn(&[Chunk; A]) -> [Chunk; M]> SimdPass
                                 break;
                             }
                             let mut v = add(*v, bias);
+                            let (o, shortcut) =
+                                dst.at(out.index(img, oy, ox, channel0 + 16 * half));
+                            if !shortcut.is_null() {
+                                for (l, x) in v.iter_mut().enumerate().take(valid) {
+                                    *x += *shortcut.add(l);
+                                }
+                            }
                             if relu {
                                 // As `f32::max`: NaN becomes 0, like the other kernels' ReLU.
                                 for x in v.iter_mut() {
                                     *x = x.max(0.0);
                                 }
                             }
-                            let o = dst.0.add(out.index(img, oy, ox, channel0 + 16 * half));
                             if valid == 16 {
                                 std::ptr::write_unaligned(o as *mut Chunk, v);
                             } else {

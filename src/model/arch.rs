@@ -19,6 +19,10 @@ crate::choice! {
         Vgg19 = "vgg19",
         /// AlexNet, torchvision's single-column variant (64-192-384-256-256 channels).
         Alexnet = "alexnet",
+        /// ResNet-50 (He et al. 2016, torchvision's v1.5: stride in the 3x3 convolution).
+        Resnet50 = "resnet50",
+        /// ResNet-101.
+        Resnet101 = "resnet101",
     }
 }
 
@@ -29,6 +33,8 @@ impl Arch {
             Arch::Vgg16 => "vgg16",
             Arch::Vgg19 => "vgg19",
             Arch::Alexnet => "alexnet",
+            Arch::Resnet50 => "resnet50",
+            Arch::Resnet101 => "resnet101",
         }
     }
 
@@ -38,8 +44,10 @@ impl Arch {
             "vgg16" => Ok(Arch::Vgg16),
             "vgg19" => Ok(Arch::Vgg19),
             "alexnet" => Ok(Arch::Alexnet),
+            "resnet50" => Ok(Arch::Resnet50),
+            "resnet101" => Ok(Arch::Resnet101),
             other => Err(Error::Config(format!(
-                "unknown architecture '{other}' (expected vgg16, vgg19 or alexnet)"
+                "unknown architecture '{other}' (expected vgg16, vgg19, alexnet, resnet50 or resnet101)"
             ))),
         }
     }
@@ -50,6 +58,8 @@ impl Arch {
             Arch::Vgg16 => ("conv5_2", "conv5_3"),
             Arch::Vgg19 => ("conv5_3", "conv5_4"),
             Arch::Alexnet => ("conv4", "conv5"),
+            // The last two bottleneck blocks: 2048 channels each on one grid (7x7 at 224).
+            Arch::Resnet50 | Arch::Resnet101 => ("layer4.1", "layer4.2"),
         }
     }
 
@@ -59,6 +69,9 @@ impl Arch {
             Arch::Vgg16 => ("conv5_3", "fc6"),
             Arch::Vgg19 => ("conv5_4", "fc6"),
             Arch::Alexnet => ("conv5", "fc6"),
+            // ResNet's one fully connected layer follows global average pooling, so it has no
+            // grid to pool over: naming it gives the unknown-layer error with the layer list.
+            Arch::Resnet50 | Arch::Resnet101 => ("layer4.2", "fc"),
         }
     }
 
@@ -73,28 +86,51 @@ impl Arch {
             Arch::Vgg16 => vgg(&[2, 2, 3, 3, 3]),
             Arch::Vgg19 => vgg(&[2, 2, 4, 4, 4]),
             Arch::Alexnet => alexnet(),
+            Arch::Resnet50 => resnet(&[3, 4, 6, 3]),
+            Arch::Resnet101 => resnet(&[3, 4, 23, 3]),
         }
+    }
+
+    /// Output shapes of the layers up to and including layer `last` for `input`, following
+    /// each layer's input and shortcut; an error if a layer does not accept its input (too
+    /// small, or a shortcut of another shape).
+    pub fn output_shapes(self, input: Shape4, last: usize) -> Result<Vec<Shape4>> {
+        let layers = self.layers();
+        let mut shapes: Vec<Shape4> = Vec::with_capacity(last + 1);
+        for (i, l) in layers.iter().take(last + 1).enumerate() {
+            let from = l.input_index(i).map_or(input, |j| shapes[j]);
+            let s = match &l.kind {
+                LayerKind::Conv { spec, .. } => spec.output_shape(from)?,
+                LayerKind::MaxPool(p) => p.output_shape(from)?,
+            };
+            if let Some(j) = l.shortcut {
+                if shapes[j] != s {
+                    return Err(Error::shape(
+                        "residual addition",
+                        format!(
+                            "{} gives {s} but its shortcut {} is {}",
+                            l.name, layers[j].name, shapes[j]
+                        ),
+                    ));
+                }
+            }
+            shapes.push(s);
+        }
+        Ok(shapes)
     }
 
     /// The smallest square input (pixels a side) that the layers up to `last` accept.
     pub fn min_input_size(self, last: &str) -> Result<usize> {
         let last = self.layer_index(last)?;
-        let layers = self.layers();
         let fits = |size: usize| {
-            let mut s = Shape4::new(1, size, size, 3);
-            layers.iter().take(last + 1).all(|l| {
-                let next = match &l.kind {
-                    LayerKind::Conv { spec, .. } => spec.output_shape(s),
-                    LayerKind::MaxPool(p) => p.output_shape(s),
-                };
-                next.map(|n| s = n).is_ok() && !s.is_empty()
-            })
+            self.output_shapes(Shape4::new(1, size, size, 3), last)
+                .is_ok_and(|shapes| shapes.iter().all(|s| !s.is_empty()))
         };
         (1..=4096).find(|&n| fits(n)).ok_or_else(|| {
             Error::Config(format!(
                 "{} up to {} accepts no input up to 4096 pixels",
                 self.name(),
-                layers[last].name
+                self.layers()[last].name
             ))
         })
     }
@@ -147,13 +183,27 @@ impl Arch {
             )));
         }
         let layers = self.layers();
-        let windows: Vec<Window2d> = layers[t + 1..=t1]
-            .iter()
-            .map(|l| match &l.kind {
+        // The layers from local to guide along their inputs (shortcuts add units that these
+        // fields already cover: an identity, or a 1x1 window on the same stride).
+        let mut windows: Vec<Window2d> = Vec::new();
+        let mut at = t1;
+        while at != t {
+            let l = &layers[at];
+            windows.push(match &l.kind {
                 LayerKind::Conv { spec, .. } => spec.window,
                 LayerKind::MaxPool(p) => p.window,
-            })
-            .collect();
+            });
+            at = match l.input_index(at) {
+                Some(j) if j >= t => j,
+                _ => {
+                    return Err(Error::Config(format!(
+                        "{guide} does not read {local} in {} (its inputs do not pass through it)",
+                        self.name()
+                    )))
+                }
+            };
+        }
+        windows.reverse();
         // Back through the layers from guide to local, one axis at a time.
         let span = |o: usize, vertical: bool| -> (isize, isize) {
             let (mut lo, mut hi) = (o as isize, o as isize + 1);
@@ -204,6 +254,9 @@ pub enum LayerKind {
         /// True for fully connected layers stored as `[out, in]` matrices and run as
         /// convolutions; their weight is reshaped to `[out, in_c, kh, kw]` on load.
         from_linear: bool,
+        /// Prefix of the batch norm that follows (`layer1.0.bn1`), folded into the weights
+        /// and a bias on load; the convolution then has no bias tensor of its own.
+        batch_norm: Option<String>,
     },
     /// Max pooling.
     MaxPool(MaxPool2dSpec),
@@ -216,6 +269,20 @@ pub struct Layer {
     pub name: String,
     /// What it computes.
     pub kind: LayerKind,
+    /// The earlier layer it reads (an index into [`Arch::layers`]), where that is not the
+    /// layer just before it (a bottleneck's first convolution and its downsampling shortcut
+    /// both read the block's input).
+    pub input: Option<usize>,
+    /// A residual block's last convolution: the earlier layer whose output is added to the
+    /// sums before ReLU (the block's input, or its downsampling convolution).
+    pub shortcut: Option<usize>,
+}
+
+impl Layer {
+    /// The index of the layer that layer `i` (this one) reads, or `None` for the image.
+    pub fn input_index(&self, i: usize) -> Option<usize> {
+        self.input.or(i.checked_sub(1))
+    }
 }
 
 fn conv(name: String, index: usize, in_c: usize, out_c: usize, window: Window2d) -> Layer {
@@ -230,7 +297,10 @@ fn conv(name: String, index: usize, in_c: usize, out_c: usize, window: Window2d)
             },
             tensor: format!("features.{index}"),
             from_linear: false,
+            batch_norm: None,
         },
+        input: None,
+        shortcut: None,
     }
 }
 
@@ -240,6 +310,8 @@ fn pool(name: String, k: usize, stride: usize) -> Layer {
         kind: LayerKind::MaxPool(MaxPool2dSpec {
             window: Window2d::square(k, stride, 0),
         }),
+        input: None,
+        shortcut: None,
     }
 }
 
@@ -255,7 +327,10 @@ fn linear(name: &str, tensor: &str, in_c: usize, k: usize, out_c: usize, relu: b
             },
             tensor: tensor.to_string(),
             from_linear: true,
+            batch_norm: None,
         },
+        input: None,
+        shortcut: None,
     }
 }
 
@@ -301,6 +376,116 @@ fn alexnet() -> Vec<Layer> {
         linear("fc7", "classifier.4", 4096, 1, 4096, true),
         linear("fc8", "classifier.6", 4096, 1, 1000, false),
     ]
+}
+
+/// A convolution followed by batch norm (torchvision's ResNet layout: no conv bias).
+fn conv_bn(
+    name: &str,
+    tensor: &str,
+    bn: &str,
+    (in_c, out_c): (usize, usize),
+    window: Window2d,
+    relu: bool,
+) -> Layer {
+    Layer {
+        name: name.to_string(),
+        kind: LayerKind::Conv {
+            spec: Conv2dSpec {
+                in_c,
+                out_c,
+                window,
+                relu,
+            },
+            tensor: tensor.to_string(),
+            from_linear: false,
+            batch_norm: Some(bn.to_string()),
+        },
+        input: None,
+        shortcut: None,
+    }
+}
+
+/// torchvision's ResNet with bottleneck blocks, `blocks[s]` in stage s: the 7x7 stride-2
+/// stem (`conv1`, after its ReLU) and its 3x3 stride-2 max-pool (`maxpool`), then per block
+/// `layerS.B.conv1` (1x1) and `.conv2` (3x3, stride 2 in a stage's first block but the
+/// first stage's), after their ReLUs; the first block's `layerS.0.downsample` (1x1 on the
+/// block's input, no ReLU); and the block output `layerS.B`: `conv3` (1x1), plus the
+/// shortcut, then ReLU. The classifier (`fc`, after global average pooling) is not run.
+fn resnet(blocks: &[usize]) -> Vec<Layer> {
+    let mut layers = vec![
+        conv_bn(
+            "conv1",
+            "conv1",
+            "bn1",
+            (3, 64),
+            Window2d::square(7, 2, 3),
+            true,
+        ),
+        Layer {
+            name: "maxpool".into(),
+            kind: LayerKind::MaxPool(MaxPool2dSpec {
+                window: Window2d::square(3, 2, 1),
+            }),
+            input: None,
+            shortcut: None,
+        },
+    ];
+    let mut in_c = 64;
+    for (s, &n) in blocks.iter().enumerate() {
+        let width = 64 << s;
+        let out_c = 4 * width;
+        for b in 0..n {
+            let p = format!("layer{}.{b}", s + 1);
+            let stride = if b == 0 && s > 0 { 2 } else { 1 };
+            let block_input = layers.len() - 1;
+            let one = Window2d::square(1, 1, 0);
+            layers.push(conv_bn(
+                &format!("{p}.conv1"),
+                &format!("{p}.conv1"),
+                &format!("{p}.bn1"),
+                (in_c, width),
+                one,
+                true,
+            ));
+            layers.push(conv_bn(
+                &format!("{p}.conv2"),
+                &format!("{p}.conv2"),
+                &format!("{p}.bn2"),
+                (width, width),
+                Window2d::square(3, stride, 1),
+                true,
+            ));
+            let conv2 = layers.len() - 1;
+            let shortcut = if b == 0 {
+                let mut down = conv_bn(
+                    &format!("{p}.downsample"),
+                    &format!("{p}.downsample.0"),
+                    &format!("{p}.downsample.1"),
+                    (in_c, out_c),
+                    Window2d::square(1, stride, 0),
+                    false,
+                );
+                down.input = Some(block_input);
+                layers.push(down);
+                layers.len() - 1
+            } else {
+                block_input
+            };
+            let mut out = conv_bn(
+                &p,
+                &format!("{p}.conv3"),
+                &format!("{p}.bn3"),
+                (width, out_c),
+                one,
+                true,
+            );
+            out.input = Some(conv2);
+            out.shortcut = Some(shortcut);
+            layers.push(out);
+            in_c = out_c;
+        }
+    }
+    layers
 }
 
 #[cfg(test)]

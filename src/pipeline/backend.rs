@@ -108,7 +108,9 @@ pub trait Backend: Storage {
 
 /// One operation a pipeline asks of a backend `B`, on `B`'s storage ([`Backend::run`]).
 pub enum Op<'a, B: Backend> {
-    /// `output = conv(input)` with the layer's bias and ReLU. With `overflow`
+    /// `output = conv(input)` with the layer's bias and ReLU; with `shortcut` (a tensor of
+    /// the output's shape, stored in f32), `output = relu(conv(input) + bias + shortcut)`,
+    /// a residual block's addition in the same pass. With `overflow`
     /// (`[images][1][1]`, read as u32 bits), also sets image `i`'s flag when one of its
     /// outputs exceeds the layer's storage range; backends that store only f32 have nothing
     /// to flag.
@@ -116,6 +118,7 @@ pub enum Op<'a, B: Backend> {
         layer: &'a B::Conv,
         input: &'a B::Tensor,
         output: &'a B::Tensor,
+        shortcut: Option<&'a B::Tensor>,
         overflow: Option<&'a B::Features>,
     },
     /// Zeroes the overflow flags before the recorded work that follows (backends whose
@@ -150,6 +153,7 @@ impl<'a, B: Backend> Op<'a, B> {
             layer,
             input,
             output,
+            shortcut: None,
             overflow: None,
         }
     }

@@ -37,8 +37,34 @@ impl HostMemory for CpuBackend {
         c.spec()
     }
 
-    fn conv(&self, layer: &CpuConv2d, input: &HostTensor, output: &HostTensor) -> Result<()> {
-        let shape = with_io(input, output, |x, y| layer.run(x, input.shape, y))?;
+    fn conv(
+        &self,
+        layer: &CpuConv2d,
+        input: &HostTensor,
+        shortcut: Option<&HostTensor>,
+        output: &HostTensor,
+    ) -> Result<()> {
+        let shape = match shortcut {
+            None => with_io(input, output, |x, y| layer.run(x, input.shape, y))?,
+            Some(s) => {
+                Shape4::check_output("residual addition", s.shape, output.shape)?;
+                // The network never reads a shortcut that is also the layer's input or
+                // output; a copy keeps such a call correct (and free of a second lock).
+                let (owned, guard);
+                let values: &[f32] = if std::sync::Arc::ptr_eq(&s.data, &output.data)
+                    || std::sync::Arc::ptr_eq(&s.data, &input.data)
+                {
+                    owned = s.values();
+                    &owned
+                } else {
+                    guard = lock(&s.data);
+                    &guard
+                };
+                with_io(input, output, |x, y| {
+                    layer.run_add(x, input.shape, Some(&values[..s.shape.len()]), y)
+                })?
+            }
+        };
         Shape4::check_output("conv2d", shape, output.shape)
     }
 

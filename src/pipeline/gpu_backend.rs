@@ -137,10 +137,15 @@ impl Backend for GpuContext {
                 layer,
                 input,
                 output,
+                shortcut,
                 overflow,
-            } => k
-                .conv
-                .record(self, r, layer, (input, output), overflow.map(|f| &f.buffer)),
+            } => k.conv.record_residual(
+                self,
+                r,
+                layer,
+                (input, shortcut, output),
+                overflow.map(|f| &f.buffer),
+            ),
             Op::ResetOverflow(f) => {
                 r.clear_buffer(&f.buffer, 0, None);
                 Ok(())

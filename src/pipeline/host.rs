@@ -21,7 +21,13 @@ pub trait HostMemory {
     /// Its geometry.
     fn conv_spec(c: &Self::Conv) -> Conv2dSpec;
     /// See [`Op::Conv`].
-    fn conv(&self, layer: &Self::Conv, input: &HostTensor, output: &HostTensor) -> Result<()>;
+    fn conv(
+        &self,
+        layer: &Self::Conv,
+        input: &HostTensor,
+        shortcut: Option<&HostTensor>,
+        output: &HostTensor,
+    ) -> Result<()>;
     /// See [`Op::MaxPool`].
     fn max_pool(&self, spec: MaxPool2dSpec, input: &HostTensor, output: &HostTensor) -> Result<()>;
     /// See [`Op::CrossLayer`].
@@ -146,8 +152,9 @@ impl<T: HostMemory> Backend for T {
                 layer,
                 input,
                 output,
+                shortcut,
                 overflow: _,
-            } => self.conv(layer, input, output),
+            } => self.conv(layer, input, shortcut, output),
             Op::ResetOverflow(_) => Ok(()),
             Op::MaxPool(spec, input, output) => self.max_pool(spec, input, output),
             Op::CrossLayer(op, out) => self.cross_layer(op, out),

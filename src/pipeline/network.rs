@@ -1,6 +1,7 @@
 //! A whole network on a [`Backend`]: every layer recorded into one submission, intermediate
-//! activations in two ping-pong buffers reused across layers and across calls, and only the
-//! requested layers kept in buffers of their own.
+//! activations in scratch buffers reused across layers and across calls (two, ping-pong,
+//! for a plain chain; a residual network keeps a block's input alive until its shortcut is
+//! added), and only the requested layers kept in buffers of their own.
 
 use super::backend::{Backend, Op};
 use crate::error::{Error, Result};
@@ -11,6 +12,13 @@ use crate::shape::{MaxPool2dSpec, Shape4};
 enum NetLayer<B: Backend> {
     Conv(B::Conv),
     Pool(MaxPool2dSpec),
+}
+
+/// Where a layer's operands come from: indices of earlier layers (`None`: the image).
+#[derive(Clone, Copy, Debug)]
+struct Links {
+    input: Option<usize>,
+    shortcut: Option<usize>,
 }
 
 /// A network's layers made ready on a backend, up to the last layer whose weights were
@@ -33,6 +41,7 @@ pub struct Network<B: Backend = GpuContext> {
     pub arch: Arch,
     names: Vec<String>,
     layers: Vec<NetLayer<B>>,
+    links: Vec<Links>,
     kernels: B::Kernels,
     /// How weights and the activations between layers are stored; the input and the
     /// requested layers' outputs are f32 either way.
@@ -47,7 +56,10 @@ pub type GpuNetwork = Network<GpuContext>;
 pub struct Workspace<B: Backend = GpuContext> {
     input: Shape4,
     wanted: Vec<usize>,
-    scratch: [B::Scratch; 2],
+    scratch: Vec<B::Scratch>,
+    /// Per layer up to the deepest wanted one: its scratch buffer and storage type, or
+    /// `None` for a wanted layer (its own f32 tensor).
+    placement: Vec<Option<(usize, Dtype)>>,
     outputs: Vec<B::Tensor>,
     shapes: Vec<Shape4>,
     /// f16 storage only: per image, non-zero once an activation overflowed f16.
@@ -66,8 +78,9 @@ impl<B: Backend> Network<B> {
     pub fn with_storage(ctx: &B, weights: &ModelWeights, storage: Dtype) -> Result<Self> {
         let mut names = Vec::new();
         let mut layers = Vec::new();
+        let mut links = Vec::new();
         // Every layer up to the first whose weights were not loaded (pooling needs none).
-        for layer in weights.arch.layers() {
+        for (i, layer) in weights.arch.layers().into_iter().enumerate() {
             let ready = match &layer.kind {
                 LayerKind::Conv { .. } => match weights.layer(&layer.name) {
                     Some(w) => NetLayer::Conv(ctx.conv_layer_as(w, storage)?),
@@ -75,13 +88,18 @@ impl<B: Backend> Network<B> {
                 },
                 LayerKind::MaxPool(spec) => NetLayer::Pool(*spec),
             };
-            names.push(layer.name.clone());
+            links.push(Links {
+                input: layer.input_index(i),
+                shortcut: layer.shortcut,
+            });
+            names.push(layer.name);
             layers.push(ready);
         }
         Ok(Network {
             arch: weights.arch,
             names,
             layers,
+            links,
             kernels: ctx.kernels()?,
             storage,
         })
@@ -105,18 +123,75 @@ impl<B: Backend> Network<B> {
     /// Output shapes of the layers up to and including layer `last` (layers after it may not
     /// accept an input that small, and are not run).
     fn shapes_through(&self, input: Shape4, last: usize) -> Result<Vec<Shape4>> {
-        let mut s = input;
-        self.layers
-            .iter()
-            .take(last + 1)
-            .map(|l| {
-                s = match l {
-                    NetLayer::Conv(c) => B::conv_spec(c).output_shape(s)?,
-                    NetLayer::Pool(p) => p.output_shape(s)?,
-                };
-                Ok(s)
-            })
-            .collect()
+        let mut shapes: Vec<Shape4> = Vec::with_capacity(last + 1);
+        for (i, l) in self.layers.iter().take(last + 1).enumerate() {
+            let from = self.links[i].input.map_or(input, |j| shapes[j]);
+            let s = match l {
+                NetLayer::Conv(c) => B::conv_spec(c).output_shape(from)?,
+                NetLayer::Pool(p) => p.output_shape(from)?,
+            };
+            if let Some(j) = self.links[i].shortcut {
+                Shape4::check_output("residual addition", s, shapes[j])?;
+            }
+            shapes.push(s);
+        }
+        Ok(shapes)
+    }
+
+    /// Assigns every layer up to `last` that is not wanted a scratch buffer, reusing a
+    /// buffer once no later layer reads what it holds (a plain chain takes two, as
+    /// ping-pong); a layer's output never shares a buffer with its operands. Activations a
+    /// shortcut adds are kept in f32 (the sums they join are f32); the others in the
+    /// network's storage type. Returns each layer's placement and each buffer's size in f32
+    /// values.
+    #[allow(clippy::type_complexity)]
+    fn place(
+        &self,
+        shapes: &[Shape4],
+        wanted: &[usize],
+        last: usize,
+    ) -> (Vec<Option<(usize, Dtype)>>, Vec<usize>) {
+        let mut last_use: Vec<usize> = (0..=last).collect();
+        for (j, l) in self.links.iter().enumerate().take(last + 1) {
+            for i in [l.input, l.shortcut].into_iter().flatten() {
+                last_use[i] = last_use[i].max(j);
+            }
+        }
+        let shortcut_source: Vec<bool> = (0..=last)
+            .map(|i| self.links[..=last].iter().any(|l| l.shortcut == Some(i)))
+            .collect();
+        let mut holder: Vec<Option<usize>> = Vec::new(); // per buffer, the layer in it
+        let mut sizes: Vec<usize> = Vec::new();
+        let mut placement = Vec::with_capacity(last + 1);
+        for i in 0..=last {
+            if wanted.contains(&i) {
+                placement.push(None);
+                continue;
+            }
+            let dtype = if shortcut_source[i] {
+                Dtype::F32
+            } else {
+                self.storage
+            };
+            let values = match dtype {
+                Dtype::F32 => shapes[i].len(),
+                // Scratch is counted in f32 values; f16 activations take half as many bytes.
+                Dtype::F16 => shapes[i].len().div_ceil(2),
+            }
+            .max(1);
+            let free = holder
+                .iter()
+                .position(|h| h.is_none_or(|j| last_use[j] < i));
+            let b = free.unwrap_or_else(|| {
+                holder.push(None);
+                sizes.push(0);
+                holder.len() - 1
+            });
+            holder[b] = Some(i);
+            sizes[b] = sizes[b].max(values);
+            placement.push(Some((b, dtype)));
+        }
+        (placement, sizes)
     }
 
     fn index_of(&self, name: &str) -> Result<usize> {
@@ -152,22 +227,12 @@ impl<B: Backend> Network<B> {
             .max()
             .ok_or_else(|| Error::Config("no output layer requested".into()))?;
         let shapes = self.shapes_through(input, last)?;
-        let scratch_values = shapes[..=last]
+        let (placement, sizes) = self.place(&shapes, &wanted, last);
+        let scratch = sizes
             .iter()
             .enumerate()
-            .filter(|(i, _)| !wanted.contains(i))
-            .map(|(_, s)| s.len())
-            .max()
-            .unwrap_or(1);
-        // Scratch is counted in f32 values; f16 activations take half as many bytes.
-        let scratch_values = match self.storage {
-            Dtype::F32 => scratch_values,
-            Dtype::F16 => scratch_values.div_ceil(2),
-        };
-        let scratch = [
-            ctx.scratch(scratch_values, "activations A")?,
-            ctx.scratch(scratch_values, "activations B")?,
-        ];
+            .map(|(b, &values)| ctx.scratch(values, &format!("activations {b}")))
+            .collect::<Result<_>>()?;
         let outputs = wanted
             .iter()
             .map(|&i| ctx.tensor(shapes[i], &self.names[i]))
@@ -180,6 +245,7 @@ impl<B: Backend> Network<B> {
             input,
             wanted,
             scratch,
+            placement,
             outputs,
             shapes,
             overflow,
@@ -209,8 +275,8 @@ impl<B: Backend> Network<B> {
         if let Some(f) = &ws.overflow {
             ctx.run(&self.kernels, r, Op::ResetOverflow(f))?;
         }
-        for (i, (prev, out)) in self.layer_io(input, ws)?.iter().enumerate() {
-            self.record_layer(ctx, r, i, prev, out, ws)?;
+        for (i, io) in self.layer_io(input, ws)?.iter().enumerate() {
+            self.record_layer(ctx, r, i, io, ws)?;
         }
         Ok(())
     }
@@ -221,10 +287,11 @@ impl<B: Backend> Network<B> {
     pub fn profile(&self, ctx: &B, input: &B::Tensor, ws: &Workspace<B>) -> Result<Vec<Stage>> {
         let mut out = Vec::new();
         ctx.wait("profile")?;
-        for (i, (prev, next)) in self.layer_io(input, ws)?.iter().enumerate() {
+        for (i, io) in self.layer_io(input, ws)?.iter().enumerate() {
+            let prev = &io.input;
             let t = std::time::Instant::now();
             ctx.submit("profile layer", &mut |r| {
-                self.record_layer(ctx, r, i, prev, next, ws)
+                self.record_layer(ctx, r, i, io, ws)
             })?;
             ctx.wait("profile layer")?;
             let seconds = t.elapsed().as_secs_f64();
@@ -249,20 +316,16 @@ impl<B: Backend> Network<B> {
     /// wanted layer.
     pub fn flops(&self, input: &B::Tensor, ws: &Workspace<B>) -> Result<f64> {
         let mut total = 0.0;
-        for (i, (prev, _)) in self.layer_io(input, ws)?.iter().enumerate() {
+        for (i, io) in self.layer_io(input, ws)?.iter().enumerate() {
             if let NetLayer::Conv(c) = &self.layers[i] {
-                total += B::conv_spec(c).flops(B::shape_of(prev))?;
+                total += B::conv_spec(c).flops(B::shape_of(&io.input))?;
             }
         }
         Ok(total)
     }
 
-    /// (input, output) tensor views of each layer up to the deepest wanted one.
-    fn layer_io(
-        &self,
-        input: &B::Tensor,
-        ws: &Workspace<B>,
-    ) -> Result<Vec<(B::Tensor, B::Tensor)>> {
+    /// The tensors each layer up to the deepest wanted one reads and writes.
+    fn layer_io(&self, input: &B::Tensor, ws: &Workspace<B>) -> Result<Vec<LayerIo<B>>> {
         if B::shape_of(input) != ws.input {
             return Err(Error::shape(
                 "network input",
@@ -273,16 +336,27 @@ impl<B: Backend> Network<B> {
                 ),
             ));
         }
-        let last = *ws.wanted.iter().max().unwrap_or(&0);
-        let mut prev = input.clone();
-        let mut io = Vec::with_capacity(last + 1);
-        for i in 0..=last {
-            let out = match ws.wanted.iter().position(|&w| w == i) {
-                Some(k) => ws.outputs[k].clone(),
-                None => B::view_as(&ws.scratch[i % 2], ws.shapes[i], self.storage),
+        let mut outs: Vec<B::Tensor> = Vec::with_capacity(ws.placement.len());
+        let mut io = Vec::with_capacity(ws.placement.len());
+        for (i, place) in ws.placement.iter().enumerate() {
+            let out = match place {
+                Some((b, dtype)) => B::view_as(&ws.scratch[*b], ws.shapes[i], *dtype),
+                None => {
+                    let k = ws.wanted.iter().position(|&w| w == i).ok_or_else(|| {
+                        Error::Config(format!("layer {} has no output buffer", self.names[i]))
+                    })?;
+                    ws.outputs[k].clone()
+                }
             };
-            io.push((prev, out.clone()));
-            prev = out;
+            let links = self.links[i];
+            io.push(LayerIo {
+                input: links
+                    .input
+                    .map_or_else(|| input.clone(), |j| outs[j].clone()),
+                shortcut: links.shortcut.map(|j| outs[j].clone()),
+                output: out.clone(),
+            });
+            outs.push(out);
         }
         Ok(io)
     }
@@ -292,21 +366,28 @@ impl<B: Backend> Network<B> {
         ctx: &B,
         r: &mut B::Recorder,
         i: usize,
-        prev: &B::Tensor,
-        out: &B::Tensor,
+        io: &LayerIo<B>,
         ws: &Workspace<B>,
     ) -> Result<()> {
         let op = match &self.layers[i] {
             NetLayer::Conv(layer) => Op::Conv {
                 layer,
-                input: prev,
-                output: out,
+                input: &io.input,
+                output: &io.output,
+                shortcut: io.shortcut.as_ref(),
                 overflow: ws.overflow.as_ref(),
             },
-            NetLayer::Pool(p) => Op::MaxPool(*p, prev, out),
+            NetLayer::Pool(p) => Op::MaxPool(*p, &io.input, &io.output),
         };
         ctx.run(&self.kernels, r, op)
     }
+}
+
+/// The tensors one layer reads and writes.
+struct LayerIo<B: Backend> {
+    input: B::Tensor,
+    shortcut: Option<B::Tensor>,
+    output: B::Tensor,
 }
 
 impl<B: Backend> Workspace<B> {

@@ -3,7 +3,7 @@
 //! that the pipelines depend on the kernel entry points alone, and holds the GPU pipeline
 //! to the CPU one stage for stage. Slow (plain loops, f64 sums): for tests and small inputs.
 
-use super::{conv2d, cross_layer, field_pool, max_pool2d, normalize, region_pool};
+use super::{conv2d_add, cross_layer, field_pool, max_pool2d, normalize, region_pool};
 use crate::cpu::tensor::lock;
 use crate::cpu::{HostFeatures, HostTensor};
 use crate::error::{Error, Result};
@@ -34,8 +34,16 @@ impl HostMemory for ReferenceBackend {
         c.spec
     }
 
-    fn conv(&self, layer: &Conv2dWeights, input: &CpuTensor, output: &CpuTensor) -> Result<()> {
-        let (shape, r) = conv2d(&input.values(), input.shape, layer)?;
+    fn conv(
+        &self,
+        layer: &Conv2dWeights,
+        input: &CpuTensor,
+        shortcut: Option<&CpuTensor>,
+        output: &CpuTensor,
+    ) -> Result<()> {
+        let shortcut = shortcut.map(|s| (s.shape, s.values()));
+        let shortcut = shortcut.as_ref().map(|(s, v)| (*s, v.as_slice()));
+        let (shape, r) = conv2d_add(&input.values(), input.shape, layer, shortcut)?;
         Shape4::check_output("conv2d", shape, output.shape)?;
         output.write(&r.values)
     }

@@ -12,7 +12,7 @@ mod pooling;
 mod relu;
 
 pub use backend::{CpuFeatures, CpuTensor, ReferenceBackend};
-pub use conv::conv2d;
+pub use conv::{conv2d, conv2d_add};
 pub use features::{features, features_with_aconv};
 pub use network::network_forward;
 pub use pool::max_pool2d;

@@ -83,6 +83,7 @@ impl ModelWeights {
                 spec,
                 tensor,
                 from_linear,
+                batch_norm,
             } = &layer.kind
             else {
                 continue;
@@ -93,20 +94,34 @@ impl ModelWeights {
             } else {
                 vec![spec.out_c, spec.in_c, w.kh, w.kw]
             };
-            let weight = read_f32(
-                &tensors,
-                &format!("{tensor}.weight"),
-                &wshape,
-                &layer.name,
-                &err,
-            )?;
-            let bias = read_f32(
-                &tensors,
-                &format!("{tensor}.bias"),
-                &[spec.out_c],
-                &layer.name,
-                &err,
-            )?;
+            let read =
+                |name: &str, shape: &[usize]| read_f32(&tensors, name, shape, &layer.name, &err);
+            let weight = read(&format!("{tensor}.weight"), &wshape)?;
+            let (weight, bias) = match batch_norm {
+                None => (weight, read(&format!("{tensor}.bias"), &[spec.out_c])?),
+                Some(bn) => {
+                    if tensors.tensor(&format!("{tensor}.bias")).is_some() {
+                        return Err(err(format!(
+                            "tensor '{tensor}.bias' (layer {}) is not expected: torchvision's {arch} convolutions have no bias (batch norm {bn} follows)",
+                            layer.name
+                        )));
+                    }
+                    let c = [spec.out_c];
+                    let norm = BatchNorm {
+                        gamma: read(&format!("{bn}.weight"), &c)?,
+                        beta: read(&format!("{bn}.bias"), &c)?,
+                        mean: read(&format!("{bn}.running_mean"), &c)?,
+                        var: read(&format!("{bn}.running_var"), &c)?,
+                    };
+                    if let Some(i) = norm.var.iter().position(|&v| v < 0.0) {
+                        return Err(err(format!(
+                            "tensor '{bn}.running_var' (layer {}) holds a negative variance at index {i}",
+                            layer.name
+                        )));
+                    }
+                    norm.fold(&weight)
+                }
+            };
             layers.push((layer.name.clone(), Conv2dWeights::new(*spec, weight, bias)?));
         }
         Ok(ModelWeights {
@@ -116,6 +131,38 @@ impl ModelWeights {
             layers,
             source: path.to_path_buf(),
         })
+    }
+}
+
+/// Batch norm's epsilon in torchvision's ResNets (`nn.BatchNorm2d`'s default).
+pub const BATCH_NORM_EPS: f64 = 1e-5;
+
+/// A batch norm's parameters and running statistics, per channel.
+struct BatchNorm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    mean: Vec<f32>,
+    var: Vec<f32>,
+}
+
+impl BatchNorm {
+    /// The preceding bias-free convolution's `weight` (`[out][...]`) with the norm folded in:
+    /// `s = γ / √(var + ε)`, weight `w s`, bias `β - mean s`, in f64 and rounded once, so that
+    /// the folded layer is the torchvision pair to f32 rounding of its values.
+    fn fold(&self, weight: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let per_out = weight.len() / self.gamma.len().max(1);
+        let scale: Vec<f64> = (0..self.gamma.len())
+            .map(|o| self.gamma[o] as f64 / (self.var[o] as f64 + BATCH_NORM_EPS).sqrt())
+            .collect();
+        let weight = weight
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| (w as f64 * scale[i / per_out]) as f32)
+            .collect();
+        let bias = (0..scale.len())
+            .map(|o| (self.beta[o] as f64 - self.mean[o] as f64 * scale[o]) as f32)
+            .collect();
+        (weight, bias)
     }
 }
 

@@ -125,6 +125,7 @@ pub fn seeded_tensors_with(arch: crosspool::model::Arch, classifier: bool) -> Ve
             spec,
             tensor,
             from_linear,
+            batch_norm,
         } = layer.kind
         else {
             continue;
@@ -154,15 +155,39 @@ pub fn seeded_tensors_with(arch: crosspool::model::Arch, classifier: bool) -> Ve
             },
             bytemuck::cast_slice(&weight).to_vec(),
         ));
-        tensors.push((
-            format!("{tensor}.bias"),
-            f32t,
-            vec![spec.out_c],
-            bytemuck::cast_slice(&bias).to_vec(),
-        ));
+        match batch_norm {
+            None => tensors.push((
+                format!("{tensor}.bias"),
+                f32t,
+                vec![spec.out_c],
+                bytemuck::cast_slice(&bias).to_vec(),
+            )),
+            Some(bn) => tensors.extend(seeded_batch_norm(&bn, spec.out_c, j)),
+        }
         j += 1;
     }
     tensors
+}
+
+/// The batch norm after conv layer `j` (ResNet's), as tools/make_golden.py seeds it: weight
+/// 0.5 + 0.25 random(3000 + 4j), bias 0.1 random(3001 + 4j), running mean 0.1 random(3002 +
+/// 4j), running variance 1 + 0.5 random(3003 + 4j): branches that shrink what they add, so
+/// that activations stay of order one through 33 residual blocks.
+fn seeded_batch_norm(bn: &str, c: usize, j: u64) -> Vec<RawTensor> {
+    let at = |k: u64, scale: f32, offset: f32| -> Vec<u8> {
+        let v: Vec<f32> = random(c, 3000 + 4 * j + k)
+            .iter()
+            .map(|r| offset + scale * r)
+            .collect();
+        bytemuck::cast_slice(&v).to_vec()
+    };
+    let f32t = safetensors::Dtype::F32;
+    vec![
+        (format!("{bn}.weight"), f32t, vec![c], at(0, 0.25, 0.5)),
+        (format!("{bn}.bias"), f32t, vec![c], at(1, 0.1, 0.0)),
+        (format!("{bn}.running_mean"), f32t, vec![c], at(2, 0.1, 0.0)),
+        (format!("{bn}.running_var"), f32t, vec![c], at(3, 0.5, 1.0)),
+    ]
 }
 
 /// The conv layers only: [`seeded_tensors_with`] without the classifier.

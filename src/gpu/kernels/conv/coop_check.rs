@@ -51,7 +51,7 @@ impl Conv2dKernel {
             let input = GpuTensor::upload_as(ctx, x, shape, Dtype::F16, "coop check input")?;
             let out = GpuTensor::new(ctx, spec.output_shape(shape)?, "coop check output")?;
             ctx.submit("checking the cooperative-matrix kernel", |enc| {
-                self.record_with(ctx, enc, Some(tile), layer, (&input, &out), None)
+                self.record_with(ctx, enc, Some(tile), layer, (&input, None, &out), None)
             })?;
             out.download(ctx)
         };

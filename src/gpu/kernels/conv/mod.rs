@@ -29,7 +29,7 @@ wgsl_uniform! {
     pub struct ConvParams in CONV2D, test conv_params_layout_matches_wgsl {
         in_h, in_w, in_c, in_base, out_h, out_w, out_c, out_base, kh, kw, stride_h, stride_w,
         pad_h, pad_w, k_total, relu, out_row0, out_rows, in_row0, out_stride, out_c0, k_chunk,
-        _pad1, _pad2,
+        residual, res_base,
     }
 }
 
@@ -39,8 +39,8 @@ pub const REDUCE_WORKGROUP: u32 = 256;
 wgsl_uniform! {
     /// Uniform block of `conv2d_splitk_reduce.wgsl`; field order and types match the WGSL struct.
     pub struct ReduceParams in CONV2D_SPLITK_REDUCE, test reduce_params_layout_matches_wgsl {
-        count, out_c, out_w, out_h, out_row0, out_base, out_stride, out_c0, splits, relu, _pad0,
-        _pad1,
+        count, out_c, out_w, out_h, out_row0, out_base, out_stride, out_c0, splits, relu,
+        residual, res_base,
     }
 }
 
@@ -61,6 +61,8 @@ pub struct Conv2dKernel {
     no_flags: GpuBuffer,
     /// Bound as the partial sums of the small tile's dispatches that do not split K.
     no_partial: GpuBuffer,
+    /// Bound as the residual of convolutions without one.
+    no_residual: GpuBuffer,
     /// A tile forced for every layer, else chosen per layer.
     forced: Option<ConvTile>,
     /// Workgroups a layer must give with the large tile to use it.
@@ -87,6 +89,7 @@ impl Conv2dKernel {
             partial: Scratch::new("split-K partial sums"),
             no_flags: ctx.storage_buffer(4, "conv overflow flags (unread)")?,
             no_partial: ctx.storage_buffer(4, "split-K partial sums (unused)")?,
+            no_residual: ctx.storage_buffer(4, "conv residual (unused)")?,
             forced: tile,
             min_large_workgroups: large_tile_min_workgroups(ctx),
             split_by_rule: ctx.info.device_type != wgpu::DeviceType::Cpu,
@@ -211,7 +214,20 @@ impl Conv2dKernel {
         (input, output): (&GpuTensor, &GpuTensor),
         overflow: Option<&GpuBuffer>,
     ) -> Result<()> {
-        self.record_with(ctx, enc, None, layer, (input, output), overflow)
+        self.record_with(ctx, enc, None, layer, (input, None, output), overflow)
+    }
+
+    /// [`Conv2dKernel::record`] with a residual `shortcut` (the output's shape, f32) added
+    /// to the sums before ReLU, in the convolution's epilogue.
+    pub fn record_residual(
+        &self,
+        ctx: &GpuContext,
+        enc: &mut wgpu::CommandEncoder,
+        layer: &GpuConv2d,
+        (input, shortcut, output): (&GpuTensor, Option<&GpuTensor>, &GpuTensor),
+        overflow: Option<&GpuBuffer>,
+    ) -> Result<()> {
+        self.record_with(ctx, enc, None, layer, (input, shortcut, output), overflow)
     }
 
     /// [`Conv2dKernel::record`] with `tile` (or, if `None`, the tile chosen per
@@ -222,12 +238,21 @@ impl Conv2dKernel {
         enc: &mut wgpu::CommandEncoder,
         tile: Option<ConvTile>,
         layer: &GpuConv2d,
-        (input, output): (&GpuTensor, &GpuTensor),
+        (input, shortcut, output): (&GpuTensor, Option<&GpuTensor>, &GpuTensor),
         overflow: Option<&GpuBuffer>,
     ) -> Result<()> {
         let spec = layer.spec;
         let out = spec.output_shape(input.shape)?;
         Shape4::check_output("conv2d", out, output.shape)?;
+        if let Some(s) = shortcut {
+            Shape4::check_output("residual addition", s.shape, out)?;
+            if s.dtype != Dtype::F32 {
+                return Err(Error::shape(
+                    "residual addition",
+                    "the shortcut must be stored in f32",
+                ));
+            }
+        }
         if out.is_empty() {
             return Ok(());
         }
@@ -257,6 +282,14 @@ impl Conv2dKernel {
                 (input.dtype.bytes(), output.dtype.bytes()),
                 limits.align,
             );
+            // The residual, f32, bound over the same rows as the output.
+            let res_window = band
+                .windows((in_row, out_row), (input.dtype.bytes(), 4), limits.align)
+                .1;
+            let residual = match shortcut {
+                Some(s) => res_window.bind(&s.buffer),
+                None => Binding::whole(&self.no_residual),
+            };
             let m = (band.out_rows * out.w) as u32;
             for slice in &layer.slices {
                 let tile = match tile {
@@ -312,8 +345,8 @@ impl Conv2dKernel {
                     out_stride: out.c as u32,
                     out_c0: slice.c0 as u32,
                     k_chunk: split.map_or(0, |(chunk, _, _)| chunk as u32),
-                    _pad1: 0,
-                    _pad2: 0,
+                    residual: shortcut.is_some() as u32,
+                    res_base: res_window.base,
                 };
                 let partial_binding = match (&partial, split) {
                     (Some(p), Some((_, _, bytes))) => Binding {
@@ -329,6 +362,7 @@ impl Conv2dKernel {
                     Binding::whole(&slice.bias),
                     ow.bind(&output.buffer),
                     Binding::whole(flags),
+                    residual,
                 ];
                 if tile.binds_partial_sums() {
                     bindings.push(partial_binding);
@@ -355,8 +389,8 @@ impl Conv2dKernel {
                         out_c0: slice.c0 as u32,
                         splits: layers,
                         relu: spec.relu as u32,
-                        _pad0: 0,
-                        _pad1: 0,
+                        residual: shortcut.is_some() as u32,
+                        res_base: res_window.base,
                     };
                     record(
                         ctx,
@@ -368,6 +402,7 @@ impl Conv2dKernel {
                             Binding::whole(&slice.bias),
                             ow.bind(&output.buffer),
                             Binding::whole(flags),
+                            residual,
                         ],
                         Grid::Threads(count, REDUCE_WORKGROUP),
                     );

@@ -73,7 +73,14 @@ impl Conv2dKernel {
                 let timed = crate::tune::time_candidates(candidates, 0.005, |&tile, reps| {
                     ctx.submit("autotuning a convolution", |enc| {
                         for _ in 0..reps {
-                            self.record_with(ctx, enc, Some(tile), layer, (input, output), None)?;
+                            self.record_with(
+                                ctx,
+                                enc,
+                                Some(tile),
+                                layer,
+                                (input, None, output),
+                                None,
+                            )?;
                         }
                         Ok(())
                     })?;
