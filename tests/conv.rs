@@ -245,3 +245,93 @@ fn rgb_first_layer_strided_in_row_bands() {
         "3x3 s2 3->70 banded",
     );
 }
+
+/// A residual block's shortcut `s` in every scalar tile's epilogue and in split-K's
+/// reduction: with it (and ReLU), each output must be exactly `max((acc + bias) + s, 0)`,
+/// where `acc + bias` is what the same tile stores for the same weights without either (the
+/// same sums in the same order), so a shortcut read at the wrong pixel, channel, band or slice
+/// fails exactly. The reference with the shortcut is held to the sum bound as well.
+fn check_residual_on(ctx: &GpuContext, input: Shape4, spec: Conv2dSpec, seed: u64, what: &str) {
+    let plain = layer(
+        Conv2dSpec {
+            relu: false,
+            ..spec
+        },
+        seed,
+    );
+    let with_relu = Conv2dWeights {
+        spec: Conv2dSpec { relu: true, ..spec },
+        ..plain.clone()
+    };
+    let x = random(input.len(), seed + 2);
+    let out = spec.output_shape(input).unwrap();
+    let s = random(out.len(), seed + 3);
+    let (_, want) = reference::conv2d_add(&x, input, &with_relu, Some((out, &s))).unwrap();
+    let (gp, gr) = (
+        GpuConv2d::upload(ctx, &plain).unwrap(),
+        GpuConv2d::upload(ctx, &with_relu).unwrap(),
+    );
+    let gx = GpuTensor::upload(ctx, &x, input, "input").unwrap();
+    let gs = GpuTensor::upload(ctx, &s, out, "shortcut").unwrap();
+    let tiles = ConvTile::every_scalar(spec.k_total());
+    for tile in tiles.into_iter().chain([ConvTile::SplitK(3)]) {
+        let kernel = Conv2dKernel::with_tile(ctx, Some(tile)).unwrap();
+        let sums = kernel.run(ctx, &gp, &gx).unwrap().download(ctx).unwrap();
+        let gy = GpuTensor::with_dtype(ctx, out, crosspool::gpu::Dtype::F32, "out").unwrap();
+        ctx.submit("residual", |enc| {
+            kernel.record_residual(ctx, enc, &gr, (&gx, Some(&gs), &gy), None)
+        })
+        .unwrap();
+        let got = gy.download(ctx).unwrap();
+        let what = format!("{what}, {tile:?}");
+        for (i, ((g, a), b)) in got.iter().zip(&sums).zip(&s).enumerate() {
+            assert_eq!(
+                g.to_bits(),
+                (a + b).max(0.0).to_bits(),
+                "{what}: output {i}"
+            );
+        }
+        assert_reduction_close(&got, &want, spec.k_total() + 2, &what);
+    }
+}
+
+/// ResNet's shapes: a 1x1 on 17 channels, the strided 1x1 downsampling shortcut, a strided
+/// 3x3 with odd channels, output channels past one slice's tile; and row bands under a 4 KiB
+/// binding cap, where the shortcut's binding window differs from the output's.
+#[test]
+fn residual_addition_in_every_tile() {
+    let ctx = gpu();
+    let cases = [
+        (
+            Shape4::new(2, 7, 9, 17),
+            conv(17, 64, Window2d::square(1, 1, 0), true),
+            "1x1",
+        ),
+        (
+            Shape4::new(2, 9, 8, 64),
+            conv(64, 256, Window2d::square(1, 2, 0), false),
+            "1x1 s2",
+        ),
+        (
+            Shape4::new(1, 11, 6, 33),
+            conv(33, 40, Window2d::square(3, 2, 1), true),
+            "3x3 s2",
+        ),
+        (
+            Shape4::new(1, 4, 5, 8),
+            conv(8, 131, Window2d::square(3, 1, 1), true),
+            "131 out",
+        ),
+    ];
+    for (seed, (input, spec, what)) in cases.into_iter().enumerate() {
+        check_residual_on(ctx, input, spec, 40 + seed as u64 * 10, what);
+    }
+    let banded = gpu_with_binding_cap(4 * 1024);
+    check_residual_on(
+        &banded,
+        Shape4::new(3, 21, 13, 7),
+        conv(7, 12, Window2d::square(3, 1, 1), true),
+        90,
+        "3x3 banded",
+    );
+}

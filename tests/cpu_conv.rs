@@ -635,3 +635,85 @@ fn wrong_buffer_sizes_are_errors() {
     assert!(layer.run(&x[1..], shape, &mut y).is_err());
     assert!(layer.run(&x, Shape4::new(1, 5, 5, 2), &mut y).is_err());
 }
+
+/// A residual block's shortcut `s` in every CPU kernel's epilogue (and AMX's, where this CPU
+/// has it): with it (and ReLU), each output must be exactly `max((acc + bias) + s, 0)`, where
+/// `acc + bias` is what the same kernel stores for the same weights without either, so a
+/// shortcut read at the wrong pixel or channel fails exactly; and the reference with the
+/// shortcut holds the direct kernels to the sum bound.
+#[test]
+fn residual_addition_in_every_kernel() {
+    let cases = [
+        (
+            Shape4::new(2, 7, 9, 17),
+            conv(17, 64, Window2d::square(1, 1, 0), true),
+            "1x1",
+        ),
+        (
+            Shape4::new(2, 9, 8, 64),
+            conv(64, 256, Window2d::square(1, 2, 0), false),
+            "1x1 s2",
+        ),
+        (
+            Shape4::new(1, 11, 6, 33),
+            conv(33, 40, Window2d::square(3, 2, 1), true),
+            "3x3 s2",
+        ),
+        (
+            Shape4::new(2, 10, 31, 64),
+            conv(64, 40, Window2d::square(3, 1, 1), true),
+            "winograd",
+        ),
+        (
+            Shape4::new(1, 7, 7, 64),
+            conv(64, 33, Window2d::square(3, 1, 1), true),
+            "7x7 map",
+        ),
+    ];
+    for (seed, (input, spec, what)) in cases.into_iter().enumerate() {
+        let (plain, x) = seeded_layer(
+            input,
+            Conv2dSpec {
+                relu: false,
+                ..spec
+            },
+            500 + seed as u64,
+        );
+        let with_relu = Conv2dWeights {
+            spec: Conv2dSpec { relu: true, ..spec },
+            ..plain.clone()
+        };
+        let out = spec.output_shape(input).unwrap();
+        let s = random(out.len(), 600 + seed as u64);
+        let mut kernels: Vec<(ConvKernel, Products)> =
+            kernels().into_iter().map(|k| (k, Products::F32)).collect();
+        if amx() {
+            kernels.push((ConvKernel::detected(), Products::Bf16));
+        }
+        for (kernel, products) in kernels {
+            let a = CpuConv2d::with_products(&plain, kernel, products).unwrap();
+            let b = CpuConv2d::with_products(&with_relu, kernel, products).unwrap();
+            let mut sums = vec![f32::NAN; out.len()];
+            a.run(&x, input, &mut sums).unwrap();
+            let mut got = vec![f32::NAN; out.len()];
+            b.run_add(&x, input, Some(&s), &mut got).unwrap();
+            let what = format!("{what} ({}, {products:?})", b.kernel().name());
+            for (i, ((g, a), s)) in got.iter().zip(&sums).zip(&s).enumerate() {
+                assert_eq!(
+                    g.to_bits(),
+                    (a + s).max(0.0).to_bits(),
+                    "{what}: output {i}"
+                );
+            }
+            if matches!(b.kernel(), ConvKernel::Direct(_) | ConvKernel::Gemm) {
+                let (_, want) =
+                    reference::conv2d_add(&x, input, &with_relu, Some((out, &s))).unwrap();
+                assert_reduction_close(&got, &want, spec.k_total() + 2, &what);
+            }
+        }
+        // A shortcut of another length is refused.
+        let layer = CpuConv2d::with_kernel(&with_relu, ConvKernel::detected()).unwrap();
+        let mut got = vec![0.0; out.len()];
+        assert!(layer.run_add(&x, input, Some(&s[1..]), &mut got).is_err());
+    }
+}

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """The crosspool pipeline in PyTorch, for comparison with `crosspool bench`.
 
-torchvision's VGG16/VGG19/AlexNet trunk up to the paper's layer pair (random weights: timing
-does not depend on them), cross-layer pooling as a batched matrix product P = A X^T, per-channel
+torchvision's VGG16/VGG19/AlexNet trunk up to the paper's layer pair, or ResNet-50/101 up to
+layer4.1 and layer4.2 (crosspool's default pair for them; batch norm folded into the
+convolutions with torch.nn.utils.fusion, as crosspool folds it) (random weights: timing does
+not depend on them), cross-layer pooling as a batched matrix product P = A X^T, per-channel
 L2 and signed square root; the same input size and batch, on CUDA if present, else the CPU.
 Times a whole batch as `crosspool bench` does: upload, compute, download, median of --iters.
 On CUDA, set up as a performance-minded user would (torch.backends.cudnn.benchmark on,
@@ -26,6 +28,35 @@ import torchvision
 
 # Index in `features` just after the ReLU of layer t and of layer t+1.
 PAIRS = {"vgg16": (28, 30), "vgg19": (34, 36), "alexnet": (10, 12)}
+RESNETS = ("resnet50", "resnet101")
+
+
+def fold_batch_norms(m):
+    """ResNet with every batch norm folded into the convolution before it (eval mode): what a
+    performance-minded user does for inference, and what crosspool does on load."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    m.conv1 = fuse_conv_bn_eval(m.conv1, m.bn1)
+    m.bn1 = torch.nn.Identity()
+    for stage in (m.layer1, m.layer2, m.layer3, m.layer4):
+        for block in stage:
+            for i in (1, 2, 3):
+                setattr(block, f"conv{i}", fuse_conv_bn_eval(getattr(block, f"conv{i}"), getattr(block, f"bn{i}")))
+                setattr(block, f"bn{i}", torch.nn.Identity())
+            if block.downsample is not None:
+                block.downsample = torch.nn.Sequential(fuse_conv_bn_eval(block.downsample[0], block.downsample[1]))
+    return m
+
+
+def head_and_tail(model):
+    """The network up to layer t (after its ReLU), and from there to layer t+1."""
+    if model in RESNETS:
+        m = fold_batch_norms(getattr(torchvision.models, model)(weights=None).eval())
+        head = torch.nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3,
+                                   m.layer4[:2])
+        return head, m.layer4[2:]
+    net = getattr(torchvision.models, model)(weights=None).features.eval()
+    t_end, t1_end = PAIRS[model]
+    return net[:t_end], net[t_end:t1_end]
 
 
 def run(model, size, batch, iters, warmup, device, tf32, channels_last=False, compiled=False,
@@ -34,11 +65,8 @@ def run(model, size, batch, iters, warmup, device, tf32, channels_last=False, co
     torch.backends.cuda.matmul.allow_tf32 = tf32
     # cuDNN times its algorithms on the first batch of each shape and keeps the fastest.
     torch.backends.cudnn.benchmark = device == "cuda"
-    net = getattr(torchvision.models, model)(weights=None).features.eval().to(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    net = net.to(memory_format=fmt)
-    t_end, t1_end = PAIRS[model]
-    head, tail = net[:t_end], net[t_end:t1_end]
+    head, tail = (n.to(device).to(memory_format=fmt) for n in head_and_tail(model))
     x_host = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
     if device == "cuda":
         x_host = x_host.pin_memory()
@@ -95,7 +123,7 @@ def label(r):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="vgg16", choices=sorted(PAIRS))
+    ap.add_argument("--model", default="vgg16", choices=sorted(PAIRS) + list(RESNETS))
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--iters", type=int, default=20)

@@ -269,32 +269,54 @@ pub fn normalize(data: &mut [f32], rows: usize, cols: usize, norm: Normalization
     let images = data.len() / (rows * cols);
     let rows_in_parallel = images < rayon::current_num_threads();
     data.par_chunks_mut(rows * cols).for_each(|img| {
-        let mut v: Vec<f64> = img.iter().map(|&x| x as f64).collect();
-        let per_row = |row: &mut [f64]| {
+        // In f64 without a copy of the image (ResNet's are 4M values): each row's norm, then
+        // its values transformed as they are read; with global L2, a first pass sums their
+        // squares (per row, then in row order) and a second transforms again and scales.
+        let row_norm = |row: &[f32]| -> f64 {
             if norm.channel_l2 {
-                let n = row.iter().map(|x| x * x).sum::<f64>().sqrt();
-                if n > 0.0 {
-                    row.iter_mut().for_each(|x| *x /= n);
-                }
-            }
-            if norm.signed_sqrt {
-                row.iter_mut()
-                    .for_each(|x| *x = x.signum() * x.abs().sqrt());
+                row.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()
+            } else {
+                0.0
             }
         };
-        if rows_in_parallel {
-            v.par_chunks_mut(cols).for_each(per_row);
-        } else {
-            v.chunks_mut(cols).for_each(per_row);
-        }
-        if norm.global_l2 {
-            let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let value = |x: f32, n: f64| -> f64 {
+            let mut y = x as f64;
             if n > 0.0 {
-                v.iter_mut().for_each(|x| *x /= n);
+                y /= n;
             }
-        }
-        for (o, x) in img.iter_mut().zip(&v) {
-            *o = *x as f32;
+            if norm.signed_sqrt {
+                y = y.signum() * y.abs().sqrt();
+            }
+            y
+        };
+        let squares = |row: &mut [f32]| -> f64 {
+            let n = row_norm(row);
+            if norm.global_l2 {
+                row.iter().map(|&x| value(x, n).powi(2)).sum::<f64>()
+            } else {
+                row.iter_mut().for_each(|x| *x = value(*x, n) as f32);
+                0.0
+            }
+        };
+        let sums: Vec<f64> = if rows_in_parallel {
+            img.par_chunks_mut(cols).map(squares).collect()
+        } else {
+            img.chunks_mut(cols).map(squares).collect()
+        };
+        if norm.global_l2 {
+            let g = sums.iter().sum::<f64>().sqrt();
+            let scale = |row: &mut [f32]| {
+                let n = row_norm(row);
+                for x in row.iter_mut() {
+                    let y = value(*x, n);
+                    *x = if g > 0.0 { y / g } else { y } as f32;
+                }
+            };
+            if rows_in_parallel {
+                img.par_chunks_mut(cols).for_each(scale);
+            } else {
+                img.chunks_mut(cols).for_each(scale);
+            }
         }
     });
 }
