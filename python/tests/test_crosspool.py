@@ -296,3 +296,62 @@ def test_the_readme_example_runs_as_written(monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "(4, 512, 512)" in printed and "[0, 1, 2, 4]" in printed, printed
     assert "Failure(index=3" in printed, printed
+
+
+def write_safetensors(path, tensors, metadata):
+    """A safetensors file of f32 arrays (the format: an 8-byte header length, a JSON header
+    of names, dtypes, shapes and byte ranges, then the bytes), so the test needs only numpy."""
+    header, blobs, offset = {"__metadata__": metadata}, [], 0
+    for name, a in tensors.items():
+        b = np.ascontiguousarray(a, dtype="<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [offset, offset + len(b)]}
+        blobs.append(b)
+        offset += len(b)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    Path(path).write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def resnet50_tensors(seed=0):
+    """Random ResNet-50 weights in torchvision's names, batch norms included (He-scaled
+    convolutions; each block's last batch norm small, as in trained networks)."""
+    rng = np.random.default_rng(seed)
+    t = {}
+
+    def conv_bn(conv, bn, cin, cout, k, gamma=1.0):
+        t[f"{conv}.weight"] = rng.normal(0, np.sqrt(2 / (cin * k * k)), (cout, cin, k, k))
+        t[f"{bn}.weight"] = gamma * rng.uniform(0.5, 1.0, cout)
+        t[f"{bn}.bias"] = rng.normal(0, 0.1, cout)
+        t[f"{bn}.running_mean"] = rng.normal(0, 0.1, cout)
+        t[f"{bn}.running_var"] = rng.uniform(0.5, 1.5, cout)
+
+    conv_bn("conv1", "bn1", 3, 64, 7)
+    cin = 64
+    for s, n in enumerate([3, 4, 6, 3], 1):
+        width = 64 << (s - 1)
+        for b in range(n):
+            p = f"layer{s}.{b}"
+            conv_bn(f"{p}.conv1", f"{p}.bn1", cin, width, 1)
+            conv_bn(f"{p}.conv2", f"{p}.bn2", width, width, 3)
+            conv_bn(f"{p}.conv3", f"{p}.bn3", width, 4 * width, 1, gamma=0.2)
+            if b == 0:
+                conv_bn(f"{p}.downsample.0", f"{p}.downsample.1", cin, 4 * width, 1)
+            cin = 4 * width
+    return t
+
+
+def test_resnet50_features_equal_the_command_lines(tmp_path):
+    weights = tmp_path / "resnet50.safetensors"
+    write_safetensors(weights, resnet50_tensors(), {"crosspool.arch": "resnet50"})
+    photos = sorted(str(p) for p in PHOTOS.glob("*.jpg"))
+    out = tmp_path / "feats"
+    p = cli("extract", "-q", "--device", "cpu", "--size", "64", "--batch", "2",
+            "--weights", weights, "-o", out, *photos)
+    assert p.returncode == 0, p.stderr
+    ex = crosspool.Extractor(weights, size=64, batch=2, device="cpu")
+    got = ex.extract(photos)
+    shards = crosspool.read_shards(out)
+    # The default pair, layer4.1 x layer4.2: 2048 x 2048 per image.
+    assert got.features.shape == (len(photos), 2048, 2048)
+    assert np.array_equal(bits(got.features), bits(shards.features))
+    assert np.array_equal(bits(got.guide_mean), bits(shards.guide_mean))

@@ -40,7 +40,11 @@ impl ModelWeights {
         let mut layers = Vec::new();
         for layer in &all[..end] {
             if let LayerKind::Conv { spec, .. } = &layer.kind {
-                let scale = (6.0 / spec.k_total() as f32).sqrt();
+                // A residual branch's last convolution at a fifth of He's scale, as trained
+                // ResNets' last batch norms of a block shrink it: activations stay of order
+                // one through the blocks instead of doubling in variance at each.
+                let branch_end = if layer.shortcut.is_some() { 0.2 } else { 1.0 };
+                let scale = (6.0 / spec.k_total() as f32).sqrt() * branch_end;
                 let weight = (0..spec.weight_len()).map(|_| next() * scale).collect();
                 let bias = (0..spec.out_c).map(|_| next() * 0.01).collect();
                 layers.push((layer.name.clone(), Conv2dWeights::new(*spec, weight, bias)?));

@@ -141,7 +141,89 @@ fn precision(input: Dtype, output: Dtype) -> String {
     format!("f16 ({}->{})", name(input), name(output))
 }
 
+/// Residual blocks' convolutions (ResNet's strided 1x1 shortcut and strided 3x3, odd channels)
+/// with a shortcut added in the epilogue, held to the reference with it.
+fn residual_cases() -> Vec<Case> {
+    let sq = Window2d::square;
+    vec![
+        Case::new((2, 9, 8, 64), 256, sq(1, 2, 0), false),
+        Case::new((1, 11, 6, 33), 40, sq(3, 2, 1), true),
+    ]
+}
+
+/// Runs `tile` with the `shortcut` (f32) added, storing the output as `out`.
+fn run_tile_residual(
+    ctx: &GpuContext,
+    tile: ConvTile,
+    layer: &GpuConv2d,
+    (input, shortcut): (&GpuTensor, &GpuTensor),
+    out: Dtype,
+) -> Result<Vec<f32>> {
+    let kernel = Conv2dKernel::with_tile(ctx, Some(tile))?;
+    let output = GpuTensor::with_dtype(ctx, shortcut.shape, out, "selftest residual output")?;
+    ctx.submit("selftest: residual conv", |enc| {
+        kernel.record_residual(ctx, enc, layer, (input, Some(shortcut), &output), None)
+    })?;
+    output.download(ctx)
+}
+
+/// Every tile with a shortcut: f32, and f16 weights and activations (with cooperative
+/// matrices where the device has them) with the f32 shortcut the network keeps.
+fn check_residual(ctx: &GpuContext, opts: Options, emit: &mut Emit) {
+    for (i, case) in residual_cases().into_iter().enumerate() {
+        let seed = 300 + 10 * i as u64;
+        let shape = format!("{} + shortcut", case.describe());
+        let terms = case.spec.k_total() + 2;
+        let mut precisions = vec![(Dtype::F32, as_f32 as fn(f32) -> f32)];
+        if ctx.has_f16() {
+            precisions.push((Dtype::F16, as_read_from_f16));
+        }
+        for (dtype, round) in precisions {
+            let prepared = (|| -> Result<_> {
+                let w = layer(case.spec, seed, round)?;
+                let x: Vec<f32> = seeded_values(case.input.len(), seed + 2)
+                    .into_iter()
+                    .map(round)
+                    .collect();
+                let out = case.spec.output_shape(case.input)?;
+                let s = seeded_values(out.len(), seed + 3);
+                let (_, want) = reference::conv2d_add(&x, case.input, &w, Some((out, &s)))?;
+                let gl = GpuConv2d::upload_as(ctx, &w, dtype)?;
+                let gx = GpuTensor::upload_as(ctx, &x, case.input, dtype, "selftest input")?;
+                let gs = GpuTensor::upload(ctx, &s, out, "selftest shortcut")?;
+                Ok((want, gl, gx, gs))
+            })();
+            let mut all: Vec<(ConvTile, Accumulation)> = tiles(&case.spec, opts.quick)
+                .into_iter()
+                .map(|t| (t, Accumulation::Nearest))
+                .collect();
+            if dtype == Dtype::F16 && ctx.cooperative_matrix {
+                all.push((ConvTile::Coop, Accumulation::Truncating));
+            }
+            let (p, rounding) = match dtype {
+                Dtype::F32 => ("f32".to_string(), Rounding::F32),
+                Dtype::F16 => (precision(Dtype::F16, Dtype::F16), Rounding::F16),
+            };
+            for (tile, accumulation) in all {
+                let t0 = std::time::Instant::now();
+                let name = format!("conv {} residual", tile.name());
+                let outcome = match &prepared {
+                    Ok((want, gl, gx, gs)) => run_tile_residual(ctx, tile, gl, (gx, gs), dtype)
+                        .map(|got| within_sum_bound(&got, want, terms, rounding, accumulation)),
+                    Err(e) => Err(crate::Error::Config(format!("preparing the check: {e}"))),
+                };
+                emit(Row::of((&name, &shape, &p), t0, outcome));
+            }
+        }
+    }
+}
+
+fn as_f32(v: f32) -> f32 {
+    v
+}
+
 pub(super) fn check(ctx: &GpuContext, opts: Options, emit: &mut Emit) {
+    check_residual(ctx, opts, emit);
     let f16 = ctx.has_f16();
     let coop = ctx.cooperative_matrix;
     if !f16 {

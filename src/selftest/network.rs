@@ -1,6 +1,7 @@
-//! Whole VGG16 forward passes with seeded weights, from the image to the paper's cross-layer
-//! features, on the GPU against the native CPU backend: in f32, and in f16 storage (on
-//! cooperative matrices where the device uses them) where the adapter has shader-f16.
+//! Whole VGG16 and ResNet-50 forward passes with seeded weights, from the image to the
+//! cross-layer features of their default pairs, on the GPU against the native CPU backend: in
+//! f32, and in f16 storage (on cooperative matrices where the device uses them) where the
+//! adapter has shader-f16.
 
 use super::{Emit, Options, Row};
 use crate::cpu::{CpuBackend, HostTensor};
@@ -31,11 +32,17 @@ fn unsqrt(v: &[f32]) -> Vec<f32> {
 }
 
 pub(super) fn check(ctx: &GpuContext, opts: Options, emit: &mut Emit) {
+    for arch in [Arch::Vgg16, Arch::Resnet50] {
+        check_arch(ctx, arch, opts, emit);
+    }
+}
+
+fn check_arch(ctx: &GpuContext, arch: Arch, opts: Options, emit: &mut Emit) {
     let size = if opts.quick { 64 } else { 224 };
     let shape = Shape4::new(2, size, size, 3);
-    let what = format!("vgg16 2x{size}x{size} seeded");
+    let what = format!("{arch} 2x{size}x{size} seeded");
     let spec = FeatureSpec {
-        repr: Representation::paper_default(Arch::Vgg16),
+        repr: Representation::paper_default(arch),
         norm: Normalization::PAPER,
     };
     // Roughly the range of preprocessed pixels.
@@ -45,8 +52,8 @@ pub(super) fn check(ctx: &GpuContext, opts: Options, emit: &mut Emit) {
         .collect();
     let t0 = std::time::Instant::now();
     let prepared = (|| -> Result<(ModelWeights, Vec<f32>)> {
-        let (_, t1) = Arch::Vgg16.default_pair();
-        let w = ModelWeights::synthetic(Arch::Vgg16, Some(t1))?;
+        let (_, t1) = arch.default_pair();
+        let w = ModelWeights::synthetic(arch, Some(t1))?;
         let cpu = CpuBackend::new();
         let ex = Extractor::new(&cpu, &w, spec.clone(), None)?;
         let ws = ex.workspace(&cpu, shape)?;
