@@ -464,9 +464,10 @@ pub fn check_fits(
             max,
             "the GPU's largest buffer",
         ),
-        // The network's two ping-pong activations, the input and the features.
+        // The activations the network holds at once (two for a plain chain), the input and
+        // the features.
         MemoryLimit::HostMemory(Some(free)) => (
-            b.saturating_mul(3 * activation + feature),
+            b.saturating_mul((weights.arch.live_activations() as u64 + 1) * activation + feature),
             free,
             "the memory available",
         ),

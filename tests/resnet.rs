@@ -173,9 +173,7 @@ fn every_command_runs_on_resnet() {
         "search", "--device", "cpu", "--json", "--index", index, "--query", query
     ]));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let top = v["results"][0]["path"]
-        .as_str()
-        .unwrap_or_default();
+    let top = v["results"][0]["path"].as_str().unwrap_or_default();
     assert!(top.ends_with("coffee.jpg"), "{out}");
 
     // ResNet-101, labelled folders, an inner convolution and a block output on one grid.

@@ -91,6 +91,23 @@ impl Arch {
         }
     }
 
+    /// The most layer outputs a forward pass holds at once (a layer's output while its
+    /// operands are still to be read by it or later layers): 2 for a plain chain, 3 for a
+    /// ResNet (a block's last convolution reads the branch and adds the shortcut).
+    pub fn live_activations(self) -> usize {
+        let layers = self.layers();
+        let mut last_use: Vec<usize> = (0..layers.len()).collect();
+        for (i, l) in layers.iter().enumerate() {
+            for j in [l.input_index(i), l.shortcut].into_iter().flatten() {
+                last_use[j] = last_use[j].max(i);
+            }
+        }
+        (0..layers.len())
+            .map(|i| 1 + (0..i).filter(|&j| last_use[j] >= i).count())
+            .max()
+            .unwrap_or(1)
+    }
+
     /// Output shapes of the layers up to and including layer `last` for `input`, following
     /// each layer's input and shortcut; an error if a layer does not accept its input (too
     /// small, or a shortcut of another shape).
@@ -585,6 +602,60 @@ mod tests {
             }
             assert_eq!(s, Shape4::new(1, 1, 1, 1000), "{arch}");
         }
+    }
+
+    #[test]
+    fn resnets_have_torchvisions_blocks_and_shapes() {
+        for (arch, blocks, convs) in [
+            (Arch::Resnet50, [3, 4, 6, 3], 53),
+            (Arch::Resnet101, [3, 4, 23, 3], 104),
+        ] {
+            let layers = arch.layers();
+            let n_convs = layers
+                .iter()
+                .filter(|l| matches!(l.kind, LayerKind::Conv { .. }))
+                .count();
+            assert_eq!(n_convs, convs, "{arch}");
+            // Every block's output adds a shortcut: its downsampling convolution in a stage's
+            // first block (which reads the block's input), else the block's input.
+            for (s, &n) in blocks.iter().enumerate() {
+                for b in 0..n {
+                    let i = arch.layer_index(&format!("layer{}.{b}", s + 1)).unwrap();
+                    let shortcut = &layers[layers[i].shortcut.unwrap()];
+                    let conv1 = arch
+                        .layer_index(&format!("layer{}.{b}.conv1", s + 1))
+                        .unwrap();
+                    if b == 0 {
+                        assert_eq!(shortcut.name, format!("layer{}.0.downsample", s + 1));
+                        assert_eq!(shortcut.input, Some(conv1 - 1));
+                    } else {
+                        assert_eq!(shortcut.name, format!("layer{}.{}", s + 1, b - 1));
+                    }
+                }
+            }
+            let shapes = arch
+                .output_shapes(Shape4::new(2, 224, 224, 3), layers.len() - 1)
+                .unwrap();
+            let at = |n: &str| shapes[arch.layer_index(n).unwrap()];
+            assert_eq!(at("conv1"), Shape4::new(2, 112, 112, 64));
+            assert_eq!(at("maxpool"), Shape4::new(2, 56, 56, 64));
+            assert_eq!(at("layer1.2"), Shape4::new(2, 56, 56, 256));
+            assert_eq!(at("layer2.0.conv2"), Shape4::new(2, 28, 28, 128));
+            assert_eq!(at("layer3.0"), Shape4::new(2, 14, 14, 1024));
+            assert_eq!(at("layer4.2"), Shape4::new(2, 7, 7, 2048));
+            assert_eq!(arch.live_activations(), 3);
+            // layer4.2's units see a 3x3 window of layer4.1 through conv2 (1x1, 3x3, 1x1).
+            let f = arch
+                .receptive_fields("layer4.1", "layer4.2", (7, 7), (7, 7))
+                .unwrap();
+            assert_eq!((f[0], f[8]), ([0, 2, 0, 2], [0, 3, 0, 3]));
+            // The downsampling shortcut is not on layer4.2's path from layer4.1.
+            assert!(arch
+                .receptive_fields("layer4.0.downsample", "layer4.2", (7, 7), (7, 7))
+                .is_err());
+            assert_eq!(arch.min_input_size("layer4.2").unwrap(), 1);
+        }
+        assert_eq!(Arch::Vgg16.live_activations(), 2);
     }
 
     #[test]
