@@ -717,3 +717,36 @@ fn residual_addition_in_every_kernel() {
         assert!(layer.run_add(&x, input, Some(&s[1..]), &mut got).is_err());
     }
 }
+
+/// 1x1 stride-1 layers run as a plain matrix product on the input in place (ResNet's
+/// bottleneck ends): tiles of 14 pixels cross rows and images, and a last partial tile (here
+/// 105 = 7 x 14 + 7 pixels, and 3280 = 234 x 14 + 4 in 8 blocks of tiles) is read from a
+/// zero-padded copy; with padding or a stride the layer runs on row tiles as before.
+#[test]
+fn pointwise_tiles_cross_rows_and_images() {
+    let one = Window2d::square(1, 1, 0);
+    check(
+        Shape4::new(3, 5, 7, 33),
+        conv(33, 40, one, true),
+        700,
+        "1x1, partial last tile",
+    );
+    check(
+        Shape4::new(2, 40, 41, 64),
+        conv(64, 70, one, false),
+        710,
+        "1x1, many blocks",
+    );
+    check(
+        Shape4::new(1, 2, 3, 16),
+        conv(16, 8, one, true),
+        720,
+        "1x1, fewer pixels than a tile",
+    );
+    check(
+        Shape4::new(2, 5, 7, 33),
+        conv(33, 40, Window2d::square(1, 1, 1), true),
+        730,
+        "1x1 padded",
+    );
+}

@@ -89,7 +89,10 @@ impl DirectConv {
         assert!(self.simd.is_available(), "{:?} is not available", self.simd);
         debug_assert_eq!(input.len(), shape.len());
         debug_assert_eq!(output.len(), out.len());
-        if Self::suits(out.w) {
+        let w = self.spec.window;
+        if (w.kh, w.kw, w.stride_h, w.stride_w, w.pad_h, w.pad_w) == (1, 1, 1, 1, 0, 0) {
+            self.run_pointwise(input, shortcut, out, output);
+        } else if Self::suits(out.w) {
             self.run_rows(input, shape, shortcut, out, output);
         } else {
             self.run_unfolded(input, shape, shortcut, out, output);
@@ -136,6 +139,56 @@ impl DirectConv {
                                 self.tile(a, geometry, p, dst, at, out.c, MR.min(out.w - x0))
                             };
                         }
+                    }
+                }
+            });
+        });
+    }
+
+    /// A 1x1 stride-1 layer as a plain matrix product: tiles of `MR` consecutive pixels (across
+    /// rows and images) read the NHWC input in place, their `in_c` values being the rows of
+    /// the GEMM's A; only a last partial tile is copied, zero-padded, so that no tile reads
+    /// past the input.
+    fn run_pointwise(
+        &self,
+        input: &[f32],
+        shortcut: Option<&[f32]>,
+        out: Shape4,
+        output: &mut [f32],
+    ) {
+        let k = self.spec.in_c;
+        let pixels = out.n * out.h * out.w;
+        let tiles = pixels.div_ceil(MR);
+        let max_tiles = ((1usize << 20) / (k * MR)).clamp(1, TILES_PER_BLOCK);
+        let dst = OutPtr::new(output, shortcut);
+        let geometry = TileGeometry {
+            px_stride: k,
+            row_stride: 0,
+            kh: 1,
+            window_row: k,
+        };
+        let blocks = (tiles, tiles.div_ceil(max_tiles));
+        for_each_block(1, blocks, self.panels, |_, block_tiles, panels| {
+            BLOCK.with(|cell| {
+                let mut tail = cell.borrow_mut();
+                let last = pixels - (tiles - 1) * MR;
+                if block_tiles.end == tiles && last < MR {
+                    tail.clear();
+                    tail.resize(MR * k, 0.0);
+                    tail[..last * k].copy_from_slice(&input[(tiles - 1) * MR * k..]);
+                }
+                for p in panels {
+                    for t in block_tiles.clone() {
+                        let t0 = t * MR;
+                        let px = MR.min(pixels - t0);
+                        let a = if px == MR {
+                            &input[t0 * k..]
+                        } else {
+                            &tail[..]
+                        };
+                        // SAFETY: this task alone writes pixels of tiles `block_tiles` in
+                        // panels `panels`; `a` holds `MR` whole pixels.
+                        unsafe { self.tile(a, geometry, p, dst, t0 * out.c, out.c, px) };
                     }
                 }
             });
