@@ -93,9 +93,9 @@ enum Command {
     /// labelled features.
     Evaluate(cli::classify::EvaluateArgs),
     /// Check every GPU kernel this adapter would run against the CPU reference, under the
-    /// bounds the tests use: each convolution tile in f32 and f16 storage, pooling,
-    /// normalisation, quantisation, scoring and whole VGG16 and ResNet-50 passes. Prints a table; exits
-    /// with status 1 if any check fails.
+    /// bounds the tests use: each convolution tile in f32 and f16 storage (with a residual
+    /// shortcut too), pooling, normalisation, quantisation, scoring and whole VGG16 and
+    /// ResNet-50 passes. Prints a table; exits with status 1 if any check fails.
     Selftest(cli::selftest::Args),
     /// Concatenate an output directory's shards into one .npy file.
     ExportNpy {

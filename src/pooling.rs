@@ -126,6 +126,26 @@ pub struct Normalization {
     pub global_l2: bool,
 }
 
+/// The sum of the squares of `v`, in f64, in the one order the host backends share (the CPU
+/// backend and the reference agree bit for bit): eight interleaved partial sums, added
+/// pairwise at the end. Unlike one running sum, this order vectorises, at any SIMD width.
+#[inline(always)]
+pub fn sum_of_squares<T: Copy + Into<f64>>(v: &[T]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            let x: f64 = x.into();
+            *a += x * x;
+        }
+    }
+    for (a, &x) in acc.iter_mut().zip(chunks.remainder()) {
+        let x: f64 = x.into();
+        *a += x * x;
+    }
+    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+}
+
 impl Normalization {
     /// The paper's classification setting: channel L2, then signed square root.
     pub const PAPER: Normalization = Normalization {

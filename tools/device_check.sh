@@ -10,10 +10,12 @@
 #                       autotuned, with per-stage times, TFLOP/s and tiles) against PyTorch
 #                       (fp32, TF32, fp16 autocast, channels_last, cudnn.benchmark, and
 #                       torch.compile at one point) at 224 and 448, batches 1, 8, 32, 64;
-#   bench_TAG_cpu.md/.json       the CPU backend against PyTorch on all the host's cores.
+#   bench_TAG_cpu.md/.json       the CPU backend against PyTorch on all the host's cores;
+#   bench_TAG_resnet50.md        ResNet-50 (layer4.1 x layer4.2) on the GPU against
+#                       torchvision's, where time is left (its .json stays in the work folder).
 # Steps: `crosspool info`; `crosspool selftest` (all of it); the benchmark points; f16
 # fidelity on real weights (cosine to f32 per image); `extract` on real JPEGs decoded on all
-# cores, against `bench` at the same size and batch; the CPU backend; torch.compile. A step
+# cores, against `bench` at the same size and batch; the CPU backend; torch.compile; ResNet-50. A step
 # that fails or runs out of time is recorded and the next one runs; once the budget is spent
 # the rest are recorded as skipped.
 #
@@ -44,6 +46,7 @@ if [ "$mode" = dry ]; then
     selftest_args=(--quick); fidelity_size=224; fidelity_dirs="tests/data/photos"
     extract_size=32; extract_batch=1; extract_small=4; extract_big=16
     cpu_batches=(1); cpu_size=32; compile_at=""
+    resnet_size=32; resnet_batches=(1)
 else
     OUT="${OUT:-$root/device-out}"
     TAG="${TAG:-h200}"
@@ -53,6 +56,7 @@ else
     selftest_args=(); fidelity_size=224; fidelity_dirs="tests/data/photos tests/data/scenes"
     extract_size=224; extract_batch=32; extract_small=64; extract_big=8192
     cpu_batches=(1 8); cpu_size=224; compile_at="224x32"
+    resnet_size=224; resnet_batches=(8 32)
 fi
 export PY="${PYTHON:-python3}"
 mkdir -p "$OUT"
@@ -192,11 +196,21 @@ compile_point() {
         --only-torch --compile-at "$compile_at"
 }
 
-export -f bench_point fidelity extract_timing cpu_bench compile_point
+# ResNet-50 on the GPU (f32, f16) against torchvision's with batch norms folded; only its
+# table comes out, so that $OUT keeps to 8 files.
+resnet_bench() {
+    "$PY" tools/bench_compare.py --crosspool "$BIN" --model resnet50 --tag "${TAG}_resnet50" \
+        --out "$WORK" --sizes "$resnet_size" --batches $resnet_batch_list --iters "$iters" \
+        --warmup "$warmup" --no-plot --autotune-cache "$CROSSPOOL_AUTOTUNE_CACHE" $torch_flags &&
+        cp "$WORK/bench_${TAG}_resnet50.md" "$OUT/"
+}
+
+export -f bench_point fidelity extract_timing cpu_bench compile_point resnet_bench
 export fidelity_size fidelity_dirs extract_size extract_batch extract_small extract_big TAG OUT
-export iters warmup cpu_size compile_at
+export iters warmup cpu_size compile_at resnet_size
 # Arrays do not pass to a child shell: their words do.
 export torch_flags="${torch_flag[*]}" cpu_batch_list="${cpu_batches[*]}"
+export resnet_batch_list="${resnet_batches[*]}"
 
 step info 30 '"$BIN" info | tee "$WORK/info.txt"'
 step selftest 150 '"$BIN" selftest '"${selftest_args[*]}"' --json >"$WORK/selftest.json"'
@@ -220,6 +234,7 @@ step "cpu backend" 90 cpu_bench
 if [ -n "$compile_at" ] && [ ${#torch_flag[@]} -eq 0 ]; then
     step "torch.compile $compile_at" 150 compile_point
 fi
+step "resnet50" 90 resnet_bench
 
 "$PY" tools/device_check_summary.py --work "$work" --bench "$OUT/bench_${TAG}.json" \
     --extract-point "$extract_size" "$extract_batch" --extract-counts "$extract_small" "$extract_big" \

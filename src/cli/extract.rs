@@ -22,8 +22,8 @@ pub struct Args {
     #[command(flatten)]
     net: super::NetworkArgs,
     /// Layers t,t+1 to pool across [default: the paper's pair: vgg16 conv5_2,conv5_3; vgg19
-    /// conv5_3,conv5_4; alexnet conv4,conv5; with --pooling fc-conv the last conv layer and
-    /// fc6]. fc6,fc8 with a --pca of fc6 is the paper's FC-FC. Baselines use the first.
+    /// conv5_3,conv5_4; alexnet conv4,conv5; resnet50/101 layer4.1,layer4.2; with --pooling
+    /// fc-conv the last conv layer and fc6]. fc6,fc8 with a --pca of fc6 is the paper's FC-FC. Baselines use the first.
     #[arg(long, value_delimiter = ',')]
     layers: Vec<String>,
     /// Pooling method.

@@ -18,7 +18,7 @@ pub struct Args {
     #[command(flatten)]
     net: super::NetworkArgs,
     /// Layer whose local features are fitted [default: the paper's layer t: vgg16 conv5_2,
-    /// vgg19 conv5_3, alexnet conv4].
+    /// vgg19 conv5_3, alexnet conv4; resnet50/101 layer4.1].
     #[arg(long)]
     layer: Option<String>,
     /// Local-feature window, MxN with odd sides (the CVPR variant uses neighbourhoods).

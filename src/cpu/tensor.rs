@@ -123,7 +123,7 @@ impl HostFeatures {
     /// A copy of its values.
     pub fn values(&self) -> Vec<f32> {
         let (i, r, c) = self.dims;
-        lock(&self.data)[..i * r * c].to_vec()
+        copy_out(&lock(&self.data)[..i * r * c])
     }
 }
 
@@ -154,4 +154,26 @@ impl HostCodes {
             .map(<[u32]>::to_vec)
             .collect()
     }
+}
+
+/// A copy of `src` in a new vector. On Linux a large one asks for transparent huge pages
+/// first (`MADV_HUGEPAGE`, honoured where the system's setting is `madvise` or `always`):
+/// filling 128 MiB of fresh memory (ResNet's features at batch 8) then takes a page fault per
+/// 2 MiB instead of per 4 KiB, which measured twice the time of the copy itself.
+pub(crate) fn copy_out(src: &[f32]) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(src.len());
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        const HUGE: usize = 2 << 20;
+        let bytes = src.len() * 4;
+        if bytes >= 4 * HUGE {
+            let start = (v.as_mut_ptr() as usize).next_multiple_of(4096);
+            let end = (v.as_mut_ptr() as usize + bytes) & !4095;
+            // SAFETY: advice on whole pages inside the vector's own allocation; it changes
+            // how they are backed, never their contents (an error leaves them as they were).
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+        }
+    }
+    v.extend_from_slice(src);
+    v
 }

@@ -109,7 +109,7 @@ pub fn normalize(data: &mut [f32], rows: usize, cols: usize, norm: Normalization
         let mut v: Vec<f64> = img.iter().map(|&x| x as f64).collect();
         for row in v.chunks_mut(cols) {
             if norm.channel_l2 {
-                let n = row.iter().map(|x| x * x).sum::<f64>().sqrt();
+                let n = crate::pooling::sum_of_squares(row).sqrt();
                 if n > 0.0 {
                     row.iter_mut().for_each(|x| *x /= n);
                 }
@@ -120,7 +120,12 @@ pub fn normalize(data: &mut [f32], rows: usize, cols: usize, norm: Normalization
             }
         }
         if norm.global_l2 {
-            let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            // Row by row, in row order (the order the CPU backend sums in, rows in parallel).
+            let n = v
+                .chunks(cols)
+                .map(crate::pooling::sum_of_squares)
+                .sum::<f64>()
+                .sqrt();
             if n > 0.0 {
                 v.iter_mut().for_each(|x| *x /= n);
             }
