@@ -111,6 +111,56 @@ fn missing_or_unexpected_tensors_are_named() {
     );
 }
 
+/// The baselines pool any layer; FC-Conv pooling, which needs fully connected layers on a
+/// grid, is refused with the reason.
+#[test]
+fn baselines_pool_any_layer_and_fc_conv_is_refused() {
+    let d = temp_dir("resnet-pooling");
+    let w = weights_file(&d.0, Arch::Resnet50);
+    let photos = repo("tests/data/photos");
+    for pooling in ["gram", "sum", "max"] {
+        let out = d.0.join(pooling);
+        ok(&crosspool(args![
+            "extract",
+            "-q",
+            "--device",
+            "cpu",
+            "--size",
+            "64",
+            "--pooling",
+            pooling,
+            "--layers",
+            "layer3.5",
+            "--weights",
+            w,
+            "-o",
+            out,
+            photos
+        ]));
+        assert_eq!(FeatureSet::read(&out).unwrap().len(), 4, "{pooling}");
+    }
+    let out = crosspool(args![
+        "extract",
+        "-q",
+        "--device",
+        "cpu",
+        "--size",
+        "64",
+        "--pooling",
+        "fc-conv",
+        "--weights",
+        w,
+        "-o",
+        d.0.join("fc"),
+        photos
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("global average pooling"),
+        "{err}"
+    );
+}
+
 /// fit-pca, extract on the CPU backend and on the GPU, index and search, with ResNet-50's
 /// default layers (layer4.1 x layer4.2) and PCA of the local features; then a classifier on
 /// labelled features of ResNet-101's inner layers.

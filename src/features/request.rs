@@ -123,6 +123,13 @@ impl FeatureRequest {
 
     /// The feature asked for, checked against `arch`.
     pub fn spec(&self, arch: Arch) -> Result<FeatureSpec> {
+        if self.pooling == Pooling::FcConv && matches!(arch, Arch::Resnet50 | Arch::Resnet101) {
+            return Err(Error::Config(format!(
+                "--pooling fc-conv pools a conv layer over a fully connected layer's receptive \
+                 fields; {arch} ends in global average pooling and fc, which have no grid \
+                 (use vgg16, vgg19 or alexnet, or cross-layer pooling of two of its layers)"
+            )));
+        }
         let layers = &self.layers_for(arch)[..];
         let (pooling, channel, window, levels, norm) = (
             self.pooling,

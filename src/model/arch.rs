@@ -70,7 +70,7 @@ impl Arch {
             Arch::Vgg19 => ("conv5_4", "fc6"),
             Arch::Alexnet => ("conv5", "fc6"),
             // ResNet's one fully connected layer follows global average pooling, so it has no
-            // grid to pool over: naming it gives the unknown-layer error with the layer list.
+            // grid to pool over: the feature request refuses fc-conv for ResNets.
             Arch::Resnet50 | Arch::Resnet101 => ("layer4.2", "fc"),
         }
     }
