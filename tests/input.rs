@@ -130,3 +130,42 @@ fn full_size_decoding_into_reused_buffers_changes_nothing() {
         }
     }
 }
+
+/// An image file's bytes in memory (what the Python package takes from Ray Data) prepare
+/// exactly as the file does, in both decode modes; empty bytes and bytes over the file cap
+/// fail as such a file would.
+#[test]
+fn encoded_bytes_prepare_as_their_file() {
+    use crosspool::input::{prepare_source, EncodedImage, ImageSource};
+    use crosspool::model::Preprocess;
+    use std::sync::Arc;
+    let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/photos/coffee.jpg");
+    let encoded = |bytes: Vec<u8>| {
+        ImageSource::Encoded(Arc::new(EncodedImage {
+            name: "<bytes 0>".into(),
+            bytes,
+        }))
+    };
+    let pre = Preprocess::TORCHVISION;
+    for mode in [DecodeMode::Fast, DecodeMode::Exact] {
+        let opts = DecodeOptions {
+            mode,
+            ..DecodeOptions::default()
+        };
+        let file = prepare_source(&ImageSource::File(photo.clone()), 96, &pre, opts).unwrap();
+        let bytes = std::fs::read(&photo).unwrap();
+        let mem = prepare_source(&encoded(bytes), 96, &pre, opts).unwrap();
+        assert_eq!(file, mem, "{mode:?}");
+    }
+    let e = prepare_source(&encoded(Vec::new()), 96, &pre, DecodeOptions::default());
+    assert!(e.unwrap_err().to_string().contains("empty"));
+    let capped = DecodeOptions {
+        limits: DecodeLimits {
+            max_file_bytes: 100,
+            ..DecodeLimits::default()
+        },
+        ..DecodeOptions::default()
+    };
+    let bytes = std::fs::read(&photo).unwrap();
+    assert!(prepare_source(&encoded(bytes), 96, &pre, capped).is_err());
+}

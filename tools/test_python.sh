@@ -18,7 +18,8 @@ trap 'rm -rf "$work"' EXIT
 cargo build --release --quiet --bin crosspool
 
 "$PYTHON" -m venv "$work/test"
-"$work/test/bin/pip" install --quiet "$work"/dist/crosspool-*.whl pytest
+# Ray Data for crosspool.ray's tests (a local 2-CPU cluster).
+"$work/test/bin/pip" install --quiet "$work"/dist/crosspool-*.whl pytest "ray[data]>=2.40,<3"
 # From outside the source tree, so `import crosspool` finds the installed wheel.
 (cd "$work" && CROSSPOOL_BIN="$OLDPWD/target/release/crosspool" \
     "$work/test/bin/python" -m pytest -q "$OLDPWD/python/tests")

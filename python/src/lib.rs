@@ -6,7 +6,7 @@ use crosspool::engine::{check_fits, Device, Engine, FeatureDevice, Precision};
 use crosspool::extract::{self, ExtractConfig};
 use crosspool::features::{FeatureRequest, NormPreset, Pooling};
 use crosspool::gpu::{BackendChoice, GpuOptions};
-use crosspool::input::{DecodeMode, DecodeOptions, ImageSource, RgbPixels};
+use crosspool::input::{DecodeMode, DecodeOptions, EncodedImage, ImageSource, RgbPixels};
 use crosspool::job::{ExtractJob, ExtractOptions};
 use crosspool::model::{Arch, Preprocess};
 use crosspool::pooling::{ChannelPooling, LocalWindow};
@@ -302,10 +302,26 @@ impl Extractor {
     }
 }
 
-/// Item `i` of an `extract` list as an image source: an HxWx3 uint8 array, or a path. An
-/// array of another shape or type is `Err(reason)`, to be recorded as that item's failure;
-/// an item that is neither is a `TypeError`.
+/// Item `i` of an `extract` list as an image source: an HxWx3 uint8 array, an image file's
+/// bytes (`bytes`, `bytearray`), or a path. An array of another shape or type is
+/// `Err(reason)`, to be recorded as that item's failure; an item that is none of these is a
+/// `TypeError`.
 fn source_of(i: usize, item: &Bound<'_, PyAny>) -> PyResult<Result<ImageSource, String>> {
+    let bytes = if let Ok(b) = item.cast::<pyo3::types::PyBytes>() {
+        Some(b.as_bytes().to_vec())
+    } else if let Ok(b) = item.cast::<pyo3::types::PyByteArray>() {
+        Some(b.to_vec())
+    } else {
+        None
+    };
+    if let Some(bytes) = bytes {
+        return Ok(Ok(ImageSource::Encoded(std::sync::Arc::new(
+            EncodedImage {
+                name: format!("<bytes {i}>"),
+                bytes,
+            },
+        ))));
+    }
     if let Ok(a) = item.extract::<PyReadonlyArray3<'_, u8>>() {
         let shape = a.shape();
         if shape[2] != 3 || shape[0] == 0 || shape[1] == 0 {
@@ -337,7 +353,7 @@ fn source_of(i: usize, item: &Bound<'_, PyAny>) -> PyResult<Result<ImageSource, 
     match item.extract::<PathBuf>() {
         Ok(p) => Ok(Ok(ImageSource::File(p))),
         Err(_) => Err(pyo3::exceptions::PyTypeError::new_err(format!(
-            "item {i}: not a path or an HxWx3 uint8 array ({})",
+            "item {i}: not a path, an image file's bytes or an HxWx3 uint8 array ({})",
             item.get_type()
                 .name()
                 .map_or_else(|_| "?".into(), |n| n.to_string())

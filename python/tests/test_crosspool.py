@@ -355,3 +355,15 @@ def test_resnet50_features_equal_the_command_lines(tmp_path):
     assert got.features.shape == (len(photos), 2048, 2048)
     assert np.array_equal(bits(got.features), bits(shards.features))
     assert np.array_equal(bits(got.guide_mean), bits(shards.guide_mean))
+
+
+def test_bytes_items_equal_their_files():
+    photos = sorted(PHOTOS.glob("*.jpg"))
+    ex = crosspool.Extractor(WEIGHTS, size=int(SIZE), batch=2, device="cpu")
+    from_files = ex.extract([str(p) for p in photos])
+    items = [p.read_bytes() for p in photos] + [b"", bytearray(b"not an image")]
+    from_bytes = ex.extract(items)
+    assert np.array_equal(bits(from_bytes.features), bits(from_files.features))
+    assert [(f.index, f.item) for f in from_bytes.failures] == [
+        (len(photos), f"<bytes {len(photos)}>"), (len(photos) + 1, f"<bytes {len(photos) + 1}>")]
+    assert "empty" in from_bytes.failures[0].reason

@@ -16,7 +16,7 @@ mod source;
 pub mod webdataset;
 
 pub use listing::{collect_images, expand_inputs, IMAGE_EXTENSIONS};
-pub use source::{expand_sources, image_identity, ImageId, ImageSource, RgbPixels};
+pub use source::{expand_sources, image_identity, EncodedImage, ImageId, ImageSource, RgbPixels};
 
 use crate::error::{Error, Result};
 use crate::model::Preprocess;
@@ -523,6 +523,17 @@ pub fn prepare_source(
             }
             // The resize a decoded file goes through, so an array equals its file.
             SCRATCH.with_borrow_mut(|s| resize_into(&mut s.resizer, w, h, &p.rgb, size))?
+        }
+        ImageSource::Encoded(e) => {
+            // As a file is read: the same cap, the same refusal of an empty one.
+            let name = Path::new(&e.name);
+            if e.bytes.len() as u64 > opts.limits.max_file_bytes {
+                return Err(too_large(name, opts.limits.max_file_bytes));
+            }
+            if e.bytes.is_empty() {
+                return Err(image_err(name, "empty file"));
+            }
+            decode_resized_bytes(name, &e.bytes, size, opts)?
         }
     };
     Ok(network_input(&rgb, pre))

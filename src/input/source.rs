@@ -20,6 +20,18 @@ pub enum ImageSource {
     Member(Arc<TarEntry>),
     /// Decoded pixels in memory (an array handed over by the Python package).
     Pixels(Arc<RgbPixels>),
+    /// An image file's bytes in memory (handed over by the Python package: what Ray Data's
+    /// `read_binary_files` and `read_webdataset` give), decoded as the file would be.
+    Encoded(Arc<EncodedImage>),
+}
+
+/// An image file's bytes in memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EncodedImage {
+    /// How messages name it.
+    pub name: String,
+    /// The file's bytes (JPEG, PNG, ...).
+    pub bytes: Vec<u8>,
 }
 
 /// An upright 8-bit RGB image in memory, row-major `height x width x 3`.
@@ -73,6 +85,7 @@ impl ImageSource {
             ImageSource::File(p) => p.clone(),
             ImageSource::Member(m) => m.name(),
             ImageSource::Pixels(p) => PathBuf::from(&p.name),
+            ImageSource::Encoded(e) => PathBuf::from(&e.name),
         }
     }
 
@@ -80,7 +93,7 @@ impl ImageSource {
     pub fn file(&self) -> Option<&Path> {
         match self {
             ImageSource::File(p) => Some(p),
-            ImageSource::Member(_) | ImageSource::Pixels(_) => None,
+            ImageSource::Member(_) | ImageSource::Pixels(_) | ImageSource::Encoded(_) => None,
         }
     }
 
@@ -94,6 +107,7 @@ impl ImageSource {
                 member: m.member.clone(),
             },
             ImageSource::Pixels(p) => ImageId::Memory(p.name.clone()),
+            ImageSource::Encoded(e) => ImageId::Memory(e.name.clone()),
         }
     }
 }

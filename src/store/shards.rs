@@ -215,8 +215,8 @@ impl ManifestLine {
         let (path, member, identity) = match source {
             ImageSource::File(p) => (p.as_path(), None, Some(image_identity(p))),
             ImageSource::Member(m) => (&*m.tar, Some(m), Some(m.tar_identity.to_path_buf())),
-            ImageSource::Pixels(p) => {
-                named = PathBuf::from(&p.name);
+            ImageSource::Pixels(_) | ImageSource::Encoded(_) => {
+                named = source.name();
                 (named.as_path(), None, None)
             }
         };

@@ -1,0 +1,55 @@
+"""crosspool.ray on a local Ray cluster (2 CPUs, the CPU backend): features of files read by
+Ray Data equal `crosspool extract`'s bit for bit, and every input is exactly one row."""
+
+import numpy as np
+import pytest
+import ray
+
+import crosspool
+import crosspool.ray
+from test_crosspool import PHOTOS, SIZE, WEIGHTS, bits, cli
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_read_binary_files_one_row_per_input(cluster, tmp_path):
+    files = sorted(PHOTOS.glob("*.jpg"))
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    files += [tmp_path / "empty.jpg", tmp_path / "broken.jpg"]
+    out = tmp_path / "cli"
+    p = cli("extract", "-q", "--device", "cpu", "--size", SIZE, "--weights", WEIGHTS, "-o", out, *files)
+    assert p.returncode == 2, p.stderr
+    shards = crosspool.read_shards(out)
+    want = dict(zip(shards.names, shards.features))
+    failed = {r["path"]: r["reason"] for r in shards.failures}
+
+    ds = ray.data.read_binary_files([str(f) for f in files], include_paths=True)
+    rows = ds.map_batches(
+        crosspool.ray.Extract,
+        fn_constructor_kwargs={"weights": str(WEIGHTS), "size": int(SIZE), "device": "cpu", "batch": 2},
+        concurrency=1, batch_size=3, batch_format="numpy",
+    ).take_all()
+    assert sorted(r["path"] for r in rows) == sorted(str(f) for f in files)
+    assert all("bytes" not in r for r in rows)
+    for r in rows:
+        if r["status"] == "ok":
+            assert r["reason"] == ""
+            assert np.array_equal(bits(r["features"]), bits(want[r["path"]])), r["path"]
+            assert r["guide_mean"].shape == (r["features"].shape[0],)
+        else:
+            assert r["status"] == "failed" and r["reason"], r
+            assert r["path"] in failed
+            assert not r["features"].any()
+    assert sum(r["status"] == "ok" for r in rows) == len(want)
+
+
+def test_no_image_column_is_an_error_that_names_the_columns():
+    ex = crosspool.ray.Extract(WEIGHTS, size=int(SIZE), device="cpu")
+    with pytest.raises(ValueError, match="pass column"):
+        ex({"text": np.array(["a"])})
