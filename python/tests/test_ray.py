@@ -53,3 +53,43 @@ def test_no_image_column_is_an_error_that_names_the_columns():
     ex = crosspool.ray.Extract(WEIGHTS, size=int(SIZE), device="cpu")
     with pytest.raises(ValueError, match="pass column"):
         ex({"text": np.array(["a"])})
+
+
+def test_read_webdataset_with_the_image_column_named(cluster, tmp_path):
+    import tarfile
+
+    photos = sorted(PHOTOS.glob("*.jpg"))
+    tar = tmp_path / "shard-000.tar"
+    with tarfile.open(tar, "w") as t:
+        for p in photos:
+            t.add(p, arcname=p.name)
+            cls = tmp_path / f"{p.stem}.cls"
+            cls.write_text(p.stem)
+            t.add(cls, arcname=cls.name)
+        broken = tmp_path / "broken.jpg"
+        broken.write_bytes(b"\xff\xd8\xff not a jpeg")
+        t.add(broken, arcname=broken.name)
+    out = tmp_path / "cli"
+    p = cli("extract", "-q", "--device", "cpu", "--size", SIZE, "--weights", WEIGHTS, "-o", out, tar)
+    assert p.returncode == 2, p.stderr
+    shards = crosspool.read_shards(out)
+    want = {n.rsplit("/", 1)[-1].rsplit(".", 1)[0]: f for n, f in zip(shards.names, shards.features)}
+    assert sorted(want) == sorted(p.stem for p in photos)
+
+    # decoder=None keeps each member's bytes, which crosspool decodes as extract does.
+    ds = ray.data.read_webdataset(str(tar), decoder=None)
+    rows = ds.map_batches(
+        crosspool.ray.Extract,
+        fn_constructor_kwargs={"weights": str(WEIGHTS), "size": int(SIZE), "device": "cpu",
+                               "column": "jpg"},
+        concurrency=1, batch_size=2, batch_format="numpy",
+    ).take_all()
+    assert sorted(r["__key__"] for r in rows) == sorted([p.stem for p in photos] + ["broken"])
+    for r in rows:
+        if r["__key__"] == "broken":
+            assert r["status"] == "failed" and r["reason"], r
+            continue
+        assert r["status"] == "ok", r
+        assert np.array_equal(bits(r["features"]), bits(want[r["__key__"]])), r["__key__"]
+        assert bytes(r["cls"]).decode() == r["__key__"]  # the sample's other fields pass through
+        assert "jpg" not in r
