@@ -1,6 +1,8 @@
 """crosspool.ray on a local Ray cluster (2 CPUs, the CPU backend): features of files read by
 Ray Data equal `crosspool extract`'s bit for bit, and every input is exactly one row."""
 
+import os
+
 import numpy as np
 import pytest
 import ray
@@ -93,3 +95,38 @@ def test_read_webdataset_with_the_image_column_named(cluster, tmp_path):
         assert np.array_equal(bits(r["features"]), bits(want[r["__key__"]])), r["__key__"]
         assert bytes(r["cls"]).decode() == r["__key__"]  # the sample's other fields pass through
         assert "jpg" not in r
+
+
+def test_a_worker_killed_mid_run_leaves_no_row_missing_or_repeated(cluster, tmp_path):
+    files = sorted(PHOTOS.glob("*.jpg")) * 3  # 12 rows in batches of 2
+    marker = tmp_path / "killed"
+
+    class DiesOnce(crosspool.ray.Extract):
+        """Kills its process on its second batch, once per test: Ray restarts the actor and
+        retries the batch."""
+
+        calls = 0
+
+        def __call__(self, batch):
+            DiesOnce.calls += 1
+            if DiesOnce.calls == 2 and not marker.exists():
+                marker.touch()
+                os._exit(1)
+            return super().__call__(batch)
+
+    ds = ray.data.read_binary_files([str(f) for f in files], include_paths=True)
+    rows = ds.map_batches(
+        DiesOnce,
+        fn_constructor_kwargs={"weights": str(WEIGHTS), "size": int(SIZE), "device": "cpu"},
+        concurrency=1, batch_size=2, batch_format="numpy",
+        max_restarts=2, max_task_retries=2,
+    ).take_all()
+    assert marker.exists(), "the worker was not killed"
+    assert sorted(r["path"] for r in rows) == sorted(str(f) for f in files)
+    assert all(r["status"] == "ok" for r in rows)
+    # The same image gives the same features whichever actor computed it.
+    by_path = {}
+    for r in rows:
+        by_path.setdefault(r["path"], []).append(r["features"])
+    for feats in by_path.values():
+        assert all(np.array_equal(bits(f), bits(feats[0])) for f in feats)
