@@ -99,10 +99,17 @@ def golden(arch, size, batch, keep, out_dir):
         if a.ndim == 2:  # fc: one position
             a = a[:, :, None, None]
         tensors[n] = np.ascontiguousarray(a.transpose(0, 2, 3, 1).astype(np.float32))
+    save(tensors, (arch, size, batch), "seeded_state_dict", out_dir)
+
+
+def save(tensors, run, weights, out_dir):
+    """Writes `tensors` to OUT_DIR/ARCH_SIZE.safetensors with what made them in the metadata;
+    `run` is (arch, size, batch), `weights` the function that seeded them."""
+    arch, size, batch = run
     meta = {
         "arch": arch, "size": str(size), "batch": str(batch),
         "torch": torch.__version__, "torchvision": torchvision.__version__,
-        "weights": "tools/make_golden.py seeded_state_dict", "dtype": "float64 forward, stored f32",
+        "weights": f"tools/make_golden.py {weights}", "dtype": "float64 forward, stored f32",
     }
     path = os.path.join(out_dir, f"{arch}_{size}.safetensors")
     save_file(tensors, path, metadata=meta)
@@ -182,14 +189,7 @@ def golden_resnet(arch, size, batch, keep, out_dir):
     tensors = {"input": np.ascontiguousarray(x)}
     for n in keep:
         tensors[n] = np.ascontiguousarray(acts[n].numpy().transpose(0, 2, 3, 1).astype(np.float32))
-    meta = {
-        "arch": arch, "size": str(size), "batch": str(batch),
-        "torch": torch.__version__, "torchvision": torchvision.__version__,
-        "weights": "tools/make_golden.py seeded_resnet_state_dict", "dtype": "float64 forward, stored f32",
-    }
-    path = os.path.join(out_dir, f"{arch}_{size}.safetensors")
-    save_file(tensors, path, metadata=meta)
-    print(path, {k: v.shape for k, v in tensors.items()})
+    save(tensors, (arch, size, batch), "seeded_resnet_state_dict", out_dir)
 
 
 def main():

@@ -91,11 +91,11 @@ impl DirectConv {
         debug_assert_eq!(output.len(), out.len());
         let w = self.spec.window;
         if (w.kh, w.kw, w.stride_h, w.stride_w, w.pad_h, w.pad_w) == (1, 1, 1, 1, 0, 0) {
-            self.run_pointwise(input, shortcut, out, output);
+            self.run_flat(FlatRows::InPlace(input), shortcut, out, output);
         } else if Self::suits(out.w) {
             self.run_rows(input, shape, shortcut, out, output);
         } else {
-            self.run_unfolded(input, shape, shortcut, out, output);
+            self.run_flat(FlatRows::Unfolded(input, shape), shortcut, out, output);
         }
     }
 
@@ -145,62 +145,13 @@ impl DirectConv {
         });
     }
 
-    /// A 1x1 stride-1 layer as a plain matrix product: tiles of `MR` consecutive pixels (across
-    /// rows and images) read the NHWC input in place, their `in_c` values being the rows of
-    /// the GEMM's A; only a last partial tile is copied, zero-padded, so that no tile reads
-    /// past the input.
-    fn run_pointwise(
+    /// Tiles of `MR` consecutive output pixels (across rows and images), each pixel's
+    /// window a row of `k` values that `rows` gives: a 1x1 stride-1 layer's input read in
+    /// place (a plain matrix product), or unfolded (im2col) for outputs too narrow to fill
+    /// tiles of one row.
+    fn run_flat(
         &self,
-        input: &[f32],
-        shortcut: Option<&[f32]>,
-        out: Shape4,
-        output: &mut [f32],
-    ) {
-        let k = self.spec.in_c;
-        let pixels = out.n * out.h * out.w;
-        let tiles = pixels.div_ceil(MR);
-        let max_tiles = ((1usize << 20) / (k * MR)).clamp(1, TILES_PER_BLOCK);
-        let dst = OutPtr::new(output, shortcut);
-        let geometry = TileGeometry {
-            px_stride: k,
-            row_stride: 0,
-            kh: 1,
-            window_row: k,
-        };
-        let blocks = (tiles, tiles.div_ceil(max_tiles));
-        for_each_block(1, blocks, self.panels, |_, block_tiles, panels| {
-            BLOCK.with(|cell| {
-                let mut tail = cell.borrow_mut();
-                let last = pixels - (tiles - 1) * MR;
-                if block_tiles.end == tiles && last < MR {
-                    tail.clear();
-                    tail.resize(MR * k, 0.0);
-                    tail[..last * k].copy_from_slice(&input[(tiles - 1) * MR * k..]);
-                }
-                for p in panels {
-                    for t in block_tiles.clone() {
-                        let t0 = t * MR;
-                        let px = MR.min(pixels - t0);
-                        let a = if px == MR {
-                            &input[t0 * k..]
-                        } else {
-                            &tail[..]
-                        };
-                        // SAFETY: this task alone writes pixels of tiles `block_tiles` in
-                        // panels `panels`; `a` holds `MR` whole pixels.
-                        unsafe { self.tile(a, geometry, p, dst, t0 * out.c, out.c, px) };
-                    }
-                }
-            });
-        });
-    }
-
-    /// Tiles along the flattened output pixels of an unfolded (im2col) block, for outputs too
-    /// narrow to fill tiles of one row.
-    fn run_unfolded(
-        &self,
-        input: &[f32],
-        shape: Shape4,
+        rows: FlatRows<'_>,
         shortcut: Option<&[f32]>,
         out: Shape4,
         output: &mut [f32],
@@ -208,7 +159,7 @@ impl DirectConv {
         let k = self.spec.k_total();
         let pixels = out.n * out.h * out.w;
         let tiles = pixels.div_ceil(MR);
-        // Blocks of up to 4 MiB of unfolded rows, whole tiles of them.
+        // Blocks of up to 4 MiB of rows, whole tiles of them.
         let max_tiles = ((1usize << 20) / (k * MR)).clamp(1, TILES_PER_BLOCK);
         let dst = OutPtr::new(output, shortcut);
         let geometry = TileGeometry {
@@ -217,26 +168,19 @@ impl DirectConv {
             kh: 1,
             window_row: k,
         };
-        // All pixels as one image: blocks of tiles cross images.
         let blocks = (tiles, tiles.div_ceil(max_tiles));
         for_each_block(1, blocks, self.panels, |_, block_tiles, panels| {
-            let q0 = block_tiles.start * MR;
-            let q1 = (block_tiles.end * MR).min(pixels);
             BLOCK.with(|cell| {
-                let mut cols = cell.borrow_mut();
-                cols.clear();
-                // Whole tiles: rows past the last pixel stay zero and are not stored.
-                cols.resize(block_tiles.len() * MR * k, 0.0);
-                for (r, row) in cols.chunks_mut(k).take(q1 - q0).enumerate() {
-                    unfold_row(&self.spec, input, shape, out, q0 + r, row);
-                }
+                let mut buf = cell.borrow_mut();
+                rows.fill(&self.spec, (out, pixels), block_tiles.clone(), &mut buf);
                 for p in panels {
-                    for t0 in (q0..q1).step_by(MR) {
-                        let a = &cols[(t0 - q0) * k..];
-                        // SAFETY: this task alone writes pixels q0..q1 in panels `panels`;
-                        // `cols` holds whole tiles.
+                    for t in block_tiles.clone() {
+                        let t0 = t * MR;
+                        let a = rows.tile(k, (t0, pixels), block_tiles.start * MR, &buf);
+                        // SAFETY: this task alone writes the pixels of tiles `block_tiles` in
+                        // panels `panels`; `a` holds `MR` whole pixel rows.
                         unsafe {
-                            self.tile(a, geometry, p, dst, t0 * out.c, out.c, MR.min(q1 - t0))
+                            self.tile(a, geometry, p, dst, t0 * out.c, out.c, MR.min(pixels - t0))
                         };
                     }
                 }
@@ -318,6 +262,67 @@ impl DirectConv {
                 cols: NR.min(self.spec.out_c - p * NR),
             },
         );
+    }
+}
+
+/// Where [`DirectConv::run_flat`]'s rows (one pixel's window of `k` values each) come from.
+#[derive(Clone, Copy)]
+enum FlatRows<'a> {
+    /// A 1x1 stride-1 layer's NHWC input, read in place; only a last partial tile is
+    /// copied, zero-padded, so that no tile reads past the input.
+    InPlace(&'a [f32]),
+    /// Unfolded (im2col) from the input of this shape into the block's buffer.
+    Unfolded(&'a [f32], Shape4),
+}
+
+impl<'a> FlatRows<'a> {
+    /// Prepares `buf` for the tiles `block` of an output `out` of `pixels` pixels.
+    fn fill(
+        self,
+        spec: &Conv2dSpec,
+        (out, pixels): (Shape4, usize),
+        block: Range<usize>,
+        buf: &mut Vec<f32>,
+    ) {
+        let k = spec.k_total();
+        let q0 = block.start * MR;
+        let q1 = (block.end * MR).min(pixels);
+        buf.clear();
+        match self {
+            FlatRows::InPlace(input) => {
+                if q1 - q0 < block.len() * MR {
+                    let last = q1 - (block.end - 1) * MR;
+                    buf.resize(MR * k, 0.0);
+                    buf[..last * k].copy_from_slice(&input[(q1 - last) * k..]);
+                }
+            }
+            FlatRows::Unfolded(input, shape) => {
+                // Whole tiles: rows past the last pixel stay zero and are not stored.
+                buf.resize(block.len() * MR * k, 0.0);
+                for (r, row) in buf.chunks_mut(k).take(q1 - q0).enumerate() {
+                    unfold_row(spec, input, shape, out, q0 + r, row);
+                }
+            }
+        }
+    }
+
+    /// The `MR` rows of the tile at pixel `t0`, in a block starting at pixel `q0` whose
+    /// buffer [`FlatRows::fill`] prepared.
+    fn tile<'b>(
+        self,
+        k: usize,
+        (t0, pixels): (usize, usize),
+        q0: usize,
+        buf: &'b [f32],
+    ) -> &'b [f32]
+    where
+        'a: 'b,
+    {
+        match self {
+            FlatRows::InPlace(input) if t0 + MR <= pixels => &input[t0 * k..],
+            FlatRows::InPlace(_) => buf,
+            FlatRows::Unfolded(..) => &buf[(t0 - q0) * k..],
+        }
     }
 }
 

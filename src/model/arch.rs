@@ -302,53 +302,59 @@ impl Layer {
     }
 }
 
-fn conv(name: String, index: usize, in_c: usize, out_c: usize, window: Window2d) -> Layer {
-    Layer {
-        name,
-        kind: LayerKind::Conv {
-            spec: Conv2dSpec {
-                in_c,
-                out_c,
-                window,
-                relu: true,
+impl Layer {
+    /// A layer that reads the one before it and adds no shortcut.
+    fn chained(name: impl Into<String>, kind: LayerKind) -> Self {
+        Layer {
+            name: name.into(),
+            kind,
+            input: None,
+            shortcut: None,
+        }
+    }
+
+    /// A convolution of `spec` whose weights are the tensors `tensor.*` (see [`LayerKind`]).
+    fn conv(
+        name: impl Into<String>,
+        spec: Conv2dSpec,
+        tensor: impl Into<String>,
+        from_linear: bool,
+        batch_norm: Option<String>,
+    ) -> Self {
+        let tensor = tensor.into();
+        Layer::chained(
+            name,
+            LayerKind::Conv {
+                spec,
+                tensor,
+                from_linear,
+                batch_norm,
             },
-            tensor: format!("features.{index}"),
-            from_linear: false,
-            batch_norm: None,
-        },
-        input: None,
-        shortcut: None,
+        )
     }
 }
 
-fn pool(name: String, k: usize, stride: usize) -> Layer {
-    Layer {
-        name,
-        kind: LayerKind::MaxPool(MaxPool2dSpec {
-            window: Window2d::square(k, stride, 0),
-        }),
-        input: None,
-        shortcut: None,
+fn spec(in_c: usize, out_c: usize, window: Window2d, relu: bool) -> Conv2dSpec {
+    Conv2dSpec {
+        in_c,
+        out_c,
+        window,
+        relu,
     }
+}
+
+fn conv(name: String, index: usize, in_c: usize, out_c: usize, window: Window2d) -> Layer {
+    let spec = spec(in_c, out_c, window, true);
+    Layer::conv(name, spec, format!("features.{index}"), false, None)
+}
+
+fn pool(name: impl Into<String>, window: Window2d) -> Layer {
+    Layer::chained(name, LayerKind::MaxPool(MaxPool2dSpec { window }))
 }
 
 fn linear(name: &str, tensor: &str, in_c: usize, k: usize, out_c: usize, relu: bool) -> Layer {
-    Layer {
-        name: name.to_string(),
-        kind: LayerKind::Conv {
-            spec: Conv2dSpec {
-                in_c,
-                out_c,
-                window: Window2d::square(k, 1, 0),
-                relu,
-            },
-            tensor: tensor.to_string(),
-            from_linear: true,
-            batch_norm: None,
-        },
-        input: None,
-        shortcut: None,
-    }
+    let spec = spec(in_c, out_c, Window2d::square(k, 1, 0), relu);
+    Layer::conv(name, spec, tensor, true, None)
 }
 
 /// torchvision's `features` for a VGG with `convs[b]` 3x3 convolutions in block b, then the
@@ -369,7 +375,7 @@ fn vgg(convs: &[usize]) -> Vec<Layer> {
             in_c = w;
             index += 2; // conv, ReLU
         }
-        layers.push(pool(format!("pool{}", b + 1), 2, 2));
+        layers.push(pool(format!("pool{}", b + 1), Window2d::square(2, 2, 0)));
         index += 1;
     }
     layers.push(linear("fc6", "classifier.0", 512, 7, 4096, true));
@@ -382,13 +388,13 @@ fn vgg(convs: &[usize]) -> Vec<Layer> {
 fn alexnet() -> Vec<Layer> {
     vec![
         conv("conv1".into(), 0, 3, 64, Window2d::square(11, 4, 2)),
-        pool("pool1".into(), 3, 2),
+        pool("pool1", Window2d::square(3, 2, 0)),
         conv("conv2".into(), 3, 64, 192, Window2d::square(5, 1, 2)),
-        pool("pool2".into(), 3, 2),
+        pool("pool2", Window2d::square(3, 2, 0)),
         conv("conv3".into(), 6, 192, 384, Window2d::square(3, 1, 1)),
         conv("conv4".into(), 8, 384, 256, Window2d::square(3, 1, 1)),
         conv("conv5".into(), 10, 256, 256, Window2d::square(3, 1, 1)),
-        pool("pool5".into(), 3, 2),
+        pool("pool5", Window2d::square(3, 2, 0)),
         linear("fc6", "classifier.1", 256, 6, 4096, true),
         linear("fc7", "classifier.4", 4096, 1, 4096, true),
         linear("fc8", "classifier.6", 4096, 1, 1000, false),
@@ -404,22 +410,8 @@ fn conv_bn(
     window: Window2d,
     relu: bool,
 ) -> Layer {
-    Layer {
-        name: name.to_string(),
-        kind: LayerKind::Conv {
-            spec: Conv2dSpec {
-                in_c,
-                out_c,
-                window,
-                relu,
-            },
-            tensor: tensor.to_string(),
-            from_linear: false,
-            batch_norm: Some(bn.to_string()),
-        },
-        input: None,
-        shortcut: None,
-    }
+    let spec = spec(in_c, out_c, window, relu);
+    Layer::conv(name, spec, tensor, false, Some(bn.to_string()))
 }
 
 /// torchvision's ResNet with bottleneck blocks, `blocks[s]` in stage s: the 7x7 stride-2
@@ -438,14 +430,7 @@ fn resnet(blocks: &[usize]) -> Vec<Layer> {
             Window2d::square(7, 2, 3),
             true,
         ),
-        Layer {
-            name: "maxpool".into(),
-            kind: LayerKind::MaxPool(MaxPool2dSpec {
-                window: Window2d::square(3, 2, 1),
-            }),
-            input: None,
-            shortcut: None,
-        },
+        pool("maxpool", Window2d::square(3, 2, 1)),
     ];
     let mut in_c = 64;
     for (s, &n) in blocks.iter().enumerate() {

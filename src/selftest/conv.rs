@@ -174,7 +174,7 @@ fn check_residual(ctx: &GpuContext, opts: Options, emit: &mut Emit) {
         let seed = 300 + 10 * i as u64;
         let shape = format!("{} + shortcut", case.describe());
         let terms = case.spec.k_total() + 2;
-        let mut precisions = vec![(Dtype::F32, as_f32 as fn(f32) -> f32)];
+        let mut precisions = vec![(Dtype::F32, std::convert::identity as fn(f32) -> f32)];
         if ctx.has_f16() {
             precisions.push((Dtype::F16, as_read_from_f16));
         }
@@ -216,10 +216,6 @@ fn check_residual(ctx: &GpuContext, opts: Options, emit: &mut Emit) {
             }
         }
     }
-}
-
-fn as_f32(v: f32) -> f32 {
-    v
 }
 
 pub(super) fn check(ctx: &GpuContext, opts: Options, emit: &mut Emit) {
