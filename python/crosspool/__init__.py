@@ -162,6 +162,14 @@ class Extractor:
         """The format of the features: ``f32``, ``f16``, ``sign2`` or ``bits1``."""
         return self._ex.format
 
+    @property
+    def settings(self) -> str:
+        """How the features are computed and stored, as JSON: the record ``crosspool extract``
+        writes as ``extract.json`` (network, weights by path and content, layers, pooling,
+        size, format, ...). Features with equal settings can be compared and indexed
+        together."""
+        return self._ex.settings
+
     def extract(self, items: Iterable[Any], progress: Any = None) -> Extraction:
         """Features of ``items``: image paths (str or path-like) and HxWx3 uint8 RGB arrays
         (upright, resized as a decoded file is). An item that cannot be read becomes a

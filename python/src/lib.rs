@@ -15,6 +15,7 @@ use crosspool::retrieval::score::rank;
 use crosspool::retrieval::search::{channel_selection, evaluate, Scorer};
 use crosspool::retrieval::RetrievalIndex;
 use crosspool::store::writer::{OutputFormat, Row, RowData};
+use crosspool::store::ExtractSettings;
 use numpy::{PyArray, PyArrayMethods, PyReadonlyArray3, PyUntypedArrayMethods};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
@@ -58,6 +59,8 @@ struct Extractor {
     row_shape: [usize; 2],
     /// Batches in flight (see `extract --in-flight`).
     in_flight: usize,
+    /// The settings record of its features, as `extract.json` holds it (JSON).
+    settings: String,
 }
 
 #[pymethods]
@@ -129,7 +132,10 @@ impl Extractor {
             aconv: None,
         })
         .map_err(error)?;
-        let engine = Engine::open(device, &opts).map_err(error)?;
+        let mut engine = Engine::open(device, &opts).map_err(error)?;
+        // For the settings record; into_extractor applies the same precision again.
+        let storage = engine.apply_precision(precision).map_err(error)?;
+        let products = engine.products();
         let batch = batch.unwrap_or_else(|| engine.default_batch(&job.weights, &job.spec, size));
         let limit = engine.memory_limit();
         check_fits(limit, &job.weights, &job.spec, size, None, batch).map_err(error)?;
@@ -146,7 +152,12 @@ impl Extractor {
         )
         .map_err(error)?;
         let row_shape = [rows, format.stored_cols(cols)];
+        let settings = job
+            .settings((storage, products), decode, format, (rows, cols))
+            .map_err(error)?
+            .to_json();
         Ok(Extractor {
+            settings,
             preprocess: job.weights.preprocess,
             cfg: ExtractConfig {
                 size,
@@ -179,6 +190,13 @@ impl Extractor {
     #[getter]
     fn batch(&self) -> usize {
         self.cfg.batch
+    }
+
+    /// How its features are computed and stored, as JSON: the record `extract` writes as
+    /// `extract.json` (network, weights by path and content, layers, pooling, size, ...).
+    #[getter]
+    fn settings(&self) -> String {
+        self.settings.clone()
     }
 
     /// The stored format's name (`f32`, `f16`, `sign2`, `bits1`).
@@ -541,11 +559,190 @@ impl Index {
     }
 }
 
+/// Writes features computed elsewhere (a Ray dataset's rows) into an `extract` output
+/// directory: the same shards, manifests and settings record, so that `crosspool index`,
+/// `train-classifier` and `read_shards` read them as they read `extract`'s.
+#[pyclass(module = "crosspool._crosspool")]
+struct ShardWriter {
+    /// `None` once finished.
+    writer: Option<crosspool::store::writer::ShardWriter>,
+    settings: ExtractSettings,
+    dir: PathBuf,
+}
+
+#[pymethods]
+impl ShardWriter {
+    /// Opens `out` for the rows of features computed with `settings` (an Extractor's
+    /// `settings`), in shards of `shard_rows` images; `part` `(i, n)` writes part `i` of an
+    /// `n`-way split (as `extract --shard i/n`), so that `n` writers can fill one directory.
+    /// A directory that already holds shards of this part is refused.
+    #[new]
+    #[pyo3(signature = (out, settings, *, shard_rows=1000, part=None))]
+    fn new(
+        out: PathBuf,
+        settings: &str,
+        shard_rows: usize,
+        part: Option<(usize, usize)>,
+    ) -> PyResult<Self> {
+        if shard_rows == 0 {
+            return Err(PyValueError::new_err("shard_rows must be at least 1"));
+        }
+        let prefix = match part {
+            Some((i, n)) if n == 0 || i >= n => {
+                return Err(PyValueError::new_err(format!(
+                    "part must be (i, n) with 0 <= i < n, not ({i}, {n})"
+                )))
+            }
+            Some((i, n)) => crosspool::store::shards::part_prefix(i, n),
+            None => String::new(),
+        };
+        let settings =
+            ExtractSettings::from_json(settings, "the features' settings").map_err(error)?;
+        let (writer, _) = crosspool::store::writer::ShardWriter::open(
+            &out, &prefix, &settings, shard_rows, false,
+        )
+        .map_err(error)?;
+        Ok(ShardWriter {
+            writer: Some(writer),
+            settings,
+            dir: out,
+        })
+    }
+
+    /// `[rows, cols]` each row's features must have (cols in 32-bit words for sign codes).
+    #[getter]
+    fn feature_shape(&self) -> (usize, usize) {
+        let s = &self.settings;
+        (s.feature_rows, s.format.stored_cols(s.feature_cols))
+    }
+
+    /// Refuses features computed with other settings than the writer's (they would mix two
+    /// kinds of features in one directory), naming what differs.
+    fn check_settings(&self, settings: &str) -> PyResult<()> {
+        let other = ExtractSettings::from_json(settings, "a row's settings").map_err(error)?;
+        if !self.settings.same_run(&other) {
+            return Err(error(format!(
+                "rows computed with other settings than the first ones written to {} ({}): one directory holds one kind of features; write them to another directory",
+                self.dir.display(),
+                self.settings.differences(&other).join("; ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Adds a batch of rows: `names[j]` names row `j`'s image; `features` `[n, rows, cols]`
+    /// (f32 for f32 and f16 formats, uint32 words for sign codes); `guide_mean` `[n, rows]`
+    /// for cross-layer features; `reasons[j]` says why row `j` has no feature (`None` when
+    /// it has one: its features are then ignored); `labels[j]` its class, if any.
+    #[pyo3(signature = (names, features, reasons, guide_mean=None, labels=None))]
+    fn push(
+        &mut self,
+        names: Vec<String>,
+        features: &Bound<'_, PyAny>,
+        reasons: Vec<Option<String>>,
+        guide_mean: Option<numpy::PyReadonlyArray2<'_, f32>>,
+        labels: Option<Vec<Option<String>>>,
+    ) -> PyResult<()> {
+        let (rows, cols) = self.feature_shape();
+        let n = names.len();
+        let values: Vec<RowData> = if self.settings.format.codes().is_some() {
+            let a = features
+                .extract::<PyReadonlyArray3<'_, u32>>()
+                .map_err(|_| {
+                    PyValueError::new_err(format!(
+                        "features of format {} must be a uint32 array",
+                        self.settings.format.name()
+                    ))
+                })?;
+            check_shape("features", a.shape(), &[n, rows, cols])?;
+            let a = a.as_array();
+            a.outer_iter()
+                .map(|r| RowData::Words(r.iter().copied().collect()))
+                .collect()
+        } else {
+            let a = features
+                .extract::<PyReadonlyArray3<'_, f32>>()
+                .map_err(|_| PyValueError::new_err("features must be a float32 array"))?;
+            check_shape("features", a.shape(), &[n, rows, cols])?;
+            let a = a.as_array();
+            a.outer_iter()
+                .map(|r| RowData::F32(r.iter().copied().collect()))
+                .collect()
+        };
+        let guide: Option<Vec<Vec<f32>>> = match &guide_mean {
+            Some(g) => {
+                check_shape("guide_mean", g.shape(), &[n, rows])?;
+                Some(g.as_array().outer_iter().map(|r| r.to_vec()).collect())
+            }
+            None => None,
+        };
+        if reasons.len() != n {
+            return Err(PyValueError::new_err(format!(
+                "{} reasons for {n} names",
+                reasons.len()
+            )));
+        }
+        let labels = labels.unwrap_or_else(|| vec![None; n]);
+        if labels.len() != n {
+            return Err(PyValueError::new_err(format!(
+                "{} labels for {n} names",
+                labels.len()
+            )));
+        }
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| error("the writer is finished"))?;
+        for (j, ((name, values), (reason, label))) in names
+            .into_iter()
+            .zip(values)
+            .zip(reasons.into_iter().zip(labels))
+            .enumerate()
+        {
+            let source = ImageSource::Encoded(std::sync::Arc::new(EncodedImage {
+                name,
+                bytes: Vec::new(),
+            }));
+            let row = match reason {
+                Some(reason) => Row::Failed { source, reason },
+                None => Row::Ok {
+                    source,
+                    values,
+                    guide_mean: guide.as_ref().map(|g| g[j].clone()),
+                },
+            };
+            writer.push_labelled(row, label).map_err(error)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the rows pending and closes the part: `(images with features, failed, shards)`.
+    fn finish(&mut self) -> PyResult<(usize, usize, usize)> {
+        let writer = self
+            .writer
+            .take()
+            .ok_or_else(|| error("the writer is finished"))?;
+        let stats = writer.finish().map_err(error)?;
+        Ok((stats.ok, stats.failed, stats.shards))
+    }
+}
+
+/// Refuses an array whose shape is not `want`.
+fn check_shape(what: &str, shape: &[usize], want: &[usize]) -> PyResult<()> {
+    if shape != want {
+        return Err(PyValueError::new_err(format!(
+            "{what} must be {want:?}, not {shape:?}"
+        )));
+    }
+    Ok(())
+}
+
 #[pymodule]
 fn _crosspool(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CrosspoolError", m.py().get_type::<CrosspoolError>())?;
     m.add_class::<Extractor>()?;
     m.add_class::<Index>()?;
+    m.add_class::<ShardWriter>()?;
     m.add_function(wrap_pyfunction!(shard_layout, m)?)?;
     Ok(())
 }

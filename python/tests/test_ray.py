@@ -130,3 +130,104 @@ def test_a_worker_killed_mid_run_leaves_no_row_missing_or_repeated(cluster, tmp_
         by_path.setdefault(r["path"], []).append(r["features"])
     for feats in by_path.values():
         assert all(np.array_equal(bits(f), bits(feats[0])) for f in feats)
+
+
+def extracted_with_ray(files, fmt, **extra):
+    """The Ray dataset of `files` mapped with Extract (CPU backend, format `fmt`)."""
+    ds = ray.data.read_binary_files([str(f) for f in files], include_paths=True)
+    kwargs = {"weights": str(WEIGHTS), "size": int(SIZE), "device": "cpu", "format": fmt, **extra}
+    # Half a CPU per actor: two such datasets in one (a union) still leave CPUs to read files.
+    return ds.map_batches(crosspool.ray.Extract, fn_constructor_kwargs=kwargs, num_cpus=0.5,
+                          concurrency=1, batch_size=3, batch_format="numpy")
+
+
+@pytest.mark.parametrize("fmt", ["f32", "f16", "sign2"])
+def test_write_shards_writes_what_extract_writes(cluster, tmp_path, fmt):
+    files = sorted(PHOTOS.glob("*.jpg"))
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    files.append(tmp_path / "broken.jpg")
+    out = tmp_path / "cli"
+    p = cli("extract", "-q", "--device", "cpu", "--size", SIZE, "--weights", WEIGHTS,
+            "--format", fmt, "-o", out, *files)
+    assert p.returncode == 2, p.stderr
+    want = crosspool.read_shards(out)
+
+    labels = {str(f): ("even" if k % 2 == 0 else "odd") for k, f in enumerate(files)}
+    ds = extracted_with_ray(files, fmt).map_batches(
+        lambda b: {**b, "label": np.array([labels[p] for p in b["path"]], dtype=object)},
+        batch_format="numpy")
+    ray_out = tmp_path / "ray"
+    counts = crosspool.ray.write_shards(ds, ray_out, shard_rows=2, label_column="label")
+    assert counts == {"ok": len(files) - 1, "failed": 1, "shards": 3}
+
+    # The settings record is extract's, field for field.
+    import json
+    assert json.loads((ray_out / "extract.json").read_text()) == json.loads((out / "extract.json").read_text())
+    got = crosspool.read_shards(ray_out)
+    assert sorted(got.names) == sorted(want.names)
+    mine = dict(zip(got.names, range(len(got.names))))
+    for j, name in enumerate(want.names):
+        k = mine[name]
+        assert np.array_equal(bits(got.features[k]), bits(want.features[j])), name
+        if want.guide_mean is not None:
+            assert np.array_equal(bits(got.guide_mean[k]), bits(want.guide_mean[j])), name
+    assert [r["path"] for r in got.failures] == [str(files[-1])]
+    assert got.failures[0]["reason"] == want.failures[0]["reason"]
+    assert {r["path"]: r["label"] for r in got.rows} == labels
+
+    if fmt == "f32":
+        # Parquet keeps the tensors as they are.
+        ds.write_parquet(str(tmp_path / "parquet"))
+        back = ray.data.read_parquet(str(tmp_path / "parquet")).take_all()
+        assert sorted(r["path"] for r in back) == sorted(str(f) for f in files)
+        for r in back:
+            if r["status"] == "ok":
+                j = want.names.index(r["path"])
+                assert np.array_equal(bits(r["features"]), bits(want.features[j])), r["path"]
+        # What extract's output feeds, Ray's does: an index, and a classifier from the labels.
+        p = cli("index", "-o", tmp_path / "index", ray_out, check=False)
+        assert p.returncode == 0, p.stderr
+        assert len(crosspool.Index(tmp_path / "index", device="cpu")) == len(files) - 1
+        p = cli("train-classifier", "--c", "1", "-o", tmp_path / "clf", ray_out,
+                check=False)
+        assert p.returncode == 0, p.stderr
+
+
+def test_write_shards_refuses_to_mix_settings_or_overwrite(cluster, tmp_path):
+    files = sorted(PHOTOS.glob("*.jpg"))[:2]
+    mixed = extracted_with_ray(files, "f32").union(extracted_with_ray(files, "f32", window="3x3"))
+    with pytest.raises(crosspool.CrosspoolError, match="other settings.*window"):
+        crosspool.ray.write_shards(mixed, tmp_path / "mixed", shard_rows=1)
+
+    out = tmp_path / "once"
+    crosspool.ray.write_shards(extracted_with_ray(files, "f32"), out)
+    with pytest.raises(crosspool.CrosspoolError, match="already holds"):
+        crosspool.ray.write_shards(extracted_with_ray(files, "f32"), out)
+    # Two parts of one split fill one directory, as extract --shard does.
+    first = out.parent / "parts"
+    for i in range(2):
+        crosspool.ray.write_shards(extracted_with_ray(files[i::2], "f32"), first, part=(i, 2))
+    assert len(crosspool.read_shards(first).names) == len(files)
+
+    with pytest.raises(ValueError, match="lacks the column"):
+        crosspool.ray.write_shards(ray.data.from_items([{"path": "a"}]), tmp_path / "bare")
+
+
+def test_the_shard_writer_refuses_misshapen_rows_and_bad_parts(tmp_path):
+    ex = crosspool.Extractor(WEIGHTS, size=int(SIZE), device="cpu")
+    rows, cols = ex.feature_shape
+    with pytest.raises(ValueError, match="part must be"):
+        crosspool._crosspool.ShardWriter(str(tmp_path / "p"), ex.settings, part=(2, 2))
+    w = crosspool._crosspool.ShardWriter(str(tmp_path / "w"), ex.settings, shard_rows=1)
+    assert w.feature_shape == (rows, cols)
+    with pytest.raises(ValueError, match=r"features must be \[1, 512, 512\]"):
+        w.push(["a"], np.zeros((1, rows, cols - 1), np.float32), [None])
+    with pytest.raises(ValueError, match="float32"):
+        w.push(["a"], np.zeros((1, rows, cols), np.float64), [None])
+    with pytest.raises(ValueError, match="2 reasons for 1 names"):
+        w.push(["a"], np.zeros((1, rows, cols), np.float32), [None, None])
+    w.push(["a", "b"], np.ones((2, rows, cols), np.float32), [None, "unreadable"])
+    assert w.finish() == (1, 1, 2)
+    got = crosspool.read_shards(tmp_path / "w")
+    assert got.names == ["a"] and got.failures[0]["reason"] == "unreadable"
+    assert (got.features == 1).all()

@@ -118,7 +118,8 @@ pub struct ShardWriter {
     row_shape: [usize; 2],
     shard_rows: usize,
     next: usize,
-    pending: Vec<Row>,
+    /// Rows not yet in a shard, each with the label given with it (see [`Self::push_labelled`]).
+    pending: Vec<(Row, Option<String>)>,
     meta: HashMap<String, String>,
     stats: WriteStats,
     /// Held while the writer lives: one writer per part of a directory.
@@ -269,7 +270,13 @@ impl ShardWriter {
 
     /// Adds one image's result; writes a shard when `shard_rows` results are pending.
     pub fn push(&mut self, row: Row) -> Result<()> {
-        self.pending.push(row);
+        self.push_labelled(row, None)
+    }
+
+    /// [`Self::push`], recording `label` as the image's class in the manifest (for rows that
+    /// come with their label, as from a Ray dataset; `None`: the writer's labels, if any).
+    pub fn push_labelled(&mut self, row: Row, label: Option<String>) -> Result<()> {
+        self.pending.push((row, label));
         if self.pending.len() >= self.shard_rows {
             self.flush()?;
         }
@@ -289,7 +296,7 @@ impl ShardWriter {
         let mut guide_rows = 0usize;
         let mut lines = String::new();
         let mut n = 0usize;
-        for row in &rows {
+        for (row, label) in &rows {
             let line = match row {
                 Row::Ok {
                     source,
@@ -331,7 +338,9 @@ impl ShardWriter {
                 Row::Ok { source, .. } | Row::Failed { source, .. } => source,
             };
             let line = ManifestLine {
-                label: self.labels.as_ref().and_then(|l| l.label_of_source(source)),
+                label: label
+                    .clone()
+                    .or_else(|| self.labels.as_ref().and_then(|l| l.label_of_source(source))),
                 ..line
             };
             lines.push_str(
