@@ -3,16 +3,12 @@
 
 use super::engine::{Device, Engine, Precision};
 use anyhow::Context;
-use crosspool::extract::{self, ExtractConfig};
 use crosspool::gpu::GpuOptions;
-use crosspool::input::{DecodeLimits, DecodeOptions};
-use crosspool::job::{ExtractJob, ExtractOptions};
 use crosspool::pooling::Quantization;
 use crosspool::retrieval::eval::load_ground_truth;
-use crosspool::retrieval::score::rank;
-use crosspool::retrieval::search::{channel_selection, evaluate, Scorer};
+use crosspool::retrieval::query::{self, Searcher};
+use crosspool::retrieval::search::{evaluate, Scorer};
 use crosspool::retrieval::{RetrievalIndex, Storage};
-use crosspool::store::writer::{OutputFormat, Row, RowData};
 use std::path::PathBuf;
 
 /// How `index` stores the features.
@@ -180,110 +176,45 @@ fn load_index(path: &std::path::Path) -> anyhow::Result<RetrievalIndex> {
 /// Runs `search`; returns the number of query images that could not be read.
 pub fn run_search(opts: &GpuOptions, a: SearchArgs) -> anyhow::Result<usize> {
     let index = load_index(&a.score.index)?;
-    let recipe = &index.settings;
-    let mut options = ExtractOptions::like(recipe);
-    if let Some(w) = &a.weights {
-        options.weights = w.clone();
-    }
-    let job = ExtractJob::prepare(options).with_context(|| {
-        format!(
-            "extracting the queries as the index was (with the weights {}; pass --weights if they moved)",
-            recipe.weights
-        )
-    })?;
     let mut engine = Engine::open(a.score.device, opts)?;
-    let precision = a
-        .precision
-        .unwrap_or_else(|| Precision::recorded(recipe.precision, recipe.products));
-    let storage = engine.apply_precision(precision)?;
+    let (job, storage) = query::prepare(&index, &mut engine, a.weights.clone(), a.precision)?;
     let extractor = job.extractor_on(&engine, storage)?;
-    let cfg = ExtractConfig {
-        size: recipe.size,
-        batch: a.query.len().clamp(1, 8),
-        format: OutputFormat::F32,
-        decode: DecodeOptions {
-            mode: recipe.decode,
-            limits: DecodeLimits::default(),
-        },
-    };
-    let mut runner = extractor.runner(&cfg)?;
-    let rows = extract::run_on(
-        runner.as_mut(),
-        job.weights.preprocess,
-        crosspool::input::expand_sources(a.query.clone()),
-        Vec::new(),
-        &cfg,
-        &|_, _| {},
-    )?;
-    let mut names = Vec::new();
-    let mut codes = Vec::new();
-    let mut guide = Vec::new();
-    let mut failed = 0;
-    for row in rows {
-        match row {
-            Row::Ok {
-                source,
-                values: RowData::F32(v),
-                guide_mean,
-            } => {
-                anyhow::ensure!(
-                    v.len() == index.rows * index.cols,
-                    "the query feature has {} values, the index {} x {}: the index was built from other settings",
-                    v.len(),
-                    index.rows,
-                    index.cols
-                );
-                names.push(source.name().display().to_string());
-                codes.extend(index.encode_query(v));
-                guide.push(guide_mean);
-            }
-            Row::Ok { source, .. } => {
-                anyhow::bail!(
-                    "{}: unexpected packed query feature",
-                    source.name().display()
-                )
-            }
-            Row::Failed { source, reason } => {
-                let name = source.name().display().to_string();
-                eprintln!("search: {name}: {reason}");
-                if a.score.json {
-                    // Every query is a line of the output, those that could not be read too.
-                    println!("{}", serde_json::json!({"query": name, "failed": reason}));
-                }
-                failed += 1;
-            }
-        }
-    }
-    if names.is_empty() {
-        return Ok(failed);
-    }
-    let (sel, ksel) = channel_selection(&index, &guide, a.score.channels.map(|c| c.0))?;
-    let scores = Scorer::new(&engine, &index)?.score(&codes, &sel, ksel)?;
+    let scorer = Scorer::new(&engine, &index)?;
+    let batch = a.query.len().clamp(1, 8);
+    let mut searcher = Searcher::new(&index, &job, extractor.as_ref(), &scorer, batch)?;
+    let queries = crosspool::input::expand_sources(a.query.clone());
+    let results = searcher.search(queries, a.score.channels.map(|c| c.0), a.top)?;
     let device = engine.describe();
-    if !a.score.json {
+    let failed = results.iter().filter(|r| r.outcome.is_err()).count();
+    if !a.score.json && failed < results.len() {
         eprintln!("search: queries extracted and scored on {device}");
     }
-    for (q, name) in names.iter().enumerate() {
-        let s = &scores[q * index.len()..(q + 1) * index.len()];
-        let top = rank(s, a.top, None);
+    for r in &results {
+        let ranking = match &r.outcome {
+            Ok(ranking) => ranking,
+            Err(reason) => {
+                eprintln!("search: {}: {reason}", r.name);
+                if a.score.json {
+                    // Every query is a line of the output, those that could not be read too.
+                    println!("{}", serde_json::json!({"query": r.name, "failed": reason}));
+                }
+                continue;
+            }
+        };
         if a.score.json {
-            let hits: Vec<_> = top
+            let hits: Vec<_> = ranking
+                .hits
                 .iter()
-                .map(|&i| serde_json::json!({"path": index.paths[i], "score": s[i]}))
+                .map(|&(i, s)| serde_json::json!({"path": index.paths[i], "score": s}))
                 .collect();
             println!(
                 "{}",
-                serde_json::json!({"query": name, "channels": ksel, "device": device, "results": hits})
+                serde_json::json!({"query": r.name, "channels": ranking.channels, "device": device, "results": hits})
             );
         } else {
-            println!("{name}");
-            for (r, &i) in top.iter().enumerate() {
-                println!(
-                    "  {:>3}  {:>12}  {}",
-                    r + 1,
-                    format!("{}", s[i]),
-                    index.paths[i]
-                );
+            println!("{}", r.name);
+            for (k, &(i, s)) in ranking.hits.iter().enumerate() {
+                println!("  {:>3}  {:>12}  {}", k + 1, format!("{s}"), index.paths[i]);
             }
         }
     }

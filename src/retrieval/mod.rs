@@ -4,6 +4,7 @@
 
 pub mod eval;
 pub mod index;
+pub mod query;
 pub mod score;
 pub mod search;
 
