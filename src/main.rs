@@ -81,6 +81,9 @@ enum Command {
     Search(cli::retrieval::SearchArgs),
     /// Evaluate retrieval on an index against ground truth: mAP (Oxford's AP) and recall@1.
     Eval(cli::retrieval::EvalArgs),
+    /// Search an index from a browser (a page to drop an image on) or over HTTP (a JSON API),
+    /// with one network loaded for every request; listens on 127.0.0.1:8000 by default.
+    Serve(cli::serve::ServeArgs),
     /// Train a linear classifier (one-vs-rest SVMs or logistic regression, C chosen by
     /// cross-validation) on labelled features (`extract --labels`).
     TrainClassifier(cli::classify::TrainArgs),
@@ -193,6 +196,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
         }
         Command::Eval(args) => cli::retrieval::run_eval(&opts, args)?,
+        Command::Serve(args) => cli::serve::run(&opts, args)?,
         Command::Selftest(args) => {
             if !cli::selftest::run(&opts, args)? {
                 return Ok(std::process::ExitCode::FAILURE);

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod fit_pca;
 pub mod retrieval;
 pub mod selftest;
+pub mod serve;
 
 /// Makes the folder an output file goes in, before any work (as `index`, `classify` and
 /// `evaluate` make theirs): a missing folder must not fail a run at its end.
