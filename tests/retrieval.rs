@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{gpu, gpu_with_binding_cap, random, seeded_weights_file, temp_dir};
+use common::{gpu, gpu_with_binding_cap, random, repo, seeded_weights_file, temp_dir};
 use crosspool::features::{NormPreset, Pooling};
 use crosspool::gpu::{GpuContext, GpuDatabase, ScoreKernel, ScoreKind};
 use crosspool::model::Arch;
@@ -19,7 +19,7 @@ use crosspool::store::settings::SETTINGS_VERSION;
 use crosspool::store::writer::{OutputFormat, Row, RowData, ShardWriter};
 use crosspool::store::ExtractSettings;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 /// Random features with exact zeros mixed in (so 2-bit codes see all three signs).
@@ -338,21 +338,8 @@ fn index_of_a_directory_without_shards_is_an_error() {
 
 const SIZE: &str = "160";
 
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
-
 fn crosspool(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_crosspool"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "crosspool {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8(common::run_ok(args).stdout).unwrap()
 }
 
 fn eval(index: &Path, gt: &Path, extra: &[&str]) -> serde_json::Value {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{temp_dir, TempDir};
+use common::{repo, run_ok, temp_dir, TempDir};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -13,25 +13,8 @@ use std::sync::OnceLock;
 
 const SIZE: &str = "96";
 
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
-
 fn weights() -> String {
     repo("weights/vgg16_hed.safetensors").display().to_string()
-}
-
-fn crosspool(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_crosspool"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "crosspool {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// The image root (copies of tests/data/retrieval without the query images, plus a link to
@@ -85,7 +68,7 @@ fn fixture() -> &'static Fixture {
         let text: Vec<String> = listed.iter().map(|p| p.display().to_string()).collect();
         std::fs::write(&list, text.join("\n")).unwrap();
         let feats = dir.0.join("feats").display().to_string();
-        crosspool(&[
+        run_ok(&[
             "extract",
             "-q",
             "--device",
@@ -98,7 +81,7 @@ fn fixture() -> &'static Fixture {
             &feats,
             list.to_str().unwrap(),
         ]);
-        crosspool(&["index", &feats, "-o", dir.0.join("index").to_str().unwrap()]);
+        run_ok(&["index", &feats, "-o", dir.0.join("index").to_str().unwrap()]);
         Fixture { dir }
     })
 }
@@ -212,7 +195,7 @@ fn cli_search(query: &str, device: &str, extra: &[&str]) -> Vec<(String, f64)> {
         q.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let out = crosspool(&args);
+    let out = run_ok(&args);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     hits(&v)
 }

@@ -9,6 +9,26 @@ use crosspool::reference::{compare, Reduced};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+/// `p` in the repository.
+pub fn repo(p: &str) -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+/// Runs the `crosspool` binary with `args`; fails the test, with its stderr, unless it
+/// succeeds.
+pub fn run_ok(args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crosspool"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "crosspool {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A fresh directory under the system's temporary directory, removed when dropped.
 pub struct TempDir(pub PathBuf);
 
