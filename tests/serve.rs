@@ -444,3 +444,41 @@ fn nothing_outside_the_image_root_is_read() {
     assert_eq!(info["images"], 34);
     assert_eq!(info["network"], "vgg16");
 }
+
+#[test]
+fn requests_over_the_queue_are_answered_busy_until_a_slot_frees() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let server = serve(&["--device", "cpu", "--queue", "1"]);
+    // A client that sends half its upload holds the one slot while its body is read...
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    let (kind, _) = multipart(&[]);
+    write!(
+        slow,
+        "POST /api/search HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {kind}\r\nContent-Length: 100000\r\n\r\n--crosspool"
+    )
+    .unwrap();
+    slow.flush().unwrap();
+    let until = |want: u16, what: &str| {
+        let start = Instant::now();
+        loop {
+            let (status, v) = upload(&server, "camera.jpg", &query_bytes("camera.jpg"), &[]);
+            if status == want {
+                return v;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{what}: still {status} {v}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // ...so another is answered busy, with the reason...
+    let v = until(503, "with the slot held");
+    assert!(v["error"].as_str().unwrap().contains("busy"), "{v}");
+    // ...and once that client goes away, queries are answered again.
+    drop(slow);
+    let v = until(200, "after the slot was freed");
+    assert_eq!(hits(&v), cli_search("camera.jpg", "cpu", &[]));
+}

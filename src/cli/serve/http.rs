@@ -38,7 +38,19 @@ pub struct AppState {
     pub default_top: usize,
     /// Largest request body, in bytes.
     pub max_body: usize,
+    /// Files read and thumbnails decoded at once at most: each may take up to the decode
+    /// limit's memory, so a burst of requests waits here instead of decoding all together.
+    pub file_work: tokio::sync::Semaphore,
+    /// See [`RequestSlots`].
+    pub requests: RequestSlots,
 }
+
+/// Search requests in the server at once (`--queue`), bodies included: more are answered
+/// busy before their bodies are read, so memory stays under `--queue` x `--max-upload-mib`.
+pub type RequestSlots = tokio::sync::Semaphore;
+
+/// [`AppState::file_work`]'s permits.
+pub const FILE_WORK: usize = 4;
 
 /// The routes, with request bodies bounded by the state's `max_body` bytes.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -87,6 +99,12 @@ struct JsonQuery {
 }
 
 async fn search(State(app): State<Arc<AppState>>, req: Request) -> Response {
+    let Ok(_slot) = app.requests.try_acquire() else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy: too many queries in the server; try again",
+        );
+    };
     // A body announced too long is refused before it is read (one sent without a length is
     // cut off at the limit as it is read).
     let announced = req
@@ -158,6 +176,9 @@ async fn search(State(app): State<Arc<AppState>>, req: Request) -> Response {
             // Read here and named as the client named it: the answer does not show where
             // the root lies on the server.
             let cap = crosspool::input::DecodeLimits::default().max_file_bytes;
+            let Ok(_permit) = app.file_work.acquire().await else {
+                return refuse(StatusCode::INTERNAL_SERVER_ERROR, "the server is stopping");
+            };
             match tokio::task::spawn_blocking(move || crosspool::input::read_capped(&file, cap))
                 .await
             {
@@ -323,6 +344,9 @@ async fn thumbnail(State(app): State<Arc<AppState>>, Path(path): Path<String>) -
     let file = match root.resolve(&path) {
         Ok(f) => f,
         Err(r) => return refuse(refusal_status(&r), r.message()),
+    };
+    let Ok(_permit) = app.file_work.acquire().await else {
+        return refuse(StatusCode::INTERNAL_SERVER_ERROR, "the server is stopping");
     };
     match tokio::task::spawn_blocking(move || thumbnail_jpeg(&file)).await {
         Ok(Ok(jpeg)) => (

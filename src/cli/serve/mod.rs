@@ -44,7 +44,7 @@ pub struct ServeArgs {
     /// Queries extracted together at most (concurrent requests share one model and batch).
     #[arg(long, default_value_t = 8, value_parser = super::at_least_one)]
     batch: usize,
-    /// Queries waiting at most; more are answered 503 (busy).
+    /// Search requests in the server at once, uploads included; more are answered 503 (busy).
     #[arg(long, default_value_t = 64, value_parser = super::at_least_one)]
     queue: usize,
 }
@@ -88,6 +88,8 @@ pub fn run(opts: &GpuOptions, a: ServeArgs) -> anyhow::Result<()> {
             images,
             default_top: a.top,
             max_body: a.max_upload_mib << 20,
+            file_work: tokio::sync::Semaphore::new(http::FILE_WORK),
+            requests: http::RequestSlots::new(a.queue),
         });
         let app = http::router(state);
         axum::serve(listener, app)
