@@ -5,7 +5,7 @@
 
 use crate::classifier::aconv_file::AConvFile;
 use crate::cpu::Products;
-use crate::engine::{Engine, FeatureDevice, Precision};
+use crate::engine::{Engine, FeatureDevice};
 use crate::error::{Error, Result};
 use crate::features::{FeatureRequest, FeatureSpec, ADDED_GUIDE};
 use crate::gpu::Dtype;
@@ -176,13 +176,9 @@ impl ExtractJob {
         engine.extractor(&self.weights, self.spec.clone(), pca, aconv, storage)
     }
 
-    /// `engine` with the feature extractor, owned together (see [`Engine::into_extractor`]).
-    pub fn into_extractor(
-        &self,
-        mut engine: Engine,
-        precision: Precision,
-    ) -> Result<Box<dyn FeatureDevice>> {
-        let storage = engine.apply_precision(precision)?;
+    /// `engine` with the feature extractor, owned together (see [`Engine::into_extractor`]);
+    /// the network stored as `storage`, what [`Engine::apply_precision`] gave.
+    pub fn into_extractor(&self, engine: Engine, storage: Dtype) -> Result<Box<dyn FeatureDevice>> {
         let (pca, aconv) = (self.pca.as_ref(), self.aconv.as_ref());
         engine.into_extractor(&self.weights, self.spec.clone(), pca, aconv, storage)
     }

@@ -11,12 +11,6 @@ command -v cc >/dev/null 2>&1 || missing+=(gcc)
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install_build_deps: please install ${missing[*]} (CMake and a C compiler are needed to build libjpeg-turbo; NASM for its SIMD code)" >&2
-    exit 1
-fi
-sudo=""
-if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-echo "install_build_deps: installing ${missing[*]}" >&2
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+bash "$(dirname "$0")/apt_install.sh" install_build_deps \
+    "please install ${missing[*]} (CMake and a C compiler are needed to build libjpeg-turbo; NASM for its SIMD code)" \
+    "${missing[@]}"

@@ -6,15 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v chromium >/dev/null 2>&1; then
-    if ! command -v apt-get >/dev/null 2>&1; then
-        echo "install_chromium: please install Chromium (the browser check drives it headless)" >&2
-        exit 1
-    fi
-    sudo=""
-    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-    echo "install_chromium: installing chromium" >&2
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    bash tools/apt_install.sh --no-recommends install_chromium \
+        "please install Chromium (the browser check drives it headless)" chromium
 fi
 if ! command -v npm >/dev/null 2>&1; then
     echo "install_chromium: please install Node.js and npm (the browser check runs playwright-core)" >&2

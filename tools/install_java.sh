@@ -8,13 +8,7 @@ version() { java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head 
 if command -v java >/dev/null 2>&1 && [ "$(version)" -ge 17 ] 2>/dev/null; then
     exit 0
 fi
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install_java: please install a Java runtime, version 17 or newer (pyspark needs it)" >&2
-    exit 1
-fi
-sudo=""
-if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-echo "install_java: installing openjdk-17-jre-headless" >&2
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless >/dev/null
+bash "$(dirname "$0")/apt_install.sh" --no-recommends install_java \
+    "please install a Java runtime, version 17 or newer (pyspark needs it)" \
+    openjdk-17-jre-headless
 java -version 2>&1 | head -1

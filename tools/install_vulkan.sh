@@ -13,13 +13,7 @@ have_loader() { ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; }
 if have_icd && have_loader; then
     exit 0
 fi
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install_vulkan: no Vulkan driver found and no apt-get here;" \
-        "install your GPU driver or Mesa's software Vulkan (mesa-vulkan-drivers / vulkan-swrast)" >&2
-    exit 1
-fi
-sudo=""
-if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-echo "install_vulkan: installing mesa-vulkan-drivers (software Vulkan) and the Vulkan loader" >&2
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mesa-vulkan-drivers libvulkan1 >/dev/null
+# Mesa's software Vulkan (lavapipe) and the Vulkan loader.
+bash "$(dirname "$0")/apt_install.sh" install_vulkan \
+    "no Vulkan driver found and no apt-get here; install your GPU driver or Mesa's software Vulkan (mesa-vulkan-drivers / vulkan-swrast)" \
+    mesa-vulkan-drivers libvulkan1

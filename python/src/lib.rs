@@ -133,13 +133,12 @@ impl Extractor {
         })
         .map_err(error)?;
         let mut engine = Engine::open(device, &opts).map_err(error)?;
-        // For the settings record; into_extractor applies the same precision again.
         let storage = engine.apply_precision(precision).map_err(error)?;
         let products = engine.products();
         let batch = batch.unwrap_or_else(|| engine.default_batch(&job.weights, &job.spec, size));
         let limit = engine.memory_limit();
         check_fits(limit, &job.weights, &job.spec, size, None, batch).map_err(error)?;
-        let pipeline = job.into_extractor(engine, precision).map_err(error)?;
+        let pipeline = job.into_extractor(engine, storage).map_err(error)?;
         let (rows, cols) = pipeline.feature_shape(size as usize).map_err(error)?;
         // Refused here, not by an allocation that fails and aborts the interpreter.
         check_fits(

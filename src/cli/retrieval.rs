@@ -162,7 +162,8 @@ pub fn run_index(a: IndexArgs) -> anyhow::Result<usize> {
     Ok(stats.rejected.len())
 }
 
-fn load_index(path: &std::path::Path) -> anyhow::Result<RetrievalIndex> {
+/// The index at `path`, refused when it holds no images.
+pub fn load_index(path: &std::path::Path) -> anyhow::Result<RetrievalIndex> {
     let index = RetrievalIndex::load(path)
         .with_context(|| format!("loading the index {}", path.display()))?;
     anyhow::ensure!(

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 /// The extraction job that computes queries for `index`: its recorded settings, with
 /// `weights` in place of the recorded weights file when given (moved weights).
-pub fn query_job(index: &RetrievalIndex, weights: Option<PathBuf>) -> Result<ExtractJob> {
+fn query_job(index: &RetrievalIndex, weights: Option<PathBuf>) -> Result<ExtractJob> {
     let recipe = &index.settings;
     let mut options = ExtractOptions::like(recipe);
     if let Some(w) = weights {
@@ -31,7 +31,7 @@ pub fn query_job(index: &RetrievalIndex, weights: Option<PathBuf>) -> Result<Ext
 }
 
 /// The precision queries are computed in: `chosen`, or as the index's features were.
-pub fn query_precision(index: &RetrievalIndex, chosen: Option<Precision>) -> Precision {
+fn query_precision(index: &RetrievalIndex, chosen: Option<Precision>) -> Precision {
     chosen.unwrap_or_else(|| Precision::recorded(index.settings.precision, index.settings.products))
 }
 

@@ -37,6 +37,9 @@ impl<'a> Scorer<'a> {
     }
 }
 
+/// Channels a query of a cross-layer index compares by default (eq. 3's K).
+pub const DEFAULT_CHANNELS: usize = 50;
+
 /// The channels each query compares, flattened `[queries][ksel]`, and `ksel`. `channels`:
 /// `None` for the default (50 for cross-layer indexes, all otherwise), `Some(None)` for all,
 /// `Some(Some(k))` for the `k` with the largest mean activation of layer t+1 in the query.
@@ -47,7 +50,7 @@ pub fn channel_selection(
 ) -> Result<(Vec<u32>, usize)> {
     let k = match (channels, index.guide_mean.is_some()) {
         (Some(k), true) => k,
-        (None, true) => Some(50),
+        (None, true) => Some(DEFAULT_CHANNELS),
         (Some(Some(_)), false) => return Err(Error::Config(
             "this index has no layer t+1 activations (it is not cross-layer), so channels cannot be selected; use -k all".into(),
         )),

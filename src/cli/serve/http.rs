@@ -10,7 +10,7 @@
 //!   root.
 
 use super::files::{ImageRoot, Refusal};
-use super::service::{IndexInfo, NotTaken, Query, Service};
+use super::service::{Answer, IndexInfo, NotTaken, Query, Service};
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -219,8 +219,8 @@ async fn search(State(app): State<Arc<AppState>>, req: Request) -> Response {
             )
         }
     }
-    let result = match answer.await {
-        Ok(Ok(r)) => r,
+    let Answer { result, paths } = match answer.await {
+        Ok(Ok(a)) => a,
         Ok(Err(e)) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, e),
         Err(_) => {
             return refuse(
@@ -234,9 +234,9 @@ async fn search(State(app): State<Arc<AppState>>, req: Request) -> Response {
             let results: Vec<_> = ranking
                 .hits
                 .iter()
+                .zip(&paths)
                 .enumerate()
-                .map(|(r, &(i, score))| {
-                    let path = &app.info.paths[i];
+                .map(|(r, (&(_, score), path))| {
                     let thumb = app
                         .images
                         .as_ref()

@@ -6,8 +6,7 @@ use crate::cli::engine::{Device, Engine, Precision};
 use crosspool::gpu::GpuOptions;
 use crosspool::input::ImageSource;
 use crosspool::retrieval::query::{self, QueryResult, Searcher};
-use crosspool::retrieval::search::Scorer;
-use crosspool::retrieval::RetrievalIndex;
+use crosspool::retrieval::search::{Scorer, DEFAULT_CHANNELS};
 use std::path::PathBuf;
 use tokio::sync::{mpsc, oneshot};
 
@@ -29,7 +28,7 @@ pub struct Query {
     /// As `channel_selection` takes them.
     pub channels: Option<Option<usize>>,
     pub top: usize,
-    pub reply: oneshot::Sender<Result<QueryResult, String>>,
+    pub reply: oneshot::Sender<Result<Answer, String>>,
 }
 
 /// What the page and `/api/info` show of the index.
@@ -45,7 +44,12 @@ pub struct IndexInfo {
     pub default_channels: Option<usize>,
     /// Whether channels can be selected (a cross-layer index).
     pub selectable: bool,
-    #[serde(skip)]
+}
+
+/// A query's result, each hit's image named as the index names it.
+pub struct Answer {
+    pub result: QueryResult,
+    /// `paths[j]`: the image of the result's hit `j`.
     pub paths: Vec<String>,
 }
 
@@ -102,13 +106,7 @@ fn serve_queries(
     mut rx: mpsc::Receiver<Query>,
     ready: &std::sync::mpsc::Sender<Result<IndexInfo, String>>,
 ) -> anyhow::Result<()> {
-    let index = RetrievalIndex::load(&cfg.index)
-        .map_err(|e| anyhow::anyhow!("loading the index {}: {e}", cfg.index.display()))?;
-    anyhow::ensure!(
-        !index.is_empty(),
-        "the index {} holds no images",
-        cfg.index.display()
-    );
+    let index = crate::cli::retrieval::load_index(&cfg.index)?;
     let mut engine = Engine::open(cfg.device, &opts)?;
     let (job, storage) = query::prepare(&index, &mut engine, cfg.weights.clone(), cfg.precision)?;
     let extractor = job.extractor_on(&engine, storage)?;
@@ -123,9 +121,8 @@ fn serve_queries(
         layers: s.layers.clone(),
         size: s.size,
         storage: index.kind().to_string(),
-        default_channels: selectable.then_some(50.min(index.rows)),
+        default_channels: selectable.then_some(DEFAULT_CHANNELS.min(index.rows)),
         selectable,
-        paths: index.paths.clone(),
     }));
     while let Some(first) = rx.blocking_recv() {
         let mut waiting = vec![first];
@@ -156,12 +153,18 @@ fn answer(searcher: &mut Searcher<'_>, group: Vec<Query>, channels: Option<Optio
         .unzip();
     match searcher.search(images, channels, top) {
         Ok(results) => {
+            let index = searcher.index();
             for (mut result, (top, reply)) in results.into_iter().zip(replies) {
-                if let Ok(ranking) = &mut result.outcome {
-                    ranking.hits.truncate(top);
-                }
+                let paths = match &mut result.outcome {
+                    Ok(ranking) => {
+                        ranking.hits.truncate(top);
+                        let path = |&(i, _): &(usize, f32)| index.paths[i].clone();
+                        ranking.hits.iter().map(path).collect()
+                    }
+                    Err(_) => Vec::new(),
+                };
                 // A client that went away no longer waits for its answer.
-                let _ = reply.send(Ok(result));
+                let _ = reply.send(Ok(Answer { result, paths }));
             }
         }
         Err(e) => {
