@@ -431,6 +431,17 @@ fn winograd_tiles_bands_and_edges() {
             conv(16, 5, Window2d::square(3, 1, 1), true),
             "1x1 image",
         ),
+        (
+            // Bands span images (small maps): they start and end inside images.
+            Shape4::new(5, 10, 9, 32),
+            conv(32, 35, Window2d::square(3, 1, 1), true),
+            "bands across images",
+        ),
+        (
+            Shape4::new(7, 3, 5, 16),
+            conv(16, 16, Window2d::square(3, 1, 1), false),
+            "many small images",
+        ),
     ];
     for (seed, (input, spec, what)) in cases.into_iter().enumerate() {
         check(input, spec, 300 + seed as u64 * 10, what);

@@ -7,7 +7,8 @@
 //! convolution takes 9m²: 2.25 times fewer multiply-adds for F(2x2), 4 times for F(4x4).
 //! The α² element-wise products summed over the input channels are α² matrix products,
 //! `M_ξ = V_ξ U_ξ` (tiles x in_c times in_c x out_c), which the microkernel runs with tiles as
-//! its pixels. Per task (a band of tile rows of one image): the input patches are transformed,
+//! its pixels. Per task (a band of tile rows, which may run from one image into the next, so
+//! that small maps still give each weight panel enough tiles): the input patches are transformed,
 //! 16 channels a vector, into `V`; then for each panel of 32 output channels the α² products
 //! land in `M`, and the output transform, bias and ReLU write the output. The weights are
 //! transformed once, in f64, when the layer is made.
@@ -23,10 +24,15 @@ use super::microkernel::{self, Lanes, OutPtr, Simd, Tile, TileGeometry, MR, NR};
 use crate::shape::{Conv2dSpec, Shape4};
 use std::cell::RefCell;
 
-/// Bytes of one transformed input matrix `V_ξ` (a band's tiles x in_c) a task aims for: it
-/// stays in L2 while every panel of the task multiplies it. Bigger bands mean fewer passes
-/// over the transformed weights (16 MiB for a 512-channel layer), which come from L3.
-const V_XI_BYTES: usize = 256 << 10;
+/// Bytes of a band's transformed input `V` (all α² matrices of tiles x in_c) a task aims for:
+/// a quarter of a core's L2, so that V, the products and the weight panels stay there while
+/// the task multiplies them. (Measured on a 2 MiB-L2 Xeon: 256 KiB of each V_ξ, 4 MiB of V,
+/// spilled and ran conv1_2 30% slower.)
+const V_BYTES: usize = 512 << 10;
+/// Fewest tiles in a band, so that each transformed weight panel, read from memory for the
+/// band (16 MiB of U_ξ for a 512-channel F(2x2) layer, 36 MiB for F(4x4)), serves at least 8
+/// microkernel rows. Bands span images to get them: conv5 at 224 has 49 F(2x2) tiles an image.
+const MIN_TILES: usize = 8 * MR;
 /// Bytes of products `M` a task keeps for a group of panels before the output transform.
 const M_BYTES: usize = 1 << 20;
 
@@ -174,37 +180,51 @@ impl WinogradConv {
         let (c, m, alpha) = (shape.c, self.tile.m(), self.tile.alpha());
         let a2 = alpha * alpha;
         let (tile_rows, tile_cols) = (out.h.div_ceil(m), out.w.div_ceil(m));
-        // Bands of tile rows: at least one microkernel's worth of tiles, as many more as keep
-        // one V_ξ in cache.
-        let min_rows = MR.div_ceil(tile_cols);
-        let rows = (V_XI_BYTES / (c * 4) / tile_cols).clamp(min_rows.min(tile_rows), tile_rows);
+        // Bands of tile rows, counted across the batch's images (a band may end one image and
+        // start the next): as many as keep V in cache, but at least MIN_TILES tiles.
+        let all_rows = out.n * tile_rows;
+        let rows = (V_BYTES / (a2 * c * 4) / tile_cols)
+            .max(MIN_TILES.div_ceil(tile_cols))
+            .clamp(1, all_rows);
         let dst = OutPtr::new(output, shortcut);
-        let bands = (tile_rows, tile_rows.div_ceil(rows));
-        for_each_block(out.n, bands, self.panels, |img, tr, panels| {
+        let bands = (all_rows, all_rows.div_ceil(rows));
+        for_each_block(1, bands, self.panels, |_, band, panels| {
             BLOCK.with(|block| {
                 SCRATCH.with(|scratch| {
                     let mut block = block.borrow_mut();
                     let (v, m) = &mut *scratch.borrow_mut();
-                    let tiles = tr.len() * tile_cols;
+                    let tiles = band.len() * tile_cols;
                     let tiles_pad = tiles.div_ceil(MR) * MR;
-                    let row_len =
-                        self.pad_band(input, shape, img, tr.clone(), tile_cols, &mut block);
                     v.clear();
                     v.resize(a2 * tiles_pad * c / 16, Lanes([0.0; 16]));
-                    // SAFETY: the instruction set is checked above; `block` holds the band's
-                    // padded patches and `v` α² x tiles_pad x c floats.
-                    unsafe {
-                        transform_input(
-                            (self.simd, self.tile),
-                            &block,
-                            row_len,
-                            tr.len(),
-                            tile_cols,
-                            c,
-                            tiles_pad,
-                            v,
-                        )
-                    };
+                    // The band's parts in each image: (image, its tile rows, first tile).
+                    let parts: Vec<(usize, std::ops::Range<usize>, usize)> =
+                        (band.start / tile_rows..band.end.div_ceil(tile_rows))
+                            .map(|img| {
+                                let lo = band.start.max(img * tile_rows);
+                                let hi = band.end.min((img + 1) * tile_rows);
+                                let first = (lo - band.start) * tile_cols;
+                                (img, lo - img * tile_rows..hi - img * tile_rows, first)
+                            })
+                            .collect();
+                    for (img, tr, first) in &parts {
+                        let row_len =
+                            self.pad_band(input, shape, *img, tr.clone(), tile_cols, &mut block);
+                        // SAFETY: the instruction set is checked above; `block` holds the
+                        // part's padded patches and `v` α² x tiles_pad x c floats.
+                        unsafe {
+                            transform_input(
+                                (self.simd, self.tile),
+                                &block,
+                                row_len,
+                                tr.len(),
+                                tile_cols,
+                                (c, *first),
+                                tiles_pad,
+                                v,
+                            )
+                        };
+                    }
                     // Panels in groups whose products fit M_BYTES: for each ξ, V_ξ serves the
                     // whole group while it is in cache, and each U_ξ panel is read once.
                     let per_panel = tiles_pad * a2 * NR * 4;
@@ -213,22 +233,24 @@ impl WinogradConv {
                     for group in panels.chunks(group) {
                         m.clear();
                         m.resize(group.len() * tiles_pad * a2 * 2, Lanes([0.0; 16]));
-                        // SAFETY: as above; this task alone writes tile rows `tr` of image img
-                        // in these panels.
+                        // SAFETY: as above; this task alone writes these tile rows in these
+                        // panels.
                         unsafe {
                             self.products(v, m, tiles, tiles_pad, group);
                             for (g, &p) in group.iter().enumerate() {
                                 let mg = &m[g * tiles_pad * a2 * 2..][..tiles_pad * a2 * 2];
-                                self.transform_output(
-                                    mg,
-                                    out,
-                                    img,
-                                    tr.start,
-                                    tr.len(),
-                                    tile_cols,
-                                    p,
-                                    dst,
-                                );
+                                for (img, tr, first) in &parts {
+                                    self.transform_output(
+                                        &mg[first * a2 * 2..],
+                                        out,
+                                        *img,
+                                        tr.start,
+                                        tr.len(),
+                                        tile_cols,
+                                        p,
+                                        dst,
+                                    );
+                                }
                             }
                         }
                     }
@@ -448,7 +470,7 @@ unsafe fn transform_input(
     row_len: usize,
     rows: usize,
     tile_cols: usize,
-    c: usize,
+    (c, first): (usize, usize),
     tiles_pad: usize,
     v: &mut [Lanes],
 ) {
@@ -458,6 +480,7 @@ unsafe fn transform_input(
         rows,
         tile_cols,
         c,
+        first,
         tiles_pad,
         v: v.as_mut_ptr() as *mut f32,
     };
@@ -509,6 +532,8 @@ struct InputBand<'a> {
     rows: usize,
     tile_cols: usize,
     c: usize,
+    /// V's tile of the first patch.
+    first: usize,
     tiles_pad: usize,
     v: *mut f32,
 }
@@ -529,6 +554,7 @@ impl<const M: usize, const A: usize, L: Fn(&[Chunk; A]) -> [Chunk; A]> SimdPass
             rows,
             tile_cols,
             c,
+            first,
             tiles_pad,
             v,
         } = band;
@@ -536,7 +562,7 @@ impl<const M: usize, const A: usize, L: Fn(&[Chunk; A]) -> [Chunk; A]> SimdPass
         let b = block.as_ptr();
         for r in 0..rows {
             for tc in 0..tile_cols {
-                let t = r * tile_cols + tc;
+                let t = first + r * tile_cols + tc;
                 let patch = b.add(M * r * row_len + M * tc * c);
                 for c0 in (0..c).step_by(16) {
                     let d = |i: usize, j: usize| -> Chunk {
