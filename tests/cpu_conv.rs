@@ -232,15 +232,34 @@ fn check(input: Shape4, spec: Conv2dSpec, seed: u64, what: &str) {
             && (spec.window.stride_h, spec.window.stride_w) == (1, 1)
             && spec.in_c.is_multiple_of(16);
         let expected = match kernel {
-            ConvKernel::Winograd(simd) if !winograd_suits => ConvKernel::Direct(simd),
-            ConvKernel::Winograd4(simd) if !winograd_suits => ConvKernel::Direct(simd),
+            ConvKernel::WinogradMixed(simd)
+            | ConvKernel::Winograd(simd)
+            | ConvKernel::Winograd4(simd)
+                if !winograd_suits =>
+            {
+                ConvKernel::Direct(simd)
+            }
             other => other,
         };
         assert_eq!(layer.kernel(), expected, "{what}: asked for {kernel:?}");
-        let what = format!("{what} ({})", layer.kernel().name());
-        let transforms = match layer.kernel() {
-            ConvKernel::Winograd(_) => Some(&F2),
-            ConvKernel::Winograd4(_) => Some(&F4),
+        // The mixed kernel's rule: F(4x4) from 128 input channels on maps of 28 x 28 or more.
+        let out = spec.output_shape(input).unwrap();
+        let mixed_tile = if spec.in_c >= 128 && out.h >= 28 && out.w >= 28 {
+            4
+        } else {
+            2
+        };
+        let tile = match layer.kernel() {
+            ConvKernel::Winograd(_) => Some(2),
+            ConvKernel::Winograd4(_) => Some(4),
+            ConvKernel::WinogradMixed(_) => Some(mixed_tile),
+            _ => None,
+        };
+        assert_eq!(layer.winograd_tile(input), tile, "{what}: {kernel:?}");
+        let what = format!("{what} ({}, tile {tile:?})", layer.kernel().name());
+        let transforms = match tile {
+            Some(2) => Some(&F2),
+            Some(4) => Some(&F4),
             _ => None,
         };
         if let Some(t) = transforms {
@@ -442,6 +461,18 @@ fn winograd_tiles_bands_and_edges() {
             conv(16, 16, Window2d::square(3, 1, 1), false),
             "many small images",
         ),
+        (
+            // The mixed kernel's F(4x4) side of its rule (128 channels, 28 x 29), and its
+            // F(2x2) side one row short (27 x 29).
+            Shape4::new(1, 28, 29, 128),
+            conv(128, 40, Window2d::square(3, 1, 1), true),
+            "mixed: F(4x4)",
+        ),
+        (
+            Shape4::new(2, 27, 29, 128),
+            conv(128, 40, Window2d::square(3, 1, 1), true),
+            "mixed: F(2x2), 27 rows",
+        ),
     ];
     for (seed, (input, spec, what)) in cases.into_iter().enumerate() {
         check(input, spec, 300 + seed as u64 * 10, what);
@@ -624,6 +655,7 @@ fn unavailable_kernels_are_errors() {
     for simd in [Simd::Avx512, Simd::Avx2] {
         for k in [
             ConvKernel::Direct(simd),
+            ConvKernel::WinogradMixed(simd),
             ConvKernel::Winograd(simd),
             ConvKernel::Winograd4(simd),
         ] {
@@ -760,4 +792,39 @@ fn pointwise_tiles_cross_rows_and_images() {
         730,
         "1x1 padded",
     );
+}
+
+/// One mixed-Winograd layer run on maps on both sides of its rule, in turn: each run equals,
+/// bit for bit, the fixed F(4x4) or F(2x2) layer its rule names (the weights of each variant
+/// are transformed on first use and kept).
+#[test]
+fn mixed_winograd_switches_by_map_size() {
+    let Some(simd) = Simd::detected() else {
+        return; // no Winograd kernels on this CPU: nothing to switch
+    };
+    let spec = conv(128, 48, Window2d::square(3, 1, 1), true);
+    let (w, _) = seeded_layer(Shape4::new(1, 28, 28, 128), spec, 900);
+    let mixed = CpuConv2d::with_kernel(&w, ConvKernel::WinogradMixed(simd)).unwrap();
+    let f2 = CpuConv2d::with_kernel(&w, ConvKernel::Winograd(simd)).unwrap();
+    let f4 = CpuConv2d::with_kernel(&w, ConvKernel::Winograd4(simd)).unwrap();
+    for (i, (side, fixed, m)) in [(28, &f4, 4), (14, &f2, 2), (30, &f4, 4), (27, &f2, 2)]
+        .into_iter()
+        .enumerate()
+    {
+        let shape = Shape4::new(2, side, side, 128);
+        let x = random(shape.len(), 910 + i as u64);
+        let run = |layer: &CpuConv2d| {
+            let mut y = vec![f32::NAN; spec.output_shape(shape).unwrap().len()];
+            layer.run(&x, shape, &mut y).unwrap();
+            y
+        };
+        assert_eq!(mixed.winograd_tile(shape), Some(m), "{side}x{side}");
+        let (got, want) = (run(&mixed), run(fixed));
+        assert!(
+            got.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{side}x{side}: mixed differs from F({m}x{m})"
+        );
+    }
 }

@@ -203,6 +203,10 @@ def main():
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     if wanted("vgg16"):
         golden("vgg16", 32, 2, ["conv1_2", "pool1", "conv3_3", "conv5_2", "conv5_3", "pool5"], args.out)
+    # At 112 the maps (56, 28, 14, 7) put VGG16's conv2_2 and conv3 on both sides of the CPU
+    # backend's mixed Winograd rule (F(4x4) from 128 channels on maps of 28 or more).
+    if wanted("vgg16"):
+        golden("vgg16", 112, 1, ["conv3_3", "conv4_3", "conv5_3"], args.out)
     if wanted("vgg19"):
         golden("vgg19", 32, 1, ["conv5_3", "conv5_4"], args.out)
     if wanted("alexnet"):

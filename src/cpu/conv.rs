@@ -1,10 +1,12 @@
-//! Convolution on the CPU, by one of three kernels chosen when the layer is made:
+//! Convolution on the CPU, by one of these kernels chosen when the layer is made:
 //!
-//! - `Winograd`: Winograd F(2x2, 3x3) (`winograd`) for 3x3 stride-1 layers with a multiple of
-//!   16 input channels (all of VGG's but the first), direct convolution for the others; 2.25x
-//!   fewer multiply-adds.
+//! - `Winograd` (the default): Winograd F(2x2, 3x3) (`winograd`) for 3x3 stride-1 layers
+//!   with a multiple of 16 input channels (all of VGG's but the first), direct convolution for
+//!   the others; 2.25x fewer multiply-adds.
 //! - `Winograd4`: the same with F(4x4, 3x3): 4x fewer multiply-adds, and a larger rounding
-//!   error (docs/bench_cpu.md has both measured).
+//!   error (docs/benchmarks.md has both measured).
+//! - `WinogradMixed`: `Winograd4` on layers of at least 128 input channels whose output maps
+//!   are at least 28 x 28, `Winograd` on the others (opt-in, as `Winograd4`).
 //! - `Direct`: direct convolution on register tiles (`direct_conv`, `microkernel`), the NHWC
 //!   input read in place; twice the `gemm` crate's rate on an AVX-512 CPU (docs/bench_cpu.md).
 //! - `Gemm`: bands of output pixels are unfolded (im2col) from the NHWC input into rows of
@@ -28,7 +30,7 @@ use super::direct_conv::DirectConv;
 use super::matmul::{matmul, Strided};
 use super::tensor::check_lengths;
 #[cfg(target_arch = "x86_64")]
-use super::winograd::{WinogradConv, WinogradTile};
+use super::winograd::{TileChoice, WinogradConv, WinogradTile};
 use crate::error::{Error, Result};
 use crate::shape::{Conv2dSpec, Shape4};
 use crate::weights::Conv2dWeights;
@@ -125,6 +127,11 @@ impl Products {
 /// Which kernel a [`CpuConv2d`] runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvKernel {
+    /// Winograd where a layer suits it, else `Direct`: F(4x4, 3x3) on layers of at least
+    /// 128 input channels with output maps of at least 28 x 28, F(2x2, 3x3) on the others.
+    /// Opt-in: faster than `Winograd` at batch 8, but 2.2e-6 from float64 on the real VGG16
+    /// (conv4_3), above the 1e-6 the default keeps (docs/benchmarks.md).
+    WinogradMixed(Simd),
     /// Winograd F(2x2, 3x3) where a layer suits it, else `Direct`.
     Winograd(Simd),
     /// Winograd F(4x4, 3x3) where a layer suits it, else `Direct`.
@@ -155,17 +162,18 @@ impl ConvKernel {
     /// Whether this CPU runs the kernel.
     pub fn is_available(self) -> bool {
         match self {
-            ConvKernel::Winograd(simd) | ConvKernel::Winograd4(simd) | ConvKernel::Direct(simd) => {
-                simd.is_available()
-            }
+            ConvKernel::WinogradMixed(simd)
+            | ConvKernel::Winograd(simd)
+            | ConvKernel::Winograd4(simd)
+            | ConvKernel::Direct(simd) => simd.is_available(),
             ConvKernel::Gemm => true,
             ConvKernel::AmxBf16 => Products::Bf16.is_available(),
         }
     }
 
     /// The kernel `CROSSPOOL_CPU_CONV` asks for: `auto` (the default: [`Self::detected`]),
-    /// `winograd`, `winograd4` or `direct` (on the widest instruction set this CPU has), one of
-    /// those with `-avx512` or `-avx2` (`winograd4-avx2`), or `gemm`.
+    /// `winograd-mixed`, `winograd`, `winograd4` or `direct` (on the widest instruction set
+    /// this CPU has), one of those with `-avx512` or `-avx2` (`winograd4-avx2`), or `gemm`.
     pub fn from_env() -> Result<Self> {
         match std::env::var(CONV_KERNEL_ENV) {
             Ok(value) => Self::parse(value.trim()),
@@ -185,6 +193,7 @@ impl ConvKernel {
         };
         Ok(match name {
             "" | "auto" => Self::detected(),
+            "winograd-mixed" => ConvKernel::WinogradMixed(widest()?),
             "winograd" => ConvKernel::Winograd(widest()?),
             "winograd4" => ConvKernel::Winograd4(widest()?),
             "direct" => ConvKernel::Direct(widest()?),
@@ -201,8 +210,8 @@ impl ConvKernel {
                     .find(|k| k.name() == other)
                     .ok_or_else(|| {
                         Error::Config(format!(
-                            "{CONV_KERNEL_ENV}={other} is not one of auto, winograd, direct, \
-                             winograd4, {}",
+                            "{CONV_KERNEL_ENV}={other} is not one of auto, winograd-mixed, \
+                             winograd, winograd4, direct, {}",
                             Self::available_or_not()
                                 .iter()
                                 .map(|k| k.name())
@@ -219,6 +228,7 @@ impl ConvKernel {
         let mut all = Vec::new();
         for simd in [Simd::Avx512, Simd::Avx2] {
             all.extend([
+                ConvKernel::WinogradMixed(simd),
                 ConvKernel::Winograd(simd),
                 ConvKernel::Winograd4(simd),
                 ConvKernel::Direct(simd),
@@ -231,6 +241,7 @@ impl ConvKernel {
     /// Its full name, as `CROSSPOOL_CPU_CONV` takes it.
     pub fn name(self) -> String {
         match self {
+            ConvKernel::WinogradMixed(simd) => format!("winograd-mixed-{}", simd.name()),
             ConvKernel::Winograd(simd) => format!("winograd-{}", simd.name()),
             ConvKernel::Winograd4(simd) => format!("winograd4-{}", simd.name()),
             ConvKernel::Direct(simd) => format!("direct-{}", simd.name()),
@@ -301,29 +312,34 @@ impl CpuConv2d {
         }
         let kernel = match kernel {
             #[cfg(target_arch = "x86_64")]
-            ConvKernel::Winograd(simd) | ConvKernel::Winograd4(simd)
+            ConvKernel::WinogradMixed(simd)
+            | ConvKernel::Winograd(simd)
+            | ConvKernel::Winograd4(simd)
                 if WinogradConv::suits(&w.spec) =>
             {
-                let tile = match kernel {
-                    ConvKernel::Winograd4(_) => WinogradTile::F4,
-                    _ => WinogradTile::F2,
+                let choice = match kernel {
+                    ConvKernel::Winograd4(_) => TileChoice::Fixed(WinogradTile::F4),
+                    ConvKernel::Winograd(_) => TileChoice::Fixed(WinogradTile::F2),
+                    _ => TileChoice::BySize,
                 };
                 let weight = |o, i, ky, kx| w.at(o, i, ky, kx);
-                Kernel::Winograd(WinogradConv::new(w.spec, (simd, tile), weight, &w.bias))
+                Kernel::Winograd(WinogradConv::new(w.spec, (simd, choice), weight, &w.bias))
             }
             #[cfg(target_arch = "x86_64")]
-            ConvKernel::Winograd(simd) | ConvKernel::Winograd4(simd) | ConvKernel::Direct(simd) => {
-                Kernel::Direct(DirectConv::new(
-                    w.spec,
-                    simd,
-                    &w.to_gemm_kn(0, w.spec.out_c),
-                    &w.bias,
-                ))
-            }
+            ConvKernel::WinogradMixed(simd)
+            | ConvKernel::Winograd(simd)
+            | ConvKernel::Winograd4(simd)
+            | ConvKernel::Direct(simd) => Kernel::Direct(DirectConv::new(
+                w.spec,
+                simd,
+                &w.to_gemm_kn(0, w.spec.out_c),
+                &w.bias,
+            )),
             #[cfg(not(target_arch = "x86_64"))]
-            ConvKernel::Winograd(_) | ConvKernel::Winograd4(_) | ConvKernel::Direct(_) => {
-                unreachable!("checked above")
-            }
+            ConvKernel::WinogradMixed(_)
+            | ConvKernel::Winograd(_)
+            | ConvKernel::Winograd4(_)
+            | ConvKernel::Direct(_) => unreachable!("checked above"),
             ConvKernel::Gemm => Kernel::Gemm {
                 weight_kn: w.to_gemm_kn(0, w.spec.out_c),
                 bias: w.bias.clone(),
@@ -342,13 +358,24 @@ impl CpuConv2d {
             #[cfg(target_arch = "x86_64")]
             Kernel::Amx(_) => ConvKernel::AmxBf16,
             #[cfg(target_arch = "x86_64")]
-            Kernel::Winograd(k) => match k.tile() {
-                WinogradTile::F2 => ConvKernel::Winograd(k.simd()),
-                WinogradTile::F4 => ConvKernel::Winograd4(k.simd()),
+            Kernel::Winograd(k) => match k.choice() {
+                TileChoice::Fixed(WinogradTile::F2) => ConvKernel::Winograd(k.simd()),
+                TileChoice::Fixed(WinogradTile::F4) => ConvKernel::Winograd4(k.simd()),
+                TileChoice::BySize => ConvKernel::WinogradMixed(k.simd()),
             },
             #[cfg(target_arch = "x86_64")]
             Kernel::Direct(k) => ConvKernel::Direct(k.simd()),
             Kernel::Gemm { .. } => ConvKernel::Gemm,
+        }
+    }
+
+    /// The Winograd output tile side (2 or 4) it runs on an `input` of this shape; `None` if
+    /// it does not run Winograd.
+    pub fn winograd_tile(&self, input: Shape4) -> Option<usize> {
+        match &self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Winograd(k) => Some(k.tile_for(self.spec.output_shape(input).ok()?).m()),
+            _ => None,
         }
     }
 

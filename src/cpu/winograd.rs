@@ -23,6 +23,7 @@ use super::direct_conv::{for_each_block, BLOCK};
 use super::microkernel::{self, Lanes, OutPtr, Simd, Tile, TileGeometry, MR, NR};
 use crate::shape::{Conv2dSpec, Shape4};
 use std::cell::RefCell;
+use std::sync::OnceLock;
 
 /// Bytes of a band's transformed input `V` (all α² matrices of tiles x in_c) a task aims for:
 /// a quarter of a core's L2, so that V, the products and the weight panels stay there while
@@ -40,9 +41,9 @@ const M_BYTES: usize = 1 << 20;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WinogradTile {
     /// F(2x2, 3x3): 4 x 4 patches, 16 products (2.25x fewer than direct).
-    F2,
+    F2 = 0,
     /// F(4x4, 3x3) on the points 0, ±1, ±2: 6 x 6 patches, 36 products (4x fewer).
-    F4,
+    F4 = 1,
 }
 
 impl WinogradTile {
@@ -89,14 +90,37 @@ thread_local! {
 /// Zero bias for the microkernel: the products are raw; bias follows the output transform.
 static ZERO_BIAS: [Lanes; 2] = [Lanes([0.0; 16]), Lanes([0.0; 16])];
 
+/// Which variant a layer runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TileChoice {
+    /// This one on every map.
+    Fixed(WinogradTile),
+    /// By the layer and its map ([`WinogradConv::tile_for`]): F(4x4) where it is faster and
+    /// adds the least error, F(2x2) elsewhere.
+    BySize,
+}
+
+/// Fewest input channels for F(4x4) under [`TileChoice::BySize`]: VGG16's conv1_2 (64
+/// channels, after the RGB layer) is F(4x4)'s worst layer with seeded weights (1.3e-6
+/// normwise against float64) and gains nothing from it at 224.
+const F4_MIN_CHANNELS: usize = 128;
+/// Smallest output side for F(4x4) under [`TileChoice::BySize`]: on smaller maps F(2x2) is
+/// faster (VGG16's 14x14 conv5 at batch 1: 3.5 against 5.9 ms), since F(4x4)'s 36 weight
+/// matrices (36 MiB for 512 channels) serve fewer, more padded tiles.
+const F4_MIN_SIDE: usize = 28;
+
 /// A 3x3 stride-1 convolution layer with its weights transformed for [`WinogradConv::run`].
 pub struct WinogradConv {
     spec: Conv2dSpec,
     simd: Simd,
-    tile: WinogradTile,
+    choice: TileChoice,
     panels: usize,
-    /// `U = G g Gᵀ`: `[ξ][panel][in_c][NR]` (ξ < α²), zero past `out_c`.
-    u: Vec<Lanes>,
+    /// The weights `[o][i][ky][kx]` while a variant may still be made ([`TileChoice::BySize`];
+    /// empty for a fixed one).
+    weight: Vec<f32>,
+    /// `U = G g Gᵀ` for F(2x2) and F(4x4), each made when first run (a fixed choice's when the
+    /// layer is made): `[ξ][panel][in_c][NR]` (ξ < α²), zero past `out_c`.
+    u: [OnceLock<Vec<Lanes>>; 2],
     /// `[panel][NR]`, zero past `out_c`.
     bias: Vec<Lanes>,
 }
@@ -111,36 +135,34 @@ impl WinogradConv {
             && spec.in_c > 0
     }
 
-    /// Transforms `weight(o, i, ky, kx)` for `tile` and packs it with the bias, for tiles on
+    /// Packs `weight(o, i, ky, kx)` and the bias for the variant(s) of `choice`, for tiles on
     /// `simd`; `spec` must suit.
     pub fn new(
         spec: Conv2dSpec,
-        (simd, tile): (Simd, WinogradTile),
+        (simd, choice): (Simd, TileChoice),
         weight: impl Fn(usize, usize, usize, usize) -> f32,
         bias: &[f32],
     ) -> Self {
         debug_assert!(Self::suits(&spec));
-        let (c, n, alpha) = (spec.in_c, spec.out_c, tile.alpha());
+        let (c, n) = (spec.in_c, spec.out_c);
         let panels = n.div_ceil(NR);
-        let g_rows = tile.g();
-        let mut u = vec![Lanes([0.0; 16]); alpha * alpha * panels * c * 2];
         let mut packed_bias = vec![Lanes([0.0; 16]); panels * 2];
         for (o, &b) in bias.iter().enumerate().take(n) {
-            let (p, j) = (o / NR, o % NR);
-            packed_bias[p * 2 + j / 16].0[j % 16] = b;
-            for i in 0..c {
-                // G g Gᵀ in f64, rounded once.
-                let g = |ky: usize, kx: usize| weight(o, i, ky, kx) as f64;
-                for (a, ga) in g_rows.iter().enumerate() {
-                    for (b, gb) in g_rows.iter().enumerate() {
-                        let mut v = 0.0;
-                        for (ky, gay) in ga.iter().enumerate() {
-                            for (kx, gbx) in gb.iter().enumerate() {
-                                v += gay * g(ky, kx) * gbx;
-                            }
+            packed_bias[o / NR * 2 + o % NR / 16].0[o % 16] = b;
+        }
+        let u = [OnceLock::new(), OnceLock::new()];
+        let mut kept = Vec::new();
+        match choice {
+            TileChoice::Fixed(tile) => {
+                let _ = u[tile as usize].set(transform_weights(spec, tile, weight));
+            }
+            TileChoice::BySize => {
+                kept.reserve_exact(n * c * 9);
+                for o in 0..n {
+                    for i in 0..c {
+                        for k in 0..9 {
+                            kept.push(weight(o, i, k / 3, k % 3));
                         }
-                        let xi = a * alpha + b;
-                        u[((xi * panels + p) * c + i) * 2 + j / 16].0[j % 16] = v as f32;
                     }
                 }
             }
@@ -148,11 +170,37 @@ impl WinogradConv {
         WinogradConv {
             spec,
             simd,
-            tile,
+            choice,
             panels,
+            weight: kept,
             u,
             bias: packed_bias,
         }
+    }
+
+    /// The variant it runs for output maps of shape `out`.
+    pub fn tile_for(&self, out: Shape4) -> WinogradTile {
+        match self.choice {
+            TileChoice::Fixed(tile) => tile,
+            TileChoice::BySize
+                if self.spec.in_c >= F4_MIN_CHANNELS
+                    && out.h >= F4_MIN_SIDE
+                    && out.w >= F4_MIN_SIDE =>
+            {
+                WinogradTile::F4
+            }
+            TileChoice::BySize => WinogradTile::F2,
+        }
+    }
+
+    /// `U` for `tile`, made now if this is its first run.
+    fn u(&self, tile: WinogradTile) -> &[Lanes] {
+        self.u[tile as usize].get_or_init(|| {
+            let c = self.spec.in_c;
+            transform_weights(self.spec, tile, |o, i, ky, kx| {
+                self.weight[((o * c + i) * 3 + ky) * 3 + kx]
+            })
+        })
     }
 
     /// The instruction set its tiles run on.
@@ -160,9 +208,9 @@ impl WinogradConv {
         self.simd
     }
 
-    /// Its tile size.
-    pub fn tile(&self) -> WinogradTile {
-        self.tile
+    /// How it chooses its variant.
+    pub fn choice(&self) -> TileChoice {
+        self.choice
     }
 
     /// `output = conv(input)` with bias, the `shortcut` if any (laid out as the output) and
@@ -177,9 +225,11 @@ impl WinogradConv {
         output: &mut [f32],
     ) {
         assert!(self.simd.is_available(), "{:?} is not available", self.simd);
-        let (c, m, alpha) = (shape.c, self.tile.m(), self.tile.alpha());
+        let tile = self.tile_for(out);
+        let u = self.u(tile);
+        let (c, side, alpha) = (shape.c, tile.m(), tile.alpha());
         let a2 = alpha * alpha;
-        let (tile_rows, tile_cols) = (out.h.div_ceil(m), out.w.div_ceil(m));
+        let (tile_rows, tile_cols) = (out.h.div_ceil(side), out.w.div_ceil(side));
         // Bands of tile rows, counted across the batch's images (a band may end one image and
         // start the next): as many as keep V in cache, but at least MIN_TILES tiles.
         let all_rows = out.n * tile_rows;
@@ -208,13 +258,18 @@ impl WinogradConv {
                             })
                             .collect();
                     for (img, tr, first) in &parts {
-                        let row_len =
-                            self.pad_band(input, shape, *img, tr.clone(), tile_cols, &mut block);
+                        let row_len = self.pad_band(
+                            input,
+                            shape,
+                            (*img, tr.clone()),
+                            (side, tile_cols),
+                            &mut block,
+                        );
                         // SAFETY: the instruction set is checked above; `block` holds the
                         // part's padded patches and `v` α² x tiles_pad x c floats.
                         unsafe {
                             transform_input(
-                                (self.simd, self.tile),
+                                (self.simd, tile),
                                 &block,
                                 row_len,
                                 tr.len(),
@@ -236,16 +291,14 @@ impl WinogradConv {
                         // SAFETY: as above; this task alone writes these tile rows in these
                         // panels.
                         unsafe {
-                            self.products(v, m, tiles, tiles_pad, group);
+                            self.products((tile, u), v, m, (tiles, tiles_pad), group);
                             for (g, &p) in group.iter().enumerate() {
                                 let mg = &m[g * tiles_pad * a2 * 2..][..tiles_pad * a2 * 2];
                                 for (img, tr, first) in &parts {
                                     self.transform_output(
-                                        &mg[first * a2 * 2..],
+                                        (tile, &mg[first * a2 * 2..]),
                                         out,
-                                        *img,
-                                        tr.start,
-                                        tr.len(),
+                                        (*img, tr.clone()),
                                         tile_cols,
                                         p,
                                         dst,
@@ -265,12 +318,11 @@ impl WinogradConv {
         &self,
         input: &[f32],
         shape: Shape4,
-        img: usize,
-        tr: std::ops::Range<usize>,
-        tile_cols: usize,
+        (img, tr): (usize, std::ops::Range<usize>),
+        (m, tile_cols): (usize, usize),
         block: &mut Vec<f32>,
     ) -> usize {
-        let (c, win, m) = (shape.c, self.spec.window, self.tile.m());
+        let (c, win) = (shape.c, self.spec.window);
         let cols = m * tile_cols + 2;
         let rows = m * tr.len() + 2;
         let row_len = cols * c;
@@ -298,10 +350,10 @@ impl WinogradConv {
     /// AVX-512F; `v` is sized as `run` makes it and `m` holds `group.len()` panels' products.
     unsafe fn products(
         &self,
+        (tile, u): (WinogradTile, &[Lanes]),
         v: &[Lanes],
         m: &mut [Lanes],
-        tiles: usize,
-        tiles_pad: usize,
+        (tiles, tiles_pad): (usize, usize),
         group: &[usize],
     ) {
         let c = self.spec.in_c;
@@ -313,10 +365,10 @@ impl WinogradConv {
         };
         let vf = v.as_ptr() as *const f32;
         let mf = m.as_mut_ptr() as *mut f32;
-        let a2 = self.tile.alpha() * self.tile.alpha();
+        let a2 = tile.alpha() * tile.alpha();
         for xi in 0..a2 {
             for (g, &p) in group.iter().enumerate() {
-                let u = self.u[(xi * self.panels + p) * c * 2..].as_ptr() as *const f32;
+                let u = u[(xi * self.panels + p) * c * 2..].as_ptr() as *const f32;
                 let mg = mf.add(g * tiles_pad * a2 * NR);
                 for t0 in (0..tiles).step_by(MR) {
                     microkernel::tile(
@@ -348,11 +400,9 @@ impl WinogradConv {
     #[allow(clippy::too_many_arguments)]
     unsafe fn transform_output(
         &self,
-        m: &[Lanes],
+        (tile, m): (WinogradTile, &[Lanes]),
         out: Shape4,
-        img: usize,
-        tr0: usize,
-        rows: usize,
+        (img, tr): (usize, std::ops::Range<usize>),
         tile_cols: usize,
         p: usize,
         dst: OutPtr,
@@ -361,8 +411,8 @@ impl WinogradConv {
             m,
             out,
             img,
-            tr0,
-            rows,
+            tr0: tr.start,
+            rows: tr.len(),
             tile_cols,
             channel0: p * NR,
             cols: NR.min(self.spec.out_c - p * NR),
@@ -370,11 +420,43 @@ impl WinogradConv {
             relu: self.spec.relu,
             dst,
         };
-        match self.tile {
+        match tile {
             WinogradTile::F2 => on_simd(self.simd, OutputPass::<2, 4, _>(band, f2_output)),
             WinogradTile::F4 => on_simd(self.simd, OutputPass::<4, 6, _>(band, f4_output)),
         }
     }
+}
+
+/// `U = G g Gᵀ` for `tile` of `weight(o, i, ky, kx)`, in f64 and rounded once, packed
+/// `[ξ][panel][in_c][NR]`.
+fn transform_weights(
+    spec: Conv2dSpec,
+    tile: WinogradTile,
+    weight: impl Fn(usize, usize, usize, usize) -> f32,
+) -> Vec<Lanes> {
+    let (c, n, alpha) = (spec.in_c, spec.out_c, tile.alpha());
+    let panels = n.div_ceil(NR);
+    let g_rows = tile.g();
+    let mut u = vec![Lanes([0.0; 16]); alpha * alpha * panels * c * 2];
+    for o in 0..n {
+        let (p, j) = (o / NR, o % NR);
+        for i in 0..c {
+            let g = |ky: usize, kx: usize| weight(o, i, ky, kx) as f64;
+            for (a, ga) in g_rows.iter().enumerate() {
+                for (b, gb) in g_rows.iter().enumerate() {
+                    let mut v = 0.0;
+                    for (ky, gay) in ga.iter().enumerate() {
+                        for (kx, gbx) in gb.iter().enumerate() {
+                            v += gay * g(ky, kx) * gbx;
+                        }
+                    }
+                    let xi = a * alpha + b;
+                    u[((xi * panels + p) * c + i) * 2 + j / 16].0[j % 16] = v as f32;
+                }
+            }
+        }
+    }
+    u
 }
 
 /// 16 channels of one value, the unit the transforms work in (vectorised by the compiler
