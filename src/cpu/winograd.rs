@@ -87,6 +87,14 @@ thread_local! {
     static SCRATCH: RefCell<(Vec<Lanes>, Vec<Lanes>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
+/// The first `len` of `scratch`, grown (with zeros) if it is shorter.
+fn grown(scratch: &mut Vec<Lanes>, len: usize) -> &mut [Lanes] {
+    if scratch.len() < len {
+        scratch.resize(len, Lanes([0.0; 16]));
+    }
+    &mut scratch[..len]
+}
+
 /// Zero bias for the microkernel: the products are raw; bias follows the output transform.
 static ZERO_BIAS: [Lanes; 2] = [Lanes([0.0; 16]), Lanes([0.0; 16])];
 
@@ -245,8 +253,14 @@ impl WinogradConv {
                     let (v, m) = &mut *scratch.borrow_mut();
                     let tiles = band.len() * tile_cols;
                     let tiles_pad = tiles.div_ceil(MR) * MR;
-                    v.clear();
-                    v.resize(a2 * tiles_pad * c / 16, Lanes([0.0; 16]));
+                    // Scratch is reused as it is: the transforms write every value read back,
+                    // but for the padding tiles that complete the last microkernel rows, which
+                    // are zeroed (their sums are never stored).
+                    let v = grown(v, a2 * tiles_pad * c / 16);
+                    for xi in 0..a2 {
+                        v[(xi * tiles_pad + tiles) * c / 16..(xi + 1) * tiles_pad * c / 16]
+                            .fill(Lanes([0.0; 16]));
+                    }
                     // The band's parts in each image: (image, its tile rows, first tile).
                     let parts: Vec<(usize, std::ops::Range<usize>, usize)> =
                         (band.start / tile_rows..band.end.div_ceil(tile_rows))
@@ -286,8 +300,7 @@ impl WinogradConv {
                     let group = (M_BYTES / per_panel).max(1);
                     let panels: Vec<usize> = panels.collect();
                     for group in panels.chunks(group) {
-                        m.clear();
-                        m.resize(group.len() * tiles_pad * a2 * 2, Lanes([0.0; 16]));
+                        let m = grown(m, group.len() * tiles_pad * a2 * 2);
                         // SAFETY: as above; this task alone writes these tile rows in these
                         // panels.
                         unsafe {
