@@ -99,6 +99,8 @@ def main():
     ap.add_argument("--compile", action="store_true", help="CPU: also time PyTorch under torch.compile")
     ap.add_argument("--compile-at", nargs="*", metavar="SIZExBATCH",
                     help="GPU: also time PyTorch under torch.compile at these points (compiling takes a while)")
+    ap.add_argument("--cpu-kernels", nargs="*", default=[], metavar="KERNEL",
+                    help="CPU: also time these CROSSPOOL_CPU_CONV kernels (e.g. winograd-mixed winograd4)")
     ap.add_argument("--bf16", action="store_true",
                     help="CPU: also time crosspool --precision bf16 and PyTorch's bf16 autocast")
     ap.add_argument("--rounds", type=int, default=1, help="alternating repetitions; the median is kept")
@@ -145,6 +147,8 @@ def main():
             torch_env["ONEDNN_MAX_CPU_ISA"] = "AVX2"
         variants.append((f"crosspool, direct {simd} kernel", [], {**env, "CROSSPOOL_CPU_CONV": f"direct-{simd}"}))
         variants.append(("crosspool, gemm kernel (before)", [], {**env, "CROSSPOOL_CPU_CONV": "gemm"}))
+        for kernel in args.cpu_kernels:
+            variants.append((f"crosspool, {kernel} kernel", [], {**env, "CROSSPOOL_CPU_CONV": kernel}))
         if args.bf16:
             variants.append(("crosspool bf16", ["--precision", "bf16"], env))
     if args.unchecked:
