@@ -339,20 +339,26 @@ impl WinogradConv {
         let cols = m * tile_cols + 2;
         let rows = m * tr.len() + 2;
         let row_len = cols * c;
-        block.clear();
-        block.resize(rows * row_len, 0.0);
-        // Input column of block column 0; copy the input columns that fall inside the block.
+        if block.len() < rows * row_len {
+            block.resize(rows * row_len, 0.0);
+        }
+        // Input column of block column 0; copy the input columns that fall inside the block
+        // and zero the rest, so that each value is written once.
         let x0 = -(win.pad_w as isize);
         let first = (-x0).max(0) as usize; // block column of input column 0
         let copied = shape.w.min(cols.saturating_sub(first));
-        for r in 0..rows {
+        for (r, row) in block[..rows * row_len].chunks_exact_mut(row_len).enumerate() {
             let iy = (m * tr.start + r) as isize - win.pad_h as isize;
             if iy < 0 || iy >= shape.h as isize || copied == 0 {
+                row.fill(0.0);
                 continue;
             }
             let src = &input[shape.index(img, iy as usize, 0, 0)..][..copied * c];
-            let at = r * row_len + first * c;
-            block[at..at + copied * c].copy_from_slice(src);
+            let (left, rest) = row.split_at_mut(first * c);
+            let (mid, right) = rest.split_at_mut(copied * c);
+            left.fill(0.0);
+            mid.copy_from_slice(src);
+            right.fill(0.0);
         }
         row_len
     }
