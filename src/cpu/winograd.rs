@@ -347,7 +347,10 @@ impl WinogradConv {
         let x0 = -(win.pad_w as isize);
         let first = (-x0).max(0) as usize; // block column of input column 0
         let copied = shape.w.min(cols.saturating_sub(first));
-        for (r, row) in block[..rows * row_len].chunks_exact_mut(row_len).enumerate() {
+        for (r, row) in block[..rows * row_len]
+            .chunks_exact_mut(row_len)
+            .enumerate()
+        {
             let iy = (m * tr.start + r) as isize - win.pad_h as isize;
             if iy < 0 || iy >= shape.h as isize || copied == 0 {
                 row.fill(0.0);
