@@ -210,8 +210,8 @@ impl ConvKernel {
                     .find(|k| k.name() == other)
                     .ok_or_else(|| {
                         Error::Config(format!(
-                            "{CONV_KERNEL_ENV}={other} is not one of auto, winograd-mixed, \
-                             winograd, winograd4, direct, {}",
+                            "{CONV_KERNEL_ENV}={other} is not one of auto, winograd, direct, \
+                             winograd4, winograd-mixed, {}",
                             Self::available_or_not()
                                 .iter()
                                 .map(|k| k.name())

@@ -207,18 +207,28 @@ impl DirectConv {
         let cols = (tiles * MR - 1) * win.stride_w + win.kw;
         let rows = (oy1 - oy0 - 1) * win.stride_h + win.kh;
         let row_len = cols * c;
-        padded.clear();
-        padded.resize(rows * row_len, 0.0);
+        if padded.len() < rows * row_len {
+            padded.resize(rows * row_len, 0.0);
+        }
         // Input columns past `cols` are never read (strides that do not divide the width).
+        // Each value is written once: the input's, or a zero for the padding.
         let copied = shape.w.min(cols.saturating_sub(win.pad_w)) * c;
-        for r in 0..rows {
+        let left = (win.pad_w * c).min(row_len);
+        for (r, row) in padded[..rows * row_len]
+            .chunks_exact_mut(row_len)
+            .enumerate()
+        {
             let iy = (oy0 * win.stride_h + r) as isize - win.pad_h as isize;
             if iy < 0 || iy >= shape.h as isize || copied == 0 {
+                row.fill(0.0);
                 continue;
             }
             let src = &input[shape.index(img, iy as usize, 0, 0)..][..copied];
-            let at = r * row_len + win.pad_w * c;
-            padded[at..at + copied].copy_from_slice(src);
+            let (pad, rest) = row.split_at_mut(left);
+            let (mid, right) = rest.split_at_mut(copied);
+            pad.fill(0.0);
+            mid.copy_from_slice(src);
+            right.fill(0.0);
         }
         row_len
     }
