@@ -31,6 +31,16 @@ pub struct DirectConv {
     bias: Vec<Lanes>,
 }
 
+/// Writes one row of a zero-padded block: `left` zeros, `src`, zeros to the end; each value
+/// once, so that a reused block needs no clearing first.
+pub(super) fn pad_row(row: &mut [f32], left: usize, src: &[f32]) {
+    let (pad, rest) = row.split_at_mut(left);
+    let (mid, right) = rest.split_at_mut(src.len());
+    pad.fill(0.0);
+    mid.copy_from_slice(src);
+    right.fill(0.0);
+}
+
 thread_local! {
     /// Each thread's zero-padded input block, kept between calls.
     pub(super) static BLOCK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -224,11 +234,7 @@ impl DirectConv {
                 continue;
             }
             let src = &input[shape.index(img, iy as usize, 0, 0)..][..copied];
-            let (pad, rest) = row.split_at_mut(left);
-            let (mid, right) = rest.split_at_mut(copied);
-            pad.fill(0.0);
-            mid.copy_from_slice(src);
-            right.fill(0.0);
+            pad_row(row, left, src);
         }
         row_len
     }

@@ -19,7 +19,7 @@
 //! roundings, relative to the magnitudes through the absolute-valued transforms, which grow
 //! with the larger coefficients (tests/cpu_conv.rs derives both).
 
-use super::direct_conv::{for_each_block, BLOCK};
+use super::direct_conv::{for_each_block, pad_row, BLOCK};
 use super::microkernel::{self, Lanes, OutPtr, Simd, Tile, TileGeometry, MR, NR};
 use crate::shape::{Conv2dSpec, Shape4};
 use std::cell::RefCell;
@@ -357,11 +357,7 @@ impl WinogradConv {
                 continue;
             }
             let src = &input[shape.index(img, iy as usize, 0, 0)..][..copied * c];
-            let (left, rest) = row.split_at_mut(first * c);
-            let (mid, right) = rest.split_at_mut(copied * c);
-            left.fill(0.0);
-            mid.copy_from_slice(src);
-            right.fill(0.0);
+            pad_row(row, first * c, src);
         }
         row_len
     }
