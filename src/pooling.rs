@@ -146,7 +146,50 @@ pub fn sum_of_squares<T: Copy + Into<f64>>(v: &[T]) -> f64 {
     ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 }
 
+/// The sum of the absolute values of `v`, in f64, in [`sum_of_squares`]'s order.
+#[inline(always)]
+pub fn sum_of_abs<T: Copy + Into<f64>>(v: &[T]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            let x: f64 = x.into();
+            *a += x.abs();
+        }
+    }
+    for (a, &x) in acc.iter_mut().zip(chunks.remainder()) {
+        let x: f64 = x.into();
+        *a += x.abs();
+    }
+    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+}
+
 impl Normalization {
+    /// The scale of a row whose sum of squares is `sum_sq`: `1 / ||row||` with channel L2
+    /// (1 for a zero row, which stays zero), else 1. Rows are multiplied by it, in f64.
+    #[inline(always)]
+    pub fn row_scale(&self, sum_sq: f64) -> f64 {
+        let n = sum_sq.sqrt();
+        if self.channel_l2 && n > 0.0 {
+            1.0 / n
+        } else {
+            1.0
+        }
+    }
+
+    /// The sum of the squares of a row after its scale `r` and the signed square root, from
+    /// the row's sums of squares and of absolute values, in closed form: `|r x|` each with
+    /// the square root (its square), `(r x)^2` without. The global L2 norm is the square root
+    /// of these rows' sum, so it needs no second pass of square roots.
+    #[inline(always)]
+    pub fn transformed_sum_sq(&self, r: f64, sum_sq: f64, sum_abs: f64) -> f64 {
+        if self.signed_sqrt {
+            r * sum_abs
+        } else {
+            r * r * sum_sq
+        }
+    }
+
     /// The paper's classification setting: channel L2, then signed square root.
     pub const PAPER: Normalization = Normalization {
         channel_l2: true,

@@ -114,6 +114,37 @@ fn region_pooling_and_normalisation_equal_the_reference() {
     }
 }
 
+#[test]
+fn normalisation_equals_the_reference_in_every_combination() {
+    // One image (its rows split across threads) and five (images across threads); rows
+    // longer than the 8 partial sums, with a remainder; a zero row, and in the batch a
+    // zero image, which must stay zero; negative values for the signed square root.
+    for (images, rows, cols) in [(1, 37, 61), (5, 9, 300)] {
+        for flags in 0..8u32 {
+            let norm = Normalization {
+                channel_l2: flags & 1 != 0,
+                signed_sqrt: flags & 2 != 0,
+                global_l2: flags & 4 != 0,
+            };
+            let mut want: Vec<f32> = random(images * rows * cols, 40 + flags as u64)
+                .iter()
+                .map(|v| v - 0.5)
+                .collect();
+            want[cols..2 * cols].fill(0.0);
+            if images > 1 {
+                want[rows * cols..2 * rows * cols].fill(0.0);
+            }
+            let mut got = want.clone();
+            reference::normalize(&mut want, rows, cols, norm);
+            ops::normalize(&mut got, rows, cols, norm);
+            assert_eq!(got, want, "{norm:?} on {images} x {rows} x {cols}");
+            if images > 1 {
+                assert!(got[rows * cols..2 * rows * cols].iter().all(|&v| v == 0.0));
+            }
+        }
+    }
+}
+
 fn features_on_cpu(
     w: &ModelWeights,
     spec: &FeatureSpec,

@@ -262,6 +262,11 @@ pub fn region_pool(
 /// Normalises each image's `[rows][cols]` features in place, in f64, as the reference does
 /// (the same operations in the same order, so the results are equal). Images run in
 /// parallel, and the rows of one image too when there are fewer images than threads.
+///
+/// A row's scale needs only its sum of squares, and the global norm only each row's sums
+/// of squares and of absolute values ([`Normalization::transformed_sum_sq`]), so a value is
+/// read, scaled, square-rooted and written once: one f64 square root each, no division and
+/// no f64 copy of the image. Without global L2 that is one pass over the features.
 pub fn normalize(data: &mut [f32], rows: usize, cols: usize, norm: Normalization) {
     if rows * cols == 0 {
         return;
@@ -269,79 +274,81 @@ pub fn normalize(data: &mut [f32], rows: usize, cols: usize, norm: Normalization
     let images = data.len() / (rows * cols);
     let rows_in_parallel = images < rayon::current_num_threads();
     data.par_chunks_mut(rows * cols).for_each(|img| {
-        // In f64 without a copy of the image (ResNet's are 4M values): each row transformed
-        // into a row of f64 scratch; with global L2, a first pass sums their squares (per
-        // row, then in row order) and a second transforms again and scales.
-        let sums: Vec<f64> = if rows_in_parallel {
-            img.par_chunks_mut(cols)
-                .map(|row| normalize_row(row, norm, None))
-                .collect()
-        } else {
-            img.chunks_mut(cols)
-                .map(|row| normalize_row(row, norm, None))
-                .collect()
-        };
-        if norm.global_l2 {
-            let g = sums.iter().sum::<f64>().sqrt();
+        if !norm.global_l2 {
+            // Each row's sums and its transform in one visit, while the row is in cache.
+            let one = |row: &mut [f32]| {
+                let (r, _) = row_sums(row, norm);
+                transform_row(row, norm, r, 1.0);
+            };
             if rows_in_parallel {
-                img.par_chunks_mut(cols)
-                    .for_each(|row| _ = normalize_row(row, norm, Some(g)));
+                img.par_chunks_mut(cols).for_each(one);
             } else {
-                img.chunks_mut(cols)
-                    .for_each(|row| _ = normalize_row(row, norm, Some(g)));
+                img.chunks_mut(cols).for_each(one);
             }
+            return;
+        }
+        let sums = |row: &[f32]| row_sums(row, norm);
+        // (scale, transformed sum of squares) per row.
+        let scales: Vec<(f64, f64)> = if rows_in_parallel {
+            img.par_chunks(cols).map(sums).collect()
+        } else {
+            img.chunks(cols).map(sums).collect()
+        };
+        // Summed in row order, as the reference sums.
+        let global_sq = scales.iter().fold(0.0f64, |acc, &(_, sq)| acc + sq);
+        let g = global_sq.sqrt();
+        let q = if norm.global_l2 && g > 0.0 {
+            1.0 / g
+        } else {
+            1.0
+        };
+        let write = |(row, &(r, _)): (&mut [f32], &(f64, f64))| transform_row(row, norm, r, q);
+        if rows_in_parallel {
+            img.par_chunks_mut(cols).zip(&scales).for_each(write);
+        } else {
+            img.chunks_mut(cols).zip(&scales).for_each(write);
         }
     });
 }
 
-thread_local! {
-    /// Each thread's row of f64 values being normalised.
-    static ROW: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+/// A row's scale and its sum of squares after the scale and the signed square root.
+fn row_sums(row: &[f32], norm: Normalization) -> (f64, f64) {
+    let sum_sq = crate::pooling::sum_of_squares(row);
+    let r = norm.row_scale(sum_sq);
+    let sum_abs = if norm.global_l2 && norm.signed_sqrt {
+        crate::pooling::sum_of_abs(row)
+    } else {
+        0.0
+    };
+    (r, norm.transformed_sum_sq(r, sum_sq, sum_abs))
 }
 
-/// One row of [`normalize`]: its L2 and signed square root as `norm` asks, in f64. Without
-/// global L2 the row is written and 0 returned; with it, `global: None` leaves the row as it
-/// was and returns the sum of the transformed values' squares, and `Some(g)` writes them
-/// divided by `g` (unless 0). Compiled for AVX-512F too, where f64 division and square root
-/// take 8 lanes (the reference's results bit for bit: the same IEEE operations in the same
-/// order).
-fn normalize_row(row: &mut [f32], norm: Normalization, global: Option<f64>) -> f64 {
+/// Writes `row` scaled by `r`, signed-square-rooted as `norm` asks, then scaled by `q`, in
+/// f64. Compiled for AVX-512F too, where the f64 square root takes 8 lanes (the reference's
+/// results bit for bit: the same IEEE operations in the same order).
+fn transform_row(row: &mut [f32], norm: Normalization, r: f64, q: f64) {
     #[cfg(target_arch = "x86_64")]
     if super::Simd::Avx512.is_available() {
         #[target_feature(enable = "avx512f")]
-        unsafe fn wide(row: &mut [f32], norm: Normalization, global: Option<f64>) -> f64 {
-            normalize_row_in(row, norm, global)
+        unsafe fn wide(row: &mut [f32], norm: Normalization, r: f64, q: f64) {
+            transform_row_in(row, norm, r, q)
         }
         // SAFETY: AVX-512F is available (checked).
-        return unsafe { wide(row, norm, global) };
+        return unsafe { wide(row, norm, r, q) };
     }
-    normalize_row_in(row, norm, global)
+    transform_row_in(row, norm, r, q)
 }
 
 #[inline(always)]
-fn normalize_row_in(row: &mut [f32], norm: Normalization, global: Option<f64>) -> f64 {
-    ROW.with(|cell| {
-        let mut v = cell.borrow_mut();
-        v.clear();
-        v.extend(row.iter().map(|&x| x as f64));
-        if norm.channel_l2 {
-            let n = crate::pooling::sum_of_squares(&v).sqrt();
-            if n > 0.0 {
-                v.iter_mut().for_each(|x| *x /= n);
-            }
-        }
-        if norm.signed_sqrt {
-            // sign(x) sqrt(|x|), as the reference's signum form gives it (0 and -0 kept).
-            v.iter_mut().for_each(|x| *x = x.abs().sqrt().copysign(*x));
-        }
-        match (norm.global_l2, global) {
-            (true, None) => return crate::pooling::sum_of_squares(&v),
-            (true, Some(g)) if g > 0.0 => v.iter_mut().for_each(|x| *x /= g),
-            _ => {}
-        }
-        for (o, x) in row.iter_mut().zip(v.iter()) {
-            *o = *x as f32;
-        }
-        0.0
-    })
+fn transform_row_in(row: &mut [f32], norm: Normalization, r: f64, q: f64) {
+    if norm.signed_sqrt {
+        // sign(x) sqrt(|x|), as the reference's signum form gives it (0 and -0 kept).
+        row.iter_mut().for_each(|o| {
+            let x = *o as f64 * r;
+            *o = (x.abs().sqrt().copysign(x) * q) as f32;
+        });
+    } else {
+        row.iter_mut()
+            .for_each(|o| *o = ((*o as f64 * r) * q) as f32);
+    }
 }

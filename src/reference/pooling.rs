@@ -103,32 +103,28 @@ pub fn cross_layer(
     Ok(Reduced { values, magnitude })
 }
 
-/// Normalises `images` features of `[rows][cols]` in place, in f64.
+/// Normalises `images` features of `[rows][cols]` in place, in f64: each row multiplied by
+/// `1 / ||row||` (channel L2), then `sign(v) sqrt(|v|)`, then everything multiplied by
+/// `1 / ||all||` (global L2). The global norm comes from each row's sums before the square
+/// root ([`Normalization::transformed_sum_sq`]: the same value in exact arithmetic).
 pub fn normalize(data: &mut [f32], rows: usize, cols: usize, norm: Normalization) {
     for img in data.chunks_mut(rows * cols) {
         let mut v: Vec<f64> = img.iter().map(|&x| x as f64).collect();
+        let mut global_sq = 0.0f64;
         for row in v.chunks_mut(cols) {
-            if norm.channel_l2 {
-                let n = crate::pooling::sum_of_squares(row).sqrt();
-                if n > 0.0 {
-                    row.iter_mut().for_each(|x| *x /= n);
-                }
-            }
+            let sum_sq = crate::pooling::sum_of_squares(row);
+            let r = norm.row_scale(sum_sq);
+            global_sq += norm.transformed_sum_sq(r, sum_sq, crate::pooling::sum_of_abs(row));
+            row.iter_mut().for_each(|x| *x *= r);
             if norm.signed_sqrt {
                 row.iter_mut()
                     .for_each(|x| *x = x.signum() * x.abs().sqrt());
             }
         }
-        if norm.global_l2 {
-            // Row by row, in row order (the order the CPU backend sums in, rows in parallel).
-            let n = v
-                .chunks(cols)
-                .map(crate::pooling::sum_of_squares)
-                .sum::<f64>()
-                .sqrt();
-            if n > 0.0 {
-                v.iter_mut().for_each(|x| *x /= n);
-            }
+        let g = global_sq.sqrt();
+        if norm.global_l2 && g > 0.0 {
+            let q = 1.0 / g;
+            v.iter_mut().for_each(|x| *x *= q);
         }
         for (o, x) in img.iter_mut().zip(&v) {
             // signum(0.0) is 1.0 in Rust; the sqrt of 0 keeps it 0 either way.
