@@ -127,39 +127,31 @@ pub struct Normalization {
 }
 
 /// The sum of the squares of `v`, in f64, in the one order the host backends share (the CPU
-/// backend and the reference agree bit for bit): eight interleaved partial sums, added
-/// pairwise at the end. Unlike one running sum, this order vectorises, at any SIMD width.
+/// backend and the reference agree bit for bit): see [`lane_sum`].
 #[inline(always)]
 pub fn sum_of_squares<T: Copy + Into<f64>>(v: &[T]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let mut chunks = v.chunks_exact(8);
-    for c in &mut chunks {
-        for (a, &x) in acc.iter_mut().zip(c) {
-            let x: f64 = x.into();
-            *a += x * x;
-        }
-    }
-    for (a, &x) in acc.iter_mut().zip(chunks.remainder()) {
-        let x: f64 = x.into();
-        *a += x * x;
-    }
-    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    lane_sum(v, |x| x * x)
 }
 
 /// The sum of the absolute values of `v`, in f64, in [`sum_of_squares`]'s order.
 #[inline(always)]
 pub fn sum_of_abs<T: Copy + Into<f64>>(v: &[T]) -> f64 {
+    lane_sum(v, f64::abs)
+}
+
+/// The sum of `term(x)` over `v`, in f64: eight interleaved partial sums, added pairwise at
+/// the end. Unlike one running sum, this order vectorises, at any SIMD width.
+#[inline(always)]
+fn lane_sum<T: Copy + Into<f64>>(v: &[T], term: impl Fn(f64) -> f64) -> f64 {
     let mut acc = [0.0f64; 8];
     let mut chunks = v.chunks_exact(8);
     for c in &mut chunks {
         for (a, &x) in acc.iter_mut().zip(c) {
-            let x: f64 = x.into();
-            *a += x.abs();
+            *a += term(x.into());
         }
     }
     for (a, &x) in acc.iter_mut().zip(chunks.remainder()) {
-        let x: f64 = x.into();
-        *a += x.abs();
+        *a += term(x.into());
     }
     ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 }

@@ -297,11 +297,7 @@ pub fn normalize(data: &mut [f32], rows: usize, cols: usize, norm: Normalization
         // Summed in row order, as the reference sums.
         let global_sq = scales.iter().fold(0.0f64, |acc, &(_, sq)| acc + sq);
         let g = global_sq.sqrt();
-        let q = if norm.global_l2 && g > 0.0 {
-            1.0 / g
-        } else {
-            1.0
-        };
+        let q = if g > 0.0 { 1.0 / g } else { 1.0 };
         let write = |(row, &(r, _)): (&mut [f32], &(f64, f64))| transform_row(row, norm, r, q);
         if rows_in_parallel {
             img.par_chunks_mut(cols).zip(&scales).for_each(write);
