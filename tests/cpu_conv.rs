@@ -404,6 +404,28 @@ fn row_tiles_blocks_and_panels() {
 }
 
 #[test]
+fn one_by_one_panel_groups() {
+    // A 1x1 layer's tiles go through groups of weight panels that fit in 256 KiB: 700 inputs
+    // make groups of 2 of the 5 panels (the last partial, 150 outputs), 2100 groups of 1;
+    // 198 pixels end in a partial tile.
+    let cases = [
+        (
+            Shape4::new(2, 9, 11, 700),
+            conv(700, 150, Window2d::square(1, 1, 0), true),
+            "1x1, groups of 2 panels",
+        ),
+        (
+            Shape4::new(1, 3, 5, 2100),
+            conv(2100, 70, Window2d::square(1, 1, 0), false),
+            "1x1, groups of 1 panel",
+        ),
+    ];
+    for (seed, (input, spec, what)) in cases.into_iter().enumerate() {
+        check(input, spec, 260 + seed as u64 * 10, what);
+    }
+}
+
+#[test]
 fn winograd_tiles_bands_and_edges() {
     // 3x3 stride-1 layers: odd output sizes (a half tile at the bottom and right), padding 0,
     // 1 and 2, 16 to 512 input channels, output channels that end mid-panel, outputs narrower

@@ -20,6 +20,12 @@ use std::ops::Range;
 /// tiles (a conv5 panel is 9 * 512 * 32 floats, 576 KiB).
 const TILES_PER_BLOCK: usize = 32;
 
+/// The weight panels a flat (1x1) block's tiles go through together: a quarter of a 2 MiB
+/// L2 cache. Panel by panel, a block's rows were read again for every panel and each
+/// tile's output written 128 bytes a pixel at a time; grouped, ResNet-50's 1x1 layers at
+/// batch 8 took 12% less time alone with their maps out of cache, 6% in the pipeline.
+const PANEL_GROUP_BYTES: usize = 256 << 10;
+
 /// A convolution layer packed for [`DirectConv::run`].
 pub struct DirectConv {
     spec: Conv2dSpec,
@@ -183,15 +189,29 @@ impl DirectConv {
             BLOCK.with(|cell| {
                 let mut buf = cell.borrow_mut();
                 rows.fill(&self.spec, (out, pixels), block_tiles.clone(), &mut buf);
-                for p in panels {
+                // Tile by tile through a group of panels: a tile's output channels of the
+                // group are written together and its rows are read once per group.
+                let group = (PANEL_GROUP_BYTES / (k * NR * 4)).max(1);
+                for p0 in panels.clone().step_by(group) {
                     for t in block_tiles.clone() {
                         let t0 = t * MR;
                         let a = rows.tile(k, (t0, pixels), block_tiles.start * MR, &buf);
-                        // SAFETY: this task alone writes the pixels of tiles `block_tiles` in
-                        // panels `panels`; `a` holds `MR` whole pixel rows.
-                        unsafe {
-                            self.tile(a, geometry, p, dst, t0 * out.c, out.c, MR.min(pixels - t0))
-                        };
+                        for p in p0..(p0 + group).min(panels.end) {
+                            // SAFETY: this task alone writes the pixels of tiles
+                            // `block_tiles` in panels `panels`; `a` holds `MR` whole pixel
+                            // rows.
+                            unsafe {
+                                self.tile(
+                                    a,
+                                    geometry,
+                                    p,
+                                    dst,
+                                    t0 * out.c,
+                                    out.c,
+                                    MR.min(pixels - t0),
+                                )
+                            };
+                        }
                     }
                 }
             });
