@@ -94,6 +94,51 @@ fn cross_layer_pooling_is_within_the_bound() {
 }
 
 #[test]
+fn pooling_normalised_in_one_pass() {
+    // Per-image sum pooling normalised block by block as it is pooled: the sums within the
+    // bound of the reference's, and under every normalisation the values equal the
+    // reference's normalisation of those sums bit for bit. 130 guide channels make blocks of
+    // 56 rows, the last partial, and a partial tile; 70 columns a partial panel; then 3x3
+    // windows on both layers; three images. A guide channel of zeros gives a zero row.
+    let win = LocalWindow::new(3, 3).unwrap();
+    let cases = [
+        (130, LocalWindow::UNIT, 70, LocalWindow::UNIT),
+        (15, win, 8, win),
+    ];
+    for (seed, (ca, aw, cx, xw)) in cases.into_iter().enumerate() {
+        let (sa, sx) = (Shape4::new(3, 5, 7, ca), Shape4::new(3, 5, 7, cx));
+        let mut a = random(sa.len(), 70 + seed as u64);
+        a.iter_mut().skip(5).step_by(ca).for_each(|v| *v = 0.0);
+        let x: Vec<f32> = random(sx.len(), 80 + seed as u64)
+            .iter()
+            .map(|v| v - 0.5)
+            .collect();
+        let (ka, kx) = (aw.feature_len(ca), xw.feature_len(cx));
+        let what = format!("{ka} x {kx}");
+        let want = reference::cross_layer(&a, sa, aw, &x, sx, xw, 1, ChannelPooling::Sum).unwrap();
+        let pooled = |norm: Normalization| {
+            let mut got = vec![f32::NAN; want.values.len()];
+            let (g, m) = (Some((a.as_slice(), sa, aw)), ChannelPooling::Sum);
+            ops::cross_layer_normalized(g, &x, sx, xw, 1, m, norm, &mut got).unwrap();
+            got
+        };
+        let sums = pooled(Normalization::NONE);
+        assert_reduction_close(&sums, &want, 5 * 7, &what);
+        assert!(sums[5 * kx..6 * kx].iter().all(|&v| v == 0.0), "{what}");
+        for flags in 0..8u32 {
+            let norm = Normalization {
+                channel_l2: flags & 1 != 0,
+                signed_sqrt: flags & 2 != 0,
+                global_l2: flags & 4 != 0,
+            };
+            let mut expected = sums.clone();
+            reference::normalize(&mut expected, ka, kx, norm);
+            assert_eq!(pooled(norm), expected, "{what}, {norm:?}");
+        }
+    }
+}
+
+#[test]
 fn region_pooling_and_normalisation_equal_the_reference() {
     let s = Shape4::new(2, 6, 5, 7);
     let x = random(s.len(), 3);

@@ -11,6 +11,8 @@ mod amx;
 pub mod conv;
 #[cfg(target_arch = "x86_64")]
 mod direct_conv;
+#[cfg(target_arch = "x86_64")]
+mod fused_pooling;
 pub mod matmul;
 #[cfg(target_arch = "x86_64")]
 mod microkernel;

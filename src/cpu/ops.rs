@@ -85,7 +85,12 @@ fn pool_row(
 
 /// The local features of every unit of images `images`, one row each: unit (n, y, x) gets
 /// the `win` neighbourhood of `x` centred on it, `(dy, dx, channel)` order, zero outside.
-fn unfold(x: &[f32], s: Shape4, win: LocalWindow, images: std::ops::Range<usize>) -> Vec<f32> {
+pub(super) fn unfold(
+    x: &[f32],
+    s: Shape4,
+    win: LocalWindow,
+    images: std::ops::Range<usize>,
+) -> Vec<f32> {
     let len = win.feature_len(s.c);
     let units = images.len() * s.h * s.w;
     let mut rows = vec![0.0f32; units * len];
@@ -124,29 +129,8 @@ pub fn cross_layer(
     mode: ChannelPooling,
     out: &mut [f32],
 ) -> Result<()> {
-    let bad = |why: String| Error::shape("cpu cross_layer", why);
-    if let Some((_, s, _)) = a {
-        if (s.n, s.h, s.w) != (x_shape.n, x_shape.h, x_shape.w) {
-            return Err(bad(format!(
-                "layers {s} and {x_shape} have different grids"
-            )));
-        }
-    }
-    if group == 0 || !x_shape.n.is_multiple_of(group) {
-        return Err(bad(format!(
-            "{} images do not split into groups of {group}",
-            x_shape.n
-        )));
-    }
-    let ka = a.map_or(1, |(_, s, w)| w.feature_len(s.c));
-    let kx = x_win.feature_len(x_shape.c);
+    let (ka, kx) = check_cross_layer(a, x_shape, x_win, group, out.len())?;
     let groups = x_shape.n / group;
-    if out.len() != groups * ka * kx {
-        return Err(bad(format!(
-            "{} output values for {groups} x {ka} x {kx}",
-            out.len()
-        )));
-    }
     for (g, dst) in out.chunks_mut((ka * kx).max(1)).enumerate().take(groups) {
         let images = g * group..(g + 1) * group;
         let units = group * x_shape.h * x_shape.w;
@@ -180,6 +164,70 @@ pub fn cross_layer(
             },
         );
     }
+    Ok(())
+}
+
+/// The guide's and the local features' lengths `(ka, kx)` of a cross-layer pooling into
+/// `out_len` values, or an error if the grids differ, `group` does not divide the images or
+/// `out_len` is not `ka * kx` a group.
+fn check_cross_layer(
+    a: Option<(&[f32], Shape4, LocalWindow)>,
+    x_shape: Shape4,
+    x_win: LocalWindow,
+    group: usize,
+    out_len: usize,
+) -> Result<(usize, usize)> {
+    let bad = |why: String| Error::shape("cpu cross_layer", why);
+    if let Some((_, s, _)) = a {
+        if (s.n, s.h, s.w) != (x_shape.n, x_shape.h, x_shape.w) {
+            return Err(bad(format!(
+                "layers {s} and {x_shape} have different grids"
+            )));
+        }
+    }
+    if group == 0 || !x_shape.n.is_multiple_of(group) {
+        return Err(bad(format!(
+            "{} images do not split into groups of {group}",
+            x_shape.n
+        )));
+    }
+    let ka = a.map_or(1, |(_, s, w)| w.feature_len(s.c));
+    let kx = x_win.feature_len(x_shape.c);
+    let groups = x_shape.n / group;
+    if out_len != groups * ka * kx {
+        return Err(bad(format!(
+            "{out_len} output values for {groups} x {ka} x {kx}"
+        )));
+    }
+    Ok((ka, kx))
+}
+
+/// [`cross_layer`], then [`normalize`] of each output matrix by `norm`. Per-image sum pooling
+/// with a guide, on AVX, runs as one pass that normalises each block of rows while it is in
+/// cache (`fused_pooling`): the sums are within the same bound of the reference, and their
+/// normalisation equals the reference's of these sums bit for bit.
+#[allow(clippy::too_many_arguments)]
+pub fn cross_layer_normalized(
+    a: Option<(&[f32], Shape4, LocalWindow)>,
+    x: &[f32],
+    x_shape: Shape4,
+    x_win: LocalWindow,
+    group: usize,
+    mode: ChannelPooling,
+    norm: Normalization,
+    out: &mut [f32],
+) -> Result<()> {
+    let (ka, kx) = check_cross_layer(a, x_shape, x_win, group, out.len())?;
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(a), 1, ChannelPooling::Sum, Some(simd)) = (a, group, mode, super::Simd::detected())
+    {
+        if x_shape.h * x_shape.w > 0 && a.0.len() == a.1.len() && x.len() == x_shape.len() {
+            super::fused_pooling::pool_normalized(simd, a, (x, x_shape, x_win), norm, out);
+            return Ok(());
+        }
+    }
+    cross_layer(a, x, x_shape, x_win, group, mode, out)?;
+    normalize(out, ka, kx, norm);
     Ok(())
 }
 
@@ -308,7 +356,23 @@ pub fn normalize(data: &mut [f32], rows: usize, cols: usize, norm: Normalization
 }
 
 /// A row's scale and its sum of squares after the scale and the signed square root.
-fn row_sums(row: &[f32], norm: Normalization) -> (f64, f64) {
+/// Compiled for AVX-512F too, where the eight partial sums are one register (the same
+/// additions in the same order: the reference's sums bit for bit).
+pub(super) fn row_sums(row: &[f32], norm: Normalization) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if super::Simd::Avx512.is_available() {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn wide(row: &[f32], norm: Normalization) -> (f64, f64) {
+            row_sums_in(row, norm)
+        }
+        // SAFETY: AVX-512F is available (checked).
+        return unsafe { wide(row, norm) };
+    }
+    row_sums_in(row, norm)
+}
+
+#[inline(always)]
+fn row_sums_in(row: &[f32], norm: Normalization) -> (f64, f64) {
     let sum_sq = crate::pooling::sum_of_squares(row);
     let r = norm.row_scale(sum_sq);
     let sum_abs = if norm.global_l2 && norm.signed_sqrt {
@@ -322,7 +386,7 @@ fn row_sums(row: &[f32], norm: Normalization) -> (f64, f64) {
 /// Writes `row` scaled by `r`, signed-square-rooted as `norm` asks, then scaled by `q`, in
 /// f64. Compiled for AVX-512F too, where the f64 square root takes 8 lanes (the reference's
 /// results bit for bit: the same IEEE operations in the same order).
-fn transform_row(row: &mut [f32], norm: Normalization, r: f64, q: f64) {
+pub(super) fn transform_row(row: &mut [f32], norm: Normalization, r: f64, q: f64) {
     #[cfg(target_arch = "x86_64")]
     if super::Simd::Avx512.is_available() {
         #[target_feature(enable = "avx512f")]

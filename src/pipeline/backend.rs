@@ -98,6 +98,23 @@ pub trait Backend: Storage {
     fn run(&self, k: &Self::Kernels, r: &mut Self::Recorder, op: Op<'_, Self>) -> Result<()>
     where
         Self: Sized;
+    /// [`Op::CrossLayer`] into `out`, then [`Op::Normalize`] of `out` by `norm`. A backend
+    /// may run the two as one pass (the CPU backend normalises each block of rows while it is
+    /// in cache); the results are the two operations'.
+    fn cross_layer_normalized(
+        &self,
+        k: &Self::Kernels,
+        r: &mut Self::Recorder,
+        op: CrossLayer<'_, Self::Tensor>,
+        out: &Self::Features,
+        norm: Normalization,
+    ) -> Result<()>
+    where
+        Self: Sized,
+    {
+        self.run(k, r, Op::CrossLayer(op, out))?;
+        self.run(k, r, Op::Normalize(out, norm))
+    }
     /// The kernel variant (tile) the last [`Op::Conv`] of `layer` on an input of `input`
     /// shape ran with, for reports; `None` where a backend has one kernel.
     fn conv_variant(&self, k: &Self::Kernels, layer: &Self::Conv, input: Shape4) -> Option<String> {

@@ -96,6 +96,31 @@ impl HostMemory for CpuBackend {
         )
     }
 
+    fn cross_layer_normalized(
+        &self,
+        op: CrossLayer<'_, HostTensor>,
+        out: &HostFeatures,
+        norm: Normalization,
+    ) -> Result<()> {
+        let xv = op.x.values();
+        let a = match op.guide {
+            Guide::Layer(a, w) => Some((a.values(), a.shape, w)),
+            Guide::Ones => None,
+        };
+        let (i, r, c) = out.dims;
+        let mut dst = lock(&out.data);
+        ops::cross_layer_normalized(
+            a.as_ref().map(|(v, s, w)| (v.as_slice(), *s, *w)),
+            &xv,
+            op.x.shape,
+            op.x_win,
+            op.group,
+            op.mode,
+            norm,
+            &mut dst[..i * r * c],
+        )
+    }
+
     fn region_pool(
         &self,
         x: &HostTensor,

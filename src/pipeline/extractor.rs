@@ -307,7 +307,8 @@ impl<B: Backend> Extractor<B> {
         }
     }
 
-    /// Records the pooling of the local features into `out`.
+    /// Records the pooling of the local features into `out` and its normalisation (one
+    /// operation for cross-layer pooling, which a backend may run as one pass).
     fn record_pooling(
         &self,
         ctx: &B,
@@ -316,17 +317,19 @@ impl<B: Backend> Extractor<B> {
         out: &B::Features,
     ) -> Result<()> {
         let (x, win) = self.local_features(ws);
+        let (k, norm) = (&self.kernels, self.spec.norm);
         let op = match &self.spec.repr {
             Representation::CrossLayer { channel, .. } => {
                 let guide = Guide::Layer(self.guide(ws), LocalWindow::UNIT);
-                Op::CrossLayer(CrossLayer::new(guide, x, win).pooled(*channel), out)
+                CrossLayer::new(guide, x, win).pooled(*channel)
             }
-            Representation::Gram { .. } => {
-                Op::CrossLayer(CrossLayer::new(Guide::Layer(x, win), x, win), out)
+            Representation::Gram { .. } => CrossLayer::new(Guide::Layer(x, win), x, win),
+            Representation::Region { mode, .. } => {
+                ctx.run(k, r, Op::RegionPool(x, ws.regions()?, *mode, out))?;
+                return ctx.run(k, r, Op::Normalize(out, norm));
             }
-            Representation::Region { mode, .. } => Op::RegionPool(x, ws.regions()?, *mode, out),
         };
-        ctx.run(&self.kernels, r, op)
+        ctx.cross_layer_normalized(k, r, op, out, norm)
     }
 
     /// Records the extraction of `input` into `r`.
@@ -358,16 +361,15 @@ impl<B: Backend> Extractor<B> {
         if let (Some(c), Some(t)) = (&self.aconv, &ws.added_guide) {
             ctx.run(k, r, Op::conv(c, &outs[0], t))?;
         }
-        self.record_pooling(ctx, r, ws, &ws.features)?;
         if let Some(g) = &ws.guide_sums {
             let whole = Op::RegionPool(self.guide(ws), &g.whole_map, RegionPoolMode::Sum, &g.sums);
             ctx.run(k, r, whole)?;
         }
-        ctx.run(k, r, Op::Normalize(&ws.features, self.spec.norm))
+        self.record_pooling(ctx, r, ws, &ws.features)
     }
 
     /// Runs each stage as its own submission and waits for it: `(stage, seconds, flops)` for
-    /// every network layer, the PCA projection, pooling and normalisation.
+    /// every network layer, the PCA projection, and pooling with its normalisation (one stage).
     pub fn profile(
         &self,
         ctx: &B,
@@ -424,15 +426,9 @@ impl<B: Backend> Extractor<B> {
             Representation::Region { .. } => units * xs.c as f64,
             _ => 2.0 * units * (rows * cols) as f64,
         };
-        timed("pooling", pool_flops, &mut |r| {
+        let norm_flops = 4.0 * (images * rows * cols) as f64;
+        timed("pooling+normalize", pool_flops + norm_flops, &mut |r| {
             self.record_pooling(ctx, r, ws, &ws.features)
-        })?;
-        timed("normalize", 4.0 * (images * rows * cols) as f64, &mut |r| {
-            ctx.run(
-                &self.kernels,
-                r,
-                Op::Normalize(&ws.features, self.spec.norm),
-            )
         })?;
         Ok(stages)
     }

@@ -44,6 +44,16 @@ pub trait HostMemory {
     fn field_pool(&self, x: &HostTensor, fields: &[[u32; 4]], out: &HostTensor) -> Result<()>;
     /// See [`Op::Normalize`].
     fn normalize(&self, f: &HostFeatures, norm: Normalization) -> Result<()>;
+    /// See [`Backend::cross_layer_normalized`].
+    fn cross_layer_normalized(
+        &self,
+        op: CrossLayer<'_, HostTensor>,
+        out: &HostFeatures,
+        norm: Normalization,
+    ) -> Result<()> {
+        self.cross_layer(op, out)?;
+        self.normalize(out, norm)
+    }
 }
 
 impl<T: HostMemory> Storage for T {
@@ -143,6 +153,17 @@ impl<T: HostMemory> Backend for T {
 
     fn conv_spec(c: &T::Conv) -> Conv2dSpec {
         <T as HostMemory>::conv_spec(c)
+    }
+
+    fn cross_layer_normalized(
+        &self,
+        _: &(),
+        _: &mut (),
+        op: CrossLayer<'_, HostTensor>,
+        out: &HostFeatures,
+        norm: Normalization,
+    ) -> Result<()> {
+        HostMemory::cross_layer_normalized(self, op, out, norm)
     }
 
     fn run(&self, _: &(), _: &mut (), op: Op<'_, Self>) -> Result<()> {
