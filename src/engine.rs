@@ -150,7 +150,7 @@ impl Engine {
         match (self.storage_for(precision), self) {
             (Err(e), _) => format!("unavailable: {e}"),
             (Ok(_), Engine::Cpu(_)) if precision.cpu_products() == Products::Bf16 => {
-                "bf16 products on AMX tiles, f32 sums and storage (layers with stride 1 and input channels a multiple of 32; f32 in the others)".into()
+                "bf16 products on AMX tiles, f32 sums and storage (layers with stride 1, or 1x1 without padding, and input channels a multiple of 32; f32 in the others)".into()
             }
             (Ok(Dtype::F32), _) => "f32 storage and sums".into(),
             (Ok(Dtype::F16), Engine::Gpu(ctx)) => {

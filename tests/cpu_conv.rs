@@ -634,6 +634,46 @@ fn amx_bf16_steps_bands_and_edges() {
 }
 
 #[test]
+fn amx_bf16_strided_one_by_one() {
+    // 1x1 layers with stride 2 or 3 and no padding (ResNet's downsampling shortcuts) run on
+    // AMX over the pixels they read, gathered: held to the f32 bound against the reference on
+    // the bf16-rounded values, on odd map sides, a stride that leaves columns unread, several
+    // chunks and panels.
+    let cases = [
+        (
+            Shape4::new(2, 9, 11, 64),
+            conv(64, 48, Window2d::square(1, 2, 0), false),
+            "stride 2, 9x11",
+        ),
+        (
+            Shape4::new(1, 14, 14, 256),
+            conv(256, 512, Window2d::square(1, 2, 0), false),
+            "stride 2, 256 -> 512",
+        ),
+        (
+            Shape4::new(3, 7, 8, 32),
+            conv(32, 40, Window2d::square(1, 3, 0), true),
+            "stride 3, 7x8",
+        ),
+    ];
+    for (seed, (input, spec, what)) in cases.into_iter().enumerate() {
+        let (w, x) = seeded_layer(input, spec, 700 + seed as u64 * 10);
+        let layer = CpuConv2d::with_kernel(&w, ConvKernel::AmxBf16);
+        if !amx() {
+            assert!(layer.is_err(), "{what}");
+            continue;
+        }
+        let layer = layer.unwrap();
+        assert_eq!(layer.kernel(), ConvKernel::AmxBf16, "{what}");
+        let mut got = vec![f32::NAN; spec.output_shape(input).unwrap().len()];
+        layer.run(&x, input, &mut got).unwrap();
+        let rounded = Conv2dWeights::new(spec, bf16_rounded(&w.weight), w.bias.clone()).unwrap();
+        let (_, want) = reference::conv2d(&bf16_rounded(&x), input, &rounded).unwrap();
+        assert_reduction_close(&got, &want, spec.k_total() + 1, what);
+    }
+}
+
+#[test]
 fn amx_bf16_rounds_to_nearest_even() {
     // 1 + 2^-8 lies halfway between the bf16 neighbours 1 and 1 + 2^-7: nearest even is 1,
     // so a 1x1 layer of weight 1 gives 1 (truncation would too; 1 + 3 * 2^-9 rounds up to

@@ -251,6 +251,36 @@ impl ConvKernel {
     }
 }
 
+thread_local! {
+    /// The pixels a strided 1x1 layer reads, kept between calls.
+    static GATHERED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Copies the pixels `(n, y * sh, x * sw)` of the NHWC `input` to `(n, y, x)` of `map`
+/// (whose channels are the input's), into `buf`.
+fn gather_strided(
+    input: &[f32],
+    shape: Shape4,
+    (sh, sw): (usize, usize),
+    map: Shape4,
+    buf: &mut Vec<f32>,
+) {
+    if buf.len() < map.len() {
+        buf.resize(map.len(), 0.0);
+    }
+    let c = shape.c;
+    buf[..map.len()]
+        .par_chunks_mut((map.w * c).max(1))
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (n, y) = (row / map.h, row % map.h);
+            for (x, px) in dst.chunks_exact_mut(c).enumerate() {
+                let at = shape.index(n, y * sh, x * sw, 0);
+                px.copy_from_slice(&input[at..at + c]);
+            }
+        });
+}
+
 /// A convolution layer's weights laid out for its kernel.
 pub struct CpuConv2d {
     spec: Conv2dSpec,
@@ -260,6 +290,10 @@ pub struct CpuConv2d {
 enum Kernel {
     #[cfg(target_arch = "x86_64")]
     Amx(AmxConv),
+    /// A strided 1x1 layer (ResNet's downsampling shortcuts) on AMX: the pixels it reads are
+    /// gathered into a map of the output's size, which the stride-1 layer then runs on.
+    #[cfg(target_arch = "x86_64")]
+    AmxStrided(AmxConv),
     #[cfg(target_arch = "x86_64")]
     Winograd(WinogradConv),
     #[cfg(target_arch = "x86_64")]
@@ -296,12 +330,29 @@ impl CpuConv2d {
         };
         products.require()?;
         #[cfg(target_arch = "x86_64")]
-        if products == Products::Bf16 && AmxConv::suits(&w.spec) {
+        if products == Products::Bf16 {
             let weight = |o, i, ky, kx| w.at(o, i, ky, kx);
-            return Ok(CpuConv2d {
-                spec: w.spec,
-                kernel: Kernel::Amx(AmxConv::new(w.spec, weight, &w.bias)),
-            });
+            let win = w.spec.window;
+            let unit = crate::shape::Window2d::square(1, 1, 0);
+            let stride_1 = Conv2dSpec {
+                window: unit,
+                ..w.spec
+            };
+            let kernel = if AmxConv::suits(&w.spec) {
+                Some(Kernel::Amx(AmxConv::new(w.spec, weight, &w.bias)))
+            } else if (win.kh, win.kw, win.pad_h, win.pad_w) == (1, 1, 0, 0)
+                && AmxConv::suits(&stride_1)
+            {
+                Some(Kernel::AmxStrided(AmxConv::new(stride_1, weight, &w.bias)))
+            } else {
+                None
+            };
+            if let Some(kernel) = kernel {
+                return Ok(CpuConv2d {
+                    spec: w.spec,
+                    kernel,
+                });
+            }
         }
         if !kernel.is_available() {
             return Err(Error::Config(format!(
@@ -356,7 +407,7 @@ impl CpuConv2d {
     pub fn kernel(&self) -> ConvKernel {
         match &self.kernel {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Amx(_) => ConvKernel::AmxBf16,
+            Kernel::Amx(_) | Kernel::AmxStrided(_) => ConvKernel::AmxBf16,
             #[cfg(target_arch = "x86_64")]
             Kernel::Winograd(k) => match k.choice() {
                 TileChoice::Fixed(WinogradTile::F2) => ConvKernel::Winograd(k.simd()),
@@ -410,6 +461,14 @@ impl CpuConv2d {
         match &self.kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Amx(amx) => amx.run(input, shape, shortcut, out, output),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::AmxStrided(amx) => GATHERED.with(|cell| {
+                let mut gathered = cell.borrow_mut();
+                let (strides, map) = ((self.spec.window.stride_h, self.spec.window.stride_w), out);
+                let map = Shape4::new(map.n, map.h, map.w, shape.c);
+                gather_strided(input, shape, strides, map, &mut gathered);
+                amx.run(&gathered[..map.len()], map, shortcut, out, output)
+            }),
             #[cfg(target_arch = "x86_64")]
             Kernel::Winograd(winograd) => winograd.run(input, shape, shortcut, out, output),
             #[cfg(target_arch = "x86_64")]
