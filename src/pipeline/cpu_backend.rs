@@ -26,6 +26,28 @@ fn with_io<R>(
     f(&x[..input.shape.len()], &mut out[..output.shape.len()])
 }
 
+/// Cross-layer pooling of `op` into `out` on copies of its operands, normalised by `norm` if
+/// given ([`ops::cross_layer_normalized`]).
+fn cross_layer_into(
+    op: CrossLayer<'_, HostTensor>,
+    out: &HostFeatures,
+    norm: Option<Normalization>,
+) -> Result<()> {
+    let xv = op.x.values();
+    let a = match op.guide {
+        Guide::Layer(a, w) => Some((a.values(), a.shape, w)),
+        Guide::Ones => None,
+    };
+    let a = a.as_ref().map(|(v, s, w)| (v.as_slice(), *s, *w));
+    let (i, r, c) = out.dims;
+    let dst = &mut lock(&out.data)[..i * r * c];
+    let (x, win, group, mode) = (op.x.shape, op.x_win, op.group, op.mode);
+    match norm {
+        None => ops::cross_layer(a, &xv, x, win, group, mode, dst),
+        Some(n) => ops::cross_layer_normalized(a, &xv, x, win, group, mode, n, dst),
+    }
+}
+
 impl HostMemory for CpuBackend {
     type Conv = CpuConv2d;
 
@@ -78,22 +100,7 @@ impl HostMemory for CpuBackend {
     }
 
     fn cross_layer(&self, op: CrossLayer<'_, HostTensor>, out: &HostFeatures) -> Result<()> {
-        let xv = op.x.values();
-        let a = match op.guide {
-            Guide::Layer(a, w) => Some((a.values(), a.shape, w)),
-            Guide::Ones => None,
-        };
-        let (i, r, c) = out.dims;
-        let mut dst = lock(&out.data);
-        ops::cross_layer(
-            a.as_ref().map(|(v, s, w)| (v.as_slice(), *s, *w)),
-            &xv,
-            op.x.shape,
-            op.x_win,
-            op.group,
-            op.mode,
-            &mut dst[..i * r * c],
-        )
+        cross_layer_into(op, out, None)
     }
 
     fn cross_layer_normalized(
@@ -102,23 +109,7 @@ impl HostMemory for CpuBackend {
         out: &HostFeatures,
         norm: Normalization,
     ) -> Result<()> {
-        let xv = op.x.values();
-        let a = match op.guide {
-            Guide::Layer(a, w) => Some((a.values(), a.shape, w)),
-            Guide::Ones => None,
-        };
-        let (i, r, c) = out.dims;
-        let mut dst = lock(&out.data);
-        ops::cross_layer_normalized(
-            a.as_ref().map(|(v, s, w)| (v.as_slice(), *s, *w)),
-            &xv,
-            op.x.shape,
-            op.x_win,
-            op.group,
-            op.mode,
-            norm,
-            &mut dst[..i * r * c],
-        )
+        cross_layer_into(op, out, Some(norm))
     }
 
     fn region_pool(
