@@ -333,9 +333,8 @@ impl CpuConv2d {
         if products == Products::Bf16 {
             let weight = |o, i, ky, kx| w.at(o, i, ky, kx);
             let win = w.spec.window;
-            let unit = crate::shape::Window2d::square(1, 1, 0);
             let stride_1 = Conv2dSpec {
-                window: unit,
+                window: crate::shape::Window2d::square(1, 1, 0),
                 ..w.spec
             };
             let kernel = if AmxConv::suits(&w.spec) {
@@ -464,8 +463,8 @@ impl CpuConv2d {
             #[cfg(target_arch = "x86_64")]
             Kernel::AmxStrided(amx) => GATHERED.with(|cell| {
                 let mut gathered = cell.borrow_mut();
-                let (strides, map) = ((self.spec.window.stride_h, self.spec.window.stride_w), out);
-                let map = Shape4::new(map.n, map.h, map.w, shape.c);
+                let strides = (self.spec.window.stride_h, self.spec.window.stride_w);
+                let map = Shape4::new(out.n, out.h, out.w, shape.c);
                 gather_strided(input, shape, strides, map, &mut gathered);
                 amx.run(&gathered[..map.len()], map, shortcut, out, output)
             }),

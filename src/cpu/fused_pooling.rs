@@ -11,7 +11,7 @@
 //! normalisation of these sums bit for bit.
 
 use super::microkernel::{self, Lanes, Simd, Tile, TileGeometry, MR, NR};
-use super::ops::{row_sums, transform_row, unfold};
+use super::ops::{global_scale, row_sums, transform_row, unfold};
 use crate::pooling::{LocalWindow, Normalization};
 use crate::shape::Shape4;
 use rayon::prelude::*;
@@ -125,10 +125,8 @@ pub(super) fn pool_normalized(
             })
             .collect();
         if norm.global_l2 {
-            // Summed in row order, as the reference sums.
             let scales: Vec<(f64, f64)> = scales.into_iter().flatten().collect();
-            let g = scales.iter().fold(0.0f64, |acc, &(_, sq)| acc + sq).sqrt();
-            let q = if g > 0.0 { 1.0 / g } else { 1.0 };
+            let q = global_scale(&scales);
             img.par_chunks_mut(kx)
                 .zip(&scales)
                 .for_each(|(row, &(r, _))| transform_row(row, norm, r, q));

@@ -342,10 +342,7 @@ pub fn normalize(data: &mut [f32], rows: usize, cols: usize, norm: Normalization
         } else {
             img.chunks(cols).map(sums).collect()
         };
-        // Summed in row order, as the reference sums.
-        let global_sq = scales.iter().fold(0.0f64, |acc, &(_, sq)| acc + sq);
-        let g = global_sq.sqrt();
-        let q = if g > 0.0 { 1.0 / g } else { 1.0 };
+        let q = global_scale(&scales);
         let write = |(row, &(r, _)): (&mut [f32], &(f64, f64))| transform_row(row, norm, r, q);
         if rows_in_parallel {
             img.par_chunks_mut(cols).zip(&scales).for_each(write);
@@ -353,6 +350,17 @@ pub fn normalize(data: &mut [f32], rows: usize, cols: usize, norm: Normalization
             img.chunks_mut(cols).zip(&scales).for_each(write);
         }
     });
+}
+
+/// The global L2 scale of an image from each row's (scale, transformed sum of squares),
+/// summed in row order as the reference sums.
+pub(super) fn global_scale(rows: &[(f64, f64)]) -> f64 {
+    let g = rows.iter().fold(0.0f64, |acc, &(_, sq)| acc + sq).sqrt();
+    if g > 0.0 {
+        1.0 / g
+    } else {
+        1.0
+    }
 }
 
 /// A row's scale and its sum of squares after the scale and the signed square root.
